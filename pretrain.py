@@ -1,0 +1,447 @@
+"""pretrain.py — the one training loop of minihcx, and pretraining with it.
+
+HyperCLOVA X §2.2: a decoder-only transformer trained left-to-right (plus fill-in-the-middle, done
+in data.py) on Korean, English and code in equal thirds, with a short context for most of training
+and a long context for the last ~10% of steps. This file holds the loop every phase uses:
+sft.py and jsft.py call `train()` with their own batches, self_judge.py with its own loss.
+Phases differ in their data and loss, not in their loop.
+
+What the loop does, in order (see `train`): AdamW (decay on matrices only), linear warmup + cosine
+decay, gradient accumulation (DDP `no_sync` / FSDP2 `set_requires_gradient_sync` on the non-final
+micro-steps), gradient clipping, bf16 autocast on CUDA, optional `torch.compile`, periodic
+validation, atomic checkpoints with everything needed to resume exactly, SIGINT/SIGTERM saves and
+exits cleanly, a non-finite loss stops the run and leaves the last good checkpoint in place.
+
+Run:
+    python pretrain.py                                   # embedded default, CPU
+    python pretrain.py --preset tiny --steps 50          # smaller
+    torchrun --nproc_per_node 2 pretrain.py              # data parallel (gloo on CPU, nccl on CUDA)
+    torchrun --nproc_per_node 8 pretrain.py --fsdp       # FSDP2, one shard unit per block
+    python pretrain.py --resume                          # continue exactly where the last run stopped
+"""
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+import typing
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from model import ModelConfig, Transformer, config_from_preset
+
+
+# ----------------------------------------------------------------------------- options
+@dataclass
+class TrainConfig:
+    out_dir: str = field(default="out/pretrain", metadata={"help": "checkpoint folder this phase writes"})
+    data_dir: str = field(default="out/data", metadata={"help": "folder written by data.py"})
+    preset: str = field(default="demo", metadata={"help": "model size (model.PRESETS)"})
+    steps: int = field(default=600, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per micro-batch per rank"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    seq_len: int = field(default=256, metadata={"help": "long context length (last long_fraction of steps)"})
+    short_seq_len: int = field(default=128, metadata={"help": "short context length (first steps); 0 = always seq_len"})
+    long_fraction: float = field(default=0.1, metadata={"help": "share of steps at the long context (HCX)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
+    min_lr: float = field(default=2e-4, metadata={"help": "learning rate at the end of the cosine decay"})
+    warmup_steps: int = field(default=30, metadata={"help": "linear warmup steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on matrices (not norms)"})
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = field(default=1.0, metadata={"help": "max global grad norm; 0 = off"})
+    eval_every: int = field(default=100, metadata={"help": "validate every N steps (and at the end); 0 = only at the end"})
+    eval_batches: int = field(default=8, metadata={"help": "validation batches per evaluation"})
+    save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (and at the end)"})
+    seed: int = 1337
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | mps"})
+    compile: typing.Optional[bool] = field(default=None, metadata={"help": "torch.compile (default: on for CUDA)"})
+    fsdp: bool = field(default=False, metadata={"help": "FSDP2 fully_shard per block (under torchrun)"})
+    peak_flops: float = field(default=0.0, metadata={"help": "peak FLOP/s of one device, for MFU; 0 = not shown"})
+    resume: bool = field(default=False, metadata={"help": "continue from out_dir's checkpoint"})
+
+
+def parse_config(cls, argv=None, description=None):
+    """Build an argparse parser from a config dataclass, parse argv, return an instance."""
+    parser = argparse.ArgumentParser(description=description or (sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+        if typing.get_origin(kind) is typing.Union:  # Optional[X]
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata.get("help", " "))
+        else:
+            parser.add_argument(flag, type=kind, default=f.default, help=f.metadata.get("help", " "))
+    args = parser.parse_args(argv)
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+# ----------------------------------------------------------------------------- devices and ranks
+def setup_distributed(device_name="auto"):
+    """Returns (device, rank, world_size). Under torchrun, joins the process group (nccl on CUDA, gloo on CPU)."""
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_name == "cuda" else "gloo")
+    if device_name == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        device_name = f"cuda:{local_rank}"
+    return torch.device(device_name), rank, world_size
+
+
+def unwrap(model):
+    """The plain Transformer inside torch.compile / DDP wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def rng_state():
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _atomic_write(path, write_fn):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(out_dir, model_state, config, train_state=None, tokenizer_path=None):
+    """Write a self-contained checkpoint folder (DESIGN.md §1). Every file goes to a temporary name
+    first and is renamed into place, so an interrupted save leaves the previous checkpoint loadable.
+    `config` (model config, phase, args, special ids) and `train_state` share a fresh checkpoint id,
+    so a resume can tell that the files belong together."""
+    os.makedirs(out_dir, exist_ok=True)
+    config = dict(config, checkpoint_id=uuid.uuid4().hex)
+    if tokenizer_path and os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(out_dir, "tokenizer.model")):
+        _atomic_write(os.path.join(out_dir, "tokenizer.model"), lambda p: shutil.copyfile(tokenizer_path, p))
+    model_state = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
+    # Order matters: train_state, then weights, then config. A crash between two renames leaves ids that
+    # disagree, which a resume detects; a crash while writing a temporary file changes nothing.
+    if train_state is not None:
+        train_state = dict(train_state, checkpoint_id=config["checkpoint_id"])
+        _atomic_write(os.path.join(out_dir, "train_state.pt"), lambda p: torch.save(train_state, p))
+    _atomic_write(os.path.join(out_dir, "model.pt"), lambda p: torch.save(model_state, p))
+    _atomic_write(os.path.join(out_dir, "config.json"),
+                  lambda p: open(p, "w", encoding="utf-8").write(json.dumps(config, indent=2, ensure_ascii=False)))
+
+
+def load_checkpoint(ckpt_dir, device="cpu"):
+    """Returns (state_dict, config dict). Accepts wrapper prefixes (`_orig_mod.`, `module.`) from other tools."""
+    for name in ("model.pt", "config.json"):
+        if not os.path.exists(os.path.join(ckpt_dir, name)):
+            raise FileNotFoundError(f"{ckpt_dir}: no {name} — not a minihcx checkpoint folder (run the phase that writes it first)")
+    with open(os.path.join(ckpt_dir, "config.json"), encoding="utf-8") as fh:
+        config = json.load(fh)
+    state = torch.load(os.path.join(ckpt_dir, "model.pt"), map_location=device, weights_only=True)
+    clean = {}
+    for key, value in state.items():
+        for prefix in ("_orig_mod.", "module."):
+            key = key.replace(prefix, "")
+        clean[key] = value
+    return clean, config
+
+
+def load_model(ckpt_dir, device="cpu"):
+    """A plain Transformer with a checkpoint's weights, plus the checkpoint's config dict."""
+    state, config = load_checkpoint(ckpt_dir, device)
+    model = Transformer(ModelConfig(**config["model"]))
+    model.load_state_dict(state)
+    return model.to(device), config
+
+
+# ----------------------------------------------------------------------------- the loop
+def lr_at(step, cfg):
+    """Linear warmup to cfg.lr, then cosine decay to cfg.min_lr at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def lm_loss(model, batch):
+    """The default loss: next-token cross-entropy, masked where the batch has a loss_mask."""
+    _, loss = model(batch["x"], batch["y"], batch.get("loss_mask"))
+    return loss, {}
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, tokenizer_path=None,
+          device=None, rank=0, world_size=1, log=print):
+    """The one training loop.
+
+    model:        a plain Transformer on `device` (wrapped here for compile / DDP / FSDP as cfg asks)
+    get_batch:    get_batch(step, micro) -> batch dict of tensors on device ("x", "y", optional "loss_mask",
+                  or whatever loss_fn reads); must be a deterministic function of (step, micro) for this rank,
+                  so that the data cursor of a checkpoint is simply the step.
+    loss_fn:      loss_fn(model, batch) -> (scalar loss, {metric: float}); default next-token CE
+    val_fn:       val_fn(plain_model) -> {metric: float}, run every cfg.eval_every steps and at the end
+    config_extra: what config.json records beside the model config (phase, args, special ids)
+    Returns the list of logged metric dicts.
+    """
+    device = device or next(model.parameters()).device
+    raw = model
+    start_step, train_state = 0, None
+    if cfg.resume:  # weights go into the plain module before it is sharded or wrapped
+        train_state = _load_train_state(cfg.out_dir, raw, world_size)
+        start_step = train_state["step"]
+    if cfg.fsdp:
+        from torch.distributed.fsdp import fully_shard
+        for block in raw.layers:
+            fully_shard(block)
+        fully_shard(raw)
+        wrapped = raw
+    elif world_size > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        wrapped = raw
+    use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
+    if use_compile:
+        wrapped = torch.compile(wrapped)
+
+    decay = [p for p in raw.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in raw.parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    if train_state is not None:
+        if cfg.fsdp:  # shard the full optimizer state back onto this rank
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+            set_optimizer_state_dict(raw, optimizer, train_state["optimizer"], options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(train_state["optimizer"])
+        set_rng_state(train_state["rng"][rank])
+        log(f"resumed from {cfg.out_dir} at step {start_step}")
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+
+    config = dict(config_extra, model=dataclasses.asdict(raw.cfg), train=dataclasses.asdict(cfg))
+    metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
+    if rank == 0:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+        _truncate_metrics(metrics_path, keep_through=start_step if cfg.resume else -1)
+
+    def full_state():
+        if cfg.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_model_state_dict(raw, options=opts), get_optimizer_state_dict(raw, optimizer, options=opts)
+        return raw.state_dict(), optimizer.state_dict()
+
+    def checkpoint(step):
+        model_state, optim_state = full_state()
+        rngs = [None] * world_size
+        if world_size > 1:
+            dist.all_gather_object(rngs, rng_state())
+        else:
+            rngs = [rng_state()]
+        if rank == 0:
+            save_checkpoint(cfg.out_dir, model_state, dict(config, step=step),
+                            {"step": step, "optimizer": optim_state, "rng": rngs, "world_size": world_size,
+                             "data_cursor": {"step": step}}, tokenizer_path)
+        if world_size > 1:
+            dist.barrier()
+
+    stop = {"signal": None}
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    history, step = [], start_step
+    flops_per_token = raw.flops_per_token(getattr(cfg, "seq_len", raw.cfg.max_seq_len))
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=rank != 0,
+               desc=config_extra.get("phase", "train"), dynamic_ncols=True)
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum, tokens, extra = 0.0, 0, {}
+            for micro in range(cfg.grad_accum):
+                batch = get_batch(step, micro)
+                last = micro == cfg.grad_accum - 1
+                with _grad_sync(wrapped, raw, cfg, world_size, enabled=last), autocast:
+                    loss, extra = loss_fn(wrapped, batch)
+                    (loss / cfg.grad_accum).backward()
+                loss_sum += loss.detach().float().item() / cfg.grad_accum
+                tokens += batch["x"].numel() if "x" in batch else 0
+            if not math.isfinite(loss_sum):
+                raise NonFiniteLoss(step, loss_sum)
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            row = {"step": step + 1, "loss": round(loss_sum, 5), "lr": lr, "tokens_per_s": round(tokens * world_size / dt, 1),
+                   "flops_per_s": tokens * world_size * flops_per_token / dt, **{k: float(v) for k, v in extra.items()}}
+            if grad_norm is not None:
+                row["grad_norm"] = float(grad_norm)
+            if cfg.peak_flops > 0:
+                row["mfu"] = row["flops_per_s"] / (cfg.peak_flops * world_size)
+            done = step + 1 == cfg.steps
+            if val_fn is not None and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done):
+                raw.eval()
+                row.update(val_fn(raw))
+                raw.train()
+            history.append(row)
+            if rank == 0:
+                with open(metrics_path, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()
+                                 if k in ("loss", "val_loss", "tokens_per_s", "mfu", "margin", "reward_acc")})
+            if world_size > 1:  # every rank must stop at the same step, or the collectives hang
+                flag = torch.tensor([0 if stop["signal"] is None else stop["signal"]], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop["signal"] = int(flag.item()) or None
+            if stop["signal"] is not None:
+                checkpoint(step + 1)
+                log(f"stopped by signal {stop['signal']}: checkpoint at step {step + 1} in {cfg.out_dir}; "
+                    f"continue with --resume")
+                return history
+            if done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
+                checkpoint(step + 1)
+    except NonFiniteLoss as exc:
+        at, value = exc.args
+        good = os.path.join(cfg.out_dir, "model.pt")
+        where = f"the last good checkpoint in {cfg.out_dir} is left in place" if os.path.exists(good) else "no checkpoint was written"
+        raise SystemExit(f"non-finite loss ({value}) at step {at + 1}: stopping; {where}. "
+                         f"Lower --lr, check the data, or resume from the checkpoint with --resume.") from None
+    finally:
+        bar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    return history
+
+
+def _grad_sync(wrapped, raw, cfg, world_size, enabled):
+    """Skip the gradient all-reduce on non-final micro-steps (it happens once, on the last)."""
+    if enabled or world_size == 1:
+        return contextlib.nullcontext()
+    if cfg.fsdp:
+        raw.set_requires_gradient_sync(False)
+        return _restore_sync(raw)
+    ddp = wrapped._orig_mod if hasattr(wrapped, "_orig_mod") else wrapped
+    return ddp.no_sync()
+
+
+@contextlib.contextmanager
+def _restore_sync(raw):
+    try:
+        yield
+    finally:
+        raw.set_requires_gradient_sync(True)
+
+
+def _load_train_state(out_dir, raw, world_size):
+    """Load a checkpoint's weights into the plain model and return its train_state (optimizer, step, RNGs)."""
+    path = os.path.join(out_dir, "train_state.pt")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--resume: {path} not found; start without --resume (or point --out-dir at a run)")
+    state, config = load_checkpoint(out_dir, device="cpu")
+    train_state = torch.load(path, map_location="cpu", weights_only=False)
+    if train_state.get("checkpoint_id") != config.get("checkpoint_id"):
+        raise RuntimeError(f"{out_dir}: model.pt/config.json and train_state.pt come from different saves; "
+                           "the checkpoint was interrupted — restore a backup or start again")
+    if train_state["world_size"] != world_size:
+        raise RuntimeError(f"{out_dir}: saved with {train_state['world_size']} ranks, resuming with {world_size}; "
+                           "exact resume needs the same number of ranks")
+    raw.load_state_dict(state)
+    return train_state
+
+
+def _truncate_metrics(path, keep_through):
+    """A fresh run starts a new metrics.jsonl; a resumed one keeps the rows up to its step."""
+    rows = []
+    if keep_through >= 0 and os.path.exists(path):
+        with open(path, encoding="utf-8") as fh:
+            rows = [line for line in fh if line.strip() and json.loads(line)["step"] <= keep_through]
+    _atomic_write(path, lambda p: open(p, "w", encoding="utf-8").write("".join(rows)))
+
+
+# ----------------------------------------------------------------------------- pretraining
+def main(argv=None):
+    cfg = parse_config(TrainConfig, argv)
+    device, rank, world_size = setup_distributed(cfg.device)
+    log = print if rank == 0 else (lambda *a, **k: None)
+    from data import PretrainBatches, context_length_at, val_batches
+
+    meta_path = os.path.join(cfg.data_dir, "meta.json")
+    if not os.path.exists(meta_path):
+        raise SystemExit(f"{meta_path} not found: run `python data.py` first (or pass --data-dir)")
+    with open(meta_path, encoding="utf-8") as fh:
+        meta = json.load(fh)
+    log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
+    torch.manual_seed(cfg.seed)
+    model_cfg = config_from_preset(cfg.preset, vocab_size=meta["vocab_size"], max_seq_len=max(cfg.seq_len, cfg.short_seq_len))
+    model = Transformer(model_cfg).to(device)
+    log(f"model: {cfg.preset}, {model.num_params() / 1e6:.2f}M parameters, {model_cfg}")
+
+    train_bin = os.path.join(cfg.data_dir, "train.bin")
+    batches = PretrainBatches(train_bin, cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world_size)
+
+    def get_batch(step, micro):
+        seq_len = (cfg.seq_len if cfg.short_seq_len <= 0 else
+                   context_length_at(step, cfg.steps, cfg.short_seq_len, cfg.seq_len, cfg.long_fraction))
+        x, y = batches.get(step * cfg.grad_accum + micro, seq_len)
+        return {"x": x.to(device), "y": y.to(device)}
+
+    def val_fn(m):
+        losses = []
+        with torch.no_grad():
+            for x, y in val_batches(os.path.join(cfg.data_dir, "val.bin"), cfg.batch_size, cfg.seq_len, cfg.eval_batches):
+                losses.append(m(x.to(device), y.to(device))[1].item())
+        return {"val_loss": sum(losses) / max(1, len(losses))}
+
+    tokenizer_path = meta.get("tokenizer")
+    history = train(model, get_batch, cfg, {"phase": "pretrain", "special_ids": meta.get("special_ids", {})},
+                    val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+    if history and rank == 0:
+        first, last = history[0], history[-1]
+        log(f"done: loss {first['loss']:.3f} -> {last['loss']:.3f}, val_loss {last.get('val_loss', float('nan')):.3f}; "
+            f"checkpoint in {cfg.out_dir}")
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""The one training loop: exact resume, signals, atomic checkpoints, NaN stop, wrappers, DDP on gloo."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import pretrain
+from model import Transformer, config_from_preset
+from pretrain import TrainConfig, load_checkpoint, load_model, lr_at, parse_config, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCAB, T, B = 64, 16, 4
+
+
+def synthetic_tokens(n=4096, seed=0):
+    """A learnable toy language: a noisy repeating sequence."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.arange(n) % 13 + 3
+    noise = torch.randint(0, VOCAB, (n,), generator=g)
+    keep = torch.rand(n, generator=g) < 0.9
+    return torch.where(keep, base, noise)
+
+
+def make_get_batch(tokens, batch=B, seq_len=T, seed=0):
+    def get_batch(step, micro):
+        g = torch.Generator().manual_seed(seed * 100003 + step * 31 + micro)
+        starts = torch.randint(0, len(tokens) - seq_len - 1, (batch,), generator=g)
+        x = torch.stack([tokens[s:s + seq_len] for s in starts])
+        y = torch.stack([tokens[s + 1:s + seq_len + 1] for s in starts])
+        return {"x": x, "y": y}
+    return get_batch
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return Transformer(config_from_preset("tiny", vocab_size=VOCAB, max_seq_len=T))
+
+
+def cfg_for(tmp_path, **kw):
+    base = dict(out_dir=str(tmp_path / "ckpt"), steps=8, batch_size=B, lr=3e-3, min_lr=3e-4, warmup_steps=2,
+                eval_every=0, save_every=0, seed=0, device="cpu", compile=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_lr_schedule_matches_hand_values():
+    cfg = TrainConfig(steps=110, warmup_steps=10, lr=1.0, min_lr=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.1 + 0.5 * 0.9)  # half-way through the cosine
+    assert lr_at(110, cfg) == pytest.approx(0.1)
+
+
+def test_parse_config_builds_flags_from_the_dataclass():
+    cfg = parse_config(TrainConfig, ["--steps", "7", "--lr", "0.5", "--no-resume", "--compile", "--out-dir", "x"])
+    assert (cfg.steps, cfg.lr, cfg.resume, cfg.compile, cfg.out_dir) == (7, 0.5, False, True, "x")
+    assert parse_config(TrainConfig, []).compile is None  # auto: on for CUDA only
+
+
+def test_loss_falls_on_a_learnable_stream(tmp_path):
+    model = tiny_model()
+    history = train(model, make_get_batch(synthetic_tokens()), cfg_for(tmp_path, steps=60, warmup_steps=5), {"phase": "test"})
+    start, end = history[0]["loss"], sum(r["loss"] for r in history[-5:]) / 5
+    assert start > math.log(VOCAB) - 0.7 and end < start - 1.5
+
+
+def test_resume_after_signal_gives_identical_weights(tmp_path):
+    tokens = synthetic_tokens()
+    straight = tiny_model()
+    train(straight, make_get_batch(tokens), cfg_for(tmp_path / "a"), {"phase": "test"})
+
+    interrupted = tiny_model()
+    base = make_get_batch(tokens)
+    def get_batch_then_sigint(step, micro):
+        if step == 3:  # SIGINT during step 3: the loop finishes that step, saves at 4, returns
+            os.kill(os.getpid(), signal.SIGINT)
+        return base(step, micro)
+    cfg_b = cfg_for(tmp_path / "b")
+    history = train(interrupted, get_batch_then_sigint, cfg_b, {"phase": "test"})
+    assert len(history) == 4
+    assert json.load(open(tmp_path / "b" / "ckpt" / "config.json"))["step"] == 4
+
+    resumed = tiny_model(seed=123)  # different init: everything must come from the checkpoint
+    cfg_b.resume = True
+    train(resumed, make_get_batch(tokens), cfg_b, {"phase": "test"})
+    for k, v in weights(straight).items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    steps = [json.loads(l)["step"] for l in open(tmp_path / "b" / "ckpt" / "metrics.jsonl")]
+    assert steps == list(range(1, 9))  # metrics continue, no duplicates
+
+
+def test_grad_accumulation_equals_one_big_batch(tmp_path):
+    tokens = synthetic_tokens()
+    big = make_get_batch(tokens, batch=2 * B)
+    def halves(step, micro):
+        full = big(step, 0)
+        return {k: v[micro * B:(micro + 1) * B] for k, v in full.items()}
+    one, two = tiny_model(), tiny_model()
+    train(one, big, cfg_for(tmp_path / "a", steps=3, batch_size=2 * B), {"phase": "test"})
+    train(two, halves, cfg_for(tmp_path / "b", steps=3, grad_accum=2), {"phase": "test"})
+    for k, v in one.state_dict().items():
+        torch.testing.assert_close(v, two.state_dict()[k], atol=1e-5, rtol=1e-4)
+
+
+def test_interrupted_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    model = tiny_model()
+    cfg = cfg_for(tmp_path, steps=4, save_every=2)
+    train(model, make_get_batch(synthetic_tokens()), cfg, {"phase": "test"})
+    good_state, good_config = load_checkpoint(cfg.out_dir)
+    assert good_config["step"] == 4
+
+    real_save = torch.save
+    def crashing_save(obj, path, *a, **k):
+        with open(path, "wb") as fh:  # a half-written file, then the "power cut"
+            fh.write(b"partial")
+        raise KeyboardInterrupt("simulated crash mid-save")
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.save_checkpoint(cfg.out_dir, {k: v + 1 for k, v in model.state_dict().items()},
+                                 {"model": good_config["model"], "step": 99}, {"step": 99})
+    monkeypatch.setattr(torch, "save", real_save)
+
+    state, config = load_checkpoint(cfg.out_dir)
+    assert config["step"] == 4 and all(torch.equal(state[k], good_state[k]) for k in state)
+    assert not [f for f in os.listdir(cfg.out_dir) if ".tmp" in f]
+    reloaded = tiny_model(seed=5)
+    cfg.resume, cfg.steps = True, 5  # still resumable
+    train(reloaded, make_get_batch(synthetic_tokens()), cfg, {"phase": "test"})
+
+
+def test_planted_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+    model = tiny_model()
+    cfg = cfg_for(tmp_path, steps=8, save_every=3)
+    def loss_with_nan(m, batch):
+        loss, extra = pretrain.lm_loss(m, batch)
+        return (loss * float("nan") if loss_with_nan.calls == 4 else loss), extra
+    loss_with_nan.calls = 0
+    base = make_get_batch(synthetic_tokens())
+    def counting(step, micro):
+        loss_with_nan.calls = step
+        return base(step, micro)
+    with pytest.raises(SystemExit, match=r"non-finite loss \(nan\) at step 5.*last good checkpoint"):
+        train(model, counting, cfg, {"phase": "test"}, loss_fn=loss_with_nan)
+    state, config = load_checkpoint(cfg.out_dir)
+    assert config["step"] == 3
+    assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_wrapped_state_dicts_load_into_a_plain_transformer(tmp_path):
+    model = tiny_model()
+    compiled = torch.compile(model)  # state_dict keys get `_orig_mod.`
+    assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())
+    for name, state in [("compiled", compiled.state_dict()),
+                        ("ddp", {"module." + k: v for k, v in model.state_dict().items()})]:
+        out = tmp_path / name
+        pretrain.save_checkpoint(str(out), state, {"model": pretrain.dataclasses.asdict(model.cfg), "step": 0})
+        plain, _ = load_model(str(out))
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, plain.state_dict()[k])
+    # the loop itself always saves the unwrapped module, even when it trains a compiled one
+    cfg = cfg_for(tmp_path / "loop", steps=1, compile=True)
+    train(model, make_get_batch(synthetic_tokens()), cfg, {"phase": "test"})
+    raw_keys = set(torch.load(os.path.join(cfg.out_dir, "model.pt"), weights_only=True))
+    assert raw_keys == set(model.state_dict())
+
+
+def test_torchrun_two_ranks_equal_one_process_with_the_global_batch(tmp_path):
+    worker = os.path.join(ROOT, "tests", "ddp_worker.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    single = tmp_path / "single"
+    subprocess.run([sys.executable, worker, str(single), str(2 * B)], check=True, env=env, cwd=ROOT, timeout=240)
+    double = tmp_path / "ddp"
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    worker, str(double), str(B)], check=True, env=env, cwd=ROOT, timeout=240)
+    one, _ = load_model(str(single))
+    two, config = load_model(str(double))  # saved from a DDP-wrapped model, loads into a plain one
+    assert config["train"]["batch_size"] == B
+    for k, v in one.state_dict().items():
+        torch.testing.assert_close(v, two.state_dict()[k], atol=2e-5, rtol=1e-4)
+    seen = [torch.load(double / f"seen_rank{r}.pt") for r in range(2)]
+    for step in range(len(seen[0])):
+        rows0 = {tuple(r.tolist()) for r in seen[0][step]}
+        rows1 = {tuple(r.tolist()) for r in seen[1][step]}
+        assert not rows0 & rows1, f"step {step}: both ranks saw the same window"
+    single_seen = torch.load(single / "seen_rank0.pt")
+    for step in range(len(single_seen)):
+        assert torch.equal(single_seen[step], torch.cat([seen[0][step], seen[1][step]]))
