@@ -1,0 +1,647 @@
+"""tokenizer.py: a bilingual (Korean/English + code), morpheme-aware BPE tokenizer with unforgeable
+special tokens, and the chat renderer. HyperCLOVA X technical report §2.1 (tokenizer, Table 1) and
+§2.2.1 (chat format); the judge verdict tokens of SELF-JUDGE (Lee et al., ACL 2024) §3.
+
+What a reader learns here:
+  1. Korean is agglutinative: a word is a stem plus particles and endings (인간|은, 보호|하여야).
+     We cut every Hangul word at those morpheme boundaries (segment_korean, a small rule set)
+     before BPE sees it, at training *and* at encoding time, so no merge ever crosses a boundary
+     and stems become reusable pieces. The flag is switchable, so its effect is measurable: at a
+     4k vocabulary plain BPE spends a few % fewer tokens on Korean by memorizing whole word
+     forms (인간은), and then 31% of the morpheme boundaries fall inside one of its tokens.
+  2. sentencepiece BPE with byte_fallback: any UTF-8 string round-trips, decode(encode(x)) == x.
+     No dummy prefix, no whitespace folding, identity normalization: encode(a + b) behaves like
+     encode(a) + encode(b) at word boundaries, which the judge prompt relies on.
+  3. Special tokens are control symbols: text never encodes to them, so a user typing
+     "<|assistant|>" gets plain pieces, not a role switch. Code inserts them by id.
+  4. The efficiency report of HCX Table 1: mean tokens per held-out document for Korean, English
+     and code, for (a) this tokenizer, (b) the same without morpheme awareness and (c) an
+     English-centric tokenizer of the same vocabulary size.
+
+Run:
+  python tokenizer.py                     # default corpus (data.default_corpus) -> out/tokenizer
+  python tokenizer.py train --input 'corpus/*.jsonl' --vocab-size 8192 --out out/tok
+  python tokenizer.py encode "모든 인간은 태어날 때부터 자유롭다."   # show the pieces
+The demo vocabulary is 4096 (ids fit uint16); HyperCLOVA X uses 100k (--vocab-size 100000).
+"""
+import argparse
+import dataclasses
+import glob
+import io
+import json
+import os
+import random
+import re
+import struct
+import sys
+from dataclasses import dataclass
+
+import sentencepiece as spm
+from tqdm import tqdm
+
+# -----------------------------------------------------------------------------------------------
+# Special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model this script trains.
+
+SPECIAL_PIECES = {  # attribute name -> piece; position in this dict == id
+    "pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>",
+    "system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>",
+    "eot": "<|endofturn|>",
+    "fim_prefix": "<|fim_prefix|>", "fim_middle": "<|fim_middle|>", "fim_suffix": "<|fim_suffix|>",
+}
+# One more control symbol records how the model segments text, so a bare tokenizer.model (copied
+# into a checkpoint without meta.json) still encodes exactly as it was trained. Bump the version
+# whenever the rules below change.
+SEGMENTATION_MARKERS = {True: "<|seg:morpheme-v1|>", False: "<|seg:none|>"}
+VERDICT_PIECES = {"verdict_a": "\u2581A", "verdict_b": "\u2581B"}  # " A" and " B" (SELF-JUDGE)
+ROLES = ("system", "user", "assistant")
+SPACE_SYMBOL = "\u2581"  # sentencepiece writes a space as "▁"
+
+# -----------------------------------------------------------------------------------------------
+# Korean morpheme segmentation: a rule set for the common particles (조사) and endings (어미).
+# A Hangul word is cut before the longest known suffix, at most twice (stem | particle | ending).
+# A stem keeps at least one syllable, two before a one-syllable suffix (국가 "nation" stays
+# whole, 국가가 becomes 국가|가) and before a 하다/되다 form (위하여 is one verb, 보호|하여 is
+# noun + 하다). Cuts fall between whole syllables; jamo are never split. Checked against the Kiwi
+# morphological analyzer (kiwipiepy) on held-out default Korean text: 89% of these cuts are Kiwi
+# boundaries, 95% counting fused endings that Kiwi cuts inside a syllable (켭|니다 = 켜 + ㅂ니다).
+
+PARTICLES = (
+    "이", "가", "을", "를", "은", "는", "의", "에", "도", "만", "와", "과", "로", "께", "들", "랑",
+    "으로", "에서", "에게", "한테", "께서", "까지", "부터", "보다", "처럼", "마다", "조차", "마저",
+    "이나", "라도", "밖에", "이랑", "로서", "로써", "라는", "라고", "이란", "에는", "에도", "에만",
+    "으로서", "으로써", "로부터", "에게서", "한테서", "에서는", "에서도", "에서만", "에게는", "으로는",
+    "으로도", "까지는", "부터는", "이라는", "이라고", "이라도", "으로부터", "에서부터",
+    "이다", "이고", "이며", "이면", "입니다", "이었다", "였다",  # copula 이다 after a noun
+)
+ENDINGS = (
+    "다", "고", "며", "면", "게", "음", "던", "니다", "니까", "도록", "면서", "지만", "는지", "은지",
+    "는데", "은데", "다면", "어서", "아서", "어야", "아야", "었다", "았다", "겠다", "는다", "으며",
+    "으면", "으나", "거나", "습니다", "습니까", "었으며", "았으며", "었는데", "는다면",
+)
+VERBALIZERS = (  # 하다/되다/시키다 make verbs of (mostly Sino-Korean) nouns: 보호|하여야, 개정|한다
+    "한", "할", "함", "해", "된", "될", "됨", "하다", "하고", "하며", "하면", "하여", "하는", "한다",
+    "하지", "하게", "하기", "하도록", "하거나", "하여야", "하였다", "하였으며", "했다", "합니다",
+    "한다면", "되다", "되고", "되며", "되면", "되어", "되는", "된다", "되지", "되기", "되도록",
+    "되었다", "된다면", "시키다", "시키는", "시킨다",
+)
+_SUFFIXES, _VERBALIZERS = frozenset(PARTICLES + ENDINGS + VERBALIZERS), frozenset(VERBALIZERS)
+_MAX_SUFFIX = max(map(len, _SUFFIXES))
+_HANGUL_WORD = re.compile("[\uac00-\ud7a3]+")  # runs of complete Hangul syllables
+
+
+def _suffix_cut(word):
+    """Index where the longest known suffix of `word` starts, or None."""
+    for n in range(min(_MAX_SUFFIX, len(word) - 1), 0, -1):
+        suffix = word[-n:]
+        min_stem = 2 if n == 1 or suffix in _VERBALIZERS else 1
+        if suffix in _SUFFIXES and len(word) - n >= min_stem:
+            return len(word) - n
+    return None
+
+
+def segment_korean(text):
+    """Split text at Korean morpheme boundaries. Lossless: "".join(segment_korean(t)) == t.
+    Non-Hangul text is left in one piece: only cuts inside Hangul words are made."""
+    cuts = []
+    for m in _HANGUL_WORD.finditer(text):
+        word, start = m.group(), m.start()
+        for _ in range(2):  # stem | particle | ending
+            cut = _suffix_cut(word)
+            if cut is None:
+                break
+            cuts.append(start + cut)
+            word = word[:cut]
+    bounds = [0] + sorted(cuts) + [len(text)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def _chunks(text, morpheme_aware):
+    """The units sentencepiece sees (merges never cross them); a literal "▁" splits them too."""
+    out = []
+    for k, part in enumerate(text.split(SPACE_SYMBOL)):
+        if k:
+            out.append(None)  # None = a literal "▁" here, encoded as raw bytes by Tokenizer.encode
+        out += segment_korean(part) if morpheme_aware else ([part] if part else [])
+    return out
+
+# -----------------------------------------------------------------------------------------------
+# The tokenizer
+
+
+class Tokenizer:
+    """A trained tokenizer.model (+ optional meta.json beside it). See the module docstring."""
+
+    def __init__(self, model_path):
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f"{model_path}: no tokenizer model here; train one with "
+                                    f"`python tokenizer.py` (writes out/tokenizer/tokenizer.model)")
+        self.model_path = model_path
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.load(model_path)
+        except (OSError, RuntimeError) as e:
+            raise ValueError(f"{model_path}: not a sentencepiece model ({e})") from None
+        self.vocab_size = self.sp.get_piece_size()
+        for i, (name, piece) in enumerate(SPECIAL_PIECES.items()):
+            if self.sp.id_to_piece(i) != piece:
+                raise ValueError(f"{model_path}: id {i} should be {piece!r} but is "
+                                 f"{self.sp.id_to_piece(i)!r}; this model was not trained by "
+                                 f"tokenizer.py, retrain it with `python tokenizer.py`")
+            setattr(self, f"{name}_id", i)
+        marker = self.sp.id_to_piece(len(SPECIAL_PIECES))
+        flags = {v: k for k, v in SEGMENTATION_MARKERS.items()}
+        if marker not in flags:
+            raise ValueError(f"{model_path}: unknown segmentation marker {marker!r} "
+                             f"(expected one of {list(flags)}); retrain with `python tokenizer.py`")
+        self.morpheme_aware = flags[marker]
+        for name, piece in VERDICT_PIECES.items():
+            setattr(self, f"{name}_id", self.sp.piece_to_id(piece))
+        self.meta = {}
+        meta_path = os.path.join(os.path.dirname(model_path), "meta.json")
+        if os.path.isfile(meta_path):
+            with open(meta_path, encoding="utf-8") as f:
+                self.meta = json.load(f)
+            if self.meta.get("morpheme_aware", self.morpheme_aware) != self.morpheme_aware:
+                raise ValueError(f"{meta_path}: morpheme_aware={self.meta['morpheme_aware']} but "
+                                 f"{model_path} was trained with {self.morpheme_aware}; the two "
+                                 f"files come from different runs, retrain")
+        # id -> the bytes it stands for; decode is a lookup and a join.
+        self._bytes = []
+        for i in range(self.vocab_size):
+            piece = self.sp.id_to_piece(i)
+            if self.sp.is_byte(i):
+                self._bytes.append(bytes([int(piece[3:5], 16)]))  # "<0xE2>" -> b"\xe2"
+            elif self.sp.is_control(i) or self.sp.is_unknown(i):
+                self._bytes.append(b"")
+            else:
+                self._bytes.append(piece.replace(SPACE_SYMBOL, " ").encode("utf-8"))
+        self._space_symbol_ids = [self.sp.piece_to_id(f"<0x{b:02X}>")
+                                  for b in SPACE_SYMBOL.encode("utf-8")]
+
+    def special_ids(self):
+        names = list(SPECIAL_PIECES) + list(VERDICT_PIECES)
+        return {name: getattr(self, f"{name}_id") for name in names}
+
+    def encode(self, text):
+        """Plain text -> ids. Never emits a control id, adds no bos/eos; decode(encode(x)) == x."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects str, got {type(text).__name__}")
+        chunks = _chunks(text, self.morpheme_aware)
+        try:
+            encoded = iter(self.sp.encode([c for c in chunks if c is not None]))
+        except (TypeError, RuntimeError):  # sentencepiece's words for "not UTF-8 encodable"
+            bad = next(k for k, c in enumerate(text) if "\ud800" <= c <= "\udfff")
+            raise ValueError(f"encode: lone surrogate {text[bad]!r} at index {bad} is not valid "
+                             f"Unicode and has no UTF-8 bytes") from None
+        ids = []
+        for c in chunks:
+            ids += self._space_symbol_ids if c is None else next(encoded)
+        return ids
+
+    def decode(self, ids, show_special=False):
+        """ids -> text. Control ids are skipped, or shown by name with show_special=True."""
+        ids = [int(i) for i in ids]  # lists, numpy arrays and tensors alike
+        if ids and not 0 <= min(ids) <= max(ids) < self.vocab_size:
+            bad = next(i for i in ids if not 0 <= i < self.vocab_size)
+            raise ValueError(f"decode: id {bad} is outside this tokenizer's vocabulary "
+                             f"(0..{self.vocab_size - 1}); was the model's vocabulary padded?")
+        if not show_special:
+            return b"".join(self._bytes[i] for i in ids).decode("utf-8", errors="replace")
+        parts, run = [], []
+        for i in ids + [None]:
+            if i is None or not self._bytes[i]:  # a control symbol ends a run of text
+                parts.append(b"".join(run).decode("utf-8", errors="replace"))
+                parts.append("" if i is None else self.sp.id_to_piece(i))
+                run = []
+            else:
+                run.append(self._bytes[i])
+        return "".join(parts)
+
+    def pieces(self, text):
+        return [self.sp.id_to_piece(i) for i in self.encode(text)]
+
+    def render_chat(self, messages, add_generation_prompt=False):
+        """DESIGN.md §2: [bos] then per message [role] + encode(content) + [eot].
+        loss_mask is 1 on assistant content and its closing eot, 0 elsewhere."""
+        ids, mask = [self.bos_id], [0]
+        for k, message in enumerate(messages):
+            role, content = message.get("role"), message.get("content")
+            if role not in ROLES:
+                raise ValueError(f"message {k}: unknown role {role!r}; expected one of {ROLES}")
+            if not isinstance(content, str):
+                raise ValueError(f"message {k} ({role}): content must be a string, "
+                                 f"got {type(content).__name__}")
+            body = self.encode(content) + [self.eot_id]
+            ids += [getattr(self, f"{role}_id")] + body
+            mask += [0] + [int(role == "assistant")] * len(body)
+        if add_generation_prompt:
+            ids.append(self.assistant_id)
+            mask.append(0)
+        return ids, mask
+
+# -----------------------------------------------------------------------------------------------
+# Reading a corpus: .txt (documents separated by a blank line) or .jsonl ({"text", "lang"?}),
+# directories and globs (DESIGN.md §4).
+
+
+def read_documents(paths):
+    """-> list of (text, lang or None). Errors name the file (and line) and say what to fix."""
+    files = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            found = sorted(glob.glob(os.path.join(p, "**", "*.txt"), recursive=True)
+                           + glob.glob(os.path.join(p, "**", "*.jsonl"), recursive=True))
+        elif glob.has_magic(p):
+            found = sorted(glob.glob(p, recursive=True))
+        else:
+            found = [p]
+        if not found:
+            raise FileNotFoundError(f"{p}: no .txt or .jsonl files match")
+        files += found
+    docs = []
+    for path in files:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {e.start}: "
+                             f"{raw[e.start:e.start + 1]!r}); convert the file to UTF-8") from None
+        if path.endswith(".jsonl"):
+            for n, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                    raise ValueError(f'{path}:{n}: expected an object with a "text" string')
+                docs.append((record["text"], record.get("lang")))
+        else:
+            blocks = re.split(r"\n(?:[ \t]*\n)+", text.strip("\n"))  # blank line(s) between
+            docs += [(d, None) for d in blocks if d.strip()]
+    if not any(d.strip() for d, _ in docs):
+        raise ValueError(f"empty corpus: no text in {', '.join(files)}")
+    return docs
+
+
+def guess_lang(text):
+    """ko / code / en, for files without a "lang" field (report grouping only)."""
+    letters = [c for c in text if c.isalpha()]
+    if letters and sum("\uac00" <= c <= "\ud7a3" for c in letters) / len(letters) > 0.3:
+        return "ko"
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    codey = sum(ln.startswith((" ", "\t")) or ln.rstrip().endswith((":", "{", "}", ";", ")"))
+                for ln in lines)
+    return "code" if lines and codey / len(lines) > 0.4 else "en"
+
+
+def group_by_lang(docs):
+    """[(text, lang or None)] -> {lang: [texts]}; a missing lang is guessed."""
+    corpus = {}
+    for text, lang in docs:
+        corpus.setdefault(lang or guess_lang(text), []).append(text)
+    return corpus
+
+
+def as_corpus(texts_or_files):
+    """{lang: [docs]} | iterable of documents and/or paths -> {lang: [docs]}. A pathlib.Path is
+    a path; so is a str without whitespace that exists or ends in .txt/.jsonl. Other str: text."""
+    if isinstance(texts_or_files, dict):
+        return {lang: list(docs) for lang, docs in texts_or_files.items()}
+    if isinstance(texts_or_files, (str, os.PathLike)):
+        texts_or_files = [texts_or_files]
+    paths, docs = [], []
+    for item in texts_or_files:
+        if isinstance(item, os.PathLike) or (not re.search(r"\s", item) and (
+                os.path.exists(item) or item.endswith((".txt", ".jsonl")))):
+            paths.append(item)
+        else:
+            docs.append((item, None))
+    return group_by_lang(docs + (read_documents(paths) if paths else []))
+
+# -----------------------------------------------------------------------------------------------
+# Training
+
+
+def _opt(default, help):
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    out: str = _opt("out/tokenizer", "output folder: tokenizer.model, .vocab, meta.json, "
+                                     "report.json")
+    vocab_size: int = _opt(4096, "vocabulary size; 4096 for the demo (ids fit uint16), "
+                                 "HyperCLOVA X uses 100k")
+    morpheme_aware: bool = _opt(True, "cut Korean words at morpheme boundaries before BPE")
+    character_coverage: float = _opt(0.9995, "share of characters that get their own piece; "
+                                             "rarer ones fall back to UTF-8 bytes")
+    split_digits: bool = _opt(True, "one token per digit, so numbers never eat the vocabulary "
+                                    "and every number is spelled the same way")
+    max_train_chars: int = _opt(4_000_000, "train on a seeded sample of whole documents "
+                                           "beyond this many characters (keeps training fast)")
+    heldout_every: int = _opt(10, "every n-th document of each language is held out of "
+                                  "training and measured by the report")
+    english_share: float = _opt(0.9, "(c) English-centric baseline: English share of its text")
+    seed: int = _opt(0, "seed of the document sample")
+    report: bool = _opt(True, "also train baselines (b), (c) and write report.json")
+
+
+def _training_sentences(docs, morpheme_aware, max_len=1000):
+    """Lines -> chunks, each under sentencepiece's 4192-byte sentence limit (longer ones would be
+    dropped silently): long chunks are cut before a space, which no merge crosses anyway."""
+    for doc in docs:
+        for line in doc.split("\n"):
+            for chunk in _chunks(line, morpheme_aware):
+                while chunk:  # None (a literal "▁") falls through: it is never learned
+                    cut = chunk.rfind(" ", 1, max_len) if len(chunk) > max_len else len(chunk)
+                    cut = cut if cut > 0 else max_len
+                    yield chunk[:cut]
+                    chunk = chunk[cut:]
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _ensure_pieces(model, pieces):
+    """Append NORMAL pieces that BPE did not learn (the verdict pieces " A" and " B" on a tiny
+    corpus). A ModelProto is protobuf; a repeated field may be appended as more bytes:
+    field 1 (pieces) = {1: piece string, 2: score float}. The score is below every learned one,
+    so the merge fires only where no other merge applies: other words encode as before."""
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    low = min(sp.get_score(i) for i in range(sp.get_piece_size())) - 1.0
+    for piece in pieces:
+        if sp.piece_to_id(piece) == sp.unk_id():
+            raw = piece.encode("utf-8")
+            msg = b"\x0a" + _varint(len(raw)) + raw + b"\x15" + struct.pack("<f", low)
+            model += b"\x0a" + _varint(len(msg)) + msg
+            low -= 1.0
+    return model
+
+
+def _write_atomic(path, data):
+    """Write to a temporary name, then rename: a failed run never leaves half a file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def _sample(corpus, max_chars, seed):
+    """Keep whole documents, in a seeded random order, until max_chars; original order kept."""
+    docs = [(lang, k, d) for lang in sorted(corpus) for k, d in enumerate(corpus[lang])]
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    keep, total = set(), 0
+    for i in order:
+        if total + len(docs[i][2]) > max_chars and keep:
+            continue
+        keep.add(i)
+        total += len(docs[i][2])
+    return [docs[i][2] for i in sorted(keep)]
+
+
+def train_model_proto(docs, vocab_size=4096, morpheme_aware=True, character_coverage=0.9995,
+                      split_digits=True, verbose=False):
+    """Documents -> a serialized sentencepiece BPE ModelProto (bytes). No files touched."""
+    if not any(d.strip() for d in docs):
+        raise ValueError("empty corpus: nothing to train the tokenizer on")
+    model = io.BytesIO()
+    # ids 0-3 are pad/unk/bos/eos; the chat, FIM and segmentation controls follow as 4-11
+    controls = list(SPECIAL_PIECES.values())[4:] + [SEGMENTATION_MARKERS[morpheme_aware]]
+    sentences = _training_sentences(tqdm(docs, desc="tokenizer", unit="doc",
+                                         disable=not verbose), morpheme_aware)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=sentences, model_writer=model, model_type="bpe",
+            vocab_size=vocab_size, character_coverage=character_coverage, byte_fallback=True,
+            normalization_rule_name="identity", add_dummy_prefix=False,
+            remove_extra_whitespaces=False, split_digits=split_digits,
+            allow_whitespace_only_pieces=True,  # runs of spaces (code indentation) are one piece
+            pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+            control_symbols=controls,
+            hard_vocab_limit=False,  # a small corpus gives a smaller vocabulary, not an error
+            num_threads=1,  # determinism: one thread, one order of merges
+            minloglevel=0 if verbose else 2)
+    except RuntimeError as e:
+        raise ValueError(f"sentencepiece training failed: {e}. A vocabulary smaller than the "
+                         f"corpus' characters + 268 fixed pieces needs a lower "
+                         f"character_coverage or a larger vocab_size") from None
+    return model.getvalue()
+
+
+def train_tokenizer(texts_or_files, out_dir, vocab_size=4096, morpheme_aware=True, seed=0,
+                    character_coverage=0.9995, split_digits=True, max_train_chars=4_000_000,
+                    verbose=False):
+    """Train a BPE tokenizer into out_dir (tokenizer.model, tokenizer.vocab, meta.json).
+    texts_or_files: {lang: [docs]}, a list of documents, or paths/globs (see as_corpus).
+    Deterministic: the same input and options give a byte-identical tokenizer.model."""
+    corpus = as_corpus(texts_or_files)
+    docs = _sample(corpus, max_train_chars, seed)
+    model = train_model_proto(docs, vocab_size, morpheme_aware, character_coverage,
+                              split_digits, verbose)
+    model_bytes = _ensure_pieces(model, VERDICT_PIECES.values())
+    model_path = os.path.join(out_dir, "tokenizer.model")
+    sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+    if sp.get_piece_size() < vocab_size:
+        print(f"tokenizer: the corpus only supports {sp.get_piece_size()} pieces "
+              f"(asked for {vocab_size}); give it more text for a full vocabulary", file=sys.stderr)
+    escape = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n"})
+    vocab = "".join(f"{sp.id_to_piece(i).translate(escape)}\t{sp.get_score(i)}\n"
+                    for i in range(sp.get_piece_size()))
+    meta = {
+        "vocab_size": sp.get_piece_size(), "morpheme_aware": morpheme_aware,
+        "segmentation": SEGMENTATION_MARKERS[morpheme_aware],
+        "special_ids": {name: i for i, name in enumerate(SPECIAL_PIECES)}
+        | {name: sp.piece_to_id(p) for name, p in VERDICT_PIECES.items()},
+        "settings": {"model_type": "bpe", "byte_fallback": True, "normalization": "identity",
+                     "add_dummy_prefix": False, "remove_extra_whitespaces": False,
+                     "character_coverage": character_coverage, "split_digits": split_digits,
+                     "max_train_chars": max_train_chars, "seed": seed},
+        "trained_on": {"documents": len(docs), "chars": sum(map(len, docs)),
+                       "corpus_documents": {lang: len(d) for lang, d in sorted(corpus.items())}},
+    }
+    _write_atomic(model_path, model_bytes)
+    _write_atomic(os.path.join(out_dir, "tokenizer.vocab"), vocab)
+    _write_atomic(os.path.join(out_dir, "meta.json"),
+                  json.dumps(meta, indent=2, ensure_ascii=False))
+    return model_path
+
+# -----------------------------------------------------------------------------------------------
+# Efficiency report (HCX Table 1): mean tokens per held-out document
+
+
+def split_heldout(corpus, every=10):
+    """Every n-th document of each language (the last one if fewer, none if only one) ->
+    held out; the rest -> train."""
+    train, heldout = {}, {}
+    for lang, docs in corpus.items():
+        held = set(range(every - 1, len(docs), every))
+        if not held and len(docs) > 1:
+            held = {len(docs) - 1}
+        train[lang] = [d for k, d in enumerate(docs) if k not in held]
+        heldout[lang] = [d for k, d in enumerate(docs) if k in held]
+    return train, heldout
+
+
+def english_centric(corpus, english_share=0.9):
+    """Mostly-English training mix, like a LLaMA-style tokenizer: all English, and the other
+    languages together capped at (1 - english_share) of the text, split evenly among them."""
+    en = corpus.get("en", [])
+    others = sorted(lang for lang in corpus if lang != "en")
+    budget = sum(map(len, en)) * (1 - english_share) / english_share / max(len(others), 1)
+    mix = {"en": list(en)}
+    for lang in others:
+        mix[lang], used = [], 0
+        for d in corpus[lang]:
+            if used + len(d) > budget:
+                break
+            mix[lang].append(d)
+            used += len(d)
+    return mix
+
+
+def mean_tokens(tok, heldout):
+    return {lang: round(sum(len(tok.encode(d)) for d in docs) / len(docs), 1)
+            for lang, docs in sorted(heldout.items()) if docs}
+
+
+def boundaries_inside_tokens(tok, docs):
+    """Share of Korean morpheme boundaries (segment_korean) that fall inside a token, i.e.
+    where BPE merged a stem with its particle/ending. 0 by construction when morpheme-aware."""
+    inside = total = 0
+    for doc in docs:
+        token_ends, pos = set(), 0
+        for i in tok.encode(doc):
+            pos += len(tok._bytes[i])
+            token_ends.add(pos)
+        pos = 0
+        for chunk in segment_korean(doc)[:-1]:
+            pos += len(chunk.encode("utf-8"))
+            total += 1
+            inside += pos not in token_ends
+    return round(inside / max(total, 1), 4)
+
+
+def efficiency_report(corpus, cfg):
+    """Train (a) into cfg.out, (b) and (c) into cfg.out/baselines/; write report.json."""
+    train, heldout = split_heldout(corpus, cfg.heldout_every)
+    kw = dict(vocab_size=cfg.vocab_size, seed=cfg.seed, character_coverage=cfg.character_coverage,
+              split_digits=cfg.split_digits, max_train_chars=cfg.max_train_chars)
+    runs = {  # name: (training corpus, folder, morpheme_aware)
+        "a_this_tokenizer": (train, cfg.out, cfg.morpheme_aware),
+        "b_without_morphemes": (train, os.path.join(cfg.out, "baselines", "without_morphemes"),
+                                False),
+        "c_english_centric": (english_centric(train, cfg.english_share),
+                              os.path.join(cfg.out, "baselines", "english_centric"), False),
+    }
+    report = {"vocab_size": cfg.vocab_size, "morpheme_aware": cfg.morpheme_aware,
+              "heldout_every": cfg.heldout_every,
+              "heldout_documents": {lang: len(d) for lang, d in sorted(heldout.items())},
+              "mean_tokens_per_document": {}}
+    for name, (texts, out, aware) in tqdm(runs.items(), desc="report", unit="tokenizer"):
+        tok = Tokenizer(train_tokenizer(texts, out, morpheme_aware=aware, **kw))
+        report["mean_tokens_per_document"][name] = mean_tokens(tok, heldout)
+        if heldout.get("ko"):
+            report.setdefault("ko_morpheme_boundaries_inside_a_token", {})[name] = \
+                boundaries_inside_tokens(tok, heldout["ko"])
+    _write_atomic(os.path.join(cfg.out, "report.json"), json.dumps(report, indent=2))
+    return report
+
+
+def format_report(report):
+    rows = report["mean_tokens_per_document"]
+    langs = sorted({lang for r in rows.values() for lang in r})
+    lines = [f"mean tokens per held-out document (vocab {report['vocab_size']}, "
+             f"held-out docs {report['heldout_documents']})",
+             f"{'tokenizer':<22}" + "".join(f"{lang:>10}" for lang in langs)]
+    for name, r in rows.items():
+        lines.append(f"{name:<22}" + "".join(f"{r.get(lang, float('nan')):>10.1f}"
+                                             for lang in langs))
+    for name, share in report.get("ko_morpheme_boundaries_inside_a_token", {}).items():
+        lines.append(f"{name}: {share:.1%} of Korean morpheme boundaries fall inside a token")
+    return "\n".join(lines)
+
+# -----------------------------------------------------------------------------------------------
+# CLI
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("train", "encode"):
+        argv = ["train"] + argv  # train is the default command; --help shows its knobs
+    parser = argparse.ArgumentParser(prog="tokenizer.py")
+    sub = parser.add_subparsers(dest="command")
+    p_train = sub.add_parser(
+        "train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train a tokenizer and write the efficiency report (default command)")
+    p_train.add_argument("--input", nargs="+", help="files, dirs or globs (.txt/.jsonl); "
+                         "default: data.default_corpus()")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:
+            p_train.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                 help=f.metadata["help"])
+        else:
+            p_train.add_argument(flag, type=f.type, default=f.default,
+                                 help=f"{f.metadata['help']} (default: {f.default})")
+    p_enc = sub.add_parser("encode", help="print the pieces of a string: "
+                           "python tokenizer.py encode TEXT [--model PATH]")
+    p_enc.add_argument("text")
+    p_enc.add_argument("--model", default="out/tokenizer/tokenizer.model")
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (FileNotFoundError, ValueError) as e:  # bad input: one clear line, no traceback
+        sys.exit(f"tokenizer.py: {e}")
+
+
+def run(args):
+    if args.command == "encode":
+        tok = Tokenizer(args.model)
+        ids = tok.encode(args.text)
+        if tok.morpheme_aware:
+            print("morphemes:", "|".join(segment_korean(args.text)))
+        print(f"{len(ids)} tokens:", " ".join(tok.sp.id_to_piece(i) for i in ids))
+        print("ids:", ids)
+        return
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    print("config:", json.dumps(dataclasses.asdict(cfg)))
+    if args.input:
+        corpus = group_by_lang(read_documents(args.input))
+    else:
+        try:
+            import data  # lazily: data.py imports tokenizer.py too
+        except ImportError as e:
+            sys.exit(f"tokenizer.py: no --input given and data.py cannot be imported ({e}); "
+                     f"pass --input FILES")
+        corpus = data.default_corpus()
+    print("corpus:", {lang: f"{len(d)} docs, {sum(map(len, d))} chars"
+                      for lang, d in sorted(corpus.items())})
+    if cfg.report:
+        report = efficiency_report(corpus, cfg)
+        print(format_report(report))
+        print(f"wrote {cfg.out}/tokenizer.model, meta.json, report.json")
+    else:
+        path = train_tokenizer(corpus, cfg.out, cfg.vocab_size, cfg.morpheme_aware, cfg.seed,
+                               cfg.character_coverage, cfg.split_digits, cfg.max_train_chars,
+                               verbose=True)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
