@@ -1,0 +1,237 @@
+"""The chat and preference readers of sft.py / jsft.py on fixtures in the real layouts (DESIGN.md §4)."""
+import json
+import os
+
+import pytest
+
+from jsft import PreferencePair, read_preferences, read_prompts
+from sft import hh_to_messages, read_hh_rlhf, read_messages_jsonl
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "readers")
+HH = os.path.join(FIXTURES, "hh_rlhf_sample.jsonl")
+UF = os.path.join(FIXTURES, "ultrafeedback_sample.jsonl")
+MESSAGES = os.path.join(FIXTURES, "messages_sample.jsonl")
+GENERIC = os.path.join(FIXTURES, "generic_sample.jsonl")
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text):
+    return {"role": "assistant", "content": text}
+
+
+def write_lines(tmp_path, lines, name="data.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join((json.dumps(x, ensure_ascii=False) if not isinstance(x, str) else x) + "\n"
+                            for x in lines), encoding="utf-8")
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- HH-RLHF
+def test_hh_to_messages_multi_turn_with_blank_lines_inside_a_reply():
+    text = "\n\nHuman: List two fruits.\n\nAssistant: Here:\n\n- apple\n- pear \n\nHuman: Thanks!\n\nAssistant: You're welcome. "
+    assert hh_to_messages(text) == [user("List two fruits."), assistant("Here:\n\n- apple\n- pear"),
+                                    user("Thanks!"), assistant("You're welcome.")]
+
+
+def test_hh_to_messages_missing_or_empty_final_assistant_ends_with_the_user_turn():
+    assert hh_to_messages("\n\nHuman: a\n\nAssistant: b\n\nHuman: c") == [user("a"), assistant("b"), user("c")]
+    assert hh_to_messages("\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:") == [user("a"), assistant("b"), user("c")]
+    assert hh_to_messages("Human: a\n\nAssistant: b") == [user("a"), assistant("b")]  # no leading blank line
+
+
+@pytest.mark.parametrize("text, complaint", [
+    ("hello", "no .* turns found"), ("preamble\n\nHuman: a\n\nAssistant: b", "before the first"),
+    ("\n\nAssistant: a\n\nHuman: b", "alternate"), ("\n\nHuman: a\n\nHuman: b", "alternate"),
+    ("\n\nHuman: \n\nAssistant: b", "empty"), ("\n\nHuman: a\n\nAssistant: \n\nHuman: c", "empty"),
+])
+def test_hh_to_messages_rejects_malformed_transcripts(text, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        hh_to_messages(text)
+
+
+def test_read_hh_rlhf_real_layout_fixture():
+    chosen = read_hh_rlhf(HH)
+    assert len(chosen) == 5
+    assert chosen[0] == [user("What are some good vegetables to grow in a small garden?"),
+                         assistant("Tomatoes, lettuce and herbs like basil are easy to start with."),
+                         user("Which of those needs the most sun?"),
+                         assistant("Tomatoes need the most sun, at least six hours a day.")]
+    assert chosen[1][-1] == assistant("Put the egg in boiling water for about nine minutes, then cool it in cold water.")
+    assert chosen[2][1]["content"] == "Here is a list:\n\n- sunscreen\n- a towel\n- water"
+    assert [len(c) for c in chosen] == [4, 2, 6, 4, 3]
+    assert chosen[4][-1] == user("How long does it take to climb it?")  # missing final Assistant turn
+    rejected = read_hh_rlhf(HH, side="rejected")
+    assert rejected[0][-1] == assistant("I don't know.") and rejected[0][:-1] == chosen[0][:-1]
+    assert rejected[4] == chosen[4]  # empty final "Assistant:" -> ends with the user turn
+    assert rejected[3][-1] == assistant("모르겠어요.")
+    with pytest.raises(ValueError, match="side"):
+        read_hh_rlhf(HH, side="both")
+
+
+def test_read_hh_rlhf_bad_record_names_file_and_line(tmp_path, capsys):
+    good = {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}
+    path = write_lines(tmp_path, [good, {"chosen": 3, "rejected": "x"}, good, "{not json"])
+    with pytest.raises(ValueError, match=r"data\.jsonl:2: \"chosen\" must be a transcript string"):
+        read_hh_rlhf(path)
+    assert len(read_hh_rlhf(path, skip_bad=True)) == 2
+    err = capsys.readouterr().err
+    assert "skipped 2 bad record(s)" in err and "data.jsonl:2" in err
+
+
+# ----------------------------------------------------------------------------- messages
+def test_read_messages_jsonl_fixture():
+    convs = read_messages_jsonl(MESSAGES)
+    assert len(convs) == 3
+    assert convs[0][0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert convs[1][-1] == assistant("7 더하기 1은 8입니다.") and len(convs[1]) == 4
+    assert convs[2][-1]["content"].count("\n") == 2
+
+
+@pytest.mark.parametrize("record, complaint", [
+    ({"text": "hi"}, '"messages" must be a non-empty list'),
+    ({"messages": []}, '"messages" must be a non-empty list'),
+    ({"messages": [{"role": "bot", "content": "x"}]}, r'messages\[0\]: "role" must be one of'),
+    ({"messages": [user("a"), {"role": "assistant", "content": 5}]}, r'messages\[1\]: "content" must be a string'),
+    ({"messages": [user("a")]}, "no assistant turn"),
+    ({"messages": [user("a"), {"role": "system", "content": "s"}, assistant("b")]}, "system message may only come first"),
+    ([1, 2], "expected a JSON object"),
+])
+def test_read_messages_jsonl_bad_records(tmp_path, capsys, record, complaint):
+    good = {"messages": [user("hi"), assistant("hello")]}
+    path = write_lines(tmp_path, [good, "", good, record])
+    with pytest.raises(ValueError, match=r"data\.jsonl:4: .*" + complaint):
+        read_messages_jsonl(path)
+    assert read_messages_jsonl(path, skip_bad=True) == [good["messages"]] * 2
+    assert "skipped 1 bad record(s), the first: " in capsys.readouterr().err
+
+
+def test_invalid_json_line_reported():
+    with pytest.raises(ValueError, match=r":1: not valid JSON"):
+        read_messages_jsonl(os.path.join(FIXTURES, "..", "..", "test_readers.py"))
+
+
+# ----------------------------------------------------------------------------- preferences
+def test_read_preferences_hh_layout():
+    with pytest.raises(ValueError, match=r"hh_rlhf_sample\.jsonl:5: \"chosen\" has no final Assistant reply"):
+        read_preferences(HH)
+    pairs = read_preferences(HH, skip_bad=True)
+    assert len(pairs) == 4
+    assert pairs[0] == PreferencePair(
+        [user("What are some good vegetables to grow in a small garden?"),
+         assistant("Tomatoes, lettuce and herbs like basil are easy to start with."),
+         user("Which of those needs the most sun?")],
+        "Tomatoes need the most sun, at least six hours a day.", "I don't know.")
+    assert pairs[1].chosen.endswith("cold water.") and pairs[1].rejected == "Eggs are laid by chickens."
+    assert pairs[2].context[-1] == user("Great.") and len(pairs[2].context) == 5
+    assert pairs[3].rejected == "모르겠어요."
+
+
+def test_read_preferences_hh_prefix_mismatch_and_identical_pair(tmp_path, capsys):
+    a = "\n\nHuman: q\n\nAssistant: good"
+    path = write_lines(tmp_path, [{"chosen": a, "rejected": "\n\nHuman: other\n\nAssistant: bad"}])
+    with pytest.raises(ValueError, match=":1: .*differ before their final"):
+        read_preferences(path)
+    path = write_lines(tmp_path, [{"chosen": a, "rejected": a}], name="same.jsonl")
+    assert read_preferences(path) == []
+    assert "1 record(s) gave nothing" in capsys.readouterr().err
+
+
+def test_read_preferences_ultrafeedback_overall():
+    pairs = read_preferences(UF)
+    assert len(pairs) == 3  # the all-tied record gives nothing
+    # record 1: mean ratings 4.5, 7/3 (the "N/A" is left out), 5.0, 3.0 -> chosen is the gpt-4 reply
+    assert pairs[0].context == [user("Name three primary colors.")]
+    assert pairs[0].chosen == "The traditional primary colors are red, yellow and blue."
+    assert pairs[0].rejected in {"Red, yellow and blue.", "Green.", "Red, green, blue, and also many others."}
+    assert pairs[0].principle == "overall" and "helpfulness: helpfulness of gpt-4: rated 5." in pairs[0].chosen_rationale
+    # record 2: completions 0 and 2 tie at 4.5 -> the lower index wins; only completion 1 is worse
+    assert (pairs[1].chosen, pairs[1].rejected) == ("Chat.", "Chien.")
+    # record 4: annotations wrapped in lists, one Rating a number
+    assert (pairs[2].chosen, pairs[2].rejected) == ("4.", "5.")
+
+
+def test_read_preferences_ultrafeedback_rejected_is_a_seeded_draw_among_strictly_worse():
+    drawn = {read_preferences(UF, seed=s)[0].rejected for s in range(40)}
+    assert drawn == {"Red, yellow and blue.", "Green.", "Red, green, blue, and also many others."}
+    assert read_preferences(UF, seed=3) == read_preferences(UF, seed=3)
+
+
+def test_read_preferences_ultrafeedback_per_principle():
+    pairs = read_preferences(UF, per_principle=True)
+    by = {(p.context[0]["content"], p.principle): p for p in pairs}
+    # record 1 (ratings per completion: h 4 2 5 3, honesty 5 N/A 5 3, if 4 3 5 3, t 5 2 5 3)
+    honesty = by["Name three primary colors.", "honesty"]
+    assert (honesty.chosen, honesty.rejected) == ("Red, yellow and blue.", "Red, green, blue, and also many others.")
+    assert honesty.chosen_rationale == "honesty of alpaca-7b: rated 5."
+    assert honesty.rejected_rationale == "honesty of llama-2-7b-chat: rated 3."
+    # record 2 (h 5 1 4, honesty 4 4 5, if 5 2 4, t 4 1 5)
+    assert by["Translate 'cat' into French.", "honesty"].chosen == "Le chat."
+    assert by["Translate 'cat' into French.", "instruction_following"].chosen == "Chat."
+    assert by["Translate 'cat' into French.", "truthfulness"].rejected in {"Chat.", "Chien."}
+    assert not any(p.context[0]["content"] == "Say hello." for p in pairs)
+    assert len(pairs) == 4 + 4 + 4
+    for p in pairs:
+        assert p.chosen != p.rejected and p.chosen_rationale and p.rejected_rationale
+
+
+@pytest.mark.parametrize("completion, complaint", [
+    ({"response": "x"}, r'completions\[0\] needs a "response" string and an "annotations" object'),
+    ({"response": "x", "annotations": {"honesty": {"Rationale": "r"}}}, r'annotations\.honesty: expected'),
+    ({"response": "x", "annotations": {"honesty": {"Rating": "five", "Rationale": "r"}}}, 'must be a number or "N/A"'),
+])
+def test_read_preferences_ultrafeedback_bad_records(tmp_path, completion, complaint):
+    path = write_lines(tmp_path, [{"instruction": "q", "completions": [completion]}])
+    with pytest.raises(ValueError, match=r"data\.jsonl:1: .*" + complaint):
+        read_preferences(path)
+
+
+def test_read_preferences_generic_layout():
+    pairs = read_preferences(GENERIC)
+    assert pairs[0] == PreferencePair([user("What is the capital of France?")], "Paris.", "Lyon.")
+    assert pairs[1] == PreferencePair([user("Hi"), assistant("Hello!"), user("Tell me a fruit.")], "An apple.",
+                                      "A chair.", "correctness", "An apple is a fruit.", "A chair is not a fruit.")
+
+
+@pytest.mark.parametrize("record, complaint", [
+    ({"answer": "x"}, "unknown layout"),
+    ({"prompt": 3, "chosen": "a", "rejected": "b"}, '"prompt" must be a string'),
+    ({"prompt": "q", "chosen": ["a"], "rejected": "b"}, r'chosen\[0\]: "role" must be one of'),
+    ({"prompt": "q", "chosen": "a", "rejected": [user("b")]}, '"rejected" must be a string or messages ending'),
+    ({"messages": [user("q"), assistant("a")], "chosen": "a", "rejected": "b"}, "must end with a user turn"),
+])
+def test_read_preferences_generic_bad_records(tmp_path, record, complaint):
+    path = write_lines(tmp_path, [record])
+    with pytest.raises(ValueError, match=r"data\.jsonl:1: .*" + complaint):
+        read_preferences(path)
+
+
+# ----------------------------------------------------------------------------- prompts
+def test_read_prompts_accepts_every_layout(tmp_path):
+    path = write_lines(tmp_path, [
+        {"messages": [user("a"), assistant("b"), user("c")]},
+        {"messages": [user("a"), assistant("b")]},                      # the final reply is dropped
+        {"prompt": "p"}, {"instruction": "i", "completions": []},
+        {"chosen": "\n\nHuman: x\n\nAssistant: y\n\nHuman: z\n\nAssistant: w", "rejected": "..."},
+    ])
+    assert read_prompts(path) == [[user("a"), assistant("b"), user("c")], [user("a")], [user("p")], [user("i")],
+                                  [user("x"), assistant("y"), user("z")]]
+    assert read_prompts(HH)[4] == [user("What is the tallest mountain in the world?"),
+                                   assistant("Mount Everest, at about 8,849 meters."),
+                                   user("How long does it take to climb it?")]
+    assert read_prompts(UF)[0] == [user("Name three primary colors.")]
+    assert read_prompts(MESSAGES)[0] == [{"role": "system", "content": "You are a helpful assistant."}, user("Hi!")]
+
+
+@pytest.mark.parametrize("record, complaint", [
+    ({"text": "x"}, "unknown layout"), ({"prompt": "  "}, "non-empty string"),
+    ({"messages": [{"role": "system", "content": "s"}, assistant("a")]}, "must end with a user turn"),
+])
+def test_read_prompts_bad_records(tmp_path, capsys, record, complaint):
+    path = write_lines(tmp_path, [{"prompt": "ok"}, record])
+    with pytest.raises(ValueError, match=r"data\.jsonl:2: .*" + complaint):
+        read_prompts(path)
+    assert read_prompts(path, skip_bad=True) == [[user("ok")]]
+    assert "skipped 1 bad record(s)" in capsys.readouterr().err
