@@ -1,0 +1,24 @@
+"""Shared test fixtures: a small real tokenizer (fixture corpus + task-world text), trained once per session."""
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(tmp_path_factory):
+    """A 1200-piece morpheme-aware tokenizer trained on tests/fixtures/tokenizer and the task world's text."""
+    from tasks import pretrain_documents
+    from tokenizer import Tokenizer, train_tokenizer
+    corpus = {}
+    for lang in ("ko", "en", "code"):
+        with open(os.path.join(ROOT, "tests", "fixtures", "tokenizer", f"{lang}.jsonl"), encoding="utf-8") as fh:
+            corpus[lang] = [json.loads(line)["text"] for line in fh]
+    corpus["tasks"] = pretrain_documents(seed=0)
+    path = train_tokenizer(corpus, str(tmp_path_factory.mktemp("tok")), vocab_size=1200)
+    return Tokenizer(path)

@@ -1,0 +1,115 @@
+"""SFT: token-space masks, zero gradient outside assistant turns, batching under a budget, a tiny model learns to
+answer and to stop."""
+import random
+
+import pytest
+import torch
+
+from model import Transformer, config_from_preset, generate
+from pretrain import TrainConfig, train
+from sft import SFTConfig, batch_source, collate, encode_conversations, length_grouped_batches
+
+CONVERSATION = [
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": "What is 2 plus 3?"},
+    {"role": "assistant", "content": "2 plus 3 is 5."},
+    {"role": "user", "content": "그럼 3 더하기 4는요?"},
+    {"role": "assistant", "content": "3 더하기 4는 7입니다."},
+]
+
+
+def hand_built(tok, messages):
+    """The expectation, written out from DESIGN.md §2 rather than through render_chat."""
+    role_id = {"system": tok.system_id, "user": tok.user_id, "assistant": tok.assistant_id}
+    ids, mask = [tok.bos_id], [0]
+    for m in messages:
+        body = tok.encode(m["content"]) + [tok.eot_id]
+        learn = 1 if m["role"] == "assistant" else 0
+        ids += [role_id[m["role"]]] + body
+        mask += [0] + [learn] * len(body)
+    return ids, mask
+
+
+def test_collated_targets_and_mask_match_the_hand_built_expectation(small_tokenizer):
+    tok = small_tokenizer
+    ids, mask = hand_built(tok, CONVERSATION)
+    (got_ids, got_mask), = encode_conversations([CONVERSATION], tok, 512)[0]
+    assert (got_ids, got_mask) == (ids, mask)
+    batch = collate([(ids, mask), (ids[:9], mask[:9])], tok.pad_id)
+    assert batch["x"][0].tolist() == ids[:-1] and batch["y"][0].tolist() == ids[1:]
+    assert batch["loss_mask"][0].tolist() == [float(m) for m in mask[1:]]
+    # y[t] is learned exactly when it is an assistant-content token or the end-of-turn closing an assistant turn
+    learned = [y for y, m in zip(ids[1:], mask[1:]) if m]
+    assert learned == (tok.encode("2 plus 3 is 5.") + [tok.eot_id] + tok.encode("3 더하기 4는 7입니다.") + [tok.eot_id])
+    assert batch["x"][1, 8:].eq(tok.pad_id).all() and batch["y"][1, 8:].eq(-100).all()
+    assert tok.pad_id != tok.eos_id
+
+
+def test_user_and_system_tokens_get_zero_gradient(small_tokenizer):
+    tok = small_tokenizer
+    torch.manual_seed(0)
+    model = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size))
+    ids, mask = hand_built(tok, CONVERSATION)
+    batch = collate([(ids, mask)], tok.pad_id)
+    captured = {}
+    def keep(_module, _inp, out):
+        out.retain_grad()
+        captured["logits"] = out
+    handle = model.lm_head.register_forward_hook(keep)
+    _, loss = model(batch["x"], batch["y"], batch["loss_mask"])
+    loss.backward()
+    handle.remove()
+    grad_norm = captured["logits"].grad[0].abs().sum(-1)  # (T,)
+    learned = batch["loss_mask"][0].bool()
+    assert grad_norm[~learned].eq(0).all(), "a user/system position received gradient"
+    assert grad_norm[learned].gt(0).all()
+
+
+def test_length_grouped_batches_cover_every_example_once_within_budget():
+    rng = random.Random(0)
+    examples = [([1] * rng.randint(3, 120), [0] * 3) for _ in range(300)]
+    batches = length_grouped_batches(examples, max_tokens=512, seed=1, epoch=0)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(300))
+    for b in batches:
+        longest = max(len(examples[i][0]) - 1 for i in b)
+        assert longest * len(b) <= 512 or len(b) == 1
+    assert batches == length_grouped_batches(examples, 512, 1, 0)
+    assert batches != length_grouped_batches(examples, 512, 1, 1)
+
+
+def test_truncation_rule_is_counted(small_tokenizer):
+    tok = small_tokenizer
+    fits = len(hand_built(tok, CONVERSATION)[0]) - 1  # exactly max_len + 1 tokens: kept whole
+    cut = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello " * 200}]
+    lost = [{"role": "user", "content": "hello " * 200 + "?"}, {"role": "assistant", "content": "ok"}]
+    examples, counts = encode_conversations([CONVERSATION, cut, lost], tok, fits)
+    assert counts == {"examples": 2, "truncated": 2, "dropped": 1}
+    assert len(examples[1][0]) == fits + 1 and examples[1][0][-1] != tok.eot_id  # a cut reply loses its end-of-turn
+    assert examples[0][0] == hand_built(tok, CONVERSATION)[0]
+
+
+def test_tiny_model_learns_to_answer_and_stop(small_tokenizer, tmp_path, capsys):
+    tok = small_tokenizer
+    qa = [("What is the capital of France?", "Paris is the capital."),
+          ("프랑스의 수도는 어디인가요?", "파리입니다."),
+          ("Say hello.", "Hello!"),
+          ("7 더하기 8은 얼마인가요?", "7 더하기 8은 15입니다.")]
+    chats = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in qa]
+    examples, _ = encode_conversations(chats, tok, 64)
+    torch.manual_seed(0)
+    model = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64))
+    cfg = SFTConfig(out_dir=str(tmp_path / "sft"), steps=120, max_tokens=256, lr=3e-3, min_lr=3e-4, warmup_steps=10,
+                    device="cpu", compile=False, save_every=0)
+    train(model, batch_source(examples, cfg, tok.pad_id, torch.device("cpu")), cfg, {"phase": "sft-test"},
+          tokenizer_path=tok.model_path)
+    prompts = [tok.render_chat(c[:1], add_generation_prompt=True)[0] for c in chats]
+    outs = generate(model, prompts, 24, temperature=0.0, stop_ids=(tok.eot_id,), pad_id=tok.pad_id)
+    for (q, a), out in zip(qa, outs):
+        assert out[-1] == tok.eot_id, f"{q!r}: did not stop"
+        assert tok.decode(out[:-1]) == a
+
+    # the chat CLI's one-shot mode answers from the saved checkpoint folder, streaming the same reply
+    import chat
+    chat.main(["--ckpt", cfg.out_dir, "--prompt", qa[1][0]])
+    assert capsys.readouterr().out.strip().endswith(qa[1][1])
