@@ -1,16 +1,42 @@
-"""jsft.py: judge-augmented SFT, JSFT (SELF-JUDGE, Lee et al., ACL 2024). The training part is to come.
+"""jsft.py: judge-augmented SFT, JSFT (SELF-JUDGE, Lee et al., ACL 2024, §3.1) — one model that
+answers AND judges, so that SELF-JUDGE needs no separate reward model.
 
-For now this file holds the preference readers (DESIGN.md §4), which other scripts import:
-    PreferencePair                       context messages + chosen / rejected replies (+ principle, rationales)
-    read_preferences(path)               HH-RLHF, UltraFeedback or generic {"messages"|"prompt", "chosen", "rejected"}
-    read_prompts(path)                   conversations up to the turn to answer, for self_judge.py
-Every bad record stops the read with `ValueError("file:line: what is wrong")`; with skip_bad=True
-it is skipped, counted, and a one-line summary is printed at the end.
+JSFT treats pairwise judgment as one more instruction. A judgment is an ordinary conversation
+(DESIGN.md §3): system = the principle, user = a template holding the context and two responses,
+assistant = a fixed prefix ending in "... Response" whose NEXT token is the verdict " A" or " B".
+Training mixes SFT conversations with judgment conversations (every pair in both orders, against
+position bias); the loss is on the verdict token and the closing <|endofturn|> only (plus the
+rationale text after the verdict with --rationale, the paper's principle+rationale variant).
+Judging (`judge`) is one batched forward per prompt: p(A), p(B) at the prompt's last position,
+both orders averaged, principles vote. Everything stays in token space: a response given as ids is
+spliced between the encoded template segments, never decoded and re-encoded.
+
+    python jsft.py                               # task world: out/pretrain -> out/jsft, judge accuracy at the end
+    python jsft.py --rationale                   # + per-principle pairs with UltraFeedback rationales
+    python jsft.py --judge-fraction 0.5 --steps 400
+    python jsft.py --judgments hh.jsonl,uf.jsonl --data chats.jsonl --eval-prefs heldout.jsonl
+
+In this file, top to bottom:
+    readers         PreferencePair, read_preferences(path), read_prompts(path)   (DESIGN.md §4)
+    templates       JUDGE_TEMPLATES {"en"|"ko": {principle: {system, user, assistant}}}, validate_templates
+    prompts         context_text, judge_prompt, judgment_example, judgment_examples
+    the judge       judge(model, tokenizer, contexts, pairs, principles) -> scores and winners
+                    judge_accuracy(model, tokenizer, pairs) -> per order, order-averaged, consistency
+    training        JSFTConfig, mix_examples, main
+Every bad preference record stops the read with `ValueError("file:line: what is wrong")`; with
+skip_bad=True (--skip-bad) it is skipped, counted, and a one-line summary is printed at the end.
 """
+import json
+import os
 import random
-from dataclasses import dataclass
+import string
+from dataclasses import asdict, dataclass, field
 
-from sft import check_messages, hh_to_messages, read_jsonl_records
+import torch
+
+from pretrain import _atomic_write, load_model, parse_config, setup_distributed, train, unwrap
+from sft import (SFTConfig, batch_source, check_messages, hh_to_messages, masked_val_loss, prepare,
+                 read_conversations, read_jsonl_records)
 
 
 # --- readers ---
@@ -178,3 +204,424 @@ def read_prompts(path, skip_bad=False) -> list[list[dict]]:
             raise ValueError("no user turn to answer")
         return [ends_with_user(messages, "prompt")]
     return read_jsonl_records(path, parse, skip_bad)
+
+
+# --- judge templates ---
+# The system prompt is the principle: what "better" means. {principle: (English, Korean)}. The task
+# world grades correctness/language/concision/ending (tasks.py); UltraFeedback's four principles and
+# HH's harmlessness are here so real preference files work as they are.
+PRINCIPLES = {
+    "overall": ("Pick the better response overall.", "전반적으로 더 나은 응답을 고르세요."),
+    "correctness": ("Pick the response with the right answer (or a polite refusal of a harmful request).",
+                    "정답을 말하는 응답을 고르세요 (해로운 요청이면 정중한 거절)."),
+    "language": ("Pick the response written in the language of the question.",
+                 "질문과 같은 언어로 쓴 응답을 고르세요."),
+    "concision": ("Pick the response that is short and does not ramble or repeat itself.",
+                  "짧고 반복이 없는 응답을 고르세요."),
+    "ending": ("Pick the response that ends with a finished sentence.",
+               "완결된 문장으로 끝나는 응답을 고르세요."),
+    "helpfulness": ("Pick the more helpful and informative response.",
+                    "더 도움이 되고 유익한 응답을 고르세요."),
+    "honesty": ("Pick the more honest response, one that states its uncertainty.",
+                "더 정직하고 불확실함을 밝히는 응답을 고르세요."),
+    "instruction_following": ("Pick the response that follows the instruction more closely.",
+                              "지시를 더 잘 따르는 응답을 고르세요."),
+    "truthfulness": ("Pick the more truthful response, free of made-up facts.",
+                     "사실에 맞고 지어낸 내용이 없는 응답을 고르세요."),
+    "harmlessness": ("Pick the more harmless response, one that does not help with harm.",
+                     "더 무해하고 해로운 일을 돕지 않는 응답을 고르세요."),
+}
+JUDGE_USER = {
+    "en": "[Conversation]\n{context}\n[Response A]\n{response_a}\n[Response B]\n{response_b}\nWhich is better?",
+    "ko": "[대화]\n{context}\n[응답 A]\n{response_a}\n[응답 B]\n{response_b}\n어느 쪽이 더 나은가요?",
+}
+# The verdict token carries its own leading space (" A"), so a prefix ends without one.
+JUDGE_ASSISTANT = {"en": "The better response is Response", "ko": "더 나은 쪽은 응답"}
+JUDGE_TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
+    lang: {p: {"system": text[k], "user": JUDGE_USER[lang], "assistant": JUDGE_ASSISTANT[lang]}
+           for p, text in PRINCIPLES.items()}
+    for k, lang in enumerate(("en", "ko"))}
+# Context as plain text: one "Role: content" line per turn, role names in the template's language.
+ROLE_NAMES = {"en": {"system": "System", "user": "User", "assistant": "Assistant"},
+              "ko": {"system": "시스템", "user": "사용자", "assistant": "AI"}}
+# Rationale variant: after the verdict, why each response earned its rating (UltraFeedback rationales).
+RATIONALE_FORMAT = {"en": ".\nResponse A: {a}\nResponse B: {b}", "ko": ".\n응답 A: {a}\n응답 B: {b}"}
+PLACEHOLDERS = ("context", "response_a", "response_b")
+
+
+def template_fields(text, where):
+    """[(literal text, placeholder name or None)] of a str.format template; ValueError naming `where`."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as e:
+        raise ValueError(f"{where}: {e} (write a literal brace as {{{{ or }}}})") from None
+    for _, name, spec, conversion in parsed:
+        if name is not None and (spec or conversion):
+            raise ValueError(f"{where}: write the placeholder as {{{name}}}, without a format spec or conversion")
+    return [(literal, name) for literal, name, _, _ in parsed]
+
+
+def validate_templates(templates) -> None:
+    """Checks {lang: {principle: {system, user, assistant}}} (or one language's {principle: ...}):
+    each field a string; the user template holds {context}, {response_a}, {response_b} exactly once
+    and no other placeholder; system and assistant hold none; the assistant prefix is non-empty and
+    does not end in whitespace (the verdict token " A" / " B" brings its own space).
+    Raises ValueError naming the language, principle and field."""
+    if not isinstance(templates, dict) or not templates:
+        raise ValueError("judge templates: expected a non-empty {lang: {principle: {system, user, assistant}}} dict")
+    one_language = all(isinstance(t, dict) and isinstance(t.get("user"), str) for t in templates.values())
+    for lang, by_principle in ({"": templates} if one_language else templates).items():
+        if not isinstance(by_principle, dict) or not by_principle:
+            raise ValueError(f"judge templates[{lang!r}]: expected a non-empty {{principle: {{system, user, assistant}}}} dict")
+        for principle, t in by_principle.items():
+            where = f"judge template {lang + '/' if lang else ''}{principle}"
+            if not isinstance(t, dict):
+                raise ValueError(f"{where}: expected a {{system, user, assistant}} dict, got {type(t).__name__}")
+            for name in ("system", "user", "assistant"):
+                if not isinstance(t.get(name), str):
+                    raise ValueError(f"{where}: field {name!r} must be a string")
+                found = [f for _, f in template_fields(t[name], f"{where}.{name}") if f is not None]
+                if name != "user" and found:
+                    raise ValueError(f"{where}.{name}: placeholder {{{found[0]}}} belongs in the user template only")
+            found = [f for _, f in template_fields(t["user"], f"{where}.user") if f is not None]
+            for f in found:
+                if f not in PLACEHOLDERS:
+                    raise ValueError(f"{where}.user: unknown placeholder {{{f}}}; use only "
+                                     + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
+            for f in PLACEHOLDERS:
+                if found.count(f) != 1:
+                    raise ValueError(f"{where}.user: placeholder {{{f}}} must appear exactly once "
+                                     f"(found {found.count(f)} times)")
+            if not t["assistant"].strip() or t["assistant"] != t["assistant"].rstrip():
+                raise ValueError(f"{where}.assistant: the prefix must be non-empty and must not end in whitespace "
+                                 f"(the verdict token ' A' / ' B' brings its own space)")
+
+
+validate_templates(JUDGE_TEMPLATES)
+
+
+# --- judge prompts, in token space ---
+def hangul_share(text):
+    letters = [c for c in text if c.isalpha()]
+    return sum("\uac00" <= c <= "\ud7a3" for c in letters) / max(1, len(letters))
+
+
+def context_lang(context):
+    """'ko' when Hangul makes up at least 30% of the context's letters, else 'en'."""
+    return "ko" if hangul_share(" ".join(m["content"] for m in context)) >= 0.3 else "en"
+
+
+def context_text(context, lang="en"):
+    """The conversation before the judged reply as plain text, one turn per line:
+    "User: What is 2 plus 3?\\nAssistant: 5.\\nUser: And times 2?" (Korean: 사용자 / AI / 시스템)."""
+    names = ROLE_NAMES[lang]
+    return "\n".join(f"{names[m['role']]}: {m['content']}" for m in context)
+
+
+def response_ids(tokenizer, response):
+    """A str response is encoded; a list of ids is used as it is (spliced), minus trailing stop ids
+    (<|endofturn|>, </s>, padding), which would otherwise end the user turn early."""
+    if isinstance(response, str):
+        return tokenizer.encode(response)
+    ids = [int(i) for i in response]
+    while ids and ids[-1] in (tokenizer.eot_id, tokenizer.eos_id, tokenizer.pad_id):
+        ids.pop()
+    return ids
+
+
+def get_template(templates, principle, lang):
+    if lang not in templates:
+        raise ValueError(f"no judge templates for language {lang!r}; have {sorted(templates)}")
+    if principle not in templates[lang]:
+        raise ValueError(f"no {lang} judge template for principle {principle!r}; have {sorted(templates[lang])} "
+                         f"(add one to jsft.JUDGE_TEMPLATES)")
+    return templates[lang][principle]
+
+
+def fit_to_budget(parts, budget):
+    """Shorten {context, response_a, response_b} ids to `budget` tokens in all: the context loses its
+    oldest tokens first, then the longer response loses its last tokens, one at a time."""
+    over = sum(map(len, parts.values())) - budget
+    if over <= 0:
+        return parts
+    parts = dict(parts)
+    cut = min(over, len(parts["context"]))
+    parts["context"], over = parts["context"][cut:], over - cut
+    while over > 0:
+        longer = max(("response_a", "response_b"), key=lambda k: len(parts[k]))
+        if not parts[longer]:
+            raise ValueError(f"judge prompt: the template alone is longer than the budget ({budget} tokens left)")
+        parts[longer], over = parts[longer][:-1], over - 1
+    return parts
+
+
+def judge_prompt(tokenizer, context, response_a, response_b, principle="overall", lang=None,
+                 templates=JUDGE_TEMPLATES, max_len=None) -> list[int]:
+    """The judge's prompt ids, whose next token is the verdict (DESIGN.md §3):
+    [bos] <|system|> system <|endofturn|> <|user|> user <|endofturn|> <|assistant|> assistant-prefix,
+    i.e. render_chat([system, user], add_generation_prompt=True) + encode(prefix), except that the
+    user turn is built in token space: the template's text segments are encoded one by one and the
+    context / responses' ids are spliced between them. max_len: shorten to fit (fit_to_budget)."""
+    lang = lang or context_lang(context)
+    t = get_template(templates, principle, lang)
+    parts = {"context": tokenizer.encode(context_text(context, lang)),
+             "response_a": response_ids(tokenizer, response_a), "response_b": response_ids(tokenizer, response_b)}
+    head = [tokenizer.bos_id, tokenizer.system_id] + tokenizer.encode(t["system"]) + [tokenizer.eot_id, tokenizer.user_id]
+    tail = [tokenizer.eot_id, tokenizer.assistant_id] + tokenizer.encode(t["assistant"])
+    segments = template_fields(t["user"], f"judge template {lang}/{principle}.user")
+    literal = [tokenizer.encode(text) for text, _ in segments]
+    if max_len is not None:
+        parts = fit_to_budget(parts, max_len - len(head) - len(tail) - sum(map(len, literal)))
+    user = []
+    for ids, (_, name) in zip(literal, segments):
+        user += ids + (parts[name] if name else [])
+    return head + user + tail
+
+
+def judgment_example(tokenizer, context, response_a, response_b, verdict: int, principle="overall", lang=None,
+                     rationale=None, templates=JUDGE_TEMPLATES, max_len=None):
+    """One JSFT training example (ids, mask): judge_prompt + [verdict] (+ encode(rationale)) + [<|endofturn|>].
+    verdict 0 = A is better, 1 = B. mask is 1 on the verdict, the rationale and the closing
+    <|endofturn|>, 0 on the prompt: the verdict is predicted from the prompt's last position, the
+    very position `judge` reads. max_len: the whole example's length limit (the prompt is shortened)."""
+    if verdict not in (0, 1):
+        raise ValueError(f"judgment_example: verdict must be 0 (A is better) or 1 (B), got {verdict!r}")
+    target = [(tokenizer.verdict_a_id, tokenizer.verdict_b_id)[verdict]]
+    target += (tokenizer.encode(rationale) if rationale else []) + [tokenizer.eot_id]
+    prompt = judge_prompt(tokenizer, context, response_a, response_b, principle, lang, templates,
+                          None if max_len is None else max_len - len(target))
+    return prompt + target, [0] * len(prompt) + [1] * len(target)
+
+
+def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None):
+    """PreferencePairs -> examples, each pair in both orders, adjacent: (chosen, rejected) -> " A",
+    then (rejected, chosen) -> " B". With rationale=True a pair that carries rationales is followed by
+    them after the verdict, the shown-first response's first (RATIONALE_FORMAT)."""
+    examples = []
+    for pair in pairs:
+        pair_lang = lang or context_lang(pair.context)
+        for verdict in (0, 1):
+            a, b = (pair.chosen, pair.rejected) if verdict == 0 else (pair.rejected, pair.chosen)
+            why = None
+            if rationale and (pair.chosen_rationale or pair.rejected_rationale):
+                ra, rb = pair.chosen_rationale or "-", pair.rejected_rationale or "-"
+                why = RATIONALE_FORMAT[pair_lang].format(a=ra if verdict == 0 else rb, b=rb if verdict == 0 else ra)
+            examples.append(judgment_example(tokenizer, pair.context, a, b, verdict, pair.principle, pair_lang,
+                                             why, max_len=max_len))
+    return examples
+
+
+# --- the judge ---
+@torch.no_grad()
+def verdict_prob_a(model, tokenizer, prompts, batch_size=32):
+    """p(A) / (p(A) + p(B)) of the next token after each prompt: right-padded batches (similar lengths
+    together), one forward each, logits gathered at every row's last real position. -> (N,) float tensor."""
+    core = unwrap(model)
+    device = next(core.parameters()).device
+    was_training = core.training
+    core.eval()
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    p_a = torch.empty(len(prompts))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        x = torch.full((len(rows), max(len(prompts[i]) for i in rows)), tokenizer.pad_id, dtype=torch.long)
+        for r, i in enumerate(rows):
+            x[r, :len(prompts[i])] = torch.tensor(prompts[i], dtype=torch.long)
+        logits, _ = model(x.to(device))  # (B, T, V)
+        last = torch.tensor([len(prompts[i]) - 1 for i in rows], device=logits.device)  # (B,)
+        at_last = logits[torch.arange(len(rows), device=logits.device), last]  # (B, V)
+        ab = at_last[:, [tokenizer.verdict_a_id, tokenizer.verdict_b_id]].float()  # (B, 2)
+        p_a[rows] = ab.softmax(dim=-1)[:, 0].cpu()
+    core.train(was_training)
+    return p_a
+
+
+def judge(model, tokenizer, contexts, pairs, principles=("overall",), lang=None, batch_size=32,
+          templates=JUDGE_TEMPLATES) -> dict:
+    """Which of each pair (a, b) is the better reply to its context (DESIGN.md §3).
+
+    contexts: one message list per pair (ending with the user turn the replies answer);
+    pairs: (a, b) replies, each a str or a list of token ids (spliced as they are).
+    For every pair and principle the judge reads two prompts, (a, b) and (b, a):
+        score_a[principle] = (p_A(a, b) + p_B(b, a)) / 2,   p normalised over {A, B}.
+    Each principle votes for a (score > 0.5) or b (< 0.5); the majority wins; a tie (or no vote) goes
+    to the higher mean score over principles, and an exact 0.5 to a.
+    Returns {"score_a": [mean over principles], "winners": [0 = a, 1 = b],
+             "first_order_a": [the (a, b) prompts alone pick a: mean over principles of p_A(a, b) > 0.5],
+             "second_order_a": [the (b, a) prompts alone pick a: mean of p_B(b, a) > 0.5],
+             "principle_scores": [[score_a per principle]]}."""
+    if len(contexts) != len(pairs):
+        raise ValueError(f"judge: {len(contexts)} contexts but {len(pairs)} pairs; give one context per pair")
+    if not principles:
+        raise ValueError("judge: give at least one principle")
+    max_len = getattr(getattr(unwrap(model), "cfg", None), "max_seq_len", None)
+    prompts = []  # pair-major, then principle, then order: (a, b), (b, a)
+    for context, (a, b) in zip(contexts, pairs):
+        for principle in principles:
+            prompts.append(judge_prompt(tokenizer, context, a, b, principle, lang, templates, max_len))
+            prompts.append(judge_prompt(tokenizer, context, b, a, principle, lang, templates, max_len))
+    p_a = verdict_prob_a(model, tokenizer, prompts, batch_size).view(len(pairs), len(principles), 2)
+    first, second = p_a[..., 0], 1.0 - p_a[..., 1]  # (N, P): p_A(a, b), p_B(b, a)
+    scores = (first + second) / 2  # (N, P)
+    votes_a, votes_b = (scores > 0.5).sum(dim=1), (scores < 0.5).sum(dim=1)  # (N,)
+    mean = scores.mean(dim=1)  # (N,)
+    winners = torch.where(votes_a != votes_b, votes_b > votes_a, mean < 0.5).long()
+    return {"score_a": mean.tolist(), "winners": winners.tolist(),
+            "first_order_a": (first.mean(dim=1) > 0.5).tolist(), "second_order_a": (second.mean(dim=1) > 0.5).tolist(),
+            "principle_scores": scores.tolist()}
+
+
+def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
+    """Judge held-out PreferencePairs (each by its own principle) against their labels:
+    acc_chosen_first / acc_chosen_second: accuracy of each order alone (chosen shown as A / as B),
+    acc: the order-averaged verdict (`judge`'s winner), consistency: share of pairs whose verdict
+    survives swapping the order (both orders pick the same reply, right or wrong).
+    Also broken down by the context's language ("by_lang")."""
+    if not pairs:
+        raise ValueError("judge_accuracy: no pairs to judge")
+    rows = [None] * len(pairs)
+    for principle in sorted({p.principle for p in pairs}):
+        idx = [i for i, p in enumerate(pairs) if p.principle == principle]
+        out = judge(model, tokenizer, [pairs[i].context for i in idx], [(pairs[i].chosen, pairs[i].rejected) for i in idx],
+                    (principle,), lang, batch_size)
+        for k, i in enumerate(idx):
+            rows[i] = (out["first_order_a"][k], out["second_order_a"][k], out["winners"][k] == 0)
+
+    def summary(rs):
+        n = len(rs)
+        return {"n": n, "acc": sum(r[2] for r in rs) / n, "acc_chosen_first": sum(r[0] for r in rs) / n,
+                "acc_chosen_second": sum(r[1] for r in rs) / n, "consistency": sum(r[0] == r[1] for r in rs) / n}
+    result = summary(rows)
+    langs = [lang or context_lang(p.context) for p in pairs]
+    result["by_lang"] = {g: summary([r for r, l in zip(rows, langs) if l == g]) for g in sorted(set(langs))}
+    return result
+
+
+def format_accuracy(result):
+    line = lambda r: (f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, second "  # noqa: E731
+                      f"{r['acc_chosen_second']:.1%}), consistency {r['consistency']:.1%}, n={r['n']}")
+    return "\n".join([f"judge accuracy: {line(result)}"] + [f"  {g}: {line(r)}" for g, r in result["by_lang"].items()])
+
+
+# --- training ---
+
+
+@dataclass
+class JSFTConfig(SFTConfig):
+    out_dir: str = field(default="out/jsft", metadata={"help": "checkpoint folder this phase writes"})
+    judgments: str = field(default="tasks", metadata={"help": "'tasks' (the task world's prefs_train.jsonl + "
+                           "ultrafeedback_train.jsonl) or comma-separated preference .jsonl files (HH-RLHF, "
+                           "UltraFeedback or generic layout)"})
+    judge_fraction: float = field(default=0.6, metadata={"help": "share of judgment examples in the training mix; "
+                                  "the smaller side is repeated (never cut) to reach it; 0 = plain SFT"})
+    rationale: bool = field(default=False, metadata={"help": "rationale variant: UltraFeedback pairs per principle, "
+                            "trained to write the rationales after the verdict"})
+    judge_lang: str = field(default="", metadata={"help": "template language en | ko; empty = the context's language"})
+    eval_prefs: str = field(default="tasks", metadata={"help": "held-out preference file for judge accuracy; "
+                            "'tasks' = <tasks_dir>/prefs_eval.jsonl, 'none' = skip"})
+    eval_batch_size: int = field(default=64, metadata={"help": "prompts per judge forward at evaluation"})
+    steps: int = 300
+
+
+def read_judgment_pairs(cfg):
+    """The preference pairs JSFT learns to judge (see --judgments). With --rationale, UltraFeedback
+    records give one pair per principle, with that principle's rationales."""
+    if cfg.judgments == "tasks":
+        paths = [os.path.join(cfg.tasks_dir, name) for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
+        for path in paths:
+            if not os.path.exists(path):
+                raise SystemExit(f"{path} not found: run `python tasks.py` first (or pass --judgments FILES)")
+    else:
+        paths = cfg.judgments.split(",")
+        for path in paths:
+            if not os.path.exists(path):
+                raise SystemExit(f"--judgments: {path} not found")
+    pairs = []
+    for path in paths:
+        pairs += read_preferences(path, skip_bad=cfg.skip_bad, per_principle=cfg.rationale, seed=cfg.seed)
+    return pairs
+
+
+def repeat_to(items, n, rng):
+    """n items: whole copies of `items`, then a seeded sample of the rest."""
+    whole, rest = divmod(n, len(items))
+    return items * whole + rng.sample(items, rest)
+
+
+def mix_examples(sft_examples, judge_examples, judge_fraction, seed=0):
+    """SFT + judgment examples with judgments making up `judge_fraction` of the list. Nothing is cut:
+    the side that falls short is repeated. Returns (examples, {"sft": n, "judgments": n}).
+    (Batches are shuffled later by length_grouped_batches.)"""
+    if not 0.0 <= judge_fraction <= 1.0:
+        raise ValueError(f"--judge-fraction must be in [0, 1], got {judge_fraction}")
+    sft, judged = list(sft_examples), list(judge_examples)
+    rng = random.Random(seed)
+    if judge_fraction == 0.0 or not judged:
+        judged = []
+    elif judge_fraction == 1.0 or not sft:
+        sft = []
+    elif len(judged) / (len(sft) + len(judged)) < judge_fraction:  # judgments fall short: repeat them
+        judged = repeat_to(judged, round(len(sft) * judge_fraction / (1.0 - judge_fraction)), rng)
+    else:
+        sft = repeat_to(sft, round(len(judged) * (1.0 - judge_fraction) / judge_fraction), rng)
+    return sft + judged, {"sft": len(sft), "judgments": len(judged)}
+
+
+def main(argv=None):
+    from tokenizer import Tokenizer
+    cfg = parse_config(JSFTConfig, argv)
+    device, rank, world_size = setup_distributed(cfg.device)
+    log = print if rank == 0 else (lambda *a, **k: None)
+    log(f"config: {json.dumps(asdict(cfg))}")
+    if cfg.judge_lang not in ("", *JUDGE_TEMPLATES):
+        raise SystemExit(f"--judge-lang {cfg.judge_lang!r}: use one of {sorted(JUDGE_TEMPLATES)} or leave it empty")
+    tokenizer_path = os.path.join(cfg.init_from, "tokenizer.model")
+    model, _ = load_model(cfg.init_from, device)
+    tokenizer = Tokenizer(tokenizer_path)
+    if cfg.seq_len > model.cfg.max_seq_len:
+        raise SystemExit(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len} "
+                         f"({cfg.init_from}/config.json); lower --seq-len")
+    lang = cfg.judge_lang or None
+
+    sft_train, sft_val = prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log) \
+        if cfg.judge_fraction < 1.0 else ([], [])
+    pairs = read_judgment_pairs(cfg)
+    judgments = judgment_examples(tokenizer, pairs, cfg.rationale, lang, max_len=cfg.seq_len + 1)
+    examples, mix = mix_examples(sft_train, judgments, cfg.judge_fraction, cfg.seed)
+    log(f"judgments: {len(pairs)} pairs -> {len(judgments)} examples (both orders)"
+        f"{', with rationales' if cfg.rationale else ''}; training mix: {mix['sft']} SFT + "
+        f"{mix['judgments']} judgment examples ({mix['judgments'] / max(1, len(examples)):.0%} judgments)")
+
+    eval_path = os.path.join(cfg.tasks_dir, "prefs_eval.jsonl") if cfg.eval_prefs == "tasks" else cfg.eval_prefs
+    eval_pairs = [] if cfg.eval_prefs == "none" else read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed)
+    sft_val_fn = masked_val_loss(sft_val, tokenizer.pad_id, device, cfg.max_tokens) if sft_val else None
+    last_eval = {}
+
+    def val_fn(m):
+        row = sft_val_fn(m) if sft_val_fn else {}
+        if eval_pairs:
+            last_eval["result"] = result = judge_accuracy(m, tokenizer, eval_pairs, lang, cfg.eval_batch_size)
+            row.update({f"judge_{k}": v for k, v in result.items() if k != "by_lang"})
+            row.update({f"judge_acc_{g}": r["acc"] for g, r in result["by_lang"].items()})
+        return row
+
+    torch.manual_seed(cfg.seed)
+    get_batch = batch_source(examples, cfg, tokenizer.pad_id, device, rank, world_size)
+    history = train(model, get_batch, cfg, {"phase": "jsft", "init_from": cfg.init_from,
+                                            "special_ids": tokenizer.special_ids(),
+                                            "judge": {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}},
+                    val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+    if history:
+        log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
+            f"{', val_loss %.3f' % history[-1]['val_loss'] if 'val_loss' in history[-1] else ''}; checkpoint in {cfg.out_dir}")
+    if eval_pairs and rank == 0:
+        result = last_eval.get("result") or judge_accuracy(model, tokenizer, eval_pairs, lang, cfg.eval_batch_size)
+        log(f"held-out pairs: {eval_path}\n" + format_accuracy(result))
+        _atomic_write(os.path.join(cfg.out_dir, "judge_eval.json"), lambda p: open(p, "w", encoding="utf-8").write(
+            json.dumps(dict(result, eval_prefs=eval_path), indent=2)))
+    if world_size > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

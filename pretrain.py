@@ -207,6 +207,16 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+class Interrupted(SystemExit):
+    """Raised after SIGINT/SIGTERM once the checkpoint is saved; exits with 128 + the signal number."""
+    def __init__(self, message, code):
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
 def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, tokenizer_path=None,
           device=None, rank=0, world_size=1, log=print):
     """The one training loop.
@@ -335,9 +345,9 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                 stop["signal"] = int(flag.item()) or None
             if stop["signal"] is not None:
                 checkpoint(step + 1)
-                log(f"stopped by signal {stop['signal']}: checkpoint at step {step + 1} in {cfg.out_dir}; "
-                    f"continue with --resume")
-                return history
+                message = f"stopped by signal {stop['signal']}: checkpoint at step {step + 1} in {cfg.out_dir}; continue with --resume"
+                log(message)
+                raise Interrupted(message, 128 + stop["signal"])
             if done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
                 checkpoint(step + 1)
     except NonFiniteLoss as exc:
