@@ -1,0 +1,509 @@
+"""
+model.py - the minihcx language model: a Llama-style decoder-only transformer, hand-written.
+
+HyperCLOVA X technical report §2.1 (model architecture): a decoder-only transformer with
+pre-normalization (RMSNorm), rotary position embeddings and grouped-query attention; like Llama it uses a
+SwiGLU feed-forward. Module names equal those of Hugging Face `LlamaForCausalLM` (minus its "model."
+prefix), and RoPE uses the same half-split ("rotate_half") layout, so weights map to HF by name alone and
+`tests/test_model.py` checks the logits against HF to 1e-4.
+
+What is here, top to bottom:
+  ModelConfig, PRESETS, config_from_preset   the architecture's numbers
+  RMSNorm, rope, attention, Attention, MLP, Block, Transformer
+  Transformer.forward                          logits, and the (masked) next-token loss
+  static KV cache + generate()                 batched, left-padded sampling with per-row stop ids
+  sequence_logprobs()                          log p(span) per sequence, for DPO, judging and evaluation
+  to_hf_state_dict / from_hf_state_dict / hf_llama_config_dict
+
+Run:
+  python model.py --preset demo            # parameter count, FLOPs/token, one timed training step
+  python model.py --preset tiny --generate 16
+"""
+import argparse
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 4096
+    dim: int = 256  # residual stream width
+    n_layers: int = 6
+    n_heads: int = 8  # query heads
+    n_kv_heads: int = 4  # key/value heads (GQA); == n_heads is plain multi-head attention
+    ffn_hidden: int | None = None  # SwiGLU width; None -> Llama's rule from multiple_of (below)
+    multiple_of: int = 64
+    max_seq_len: int = 512
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False  # lm_head shares the token-embedding matrix
+    dropout: float = 0.0  # on each block's two residual branches, training only
+
+    def __post_init__(self):
+        def need(ok, what):
+            if not ok:
+                raise ValueError(f"ModelConfig: {what} (got {self})")
+
+        need(self.dim % self.n_heads == 0, f"dim={self.dim} must be divisible by n_heads={self.n_heads}")
+        need(self.n_heads % self.n_kv_heads == 0,
+             f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+        need(self.head_dim % 2 == 0, f"head_dim=dim/n_heads={self.head_dim} must be even for RoPE")
+        need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
+        if self.ffn_hidden is None:  # Llama: 2/3 of 4*dim (SwiGLU has 3 matrices, not 2), rounded up
+            hidden = int(2 * 4 * self.dim / 3)
+            self.ffn_hidden = self.multiple_of * math.ceil(hidden / self.multiple_of)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+PRESETS: dict[str, dict] = {
+    # a few hundred K parameters: every test runs on it in milliseconds
+    "tiny": dict(vocab_size=512, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, multiple_of=32, max_seq_len=128),
+    # CPU demo: 6.5M parameters, trains at a few thousand tokens/s on 2 cores
+    "demo": dict(vocab_size=4096, dim=256, n_layers=6, n_heads=8, n_kv_heads=4, multiple_of=64, max_seq_len=512),
+    # GPT-2 small geometry (124M with its 50257 vocab; 110M with 32000), tied embeddings like GPT-2
+    "gpt2-small": dict(vocab_size=32000, dim=768, n_layers=12, n_heads=12, n_kv_heads=12, multiple_of=256,
+                       max_seq_len=1024, tie_embeddings=True),
+    # TinyLlama-1.1B geometry
+    "1b": dict(vocab_size=32000, dim=2048, n_layers=22, n_heads=32, n_kv_heads=4, ffn_hidden=5632,
+               max_seq_len=2048),
+}
+
+
+def config_from_preset(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    return ModelConfig(**{**PRESETS[name], **overrides})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight  (Zhang & Sennrich 2019; no mean subtraction, no bias)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float):
+    """cos and sin of the rotation angle pos * theta^(-2i/head_dim), each (max_seq_len, head_dim/2)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # (hd/2,)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # (S, hd/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate each pair (x[i], x[i + hd/2]) by its angle: the half-split layout of HF Llama's rotate_half.
+    x (B, T, H, hd); cos, sin broadcast to (B, T, 1, hd/2)."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # as HF does; a no-op in fp32
+    x1, x2 = x.chunk(2, dim=-1)  # (B, T, H, hd/2) each
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+def attention(q, k, v, mask, use_sdpa: bool, dropout_p: float = 0.0):
+    """softmax(q k^T / sqrt(hd) + mask) v with grouped-query heads.
+    q (B, H, T, hd); k, v (B, KV, S, hd), KV divides H: query head h reads kv head h // (H/KV).
+    mask: None = causal with T == S, else bool (B, 1, T, S), True = may attend."""
+    if use_sdpa:  # fused kernel: flash / memory-efficient on GPU, flash on CPU
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                              is_causal=mask is None, enable_gqa=True)
+    # the same computation written out, for reading and for the tests
+    n_rep = q.size(1) // k.size(1)
+    k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)  # (B, H, S, hd)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
+    if mask is None:
+        mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    return F.dropout(probs, dropout_p) @ v  # (B, H, T, hd)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.dropout_p = cfg.dropout  # on attention probabilities, training only
+        self.k_cache = self.v_cache = None  # (B, KV, S, hd) each, allocated by Transformer.setup_cache
+
+    def forward(self, x, cos, sin, mask, start_pos, use_sdpa):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hd)
+        if start_pos is not None:  # write this chunk into cache slots [start_pos, start_pos+T), read all so far
+            end = start_pos + T
+            self.k_cache[:B, :, start_pos:end] = k
+            self.v_cache[:B, :, start_pos:end] = v
+            k, v = self.k_cache[:B, :, :end], self.v_cache[:B, :, :end]  # (B, KV, end, hd)
+        y = attention(q, k, v, mask, use_sdpa, self.dropout_p if self.training else 0.0)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    """SwiGLU (Shazeer 2020): down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, cos, sin, mask, start_pos, use_sdpa):
+        h = self.self_attn(self.input_layernorm(x), cos, sin, mask, start_pos, use_sdpa)
+        x = x + F.dropout(h, self.dropout, self.training)
+        h = self.mlp(self.post_attention_layernorm(x))
+        return x + F.dropout(h, self.dropout, self.training)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.use_sdpa = True  # False: the written-out attention (same numbers, slower)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (S, hd/2), not saved in checkpoints
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.init_weights()
+
+    def init_weights(self):
+        """The one place weights are initialised. Every matrix ~ N(0, 0.02) (GPT-2/Llama); the two that
+        write into the residual stream (o_proj, down_proj) get 0.02/sqrt(2*n_layers), so the residual
+        stream's variance does not grow with depth (GPT-2 paper §2.3); RMSNorm gains are 1."""
+        std, resid_std = 0.02, 0.02 / math.sqrt(2 * self.cfg.n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, 0.0, resid_std)
+            elif p.dim() == 2:  # embeddings, q/k/v, gate/up, lm_head
+                nn.init.normal_(p, 0.0, std)
+            else:  # norm gains
+                nn.init.ones_(p)
+
+    def num_params(self, exclude_embeddings: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())  # parameters() counts a tied matrix once
+        if exclude_embeddings and not self.cfg.tie_embeddings:  # a tied matrix is still the LM head
+            n -= self.embed_tokens.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward = 3x forward) for MFU: 6 per weight of every
+        matmul (all blocks + LM head; the embedding is a lookup, not a matmul), plus causal attention:
+        q.k and p.v cost 2*t*d each at position t, t averages seq_len/2 -> 6*n_layers*seq_len*d.
+        (PaLM's appendix B counts attention non-causally, 12*n_layers*seq_len*d; ours is what runs.)"""
+        c = self.cfg
+        d_attn = c.n_heads * c.head_dim
+        per_layer = c.dim * d_attn * 2 + c.dim * c.n_kv_heads * c.head_dim * 2 + 3 * c.dim * c.ffn_hidden
+        matmul_weights = c.n_layers * per_layer + c.dim * c.vocab_size
+        return 6.0 * matmul_weights + 6.0 * c.n_layers * seq_len * d_attn
+
+    # -- KV cache ------------------------------------------------------------------------------------
+    def setup_cache(self, batch_size: int, seq_len: int):
+        """Preallocate each layer's K and V cache, (batch_size, n_kv_heads, seq_len, head_dim); keeps an
+        existing cache that is large enough."""
+        if seq_len > self.cfg.max_seq_len:
+            raise ValueError(f"setup_cache: seq_len={seq_len} exceeds ModelConfig.max_seq_len="
+                             f"{self.cfg.max_seq_len}; shorten the prompt or max_new_tokens")
+        w = self.lm_head.weight
+        for layer in self.layers:
+            a = layer.self_attn
+            if a.k_cache is None or a.k_cache.size(0) < batch_size or a.k_cache.size(2) < seq_len \
+                    or a.k_cache.device != w.device or a.k_cache.dtype != w.dtype:
+                shape = (batch_size, a.n_kv_heads, seq_len, a.head_dim)
+                a.k_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
+                a.v_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
+
+    def free_cache(self):
+        for layer in self.layers:
+            layer.self_attn.k_cache = layer.self_attn.v_cache = None
+
+    # -- forward -------------------------------------------------------------------------------------
+    def forward(self, idx, targets=None, loss_mask=None, start_pos: int | None = None, left_pad=None,
+                last_only: bool = False):
+        """idx (B, T) token ids. Returns (logits (B, T, V), loss or None).
+
+        Training / scoring (start_pos None): causal attention over idx alone, positions 0..T-1.
+          targets (B, T): the next token of each position (already shifted), -100 = ignore (padding).
+          loss_mask (B, T) optional 0/1 weights: loss = sum(ce * mask) / sum(mask) over non-ignored tokens.
+        Cached decoding (start_pos int, after setup_cache): idx fills cache slots start_pos..start_pos+T-1
+          and attends to slots 0..start_pos+T-1. left_pad (B,) long: row b's first left_pad[b] slots are
+          padding, never attended to, and its positions start at slot left_pad[b]. last_only: logits
+          of the last position only, (B, 1, V).
+        """
+        B, T = idx.shape
+        mask = None  # causal
+        if start_pos is None:
+            if T > self.cfg.max_seq_len:
+                raise ValueError(f"sequence length {T} exceeds ModelConfig.max_seq_len={self.cfg.max_seq_len}")
+            cos, sin = self.rope_cos[:T, None], self.rope_sin[:T, None]  # (T, 1, hd/2)
+        else:
+            cache = self.layers[0].self_attn.k_cache
+            if cache is None or start_pos + T > cache.size(2) or B > cache.size(0):
+                raise ValueError(f"KV cache too small for batch {B}, slots {start_pos}..{start_pos + T}: "
+                                 f"call setup_cache(batch_size, seq_len) first")
+            mask, pos = self.cache_mask_and_positions(B, T, start_pos, left_pad, idx.device)
+            cos, sin = self.rope_cos[pos].unsqueeze(2), self.rope_sin[pos].unsqueeze(2)  # (B, T, 1, hd/2)
+        x = self.embed_tokens(idx)  # (B, T, C)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, start_pos, self.use_sdpa)
+        x = self.norm(x)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.lm_head(x)  # (B, T, V)
+        if targets is None:
+            return logits, None
+        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100,
+                             reduction="none")  # (B*T,), 0 where ignored
+        weight = (targets.reshape(-1) != -100).to(ce.dtype)
+        if loss_mask is not None:
+            weight = weight * loss_mask.reshape(-1).to(ce.dtype)
+        return logits, (ce * weight).sum() / weight.sum().clamp(min=1.0)
+
+    @staticmethod
+    def cache_mask_and_positions(B, T, start_pos, left_pad, device):
+        """Attention mask (B, 1, T, end) and RoPE positions (B, T) for cache slots start_pos..end-1.
+        A query at slot i sees key slot j iff left_pad[b] <= j <= i: bottom-right-aligned causal, which
+        SDPA's is_causal (top-left aligned when T < end) would get wrong. A padding query sees only
+        itself, so its row stays finite (nothing real ever reads it)."""
+        end = start_pos + T
+        if left_pad is None:
+            left_pad = torch.zeros(B, dtype=torch.long, device=device)
+        q_slot = torch.arange(start_pos, end, device=device)[None, :, None]  # (1, T, 1)
+        k_slot = torch.arange(end, device=device)[None, None, :]  # (1, 1, end)
+        pad = left_pad.view(B, 1, 1)
+        mask = ((k_slot <= q_slot) & (k_slot >= pad)) | (k_slot == q_slot)  # (B, T, end)
+        pos = (q_slot[..., 0] - left_pad.view(B, 1)).clamp(min=0)  # (B, T)
+        return mask.unsqueeze(1), pos
+
+
+def compile_model(model: nn.Module, enabled: bool | None = None) -> nn.Module:
+    """torch.compile, by default only on CUDA (on CPU it costs ~30 s of compiling for little gain).
+    Save checkpoints from the uncompiled module (`model._orig_mod` of the returned one)."""
+    if enabled is None:
+        enabled = next(model.parameters()).is_cuda
+    return torch.compile(model) if enabled else model
+
+
+def _unwrap(model):
+    """The Transformer inside torch.compile (._orig_mod) and DDP (.module) wrappers."""
+    while isinstance(getattr(model, "_orig_mod", None) or getattr(model, "module", None), nn.Module):
+        model = getattr(model, "_orig_mod", None) or model.module
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generation and scoring
+
+
+def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator):
+    """logits (B, V) -> next token ids (B,). temperature 0 = greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:  # nucleus: the smallest set of tokens with mass >= top_p
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # (B, V), 0 for the top token, which is always kept
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
+        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+    probs = logits.softmax(dim=-1)
+    if generator is not None and generator.device != probs.device:  # e.g. a CPU generator, a CUDA model
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1.0, top_k=None, top_p=None,
+             stop_ids=(), generator: torch.Generator | None = None, pad_id: int = 0, on_token=None):
+    """Sample continuations of a batch of prompts of different lengths; returns each row's new token ids,
+    ending with the stop id where one was hit. Prompts are left-padded to one length so every row
+    decodes into the same cache slot each step; left_pad masks the padding and shifts positions, so
+    every row gets exactly what it would get alone. on_token(tokens) is called once per step with one
+    entry per row: its new id, or None for a row that already stopped."""
+    core = _unwrap(model)
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("generate: every prompt needs at least one token")
+    if not (top_p is None or 0.0 < top_p <= 1.0) or (top_k is not None and top_k < 1) or temperature < 0:
+        raise ValueError(f"generate: need temperature >= 0, top_k >= 1, 0 < top_p <= 1 "
+                         f"(got {temperature}, {top_k}, {top_p})")
+    device = core.lm_head.weight.device
+    B, P = len(prompts), max(len(p) for p in prompts)
+    idx = torch.full((B, P), pad_id, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        idx[b, P - len(p):] = torch.tensor(p, dtype=torch.long)
+    idx = idx.to(device)
+    left_pad = torch.tensor([P - len(p) for p in prompts], dtype=torch.long, device=device)
+    core.setup_cache(B, P + max_new_tokens)
+    was_training = core.training
+    core.eval()
+    stop = set(stop_ids)
+    new_tokens, done = [[] for _ in range(B)], [False] * B
+    logits, _ = model(idx, start_pos=0, left_pad=left_pad, last_only=True)  # prefill, (B, 1, V)
+    for step in range(max_new_tokens):
+        next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
+        step_tokens = next_ids.tolist()
+        for b, t in enumerate(step_tokens):
+            if done[b]:
+                step_tokens[b] = None
+            else:
+                new_tokens[b].append(t)
+                done[b] = t in stop
+        if on_token is not None:
+            on_token(step_tokens)
+        if all(done) or step == max_new_tokens - 1:
+            break
+        logits, _ = model(next_ids[:, None], start_pos=P + step, left_pad=left_pad)  # decode, (B, 1, V)
+    core.train(was_training)
+    return new_tokens
+
+
+def sequence_logprobs(model, ids, mask):
+    """Summed and mean log-probability of the masked tokens of each sequence (DPO, judging, evaluation).
+    ids (B, T) long, right-padded; mask (B, T) 0/1, mask[b, t] = 1 counts log p(ids[b, t] | ids[b, :t]).
+    Returns (sum (B,), mean (B,)); differentiable."""
+    if mask.shape != ids.shape:
+        raise ValueError(f"sequence_logprobs: mask shape {tuple(mask.shape)} != ids shape {tuple(ids.shape)}")
+    if bool((mask[:, 0] != 0).any()):
+        raise ValueError("sequence_logprobs: mask[:, 0] must be 0 (the first token has no prediction)")
+    logits, _ = model(ids)  # (B, T, V)
+    targets = F.pad(ids[:, 1:], (0, 1), value=-100)  # (B, T): position t predicts token t+1
+    logp = -F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                            ignore_index=-100, reduction="none").view(ids.shape)  # (B, T)
+    m = mask[:, 1:].to(logp.dtype)  # (B, T-1)
+    total = (logp[:, :-1] * m).sum(dim=1)
+    return total, total / m.sum(dim=1).clamp(min=1.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Hugging Face LlamaForCausalLM interop: our names are HF's without the "model." prefix
+
+
+def to_hf_state_dict(state_dict, cfg: ModelConfig) -> dict:
+    """Our state dict -> LlamaForCausalLM's. With tied embeddings lm_head.weight is left out, as HF saves it."""
+    out = {}
+    for name, t in state_dict.items():
+        if name == "lm_head.weight":
+            if not cfg.tie_embeddings:
+                out[name] = t
+        else:
+            out["model." + name] = t
+    return out
+
+
+def from_hf_state_dict(hf_state_dict, cfg: ModelConfig) -> dict:
+    """LlamaForCausalLM's state dict -> ours. Drops rotary inv_freq buffers (we recompute them)."""
+    out = {}
+    for name, t in hf_state_dict.items():
+        if name.endswith("rotary_emb.inv_freq"):
+            continue
+        if name == "lm_head.weight":
+            out[name] = t
+        elif name.startswith("model."):
+            out[name[len("model."):]] = t
+        else:
+            raise KeyError(f"from_hf_state_dict: unexpected key {name!r} (not a LlamaForCausalLM weight)")
+    if cfg.tie_embeddings:
+        out["lm_head.weight"] = out["embed_tokens.weight"]
+    elif "lm_head.weight" not in out:
+        raise KeyError("from_hf_state_dict: no lm_head.weight but cfg.tie_embeddings is False")
+    return out
+
+
+def hf_llama_config_dict(cfg: ModelConfig) -> dict:
+    """transformers.LlamaConfig kwargs describing the same model (rope_theta for transformers 4,
+    rope_parameters for 5)."""
+    return dict(vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.ffn_hidden,
+                num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, hidden_act="silu",
+                max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
+                rope_theta=cfg.rope_theta, rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+                tie_word_embeddings=cfg.tie_embeddings, attention_bias=False, mlp_bias=False,
+                attention_dropout=0.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Print a model preset's size and cost; time one training step "
+                                             "and optionally sample from the (untrained) model.")
+    ap.add_argument("--preset", default="demo", choices=sorted(PRESETS))
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--generate", type=int, default=0, metavar="N", help="sample N tokens from a 1-token prompt")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="torch.compile (default: on for CUDA, off for CPU)")
+    args = ap.parse_args()
+    cfg = config_from_preset(args.preset)
+    print(asdict(cfg))
+    model = Transformer(cfg).to(args.device)
+    T = min(args.seq_len, cfg.max_seq_len)
+    print(f"parameters: {model.num_params() / 1e6:.2f}M ({model.num_params(True) / 1e6:.2f}M without "
+          f"embeddings), training FLOPs/token at T={T}: {model.flops_per_token(T) / 1e6:.1f}M")
+    step_model = compile_model(model, args.compile)
+    idx = torch.randint(cfg.vocab_size, (args.batch_size, T + 1), device=args.device)
+    for i in range(2):  # the first step warms up (and compiles)
+        t0 = time.perf_counter()
+        _, loss = step_model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+    print(f"loss {loss.item():.3f} (ln V = {math.log(cfg.vocab_size):.3f}), forward+backward "
+          f"{args.batch_size * T / dt:.0f} tokens/s")
+    if args.generate:
+        out = generate(model, [[1]], args.generate, temperature=1.0, generator=torch.Generator(args.device).manual_seed(0))
+        print("sampled ids:", out[0])
+
+
+if __name__ == "__main__":
+    main()
