@@ -24,7 +24,7 @@ subtle.
 
     python tasks.py                  # writes out/tasks/*, prints counts per family and language
     python tasks.py --show 5         # prints 5 held-out tasks with candidates and their scores
-    python tasks.py --max_number 30  # difficulty knob (also --max_items, --lexicon_size)
+    python tasks.py --max-number 30  # difficulty knob (also --max-items, --lexicon-size)
 """
 import argparse
 import json
@@ -746,9 +746,9 @@ def show_examples(n, seed, world):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(Config):
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default,
-                            help=f"{f.metadata['help']} (default: {f.default})")
+    for f in fields(Config):  # --max-number and --max_number both work
+        parser.add_argument(f"--{f.name.replace('_', '-')}", f"--{f.name}", dest=f.name, type=type(f.default),
+                            default=f.default, help=f"{f.metadata['help']} (default: {f.default})")
     cfg = Config(**vars(parser.parse_args()))
     world = WorldConfig(**{f.name: getattr(cfg, f.name) for f in fields(WorldConfig)})
     if cfg.show:
