@@ -1,0 +1,876 @@
+"""evaluate.py: one report for the whole pipeline, over any set of checkpoints.
+
+HyperCLOVA X §4 (benchmarks; multiple choice read off the answer letter's probability; win rates judged
+in both orders, §4.3) and SELF-JUDGE (Lee et al., ACL 2024: judge accuracy, position consistency,
+self-rejection by tournament). Each section is a function usable on its own, and skippable with --skip:
+
+  lm         validation loss and bits per byte per language group (ko / en / code)
+  tokenizer  mean tokens per held-out document (HCX Table 1), from tokenizer.py's report.json
+  fim        fill-in-the-middle on held-out documents: exact match and prefix match of the middle
+  mc         multiple choice from .jsonl (DESIGN.md §4; MMLU and KMMLU layouts), HCX style
+  tasks      the verifier's scores of greedy replies to held-out prompts, per principle, family, language
+  win        win rates against a baseline checkpoint, both orders, 1 / 0.5 / 0 per prompt
+  judge      judge accuracy and position consistency on held-out preference pairs
+  rejection  self-rejection curve: the knockout winner of N samples, N = 1, 2, 4, 8, 16
+
+Run:
+  python evaluate.py                                     # the demo's checkpoints that exist -> out/eval/
+  python evaluate.py --ckpts sft=out/sft,dpo=out/dpo --baseline sft --judge-ckpt out/jsft
+  python evaluate.py --ckpts base=out/pretrain --mc my_kmmlu.jsonl --skip tasks,win,judge,rejection
+Writes out/eval/report.md (tables; plots when matplotlib is installed), out/eval/report.json (every
+figure) and prints a short table. The --max-* knobs subsample, to keep the demo inside its time budget.
+"""
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import data
+from model import generate, sequence_logprobs
+from pretrain import load_model, parse_config
+from sft import read_jsonl_records
+from tokenizer import Tokenizer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SECTIONS = ("lm", "tokenizer", "fim", "mc", "tasks", "win", "judge", "rejection")
+JUDGE_PHASES = ("jsft", "self_judge")  # the phases that train a checkpoint to judge
+LETTERS = "ABCDEFGHIJ"
+MC_INSTRUCTION = {"en": "Answer with the letter of the correct option.", "ko": "정답의 기호를 고르세요."}
+MC_ANSWER_PREFIX = {"en": "Answer:", "ko": "정답:"}  # the assistant's words; the next token is the letter
+
+
+def opt(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EvalConfig:
+    ckpts: str = opt("pretrain=out/pretrain,sft=out/sft,dpo=out/dpo,jsft=out/jsft,self_judge=out/self_judge",
+                     "NAME=DIR,... to compare; with this default, missing ones are skipped with a note")
+    baseline: str = opt("sft", "the checkpoint NAME that win rates are measured against")
+    judge_ckpt: str = opt("jsft", "judge of the win rates beside the verifier: a NAME of --ckpts or a DIR; '' = none")
+    judges: str = opt("", "NAMES whose judge accuracy is measured; '' = those trained to judge (jsft, self_judge)")
+    data_dir: str = opt("out/data", "data.py's folder: val_{ko,en,code}.bin and meta.json")
+    tokenizer: str = opt("out/tokenizer/tokenizer.model", "data.py's tokenizer, when meta.json's path is gone")
+    tokenizer_report: str = opt("out/tokenizer/report.json", "tokenizer.py's efficiency report")
+    tasks_dir: str = opt("out/tasks", "tasks.py's exports: eval_tasks.jsonl, prefs_eval.jsonl")
+    out_dir: str = opt("out/eval", "where report.md and report.json go")
+    mc: str = opt("evals/mc_ko.jsonl,evals/mc_en.jsonl", "multiple-choice .jsonl FILES, comma-separated "
+                  "(relative paths are also looked up beside this script)")
+    fim_ckpts: str = opt("pretrain", "NAMES evaluated on fill-in-the-middle (base models); '' = all")
+    fim_groups: str = opt("code", "language groups whose held-out documents FIM uses")
+    rejection_ckpt: str = opt("self_judge", "NAME of --ckpts whose samples the self-rejection curve picks from")
+    rejection_judge: str = opt("", "judge of its knockouts: a NAME or DIR; '' = the same checkpoint (self-rejection)")
+    rejection_max_n: int = opt(16, "the self-rejection curve runs N = 1, 2, 4, ... up to this power of two")
+    rejection_prompts: int = opt(16, "held-out prompts on the self-rejection curve")
+    max_val_tokens: int = opt(2048, "validation tokens per language group; 0 = all")
+    max_tasks: int = opt(44, "held-out prompts for verifier scores and win rates (stratified by family, language)")
+    max_judge_pairs: int = opt(64, "held-out preference pairs for judge accuracy; 0 = all")
+    fim_examples: int = opt(24, "FIM examples (windows of held-out documents)")
+    fim_chars: int = opt(240, "characters per FIM window (whole lines, cut at thirds)")
+    fim_max_new_tokens: int = opt(48, "cap on a generated middle")
+    max_new_tokens: int = opt(32, "cap on a reply (the longest gold reply is 29 tokens with the demo tokenizer)")
+    batch_size: int = opt(48, "sequences per forward pass or generation batch")
+    seq_len: int = opt(256, "window of the validation loss (at most the model's max_seq_len)")
+    skip: str = opt("", "SECTIONS to leave out, comma-separated: " + ",".join(SECTIONS))
+    skip_bad: bool = opt(False, "skip malformed multiple-choice records (counted) instead of stopping")
+    seed: int = opt(0, "seed of the samples and subsamples")
+    device: str = opt("auto", "auto | cpu | cuda | mps")
+    threads: int = opt(0, "torch CPU threads; 0 = torch's default (on a busy machine 1 can be much faster)")
+
+
+# ----------------------------------------------------------------------------- small helpers
+def names(spec):
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def mean(xs):
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else None  # None: nothing to average (null in report.json)
+
+
+def right_pad(seqs, pad_id):
+    """list of id lists -> (B, T) long tensor, right-padded: causal attention never lets padding leak back."""
+    x = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
+    for b, s in enumerate(seqs):
+        x[b, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return x
+
+
+def strip_stop(ids, stops):
+    return ids[:-1] if ids and ids[-1] in stops else ids
+
+
+def same_file(a, b):
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return fa.read() == fb.read()
+
+
+def load(ckpt_dir, device, fallback_tokenizer=None):
+    """(model in eval mode, its tokenizer, its config dict): the checkpoint's own tokenizer.model when it has one."""
+    model, config = load_model(ckpt_dir, device)
+    path = os.path.join(ckpt_dir, "tokenizer.model")
+    return model.eval(), Tokenizer(path if os.path.exists(path) else fallback_tokenizer), config
+
+
+# ----------------------------------------------------------------------------- lm: loss and bits per byte
+def bits_per_byte(total_nats, n_bytes):
+    """= loss_nats * tokens / (bytes * ln 2). Per byte, not per token, so tokenizers compare fairly."""
+    return total_nats / (n_bytes * math.log(2))
+
+
+def token_byte_lengths(tok):
+    """(V,) UTF-8 bytes each id stands for: 1 for a byte-fallback piece, 0 for control ids (eos), else its text."""
+    sp, out = tok.sp, np.zeros(tok.vocab_size, dtype=np.int64)
+    for i in range(tok.vocab_size):
+        if sp.is_byte(i):
+            out[i] = 1
+        elif not (sp.is_control(i) or sp.is_unknown(i)):
+            out[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode("utf-8"))
+    return out
+
+
+@torch.no_grad()
+def lm_eval(model, stream, byte_lengths, seq_len=256, max_tokens=0, batch_size=16):
+    """Next-token loss over a token stream cut into consecutive windows, so every token after the first is
+    predicted once. Bytes are those of the predicted tokens (an eos costs bits but has no bytes).
+    -> {"loss": nats per token, "bpb", "tokens", "bytes"}."""
+    stream = np.asarray(stream[:max_tokens + 1] if max_tokens else stream, dtype=np.int64)
+    if len(stream) < 2:
+        raise ValueError("lm_eval: the token stream needs at least 2 tokens")
+    seq_len = min(seq_len, model.cfg.max_seq_len)
+    starts = list(range(0, len(stream) - 1, seq_len))
+    device = model.lm_head.weight.device
+    nats, n_tokens, n_bytes = 0.0, 0, 0
+    for k in range(0, len(starts), batch_size):
+        rows = [stream[s:s + seq_len + 1] for s in starts[k:k + batch_size]]  # the last may be shorter
+        x = right_pad([r[:-1] for r in rows], 0)  # (B, T)
+        y = right_pad([r[1:] for r in rows], -100)  # (B, T), -100 = no target
+        logits, _ = model(x.to(device))  # (B, T, V)
+        nats += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().to(device), ignore_index=-100,
+                                reduction="sum").item()
+        targets = y[y != -100].numpy()
+        n_tokens, n_bytes = n_tokens + len(targets), n_bytes + int(byte_lengths[targets].sum())
+    return {"loss": nats / n_tokens, "bpb": bits_per_byte(nats, n_bytes), "tokens": n_tokens, "bytes": n_bytes}
+
+
+def heldout_documents(data_dir, group, data_tok):
+    """The validation documents of a language group as text: val_<group>.bin split at eos, decoded."""
+    ids = data.load_tokens(os.path.join(data_dir, f"val_{group}.bin"))
+    ends = np.flatnonzero(ids == data_tok.eos_id)
+    return [data_tok.decode(ids[s:e]) for s, e in zip(np.r_[0, ends[:-1] + 1], ends)]
+
+
+def val_stream(data_dir, group, tok, data_tok):
+    """val_<group>.bin as it is when the checkpoint shares data.py's tokenizer, else its documents re-encoded."""
+    if same_file(tok.model_path, data_tok.model_path):
+        return data.load_tokens(os.path.join(data_dir, f"val_{group}.bin"))
+    return np.array([i for d in heldout_documents(data_dir, group, data_tok) for i in tok.encode(d) + [tok.eos_id]])
+
+
+def lm_section(model, tok, data_tok, data_dir, groups, seq_len, max_tokens, batch_size):
+    """Loss and bits per byte per language group (those with validation text), and over all of them."""
+    lengths = token_byte_lengths(tok)
+    streams = {g: val_stream(data_dir, g, tok, data_tok) for g in groups}
+    out = {g: lm_eval(model, s, lengths, seq_len, max_tokens, batch_size) for g, s in streams.items() if len(s) > 1}
+    nats = sum(r["loss"] * r["tokens"] for r in out.values())
+    tokens, n_bytes = sum(r["tokens"] for r in out.values()), sum(r["bytes"] for r in out.values())
+    out["all"] = {"loss": nats / tokens, "bpb": bits_per_byte(nats, n_bytes), "tokens": tokens, "bytes": n_bytes}
+    return out
+
+
+def loss_curve(ckpt_dir, max_points=200):
+    """metrics.jsonl -> {"step", "loss", "val_step", "val_loss"}, thinned to about max_points; None without one."""
+    path = os.path.join(ckpt_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    every = max(1, len(rows) // max_points)
+    curve = {"step": [], "loss": [], "val_step": [], "val_loss": []}
+    for k, r in enumerate(rows):
+        if "loss" in r and (k % every == 0 or k == len(rows) - 1):
+            curve["step"].append(r["step"])
+            curve["loss"].append(r["loss"])
+        if "val_loss" in r:
+            curve["val_step"].append(r["step"])
+            curve["val_loss"].append(r["val_loss"])
+    return curve
+
+
+# ----------------------------------------------------------------------------- fim
+def fim_examples(docs, tok, n, max_chars, seed=0):
+    """Held-out documents -> [(prompt ids, middle text)]: windows of whole lines (at most max_chars), n of them
+    drawn at random, each cut at thirds (data.fim_split) and laid out PSM exactly as data.fim_ids writes training
+    documents, up to <fim_middle>. A leading eos stands for the end of the document packed before it."""
+    windows = []
+    for doc in docs:
+        current = ""
+        for line in doc.splitlines(keepends=True):
+            if current and len(current) + len(line) > max_chars:
+                windows.append(current)
+                current = ""
+            current += line
+        windows.append(current)
+    windows = [w[:max_chars] for w in windows if len(w.strip()) >= max_chars // 4]  # no near-empty tails
+    random.Random(seed).shuffle(windows)
+    out = []
+    for w in windows[:n]:
+        prefix, middle, suffix = data.fim_split(w, None, "thirds")
+        out.append(([tok.eos_id] + data.fim_ids(prefix, "", suffix, tok), middle))
+    return out
+
+
+def prefix_match(generated, middle):
+    """Share of the middle's leading characters reproduced exactly (1.0: the whole middle, maybe more)."""
+    return len(os.path.commonprefix([generated, middle])) / max(1, len(middle))
+
+
+@torch.no_grad()
+def fim_eval(model, tok, examples, max_new_tokens=48, batch_size=32):
+    """Greedy middles, stopped at eos (training puts one after the middle). exact: the middle and then eos.
+    -> {"exact", "prefix", "n"}."""
+    exact, prefix = [], []
+    for k in range(0, len(examples), batch_size):
+        chunk = examples[k:k + batch_size]
+        room = model.cfg.max_seq_len - max(len(p) for p, _ in chunk)
+        if room < 1:
+            raise ValueError(f"fim: a prompt fills the model's context ({model.cfg.max_seq_len}); lower --fim-chars")
+        new = generate(model, [p for p, _ in chunk], min(max_new_tokens, room), temperature=0,
+                       stop_ids=(tok.eos_id,), pad_id=tok.pad_id)
+        for ids, (_, middle) in zip(new, chunk):
+            text = tok.decode(ids)  # eos is a control id: it decodes to nothing
+            exact.append(float(text == middle and ids[-1:] == [tok.eos_id]))
+            prefix.append(prefix_match(text, middle))
+    return {"exact": mean(exact), "prefix": mean(prefix), "n": len(examples)}
+
+
+def fim_section(model, tok, data_tok, data_dir, groups, cfg):
+    return {g: fim_eval(model, tok, fim_examples(heldout_documents(data_dir, g, data_tok), tok, cfg.fim_examples,
+                                                 cfg.fim_chars, cfg.seed), cfg.fim_max_new_tokens, cfg.batch_size)
+            for g in groups}
+
+
+# ----------------------------------------------------------------------------- multiple choice
+def mc_record(record):
+    """-> {"question", "choices", "answer" (0-based)}. Layouts: DESIGN.md §4 and MMLU {"question", "choices",
+    "answer": 0-based index or letter}; KMMLU {"question", "A", "B", "C", "D", "answer": 1-based index or letter}.
+    A letter may be written "B" or "(B)". Raises ValueError naming the field."""
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError('"question" must be a non-empty string')
+    if "choices" in record:
+        choices, base = record["choices"], 0
+    elif all(L in record for L in "ABCD"):
+        choices, base = [record[L] for L in LETTERS if L in record], 1
+    else:
+        raise ValueError('expected "choices": [...] (MMLU layout) or "A", "B", "C", "D" fields (KMMLU layout)')
+    if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS) or \
+            not all(isinstance(c, (str, int, float)) and str(c).strip() for c in choices):
+        raise ValueError(f"the choices must be 2 to {len(LETTERS)} non-empty strings, got {choices!r:.80}")
+    answer, letters = record.get("answer"), LETTERS[:len(choices)]
+    letter = answer.strip().strip("()").upper() if isinstance(answer, str) else None
+    if letter and len(letter) == 1 and letter in letters:
+        index = letters.index(letter)
+    elif isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer - base < len(choices):
+        index = answer - base
+    else:
+        raise ValueError(f'"answer" must be a {base}-based index below {len(choices) + base} or a letter '
+                         f"{letters[0]}-{letters[-1]}, got {answer!r}")
+    return {"question": question, "choices": [str(c) for c in choices], "answer": index}
+
+
+def read_mc(path, skip_bad=False):
+    """Multiple-choice records of a .jsonl file; a bad one stops the read as 'file:line: what is wrong'."""
+    if not os.path.exists(path) and os.path.exists(os.path.join(HERE, path)):
+        path = os.path.join(HERE, path)  # the shipped evals/ sets, from any working directory
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such multiple-choice file (--mc)")
+    records = read_jsonl_records(path, lambda r: [mc_record(r)], skip_bad)
+    if not records:
+        raise ValueError(f"{path}: no multiple-choice records")
+    return records
+
+
+def mc_prompt(tok, question, choices, chat=True):
+    """HCX style: the question and its lettered options as a user turn, then the assistant's "Answer:", whose
+    next token is the answer letter. chat=False (a base model, which never saw the chat tokens): the same text as
+    a plain document after an eos, "...\nAnswer:" on its own line."""
+    lang = "ko" if data.hangul_share(question) >= 0.3 else "en"
+    options = "\n".join(f"{L}. {c}" for L, c in zip(LETTERS, choices))
+    body = f"{question.strip()}\n{options}\n{MC_INSTRUCTION[lang]}"
+    if not chat:
+        return [tok.eos_id] + tok.encode(f"{body}\n{MC_ANSWER_PREFIX[lang]}")
+    messages = [{"role": "user", "content": body}]
+    return tok.render_chat(messages, add_generation_prompt=True)[0] + tok.encode(MC_ANSWER_PREFIX[lang])
+
+
+@torch.no_grad()
+def continuation_logprobs(model, prompts, continuations, pad_id, batch_size=32):
+    """log p(continuation | prompt) for each prompt and each of its continuations (lists of ids).
+    When every continuation is one token (" A" ... " D" usually are) it takes one forward pass per prompt, read
+    off the next-token distribution at the prompt's last position; otherwise one row per continuation, its
+    tokens' log-probabilities summed by sequence_logprobs. Both compute the same number."""
+    device = model.lm_head.weight.device
+    if all(len(c) == 1 for cs in continuations for c in cs):
+        out = []
+        for k in range(0, len(prompts), batch_size):
+            chunk = prompts[k:k + batch_size]
+            logits, _ = model(right_pad(chunk, pad_id).to(device))  # (B, T, V)
+            last = torch.tensor([len(p) - 1 for p in chunk], device=device)
+            logp = logits[torch.arange(len(chunk), device=device), last].float().log_softmax(-1)  # (B, V)
+            out += [[logp[b, c[0]].item() for c in cs] for b, cs in enumerate(continuations[k:k + batch_size])]
+        return out
+    rows = [(p + c, len(p)) for p, cs in zip(prompts, continuations) for c in cs]
+    flat = []
+    for k in range(0, len(rows), batch_size):
+        chunk = rows[k:k + batch_size]
+        x = right_pad([ids for ids, _ in chunk], pad_id)  # (B, T)
+        mask = torch.zeros_like(x)
+        for b, (ids, start) in enumerate(chunk):
+            mask[b, start:len(ids)] = 1  # the continuation's tokens
+        flat += sequence_logprobs(model, x.to(device), mask.to(device))[0].tolist()
+    out, k = [], 0
+    for cs in continuations:
+        out.append(flat[k:k + len(cs)])
+        k += len(cs)
+    return out
+
+
+def mc_eval(model, tok, records, batch_size=32, chat=True):
+    """Accuracy (the most probable letter), mean probability of the right letter (normalized over the letters),
+    chance level. A prompt longer than the model's context loses its start (counted in "truncated")."""
+    letters = [tok.encode(" " + L) for L in LETTERS]  # " C" may be two tokens ("▁", "C") in a small vocabulary
+    prompts, conts, truncated = [], [], 0
+    for r in records:
+        cs = letters[:len(r["choices"])]
+        room = model.cfg.max_seq_len - max(map(len, cs))
+        p = mc_prompt(tok, r["question"], r["choices"], chat)
+        truncated += len(p) > room
+        prompts.append(p[-room:])
+        conts.append(cs)
+    right, p_right = [], []
+    for r, lp in zip(records, continuation_logprobs(model, prompts, conts, tok.pad_id, batch_size)):
+        probs = torch.tensor(lp).softmax(0)
+        right.append(float(int(probs.argmax()) == r["answer"]))
+        p_right.append(float(probs[r["answer"]]))
+    return {"accuracy": mean(right), "p_correct": mean(p_right), "chance": mean(1 / len(r["choices"]) for r in records),
+            "n": len(records), "truncated": truncated, "format": "chat" if chat else "plain text",
+            "letter_tokens": "one token each" if all(len(c) == 1 for cs in conts for c in cs) else "multi-token"}
+
+
+# ----------------------------------------------------------------------------- tasks: replies and the verifier
+def pick_tasks(tasks, k):
+    """Up to k tasks (0 = all), round-robin over (family, language), so every cell is represented."""
+    cells = {}
+    for t in tasks:
+        cells.setdefault((t["family"], t["lang"]), []).append(t)
+    queues, out = [cells[key] for key in sorted(cells)], []
+    for i in range(max(map(len, queues), default=0)):
+        out += [q[i] for q in queues if i < len(q)]
+    return out[:k] if k else out
+
+
+@torch.no_grad()
+def greedy_replies(model, tok, contexts, max_new_tokens=32, batch_size=32):
+    """Greedy replies (ids, without the closing <|endofturn|>) to conversations that end with a user turn."""
+    prompts = [tok.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
+    stops, out = (tok.eot_id, tok.eos_id), []
+    for k in range(0, len(prompts), batch_size):
+        chunk = prompts[k:k + batch_size]
+        room = model.cfg.max_seq_len - max(map(len, chunk))
+        if room < 1:
+            raise ValueError(f"a prompt of {max(map(len, chunk))} tokens fills the model's context")
+        new = generate(model, chunk, min(max_new_tokens, room), temperature=0, stop_ids=stops, pad_id=tok.pad_id)
+        out += [strip_stop(ids, stops) for ids in new]
+    return out
+
+
+def summarize_scores(tasks, scores):
+    """Verifier scores -> mean of each principle and overall, correctness share; per family and per language."""
+    def block(idx):
+        s = [scores[i] for i in idx]
+        return {**{p: mean(x[p] for x in s) for p in s[0]}, "correct_share": mean(x["correctness"] == 1 for x in s),
+                "n": len(s)}
+    out = block(range(len(tasks)))
+    for key in ("family", "lang"):
+        cells = {}
+        for i, t in enumerate(tasks):
+            cells.setdefault(t[key], []).append(i)
+        out[f"per_{key}"] = {c: block(idx) for c, idx in sorted(cells.items())}
+    return out
+
+
+def tasks_section(tasks, replies):
+    import tasks as task_world  # the verifier
+    scores = [task_world.score(t, r) for t, r in zip(tasks, replies)]
+    return {**summarize_scores(tasks, scores), "scores": [s["overall"] for s in scores],
+            "examples": [{"prompt": t["messages"][-1]["content"], "reply": r, "gold": t["answer"]}
+                         for t, r in list(zip(tasks, replies))[:3]]}
+
+
+# ----------------------------------------------------------------------------- win rates (HCX §4.3)
+def hcx_outcomes(first_order, second_order):
+    """Each prompt is judged twice, the candidate's reply shown first, then second. A verdict is 1 (the candidate
+    wins), 0.5 (tie) or 0; the prompt scores their mean: 1 = won both orders, 0.5 = split or tied, 0 = lost both."""
+    return [(float(a) + float(b)) / 2 for a, b in zip(first_order, second_order)]
+
+
+def win_summary(first_order, second_order):
+    outcomes = hcx_outcomes(first_order, second_order)
+    return {"win_rate": mean(outcomes), "wins": outcomes.count(1.0), "ties": outcomes.count(0.5),
+            "losses": outcomes.count(0.0), "n_prompts": len(outcomes), "n_judgments": 2 * len(outcomes),
+            "first_order_win_rate": mean(map(float, first_order)),
+            "second_order_win_rate": mean(map(float, second_order))}
+
+
+def verifier_verdicts(cand_scores, base_scores):
+    """The verifier reads no order: the same verdict in both (1, 0.5 for equal overall scores, 0)."""
+    v = [1.0 if a["overall"] > b["overall"] else 0.5 if a["overall"] == b["overall"] else 0.0
+         for a, b in zip(cand_scores, base_scores)]
+    return v, v
+
+
+def make_judge(model, tok, batch_size):
+    """judge(contexts, pairs) -> jsft.judge's dict: p(A) against p(B) after the judge prompt, both orders."""
+    import jsft
+    return lambda contexts, pairs: jsft.judge(model, tok, contexts, pairs, batch_size=batch_size)
+
+
+def judge_verdicts(judge, contexts, cand, base):
+    """Each order's verdict for the candidate; identical replies tie without asking the judge."""
+    first, second = [0.5] * len(cand), [0.5] * len(cand)
+    ask = [i for i in range(len(cand)) if cand[i] != base[i]]
+    if ask:
+        result = judge([contexts[i] for i in ask], [(cand[i], base[i]) for i in ask])
+        for j, i in enumerate(ask):
+            first[i], second[i] = float(result["first_order_a"][j]), float(result["second_order_a"][j])
+    return first, second
+
+
+# ----------------------------------------------------------------------------- self-rejection curve
+def nested_knockout(contexts, candidates, judge_winners):
+    """A knockout over each context's candidates (a power-of-two count, in sample order) whose brackets nest:
+    after round r the first champion is the knockout winner of the first 2^r samples. One bracket gives the
+    whole curve in N-1 judgments per context (separate tournaments for N = 2, 4, 8, 16 would take 26).
+    judge_winners(contexts, pairs) -> [0 = first, 1 = second], called once per round for every context.
+    -> {N: [winner index per context]} for N = 1, 2, 4, ..., len(candidates[i])."""
+    champions = [list(range(len(c))) for c in candidates]
+    picks, n = {1: [0] * len(candidates)}, 1
+    while champions and len(champions[0]) > 1:
+        matches = [(i, ch[k], ch[k + 1]) for i, ch in enumerate(champions) for k in range(0, len(ch), 2)]
+        winners = judge_winners([contexts[i] for i, _, _ in matches],
+                                [(candidates[i][a], candidates[i][b]) for i, a, b in matches])
+        champions = [[] for _ in candidates]
+        for (i, a, b), w in zip(matches, winners):
+            champions[i].append((a, b)[w])
+        n *= 2
+        picks[n] = [ch[0] for ch in champions]
+    return picks
+
+
+def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed=0, as_text=False):
+    """SELF-JUDGE self-rejection: per prompt, sample max_n replies (T=1, top-p 0.9, self_judge.sample_responses);
+    for N = 1, 2, 4, ..., max_n the knockout winner among the first N (judged by `judge` in both orders) is
+    scored by the verifier. N=1 is the mean over all samples (the expected score of one sample); oracle_* is the
+    verifier's own best of N, the ceiling. as_text: give the judge decoded text (it tokenizes differently)."""
+    import tasks as task_world
+    from self_judge import sample_responses
+    if max_n < 1 or max_n & (max_n - 1):
+        raise ValueError(f"--rejection-max-n {max_n}: must be a power of two (1, 2, 4, 8, 16, ...)")
+    contexts = [t["messages"] for t in tasks]
+    stops = (tok.eot_id, tok.eos_id)
+    samples = sample_responses(policy, tok, contexts, max_n, max_new_tokens, temperature=1.0, top_p=0.9, seed=seed)
+    samples = [[strip_stop(list(s), stops) for s in per] for per in samples]
+    scores = [[task_world.score(t, tok.decode(s)) for s in per] for t, per in zip(tasks, samples)]
+    cands = [[tok.decode(s) for s in per] for per in samples] if as_text else samples
+    curve = []
+    for n, winners in nested_knockout(contexts, cands, lambda cx, pr: judge(cx, pr)["winners"]).items():
+        picked = [x for per in scores for x in per] if n == 1 else [per[w] for per, w in zip(scores, winners)]
+        best = picked if n == 1 else [max(per[:n], key=lambda x: x["overall"]) for per in scores]
+        curve.append({"n": n, "overall": mean(x["overall"] for x in picked),
+                      "correct_share": mean(x["correctness"] == 1 for x in picked),
+                      "oracle_overall": mean(x["overall"] for x in best),
+                      "oracle_correct_share": mean(x["correctness"] == 1 for x in best)})
+    return curve
+
+
+# ----------------------------------------------------------------------------- the whole report
+@contextlib.contextmanager
+def clock(seconds, section):
+    """Adds the block's wall time to seconds[section], its CPU time (all threads) to seconds["cpu_" + section]."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        seconds[section] += time.perf_counter() - wall
+        seconds["cpu_" + section] += time.process_time() - cpu
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """torch's CPU threads set to n inside the block (0: left as they are), restored after."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def checkpoints_to_run(cfg, notes):
+    """--ckpts -> {name: dir}. From the default list a missing checkpoint is skipped (noted); a named one errors."""
+    ckpts, user_given = {}, cfg.ckpts != EvalConfig.ckpts
+    for item in names(cfg.ckpts):
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--ckpts {cfg.ckpts!r}: expected NAME=DIR,..., got {item!r}")
+        if os.path.exists(os.path.join(path, "model.pt")):
+            ckpts[name] = path
+        elif user_given:
+            raise FileNotFoundError(f"--ckpts {name}={path}: no checkpoint there (no model.pt)")
+        else:
+            notes.append(f"checkpoint {name} ({path}) not found: skipped")
+    if not ckpts:
+        raise FileNotFoundError(f"none of the checkpoints exist ({cfg.ckpts}); run the pipeline first (make demo)")
+    return ckpts
+
+
+def resolve(name_or_dir, ckpts):
+    """A NAME of --ckpts or a checkpoint DIR -> its dir; None when there is no checkpoint."""
+    path = ckpts.get(name_or_dir, name_or_dir)
+    return path if name_or_dir and os.path.exists(os.path.join(path, "model.pt")) else None
+
+
+def read_input(path, notes, missing):
+    """A .json or .jsonl input, or None (noted: what is `missing` without it)."""
+    if not os.path.exists(path):
+        notes.append(f"{path} not found: {missing}")
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh) if path.endswith(".json") else [json.loads(line) for line in fh if line.strip()]
+
+
+def run(cfg):
+    """Every section for every checkpoint -> the report (what report.json holds)."""
+    t_start, cpu_start, notes = time.perf_counter(), time.process_time(), []
+    seconds = dict.fromkeys(SECTIONS + tuple("cpu_" + s for s in SECTIONS), 0.0)
+    skip = set(names(cfg.skip))
+    if skip - set(SECTIONS):
+        raise ValueError(f"--skip {cfg.skip!r}: unknown section(s) {sorted(skip - set(SECTIONS))}; use {SECTIONS}")
+    on = {s: s not in skip for s in SECTIONS}
+    device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = device if cfg.device == "auto" else cfg.device
+    ckpts = checkpoints_to_run(cfg, notes)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
+    report = {"meta": {"config": dataclasses.asdict(cfg), "device": device, "torch": torch.__version__,
+                       "machine": machine + (f", {torch.cuda.get_device_name()}" if device == "cuda" else "")},
+              "notes": notes, "checkpoints": {}, "loss_curves": {}, "lm": {}, "tokenizer": None, "fim": {}, "mc": {},
+              "tasks": {}, "win_rates": {"baseline": cfg.baseline, "verifier": {}, "judge": {}}, "judge": {},
+              "rejection": None}
+
+    # what the sections read; a missing input skips its sections, with a note
+    if on["tokenizer"]:
+        report["tokenizer"] = read_input(cfg.tokenizer_report, notes, "no tokenizer table (run tokenizer.py)")
+    meta = read_input(os.path.join(cfg.data_dir, "meta.json"), notes, "no LM or FIM section (run data.py)") \
+        if on["lm"] or on["fim"] else None
+    data_tok = meta and Tokenizer(meta["tokenizer"] if os.path.exists(meta.get("tokenizer") or "") else cfg.tokenizer)
+    groups = list(meta["val"]["groups"]) if meta else []
+    eval_tasks = read_input(os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"), notes,
+                            "no task, win-rate or self-rejection section (run tasks.py)") \
+        if on["tasks"] or on["win"] or on["rejection"] else None
+    picked = pick_tasks(eval_tasks or [], cfg.max_tasks)
+    pref_pairs, prefs_path = [], os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
+    if on["judge"] and not os.path.exists(prefs_path):
+        notes.append(f"{prefs_path} not found: no judge accuracy (run tasks.py)")
+    elif on["judge"]:
+        import jsft
+        pref_pairs = jsft.read_preferences(prefs_path)
+        random.Random(cfg.seed).shuffle(pref_pairs)
+        pref_pairs = pref_pairs[:cfg.max_judge_pairs or None]
+    mc_sets = {os.path.basename(p): read_mc(p, cfg.skip_bad) for p in names(cfg.mc)} if on["mc"] else {}
+    fim_ckpts, judges = set(names(cfg.fim_ckpts)) or set(ckpts), set(names(cfg.judges))
+    fim_groups = [g for g in names(cfg.fim_groups) if g in groups]
+
+    replies = {}  # checkpoint name -> its greedy reply texts to `picked`
+    for name, path in tqdm(ckpts.items(), desc="checkpoints", unit="ckpt"):
+        model, tok, config = load(path, device, cfg.tokenizer)
+        phase = config.get("phase", "?")
+        report["checkpoints"][name] = {"path": path, "phase": phase, "step": config.get("step"),
+                                       "params": model.num_params(), "vocab_size": tok.vocab_size}
+        report["loss_curves"][name] = loss_curve(path)
+        if data_tok and on["lm"]:
+            with clock(seconds, "lm"):
+                report["lm"][name] = lm_section(model, tok, data_tok, cfg.data_dir, groups, cfg.seq_len,
+                                                cfg.max_val_tokens, cfg.batch_size)
+        if data_tok and on["fim"] and name in fim_ckpts:
+            with clock(seconds, "fim"):
+                report["fim"][name] = fim_section(model, tok, data_tok, cfg.data_dir, fim_groups, cfg)
+        if mc_sets:
+            with clock(seconds, "mc"):
+                report["mc"][name] = {f: mc_eval(model, tok, recs, cfg.batch_size, chat=phase != "pretrain")
+                                      for f, recs in mc_sets.items()}
+        if picked and (on["tasks"] or on["win"]):
+            with clock(seconds, "tasks"):
+                ids = greedy_replies(model, tok, [t["messages"] for t in picked], cfg.max_new_tokens, cfg.batch_size)
+                replies[name] = [tok.decode(r) for r in ids]
+                report["tasks"][name] = tasks_section(picked, replies[name])
+        if pref_pairs and (name in judges or (not judges and phase in JUDGE_PHASES)):
+            import jsft  # accuracy of each order alone and order-averaged, consistency under swapping, per language
+            with clock(seconds, "judge"):
+                report["judge"][name] = jsft.judge_accuracy(model, tok, pref_pairs, None, cfg.batch_size)
+        del model
+
+    if on["win"] and replies:
+        with clock(seconds, "win"):
+            win_rate_section(cfg, report, ckpts, picked, replies, device)
+    if on["rejection"] and eval_tasks:
+        with clock(seconds, "rejection"):
+            rejection_section(cfg, report, ckpts, eval_tasks, device)
+    report["summary"] = summary_rows(report)
+    report["meta"]["seconds"] = {**{s: round(v, 2) for s, v in seconds.items()},
+                                 "total": round(time.perf_counter() - t_start, 2),
+                                 "cpu_total": round(time.process_time() - cpu_start, 2)}
+    return report
+
+
+def win_rate_section(cfg, report, ckpts, picked, replies, device):
+    """Every checkpoint against the baseline on the same prompts: by the verifier, and by the judge checkpoint."""
+    import tasks as task_world
+    notes, rates = report["notes"], report["win_rates"]
+    if cfg.baseline not in replies:
+        notes.append(f"baseline {cfg.baseline!r} is not among the checkpoints ({', '.join(replies)}): no win rates")
+        return
+    base = replies[cfg.baseline]
+    base_scores = [task_world.score(t, r) for t, r in zip(picked, base)]
+    others = [n for n in replies if n != cfg.baseline]
+    for name in others:
+        cand_scores = [task_world.score(t, r) for t, r in zip(picked, replies[name])]
+        rates["verifier"][name] = win_summary(*verifier_verdicts(cand_scores, base_scores))
+    judge_dir = resolve(cfg.judge_ckpt, ckpts)
+    if cfg.judge_ckpt and not judge_dir:
+        notes.append(f"judge {cfg.judge_ckpt!r} not found: win rates by the verifier only")
+    if not judge_dir or not others:
+        return
+    judge_model, judge_tok, _ = load(judge_dir, device, cfg.tokenizer)
+    judge = make_judge(judge_model, judge_tok, cfg.batch_size)
+    rates["judge_ckpt"] = cfg.judge_ckpt
+    contexts = [t["messages"] for t in picked]
+    for name in others:  # text, not ids: the judge may tokenize differently from the judged checkpoints
+        rates["judge"][name] = win_summary(*judge_verdicts(judge, contexts, replies[name], base))
+
+
+def rejection_section(cfg, report, ckpts, eval_tasks, device):
+    judge_name = cfg.rejection_judge or cfg.rejection_ckpt
+    policy_dir, judge_dir = resolve(cfg.rejection_ckpt, ckpts), resolve(judge_name, ckpts)
+    if cfg.rejection_ckpt not in ckpts or not judge_dir:
+        report["notes"].append(f"self-rejection: {cfg.rejection_ckpt!r} (policy) or {judge_name!r} (judge) is not "
+                               f"a checkpoint here: no N-curve")
+        return
+    policy, tok, _ = load(policy_dir, device, cfg.tokenizer)
+    judge_model, judge_tok = (policy, tok) if judge_dir == policy_dir else load(judge_dir, device, cfg.tokenizer)[:2]
+    prompts = pick_tasks(eval_tasks, cfg.rejection_prompts)
+    curve = rejection_curve(policy, tok, make_judge(judge_model, judge_tok, cfg.batch_size), prompts,
+                            cfg.rejection_max_n, cfg.max_new_tokens, cfg.seed,
+                            as_text=not same_file(tok.model_path, judge_tok.model_path))
+    report["rejection"] = {"policy": cfg.rejection_ckpt, "judge": judge_name, "n_prompts": len(prompts), "curve": curve}
+
+
+def summary_rows(report):
+    def get(section, name, *keys):
+        value = section.get(name)
+        for k in keys:
+            value = value.get(k) if isinstance(value, dict) else None
+        return value
+    return [{"checkpoint": name, "val_bpb": get(report["lm"], name, "all", "bpb"),
+             "overall": get(report["tasks"], name, "overall"), "correct": get(report["tasks"], name, "correct_share"),
+             "win_vs_baseline": get(report["win_rates"]["verifier"], name, "win_rate"),
+             "win_by_judge": get(report["win_rates"]["judge"], name, "win_rate"),
+             "judge_acc": get(report["judge"], name, "acc")} for name in report["checkpoints"]]
+
+
+# ----------------------------------------------------------------------------- writing
+def fmt(x):
+    if isinstance(x, float):
+        return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3f}"
+    return "-" if x is None else str(x)
+
+
+def md_table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows])
+
+
+def summary_table(report):
+    headers = ["checkpoint", "val bpb", "verifier overall", "correct", "win vs baseline", "win (judge)", "judge acc"]
+    return md_table(headers, [list(r.values()) for r in report["summary"]])
+
+
+def first(section):
+    return next(iter(section.values()))
+
+
+def to_markdown(report, figures=()):
+    r, meta = report, report["meta"]
+    out = ["# minihcx evaluation report", "",
+           f"{meta['machine']}, device {meta['device']}, torch {meta['torch']}; {meta['seconds']['total']} s",
+           "", "## Summary", "", summary_table(r), "",
+           f"Win rates are against `{r['win_rates']['baseline']}` on held-out prompts, per prompt 1 / 0.5 / 0 "
+           f"over both orders (HyperCLOVA X §4.3).", "",
+           "## Checkpoints", "", md_table(["name", "path", "phase", "step", "parameters", "vocabulary"],
+                                          [[n, c["path"], c["phase"], c["step"], f"{c['params'] / 1e6:.2f}M",
+                                            c["vocab_size"]] for n, c in r["checkpoints"].items()]), ""]
+    if r["lm"]:
+        groups = list(first(r["lm"]))
+        out += ["## Language modelling (validation loss in nats/token, bits per byte)", "",
+                md_table(["checkpoint"] + [f"{g} {k}" for g in groups for k in ("loss", "bpb")],
+                         [[n] + [v[g][k] for g in groups for k in ("loss", "bpb")] for n, v in r["lm"].items()]), ""]
+    if r["tokenizer"]:
+        table = r["tokenizer"]["mean_tokens_per_document"]
+        langs = sorted({lang for row in table.values() for lang in row})
+        out += ["## Tokenizer efficiency (mean tokens per held-out document, HCX Table 1)", "",
+                md_table(["tokenizer"] + langs, [[n] + [row.get(x) for x in langs] for n, row in table.items()]), ""]
+        out += [f"{n}: {share:.1%} of Korean morpheme boundaries fall inside a token" for n, share in
+                r["tokenizer"].get("ko_morpheme_boundaries_inside_a_token", {}).items()] + [""]
+    if any(r["fim"].values()):
+        out += ["## Fill-in-the-middle (greedy middles of held-out windows cut at thirds)", "",
+                md_table(["checkpoint", "group", "exact", "prefix", "n"],
+                         [[n, g, v["exact"], v["prefix"], v["n"]] for n, gs in r["fim"].items()
+                          for g, v in gs.items()]), "",
+                "exact: the middle and then eos; prefix: the share of the middle's leading characters reproduced.", ""]
+    if r["mc"]:
+        files = list(first(r["mc"]))
+        out += ["## Multiple choice (accuracy / mean probability of the right letter)", "",
+                md_table(["checkpoint"] + files, [[n] + [f"{v[f]['accuracy']:.3f} / {v[f]['p_correct']:.3f}"
+                                                          for f in files] for n, v in r["mc"].items()]), "",
+                "Chance: " + ", ".join(f"{f} {v['chance']:.3f} (n={v['n']}, letters {v['letter_tokens']})"
+                                       for f, v in first(r["mc"]).items()), ""]
+    if r["tasks"]:
+        principles = [k for k, v in first(r["tasks"]).items() if isinstance(v, float) and k != "correct_share"]
+        out += ["## Held-out tasks, scored by the verifier", "",
+                md_table(["checkpoint"] + principles + ["correct", "n"],
+                         [[n] + [v[p] for p in principles] + [v["correct_share"], v["n"]]
+                          for n, v in r["tasks"].items()]), ""]
+        for key in ("per_lang", "per_family"):
+            cells = list(first(r["tasks"])[key])
+            out += [f"Overall score {key.replace('_', ' ')}:", "",
+                    md_table(["checkpoint"] + cells, [[n] + [v[key][c]["overall"] for c in cells]
+                                                      for n, v in r["tasks"].items()]), ""]
+    for by, rates in ((b, r["win_rates"][b]) for b in ("verifier", "judge")):
+        if rates:
+            title = "the task verifier" if by == "verifier" else f"the judge `{r['win_rates'].get('judge_ckpt')}`"
+            out += [f"## Win rates vs `{r['win_rates']['baseline']}`, judged by {title}", "",
+                    md_table(["checkpoint", "win rate", "W", "T", "L", "first order", "second order", "judgments"],
+                             [[n, v["win_rate"], v["wins"], v["ties"], v["losses"], v["first_order_win_rate"],
+                               v["second_order_win_rate"], v["n_judgments"]] for n, v in rates.items()]), ""]
+    if r["judge"]:
+        out += ["## Judge accuracy on held-out preference pairs (SELF-JUDGE)", "",
+                md_table(["checkpoint", "language", "accuracy (both orders)", "chosen shown first",
+                          "chosen shown second", "consistency", "n"],
+                         [[n, lang, v["acc"], v["acc_chosen_first"], v["acc_chosen_second"], v["consistency"], v["n"]]
+                          for n, j in r["judge"].items() for lang, v in [("all", j)] + list(j["by_lang"].items())]),
+                "", "Consistency: the share of pairs whose verdict survives swapping the two replies.", ""]
+    if r["rejection"]:
+        rj = r["rejection"]
+        out += [f"## Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks one by knockout "
+                f"({rj['n_prompts']} prompts)", "",
+                md_table(["N", "overall", "correct", "oracle best-of-N overall", "oracle correct"],
+                         [[c["n"], c["overall"], c["correct_share"], c["oracle_overall"], c["oracle_correct_share"]]
+                          for c in rj["curve"]]), ""]
+    out += [f"![{f}]({f})\n" for f in figures]
+    wall = {k: v for k, v in meta["seconds"].items() if not k.startswith("cpu_")}
+    out += ["## Time per section (s: wall, then CPU time of all threads)", "",
+            md_table(list(wall), [list(wall.values()), [meta["seconds"]["cpu_" + k] for k in wall]]), ""]
+    if r["notes"]:
+        out += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
+    return "\n".join(out)
+
+
+def plot_figures(report, out_dir):
+    """Loss curves of every checkpoint and the self-rejection N-curve, when matplotlib is installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    curves = {n: c for n, c in report["loss_curves"].items() if c and c["step"]}
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), squeeze=False)
+        for ax, (name, c) in zip(axes[0], curves.items()):
+            ax.plot(c["step"], c["loss"], label="train")
+            if c["val_step"]:
+                ax.plot(c["val_step"], c["val_loss"], "o-", label="val")
+            ax.set(title=name, xlabel="step", ylabel="loss")
+            ax.legend()
+        written.append(save_figure(fig, out_dir, "loss_curves.png"))
+    if report["rejection"]:
+        rj = report["rejection"]
+        ns = [c["n"] for c in rj["curve"]]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot(ns, [c["overall"] for c in rj["curve"]], "o-", label=f"knockout winner ({rj['judge']} judges)")
+        ax.plot(ns, [c["oracle_overall"] for c in rj["curve"]], "s--", label="oracle best of N (the verifier picks)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set(xlabel="N samples", ylabel="verifier overall score", title=f"self-rejection: {rj['policy']}")
+        ax.legend()
+        written.append(save_figure(fig, out_dir, "rejection_curve.png"))
+    plt.close("all")
+    return written
+
+
+def save_figure(fig, out_dir, name):
+    tmp = os.path.join(out_dir, f".{name}.tmp{os.getpid()}.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, os.path.join(out_dir, name))
+    return name
+
+
+def write_atomic(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_report(report, out_dir):
+    """Plots, report.json (every figure) and report.md, each written to a temporary name and renamed."""
+    os.makedirs(out_dir, exist_ok=True)
+    figures = plot_figures(report, out_dir)
+    texts = {"report.json": json.dumps(report, indent=1, ensure_ascii=False),
+             "report.md": to_markdown(report, figures)}  # both rendered before either file is touched
+    for name, text in texts.items():
+        write_atomic(os.path.join(out_dir, name), text)
+
+
+def main(argv=None):
+    cfg = parse_config(EvalConfig, argv, description=__doc__.split("\n\n")[0])
+    print(f"config: {json.dumps(dataclasses.asdict(cfg), ensure_ascii=False)}")
+    try:
+        with torch_threads(cfg.threads):
+            report = run(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"evaluate.py: {e}")
+    write_report(report, cfg.out_dir)
+    print(summary_table(report))
+    for note in report["notes"]:
+        print("note:", note)
+    print(f"wrote {cfg.out_dir}/report.md and report.json in {report['meta']['seconds']['total']} s")
+
+
+if __name__ == "__main__":
+    main()

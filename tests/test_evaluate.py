@@ -1,0 +1,416 @@
+"""evaluate.py: bits per byte against hand-computed values, multiple choice picks the most probable letter (stub
+models whose logits we set, and the fast and exact paths agree on a real model), FIM prompts laid out exactly as
+data.py trains them, win-rate accounting over both orders, the nested knockout, readers' file:line errors, and the
+whole report on tiny random checkpoints (structure and sanity: finite numbers, rates in [0, 1], both orders)."""
+import json
+import math
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+import data
+import evaluate as E
+from model import Transformer, config_from_preset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+EVALS = os.path.join(ROOT, "evals")
+
+
+class TableModel(nn.Module):
+    """logits at every position = table[current token]: a bigram model whose probabilities we choose."""
+
+    def __init__(self, table, max_seq_len=64):
+        super().__init__()
+        self.table = table  # (V, V)
+        self.cfg = config_from_preset("tiny", vocab_size=table.size(0), max_seq_len=max_seq_len)
+        self.lm_head = nn.Linear(1, 1)  # evaluate reads the device from lm_head.weight
+
+    def forward(self, idx, targets=None, loss_mask=None, **kw):
+        return self.table[idx], None  # (B, T, V)
+
+
+# ----------------------------------------------------------------------------- bits per byte
+@pytest.mark.parametrize("seq_len", [1, 2, 3, 4, 10])
+def test_bits_per_byte_hand_computed_uniform(seq_len):
+    # V = 4, uniform logits: ln 4 nats per token. Targets 2, 3, 1, 2 carry 2 + 3 + 1 + 2 = 8 bytes.
+    # bpb = 4 * ln 4 / (8 * ln 2) = 1.0, whatever the window length (each token after the first predicted once).
+    model = TableModel(torch.zeros(4, 4))
+    r = E.lm_eval(model, [1, 2, 3, 1, 2], torch.tensor([0, 1, 2, 3]).numpy(), seq_len=seq_len, batch_size=2)
+    assert r["tokens"] == 4 and r["bytes"] == 8
+    assert r["loss"] == pytest.approx(math.log(4))
+    assert r["bpb"] == pytest.approx(1.0)
+
+
+def test_bits_per_byte_hand_computed_bigram():
+    # The model gives the successor (t + 1) % 4 logit ln 3, the others 0: p = 3 / 6 = 1/2, ln 2 nats a token.
+    # Stream 0 1 2 3 0 1: 5 targets 1 2 3 0 1 with bytes 1 1 1 2 1 = 6  ->  bpb = 5 ln 2 / (6 ln 2) = 5/6.
+    table = torch.zeros(4, 4)
+    for t in range(4):
+        table[t, (t + 1) % 4] = math.log(3)
+    stream, lengths = [0, 1, 2, 3, 0, 1], torch.tensor([2, 1, 1, 1]).numpy()
+    r = E.lm_eval(TableModel(table), stream, lengths, seq_len=2)
+    assert r["loss"] == pytest.approx(math.log(2))
+    assert r["bpb"] == pytest.approx(5 / 6)
+    assert E.lm_eval(TableModel(table), stream, lengths, max_tokens=2)["tokens"] == 2
+    assert E.bits_per_byte(8 * math.log(2), 4) == pytest.approx(2.0)
+
+
+def test_token_byte_lengths_add_up_to_utf8_bytes(small_tokenizer):
+    tok = small_tokenizer
+    lengths = E.token_byte_lengths(tok)
+    texts = ["모든 인간은 태어날 때부터 자유롭다.", "def f(x):\n    return x  # ok", "emoji 🙂 and 漢字", "  \t\n"]
+    for text in texts:
+        assert lengths[tok.encode(text)].sum() == len(text.encode("utf-8"))
+    assert lengths[[tok.eos_id, tok.bos_id, tok.eot_id, tok.pad_id]].sum() == 0
+
+
+# ----------------------------------------------------------------------------- multiple choice
+class StubTok:
+    """Just enough tokenizer for mc_eval; letters are one token each (" A" -> 20, ...) or, with two_token, the
+    multi-token kind a small vocabulary gives (" C" -> [40, 22])."""
+    pad_id, bos_id, user_id, assistant_id, eot_id = 0, 2, 5, 6, 7
+
+    def __init__(self, two_token=False):
+        self.two_token = two_token
+
+    def encode(self, text):
+        if len(text) == 2 and text[0] == " " and text[1] in E.LETTERS:
+            k = E.LETTERS.index(text[1])
+            return [40, 20 + k] if self.two_token and k >= 2 else [20 + k]
+        return [30 + ord(c) % 8 for c in text]
+
+    def render_chat(self, messages, add_generation_prompt=False):
+        ids = [self.bos_id]
+        for m in messages:
+            ids += [self.user_id] + self.encode(m["content"]) + [self.eot_id]
+        return ids + [self.assistant_id] * add_generation_prompt, None
+
+
+def constant_model(bias):
+    return TableModel(bias.expand(len(bias), -1).clone(), max_seq_len=256)  # the same logits after every token
+
+
+def hand_letter_logprobs(bias, conts):
+    logp = bias.log_softmax(0)
+    return torch.tensor([float(sum(logp[t] for t in c)) for c in conts])
+
+
+@pytest.mark.parametrize("two_token", [False, True])
+def test_mc_picks_the_letter_with_the_highest_probability(two_token):
+    tok = StubTok(two_token)
+    bias = torch.zeros(48)
+    bias[20], bias[21], bias[22], bias[23], bias[40] = 1.0, 0.5, 3.0, -1.0, 2.0  # C most likely
+    conts = [tok.encode(" " + L) for L in "ABCD"]
+    expected = hand_letter_logprobs(bias, conts).softmax(0)  # the letters' probabilities, normalized over A-D
+    records = [{"question": "Q?", "choices": list("wxyz"), "answer": a} for a in range(4)]
+    r = E.mc_eval(constant_model(bias), tok, records)
+    pick = int(expected.argmax())
+    assert r["accuracy"] == pytest.approx(1 / 4)  # exactly one of the four records has the picked answer
+    assert r["p_correct"] == pytest.approx(float(expected.mean()))  # mean over answers 0..3 of p(answer)
+    one = E.mc_eval(constant_model(bias), tok, [records[pick]])
+    assert one["accuracy"] == 1.0 and one["p_correct"] == pytest.approx(float(expected[pick]))
+    assert one["letter_tokens"] == ("multi-token" if two_token else "one token each")
+    assert r["chance"] == 0.25
+
+
+def test_continuation_logprobs_fast_and_exact_paths_agree():
+    torch.manual_seed(0)
+    model = Transformer(config_from_preset("tiny", vocab_size=64, max_seq_len=32)).eval()
+    prompts = [[1, 5, 9, 3], [2, 8]]
+    fast = E.continuation_logprobs(model, prompts, [[[10], [11]], [[12], [13]]], pad_id=0)
+    exact = E.continuation_logprobs(model, prompts, [[[10], [11], [14, 15]], [[12], [13], [16, 17]]], pad_id=0)
+    for f, x in zip(fast, exact):
+        assert f == pytest.approx(x[:2], abs=1e-5)
+    with torch.no_grad():  # log p(14 | prompt) + log p(15 | prompt, 14), by hand
+        lp = lambda ids: model(torch.tensor([ids]))[0][0, -1].log_softmax(-1)  # noqa: E731
+        by_hand = float(lp([1, 5, 9, 3])[14] + lp([1, 5, 9, 3, 14])[15])
+    assert exact[0][2] == pytest.approx(by_hand, abs=1e-5)
+
+
+def test_mc_prompt_shows_lettered_options_and_ends_with_the_answer_prefix(small_tokenizer):
+    tok = small_tokenizer
+    ids = E.mc_prompt(tok, "대한민국의 수도는?", ["부산", "서울"])
+    assert ids[:2] == [tok.bos_id, tok.user_id] and tok.assistant_id in ids
+    assert tok.decode(ids[ids.index(tok.user_id) + 1:ids.index(tok.eot_id)]) == \
+        "대한민국의 수도는?\nA. 부산\nB. 서울\n" + E.MC_INSTRUCTION["ko"]
+    assert tok.decode(ids[ids.index(tok.assistant_id) + 1:]) == E.MC_ANSWER_PREFIX["ko"]
+    en = E.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"])
+    assert tok.decode(en[en.index(tok.assistant_id) + 1:]) == "Answer:"
+    plain = E.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"], chat=False)  # for base models
+    assert plain[0] == tok.eos_id and tok.decode(plain[1:]) == \
+        "What is the capital of Korea?\nA. Busan\nB. Seoul\n" + E.MC_INSTRUCTION["en"] + "\nAnswer:"
+
+
+def test_shipped_mc_sets_parse_balanced_and_in_their_language():
+    for lang in ("ko", "en"):
+        records = E.read_mc(os.path.join(EVALS, f"mc_{lang}.jsonl"))
+        assert len(records) == 20
+        assert all(len(r["choices"]) == 4 for r in records)
+        assert sorted(r["answer"] for r in records) == sorted(list(range(4)) * 5)  # each letter right 5 times
+        assert all((data.hangul_share(r["question"]) >= 0.3) == (lang == "ko") for r in records)
+
+
+def test_mc_reader_layouts_and_errors(tmp_path):
+    kmmlu = E.read_mc(os.path.join(FIXTURES, "mc", "kmmlu_style.jsonl"))  # 1-based "answer", A-D columns
+    assert [r["answer"] for r in kmmlu] == [2, 3, 0] and kmmlu[0]["choices"] == ["2년", "3년", "4년", "5년"]
+    letters = E.read_mc(os.path.join(FIXTURES, "mc", "letter_answers.jsonl"))  # "B", "(B)", 3 and 5 choices
+    assert [(len(r["choices"]), r["answer"]) for r in letters] == [(3, 1), (5, 1), (5, 3)]
+    bad = os.path.join(FIXTURES, "mc", "bad.jsonl")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:3: .*answer"):
+        E.read_mc(bad)
+    assert len(E.read_mc(bad, skip_bad=True)) == 1  # lines 3 and 4 skipped, counted on stderr
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        E.read_mc(str(tmp_path / "nope.jsonl"))
+
+
+# ----------------------------------------------------------------------------- fill-in-the-middle
+CODE_DOC = "".join(f"def f{i}(x):\n    return x * {i} + {i * i}\n\n" for i in range(12))
+
+
+def test_fim_prompts_are_data_py_psm_layout_of_thirds_of_whole_line_windows(small_tokenizer):
+    tok = small_tokenizer
+    examples = E.fim_examples([CODE_DOC, "a short line\n" * 20], tok, n=6, max_chars=90, seed=1)
+    assert len(examples) == 6
+    for prompt, middle in examples:
+        assert prompt[:2] == [tok.eos_id, tok.fim_prefix_id] and prompt[-1] == tok.fim_middle_id
+        suf = prompt.index(tok.fim_suffix_id)
+        prefix, suffix = tok.decode(prompt[2:suf]), tok.decode(prompt[suf + 1:-1])
+        window = prefix + middle + suffix
+        assert len(window) <= 90 and (window in CODE_DOC or window in "a short line\n" * 20)
+        assert len(prefix) == len(window) // 3 and len(prefix + middle) == 2 * len(window) // 3
+        assert prompt[1:] == data.fim_ids(prefix, "", suffix, tok)
+
+
+def test_fim_scores_exact_and_prefix_match(small_tokenizer, monkeypatch):
+    tok = small_tokenizer
+    examples = [([1, 2], "abcdef"), ([1, 2], "hello world"), ([1, 2], "xyz")]
+    scripted = [tok.encode("abcdef") + [tok.eos_id],  # right and stopped: exact
+                tok.encode("hello"),                  # 5 of 11 characters
+                tok.encode("xyz")]                    # right but did not stop: not exact, prefix 1
+    monkeypatch.setattr(E, "generate", lambda *a, **k: scripted)
+    r = E.fim_eval(TableModel(torch.zeros(4, 4)), tok, examples)
+    assert r == {"exact": pytest.approx(1 / 3), "prefix": pytest.approx((1 + 5 / 11 + 1) / 3), "n": 3}
+    assert E.prefix_match("abcx", "abcd") == 0.75 and E.prefix_match("", "abc") == 0.0
+
+
+# ----------------------------------------------------------------------------- win rates, knockout, tasks
+def test_hcx_outcomes_both_orders():
+    first = [True, True, False, False, 0.5]
+    second = [True, False, True, False, 0.5]
+    assert E.hcx_outcomes(first, second) == [1.0, 0.5, 0.5, 0.0, 0.5]
+    s = E.win_summary(first, second)
+    assert (s["wins"], s["ties"], s["losses"], s["n_prompts"], s["n_judgments"]) == (1, 3, 1, 5, 10)
+    assert s["win_rate"] == pytest.approx(2.5 / 5)
+    assert s["first_order_win_rate"] == pytest.approx(2.5 / 5) and s["second_order_win_rate"] == pytest.approx(2.5 / 5)
+
+
+def test_verifier_verdicts_ties_count_half():
+    cand = [{"overall": 0.9}, {"overall": 0.5}, {"overall": 0.1}]
+    base = [{"overall": 0.5}, {"overall": 0.5}, {"overall": 0.7}]
+    first, second = E.verifier_verdicts(cand, base)
+    assert first == second == [1.0, 0.5, 0.0]
+    assert E.win_summary(first, second)["win_rate"] == pytest.approx(0.5)
+
+
+def test_judge_verdicts_use_each_order_and_skip_identical_replies():
+    calls = []
+
+    def judge(contexts, pairs):  # position-biased: the reply shown first wins unless the other is longer
+        calls.append(pairs)
+        return {"first_order_a": [len(a) >= len(b) for a, b in pairs],
+                "second_order_a": [len(a) > len(b) for a, b in pairs]}
+    cand, base = ["long reply", "same", "x", "abc"], ["short", "same", "longer", "xyz"]
+    first, second = E.judge_verdicts(judge, [[{"role": "user", "content": "q"}]] * 4, cand, base)
+    assert calls == [[("long reply", "short"), ("x", "longer"), ("abc", "xyz")]]  # identical replies not asked
+    assert E.hcx_outcomes(first, second) == [1.0, 0.5, 0.0, 0.5]  # won both, tied, lost both, split by position
+
+
+def test_nested_knockout_gives_best_of_every_power_of_two_in_n_minus_1_judgments():
+    values = [[3, 9, 1, 4, 7, 2, 8, 5], [1, 2, 3, 4, 5, 6, 7, 8]]
+    judged = []
+
+    def better(contexts, pairs):
+        judged.extend(pairs)
+        return [int(b > a) for a, b in pairs]
+    picks = E.nested_knockout(["c0", "c1"], values, better)
+    assert sorted(picks) == [1, 2, 4, 8]
+    for n, winners in picks.items():  # a judge that is always right picks the best of the first N
+        assert [v[w] for v, w in zip(values, winners)] == [max(v[:n]) for v in values]
+    assert len(judged) == 2 * 7
+    first_wins = E.nested_knockout(["c"], [[5, 6, 7, 8]], lambda c, p: [0] * len(p))
+    assert first_wins == {1: [0], 2: [0], 4: [0]}
+
+
+def test_pick_tasks_covers_every_family_and_language():
+    tasks = [{"family": f, "lang": l, "i": i} for f in ("a", "b", "c") for l in ("en", "ko") for i in range(3)]
+    picked = E.pick_tasks(tasks, 6)
+    assert sorted((t["family"], t["lang"]) for t in picked) == sorted({(t["family"], t["lang"]) for t in tasks})
+    assert len(E.pick_tasks(tasks, 0)) == len(tasks)
+
+
+def test_summarize_scores_by_hand():
+    tasks = [{"family": "f", "lang": "en"}, {"family": "f", "lang": "ko"}, {"family": "g", "lang": "ko"}]
+    scores = [{"correctness": 1.0, "overall": 1.0}, {"correctness": 0.5, "overall": 0.6},
+              {"correctness": 0.0, "overall": 0.2}]
+    s = E.summarize_scores(tasks, scores)
+    assert s["overall"] == pytest.approx(0.6) and s["correct_share"] == pytest.approx(1 / 3) and s["n"] == 3
+    assert s["per_lang"]["ko"]["overall"] == pytest.approx(0.4) and s["per_family"]["f"]["correct_share"] == 0.5
+
+
+# ----------------------------------------------------------------------------- the whole report
+PHASES = {"pretrain": "pretrain", "sft": "sft", "dpo": "dpo", "jsft": "jsft", "self_judge": "self_judge"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tokenizer (with its efficiency report), data, task exports and five tiny random checkpoints."""
+    import pretrain
+    import tasks
+    import tokenizer as T
+    root = tmp_path_factory.mktemp("world")
+    corpus = {lang: [json.loads(line)["text"] for line in open(os.path.join(FIXTURES, "tokenizer", f"{lang}.jsonl"),
+                                                                  encoding="utf-8")] for lang in ("ko", "en", "code")}
+    T.efficiency_report(corpus, T.TrainConfig(out=str(root / "tokenizer"), vocab_size=1000, heldout_every=5))
+    tok_path = str(root / "tokenizer" / "tokenizer.model")
+    tok = T.Tokenizer(tok_path)
+    sources = [f"{g}:{g}:{os.path.join(FIXTURES, 'tokenizer', g + '.jsonl')}" for g in ("ko", "en", "code")]
+    meta = data.build(data.DataConfig(out_dir=str(root / "data"), tokenizer=tok_path, source=sources,
+                                      val_fraction=0.2), tok)
+    tasks.export(str(root / "tasks"), world=tasks.WorldConfig(n_train=4, n_eval=4))
+    ckpts = {}
+    for k, (name, phase) in enumerate(PHASES.items()):
+        torch.manual_seed(k)
+        cfg = config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256)
+        ckpts[name] = str(root / name)
+        pretrain.save_checkpoint(ckpts[name], Transformer(cfg).state_dict(),
+                                 {"phase": phase, "model": pretrain.dataclasses.asdict(cfg), "step": 4},
+                                 tokenizer_path=tok_path)
+        with open(os.path.join(ckpts[name], "metrics.jsonl"), "w") as fh:
+            rows = [{"step": s, "loss": 7 - s / 10, **({"val_loss": 6.9} if s % 2 == 0 else {})} for s in range(1, 5)]
+            fh.writelines(json.dumps(row) + "\n" for row in rows)
+    return {"root": root, "tok": tok, "meta": meta, "ckpts": ckpts}
+
+
+def small_args(world, out):
+    r = world["root"]
+    return ["--ckpts", ",".join(f"{n}={p}" for n, p in world["ckpts"].items()), "--data-dir", str(r / "data"),
+            "--tokenizer", str(r / "tokenizer" / "tokenizer.model"),
+            "--tokenizer-report", str(r / "tokenizer" / "report.json"), "--tasks-dir", str(r / "tasks"),
+            "--out-dir", str(out), "--max-val-tokens", "400", "--max-tasks", "12", "--max-judge-pairs", "8",
+            "--fim-examples", "4", "--fim-chars", "120", "--fim-max-new-tokens", "12", "--max-new-tokens", "10",
+            "--rejection-prompts", "3", "--rejection-max-n", "4", "--batch-size", "16", "--device", "cpu",
+            "--threads", "1",
+            "--mc", ",".join(os.path.join(FIXTURES, "mc", f) for f in ("kmmlu_style.jsonl", "letter_answers.jsonl"))]
+
+
+def numbers(x, path="report"):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield from numbers(v, f"{path}.{k}")
+    elif isinstance(x, list):
+        for k, v in enumerate(x):
+            yield from numbers(v, f"{path}[{k}]")
+    elif isinstance(x, (int, float)) and not isinstance(x, bool):
+        yield path, x
+
+
+def test_report_structure_and_sanity(world, tmp_path, capsys):
+    threads = torch.get_num_threads()
+    E.main(small_args(world, tmp_path / "eval"))  # with --threads 1 (much faster on a busy 2-core machine)
+    assert torch.get_num_threads() == threads  # restored
+    stdout = capsys.readouterr().out
+    assert "| checkpoint | val bpb |" in stdout and "| jsft |" in stdout
+    report = json.load(open(tmp_path / "eval" / "report.json", encoding="utf-8"))
+    markdown = open(tmp_path / "eval" / "report.md", encoding="utf-8").read()
+    for title in ("## Summary", "## Language modelling", "## Tokenizer efficiency", "## Fill-in-the-middle",
+                  "## Multiple choice", "## Held-out tasks", "## Win rates", "## Judge accuracy", "## Self-rejection"):
+        assert title in markdown
+    assert report["notes"] == []
+    bad = [(p, v) for p, v in numbers(report) if not math.isfinite(v)]
+    assert not bad, bad
+    names = list(PHASES)
+    assert list(report["checkpoints"]) == names and [r["checkpoint"] for r in report["summary"]] == names
+    ln_v = math.log(world["tok"].vocab_size)
+    for name in names:  # a random initialization predicts nearly uniformly: loss ~ ln V
+        lm = report["lm"][name]
+        assert set(lm) == {"ko", "en", "code", "all"}
+        for g in ("ko", "en", "code"):
+            assert abs(lm[g]["loss"] - ln_v) < 0.3 and lm[g]["tokens"] == 400
+            assert lm[g]["bpb"] == pytest.approx(lm[g]["loss"] * lm[g]["tokens"] / (lm[g]["bytes"] * math.log(2)))
+        mc = report["mc"][name]
+        assert mc["kmmlu_style.jsonl"]["format"] == ("plain text" if name == "pretrain" else "chat")
+        assert mc["kmmlu_style.jsonl"]["n"] == 3 and mc["kmmlu_style.jsonl"]["chance"] == 0.25
+        assert mc["letter_answers.jsonl"]["chance"] == pytest.approx((1 / 3 + 1 / 5 + 1 / 5) / 3)
+        t = report["tasks"][name]
+        assert t["n"] == 12 and set(t["per_lang"]) == {"en", "ko"} and 0 <= t["overall"] <= 1
+        assert report["loss_curves"][name]["val_step"] == [2, 4]
+    assert list(report["fim"]) == ["pretrain"] and report["fim"]["pretrain"]["code"]["n"] == 4
+    assert set(report["judge"]) == {"jsft", "self_judge"}  # the checkpoints trained to judge
+    for j in report["judge"].values():
+        assert all(0 <= j[k] <= 1 for k in ("acc", "acc_chosen_first", "acc_chosen_second", "consistency"))
+    for by in ("verifier", "judge"):
+        rates = report["win_rates"][by]
+        assert set(rates) == set(names) - {"sft"}  # against the baseline, sft
+        for w in rates.values():
+            assert all(0 <= w[k] <= 1 for k in ("win_rate", "first_order_win_rate", "second_order_win_rate"))
+            assert w["n_judgments"] == 2 * w["n_prompts"] == 24 and w["wins"] + w["ties"] + w["losses"] == 12
+            assert w["win_rate"] == pytest.approx((w["wins"] + 0.5 * w["ties"]) / 12)
+    curve = report["rejection"]["curve"]
+    assert [c["n"] for c in curve] == [1, 2, 4]
+    for c in curve:  # the verifier's own best of N is a ceiling for any judge's pick
+        assert c["oracle_overall"] >= c["overall"] - 1e-9 and 0 <= c["correct_share"] <= 1
+    assert report["tokenizer"]["mean_tokens_per_document"]["a_this_tokenizer"]
+    assert report["meta"]["seconds"]["total"] > 0
+
+
+def test_lm_bytes_are_the_validation_text_whatever_the_tokenizer(world):
+    """All tokens: the predicted bytes plus the first token's are the text's bytes in meta.json, also when the
+    checkpoint's tokenizer differs from data.py's and the documents are re-encoded (bpb compares tokenizers)."""
+    import tokenizer as T
+    root, data_tok = world["root"], world["tok"]
+    other = T.Tokenizer(str(root / "tokenizer" / "baselines" / "without_morphemes" / "tokenizer.model"))
+    model = TableModel(torch.zeros(other.vocab_size, other.vocab_size), max_seq_len=128)
+    for tok in (data_tok, other):
+        lengths = E.token_byte_lengths(tok)
+        for g in ("ko", "en", "code"):
+            stream = E.val_stream(str(root / "data"), g, tok, data_tok)
+            r = E.lm_eval(model, stream, lengths, seq_len=128, batch_size=64)
+            assert r["bytes"] + lengths[stream[0]] == world["meta"]["val"]["groups"][g]["bytes"]
+            if tok is data_tok:
+                assert r["tokens"] + 1 == world["meta"]["val"]["groups"][g]["tokens"]
+    assert not E.same_file(other.model_path, data_tok.model_path)
+
+
+def test_cli_errors_name_the_problem_and_failed_runs_keep_the_old_report(world, tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match=r"nope=/no/such/dir"):
+        E.main(["--ckpts", "nope=/no/such/dir"])
+    with pytest.raises(SystemExit, match=r"unknown section"):
+        E.main(small_args(world, tmp_path) + ["--skip", "lm,typo"])
+    out = tmp_path / "eval"
+    E.main(small_args(world, out) + ["--skip", "fim,mc,tasks,win,judge,rejection", "--ckpts",
+                                     f"pretrain={world['ckpts']['pretrain']}"])
+    before = {f: (out / f).read_bytes() for f in ("report.json", "report.md")}
+    monkeypatch.setattr(E, "to_markdown", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        E.main(small_args(world, out) + ["--skip", "lm,fim,mc,tasks,win,judge,rejection"])
+    assert {f: (out / f).read_bytes() for f in before} == before
+    assert not [f for f in os.listdir(out) if "tmp" in f]  # no temporary files left behind
+
+
+def test_defaults_skip_missing_checkpoints_and_find_the_shipped_mc_sets(world, tmp_path, monkeypatch, capsys):
+    """From another working directory with only out/sft: the default --ckpts skips the rest with notes, and the
+    default --mc finds evals/ beside evaluate.py."""
+    (tmp_path / "out").mkdir()
+    for name in ("data", "tasks", "tokenizer"):
+        os.symlink(world["root"] / name, tmp_path / "out" / name)
+    os.symlink(world["ckpts"]["sft"], tmp_path / "out" / "sft")
+    monkeypatch.chdir(tmp_path)
+    E.main(["--skip", "lm,fim,tasks,win,judge,rejection", "--device", "cpu", "--threads", "1"])
+    report = json.load(open(tmp_path / "out" / "eval" / "report.json", encoding="utf-8"))
+    assert list(report["checkpoints"]) == ["sft"]
+    assert [n.split(" (")[0] for n in report["notes"]] == [f"checkpoint {n}" for n in PHASES if n != "sft"]
+    assert {f: v["n"] for f, v in report["mc"]["sft"].items()} == {"mc_ko.jsonl": 20, "mc_en.jsonl": 20}
+    assert "note: checkpoint pretrain (out/pretrain) not found: skipped" in capsys.readouterr().out
