@@ -585,6 +585,8 @@ def load_tokens(bin_path, dtype=None):
         if os.path.exists(meta_path):
             with open(meta_path, encoding="utf-8") as fh:
                 dtype = np.dtype(json.load(fh).get("dtype", "uint16"))
+    if os.path.getsize(bin_path) == 0:  # np.memmap cannot map an empty file (e.g. a group with no val docs)
+        return np.zeros(0, dtype=dtype)
     return np.memmap(bin_path, dtype=dtype, mode="r")
 
 
