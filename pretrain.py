@@ -45,15 +45,11 @@ from model import ModelConfig, Transformer, config_from_preset
 # ----------------------------------------------------------------------------- options
 @dataclass
 class TrainConfig:
+    """The loop's options, shared by every phase (each phase's config subclasses this one)."""
     out_dir: str = field(default="out/pretrain", metadata={"help": "checkpoint folder this phase writes"})
-    data_dir: str = field(default="out/data", metadata={"help": "folder written by data.py"})
-    preset: str = field(default="demo", metadata={"help": "model size (model.PRESETS)"})
     steps: int = field(default=600, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=16, metadata={"help": "sequences per micro-batch per rank"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    seq_len: int = field(default=256, metadata={"help": "long context length (last long_fraction of steps)"})
-    short_seq_len: int = field(default=128, metadata={"help": "short context length (first steps); 0 = always seq_len"})
-    long_fraction: float = field(default=0.1, metadata={"help": "share of steps at the long context (HCX)"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
     min_lr: float = field(default=2e-4, metadata={"help": "learning rate at the end of the cosine decay"})
     warmup_steps: int = field(default=30, metadata={"help": "linear warmup steps"})
@@ -70,6 +66,15 @@ class TrainConfig:
     fsdp: bool = field(default=False, metadata={"help": "FSDP2 fully_shard per block (under torchrun)"})
     peak_flops: float = field(default=0.0, metadata={"help": "peak FLOP/s of one device, for MFU; 0 = not shown"})
     resume: bool = field(default=False, metadata={"help": "continue from out_dir's checkpoint"})
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    data_dir: str = field(default="out/data", metadata={"help": "folder written by data.py"})
+    preset: str = field(default="demo", metadata={"help": "model size (model.PRESETS)"})
+    seq_len: int = field(default=256, metadata={"help": "long context length (last long_fraction of steps)"})
+    short_seq_len: int = field(default=128, metadata={"help": "short context length (first steps); 0 = always seq_len"})
+    long_fraction: float = field(default=0.1, metadata={"help": "share of steps at the long context (HCX)"})
 
 
 def parse_config(cls, argv=None, description=None):
@@ -410,7 +415,7 @@ def _truncate_metrics(path, keep_through):
 
 # ----------------------------------------------------------------------------- pretraining
 def main(argv=None):
-    cfg = parse_config(TrainConfig, argv)
+    cfg = parse_config(PretrainConfig, argv)
     device, rank, world_size = setup_distributed(cfg.device)
     log = print if rank == 0 else (lambda *a, **k: None)
     from data import PretrainBatches, context_length_at, val_batches

@@ -150,7 +150,6 @@ class SFTConfig(TrainConfig):
     max_tokens: int = field(default=2048, metadata={"help": "token budget per micro-batch (rows x longest row)"})
     seq_len: int = field(default=256, metadata={"help": "longest conversation in tokens; longer ones are truncated"})
     val_fraction: float = field(default=0.02, metadata={"help": "share of conversations held out for val loss"})
-    short_seq_len: int = 0
     steps: int = 300
     lr: float = 1e-3
     min_lr: float = 1e-4
