@@ -1,0 +1,431 @@
+"""self_judge.py — SELF-JUDGE: on-policy self-judgment DPO, the offline DPO baseline, and tournament
+self-rejection (Lee et al., "Aligning Large Language Models by On-Policy Self-Judgment", ACL 2024, §3).
+
+SELF-JUDGE (§3.2): the policy starts as the JSFT model, which can both answer and judge. Each step
+  1. takes a batch of prompts and samples two responses to each from the current policy
+     (KV-cache sampler, top-p 0.9, temperature 1.0, capped length);
+  2. the judge, a frozen copy of the JSFT model (static judge, the paper's default; --dynamic-judge
+     judges with the current policy instead), compares the two responses in both orders and averages;
+  3. the preferred response is "chosen", the other "rejected", built in token space: prompt ids +
+     sampled ids, never decoded and re-encoded;
+  4. a DPO loss (sigmoid / hinge / ipo) on the summed response log-probs of policy and reference
+     (the same frozen JSFT copy).
+No reward model, no verifier: the model judges itself. `--offline` is the DPO baseline (§4.1): the
+same loss from the SFT model on a fixed dataset of (chosen, rejected) pairs.
+Self-rejection (§3.3): `tournament` picks the best of N own samples with N-1 pairwise judgments,
+and `best_of_n` samples N responses and returns the winner (evaluate.py imports both).
+
+Run:
+    python self_judge.py                           # SELF-JUDGE: out/jsft + out/tasks/prompts_train.jsonl -> out/self_judge
+    python self_judge.py --dynamic-judge           # judge with the current policy (paper ablation)
+    python self_judge.py --offline                 # DPO baseline: out/sft + out/tasks/prefs_train.jsonl -> out/dpo
+    python self_judge.py --loss ipo --beta 0.5     # other losses; --resume continues a run exactly
+    python self_judge.py --best-of 8 --prompt "What is 3 plus 4?"   # self-rejection with out/self_judge
+"""
+import contextlib
+import copy
+import dataclasses
+import functools
+import json
+import os
+import random
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from model import generate, sequence_logprobs
+from pretrain import TrainConfig, load_model, parse_config, setup_distributed, train, unwrap
+from tokenizer import Tokenizer
+
+LOSS_TYPES = ("sigmoid", "hinge", "ipo")
+
+
+# ----------------------------------------------------------------------------- options
+def opt(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class SelfJudgeConfig(TrainConfig):
+    out_dir: str = opt("", "checkpoint folder (default: out/self_judge, or out/dpo with --offline)")
+    init_from: str = opt("", "start checkpoint, also the frozen reference and judge (default: out/jsft, "
+                             "or out/sft with --offline); in --best-of mode the model to sample (default: out/self_judge)")
+    offline: bool = opt(False, "the offline DPO baseline on --prefs instead of on-policy self-judgment")
+    tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default prompts, pairs and held-out prompts")
+    prompts: str = opt("", "prompts to sample from (jsft.read_prompts layouts); '' = <tasks-dir>/prompts_train.jsonl")
+    prefs: str = opt("", "--offline: preference pairs (jsft.read_preferences layouts); '' = <tasks-dir>/prefs_train.jsonl")
+    val_prompts: str = opt("", "held-out prompts for the judged win rate vs the start; '' = <tasks-dir>/eval_tasks.jsonl")
+    val_count: int = opt(24, "how many --val-prompts to judge at the end (0 = no validation)")
+    dynamic_judge: bool = opt(False, "judge with the current policy instead of the frozen start model")
+    principles: str = opt("overall", "comma-separated judge principles (majority vote, jsft.judge)")
+    loss: str = opt("sigmoid", "DPO loss: sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)")
+    beta: float = opt(0.1, "DPO beta: strength of the KL anchor to the reference")
+    max_new_tokens: int = opt(48, "cap on sampled response length (tokens, incl. the end of turn)")
+    temperature: float = opt(1.0, "sampling temperature")
+    top_p: float = opt(0.9, "nucleus sampling mass")
+    best_of: int = opt(0, "inference mode: sample N responses per prompt, print the tournament winner")
+    prompt: str = opt("", "--best-of: one user message to answer")
+    # the shared loop's knobs, with DPO defaults sized for the CPU demo (~2 minutes on 2 cores)
+    steps: int = opt(40, "optimizer steps (both modes: the DPO baseline learns from as many pairs as SELF-JUDGE samples)")
+    batch_size: int = opt(8, "prompts (online) or pairs (offline) per micro-batch per rank; each gives 2 sequences")
+    lr: float = opt(2e-5, "peak learning rate (demo size: 1e-4 for 40 steps cost the DPO baseline half its correct answers)")
+    min_lr: float = opt(2e-5, "learning rate at the end (== lr: constant after warmup, as in DPO)")
+    warmup_steps: int = opt(4, "linear warmup steps")
+    weight_decay: float = opt(0.0, "AdamW weight decay on matrices")
+    eval_every: int = opt(0, "validate every N steps (and at the end); 0 = only at the end")
+    save_every: int = opt(20, "checkpoint every N steps (and at the end)")
+    seq_len: int = opt(128, "only for the loop's FLOPs/MFU estimate: typical prompt + response length")
+
+
+def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
+    """Fill the mode-dependent defaults and check the values."""
+    if cfg.best_of:
+        init = cfg.init_from or "out/self_judge"
+    else:
+        init = cfg.init_from or ("out/sft" if cfg.offline else "out/jsft")
+    out = cfg.out_dir or ("out/dpo" if cfg.offline else "out/self_judge")
+    if cfg.fsdp and not cfg.offline:
+        raise SystemExit("--fsdp: sampling runs a different number of forward passes on each rank, which "
+                         "sharded weights cannot follow; run SELF-JUDGE data parallel (torchrun without --fsdp)")
+    if cfg.loss not in LOSS_TYPES:
+        raise SystemExit(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSS_TYPES)}")
+    if cfg.beta <= 0 or cfg.max_new_tokens < 1 or not 0 < cfg.top_p <= 1 or cfg.best_of < 0:
+        raise SystemExit("need --beta > 0, --max-new-tokens >= 1, 0 < --top-p <= 1 and --best-of >= 0")
+    return dataclasses.replace(cfg, init_from=init, out_dir=out,
+                               prompts=cfg.prompts or os.path.join(cfg.tasks_dir, "prompts_train.jsonl"),
+                               prefs=cfg.prefs or os.path.join(cfg.tasks_dir, "prefs_train.jsonl"),
+                               val_prompts=cfg.val_prompts or os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"))
+
+
+def seed_of(*parts) -> int:
+    """A stable 32-bit seed from any parts, e.g. (seed, step, micro, rank)."""
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+# ----------------------------------------------------------------------------- the DPO loss
+def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_type="sigmoid"):
+    """Preference loss on summed response log-probs, each (B,). With the log-ratio margin
+    h = (pi_chosen - ref_chosen) - (pi_rejected - ref_rejected):
+      sigmoid  -log sigmoid(beta h)          DPO (Rafailov et al. 2023, eq. 7)
+      hinge    max(0, 1 - beta h)            SLiC-HF (Zhao et al. 2023), as TRL's "hinge"
+      ipo      (h - 1 / (2 beta))^2          IPO (Azar et al. 2023, eq. 17) on SUMMED log-probs, as the
+                                             DPO authors' reference code; TRL averages log-probs over
+                                             the response length first (then beta means another thing).
+    Returns (mean loss, metrics): implicit rewards beta * (pi - ref) of chosen and rejected, their
+    margin, and reward accuracy (share of pairs with chosen reward > rejected reward)."""
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"dpo_loss: loss_type {loss_type!r} is not one of {LOSS_TYPES}")
+    h = (pi_chosen - ref_chosen) - (pi_rejected - ref_rejected)  # (B,)
+    if loss_type == "sigmoid":
+        losses = -F.logsigmoid(beta * h)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * h)
+    else:
+        losses = (h - 1 / (2 * beta)) ** 2
+    reward_chosen = beta * (pi_chosen - ref_chosen).detach()
+    reward_rejected = beta * (pi_rejected - ref_rejected).detach()
+    metrics = {"reward_chosen": reward_chosen.mean().item(), "reward_rejected": reward_rejected.mean().item(),
+               "margin": (reward_chosen - reward_rejected).mean().item(),
+               "reward_acc": (reward_chosen > reward_rejected).float().mean().item()}
+    return losses.mean(), metrics
+
+
+# ----------------------------------------------------------------------------- sampling and pairs
+def sample_responses(model, tokenizer, contexts, n, max_new_tokens, temperature=1.0, top_p=0.9, seed=0):
+    """n responses to each context (a list of messages ending with a user turn), sampled in one batch
+    with the KV-cache sampler. Returns per context n id lists, each ending with eot when one was
+    sampled (else it hit max_new_tokens). The same seed gives the same samples."""
+    prompts = [tokenizer.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
+    return sample_continuations(model, prompts, n, max_new_tokens, tokenizer.eot_id, tokenizer.pad_id,
+                                temperature, top_p, seed)
+
+
+def sample_continuations(model, prompt_ids, n, max_new_tokens, eot_id, pad_id, temperature=1.0, top_p=0.9, seed=0):
+    """sample_responses on prompts already in ids: per prompt, n sampled id lists."""
+    rows = [p for p in prompt_ids for _ in range(n)]  # prompt i's samples are rows i*n .. i*n+n-1
+    device = next(unwrap(model).parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    new = generate(model, rows, max_new_tokens, temperature=temperature, top_p=top_p, stop_ids=(eot_id,),
+                   generator=generator, pad_id=pad_id)
+    return [new[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
+
+
+def build_pair_batch(prompt_ids, chosen, rejected, pad_id):
+    """B prompts with a chosen and a rejected response each -> ids (2B, T): rows 0..B-1 are prompt +
+    chosen, rows B..2B-1 prompt + rejected, right-padded with pad_id; mask (2B, T) is 1 exactly on
+    the response tokens (incl. a sampled end of turn). "x" is ids again, for the loop's tokens/s."""
+    rows = [(p, r) for p, r in zip(prompt_ids + prompt_ids, chosen + rejected)]
+    T = max(len(p) + len(r) for p, r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for b, (p, r) in enumerate(rows):
+        ids[b, :len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
+        mask[b, len(p):len(p) + len(r)] = 1
+    return {"ids": ids, "mask": mask, "x": ids}
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was)
+
+
+def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
+    """judge_fn(contexts, pairs) -> jsft.judge's dict ({"score_a", "winners", ...}) with judge_model,
+    in eval mode without gradients. Responses may be id lists: they are spliced in as ids."""
+    def judge_fn(contexts, pairs):
+        try:
+            from jsft import judge  # lazy: the judge lives with JSFT training
+        except ImportError as e:
+            raise SystemExit(f"jsft.judge is not available ({e}); jsft.py must provide "
+                             "judge(model, tokenizer, contexts, pairs, principles, lang, batch_size)") from None
+        with eval_mode(judge_model):
+            return judge(judge_model, tokenizer, contexts, pairs, principles=tuple(principles), batch_size=batch_size)
+    return judge_fn
+
+
+def prompt_stream(n_items, seed):
+    """Item index at global position k: epoch k // n_items walks a seeded permutation."""
+    @functools.lru_cache(maxsize=4)
+    def permutation(epoch):
+        order = list(range(n_items))
+        random.Random(seed_of(seed, "epoch", epoch)).shuffle(order)
+        return order
+    return lambda k: permutation(k // n_items)[k % n_items]
+
+
+def positions(cfg, step, micro, rank, world_size):
+    """Global stream positions of this rank's micro-batch: every (step, micro, rank) gets its own."""
+    start = ((step * cfg.grad_accum + micro) * world_size + rank) * cfg.batch_size
+    return range(start, start + cfg.batch_size)
+
+
+def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_size=1):
+    """get_batch(step, micro) for SELF-JUDGE: sample 2 responses per prompt from the current policy,
+    judge them, return the chosen/rejected batch plus its statistics. Deterministic in (step, micro)
+    given the weights: the sampler is seeded by (seed, step, micro, rank), so --resume is exact."""
+    prompt_ids = [tokenizer.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
+    item = prompt_stream(len(contexts), cfg.seed)
+    device = next(policy.parameters()).device
+
+    def get_batch(step, micro):  # sampling and judging in full precision, outside the loop's autocast
+        t0 = time.perf_counter()
+        picked = [item(k) for k in positions(cfg, step, micro, rank, world_size)]
+        batch_contexts = [contexts[i] for i in picked]
+        samples = sample_continuations(policy, [prompt_ids[i] for i in picked], 2, cfg.max_new_tokens,
+                                       tokenizer.eot_id, tokenizer.pad_id, cfg.temperature, cfg.top_p,
+                                       seed=seed_of(cfg.seed, step, micro, rank))
+        verdict = judge_fn(batch_contexts, [tuple(s) for s in samples])
+        chosen = [s[w] for s, w in zip(samples, verdict["winners"])]
+        rejected = [s[1 - w] for s, w in zip(samples, verdict["winners"])]
+        batch = build_pair_batch([prompt_ids[i] for i in picked], chosen, rejected, tokenizer.pad_id)
+        responses = chosen + rejected
+        batch["stats"] = {
+            "judge_confidence": sum(max(p, 1 - p) for p in verdict["score_a"]) / len(picked),
+            "len_chosen": sum(map(len, chosen)) / len(chosen), "len_rejected": sum(map(len, rejected)) / len(rejected),
+            "capped_share": sum(r[-1] != tokenizer.eot_id for r in responses) / len(responses),
+            "identical_share": sum(a == b for a, b in samples) / len(samples),
+            "sample_s": time.perf_counter() - t0}
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return get_batch
+
+
+def tokenize_pairs(tokenizer, pairs, max_len):
+    """PreferencePairs -> (prompt ids, chosen ids, rejected ids), responses as encode(text) + [eot].
+    Pairs longer than max_len are left out and counted."""
+    out, dropped = [], 0
+    for pair in pairs:
+        prompt = tokenizer.render_chat(pair.context, add_generation_prompt=True)[0]
+        chosen = tokenizer.encode(pair.chosen) + [tokenizer.eot_id]
+        rejected = tokenizer.encode(pair.rejected) + [tokenizer.eot_id]
+        if len(prompt) + max(len(chosen), len(rejected)) > max_len:
+            dropped += 1
+        else:
+            out.append((prompt, chosen, rejected))
+    return out, dropped
+
+
+def offline_batches(tokenized, cfg, pad_id, device, rank=0, world_size=1):
+    """get_batch(step, micro) for the offline DPO baseline: a seeded walk over fixed pairs."""
+    item = prompt_stream(len(tokenized), cfg.seed)
+
+    def get_batch(step, micro):
+        rows = [tokenized[item(k)] for k in positions(cfg, step, micro, rank, world_size)]
+        prompts, chosen, rejected = (list(x) for x in zip(*rows))
+        batch = build_pair_batch(prompts, chosen, rejected, pad_id)
+        batch["stats"] = {"len_chosen": sum(map(len, chosen)) / len(chosen),
+                          "len_rejected": sum(map(len, rejected)) / len(rejected)}
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return get_batch
+
+
+def dpo_loss_fn(reference, beta, loss_type):
+    """loss_fn(model, batch) for the shared loop: policy log-probs with gradients, reference without
+    (inside the loop's autocast, so at step 0 policy and reference agree exactly)."""
+    def loss_fn(model, batch):
+        logps, _ = sequence_logprobs(model, batch["ids"], batch["mask"])  # (2B,)
+        with torch.no_grad():
+            ref, _ = sequence_logprobs(reference, batch["ids"], batch["mask"])
+        B = logps.size(0) // 2
+        loss, metrics = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], beta, loss_type)
+        return loss, {**metrics, **batch.get("stats", {})}
+    return loss_fn
+
+
+def frozen_copy(model):
+    model_copy = copy.deepcopy(unwrap(model))
+    model_copy.free_cache()
+    return model_copy.eval().requires_grad_(False)
+
+
+def disable_dropout(model):
+    """DPO compares log-probs of policy and reference: dropout would make them noisy. Off everywhere."""
+    model.cfg.dropout = 0.0
+    for module in model.modules():
+        if hasattr(module, "dropout_p"):
+            module.dropout_p = 0.0
+        if hasattr(module, "dropout") and isinstance(module.dropout, float):
+            module.dropout = 0.0
+    return model
+
+
+def judged_win_rate(policy, baseline, judge_fn, tokenizer, contexts, max_new_tokens, temperature=1.0, top_p=0.9,
+                    seed=0):
+    """How often the judge prefers the policy's sample to the baseline's (one fresh sample each per
+    context, independent fixed seeds). Returns {"win_rate": mean p(policy better), "wins": share of
+    pairs with p > 0.5, ties (p == 0.5) counted half}."""
+    with eval_mode(policy), eval_mode(baseline):
+        mine = sample_responses(policy, tokenizer, contexts, 1, max_new_tokens, temperature, top_p, seed_of(seed, "policy"))
+        base = sample_responses(baseline, tokenizer, contexts, 1, max_new_tokens, temperature, top_p, seed_of(seed, "base"))
+    verdict = judge_fn(contexts, [(a[0], b[0]) for a, b in zip(mine, base)])
+    p = verdict["score_a"]
+    return {"win_rate": sum(p) / len(p), "wins": sum((x > 0.5) + 0.5 * (x == 0.5) for x in p) / len(p)}
+
+
+# ----------------------------------------------------------------------------- self-rejection
+def tournament(contexts, candidates, judge_pairs, seed):
+    """Best of N by a knockout tournament (SELF-JUDGE §3.3), for many contexts at once.
+    candidates[i]: context i's N_i candidates (any N_i >= 1). Per context the order is shuffled by
+    random.Random(seed, i); each round pairs neighbours, an odd one out gets a bye (and goes first in
+    the next round, so byes rotate); N_i - 1 judgments in all. judge_pairs(contexts, pairs) ->
+    winners (0 = first, 1 = second), called once per round with every context's matches.
+    Returns the index of each context's winner in candidates[i]."""
+    brackets = []
+    for i, cands in enumerate(candidates):
+        if not cands:
+            raise ValueError(f"tournament: context {i} has no candidates")
+        order = list(range(len(cands)))
+        random.Random(seed_of(seed, i)).shuffle(order)
+        brackets.append(order)
+    while any(len(b) > 1 for b in brackets):
+        matches = [(i, b[k], b[k + 1]) for i, b in enumerate(brackets) for k in range(0, len(b) - 1, 2)]
+        winners = list(judge_pairs([contexts[i] for i, _, _ in matches],
+                                   [(candidates[i][a], candidates[i][b]) for i, a, b in matches]))
+        if len(winners) != len(matches) or any(w not in (0, 1) for w in winners):
+            raise ValueError(f"tournament: judge_pairs must return one 0/1 per pair ({len(matches)}), got {winners!r:.100}")
+        next_round = [[b[-1]] if len(b) % 2 else [] for b in brackets]  # byes first
+        for (i, a, b), w in zip(matches, winners):
+            next_round[i].append((a, b)[w])
+        brackets = next_round
+    return [b[0] for b in brackets]
+
+
+def best_of_n(model, judge_model, tokenizer, contexts, n, max_new_tokens=48, temperature=1.0, top_p=0.9, seed=0,
+              principles=("overall",), judge_fn=None):
+    """Self-rejection: sample n responses per context, return each context's tournament winner (id list).
+    judge_model judges (pass the model itself for self-rejection); judge_fn overrides it."""
+    samples = sample_responses(model, tokenizer, contexts, n, max_new_tokens, temperature, top_p, seed)
+    if n == 1:
+        return [s[0] for s in samples]
+    judge_fn = judge_fn or model_judge(judge_model, tokenizer, principles)
+    winners = tournament(contexts, samples, lambda c, p: judge_fn(c, p)["winners"], seed)
+    return [s[w] for s, w in zip(samples, winners)]
+
+
+# ----------------------------------------------------------------------------- CLI
+def load_contexts(path, tokenizer, cfg, max_len, what):
+    from jsft import read_prompts
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --{what} FILE")
+    contexts = read_prompts(path)
+    fits = [c for c in contexts if len(tokenizer.render_chat(c, True)[0]) + cfg.max_new_tokens <= max_len]
+    if len(fits) < len(contexts):
+        print(f"{path}: left out {len(contexts) - len(fits)} prompt(s) longer than max_seq_len - max_new_tokens",
+              file=sys.stderr)
+    if not fits:
+        raise SystemExit(f"{path}: no prompt fits max_seq_len={max_len} with --max-new-tokens {cfg.max_new_tokens}")
+    return fits
+
+
+def run_best_of(cfg, device):
+    model, _ = load_model(cfg.init_from, device)
+    tokenizer = Tokenizer(os.path.join(cfg.init_from, "tokenizer.model"))
+    contexts = [[{"role": "user", "content": cfg.prompt}]] if cfg.prompt else \
+        load_contexts(cfg.prompts, tokenizer, cfg, model.cfg.max_seq_len, "prompts")
+    winners = best_of_n(model, model, tokenizer, contexts, cfg.best_of, cfg.max_new_tokens, cfg.temperature,
+                        cfg.top_p, cfg.seed, cfg.principles.split(","))
+    for context, ids in zip(contexts, winners):
+        print(json.dumps({"prompt": context[-1]["content"], "response": tokenizer.decode(ids)}, ensure_ascii=False))
+
+
+def main(argv=None):
+    cfg = resolve(parse_config(SelfJudgeConfig, argv, description=__doc__.split("\n\n")[0]))
+    device, rank, world_size = setup_distributed(cfg.device)
+    torch.manual_seed(cfg.seed)
+    if cfg.best_of:
+        return run_best_of(cfg, device)
+    log = print if rank == 0 else (lambda *a, **k: None)
+    log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
+    policy, init_config = load_model(cfg.init_from, device)
+    disable_dropout(policy)
+    reference = frozen_copy(policy)
+    tokenizer_path = os.path.join(cfg.init_from, "tokenizer.model")
+    tokenizer = Tokenizer(tokenizer_path)
+    max_len = policy.cfg.max_seq_len
+    extra = {"phase": "dpo" if cfg.offline else "self_judge", "init_from": cfg.init_from,
+             "init_phase": init_config.get("phase"), "special_ids": tokenizer.special_ids()}
+    val_fn = None
+    if cfg.offline:
+        from jsft import read_preferences
+        if not os.path.exists(cfg.prefs):
+            raise SystemExit(f"{cfg.prefs} not found: run `python tasks.py` first, or pass --prefs FILE")
+        tokenized, dropped = tokenize_pairs(tokenizer, read_preferences(cfg.prefs), max_len)
+        log(f"{cfg.prefs}: {len(tokenized)} pairs" + (f", {dropped} longer than {max_len} tokens left out" if dropped else ""))
+        if not tokenized:
+            raise SystemExit(f"{cfg.prefs}: no usable preference pair")
+        get_batch = offline_batches(tokenized, cfg, tokenizer.pad_id, device, rank, world_size)
+    else:
+        principles = cfg.principles.split(",")
+        judge_fn = model_judge(policy if cfg.dynamic_judge else reference, tokenizer, principles)
+        contexts = load_contexts(cfg.prompts, tokenizer, cfg, max_len, "prompts")
+        log(f"{cfg.prompts}: {len(contexts)} prompts; judge: {'dynamic (the policy)' if cfg.dynamic_judge else 'static (frozen start)'}")
+        get_batch = online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank, world_size)
+        if cfg.val_count > 0:
+            val_contexts = load_contexts(cfg.val_prompts, tokenizer, cfg, max_len, "val-prompts")[:cfg.val_count]
+            val_judge = model_judge(reference, tokenizer, principles)  # always the frozen judge: a fixed yardstick
+
+            def val_fn(model):  # the judged win rate of the policy's samples against the start's
+                rates = judged_win_rate(model, reference, val_judge, tokenizer, val_contexts, cfg.max_new_tokens,
+                                        cfg.temperature, cfg.top_p, cfg.seed)
+                return {f"val_{k}": v for k, v in rates.items()}
+    history = train(policy, get_batch, cfg, extra, loss_fn=dpo_loss_fn(reference, cfg.beta, cfg.loss), val_fn=val_fn,
+                    tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+    if history and rank == 0:
+        last = history[-1]
+        keys = ("loss", "margin", "reward_acc", "judge_confidence", "capped_share", "val_win_rate")
+        log("done: " + ", ".join(f"{k} {last[k]:.3f}" for k in keys if k in last) + f"; checkpoint in {cfg.out_dir}")
+    if world_size > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
