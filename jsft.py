@@ -5,16 +5,17 @@ JSFT treats pairwise judgment as one more instruction. A judgment is an ordinary
 (DESIGN.md §3): system = the principle, user = a template holding the context and two responses,
 assistant = a fixed prefix ending in "... Response" whose NEXT token is the verdict " A" or " B".
 Training mixes SFT conversations with judgment conversations (every pair in both orders, against
-position bias); the loss is on the verdict token and the closing <|endofturn|> only (plus the
-rationale text after the verdict with --rationale, the paper's principle+rationale variant).
+position bias, and both orders in the same batch); the loss is on the verdict token and the closing
+<|endofturn|> only (plus the rationale text after the verdict with --rationale, the paper's
+principle+rationale variant).
 Judging (`judge`) is one batched forward per prompt: p(A), p(B) at the prompt's last position,
 both orders averaged, principles vote. Everything stays in token space: a response given as ids is
 spliced between the encoded template segments, never decoded and re-encoded.
 
     python jsft.py                               # task world: out/pretrain -> out/jsft, judge accuracy at the end
     python jsft.py --rationale                   # + per-principle pairs with UltraFeedback rationales
-    python jsft.py --judge-fraction 0.5 --steps 400
-    python jsft.py --judgments hh.jsonl,uf.jsonl --data chats.jsonl --eval-prefs heldout.jsonl
+    python jsft.py --judge-fraction 0.5 --steps 400      # more SFT in the mix, longer
+    python jsft.py --prefs hh.jsonl,uf.jsonl --data chats.jsonl --eval-prefs heldout.jsonl
 
 In this file, top to bottom:
     readers         PreferencePair, read_preferences(path), read_prompts(path)   (DESIGN.md §4)
@@ -22,7 +23,7 @@ In this file, top to bottom:
     prompts         context_text, judge_prompt, judgment_example, judgment_examples
     the judge       judge(model, tokenizer, contexts, pairs, principles) -> scores and winners
                     judge_accuracy(model, tokenizer, pairs) -> per order, order-averaged, consistency
-    training        JSFTConfig, mix_examples, main
+    training        JSFTConfig, mix_units (both orders of a pair share a batch), unit_batch_source, main
 Every bad preference record stops the read with `ValueError("file:line: what is wrong")`; with
 skip_bad=True (--skip-bad) it is skipped, counted, and a one-line summary is printed at the end.
 """
@@ -35,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from pretrain import _atomic_write, load_model, parse_config, setup_distributed, train, unwrap
-from sft import (SFTConfig, batch_source, check_messages, hh_to_messages, masked_val_loss, prepare,
-                 read_conversations, read_jsonl_records)
+from sft import (SFTConfig, check_messages, collate, hh_to_messages, masked_val_loss, prepare, read_conversations,
+                 read_jsonl_records)
 
 
 # --- readers ---
@@ -313,8 +314,9 @@ def context_lang(context):
 
 def context_text(context, lang="en"):
     """The conversation before the judged reply as plain text, one turn per line:
-    "User: What is 2 plus 3?\\nAssistant: 5.\\nUser: And times 2?" (Korean: 사용자 / AI / 시스템)."""
-    names = ROLE_NAMES[lang]
+    "User: What is 2 plus 3?\\nAssistant: 5.\\nUser: And times 2?" (Korean: 사용자 / AI / 시스템;
+    a language without ROLE_NAMES uses the English names)."""
+    names = ROLE_NAMES.get(lang, ROLE_NAMES["en"])
     return "\n".join(f"{names[m['role']]}: {m['content']}" for m in context)
 
 
@@ -366,9 +368,11 @@ def judge_prompt(tokenizer, context, response_a, response_b, principle="overall"
     t = get_template(templates, principle, lang)
     parts = {"context": tokenizer.encode(context_text(context, lang)),
              "response_a": response_ids(tokenizer, response_a), "response_b": response_ids(tokenizer, response_b)}
-    head = [tokenizer.bos_id, tokenizer.system_id] + tokenizer.encode(t["system"]) + [tokenizer.eot_id, tokenizer.user_id]
-    tail = [tokenizer.eot_id, tokenizer.assistant_id] + tokenizer.encode(t["assistant"])
-    segments = template_fields(t["user"], f"judge template {lang}/{principle}.user")
+    where = f"judge template {lang}/{principle}"
+    system, assistant = ("".join(text for text, _ in template_fields(t[k], f"{where}.{k}")) for k in ("system", "assistant"))
+    head = [tokenizer.bos_id, tokenizer.system_id] + tokenizer.encode(system) + [tokenizer.eot_id, tokenizer.user_id]
+    tail = [tokenizer.eot_id, tokenizer.assistant_id] + tokenizer.encode(assistant)
+    segments = template_fields(t["user"], f"{where}.user")
     literal = [tokenizer.encode(text) for text, _ in segments]
     if max_len is not None:
         parts = fit_to_budget(parts, max_len - len(head) - len(tail) - sum(map(len, literal)))
@@ -476,16 +480,21 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
     acc_chosen_first / acc_chosen_second: accuracy of each order alone (chosen shown as A / as B),
     acc: the order-averaged verdict (`judge`'s winner), consistency: share of pairs whose verdict
     survives swapping the order (both orders pick the same reply, right or wrong).
-    Also broken down by the context's language ("by_lang")."""
+    Pairs go to `judge` as (chosen, rejected) and (rejected, chosen) in turn, so that its tie rule
+    (an exact 0.5 goes to a) cannot make a position-biased judge look right. Also by language ("by_lang")."""
     if not pairs:
         raise ValueError("judge_accuracy: no pairs to judge")
-    rows = [None] * len(pairs)
+    rows = [None] * len(pairs)  # (chosen-first order right, chosen-second order right, order-averaged right)
     for principle in sorted({p.principle for p in pairs}):
         idx = [i for i, p in enumerate(pairs) if p.principle == principle]
-        out = judge(model, tokenizer, [pairs[i].context for i in idx], [(pairs[i].chosen, pairs[i].rejected) for i in idx],
-                    (principle,), lang, batch_size)
-        for k, i in enumerate(idx):
-            rows[i] = (out["first_order_a"][k], out["second_order_a"][k], out["winners"][k] == 0)
+        swapped = [i % 2 == 1 for i in idx]  # a = rejected, b = chosen
+        shown = [(pairs[i].rejected, pairs[i].chosen) if s else (pairs[i].chosen, pairs[i].rejected)
+                 for i, s in zip(idx, swapped)]
+        out = judge(model, tokenizer, [pairs[i].context for i in idx], shown, (principle,), lang, batch_size)
+        for k, (i, s) in enumerate(zip(idx, swapped)):
+            first, second, winner = out["first_order_a"][k], out["second_order_a"][k], out["winners"][k]
+            # first order shows (a, b): chosen first unless swapped; "picks a" is right unless swapped
+            rows[i] = (not second, not first, winner == 1) if s else (first, second, winner == 0)
 
     def summary(rs):
         n = len(rs)
@@ -504,15 +513,13 @@ def format_accuracy(result):
 
 
 # --- training ---
-
-
 @dataclass
 class JSFTConfig(SFTConfig):
     out_dir: str = field(default="out/jsft", metadata={"help": "checkpoint folder this phase writes"})
-    judgments: str = field(default="tasks", metadata={"help": "'tasks' (the task world's prefs_train.jsonl + "
-                           "ultrafeedback_train.jsonl) or comma-separated preference .jsonl files (HH-RLHF, "
-                           "UltraFeedback or generic layout)"})
-    judge_fraction: float = field(default=0.6, metadata={"help": "share of judgment examples in the training mix; "
+    prefs: str = field(default="tasks", metadata={"help": "preference pairs to learn to judge: 'tasks' (the task "
+                       "world's prefs_train.jsonl + ultrafeedback_train.jsonl) or comma-separated .jsonl files "
+                       "(HH-RLHF, UltraFeedback or generic layout)"})
+    judge_fraction: float = field(default=0.8, metadata={"help": "share of judgment examples in the training mix; "
                                   "the smaller side is repeated (never cut) to reach it; 0 = plain SFT"})
     rationale: bool = field(default=False, metadata={"help": "rationale variant: UltraFeedback pairs per principle, "
                             "trained to write the rationales after the verdict"})
@@ -520,22 +527,24 @@ class JSFTConfig(SFTConfig):
     eval_prefs: str = field(default="tasks", metadata={"help": "held-out preference file for judge accuracy; "
                             "'tasks' = <tasks_dir>/prefs_eval.jsonl, 'none' = skip"})
     eval_batch_size: int = field(default=64, metadata={"help": "prompts per judge forward at evaluation"})
-    steps: int = 300
+    steps: int = 200
+    lr: float = 2e-3
+    min_lr: float = 2e-4
 
 
 def read_judgment_pairs(cfg):
-    """The preference pairs JSFT learns to judge (see --judgments). With --rationale, UltraFeedback
+    """The preference pairs JSFT learns to judge (see --prefs). With --rationale, UltraFeedback
     records give one pair per principle, with that principle's rationales."""
-    if cfg.judgments == "tasks":
+    if cfg.prefs == "tasks":
         paths = [os.path.join(cfg.tasks_dir, name) for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
         for path in paths:
             if not os.path.exists(path):
-                raise SystemExit(f"{path} not found: run `python tasks.py` first (or pass --judgments FILES)")
+                raise SystemExit(f"{path} not found: run `python tasks.py` first (or pass --prefs FILES)")
     else:
-        paths = cfg.judgments.split(",")
+        paths = cfg.prefs.split(",")
         for path in paths:
             if not os.path.exists(path):
-                raise SystemExit(f"--judgments: {path} not found")
+                raise SystemExit(f"--prefs: {path} not found")
     pairs = []
     for path in paths:
         pairs += read_preferences(path, skip_bad=cfg.skip_bad, per_principle=cfg.rationale, seed=cfg.seed)
@@ -548,23 +557,71 @@ def repeat_to(items, n, rng):
     return items * whole + rng.sample(items, rest)
 
 
-def mix_examples(sft_examples, judge_examples, judge_fraction, seed=0):
-    """SFT + judgment examples with judgments making up `judge_fraction` of the list. Nothing is cut:
-    the side that falls short is repeated. Returns (examples, {"sft": n, "judgments": n}).
-    (Batches are shuffled later by length_grouped_batches.)"""
+def mix_units(sft_examples, judge_examples, judge_fraction, seed=0):
+    """The training list, in units that share a batch: each SFT conversation alone, each judgment
+    pair's two orders together (judge_examples as judgment_examples returns them, orders adjacent).
+    Judgments make up `judge_fraction` of the examples. Nothing is cut: the side that falls short is
+    repeated, whole units. Returns (units, {"sft": n examples, "judgments": n examples})."""
     if not 0.0 <= judge_fraction <= 1.0:
         raise ValueError(f"--judge-fraction must be in [0, 1], got {judge_fraction}")
-    sft, judged = list(sft_examples), list(judge_examples)
+    if len(judge_examples) % 2:
+        raise ValueError("mix_units: judge_examples must hold both orders of every pair, adjacent")
+    sft = [[ex] for ex in sft_examples]
+    judged = [list(judge_examples[i:i + 2]) for i in range(0, len(judge_examples), 2)]
     rng = random.Random(seed)
     if judge_fraction == 0.0 or not judged:
         judged = []
     elif judge_fraction == 1.0 or not sft:
         sft = []
-    elif len(judged) / (len(sft) + len(judged)) < judge_fraction:  # judgments fall short: repeat them
-        judged = repeat_to(judged, round(len(sft) * judge_fraction / (1.0 - judge_fraction)), rng)
+    elif 2 * len(judged) / (len(sft) + 2 * len(judged)) < judge_fraction:  # judgments fall short: repeat them
+        judged = repeat_to(judged, round(len(sft) * judge_fraction / (1.0 - judge_fraction) / 2), rng)
     else:
-        sft = repeat_to(sft, round(len(judged) * (1.0 - judge_fraction) / judge_fraction), rng)
-    return sft + judged, {"sft": len(sft), "judgments": len(judged)}
+        sft = repeat_to(sft, round(2 * len(judged) * (1.0 - judge_fraction) / judge_fraction), rng)
+    return sft + judged, {"sft": len(sft), "judgments": 2 * len(judged)}
+
+
+def unit_batches(units, max_tokens, seed, epoch):
+    """sft.length_grouped_batches over units: shuffle, sort by length inside windows of 32 units, cut
+    batches of whole units whose rows x longest row stays within max_tokens, shuffle the batch order.
+    A pair's two orders thus always share a batch: the same tokens with opposite labels, so a leaning
+    towards one position earns no gradient and only the responses' content can lower the loss. (In our
+    runs, batched apart, the tiny test model often stayed at "always A" for 300 steps, and the demo
+    model's position consistency after 200 steps was 33% against 55% paired.)
+    Deterministic in (seed, epoch); returns lists of unit indices."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(units)))
+    rng.shuffle(order)
+    longest_row = [max(len(ids) for ids, _ in unit) - 1 for unit in units]
+    batches = []
+    for w in range(0, len(order), 32):
+        batch, rows, longest = [], 0, 0
+        for u in sorted(order[w:w + 32], key=longest_row.__getitem__):
+            if batch and max(longest, longest_row[u]) * (rows + len(units[u])) > max_tokens:
+                batches.append(batch)
+                batch, rows, longest = [], 0, 0
+            batch.append(u)
+            rows, longest = rows + len(units[u]), max(longest, longest_row[u])
+        batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
+def unit_batch_source(units, cfg, pad_id, device, rank=0, world_size=1):
+    """sft.batch_source over units: get_batch(step, micro), a deterministic function of the step (so a
+    resume is exact); batches are numbered across epochs and rank r takes every world_size-th one."""
+    epochs = []
+
+    def get_batch(step, micro):
+        k, epoch = (step * cfg.grad_accum + micro) * world_size + rank, 0
+        while True:
+            if epoch == len(epochs):
+                epochs.append(unit_batches(units, cfg.max_tokens, cfg.seed, epoch))
+            if k < len(epochs[epoch]):
+                break
+            k, epoch = k - len(epochs[epoch]), epoch + 1
+        batch = collate([example for u in epochs[epoch][k] for example in units[u]], pad_id)
+        return {name: t.to(device) for name, t in batch.items()}
+    return get_batch
 
 
 def main(argv=None):
@@ -575,6 +632,9 @@ def main(argv=None):
     log(f"config: {json.dumps(asdict(cfg))}")
     if cfg.judge_lang not in ("", *JUDGE_TEMPLATES):
         raise SystemExit(f"--judge-lang {cfg.judge_lang!r}: use one of {sorted(JUDGE_TEMPLATES)} or leave it empty")
+    eval_path = os.path.join(cfg.tasks_dir, "prefs_eval.jsonl") if cfg.eval_prefs == "tasks" else cfg.eval_prefs
+    if cfg.eval_prefs != "none" and not os.path.exists(eval_path):
+        raise SystemExit(f"--eval-prefs: {eval_path} not found (run `python tasks.py`, pass a file, or 'none')")
     tokenizer_path = os.path.join(cfg.init_from, "tokenizer.model")
     model, _ = load_model(cfg.init_from, device)
     tokenizer = Tokenizer(tokenizer_path)
@@ -587,12 +647,11 @@ def main(argv=None):
         if cfg.judge_fraction < 1.0 else ([], [])
     pairs = read_judgment_pairs(cfg)
     judgments = judgment_examples(tokenizer, pairs, cfg.rationale, lang, max_len=cfg.seq_len + 1)
-    examples, mix = mix_examples(sft_train, judgments, cfg.judge_fraction, cfg.seed)
+    units, mix = mix_units(sft_train, judgments, cfg.judge_fraction, cfg.seed)
     log(f"judgments: {len(pairs)} pairs -> {len(judgments)} examples (both orders)"
         f"{', with rationales' if cfg.rationale else ''}; training mix: {mix['sft']} SFT + "
-        f"{mix['judgments']} judgment examples ({mix['judgments'] / max(1, len(examples)):.0%} judgments)")
+        f"{mix['judgments']} judgment examples ({mix['judgments'] / max(1, sum(mix.values())):.0%} judgments)")
 
-    eval_path = os.path.join(cfg.tasks_dir, "prefs_eval.jsonl") if cfg.eval_prefs == "tasks" else cfg.eval_prefs
     eval_pairs = [] if cfg.eval_prefs == "none" else read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed)
     sft_val_fn = masked_val_loss(sft_val, tokenizer.pad_id, device, cfg.max_tokens) if sft_val else None
     last_eval = {}
@@ -606,7 +665,7 @@ def main(argv=None):
         return row
 
     torch.manual_seed(cfg.seed)
-    get_batch = batch_source(examples, cfg, tokenizer.pad_id, device, rank, world_size)
+    get_batch = unit_batch_source(units, cfg, tokenizer.pad_id, device, rank, world_size)
     history = train(model, get_batch, cfg, {"phase": "jsft", "init_from": cfg.init_from,
                                             "special_ids": tokenizer.special_ids(),
                                             "judge": {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}},
