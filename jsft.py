@@ -23,7 +23,7 @@ In this file, top to bottom:
     prompts         context_text, judge_prompt, judgment_example, judgment_examples
     the judge       judge(model, tokenizer, contexts, pairs, principles) -> scores and winners
                     judge_accuracy(model, tokenizer, pairs) -> per order, order-averaged, consistency
-    training        JSFTConfig, mix_units (both orders of a pair share a batch), unit_batch_source, main
+    training        JSFTConfig, mix_units (both orders of a pair share a batch: sft.batch_source over units), main
 Every bad preference record stops the read with `ValueError("file:line: what is wrong")`; with
 skip_bad=True (--skip-bad) it is skipped, counted, and a one-line summary is printed at the end.
 """
@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from pretrain import _atomic_write, load_model, parse_config, setup_distributed, train, unwrap
-from sft import (SFTConfig, check_messages, collate, hh_to_messages, masked_val_loss, prepare, read_conversations,
-                 read_jsonl_records)
+from sft import (SFTConfig, batch_source, check_messages, hh_to_messages,
+                 masked_val_loss, prepare, read_conversations, read_jsonl_records)
 
 
 # --- readers ---
@@ -580,50 +580,6 @@ def mix_units(sft_examples, judge_examples, judge_fraction, seed=0):
     return sft + judged, {"sft": len(sft), "judgments": 2 * len(judged)}
 
 
-def unit_batches(units, max_tokens, seed, epoch):
-    """sft.length_grouped_batches over units: shuffle, sort by length inside windows of 32 units, cut
-    batches of whole units whose rows x longest row stays within max_tokens, shuffle the batch order.
-    A pair's two orders thus always share a batch: the same tokens with opposite labels, so a leaning
-    towards one position earns no gradient and only the responses' content can lower the loss. (In our
-    runs, batched apart, the tiny test model often stayed at "always A" for 300 steps, and the demo
-    model's position consistency after 200 steps was 33% against 55% paired.)
-    Deterministic in (seed, epoch); returns lists of unit indices."""
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(units)))
-    rng.shuffle(order)
-    longest_row = [max(len(ids) for ids, _ in unit) - 1 for unit in units]
-    batches = []
-    for w in range(0, len(order), 32):
-        batch, rows, longest = [], 0, 0
-        for u in sorted(order[w:w + 32], key=longest_row.__getitem__):
-            if batch and max(longest, longest_row[u]) * (rows + len(units[u])) > max_tokens:
-                batches.append(batch)
-                batch, rows, longest = [], 0, 0
-            batch.append(u)
-            rows, longest = rows + len(units[u]), max(longest, longest_row[u])
-        batches.append(batch)
-    rng.shuffle(batches)
-    return batches
-
-
-def unit_batch_source(units, cfg, pad_id, device, rank=0, world_size=1):
-    """sft.batch_source over units: get_batch(step, micro), a deterministic function of the step (so a
-    resume is exact); batches are numbered across epochs and rank r takes every world_size-th one."""
-    epochs = []
-
-    def get_batch(step, micro):
-        k, epoch = (step * cfg.grad_accum + micro) * world_size + rank, 0
-        while True:
-            if epoch == len(epochs):
-                epochs.append(unit_batches(units, cfg.max_tokens, cfg.seed, epoch))
-            if k < len(epochs[epoch]):
-                break
-            k, epoch = k - len(epochs[epoch]), epoch + 1
-        batch = collate([example for u in epochs[epoch][k] for example in units[u]], pad_id)
-        return {name: t.to(device) for name, t in batch.items()}
-    return get_batch
-
-
 def main(argv=None):
     from tokenizer import Tokenizer
     cfg = parse_config(JSFTConfig, argv)
@@ -665,7 +621,7 @@ def main(argv=None):
         return row
 
     torch.manual_seed(cfg.seed)
-    get_batch = unit_batch_source(units, cfg, tokenizer.pad_id, device, rank, world_size)
+    get_batch = batch_source(units, cfg, tokenizer.pad_id, device, rank, world_size, window=32)
     history = train(model, get_batch, cfg, {"phase": "jsft", "init_from": cfg.init_from,
                                             "special_ids": tokenizer.special_ids(),
                                             "judge": {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}},

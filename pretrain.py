@@ -47,7 +47,7 @@ from model import ModelConfig, Transformer, config_from_preset
 class TrainConfig:
     """The loop's options, shared by every phase (each phase's config subclasses this one)."""
     out_dir: str = field(default="out/pretrain", metadata={"help": "checkpoint folder this phase writes"})
-    steps: int = field(default=600, metadata={"help": "optimizer steps"})
+    steps: int = field(default=400, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=16, metadata={"help": "sequences per micro-batch per rank"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})

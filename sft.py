@@ -150,7 +150,7 @@ class SFTConfig(TrainConfig):
     max_tokens: int = field(default=2048, metadata={"help": "token budget per micro-batch (rows x longest row)"})
     seq_len: int = field(default=256, metadata={"help": "longest conversation in tokens; longer ones are truncated"})
     val_fraction: float = field(default=0.02, metadata={"help": "share of conversations held out for val loss"})
-    steps: int = 300
+    steps: int = 200
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 20
@@ -193,22 +193,24 @@ def encode_conversations(conversations, tokenizer, max_len):
     return examples, {"examples": len(examples), "truncated": truncated, "dropped": dropped}
 
 
-def length_grouped_batches(examples, max_tokens, seed, epoch):
-    """HCX-style batching: shuffle, sort by length inside windows of 64 examples, cut batches whose
-    rows x longest row stays within max_tokens, shuffle the batch order. Deterministic in (seed, epoch)."""
+def length_grouped_batches(units, max_tokens, seed, epoch, window=64):
+    """HCX-style batching over units, a unit being a list of (ids, mask) examples that must share a
+    batch (one conversation in SFT; a judged pair's two orders in JSFT): shuffle, sort by length
+    inside windows of `window` units, cut batches of whole units whose rows x longest row stays
+    within max_tokens, shuffle the batch order. Deterministic in (seed, epoch); returns unit indices."""
     rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(examples)))
+    order = list(range(len(units)))
     rng.shuffle(order)
+    longest_row = [max(len(ids) for ids, _ in unit) - 1 for unit in units]
     batches = []
-    for w in range(0, len(order), 64):
-        batch, longest = [], 0
-        for i in sorted(order[w:w + 64], key=lambda i: len(examples[i][0])):
-            n = len(examples[i][0]) - 1
-            if batch and max(longest, n) * (len(batch) + 1) > max_tokens:
+    for w in range(0, len(order), window):
+        batch, rows, longest = [], 0, 0
+        for u in sorted(order[w:w + window], key=longest_row.__getitem__):
+            if batch and max(longest, longest_row[u]) * (rows + len(units[u])) > max_tokens:
                 batches.append(batch)
-                batch, longest = [], 0
-            batch.append(i)
-            longest = max(longest, n)
+                batch, rows, longest = [], 0, 0
+            batch.append(u)
+            rows, longest = rows + len(units[u]), max(longest, longest_row[u])
         batches.append(batch)
     rng.shuffle(batches)
     return batches
@@ -228,20 +230,19 @@ def collate(examples, pad_id):
     return {"x": x, "y": y, "loss_mask": loss_mask}
 
 
-def batch_source(examples, cfg, pad_id, device, rank=0, world_size=1):
+def batch_source(units, cfg, pad_id, device, rank=0, world_size=1, window=64):
     """get_batch(step, micro) for the shared loop: a deterministic function of the step (so resume is
     exact). Batches are numbered across epochs; rank r takes every world_size-th one."""
     epochs = []
     def get_batch(step, micro):
-        k = (step * cfg.grad_accum + micro) * world_size + rank
-        epoch = 0
+        k, epoch = (step * cfg.grad_accum + micro) * world_size + rank, 0
         while True:
             if epoch == len(epochs):
-                epochs.append(length_grouped_batches(examples, cfg.max_tokens, cfg.seed, epoch))
+                epochs.append(length_grouped_batches(units, cfg.max_tokens, cfg.seed, epoch, window))
             if k < len(epochs[epoch]):
                 break
             k, epoch = k - len(epochs[epoch]), epoch + 1
-        batch = collate([examples[i] for i in epochs[epoch][k]], pad_id)
+        batch = collate([example for u in epochs[epoch][k] for example in units[u]], pad_id)
         return {name: t.to(device) for name, t in batch.items()}
     return get_batch
 
@@ -251,7 +252,7 @@ def masked_val_loss(examples, pad_id, device, max_tokens):
     def val_fn(model):
         total, count = 0.0, 0.0
         with torch.no_grad():
-            for batch in length_grouped_batches(examples, max_tokens, 0, 0):
+            for batch in length_grouped_batches([[e] for e in examples], max_tokens, 0, 0):
                 b = {k: v.to(device) for k, v in collate([examples[i] for i in batch], pad_id).items()}
                 n = b["loss_mask"].sum().item()
                 total += model(b["x"], b["y"], b["loss_mask"])[1].item() * n
@@ -291,7 +292,7 @@ def main(argv=None):
                          f"({cfg.init_from}/config.json); lower --seq-len")
     train_examples, val_examples = prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log)
     torch.manual_seed(cfg.seed)
-    get_batch = batch_source(train_examples, cfg, tokenizer.pad_id, device, rank, world_size)
+    get_batch = batch_source([[e] for e in train_examples], cfg, tokenizer.pad_id, device, rank, world_size)
     val_fn = masked_val_loss(val_examples, tokenizer.pad_id, device, cfg.max_tokens) if val_examples else None
     history = train(model, get_batch, cfg, {"phase": "sft", "init_from": cfg.init_from,
                                             "special_ids": tokenizer.special_ids()},

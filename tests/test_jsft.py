@@ -15,7 +15,7 @@ from jsft import (JUDGE_TEMPLATES, PreferencePair, judge, judge_accuracy, judge_
                   judgment_examples, mix_units, read_preferences, validate_templates)
 from model import Transformer, config_from_preset
 from pretrain import load_model, save_checkpoint
-from sft import collate
+from sft import collate, length_grouped_batches
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "jsft")
 EN_CONTEXT = [{"role": "user", "content": "What is 7 plus 5?"}]
@@ -180,13 +180,13 @@ def test_unit_batches_keep_both_orders_together_within_the_token_budget():
     judged = [ex for i in range(50) for ex in fake_examples(1, 2, lambda _: lengths[100 + i])]
     units, _ = mix_units(sft, judged, 0.5)
     for epoch in (0, 1):
-        batches = jsft.unit_batches(units, 256, seed=3, epoch=epoch)
+        batches = length_grouped_batches(units, 256, seed=3, epoch=epoch)
         assert sorted(u for b in batches for u in b) == list(range(len(units)))  # every unit once per epoch
         for b in batches:
             rows = [ex for u in b for ex in units[u]]
             assert len(b) == 1 or len(rows) * max(len(ids) - 1 for ids, _ in rows) <= 256
-    assert jsft.unit_batches(units, 256, 3, 0) == jsft.unit_batches(units, 256, 3, 0)
-    assert jsft.unit_batches(units, 256, 3, 0) != jsft.unit_batches(units, 256, 3, 1)
+    assert length_grouped_batches(units, 256, 3, 0) == length_grouped_batches(units, 256, 3, 0)
+    assert length_grouped_batches(units, 256, 3, 0) != length_grouped_batches(units, 256, 3, 1)
 
 
 # ----------------------------------------------------------------------------- the judge, with a stub model

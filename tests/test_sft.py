@@ -68,14 +68,15 @@ def test_user_and_system_tokens_get_zero_gradient(small_tokenizer):
 def test_length_grouped_batches_cover_every_example_once_within_budget():
     rng = random.Random(0)
     examples = [([1] * rng.randint(3, 120), [0] * 3) for _ in range(300)]
-    batches = length_grouped_batches(examples, max_tokens=512, seed=1, epoch=0)
+    units = [[e] for e in examples]
+    batches = length_grouped_batches(units, max_tokens=512, seed=1, epoch=0)
     flat = sorted(i for b in batches for i in b)
     assert flat == list(range(300))
     for b in batches:
         longest = max(len(examples[i][0]) - 1 for i in b)
         assert longest * len(b) <= 512 or len(b) == 1
-    assert batches == length_grouped_batches(examples, 512, 1, 0)
-    assert batches != length_grouped_batches(examples, 512, 1, 1)
+    assert batches == length_grouped_batches(units, 512, 1, 0)
+    assert batches != length_grouped_batches(units, 512, 1, 1)
 
 
 def test_truncation_rule_is_counted(small_tokenizer):
@@ -101,7 +102,7 @@ def test_tiny_model_learns_to_answer_and_stop(small_tokenizer, tmp_path, capsys)
     model = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64))
     cfg = SFTConfig(out_dir=str(tmp_path / "sft"), steps=120, max_tokens=256, lr=3e-3, min_lr=3e-4, warmup_steps=10,
                     device="cpu", compile=False, save_every=0)
-    train(model, batch_source(examples, cfg, tok.pad_id, torch.device("cpu")), cfg, {"phase": "sft-test"},
+    train(model, batch_source([[e] for e in examples], cfg, tok.pad_id, torch.device("cpu")), cfg, {"phase": "sft-test"},
           tokenizer_path=tok.model_path)
     prompts = [tok.render_chat(c[:1], add_generation_prompt=True)[0] for c in chats]
     outs = generate(model, prompts, 24, temperature=0.0, stop_ids=(tok.eot_id,), pad_id=tok.pad_id)
