@@ -20,6 +20,7 @@ Run:
   python model.py --preset tiny --generate 16
 """
 import argparse
+import ctypes
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -329,6 +330,19 @@ def compile_model(model: nn.Module, enabled: bool | None = None) -> nn.Module:
     return torch.compile(model) if enabled else model
 
 
+def keep_freed_memory() -> bool:
+    """Speeds up CPU training on Linux/glibc: tell malloc to keep freed memory rather than hand it back to
+    the OS. By default every large activation is a fresh mmap whose pages fault in one at a time: ~75K
+    page faults per demo-size training step (bench_model.py measures the cost). Process-wide; memory
+    stays at its peak. Returns False where it does not apply (no glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # macOS, Windows, musl
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+    return libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1
+
+
 def _unwrap(model):
     """The Transformer inside torch.compile (._orig_mod) and DDP (.module) wrappers."""
     while isinstance(getattr(model, "_orig_mod", None) or getattr(model, "module", None), nn.Module):
@@ -367,41 +381,44 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
     ending with the stop id where one was hit. Prompts are left-padded to one length so every row
     decodes into the same cache slot each step; left_pad masks the padding and shifts positions, so
     every row gets exactly what it would get alone. on_token(tokens) is called once per step with one
-    entry per row: its new id, or None for a row that already stopped."""
-    core = _unwrap(model)
+    entry per row: its new id, or None for a row that already stopped. A torch.compile / DDP wrapper is
+    unwrapped: the decode shapes change every step and call, and recompiling costs more than it gains."""
+    model = _unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
     if not (top_p is None or 0.0 < top_p <= 1.0) or (top_k is not None and top_k < 1) or temperature < 0:
         raise ValueError(f"generate: need temperature >= 0, top_k >= 1, 0 < top_p <= 1 "
                          f"(got {temperature}, {top_k}, {top_p})")
-    device = core.lm_head.weight.device
+    device = model.lm_head.weight.device
     B, P = len(prompts), max(len(p) for p in prompts)
     idx = torch.full((B, P), pad_id, dtype=torch.long)
     for b, p in enumerate(prompts):
         idx[b, P - len(p):] = torch.tensor(p, dtype=torch.long)
     idx = idx.to(device)
     left_pad = torch.tensor([P - len(p) for p in prompts], dtype=torch.long, device=device)
-    core.setup_cache(B, P + max_new_tokens)
-    was_training = core.training
-    core.eval()
+    model.setup_cache(B, P + max_new_tokens)
+    was_training = model.training
+    model.eval()
     stop = set(stop_ids)
     new_tokens, done = [[] for _ in range(B)], [False] * B
-    logits, _ = model(idx, start_pos=0, left_pad=left_pad, last_only=True)  # prefill, (B, 1, V)
-    for step in range(max_new_tokens):
-        next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
-        step_tokens = next_ids.tolist()
-        for b, t in enumerate(step_tokens):
-            if done[b]:
-                step_tokens[b] = None
-            else:
-                new_tokens[b].append(t)
-                done[b] = t in stop
-        if on_token is not None:
-            on_token(step_tokens)
-        if all(done) or step == max_new_tokens - 1:
-            break
-        logits, _ = model(next_ids[:, None], start_pos=P + step, left_pad=left_pad)  # decode, (B, 1, V)
-    core.train(was_training)
+    try:
+        logits, _ = model(idx, start_pos=0, left_pad=left_pad, last_only=True)  # prefill, (B, 1, V)
+        for step in range(max_new_tokens):
+            next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
+            step_tokens = next_ids.tolist()
+            for b, t in enumerate(step_tokens):
+                if done[b]:
+                    step_tokens[b] = None
+                else:
+                    new_tokens[b].append(t)
+                    done[b] = t in stop
+            if on_token is not None:
+                on_token(step_tokens)
+            if all(done) or step == max_new_tokens - 1:
+                break
+            logits, _ = model(next_ids[:, None], start_pos=P + step, left_pad=left_pad)  # decode, (B, 1, V)
+    finally:
+        model.train(was_training)
     return new_tokens
 
 
@@ -501,7 +518,8 @@ def main():
     print(f"loss {loss.item():.3f} (ln V = {math.log(cfg.vocab_size):.3f}), forward+backward "
           f"{args.batch_size * T / dt:.0f} tokens/s")
     if args.generate:
-        out = generate(model, [[1]], args.generate, temperature=1.0, generator=torch.Generator(args.device).manual_seed(0))
+        seeded = torch.Generator(args.device).manual_seed(0)
+        out = generate(model, [[1]], args.generate, temperature=1.0, generator=seeded)
         print("sampled ids:", out[0])
 
 

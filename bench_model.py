@@ -1,0 +1,171 @@
+"""
+bench_model.py - throughput of model.py next to Hugging Face LlamaForCausalLM holding the same weights.
+
+Prints, for the CPU demo size (6 layers, dim 256, GQA 8/4, vocab 4096, T=256, B=16, 2 threads by default):
+  - the machine's fp32 matmul rate (best of several square GEMMs), the ceiling for MFU
+  - training tokens/s (forward + backward + AdamW step), ours vs HF, and our achieved FLOP/s as a share
+    of that rate (FLOPs/token from Transformer.flops_per_token: 6 per matmul weight + causal attention),
+    first with glibc's default allocator, then after model.keep_freed_memory() (no page faults)
+  - prefill tokens/s (one cached forward over a batch of prompts) and greedy-decode tokens/s
+    (generate() vs HF generate(), new tokens over the whole call) at batch 1 and 8
+Ours and HF run interleaved, round by round, so a busy shared machine slows both alike. Each figure is
+the best round (the one least disturbed by other processes; --stat median for the median round), and
+the ratios are what to read. Needs transformers (requirements-test.txt).
+
+Run:
+  python bench_model.py                       # the demo size, ~2 minutes on 2 cores
+  python bench_model.py --threads 4 --rounds 5
+  python bench_model.py --preset tiny --batch-size 4 --seq-len 64    # a quick smoke run
+"""
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+from model import (Transformer, compile_model, config_from_preset, generate, hf_llama_config_dict, keep_freed_memory,
+                   to_hf_state_dict)
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 FLOP/s of an n x n x n matrix product."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def timed(fn, n: int = 1) -> float:
+    """Seconds per call of fn, over n calls."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+def interleaved(fns: dict, rounds: int, n: int = 1, stat=min) -> dict:
+    """Seconds per call of each fn (stat over rounds), run round-robin so machine noise hits all alike."""
+    for fn in fns.values():  # warm up: allocator, thread pools, (torch.compile)
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(timed(fn, n))
+    return {k: stat(v) for k, v in times.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--preset", default="demo", help="model preset from model.PRESETS (default: demo)")
+    ap.add_argument("--vocab-size", type=int, default=4096)
+    ap.add_argument("--batch-size", type=int, default=16, help="training batch (default 16)")
+    ap.add_argument("--seq-len", type=int, default=256, help="training sequence length (default 256)")
+    ap.add_argument("--prompt-len", type=int, default=128, help="prompt length for prefill and decode (default 128)")
+    ap.add_argument("--new-tokens", type=int, default=128, help="greedy tokens generated per row (default 128)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measurement (default 5)")
+    ap.add_argument("--stat", choices=["best", "median"], default="best", help="which round to report")
+    ap.add_argument("--compile", action="store_true", help="also time our model under torch.compile")
+    args = ap.parse_args()
+    stat = min if args.stat == "best" else statistics.median
+
+    from transformers import LlamaConfig, LlamaForCausalLM  # test-only dependency, imported late on purpose
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = config_from_preset(args.preset, vocab_size=args.vocab_size,
+                             max_seq_len=max(args.seq_len, args.prompt_len + args.new_tokens))
+    ours = Transformer(cfg)
+    hf = LlamaForCausalLM(LlamaConfig(**hf_llama_config_dict(cfg), attn_implementation="sdpa"))
+    hf.load_state_dict(to_hf_state_dict(ours.state_dict(), cfg), strict=not cfg.tie_embeddings)
+    rate = matmul_rate()
+    B, T = args.batch_size, args.seq_len
+    flops = ours.flops_per_token(T)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul rate "
+          f"{rate / 1e9:.0f} GFLOP/s (2048^3 GEMM, best of 5)")
+    print(f"model: preset {args.preset}, vocab {cfg.vocab_size}, dim {cfg.dim}, {cfg.n_layers} layers, heads "
+          f"{cfg.n_heads}/{cfg.n_kv_heads}, ffn {cfg.ffn_hidden}, {ours.num_params() / 1e6:.2f}M parameters, "
+          f"{flops / 1e6:.1f} MFLOP/token at T={T}")
+
+    # -- training: forward + backward + AdamW step on a fixed random batch --------------------------------
+    idx = torch.randint(cfg.vocab_size, (B, T + 1))
+
+    def train_step(model, loss_fn):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            loss = loss_fn(model)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    steps = {"ours": train_step(ours.train(), lambda m: m(idx[:, :-1], idx[:, 1:])[1]),
+             "hf": train_step(hf.train(), lambda m: m(input_ids=idx[:, :-1], labels=idx[:, :-1]).loss)}
+    if args.compile:
+        t0 = time.perf_counter()
+        compiled = compile_model(ours, True)
+        steps["ours+compile"] = train_step(compiled, lambda m: m(idx[:, :-1], idx[:, 1:])[1])
+        steps["ours+compile"]()
+        print(f"torch.compile warm-up: {time.perf_counter() - t0:.0f} s")
+    for allocator in ("glibc default", "keep_freed_memory()"):
+        if allocator != "glibc default" and not keep_freed_memory():
+            print("\n(keep_freed_memory() does not apply here: no glibc)")
+            break
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        steps["ours"]()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        sec = interleaved(steps, args.rounds, n=2, stat=stat)
+        print(f"\ntraining, B={B} T={T}, allocator: {allocator} ({faults} page faults in one step of ours), "
+              f"{args.stat} of {args.rounds} rounds")
+        for k, s in sec.items():
+            print(f"  {k:14s} {B * T / s:8.0f} tokens/s   {B * T * flops / s / 1e9:6.1f} GFLOP/s = "
+                  f"{100 * B * T * flops / s / rate:4.1f}% of matmul rate")
+        print(f"  ours / hf: {sec['hf'] / sec['ours']:.2f}x  (target >= 1.25x, and >= 75% of the matmul rate)")
+        if "ours+compile" in sec:
+            print(f"  ours+compile / hf: {sec['hf'] / sec['ours+compile']:.2f}x")
+    ours.eval(), hf.eval()
+    hf.load_state_dict(to_hf_state_dict(ours.state_dict(), cfg), strict=not cfg.tie_embeddings)  # re-sync
+
+    # -- prefill and greedy decode --------------------------------------------------------------------
+    P, N = args.prompt_len, args.new_tokens
+    for batch in (1, 8):
+        prompt = torch.randint(cfg.vocab_size, (batch, P))
+
+        def prefill_ours():
+            with torch.no_grad():
+                ours.setup_cache(batch, P)
+                ours(prompt, start_pos=0)
+
+        def prefill_hf():
+            with torch.no_grad():
+                hf(input_ids=prompt, use_cache=True)
+
+        sec = interleaved({"ours": prefill_ours, "hf": prefill_hf}, args.rounds, n=5, stat=stat)
+        print(f"\nprefill, batch {batch} x {P} tokens: ours {batch * P / sec['ours']:.0f} tokens/s, "
+              f"hf {batch * P / sec['hf']:.0f} tokens/s, ours / hf {sec['hf'] / sec['ours']:.2f}x")
+
+        outs = {}
+
+        def decode_ours():
+            outs["ours"] = generate(ours, prompt.tolist(), N, temperature=0)
+
+        def decode_hf():
+            out = hf.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=N,
+                              min_new_tokens=N, do_sample=False, eos_token_id=None, pad_token_id=0)
+            outs["hf"] = out[:, P:].tolist()
+
+        sec = interleaved({"ours": decode_ours, "hf": decode_hf}, args.rounds, stat=stat)
+        same = outs["ours"] == outs["hf"]
+        print(f"greedy decode, batch {batch}, {N} new tokens: ours {batch * N / sec['ours']:.0f} tokens/s, "
+              f"hf generate {batch * N / sec['hf']:.0f} tokens/s, ours / hf {sec['hf'] / sec['ours']:.2f}x "
+              f"(target >= 3x); same tokens: {same}")
+
+
+if __name__ == "__main__":
+    main()
