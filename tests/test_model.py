@@ -14,7 +14,6 @@ from model import (PRESETS, ModelConfig, Transformer, attention, compile_model, 
                    from_hf_state_dict, generate, hf_llama_config_dict, sample_next, sequence_logprobs,
                    to_hf_state_dict)
 
-transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -29,18 +28,24 @@ TINY = dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidd
             max_seq_len=64, rope_theta=500.0, norm_eps=1e-6)
 
 
-def make_model(seed=0, **overrides):
+def make_model(seed=0, matrix_scale=1.0, **overrides):
+    """A random tiny model. matrix_scale > 1 makes the blocks matter more than the embedding, so greedy
+    decoding does not just repeat a token (a test of generation should see varied tokens)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(**{**TINY, **overrides})
     model = Transformer(cfg).eval()
-    with torch.no_grad():  # perturb the norm gains so a wrong norm weight mapping would show
+    with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() == 1:
+            if p.dim() == 1:  # perturb the norm gains so a wrong norm weight mapping would show
                 p.add_(0.1 * torch.randn_like(p))
+            elif name != "embed_tokens.weight":
+                p.mul_(matrix_scale)
     return model
 
 
 def make_hf(model, attn="eager"):
+    """transformers.LlamaForCausalLM built from our config, holding our weights (no download)."""
+    transformers = pytest.importorskip("transformers")
     cfg = model.cfg
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_llama_config_dict(cfg),
                                                                 attn_implementation=attn)).eval()
@@ -118,10 +123,11 @@ def test_ffn_rule_flops_and_presets():
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_greedy_generation_matches_hf_generate(tied):
-    model = make_model(tie_embeddings=tied)
+    model = make_model(matrix_scale=10.0, tie_embeddings=tied)
     hf = make_hf(model, "sdpa")
     prompts = [[5, 17, 3, 88, 40, 2, 9], [61, 7, 12]]  # different lengths: HF gets them left-padded too
     ours = generate(model, prompts, max_new_tokens=12, temperature=0)
+    assert all(len(set(row)) > 4 for row in ours)  # varied tokens, not one token repeated
     P = max(map(len, prompts))
     ids = torch.tensor([[0] * (P - len(p)) + p for p in prompts])
     attn = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts])
@@ -204,9 +210,10 @@ def test_right_padded_batch_equals_each_row_alone():
 
 
 def test_batched_generation_equals_each_row_alone_and_stops_per_row():
-    model = make_model()
+    model = make_model(matrix_scale=10.0)
     prompts = [[3, 9, 27, 81], [50], [7, 7, 7, 7, 7, 7, 7, 7]]
     alone = [generate(model, [p], 10, temperature=0)[0] for p in prompts]
+    assert all(len(set(row)) >= 4 for row in alone)  # varied tokens
     assert generate(model, prompts, 10, temperature=0) == alone
 
     class Wrapper(torch.nn.Module):  # stands in for DDP (.module); torch.compile keeps ._orig_mod
