@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from pretrain import _atomic_write, load_model, parse_config, setup_distributed, train, unwrap
-from sft import (SFTConfig, batch_source, check_messages, hh_to_messages,
+from pretrain import _atomic_write, parse_config, setup_distributed, train, unwrap
+from sft import (SFTConfig, batch_source, check_messages, load_start, hh_to_messages,
                  masked_val_loss, prepare, read_conversations, read_jsonl_records)
 
 
@@ -581,7 +581,6 @@ def mix_units(sft_examples, judge_examples, judge_fraction, seed=0):
 
 
 def main(argv=None):
-    from tokenizer import Tokenizer
     cfg = parse_config(JSFTConfig, argv)
     device, rank, world_size = setup_distributed(cfg.device)
     log = print if rank == 0 else (lambda *a, **k: None)
@@ -591,12 +590,7 @@ def main(argv=None):
     eval_path = os.path.join(cfg.tasks_dir, "prefs_eval.jsonl") if cfg.eval_prefs == "tasks" else cfg.eval_prefs
     if cfg.eval_prefs != "none" and not os.path.exists(eval_path):
         raise SystemExit(f"--eval-prefs: {eval_path} not found (run `python tasks.py`, pass a file, or 'none')")
-    tokenizer_path = os.path.join(cfg.init_from, "tokenizer.model")
-    model, _ = load_model(cfg.init_from, device)
-    tokenizer = Tokenizer(tokenizer_path)
-    if cfg.seq_len > model.cfg.max_seq_len:
-        raise SystemExit(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len} "
-                         f"({cfg.init_from}/config.json); lower --seq-len")
+    model, tokenizer, tokenizer_path = load_start(cfg, device)
     lang = cfg.judge_lang or None
 
     sft_train, sft_val = prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log) \

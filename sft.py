@@ -278,18 +278,23 @@ def prepare(cfg, tokenizer, conversations, log=print):
     return split_val(examples, cfg.val_fraction, cfg.seed)
 
 
-def main(argv=None):
+def load_start(cfg, device):
+    """The start checkpoint of a fine-tuning phase: (model, tokenizer, tokenizer path), with --seq-len checked."""
     from tokenizer import Tokenizer
+    tokenizer_path = os.path.join(cfg.init_from, "tokenizer.model")
+    model, _ = load_model(cfg.init_from, device)
+    if cfg.seq_len > model.cfg.max_seq_len:
+        raise SystemExit(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len} "
+                         f"({cfg.init_from}/config.json); lower --seq-len")
+    return model, Tokenizer(tokenizer_path), tokenizer_path
+
+
+def main(argv=None):
     cfg = parse_config(SFTConfig, argv)
     device, rank, world_size = setup_distributed(cfg.device)
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"config: {json.dumps(cfg.__dict__)}")
-    tokenizer_path = os.path.join(cfg.init_from, "tokenizer.model")
-    model, base_config = load_model(cfg.init_from, device)
-    tokenizer = Tokenizer(tokenizer_path)
-    if cfg.seq_len > model.cfg.max_seq_len:
-        raise SystemExit(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len} "
-                         f"({cfg.init_from}/config.json); lower --seq-len")
+    model, tokenizer, tokenizer_path = load_start(cfg, device)
     train_examples, val_examples = prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log)
     torch.manual_seed(cfg.seed)
     get_batch = batch_source([[e] for e in train_examples], cfg, tokenizer.pad_id, device, rank, world_size)
