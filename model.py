@@ -14,7 +14,7 @@ What is here, top to bottom:
   Transformer.setup_cache + generate()         static KV cache; batched, left-padded sampling, per-row stops
   compile_model, keep_freed_memory             speed options (torch.compile; glibc page faults on CPU)
   sequence_logprobs()                          log p(span) per sequence, for DPO, judging and evaluation
-  to_hf_state_dict / from_hf_state_dict / hf_llama_config_dict    Hugging Face Llama interop
+  to_hf_state_dict / from_hf_state_dict / hf_llama_config_dict    Hugging Face Llama interop (convert.py)
 
 Run:
   python model.py --preset demo            # parameter count, FLOPs/token, one timed training step

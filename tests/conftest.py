@@ -22,3 +22,15 @@ def small_tokenizer(tmp_path_factory):
     corpus["tasks"] = pretrain_documents(seed=0)
     path = train_tokenizer(corpus, str(tmp_path_factory.mktemp("tok")), vocab_size=1200)
     return Tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine the threads of
+    several processes spin against each other (10x slower). Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`; the thread count is restored afterwards."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
