@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 
+import sentencepiece as spm
 import torch
 
 from model import ModelConfig, Transformer, from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict
@@ -71,6 +72,17 @@ def _stage_files(out_dir, files):
                 os.remove(tmp)
 
 
+def _refuse_overwrite(src_dir, out_dir, other_format_files, what):
+    """Converting into the source folder, or over a folder of the other format, would replace its
+    config.json and leave neither format loadable."""
+    if os.path.realpath(src_dir) == os.path.realpath(out_dir):
+        raise ValueError(f"{out_dir}: the output folder is the input folder; give another OUT_DIR")
+    for name in other_format_files:
+        if os.path.exists(os.path.join(out_dir, name)):
+            raise ValueError(f"{out_dir}: holds {name} ({what}); converting into it would replace its "
+                             f"config.json. Give an empty or new OUT_DIR")
+
+
 def _write_json(obj):
     def write(path):
         with open(path, "w", encoding="utf-8") as fh:
@@ -112,6 +124,7 @@ def tokenizer_files(tok: Tokenizer, max_seq_len: int) -> dict:
 def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
     """Write a minihcx checkpoint folder as a Hugging Face Llama folder. Returns the files written."""
     state, config = load_checkpoint(ckpt_dir)
+    _refuse_overwrite(ckpt_dir, out_dir, ["model.pt"], "a minihcx checkpoint")
     if "model" not in config:
         raise ValueError(f"{ckpt_dir}/config.json: no 'model' field (the model config); "
                          f"not a minihcx checkpoint")
@@ -129,8 +142,7 @@ def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
     else:
         weights_name, write_weights = "pytorch_model.bin", lambda p: torch.save(weights, p)
     special_ids = tok.special_ids()
-    extra = {"phase": config.get("phase"), "exported_from": os.path.abspath(ckpt_dir),
-             "multiple_of": cfg.multiple_of, "dropout": cfg.dropout, "special_ids": special_ids,
+    extra = {"phase": config.get("phase"), "multiple_of": cfg.multiple_of, "dropout": cfg.dropout, "special_ids": special_ids,
              "segmentation": segmentation(tok)}
     generation = {"bos_token_id": special_ids["bos"], "pad_token_id": special_ids["pad"],
                   "eos_token_id": [special_ids["eos"], special_ids["eot"]]}  # a chat turn ends at eot
@@ -139,6 +151,10 @@ def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
     files["generation_config.json"] = _write_json(generation)
     files["config.json"] = _write_json(hf_config(cfg, special_ids, dtype, extra))
     _stage_files(out_dir, files)
+    if tok.morpheme_aware:
+        print("convert: note: this tokenizer cuts Korean words at morpheme boundaries before sentencepiece; "
+              "plain sentencepiece/transformers encode ~2% of Korean words differently (README, "
+              "'Hugging Face export and import')", file=sys.stderr)
     for stale in set(WEIGHT_FILES) - {weights_name}:  # an older export's weights would shadow or confuse
         if os.path.exists(os.path.join(out_dir, stale)):
             os.remove(os.path.join(out_dir, stale))
@@ -220,10 +236,19 @@ def import_hf(hf_dir, out_dir, dtype="float32", skip_tokenizer=False):
     with open(config_path, encoding="utf-8") as fh:
         hf = json.load(fh)
     cfg = model_config_from_hf(hf, config_path)
+    _refuse_overwrite(hf_dir, out_dir, WEIGHT_FILES, "Hugging Face weights")
     tok_path = os.path.join(hf_dir, "tokenizer.model")
-    if not skip_tokenizer and not os.path.exists(tok_path):
-        raise FileNotFoundError(f"{tok_path}: missing (minihcx needs a sentencepiece tokenizer.model; "
-                                f"--skip-tokenizer imports the weights alone)")
+    if not skip_tokenizer:
+        if not os.path.exists(tok_path):
+            raise FileNotFoundError(f"{tok_path}: missing (minihcx needs a sentencepiece tokenizer.model; "
+                                    f"--skip-tokenizer imports the weights alone)")
+        try:
+            pieces = spm.SentencePieceProcessor(model_file=tok_path).get_piece_size()
+        except (OSError, RuntimeError) as e:
+            raise ValueError(f"{tok_path}: not a sentencepiece model ({e})") from None
+        if pieces > cfg.vocab_size:
+            raise ValueError(f"{tok_path}: {pieces} pieces but {config_path} has vocab_size {cfg.vocab_size}; "
+                             f"the tokenizer does not belong to these weights")
     try:
         state = from_hf_state_dict(read_hf_weights(hf_dir), cfg)
     except KeyError as e:
@@ -233,15 +258,16 @@ def import_hf(hf_dir, out_dir, dtype="float32", skip_tokenizer=False):
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"{hf_dir}: weights do not fit {config_path}: {e}") from None
-    state = {k: v.to(DTYPES[dtype]) for k, v in model.state_dict().items()}
+    state = model.to(DTYPES[dtype]).state_dict()  # cast the module: a tied lm_head stays one tensor
     ours = hf.get("minihcx") or {}
     special_ids = {"pad": hf.get("pad_token_id"), "bos": hf.get("bos_token_id"), "eos": hf.get("eos_token_id")}
     if not skip_tokenizer:
         try:
             special_ids = Tokenizer(tok_path).special_ids()
-        except ValueError as e:  # a foreign sentencepiece model: keep it, say what will not work
-            print(f"convert: {e}\nconvert: the weights import; chat/sft/jsft need a tokenizer trained by "
-                  f"tokenizer.py (its control tokens)", file=sys.stderr)
+        except ValueError:  # a foreign sentencepiece model: keep it, say what will not work
+            print(f"convert: {tok_path} was not trained by tokenizer.py (no minihcx control tokens): the "
+                  f"weights import and load (pretrain.load_model), but chat.py, sft.py and jsft.py need a "
+                  f"tokenizer.py tokenizer", file=sys.stderr)
     config = {"phase": ours.get("phase") or "import", "init_from": os.path.abspath(hf_dir),
               "special_ids": special_ids, "model": dataclasses.asdict(cfg),
               "imported": {"format": "hf-llama", "from": os.path.abspath(hf_dir), "dtype": dtype}}
@@ -263,6 +289,10 @@ def main(argv=None):
                          "else pytorch_model.bin")
     ap.add_argument("--skip-tokenizer", action="store_true", help="--from-hf: import weights without a tokenizer.model")
     args = ap.parse_args(argv)
+    if args.to_hf and args.skip_tokenizer:
+        ap.error("--skip-tokenizer applies to --from-hf only (an export always writes the tokenizer)")
+    if args.from_hf and args.format != "auto":
+        ap.error("--format applies to --to-hf only (--from-hf reads whichever weights file is there)")
     try:
         if args.to_hf:
             if args.format == "safetensors" and not have_safetensors():

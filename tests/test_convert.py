@@ -2,6 +2,7 @@
 transformers (test-only dependency, offline) and must give our logits, our greedy tokens and, through its
 tokenizer, our token ids; a round trip must give back identical tensors; bad folders give clear errors."""
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -36,10 +37,11 @@ def plain_tokenizer(tmp_path_factory):
 
 def make_checkpoint(path, tok, seed=0, **overrides):
     """A random tiny model saved as a minihcx checkpoint folder. The blocks are scaled up so greedy decoding
-    gives varied tokens and the norm gains are perturbed so a wrong mapping of them would show."""
+    gives varied tokens, the norm gains are perturbed so a wrong mapping of them would show, and rope theta
+    and norm eps are far from every default so a dropped config field would show too."""
     torch.manual_seed(seed)
     cfg = ModelConfig(**{**dict(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                                multiple_of=16, max_seq_len=96, rope_theta=500.0, norm_eps=1e-6), **overrides})
+                                multiple_of=16, max_seq_len=96, rope_theta=500.0, norm_eps=0.001), **overrides})
     model = Transformer(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -99,12 +101,18 @@ def test_bfloat16_export_halves_the_file_and_rounds_each_weight(tmp_path, small_
 @pytest.mark.parametrize("tied", [False, True])
 def test_transformers_loads_export_with_same_logits_and_greedy_tokens(tmp_path, small_tokenizer, tied):
     transformers = pytest.importorskip("transformers")
-    ours = make_checkpoint(tmp_path / "ckpt", small_tokenizer, tie_embeddings=tied)
+    ours = make_checkpoint(tmp_path / "ckpt", small_tokenizer, seed=2, tie_embeddings=tied)  # varied greedy tokens
     convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"))
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), local_files_only=True).eval()
     assert type(hf).__name__ == "LlamaForCausalLM" and hf.dtype == torch.float32
     assert hf.num_parameters() == ours.num_params()
-    tok = small_tokenizer
+    c, tok = ours.cfg, small_tokenizer  # what transformers read from config.json, field by field
+    assert (hf.config.hidden_size, hf.config.intermediate_size, hf.config.num_hidden_layers) == (c.dim, c.ffn_hidden, c.n_layers)
+    assert (hf.config.num_attention_heads, hf.config.num_key_value_heads) == (c.n_heads, c.n_kv_heads)
+    assert (hf.config.rms_norm_eps, hf.config.rope_parameters["rope_theta"]) == (c.norm_eps, c.rope_theta)
+    assert (hf.config.vocab_size, hf.config.max_position_embeddings, hf.config.tie_word_embeddings) == (
+        c.vocab_size, c.max_seq_len, tied)
+    assert (hf.config.bos_token_id, hf.config.eos_token_id, hf.config.pad_token_id) == (tok.bos_id, tok.eos_id, tok.pad_id)
     prompt, _ = tok.render_chat([{"role": "user", "content": "3 더하기 4는? What is 3 plus 4?"}],
                                 add_generation_prompt=True)
     idx = torch.tensor([prompt])
@@ -171,14 +179,24 @@ def test_transformers_tokenizer_and_chat_template_match_ours(tmp_path, plain_tok
 # --- importing a Llama folder written by transformers itself --------------------------------------------
 
 
+def foreign_tokenizer(path, vocab_size=200):
+    """A sentencepiece model trained the usual way (not by tokenizer.py): no minihcx control tokens."""
+    model = io.BytesIO()
+    text = [json.loads(line)["text"] for line in open(os.path.join(os.path.dirname(__file__), "fixtures",
+                                                                   "tokenizer", "en.jsonl"), encoding="utf-8")]
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model, vocab_size=vocab_size,
+                                   model_type="bpe", minloglevel=2)
+    path.write_bytes(model.getvalue())
+
+
 @pytest.mark.parametrize("tied", [False, True])
-def test_import_sharded_transformers_checkpoint(tmp_path, small_tokenizer, tied):
+def test_import_sharded_transformers_checkpoint(tmp_path, tied, capsys):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("safetensors")
     torch.manual_seed(1)
     config = transformers.LlamaConfig(vocab_size=300, hidden_size=48, intermediate_size=100, num_hidden_layers=2,
                                       num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64,
-                                      rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1e4},
+                                      rms_norm_eps=0.03, rope_parameters={"rope_type": "default", "rope_theta": 321.0},
                                       tie_word_embeddings=tied, bos_token_id=1, eos_token_id=2)
     hf = transformers.LlamaForCausalLM(config).eval()
     hf.save_pretrained(str(tmp_path / "hf"), max_shard_size="40KB")  # several shards + an index
@@ -188,14 +206,54 @@ def test_import_sharded_transformers_checkpoint(tmp_path, small_tokenizer, tied)
     convert.import_hf(str(tmp_path / "hf"), str(tmp_path / "ours"), skip_tokenizer=True)
     model, config_ours = load_model(str(tmp_path / "ours"))
     assert config_ours["model"]["ffn_hidden"] == 100 and config_ours["model"]["tie_embeddings"] == tied
+    assert config_ours["model"]["norm_eps"] == 0.03 and config_ours["model"]["rope_theta"] == 321.0
     assert config_ours["special_ids"] == {"pad": None, "bos": 1, "eos": 2}
     idx = torch.randint(300, (2, 20))
     with torch.no_grad():
         assert (model(idx)[0] - hf(idx).logits).abs().max().item() <= 1e-4
     # a foreign sentencepiece model imports with a warning (it lacks our control tokens)
-    shutil.copy(small_tokenizer.model_path, tmp_path / "hf" / "tokenizer.model")
-    convert.import_hf(str(tmp_path / "hf"), str(tmp_path / "ours2"))
+    foreign_tokenizer(tmp_path / "hf" / "tokenizer.model")
+    convert.import_hf(str(tmp_path / "hf"), str(tmp_path / "ours2"), dtype="bfloat16")
+    assert "not trained by tokenizer.py" in capsys.readouterr().err
     assert os.path.exists(tmp_path / "ours2" / "tokenizer.model")
+    state = torch.load(tmp_path / "ours2" / "model.pt", weights_only=True)
+    assert all(t.dtype == torch.bfloat16 for t in state.values())
+    # tied: one tensor under both names, so the bf16 file holds the embedding once
+    assert (state["lm_head.weight"].data_ptr() == state["embed_tokens.weight"].data_ptr()) == tied
+
+
+def test_import_llama2_style_sharded_bin_with_old_fields(tmp_path):
+    """The layout of older public checkpoints: fp16 pytorch_model-0000x-of-00002.bin shards with an index,
+    rotary inv_freq buffers among the weights, and a config.json without num_key_value_heads, rope_theta,
+    rope_parameters or tie_word_embeddings (each falls back to Llama's default), plus pretraining_tp."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(2)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=256, hidden_size=32, intermediate_size=88, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=64, rms_norm_eps=1e-5)).eval()
+    state = {k: v.half() for k, v in hf.state_dict().items()}
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, 8, 2).float() / 8))
+    names = sorted(state) + [f"model.layers.{i}.self_attn.rotary_emb.inv_freq" for i in range(2)]
+    state |= {f"model.layers.{i}.self_attn.rotary_emb.inv_freq": inv_freq for i in range(2)}
+    hf_dir = tmp_path / "llama2"
+    hf_dir.mkdir()
+    shards = {name: f"pytorch_model-0000{1 + k % 2}-of-00002.bin" for k, name in enumerate(names)}
+    for shard in sorted(set(shards.values())):
+        torch.save({n: state[n] for n in names if shards[n] == shard}, hf_dir / shard)
+    (hf_dir / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": shards}))
+    (hf_dir / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 256, "hidden_size": 32,
+        "intermediate_size": 88, "num_hidden_layers": 2, "num_attention_heads": 4, "hidden_act": "silu",
+        "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_scaling": None, "pretraining_tp": 1,
+        "torch_dtype": "float16", "bos_token_id": 1, "eos_token_id": 2}))
+    foreign_tokenizer(hf_dir / "tokenizer.model")
+    convert.import_hf(str(hf_dir), str(tmp_path / "ours"))
+    model, config = load_model(str(tmp_path / "ours"))
+    assert config["model"]["n_kv_heads"] == 4 and config["model"]["tie_embeddings"] is False
+    hf = hf.half().float()  # the fp16 rounding the file holds
+    idx = torch.randint(256, (2, 24))
+    with torch.no_grad():
+        assert (model(idx)[0] - hf(idx).logits).abs().max().item() <= 1e-4
 
 
 # --- bad input: clear errors, nothing lost -------------------------------------------------------------
@@ -248,6 +306,38 @@ def test_missing_files_are_named(tmp_path, small_tokenizer):
         convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "out"))
 
 
+def test_refuses_to_convert_over_its_input_or_the_other_format(tmp_path, small_tokenizer):
+    hf_dir = _hf_folder(tmp_path, small_tokenizer)
+    ckpt = str(tmp_path / "ckpt")
+    snapshot = {p: open(os.path.join(d, p), "rb").read() for d in (ckpt, hf_dir) for p in os.listdir(d)}
+    for src, out in ((ckpt, ckpt), (hf_dir, hf_dir)):
+        with pytest.raises(ValueError, match="output folder is the input folder"):
+            (convert.export_hf if src == ckpt else convert.import_hf)(src, out)
+    make_checkpoint(tmp_path / "other", small_tokenizer)
+    with pytest.raises(ValueError, match="model.pt"):  # an export over another checkpoint
+        convert.export_hf(ckpt, str(tmp_path / "other"))
+    convert.export_hf(str(tmp_path / "other"), str(tmp_path / "hf2"), use_safetensors=False)
+    with pytest.raises(ValueError, match="pytorch_model.bin"):  # an import over another HF folder
+        convert.import_hf(hf_dir, str(tmp_path / "hf2"))
+    assert snapshot == {p: open(os.path.join(d, p), "rb").read() for d in (ckpt, hf_dir) for p in os.listdir(d)}
+
+
+def test_import_refuses_a_tokenizer_larger_than_the_vocabulary(tmp_path, small_tokenizer):
+    hf_dir = _hf_folder(tmp_path, small_tokenizer, vocab_size=300)  # config says 300, tokenizer has 1201
+    with pytest.raises(ValueError, match="1201 pieces but .*vocab_size 300"):
+        convert.import_hf(hf_dir, str(tmp_path / "out"))
+
+
+def test_export_replaces_an_older_export_of_the_other_weights_format(tmp_path, small_tokenizer):
+    pytest.importorskip("safetensors")
+    make_checkpoint(tmp_path / "ckpt", small_tokenizer)
+    convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"), use_safetensors=True)
+    convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"), use_safetensors=False)
+    assert not os.path.exists(tmp_path / "hf" / "model.safetensors")  # it would shadow the new .bin
+    assert os.path.exists(tmp_path / "hf" / "pytorch_model.bin")
+    assert not [n for n in os.listdir(tmp_path / "hf") if ".tmp-" in n]
+
+
 def test_failed_export_leaves_previous_export_intact(tmp_path, small_tokenizer, monkeypatch):
     make_checkpoint(tmp_path / "ckpt", small_tokenizer)
     convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"), use_safetensors=False)
@@ -273,6 +363,11 @@ def test_cli(tmp_path, small_tokenizer, capsys):
         convert.main(["--from-hf", str(tmp_path / "nowhere"), str(tmp_path / "x")])
     with pytest.raises(SystemExit):
         convert.main(["--to-hf", str(tmp_path / "ckpt")])  # needs two folders
+    for wrong in (["--to-hf", str(tmp_path / "ckpt"), str(tmp_path / "x"), "--skip-tokenizer"],
+                  ["--from-hf", str(tmp_path / "hf"), str(tmp_path / "x"), "--format", "bin"]):
+        with pytest.raises(SystemExit):
+            convert.main(wrong)
+        assert "applies to" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         convert.main(["--help"])
     assert e.value.code == 0
