@@ -34,3 +34,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def report_numbers(obj, path="report"):
+    """Every number in a JSON-like report, with its path (report.win_rates.dpo.first): tests check them all."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from report_numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from report_numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 import data
 import evaluate as E
+from conftest import report_numbers
 from model import Transformer, config_from_preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -306,17 +307,6 @@ def small_args(world, out):
             "--mc", ",".join(os.path.join(FIXTURES, "mc", f) for f in ("kmmlu_style.jsonl", "letter_answers.jsonl"))]
 
 
-def numbers(x, path="report"):
-    if isinstance(x, dict):
-        for k, v in x.items():
-            yield from numbers(v, f"{path}.{k}")
-    elif isinstance(x, list):
-        for k, v in enumerate(x):
-            yield from numbers(v, f"{path}[{k}]")
-    elif isinstance(x, (int, float)) and not isinstance(x, bool):
-        yield path, x
-
-
 def test_report_structure_and_sanity(world, tmp_path, capsys):
     threads = torch.get_num_threads()
     E.main(small_args(world, tmp_path / "eval"))  # with --threads 1 (much faster on a busy 2-core machine)
@@ -329,7 +319,7 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
                   "## Multiple choice", "## Held-out tasks", "## Win rates", "## Judge accuracy", "## Self-rejection"):
         assert title in markdown
     assert report["notes"] == []
-    bad = [(p, v) for p, v in numbers(report) if not math.isfinite(v)]
+    bad = [(p, v) for p, v in report_numbers(report) if not math.isfinite(v)]
     assert not bad, bad
     names = list(PHASES)
     assert list(report["checkpoints"]) == names and [r["checkpoint"] for r in report["summary"]] == names

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from conftest import report_numbers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMOKE = {
@@ -26,17 +28,6 @@ def finite(x):
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def walk_numbers(obj, path=""):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from walk_numbers(v, f"{path}.{k}")
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from walk_numbers(v, f"{path}[{i}]")
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        yield path, obj
-
-
 def test_whole_pipeline_smoke(tmp_path):
     out = tmp_path / "out"
     args = ["make", "--no-print-directory", "-C", ROOT, "pipeline", f"OUT={out}", f"PY={sys.executable}"]
@@ -52,7 +43,7 @@ def test_whole_pipeline_smoke(tmp_path):
         assert (out / ckpt / "tokenizer.model").exists() and (out / ckpt / "metrics.jsonl").exists()
     report = json.load(open(out / "eval" / "report.json"))
     assert (out / "eval" / "report.md").exists()
-    numbers = list(walk_numbers(report))
+    numbers = list(report_numbers(report))
     assert numbers and all(math.isfinite(v) for _, v in numbers if not (isinstance(v, float) and math.isnan(v)))
     rates = [(p, v) for p, v in numbers if p.endswith("win_rate")]
     assert rates and all(0.0 <= v <= 1.0 for _, v in rates), rates
