@@ -32,7 +32,7 @@ import sentencepiece as spm
 import torch
 
 from model import ModelConfig, Transformer, from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict
-from pretrain import load_checkpoint, save_checkpoint
+from pretrain import load_checkpoint, save_checkpoint, write_file
 from tokenizer import SPECIAL_PIECES, Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,16 +53,16 @@ def have_safetensors():
 
 
 def _stage_files(out_dir, files):
-    """Write {name: write_fn(path)} to temporary names in out_dir, then rename them all into place:
-    a failure while writing leaves whatever out_dir held before untouched."""
+    """Write {name: content} (text, or write_fn(path): pretrain.write_file) to temporary names in out_dir,
+    then rename them all into place: a failure while writing leaves whatever out_dir held before untouched."""
     os.makedirs(out_dir, exist_ok=True)
     umask = os.umask(0)
     os.umask(umask)
     staged = {}
     try:
-        for name, write in files.items():
+        for name, content in files.items():
             staged[name] = os.path.join(out_dir, f".{name}.tmp-{os.getpid()}")
-            write(staged[name])
+            write_file(staged[name], content)
             os.chmod(staged[name], 0o666 & ~umask)  # as a plain open() would (safetensors writes 0600)
         for name, tmp in staged.items():  # config.json last: it is what loaders open first
             os.replace(tmp, os.path.join(out_dir, name))
@@ -83,11 +83,8 @@ def _refuse_overwrite(src_dir, out_dir, other_format_files, what):
                              f"config.json. Give an empty or new OUT_DIR")
 
 
-def _write_json(obj):
-    def write(path):
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    return write
+def _json(obj):
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
 # -----------------------------------------------------------------------------------------------
 # minihcx -> Hugging Face
@@ -147,9 +144,9 @@ def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
     generation = {"bos_token_id": special_ids["bos"], "pad_token_id": special_ids["pad"],
                   "eos_token_id": [special_ids["eos"], special_ids["eot"]]}  # a chat turn ends at eot
     files = {weights_name: write_weights, "tokenizer.model": lambda p: shutil.copyfile(tok_path, p)}
-    files |= {name: _write_json(obj) for name, obj in tokenizer_files(tok, cfg.max_seq_len).items()}
-    files["generation_config.json"] = _write_json(generation)
-    files["config.json"] = _write_json(hf_config(cfg, special_ids, dtype, extra))
+    files |= {name: _json(obj) for name, obj in tokenizer_files(tok, cfg.max_seq_len).items()}
+    files["generation_config.json"] = _json(generation)
+    files["config.json"] = _json(hf_config(cfg, special_ids, dtype, extra))
     _stage_files(out_dir, files)
     if tok.morpheme_aware:
         print("convert: note: this tokenizer cuts Korean words at morpheme boundaries before sentencepiece; "

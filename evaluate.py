@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 import data
 from model import generate, sequence_logprobs
-from pretrain import load_model, parse_config
+from pretrain import atomic_write, load_model, parse_config
 from sft import read_jsonl_records
 from tokenizer import Tokenizer
 
@@ -840,13 +840,6 @@ def save_figure(fig, out_dir, name):
     return name
 
 
-def write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(report, out_dir):
     """Plots, report.json (every figure) and report.md, each written to a temporary name and renamed."""
     os.makedirs(out_dir, exist_ok=True)
@@ -854,7 +847,7 @@ def write_report(report, out_dir):
     texts = {"report.json": json.dumps(report, indent=1, ensure_ascii=False),
              "report.md": to_markdown(report, figures)}  # both rendered before either file is touched
     for name, text in texts.items():
-        write_atomic(os.path.join(out_dir, name), text)
+        atomic_write(os.path.join(out_dir, name), text)
 
 
 def main(argv=None):

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from pretrain import _atomic_write, parse_config, setup_distributed, train, unwrap
+from pretrain import atomic_write, parse_config, setup_distributed, train, unwrap
 from sft import (SFTConfig, batch_source, check_messages, load_start, hh_to_messages,
                  masked_val_loss, prepare, read_conversations, read_jsonl_records)
 
@@ -627,8 +627,7 @@ def main(argv=None):
     if eval_pairs and rank == 0:
         result = last_eval.get("result") or judge_accuracy(model, tokenizer, eval_pairs, lang, cfg.eval_batch_size)
         log(f"held-out pairs: {eval_path}\n" + format_accuracy(result))
-        _atomic_write(os.path.join(cfg.out_dir, "judge_eval.json"), lambda p: open(p, "w", encoding="utf-8").write(
-            json.dumps(dict(result, eval_prefs=eval_path), indent=2)))
+        atomic_write(os.path.join(cfg.out_dir, "judge_eval.json"), json.dumps(dict(result, eval_prefs=eval_path), indent=2))
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

@@ -137,10 +137,21 @@ def set_rng_state(state):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _atomic_write(path, write_fn):
+def write_file(path, content):
+    """content: text (written as UTF-8) or write_fn(path) for anything else (torch.save, a copy)."""
+    if isinstance(content, str):
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(content)
+    else:
+        content(path)
+
+
+def atomic_write(path, content):
+    """Write `content` (see write_file) to a temporary name, fsync it, then rename it over `path`: a crash
+    leaves the old file or the new one, never half of one."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        write_fn(tmp)
+        write_file(tmp, content)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -157,16 +168,15 @@ def save_checkpoint(out_dir, model_state, config, train_state=None, tokenizer_pa
     os.makedirs(out_dir, exist_ok=True)
     config = dict(config, checkpoint_id=uuid.uuid4().hex)
     if tokenizer_path and os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(out_dir, "tokenizer.model")):
-        _atomic_write(os.path.join(out_dir, "tokenizer.model"), lambda p: shutil.copyfile(tokenizer_path, p))
+        atomic_write(os.path.join(out_dir, "tokenizer.model"), lambda p: shutil.copyfile(tokenizer_path, p))
     model_state = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
     # Order matters: train_state, then weights, then config. A crash between two renames leaves ids that
     # disagree, which a resume detects; a crash while writing a temporary file changes nothing.
     if train_state is not None:
         train_state = dict(train_state, checkpoint_id=config["checkpoint_id"])
-        _atomic_write(os.path.join(out_dir, "train_state.pt"), lambda p: torch.save(train_state, p))
-    _atomic_write(os.path.join(out_dir, "model.pt"), lambda p: torch.save(model_state, p))
-    _atomic_write(os.path.join(out_dir, "config.json"),
-                  lambda p: open(p, "w", encoding="utf-8").write(json.dumps(config, indent=2, ensure_ascii=False)))
+        atomic_write(os.path.join(out_dir, "train_state.pt"), lambda p: torch.save(train_state, p))
+    atomic_write(os.path.join(out_dir, "model.pt"), lambda p: torch.save(model_state, p))
+    atomic_write(os.path.join(out_dir, "config.json"), json.dumps(config, indent=2, ensure_ascii=False))
 
 
 def load_checkpoint(ckpt_dir, device="cpu"):
@@ -410,7 +420,7 @@ def _truncate_metrics(path, keep_through):
     if keep_through >= 0 and os.path.exists(path):
         with open(path, encoding="utf-8") as fh:
             rows = [line for line in fh if line.strip() and json.loads(line)["step"] <= keep_through]
-    _atomic_write(path, lambda p: open(p, "w", encoding="utf-8").write("".join(rows)))
+    atomic_write(path, "".join(rows))
 
 
 # ----------------------------------------------------------------------------- pretraining
