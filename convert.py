@@ -106,10 +106,9 @@ def segmentation(tok: Tokenizer) -> str:
 
 def tokenizer_files(tok: Tokenizer, max_seq_len: int) -> dict:
     """tokenizer_config.json and special_tokens_map.json for a sentencepiece LlamaTokenizer."""
-    pieces = SPECIAL_PIECES
-    extra = [pieces[n] for n in ("system", "user", "assistant", "eot", "fim_prefix", "fim_middle", "fim_suffix")]
-    special = {"bos_token": pieces["bos"], "eos_token": pieces["eos"], "unk_token": pieces["unk"],
-               "pad_token": pieces["pad"], "additional_special_tokens": extra}
+    chat_and_fim = ("system", "user", "assistant", "eot", "fim_prefix", "fim_middle", "fim_suffix")
+    special = {f"{name}_token": SPECIAL_PIECES[name] for name in ("bos", "eos", "unk", "pad")}
+    special["additional_special_tokens"] = [SPECIAL_PIECES[name] for name in chat_and_fim]
     config = {"tokenizer_class": "LlamaTokenizer", **special, "add_bos_token": True, "add_eos_token": False,
               "add_prefix_space": False, "legacy": False, "clean_up_tokenization_spaces": False,
               "model_max_length": max_seq_len, "chat_template": CHAT_TEMPLATE,
@@ -139,8 +138,8 @@ def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
     else:
         weights_name, write_weights = "pytorch_model.bin", lambda p: torch.save(weights, p)
     special_ids = tok.special_ids()
-    extra = {"phase": config.get("phase"), "multiple_of": cfg.multiple_of, "dropout": cfg.dropout, "special_ids": special_ids,
-             "segmentation": segmentation(tok)}
+    extra = {"phase": config.get("phase"), "multiple_of": cfg.multiple_of, "dropout": cfg.dropout,
+             "special_ids": special_ids, "segmentation": segmentation(tok)}
     generation = {"bos_token_id": special_ids["bos"], "pad_token_id": special_ids["pad"],
                   "eos_token_id": [special_ids["eos"], special_ids["eot"]]}  # a chat turn ends at eot
     files = {weights_name: write_weights, "tokenizer.model": lambda p: shutil.copyfile(tok_path, p)}
