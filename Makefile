@@ -19,10 +19,13 @@ SFT_ARGS       ?=
 JSFT_ARGS      ?=
 DPO_ARGS       ?=
 SELF_JUDGE_ARGS?=
+ORACLE_ARGS    ?=
 EVAL_ARGS      ?=
+SEED_ARGS      ?=
+SEEDS          ?= 1 2 3
 
-CKPTS := pretrain=$(OUT)/pretrain,sft=$(OUT)/sft,dpo=$(OUT)/dpo,jsft=$(OUT)/jsft,self_judge=$(OUT)/self_judge
-STAGES := tokenizer tasks data pretrain sft jsft dpo self_judge eval
+CKPTS := pretrain=$(OUT)/pretrain,sft=$(OUT)/sft,dpo=$(OUT)/dpo,jsft=$(OUT)/jsft,self_judge=$(OUT)/self_judge,oracle=$(OUT)/oracle
+STAGES := tokenizer tasks data pretrain sft jsft dpo self_judge oracle eval
 
 # run a stage's command; on success write its wall time (seconds) into the stage's .done stamp
 define stage
@@ -30,7 +33,7 @@ define stage
 	@start=$$(date +%s); $(1) && echo $$(( $$(date +%s) - start )) > $@.tmp && mv $@.tmp $@
 endef
 
-.PHONY: demo pipeline test clean venv
+.PHONY: demo pipeline reproduce test clean venv
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +52,16 @@ test: $(VENV)/.installed-test
 demo: $(SETUP)
 	@$(MAKE) --no-print-directory pipeline PY=$(PY) OUT=$(OUT)
 
+# The experiment behind the README's results: the pipeline after pretraining once per seed (the tokenizer,
+# task world, data and pretrained base are shared; a seed varies data order, sampling and judge data),
+# then one table over the seeds with pooled paired intervals.
+reproduce: $(SETUP)
+	@$(MAKE) --no-print-directory $(OUT)/pretrain/.done PY=$(PY) OUT=$(OUT)
+	@for s in $(SEEDS); do d=$(OUT)/reproduce/seed$$s; mkdir -p $$d; \
+	  for x in tokenizer tasks data pretrain; do ln -sfn $(abspath $(OUT))/$$x $$d/$$x; done; \
+	  $(MAKE) --no-print-directory pipeline PY=$(PY) OUT=$$d SEED_ARGS="--seed $$s" || exit 1; done
+	$(PY) reproduce.py --out-dir $(OUT)/reproduce $(foreach s,$(SEEDS),$(OUT)/reproduce/seed$(s)/eval/report.json)
+
 pipeline: $(OUT)/eval/.done
 	@echo; echo "wall time per stage (s):"; for s in $(STAGES); do printf "  %-11s %s\n" $$s "$$(cat $(OUT)/$$s/.done)"; done
 
@@ -65,19 +78,23 @@ $(OUT)/pretrain/.done: $(OUT)/data/.done
 	$(call stage,$(PY) pretrain.py --data-dir $(OUT)/data --out-dir $(OUT)/pretrain $(PRETRAIN_ARGS))
 
 $(OUT)/sft/.done: $(OUT)/pretrain/.done
-	$(call stage,$(PY) sft.py --init-from $(OUT)/pretrain --tasks-dir $(OUT)/tasks --out-dir $(OUT)/sft $(SFT_ARGS))
+	$(call stage,$(PY) sft.py --init-from $(OUT)/pretrain --tasks-dir $(OUT)/tasks --out-dir $(OUT)/sft $(SEED_ARGS) $(SFT_ARGS))
 
-$(OUT)/jsft/.done: $(OUT)/pretrain/.done
-	$(call stage,$(PY) jsft.py --init-from $(OUT)/pretrain --tasks-dir $(OUT)/tasks --out-dir $(OUT)/jsft $(JSFT_ARGS))
+$(OUT)/jsft/.done: $(OUT)/sft/.done
+	$(call stage,$(PY) jsft.py --init-from $(OUT)/sft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/jsft $(SEED_ARGS) $(JSFT_ARGS))
 
 $(OUT)/dpo/.done: $(OUT)/sft/.done
-	$(call stage,$(PY) self_judge.py --offline --init-from $(OUT)/sft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/dpo $(DPO_ARGS))
+	$(call stage,$(PY) self_judge.py --offline --init-from $(OUT)/sft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/dpo $(SEED_ARGS) $(DPO_ARGS))
 
 $(OUT)/self_judge/.done: $(OUT)/jsft/.done
-	$(call stage,$(PY) self_judge.py --init-from $(OUT)/jsft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/self_judge $(SELF_JUDGE_ARGS))
+	$(call stage,$(PY) self_judge.py --init-from $(OUT)/jsft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/self_judge $(SEED_ARGS) $(SELF_JUDGE_ARGS))
 
-$(OUT)/eval/.done: $(OUT)/sft/.done $(OUT)/dpo/.done $(OUT)/jsft/.done $(OUT)/self_judge/.done
-	$(call stage,$(PY) evaluate.py --out-dir $(OUT)/eval --data-dir $(OUT)/data --tasks-dir $(OUT)/tasks --tokenizer-report $(OUT)/tokenizer/report.json --ckpts $(CKPTS) $(EVAL_ARGS))
+# the oracle arm: the same on-policy loop from the same start, judged by the verifier (an upper bound)
+$(OUT)/oracle/.done: $(OUT)/jsft/.done
+	$(call stage,$(PY) self_judge.py --judge verifier --init-from $(OUT)/jsft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/oracle $(SEED_ARGS) $(SELF_JUDGE_ARGS) $(ORACLE_ARGS))
+
+$(OUT)/eval/.done: $(OUT)/sft/.done $(OUT)/dpo/.done $(OUT)/jsft/.done $(OUT)/self_judge/.done $(OUT)/oracle/.done
+	$(call stage,$(PY) evaluate.py --out-dir $(OUT)/eval --data-dir $(OUT)/data --tasks-dir $(OUT)/tasks --tokenizer-report $(OUT)/tokenizer/report.json --ckpts $(CKPTS) $(SEED_ARGS) $(EVAL_ARGS))
 
 clean:
 	rm -rf $(OUT)

@@ -72,11 +72,15 @@ class EvalConfig:
     fim_groups: str = opt("code", "language groups whose held-out documents FIM uses")
     rejection_ckpt: str = opt("self_judge", "NAME of --ckpts whose samples the self-rejection curve picks from")
     rejection_judge: str = opt("", "judge of its knockouts: a NAME or DIR; '' = the same checkpoint (self-rejection)")
-    rejection_max_n: int = opt(16, "the self-rejection curve runs N = 1, 2, 4, ... up to this power of two")
-    rejection_prompts: int = opt(16, "held-out prompts on the self-rejection curve")
+    rejection_max_n: int = opt(8, "the self-rejection curve runs N = 1, 2, 4, ... up to this power of two")
+    rejection_prompts: int = opt(128, "held-out prompts on the self-rejection curve")
     max_val_tokens: int = opt(2048, "validation tokens per language group; 0 = all")
-    max_tasks: int = opt(44, "held-out prompts for verifier scores and win rates (stratified by family, language)")
-    max_judge_pairs: int = opt(64, "held-out preference pairs for judge accuracy; 0 = all")
+    max_tasks: int = opt(0, "held-out prompts for verifier scores and win rates (stratified by family, "
+                            "language); 0 = all")
+    samples: int = opt(2, "replies sampled per prompt (T=1, top-p 0.9) for the sampled scores and win rates")
+    onpolicy_ckpt: str = opt("jsft", "NAME whose two samples per held-out prompt its own judge labels (what "
+                                     "SELF-JUDGE judges), scored against the verifier; '' = none")
+    max_judge_pairs: int = opt(0, "held-out preference pairs for judge accuracy; 0 = all")
     fim_examples: int = opt(24, "FIM examples (windows of held-out documents)")
     fim_chars: int = opt(240, "characters per FIM window (whole lines, cut at thirds)")
     fim_max_new_tokens: int = opt(48, "cap on a generated middle")
@@ -397,6 +401,36 @@ def greedy_replies(model, tok, contexts, max_new_tokens=32, batch_size=32):
     return out
 
 
+@torch.no_grad()
+def sampled_replies(model, tok, contexts, k=2, max_new_tokens=32, seed=0, batch_size=48):
+    """k replies per conversation sampled as the policy is used (T=1, top-p 0.9), as id lists without
+    the stop id. Chunk j is seeded by (seed, j) for every model alike: common random numbers, so two
+    models that agree give the same replies and paired comparisons carry less noise."""
+    from self_judge import sample_responses, seed_of
+    stops, out, step = (tok.eot_id, tok.eos_id), [], max(1, batch_size // k)
+    for j in range(0, len(contexts), step):
+        per = sample_responses(model, tok, contexts[j:j + step], k, max_new_tokens, 1.0, 0.9, seed_of(seed, j))
+        out += [[strip_stop(list(s), stops) for s in replies] for replies in per]
+    return out
+
+
+@torch.no_grad()
+def log_ratio_to_start(model, start, tok, contexts, replies, batch_size=48):
+    """Mean over the model's own replies of log p_model(y|x) - log p_start(y|x) (nats per reply): a
+    Monte-Carlo estimate of KL(model || start), how far a stage moved its policy."""
+    rows = [(tok.render_chat(c, add_generation_prompt=True)[0], r + [tok.eot_id])
+            for c, per in zip(contexts, replies) for r in per]
+    total = 0.0
+    for j in range(0, len(rows), batch_size):
+        chunk = rows[j:j + batch_size]
+        ids = right_pad([p + r for p, r in chunk], tok.pad_id)
+        mask = torch.zeros_like(ids)
+        for b, (p, r) in enumerate(chunk):
+            mask[b, len(p):len(p) + len(r)] = 1
+        total += float((sequence_logprobs(model, ids, mask)[0] - sequence_logprobs(start, ids, mask)[0]).sum())
+    return total / len(rows)
+
+
 def summarize_scores(tasks, scores):
     """Verifier scores -> mean of each principle and overall, correctness share; per family and per language."""
     def block(idx):
@@ -435,6 +469,22 @@ def win_summary(first_order, second_order):
             "second_order_win_rate": mean(map(float, second_order))}
 
 
+def sampled_outcomes(cand_scores, base_scores):
+    """Per prompt, the mean verdict of sample j against the baseline's sample j (1 / 0.5 / 0)."""
+    return [mean(1.0 if a["overall"] > b["overall"] else 0.5 if a["overall"] == b["overall"] else 0.0
+                 for a, b in zip(cs, bs)) for cs, bs in zip(cand_scores, base_scores)]
+
+
+def paired_win(outcomes, seed=0):
+    """Win rate of per-prompt outcomes with its paired bootstrap interval; significant when the
+    interval excludes 0.5. The outcomes are kept so that seeds can be pooled (reproduce.py)."""
+    ci = bootstrap_interval(outcomes, seed)
+    return {"win_rate": mean(outcomes), "ci": ci, "n_prompts": len(outcomes),
+            "wins": sum(o > 0.5 for o in outcomes), "ties": sum(o == 0.5 for o in outcomes),
+            "losses": sum(o < 0.5 for o in outcomes),
+            "significant": ci is not None and (ci[0] > 0.5 or ci[1] < 0.5), "outcomes": outcomes}
+
+
 def verifier_verdicts(cand_scores, base_scores):
     """The verifier reads no order: the same verdict in both (1, 0.5 for equal overall scores, 0)."""
     v = [1.0 if a["overall"] > b["overall"] else 0.5 if a["overall"] == b["overall"] else 0.0
@@ -457,6 +507,44 @@ def judge_verdicts(judge, contexts, cand, base):
         for j, i in enumerate(ask):
             first[i], second[i] = float(result["first_order_a"][j]), float(result["second_order_a"][j])
     return first, second
+
+
+def bootstrap_interval(outcomes, seed=0, n_boot=4000, level=0.95):
+    """Percentile interval of the mean of per-prompt outcomes, resampling prompts with replacement.
+    Paired: each outcome already compares two arms on the same prompt (1 / 0.5 / 0, or a difference)."""
+    x = np.asarray(outcomes, dtype=float)
+    if len(x) == 0:
+        return None
+    means = x[np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return [float(lo), float(hi)]
+
+
+def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0):
+    """What SELF-JUDGE really judges: two samples per prompt from `policy` (T=1, top-p 0.9, as in training),
+    both scored by the verifier. Pairs the verifier ties (identical samples among them) are counted and
+    dropped; on the rest, the judge's accuracy per order, order-averaged, and its position consistency.
+    Also the mean verifier scores of the samples, per principle (where the policy's flaws are)."""
+    import tasks as task_world
+    from self_judge import sample_responses
+    contexts = [t["messages"] for t in tasks]
+    stops = (tok.eot_id, tok.eos_id)
+    samples = sample_responses(policy, tok, contexts, 2, max_new_tokens, 1.0, 0.9, seed)
+    samples = [[strip_stop(list(s), stops) for s in pair] for pair in samples]
+    scores = [[task_world.score(t, tok.decode(s)) for s in pair] for t, pair in zip(tasks, samples)]
+    differ = [i for i, (a, b) in enumerate(scores) if a["overall"] != b["overall"]]
+    out = {"n_pairs": len(tasks), "identical_share": mean(a == b for a, b in samples),
+           "tie_share": 1 - len(differ) / len(tasks), "n_judged": len(differ),
+           "sample_scores": {p: mean(x[p] for pair in scores for x in pair) for p in scores[0][0]}}
+    if differ:
+        verdict = judge_fn([contexts[i] for i in differ], [tuple(samples[i]) for i in differ])
+        a_better = [scores[i][0]["overall"] > scores[i][1]["overall"] for i in differ]
+        first, second = verdict["first_order_a"], verdict["second_order_a"]
+        out.update({"acc": mean((w == 0) == y for w, y in zip(verdict["winners"], a_better)),
+                    "acc_first_order": mean(f == y for f, y in zip(first, a_better)),
+                    "acc_second_order": mean(s == y for s, y in zip(second, a_better)),
+                    "consistency": mean(f == s for f, s in zip(first, second))})
+    return out
 
 
 # ----------------------------------------------------------------------------- self-rejection curve
@@ -578,8 +666,8 @@ def run(cfg):
     report = {"meta": {"config": dataclasses.asdict(cfg), "device": device, "torch": torch.__version__,
                        "machine": machine + (f", {torch.cuda.get_device_name()}" if device == "cuda" else "")},
               "notes": notes, "checkpoints": {}, "loss_curves": {}, "lm": {}, "tokenizer": None, "fim": {}, "mc": {},
-              "tasks": {}, "win_rates": {"baseline": cfg.baseline, "verifier": {}, "judge": {}}, "judge": {},
-              "rejection": None}
+              "tasks": {}, "win_rates": {"baseline": cfg.baseline, "verifier": {}, "judge": {}, "sampled": {}},
+              "judge": {}, "onpolicy_judge": None, "movement": {}, "rejection": None}
 
     # what the sections read; a missing input skips its sections, with a note
     if on["tokenizer"]:
@@ -605,10 +693,14 @@ def run(cfg):
     fim_groups = [g for g in names(cfg.fim_groups) if g in groups]
 
     replies = {}  # checkpoint name -> its greedy reply texts to `picked`
+    sampled = {}  # checkpoint name -> (sampled reply ids, their verifier scores), cfg.samples per prompt
+    loaded, by_path = {}, {os.path.realpath(p): n for n, p in ckpts.items()}
     for name, path in tqdm(ckpts.items(), desc="checkpoints", unit="ckpt"):
         model, tok, config = load(path, device, cfg.tokenizer)
         phase = config.get("phase", "?")
-        report["checkpoints"][name] = {"path": path, "phase": phase, "step": config.get("step"),
+        start = by_path.get(os.path.realpath(config.get("init_from") or "-"))
+        loaded[name] = model
+        report["checkpoints"][name] = {"path": path, "phase": phase, "step": config.get("step"), "start": start,
                                        "params": model.num_params(), "vocab_size": tok.vocab_size}
         report["loss_curves"][name] = loss_curve(path)
         if data_tok and on["lm"]:
@@ -627,12 +719,44 @@ def run(cfg):
                 ids = greedy_replies(model, tok, [t["messages"] for t in picked], cfg.max_new_tokens, cfg.batch_size)
                 replies[name] = [tok.decode(r) for r in ids]
                 report["tasks"][name] = tasks_section(picked, replies[name])
+                if cfg.samples:
+                    import tasks as task_world
+                    contexts = [t["messages"] for t in picked]
+                    ids = sampled_replies(model, tok, contexts, cfg.samples, cfg.max_new_tokens, cfg.seed,
+                                          cfg.batch_size)
+                    scores = [[task_world.score(t, tok.decode(r)) for r in per] for t, per in zip(picked, ids)]
+                    sampled[name] = (ids, scores)
+                    report["tasks"][name]["sampled"] = summarize_scores(
+                        [t for t in picked for _ in range(cfg.samples)], [x for per in scores for x in per])
+                    if start in sampled:  # how far this stage moved its policy from its start
+                        report["movement"][name] = {
+                            "start": start, "log_ratio": log_ratio_to_start(model, loaded[start], tok, contexts, ids),
+                            "changed_greedy": mean(a != b for a, b in zip(replies[name], replies[start])),
+                            "changed_sampled": mean(a != b for a, b in zip(ids, sampled[start][0]))}
         if pref_pairs and (name in judges or (not judges and phase in JUDGE_PHASES)):
             import jsft  # accuracy of each order alone and order-averaged, consistency under swapping, per language
             with clock(seconds, "judge"):
                 report["judge"][name] = jsft.judge_accuracy(model, tok, pref_pairs, None, cfg.batch_size)
-        del model
+    onpolicy = ckpts.get(cfg.onpolicy_ckpt) and cfg.onpolicy_ckpt in loaded and picked and on["judge"]
+    if onpolicy:  # the SELF-JUDGE start's own samples, judged by itself, against the verifier
+        model, tok, _ = load(ckpts[cfg.onpolicy_ckpt], device, cfg.tokenizer)
+        with clock(seconds, "judge"):
+            report["onpolicy_judge"] = dict(onpolicy_judge(model, tok, make_judge(model, tok, cfg.batch_size),
+                                                           picked, cfg.max_new_tokens, cfg.seed),
+                                            policy=cfg.onpolicy_ckpt)
+    loaded.clear()
 
+    if on["win"] and sampled:
+        base = sampled.get(cfg.baseline)
+        for name, (_, scores) in sampled.items():
+            start = report["checkpoints"][name]["start"]
+            row = {}
+            if base and name != cfg.baseline:
+                row["vs_baseline"] = paired_win(sampled_outcomes(scores, base[1]), cfg.seed)
+            if start in sampled:
+                row["vs_start"] = dict(paired_win(sampled_outcomes(scores, sampled[start][1]), cfg.seed),
+                                       start=start)
+            report["win_rates"]["sampled"][name] = row
     if on["win"] and replies:
         with clock(seconds, "win"):
             win_rate_section(cfg, report, ckpts, picked, replies, device)
@@ -694,11 +818,23 @@ def summary_rows(report):
         for k in keys:
             value = value.get(k) if isinstance(value, dict) else None
         return value
+    sampled = report["win_rates"]["sampled"]
     return [{"checkpoint": name, "val_bpb": get(report["lm"], name, "all", "bpb"),
-             "overall": get(report["tasks"], name, "overall"), "correct": get(report["tasks"], name, "correct_share"),
-             "win_vs_baseline": get(report["win_rates"]["verifier"], name, "win_rate"),
-             "win_by_judge": get(report["win_rates"]["judge"], name, "win_rate"),
+             "overall": get(report["tasks"], name, "overall"),
+             "sampled_overall": get(report["tasks"], name, "sampled", "overall"),
+             "sampled_correct": get(report["tasks"], name, "sampled", "correct_share"),
+             "win_vs_baseline": get(sampled, name, "vs_baseline"), "win_vs_start": get(sampled, name, "vs_start"),
+             "log_ratio": get(report["movement"], name, "log_ratio"),
+             "changed_greedy": get(report["movement"], name, "changed_greedy"),
              "judge_acc": get(report["judge"], name, "acc")} for name in report["checkpoints"]]
+
+
+def win_cell(win):
+    """'0.543 [0.521, 0.566] *': a paired win rate, its 95 % interval, * when the interval excludes 0.5."""
+    if not win:
+        return "-"
+    lo, hi = win["ci"]
+    return f"{win['win_rate']:.3f} [{lo:.3f}, {hi:.3f}]" + (" *" if win["significant"] else "")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -713,9 +849,15 @@ def md_table(headers, rows):
     return "\n".join(lines + ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows])
 
 
+SUMMARY_HEADERS = {"checkpoint": "checkpoint", "val_bpb": "val bpb", "overall": "greedy overall",
+                   "sampled_overall": "sampled overall", "sampled_correct": "sampled correct",
+                   "win_vs_baseline": "win vs baseline [95% CI]", "win_vs_start": "win vs start [95% CI]",
+                   "log_ratio": "KL to start", "changed_greedy": "changed greedy", "judge_acc": "judge acc"}
+
+
 def summary_table(report):
-    headers = ["checkpoint", "val bpb", "verifier overall", "correct", "win vs baseline", "win (judge)", "judge acc"]
-    return md_table(headers, [list(r.values()) for r in report["summary"]])
+    rows = [[win_cell(v) if k.startswith("win_") else v for k, v in r.items()] for r in report["summary"]]
+    return md_table(list(SUMMARY_HEADERS.values()), rows)
 
 
 def first(section):
@@ -727,8 +869,12 @@ def to_markdown(report, figures=()):
     out = ["# minihcx evaluation report", "",
            f"{meta['machine']}, device {meta['device']}, torch {meta['torch']}; {meta['seconds']['total']} s",
            "", "## Summary", "", summary_table(r), "",
-           f"Win rates are against `{r['win_rates']['baseline']}` on held-out prompts, per prompt 1 / 0.5 / 0 "
-           f"over both orders (HyperCLOVA X §4.3).", "",
+           f"Scores and win rates are the verifier's on {r['meta']['config']['samples']} replies sampled per "
+           f"held-out prompt (T=1, top-p 0.9, the same random numbers for every checkpoint); a win rate is against "
+           f"`{r['win_rates']['baseline']}` or the checkpoint's own start (the one it was trained from), per prompt "
+           f"1 / 0.5 / 0, with a paired bootstrap 95 % interval over prompts; * marks an interval that excludes "
+           f"0.5. KL to start: mean log p(reply) - log p_start(reply) over the checkpoint's own samples (nats per "
+           f"reply); changed greedy: share of prompts whose greedy reply differs from the start's.", "",
            "## Checkpoints", "", md_table(["name", "path", "phase", "step", "parameters", "vocabulary"],
                                           [[n, c["path"], c["phase"], c["step"], f"{c['params'] / 1e6:.2f}M",
                                             c["vocab_size"]] for n, c in r["checkpoints"].items()]), ""]
@@ -782,6 +928,17 @@ def to_markdown(report, figures=()):
                          [[n, lang, v["acc"], v["acc_chosen_first"], v["acc_chosen_second"], v["consistency"], v["n"]]
                           for n, j in r["judge"].items() for lang, v in [("all", j)] + list(j["by_lang"].items())]),
                 "", "Consistency: the share of pairs whose verdict survives swapping the two replies.", ""]
+    if r.get("onpolicy_judge"):
+        op = r["onpolicy_judge"]
+        out += [f"## The judge on on-policy pairs: `{op['policy']}` samples two replies per held-out prompt and "
+                f"judges them itself", "",
+                md_table(["pairs", "identical", "verifier ties", "judged", "accuracy (both orders)", "first order",
+                          "second order", "consistency"],
+                         [[op["n_pairs"], op["identical_share"], op["tie_share"], op["n_judged"], op.get("acc"),
+                           op.get("acc_first_order"), op.get("acc_second_order"), op.get("consistency")]]), "",
+                "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its loss when the "
+                "samples are identical); accuracy is against the verifier on the rest. Mean verifier scores of "
+                "the samples: " + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()), ""]
     if r["rejection"]:
         rj = r["rejection"]
         out += [f"## Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks one by knockout "

@@ -12,7 +12,7 @@ Judging (`judge`) is one batched forward per prompt: p(A), p(B) at the prompt's 
 both orders averaged, principles vote. Everything stays in token space: a response given as ids is
 spliced between the encoded template segments, never decoded and re-encoded.
 
-    python jsft.py                               # task world: out/pretrain -> out/jsft, judge accuracy at the end
+    python jsft.py                               # task world: out/sft -> out/jsft, judge accuracy at the end
     python jsft.py --rationale                   # + per-principle pairs with UltraFeedback rationales
     python jsft.py --judge-fraction 0.8 --steps 400      # more judgments in the mix, longer
     python jsft.py --prefs hh.jsonl,uf.jsonl --data chats.jsonl --eval-prefs heldout.jsonl
@@ -516,6 +516,8 @@ def format_accuracy(result):
 @dataclass
 class JSFTConfig(SFTConfig):
     out_dir: str = field(default="out/jsft", metadata={"help": "checkpoint folder this phase writes"})
+    init_from: str = field(default="out/sft", metadata={"help": "start checkpoint: the SFT model, so JSFT has seen "
+                           "every SFT example SFT has and adds judging on the mix (or out/pretrain, as the paper)"})
     prefs: str = field(default="tasks", metadata={"help": "preference pairs to learn to judge: 'tasks' (the task "
                        "world's prefs_train.jsonl + ultrafeedback_train.jsonl) or comma-separated .jsonl files "
                        "(HH-RLHF, UltraFeedback or generic layout)"})
@@ -528,6 +530,9 @@ class JSFTConfig(SFTConfig):
     eval_prefs: str = field(default="tasks", metadata={"help": "held-out preference file for judge accuracy; "
                             "'tasks' = <tasks_dir>/prefs_eval.jsonl, 'none' = skip"})
     eval_batch_size: int = field(default=64, metadata={"help": "prompts per judge forward at evaluation"})
+    sampled_pairs: int = field(default=0, metadata={"help": "add judgments of the start model's own samples: two "
+                               "replies to each of this many train prompts (<tasks-dir>/prompts_train.jsonl), "
+                               "labelled by the verifier, written to <out-dir>/sampled_prefs.jsonl; 0 = none"})
     steps: int = 200
     lr: float = 2e-3
     min_lr: float = 2e-4
@@ -550,6 +555,34 @@ def read_judgment_pairs(cfg):
     for path in paths:
         pairs += read_preferences(path, skip_bad=cfg.skip_bad, per_principle=cfg.rationale, seed=cfg.seed)
     return pairs
+
+
+@torch.no_grad()
+def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=64):
+    """Judgment data like UltraFeedback's, where the responses come from models: two replies per task
+    sampled from `model` (T=1, top-p 0.9, as SELF-JUDGE samples), labelled by the task world's verifier
+    (the stand-in for the human / GPT-4 labels). Pairs the verifier ties teach nothing and are left out.
+    rows: prompts_train.jsonl records ({"messages", "task"}). -> (PreferencePairs, tie count)."""
+    import tasks as task_world
+    from model import generate
+    core, pairs, ties = unwrap(model), [], 0
+    was_training = core.training
+    core.eval()
+    generator = torch.Generator(device=next(core.parameters()).device).manual_seed(seed)
+    for start in range(0, len(rows), batch_size // 2):
+        chunk = rows[start:start + batch_size // 2]
+        prompts = [tokenizer.render_chat(r["messages"], add_generation_prompt=True)[0] for r in chunk for _ in (0, 1)]
+        new = generate(core, prompts, max_new_tokens, temperature=1.0, top_p=0.9, stop_ids=(tokenizer.eot_id,),
+                       generator=generator, pad_id=tokenizer.pad_id)
+        texts = [tokenizer.decode([t for t in ids if t != tokenizer.eot_id]) for ids in new]
+        for r, a, b in zip(chunk, texts[0::2], texts[1::2]):
+            sa, sb = (task_world.score(r["task"], x)["overall"] for x in (a, b))
+            if sa == sb:
+                ties += 1
+            else:
+                pairs.append(PreferencePair(r["messages"], *((a, b) if sa > sb else (b, a))))
+    core.train(was_training)
+    return pairs, ties
 
 
 def repeat_to(items, n, rng):
@@ -597,6 +630,18 @@ def main(argv=None):
     sft_train, sft_val = prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log) \
         if cfg.judge_fraction < 1.0 else ([], [])
     pairs = read_judgment_pairs(cfg)
+    if cfg.sampled_pairs:  # every rank samples the same pairs (same seed); rank 0 writes them
+        with open(os.path.join(cfg.tasks_dir, "prompts_train.jsonl"), encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
+        rows = random.Random(cfg.seed).sample(rows, min(cfg.sampled_pairs, len(rows)))
+        own, ties = sampled_pairs(model, tokenizer, rows, cfg.seed)
+        log(f"sampled pairs: {len(own)} from {len(rows)} prompts ({ties} verifier ties left out)")
+        if rank == 0:
+            os.makedirs(cfg.out_dir, exist_ok=True)
+            atomic_write(os.path.join(cfg.out_dir, "sampled_prefs.jsonl"), "".join(
+                json.dumps({"messages": p.context, "chosen": p.chosen, "rejected": p.rejected},
+                           ensure_ascii=False) + "\n" for p in own))
+        pairs += own
     judgments = judgment_examples(tokenizer, pairs, cfg.rationale, lang, max_len=cfg.seq_len + 1)
     units, mix = mix_units(sft_train, judgments, cfg.judge_fraction, cfg.seed)
     log(f"judgments: {len(pairs)} pairs -> {len(judgments)} examples (both orders)"

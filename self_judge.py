@@ -57,11 +57,17 @@ class SelfJudgeConfig(TrainConfig):
     offline: bool = opt(False, "the offline DPO baseline on --prefs instead of on-policy self-judgment")
     tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default prompts, pairs and held-out prompts")
     prompts: str = opt("", "prompts to sample from (jsft.read_prompts layouts); '' = <tasks-dir>/prompts_train.jsonl")
-    prefs: str = opt("", "--offline: preference pairs (jsft.read_preferences layouts); '' = <tasks-dir>/prefs_train.jsonl")
+    prefs: str = opt("", "--offline: preference pairs, comma-separated files (jsft.read_preferences layouts); "
+                         "'' = <tasks-dir>/prefs_train.jsonl")
     val_prompts: str = opt("", "held-out prompts for the judged win rate vs the start; '' = <tasks-dir>/eval_tasks.jsonl")
     val_count: int = opt(24, "how many --val-prompts to judge at the end (0 = no validation)")
     dynamic_judge: bool = opt(False, "judge with the current policy instead of the frozen start model")
     principles: str = opt("overall", "comma-separated judge principles (majority vote, jsft.judge)")
+    judge: str = opt("self", "who judges the on-policy pairs: self (SELF-JUDGE: the frozen JSFT model, or the "
+                             "policy with --dynamic-judge) | verifier (tasks.score: the oracle upper bound, an "
+                             "evaluation arm; needs prompts that carry their task, as prompts_train.jsonl)")
+    min_margin: float = opt(0.0, "pairs whose judge score is within this of 0.5 are ties and left out of the "
+                                 "loss (identical samples and exact ties always are)")
     loss: str = opt("sigmoid", "DPO loss: sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)")
     beta: float = opt(0.1, "DPO beta: strength of the KL anchor to the reference")
     max_new_tokens: int = opt(48, "cap on sampled response length (tokens, incl. the end of turn)")
@@ -91,6 +97,8 @@ def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
     if cfg.fsdp and not cfg.offline:
         raise SystemExit("--fsdp: sampling runs a different number of forward passes on each rank, which "
                          "sharded weights cannot follow; run SELF-JUDGE data parallel (torchrun without --fsdp)")
+    if cfg.judge not in ("self", "verifier"):
+        raise SystemExit(f"--judge {cfg.judge!r}: choose self or verifier")
     if cfg.loss not in LOSS_TYPES:
         raise SystemExit(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSS_TYPES)}")
     if cfg.beta <= 0 or cfg.max_new_tokens < 1 or not 0 < cfg.top_p <= 1 or cfg.best_of < 0:
@@ -107,7 +115,7 @@ def seed_of(*parts) -> int:
 
 
 # ----------------------------------------------------------------------------- the DPO loss
-def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_type="sigmoid"):
+def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_type="sigmoid", weights=None):
     """Preference loss on summed response log-probs, each (B,). With the log-ratio margin
     h = (pi_chosen - ref_chosen) - (pi_rejected - ref_rejected):
       sigmoid  -log sigmoid(beta h)          DPO (Rafailov et al. 2023, eq. 7)
@@ -115,6 +123,8 @@ def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_ty
       ipo      (h - 1 / (2 beta))^2          IPO (Azar et al. 2023, eq. 17) on SUMMED log-probs, as the
                                              DPO authors' reference code; TRL averages log-probs over
                                              the response length first (then beta means another thing).
+    weights (B,), optional: 1 for a pair to learn from, 0 for one to leave out (a tie); the loss is
+    the weighted mean (0 when every pair is left out) and the metrics cover the kept pairs.
     Returns (mean loss, metrics): implicit rewards beta * (pi - ref) of chosen and rejected, their
     margin, and reward accuracy (share of pairs with chosen reward > rejected reward)."""
     if loss_type not in LOSS_TYPES:
@@ -126,12 +136,15 @@ def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_ty
         losses = torch.relu(1 - beta * h)
     else:
         losses = (h - 1 / (2 * beta)) ** 2
+    w = torch.ones_like(losses) if weights is None else weights.to(losses)
+    kept = w.sum().clamp(min=1.0)
     reward_chosen = beta * (pi_chosen - ref_chosen).detach()
     reward_rejected = beta * (pi_rejected - ref_rejected).detach()
-    metrics = {"reward_chosen": reward_chosen.mean().item(), "reward_rejected": reward_rejected.mean().item(),
-               "margin": (reward_chosen - reward_rejected).mean().item(),
-               "reward_acc": (reward_chosen > reward_rejected).float().mean().item()}
-    return losses.mean(), metrics
+    wmean = lambda t: ((t.float() * w).sum() / kept).item()  # noqa: E731
+    metrics = {"reward_chosen": wmean(reward_chosen), "reward_rejected": wmean(reward_rejected),
+               "margin": wmean(reward_chosen - reward_rejected),
+               "reward_acc": wmean(reward_chosen > reward_rejected), "kept_share": w.mean().item()}
+    return (losses * w).sum() / kept, metrics
 
 
 # ----------------------------------------------------------------------------- sampling and pairs
@@ -193,6 +206,31 @@ def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
     return judge_fn
 
 
+def verifier_judge(prompts_path, tokenizer):
+    """judge_fn with the task world's verifier instead of a model: the oracle arm, an upper bound for
+    on-policy DPO at this scale (evaluation only; SELF-JUDGE never calls it). The reply with the higher
+    verifier score wins; equal scores are a tie (score_a 0.5, left out of the loss)."""
+    import tasks as task_world
+    with open(prompts_path, encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    task_of = {json.dumps(r["messages"], ensure_ascii=False): r["task"] for r in rows if "task" in r}
+    if not task_of:
+        raise SystemExit(f"--judge verifier: {prompts_path} holds no \"task\" records to score; use the "
+                         "task world's prompts_train.jsonl (tasks.py)")
+
+    def text(reply):
+        return reply if isinstance(reply, str) else tokenizer.decode([t for t in reply if t != tokenizer.eot_id])
+
+    def judge_fn(contexts, pairs):
+        score_a = []
+        for context, (a, b) in zip(contexts, pairs):
+            task = task_of[json.dumps(context, ensure_ascii=False)]
+            sa, sb = (task_world.score(task, text(r))["overall"] for r in (a, b))
+            score_a.append(1.0 if sa > sb else 0.0 if sa < sb else 0.5)
+        return {"score_a": score_a, "winners": [int(p < 0.5) for p in score_a]}
+    return judge_fn
+
+
 def prompt_stream(n_items, seed):
     """Item index at global position k: epoch k // n_items walks a seeded permutation."""
     @functools.lru_cache(maxsize=4)
@@ -228,6 +266,9 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
         chosen = [s[w] for s, w in zip(samples, verdict["winners"])]
         rejected = [s[1 - w] for s, w in zip(samples, verdict["winners"])]
         batch = build_pair_batch([prompt_ids[i] for i in picked], chosen, rejected, tokenizer.pad_id)
+        # a tie teaches nothing: identical samples, or a verdict within --min-margin of 0.5
+        batch["weights"] = torch.tensor([float(a != b and abs(p - 0.5) > cfg.min_margin)
+                                         for (a, b), p in zip(samples, verdict["score_a"])])
         responses = chosen + rejected
         batch["stats"] = {
             "judge_confidence": sum(max(p, 1 - p) for p in verdict["score_a"]) / len(picked),
@@ -276,7 +317,7 @@ def dpo_loss_fn(reference, beta, loss_type):
         with torch.no_grad():
             ref, _ = sequence_logprobs(reference, batch["ids"], batch["mask"])
         B = logps.size(0) // 2
-        loss, metrics = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], beta, loss_type)
+        loss, metrics = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], beta, loss_type, batch.get("weights"))
         return loss, {**metrics, **batch.get("stats", {})}
     return loss_fn
 
@@ -391,23 +432,31 @@ def main(argv=None):
     tokenizer_path = os.path.join(cfg.init_from, "tokenizer.model")
     tokenizer = Tokenizer(tokenizer_path)
     max_len = policy.cfg.max_seq_len
-    extra = {"phase": "dpo" if cfg.offline else "self_judge", "init_from": cfg.init_from,
+    extra = {"phase": "dpo" if cfg.offline else "self_judge", "judged_by": None if cfg.offline else cfg.judge,
+             "init_from": cfg.init_from,
              "init_phase": init_config.get("phase"), "special_ids": tokenizer.special_ids()}
     val_fn = None
     if cfg.offline:
         from jsft import read_preferences
-        if not os.path.exists(cfg.prefs):
-            raise SystemExit(f"{cfg.prefs} not found: run `python tasks.py` first, or pass --prefs FILE")
-        tokenized, dropped = tokenize_pairs(tokenizer, read_preferences(cfg.prefs), max_len)
+        pairs = []
+        for path in cfg.prefs.split(","):
+            if not os.path.exists(path):
+                raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --prefs FILES")
+            pairs += read_preferences(path)
+        tokenized, dropped = tokenize_pairs(tokenizer, pairs, max_len)
         log(f"{cfg.prefs}: {len(tokenized)} pairs" + (f", {dropped} longer than {max_len} tokens left out" if dropped else ""))
         if not tokenized:
             raise SystemExit(f"{cfg.prefs}: no usable preference pair")
         get_batch = offline_batches(tokenized, cfg, tokenizer.pad_id, device, rank, world_size)
     else:
         principles = cfg.principles.split(",")
-        judge_fn = model_judge(policy if cfg.dynamic_judge else reference, tokenizer, principles)
+        if cfg.judge == "verifier":
+            judge_fn, who = verifier_judge(cfg.prompts, tokenizer), "the verifier (oracle arm)"
+        else:
+            judge_fn = model_judge(policy if cfg.dynamic_judge else reference, tokenizer, principles)
+            who = "dynamic (the policy)" if cfg.dynamic_judge else "static (frozen start)"
         contexts = load_contexts(cfg.prompts, tokenizer, cfg, max_len, "prompts")
-        log(f"{cfg.prompts}: {len(contexts)} prompts; judge: {'dynamic (the policy)' if cfg.dynamic_judge else 'static (frozen start)'}")
+        log(f"{cfg.prompts}: {len(contexts)} prompts; judge: {who}")
         get_batch = online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank, world_size)
         if cfg.val_count > 0:
             val_contexts = load_contexts(cfg.val_prompts, tokenizer, cfg, max_len, "val-prompts")[:cfg.val_count]

@@ -159,12 +159,14 @@ def knob(default, help):
 @dataclass
 class WorldConfig:
     n_train: int = knob(300, "tasks per family in the train split (a table family may have fewer)")
-    n_eval: int = knob(30, "tasks per family in the held-out split")
+    n_eval: int = knob(80, "tasks per family in the held-out split (a table family may have fewer)")
     max_number: int = knob(50, "difficulty: numbers are drawn from 1..max_number (at most 4999)")
     max_items: int = knob(5, "difficulty: longest list to count (from 2) or sort (from 3)")
     lexicon_size: int = knob(100, "difficulty: how many lexicon entries exist (at most %d)" % len(LEXICON))
     eval_fraction: float = knob(0.2, "share of values / table entries held out for evaluation")
     pretrain_fraction: float = knob(0.5, "share of train tasks also rendered into pretraining text")
+    sft_flaw_rate: float = knob(0.4, "share of SFT replies given one surface flaw (SURFACE_FLAWS): real SFT "
+                                "data is of mixed quality, so the policy's own samples differ in quality")
 
 
 @dataclass(frozen=True)
@@ -403,7 +405,13 @@ def split_pools(seed, world):
 
 
 def held_out(data, family, seed, fraction) -> bool:
-    """Numeric families: a stable hash of the sampled values decides the split (language-independent)."""
+    """Numeric families: a stable hash of the sampled values decides the split (language-independent).
+    A follow-up's first turn is an arithmetic question with its answer: a follow-up goes to the held-out
+    side when that question does, so no held-out question is ever answered in a train conversation."""
+    if family == "followup":
+        first = {"op": data["op"], "a": data["a"], "b": data["b"], "value": data["c"]}
+        if held_out(first, "arith", seed, fraction):
+            return True
     key = json.dumps(data, sort_keys=True)
     return zlib.crc32(f"{seed}/{family}/{key}".encode()) % 10_000 < fraction * 10_000
 
@@ -580,6 +588,9 @@ FLAW_BREAKS = {"wrong_value": "correctness", "partly_right": "correctness", "ove
                "repeated": "concision", "cut_off": "ending"}
 
 
+SURFACE_FLAWS = ("wrong_language", "verbose", "repeated", "cut_off")  # flaws of form, not of knowledge
+
+
 def flaws_of(family: str) -> list[str]:
     if family == "refusal":
         return ["complies", "wrong_language", "verbose", "repeated", "cut_off"]
@@ -634,6 +645,15 @@ def pretrain_documents(seed=0, world: WorldConfig | None = None, knowledge=True)
         docs += ["나라와 수도:\n" + "\n".join(f"{r[1]}: {r[3]}" for r in COUNTRIES[i:i + 10])
                  for i in range(0, len(COUNTRIES), 10)]
     return docs
+
+
+def sft_reply(task, rng, flaw_rate):
+    """(flaw name or "gold", reply) for the SFT set: the gold reply, or with probability flaw_rate the
+    gold with one surface flaw, as human-written SFT data carries some."""
+    if rng.random() >= flaw_rate:
+        return "gold", task["answer"]
+    flaw = rng.choice(SURFACE_FLAWS)
+    return flaw, dict(candidates(task, rng))[flaw]
 
 
 def hh_transcript(messages, reply):
@@ -700,9 +720,11 @@ def export(out_dir="out/tasks", seed=0, world: WorldConfig | None = None) -> dic
         generic.append({"messages": task["messages"], "chosen": good, "rejected": bad, "principle": "overall",
                         "id": task["id"], "family": task["family"], "lang": task["lang"], "flaws": [gn, bn],
                         "chosen_scores": gs, "rejected_scores": bs})
+    sft = [(t, *sft_reply(t, rng(t, "sft"), world.sft_flaw_rate)) for t in train]
     files = {
-        "sft_train.jsonl": jsonl({"messages": t["messages"] + [{"role": "assistant", "content": t["answer"]}],
-                               "id": t["id"], "family": t["family"], "lang": t["lang"]} for t in train),
+        "sft_train.jsonl": jsonl({"messages": t["messages"] + [{"role": "assistant", "content": reply}],
+                                  "id": t["id"], "family": t["family"], "lang": t["lang"], "flaw": flaw}
+                                 for t, flaw, reply in sft),
         "prefs_train.jsonl": jsonl(hh),
         "ultrafeedback_train.jsonl": jsonl(ultrafeedback_record(t, rng(t, "uf"))  # single-turn, as in UltraFeedback
                                            for t in train if len(t["messages"]) == 1),

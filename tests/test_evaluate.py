@@ -229,6 +229,24 @@ def test_judge_verdicts_use_each_order_and_skip_identical_replies():
     assert E.hcx_outcomes(first, second) == [1.0, 0.5, 0.0, 0.5]  # won both, tied, lost both, split by position
 
 
+def test_sampled_outcomes_and_paired_win_by_hand():
+    cand = [[{"overall": 0.9}, {"overall": 0.5}], [{"overall": 0.1}, {"overall": 0.1}]]
+    base = [[{"overall": 0.5}, {"overall": 0.5}], [{"overall": 0.7}, {"overall": 0.1}]]
+    assert E.sampled_outcomes(cand, base) == [0.75, 0.25]  # (1 + 0.5) / 2 and (0 + 0.5) / 2
+    win = E.paired_win([1.0] * 30 + [0.5] * 10)
+    assert win["win_rate"] == pytest.approx(0.875) and win["significant"] and win["ci"][0] > 0.5
+    assert (win["wins"], win["ties"], win["losses"]) == (30, 10, 0)
+    assert not E.paired_win([1.0, 0.0] * 20)["significant"]
+
+
+def test_bootstrap_interval_matches_the_normal_approximation():
+    assert E.bootstrap_interval([0.5] * 50) == [0.5, 0.5] and E.bootstrap_interval([]) is None
+    x = [1.0] * 300 + [0.0] * 700  # mean 0.3, standard error sqrt(0.21 / 1000) = 0.0145
+    lo, hi = E.bootstrap_interval(x, seed=1)
+    assert lo == pytest.approx(0.3 - 1.96 * 0.0145, abs=0.004) and hi == pytest.approx(0.3 + 1.96 * 0.0145, abs=0.004)
+    assert E.bootstrap_interval(x, seed=1) == [lo, hi]  # seeded
+
+
 def test_nested_knockout_gives_best_of_every_power_of_two_in_n_minus_1_judgments():
     values = [[3, 9, 1, 4, 7, 2, 8, 5], [1, 2, 3, 4, 5, 6, 7, 8]]
     judged = []
@@ -286,9 +304,10 @@ def world(tmp_path_factory):
         torch.manual_seed(k)
         cfg = config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256)
         ckpts[name] = str(root / name)
+        start = {"sft": "pretrain", "dpo": "sft", "jsft": "sft", "self_judge": "jsft"}.get(name)
         pretrain.save_checkpoint(ckpts[name], Transformer(cfg).state_dict(),
-                                 {"phase": phase, "model": pretrain.dataclasses.asdict(cfg), "step": 4},
-                                 tokenizer_path=tok_path)
+                                 {"phase": phase, "model": pretrain.dataclasses.asdict(cfg), "step": 4,
+                                  "init_from": ckpts.get(start)}, tokenizer_path=tok_path)
         with open(os.path.join(ckpts[name], "metrics.jsonl"), "w") as fh:
             rows = [{"step": s, "loss": 7 - s / 10, **({"val_loss": 6.9} if s % 2 == 0 else {})} for s in range(1, 5)]
             fh.writelines(json.dumps(row) + "\n" for row in rows)
@@ -348,6 +367,20 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
             assert all(0 <= w[k] <= 1 for k in ("win_rate", "first_order_win_rate", "second_order_win_rate"))
             assert w["n_judgments"] == 2 * w["n_prompts"] == 24 and w["wins"] + w["ties"] + w["losses"] == 12
             assert w["win_rate"] == pytest.approx((w["wins"] + 0.5 * w["ties"]) / 12)
+    sampled = report["win_rates"]["sampled"]  # 2 samples per prompt, paired intervals, vs baseline and start
+    assert set(sampled) == set(names) and "vs_baseline" not in sampled["sft"]
+    assert {n for n in names if "vs_start" in sampled[n]} == set(report["movement"]) == set(names) - {"pretrain"}
+    for name, row in sampled.items():
+        for w in row.values():
+            assert len(w["outcomes"]) == 12 and set(w["outcomes"]) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+            assert w["ci"][0] <= w["win_rate"] <= w["ci"][1] and w["wins"] + w["ties"] + w["losses"] == 12
+        assert report["tasks"][name]["sampled"]["n"] == 24
+    assert report["checkpoints"]["self_judge"]["start"] == "jsft" and report["checkpoints"]["pretrain"]["start"] is None
+    for name, move in report["movement"].items():  # different random models: every reply changes
+        assert move["changed_sampled"] > 0.5 and math.isfinite(move["log_ratio"])
+    op = report["onpolicy_judge"]
+    assert op["policy"] == "jsft" and op["n_pairs"] == 12 and 0 <= op["tie_share"] <= 1
+    assert "## The judge on on-policy pairs" in markdown and "win vs start [95% CI]" in markdown
     curve = report["rejection"]["curve"]
     assert [c["n"] for c in curve] == [1, 2, 4]
     for c in curve:  # the verifier's own best of N is a ceiling for any judge's pick
@@ -404,3 +437,55 @@ def test_defaults_skip_missing_checkpoints_and_find_the_shipped_mc_sets(world, t
     assert [n.split(" (")[0] for n in report["notes"]] == [f"checkpoint {n}" for n in PHASES if n != "sft"]
     assert {f: v["n"] for f, v in report["mc"]["sft"].items()} == {"mc_ko.jsonl": 20, "mc_en.jsonl": 20}
     assert "note: checkpoint pretrain (out/pretrain) not found: skipped" in capsys.readouterr().out
+
+
+def test_log_ratio_to_start_equals_a_per_reply_reference(world):
+    tok = world["tok"]
+    model, _, _ = E.load(world["ckpts"]["sft"], "cpu")
+    start, _, _ = E.load(world["ckpts"]["pretrain"], "cpu")
+    contexts = [[{"role": "user", "content": q}] for q in ("What is 2 plus 3?", "사과는 영어로?", "Hi")]
+    replies = E.sampled_replies(model, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
+    assert [len(r) for r in replies] == [2, 2, 2]
+    assert E.log_ratio_to_start(model, model, tok, contexts, replies) == 0.0
+
+    def logp(m, prompt, reply):  # one reply at a time, no padding: sum of log-softmax at each reply token
+        ids = torch.tensor([prompt + reply])
+        with torch.no_grad():
+            lp = m(ids)[0].log_softmax(-1)[0]
+        return sum(lp[len(prompt) - 1 + j, t].item() for j, t in enumerate(reply))
+    expected = []
+    for c, per in zip(contexts, replies):
+        prompt = tok.render_chat(c, add_generation_prompt=True)[0]
+        expected += [logp(model, prompt, r + [tok.eot_id]) - logp(start, prompt, r + [tok.eot_id]) for r in per]
+    got = E.log_ratio_to_start(model, start, tok, contexts, replies, batch_size=4)
+    assert got == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+    again = E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
+    assert E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4) == again
+
+
+def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
+    import tasks
+    tok = world["tok"]
+    model, _, _ = E.load(world["ckpts"]["jsft"], "cpu")
+    held = [json.loads(line) for line in open(world["root"] / "tasks" / "eval_tasks.jsonl", encoding="utf-8")]
+    task_of = {json.dumps(t["messages"]): t for t in held}
+
+    def verifier_says_a(contexts, pairs):
+        return [tasks.score(task_of[json.dumps(c)], tok.decode(a))["overall"] >
+                tasks.score(task_of[json.dumps(c)], tok.decode(b))["overall"] for c, (a, b) in zip(contexts, pairs)]
+
+    def oracle(contexts, pairs, flip=False):
+        a = [x != flip for x in verifier_says_a(contexts, pairs)]
+        return {"winners": [int(not x) for x in a], "first_order_a": a, "second_order_a": a}
+
+    def position_a(contexts, pairs):  # always the reply shown first: a in one order, b in the other
+        return {"winners": [0] * len(pairs), "first_order_a": [True] * len(pairs),
+                "second_order_a": [False] * len(pairs)}
+    right = E.onpolicy_judge(model, tok, oracle, held, max_new_tokens=8, seed=0)
+    assert right["n_pairs"] == len(held) and right["n_judged"] > 0
+    assert right["tie_share"] == pytest.approx(1 - right["n_judged"] / len(held))
+    assert right["acc"] == right["consistency"] == 1.0
+    assert E.onpolicy_judge(model, tok, lambda c, p: oracle(c, p, True), held, 8, 0)["acc"] == 0.0
+    biased = E.onpolicy_judge(model, tok, position_a, held, max_new_tokens=8, seed=0)
+    assert biased["consistency"] == 0.0 and biased["acc"] == biased["acc_first_order"]
+    assert biased["acc_first_order"] + biased["acc_second_order"] == pytest.approx(1.0)

@@ -333,3 +333,19 @@ def test_tiny_jsft_learns_to_judge_held_out_fixture_pairs(small_tokenizer, tmp_p
     with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as fh:
         last = [json.loads(line) for line in fh][-1]
     assert last["judge_acc"] == pytest.approx(result["acc"]) and "judge_consistency" in last
+
+
+def test_sampled_pairs_are_the_models_own_replies_ranked_by_the_verifier(small_tokenizer):
+    import tasks
+    tok = small_tokenizer
+    torch.manual_seed(0)
+    model = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=128))
+    rows = [{"messages": t["messages"], "task": t} for t in tasks.build_world(0)["train"][::200]]
+    pairs, ties = jsft.sampled_pairs(model, tok, rows, seed=1, max_new_tokens=10, batch_size=6)
+    assert len(pairs) + ties == len(rows) and pairs
+    task_of = {json.dumps(r["messages"]): r["task"] for r in rows}
+    for p in pairs:  # chosen beats rejected by the verifier
+        t = task_of[json.dumps(p.context)]
+        assert tasks.score(t, p.chosen)["overall"] > tasks.score(t, p.rejected)["overall"]
+    again, _ = jsft.sampled_pairs(model, tok, rows, seed=1, max_new_tokens=10, batch_size=6)
+    assert again == pairs  # seeded

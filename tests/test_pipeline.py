@@ -1,5 +1,5 @@
 """The demo's own path (Makefile targets, every script's CLI, the chained out/ folders) at toy size:
-tokenizer -> tasks -> data -> pretrain -> SFT -> JSFT -> DPO -> SELF-JUDGE -> evaluate."""
+tokenizer -> tasks -> data -> pretrain -> SFT -> JSFT -> DPO -> SELF-JUDGE -> oracle arm -> evaluate."""
 import json
 import math
 import os
@@ -35,11 +35,12 @@ def test_whole_pipeline_smoke(tmp_path):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="2"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("tokenizer", "tasks", "data", "pretrain", "sft", "jsft", "dpo", "self_judge", "eval"):
+    for stage in ("tokenizer", "tasks", "data", "pretrain", "sft", "jsft", "dpo", "self_judge", "oracle", "eval"):
         assert (out / stage / ".done").exists(), stage
-    for ckpt in ("pretrain", "sft", "jsft", "dpo", "self_judge"):
+    for ckpt in ("pretrain", "sft", "jsft", "dpo", "self_judge", "oracle"):
         config = json.load(open(out / ckpt / "config.json"))
         assert config["phase"] in (ckpt, "self_judge", "dpo"), config["phase"]
+        assert config.get("judged_by") == {"oracle": "verifier", "self_judge": "self"}.get(ckpt)
         assert (out / ckpt / "tokenizer.model").exists() and (out / ckpt / "metrics.jsonl").exists()
     report = json.load(open(out / "eval" / "report.json"))
     assert (out / "eval" / "report.md").exists()

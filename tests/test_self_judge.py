@@ -110,6 +110,46 @@ def test_dpo_loss_gradients_push_chosen_up_and_rejected_down():
     assert pi_c.grad.item() == pytest.approx(-0.05) and pi_r.grad.item() == pytest.approx(0.05)  # -/+ beta/2
 
 
+def test_dpo_loss_weights_leave_ties_out():
+    pi_c = torch.tensor([-5.0, -3.0], requires_grad=True)
+    pi_r, ref_c, ref_r = torch.tensor([-7.0, -2.0]), torch.tensor([-6.0, -3.5]), torch.tensor([-6.5, -2.5])
+    loss, m = SJ.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta=0.5, weights=torch.tensor([1.0, 0.0]))
+    loss.backward()
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-0.75)))  # the first pair alone (h = 1.5)
+    assert pi_c.grad[1].item() == 0.0 and pi_c.grad[0].item() < 0  # the tie gets no gradient
+    assert m["margin"] == pytest.approx(0.75) and m["reward_acc"] == 1.0 and m["kept_share"] == 0.5
+    none, m = SJ.dpo_loss(pi_c, pi_r, ref_c, ref_r, weights=torch.zeros(2))
+    assert none.item() == 0.0 and m["kept_share"] == 0.0
+
+
+def test_verifier_judge_prefers_the_higher_score_and_ties_equal_ones(tmp_path, world):
+    held = [t for t in tasks.build_world(0)["eval"] if t["family"] == "arith"][:2]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"messages": t["messages"], "task": t}) + "\n" for t in held))
+    judge_fn = SJ.verifier_judge(str(path), world["tok"])
+    wrong = [tasks.candidates(t, __import__("random").Random(0))[1][1] for t in held]
+    ids = world["tok"].encode(held[1]["answer"]) + [world["tok"].eot_id]  # ids are decoded, eot dropped
+    out = judge_fn([t["messages"] for t in held] + [held[1]["messages"]],
+                   [(held[0]["answer"], wrong[0]), (wrong[1], ids), (ids, held[1]["answer"])])
+    assert out["score_a"] == [1.0, 0.0, 0.5] and out["winners"] == [0, 1, 0]
+    (tmp_path / "bare.jsonl").write_text(json.dumps({"messages": held[0]["messages"]}) + "\n")
+    with pytest.raises(SystemExit, match="task"):
+        SJ.verifier_judge(str(tmp_path / "bare.jsonl"), world["tok"])
+
+
+def test_tied_pairs_carry_zero_weight(world, tmp_path):
+    tok, policy = world["tok"], fresh_policy(world)
+    contexts = jsft.read_prompts(os.path.join(FIXTURES, "prompts.jsonl"))
+
+    def half_tied(ctxs, pairs):  # p = 0.5 on even pairs, 0.55 on odd ones
+        score_a = [0.5 + 0.05 * (i % 2) for i in range(len(pairs))]
+        return {"score_a": score_a, "winners": [0] * len(pairs)}
+    batch = SJ.online_batches(policy, half_tied, tok, contexts, sj_config(tmp_path, batch_size=6))(0, 0)
+    assert batch["weights"].tolist() == [0.0, 1.0] * 3
+    strict = SJ.online_batches(policy, half_tied, tok, contexts, sj_config(tmp_path, batch_size=6, min_margin=0.1))
+    assert strict(0, 0)["weights"].tolist() == [0.0] * 6  # within the margin: ties too
+
+
 def test_step0_loss_is_log2_and_a_step_raises_chosen_lowers_rejected(world):
     tok, policy = world["tok"], fresh_policy(world)
     reference = SJ.frozen_copy(policy)

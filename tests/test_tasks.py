@@ -243,7 +243,16 @@ def test_exports_load_through_the_real_readers(exported):
     train, held = world["train"], world["eval"]
     convs = read_messages_jsonl(out / "sft_train.jsonl")
     assert [c[:-1] for c in convs] == [t["messages"] for t in train]
-    assert [c[-1]["content"] for c in convs] == [t["answer"] for t in train]
+    with open(out / "sft_train.jsonl", encoding="utf-8") as f:
+        flaws = [json.loads(line)["flaw"] for line in f]
+    for c, t, flaw in zip(convs, train, flaws):  # gold, or gold with one surface flaw that lowers its score
+        reply = c[-1]["content"]
+        if flaw == "gold":
+            assert reply == t["answer"]
+        else:
+            broken = BREAKS[flaw]
+            assert flaw in tasks.SURFACE_FLAWS and tasks.score(t, reply)[broken] < 1.0, (flaw, reply)
+            assert tasks.score(t, reply)["correctness"] == 1.0 or flaw == "cut_off", (flaw, reply)
 
     by_prompt = {json.dumps(t["messages"], ensure_ascii=False): t for t in train + held}
     hh = read_preferences(out / "prefs_train.jsonl")
@@ -271,6 +280,16 @@ def test_exports_load_through_the_real_readers(exported):
     text = (out / "pretrain.txt").read_text(encoding="utf-8")
     assert text.split("\n\n")[:-1] == tasks.pretrain_documents(seed=0, world=SMALL)
     assert counts["tasks"]["eval"]["arith"] == {"en": 2, "ko": 2}
+
+
+def test_sft_flaw_rate_sets_the_share_of_flawed_replies():
+    task = WORLD["train"][0]
+    for rate, lo, hi in ((0.0, 0, 0), (0.4, 0.35, 0.45), (1.0, 1, 1)):
+        picks = [tasks.sft_reply(task, random.Random(i), rate)[0] for i in range(2000)]
+        share = sum(p != "gold" for p in picks) / len(picks)
+        assert lo <= share <= hi, (rate, share)
+    picks = [tasks.sft_reply(task, random.Random(i), 1.0)[0] for i in range(400)]
+    assert set(picks) == set(tasks.SURFACE_FLAWS)  # every surface flaw, and never a wrong value
 
 
 def test_export_is_deterministic_and_atomic(exported, tmp_path, monkeypatch):

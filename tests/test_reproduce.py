@@ -1,0 +1,61 @@
+"""reproduce.py: pooling seeds by hand-computed per-prompt means, the ordering question, clear errors."""
+import json
+
+import pytest
+
+import reproduce as R
+
+
+def report(outcomes_vs_sft, outcomes_vs_start, overall):
+    """A minimal evaluate.py report: arms sft (the baseline), dpo (from sft) and self_judge (from jsft)."""
+    def win(o):
+        return {"win_rate": sum(o) / len(o), "outcomes": o}
+    return {"checkpoints": {"sft": {"start": None}, "jsft": {"start": "sft"}, "self_judge": {"start": "jsft"}},
+            "tasks": {n: {"sampled": {"overall": v}} for n, v in overall.items()},
+            "win_rates": {"baseline": "sft", "sampled": {
+                "sft": {}, "jsft": {"vs_baseline": win(outcomes_vs_sft), "vs_start": win(outcomes_vs_sft)},
+                "self_judge": {"vs_baseline": win(outcomes_vs_sft), "vs_start": win(outcomes_vs_start)}}},
+            "movement": {"jsft": {"log_ratio": 0.2, "changed_greedy": 0.1},
+                         "self_judge": {"log_ratio": 0.4, "changed_greedy": 0.3}},
+            "onpolicy_judge": {"tie_share": 0.5, "acc": 0.8, "consistency": 0.9}}
+
+
+def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
+    a = report([1.0, 0.5, 1.0, 1.0] * 25, [1.0] * 100, {"sft": 0.5, "jsft": 0.55, "self_judge": 0.6})
+    b = report([0.0, 0.5, 1.0, 1.0] * 25, [0.5] * 100, {"sft": 0.5, "jsft": 0.62, "self_judge": 0.6})
+    pooled = R.pool([a, b])
+    sj = pooled["arms"]["self_judge"]
+    assert sj["vs_baseline"]["win_rate"] == pytest.approx((0.5 + 0.5 + 1 + 1) / 4)  # per prompt mean over seeds
+    assert sj["vs_baseline"]["per_seed"] == [pytest.approx(0.875), pytest.approx(0.625)]
+    assert sj["vs_start"]["win_rate"] == 0.75 and sj["vs_start"]["ci"] == [0.75, 0.75]  # constant per prompt
+    assert sj["vs_start"]["significant"] and sj["vs_start"]["n_seeds"] == 2 and sj["log_ratio"] == 0.4
+    assert pooled["orderings"] == [["self_judge", "jsft", "sft"], ["jsft", "self_judge", "sft"]]
+    assert not pooled["same_ordering"]
+    assert pooled["onpolicy_judge"]["acc"] == 0.8
+    text = R.to_markdown(pooled)
+    assert "Would a second run give the same ordering? no" in text and "0.875 / 0.625" in text
+    assert R.pool([a, a])["same_ordering"]
+
+
+def test_pooling_refuses_reports_over_different_prompts(tmp_path):
+    a = report([1.0] * 10, [1.0] * 10, {"sft": 0.5, "jsft": 0.5, "self_judge": 0.5})
+    b = report([1.0] * 12, [1.0] * 12, {"sft": 0.5, "jsft": 0.5, "self_judge": 0.5})
+    with pytest.raises(SystemExit, match="same held-out prompts"):
+        R.pool([a, b])
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="bad.json"):
+        R.read_reports([str(tmp_path / "bad.json")])
+
+
+def test_cli_writes_the_table(tmp_path, capsys):
+    paths = []
+    for k in range(3):
+        path = tmp_path / f"r{k}.json"
+        path.write_text(json.dumps(report([1.0, 0.0] * 20, [1.0, 0.5] * 20, {"sft": 0.5, "jsft": 0.6,
+                                                                                  "self_judge": 0.7})))
+        paths.append(str(path))
+    R.main(paths + ["--out-dir", str(tmp_path / "out")])
+    table = json.loads((tmp_path / "out" / "table.json").read_text())
+    assert table["same_ordering"] and table["arms"]["self_judge"]["vs_start"]["win_rate"] == 0.75
+    assert "| self_judge | jsft |" in (tmp_path / "out" / "table.md").read_text()
+    assert "3 seeds pooled" in capsys.readouterr().out
