@@ -54,13 +54,18 @@ demo: $(SETUP)
 
 # The experiment behind the README's results: the pipeline after pretraining once per seed (the tokenizer,
 # task world, data and pretrained base are shared; a seed varies data order, sampling and judge data),
-# then one table over the seeds with pooled paired intervals.
+# then one table over the seeds with pooled paired intervals. `make -j3 reproduce` runs the seeds at once.
+SEED_RUNS := $(foreach s,$(SEEDS),$(OUT)/reproduce/seed$(s)/eval/.done)
+
 reproduce: $(SETUP)
 	@$(MAKE) --no-print-directory $(OUT)/pretrain/.done PY=$(PY) OUT=$(OUT)
-	@for s in $(SEEDS); do d=$(OUT)/reproduce/seed$$s; mkdir -p $$d; \
-	  for x in tokenizer tasks data pretrain; do ln -sfn $(abspath $(OUT))/$$x $$d/$$x; done; \
-	  $(MAKE) --no-print-directory pipeline PY=$(PY) OUT=$$d SEED_ARGS="--seed $$s" || exit 1; done
-	$(PY) reproduce.py --out-dir $(OUT)/reproduce $(foreach s,$(SEEDS),$(OUT)/reproduce/seed$(s)/eval/report.json)
+	@$(MAKE) --no-print-directory $(SEED_RUNS) PY=$(PY) OUT=$(OUT)
+	$(PY) reproduce.py --out-dir $(OUT)/reproduce $(SEED_RUNS:.done=report.json)
+
+$(OUT)/reproduce/seed%/eval/.done:
+	@d=$(OUT)/reproduce/seed$*; mkdir -p $$d; \
+	for x in tokenizer tasks data pretrain; do ln -sfn $(abspath $(OUT))/$$x $$d/$$x; done; \
+	$(MAKE) --no-print-directory pipeline PY=$(PY) OUT=$$d SEED_ARGS="--seed $*"
 
 pipeline: $(OUT)/eval/.done
 	@echo; echo "wall time per stage (s):"; for s in $(STAGES); do printf "  %-11s %s\n" $$s "$$(cat $(OUT)/$$s/.done)"; done
@@ -83,8 +88,10 @@ $(OUT)/sft/.done: $(OUT)/pretrain/.done
 $(OUT)/jsft/.done: $(OUT)/sft/.done
 	$(call stage,$(PY) jsft.py --init-from $(OUT)/sft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/jsft $(SEED_ARGS) $(JSFT_ARGS))
 
-$(OUT)/dpo/.done: $(OUT)/sft/.done
-	$(call stage,$(PY) self_judge.py --offline --init-from $(OUT)/sft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/dpo $(SEED_ARGS) $(DPO_ARGS))
+# the offline baseline learns from the pairs JSFT's judge learned from: the task world's and the sampled ones
+DPO_PREFS = $(OUT)/tasks/prefs_train.jsonl,$(OUT)/tasks/ultrafeedback_train.jsonl,$(OUT)/jsft/sampled_prefs.jsonl
+$(OUT)/dpo/.done: $(OUT)/sft/.done $(OUT)/jsft/.done
+	$(call stage,$(PY) self_judge.py --offline --init-from $(OUT)/sft --prefs $(DPO_PREFS) --tasks-dir $(OUT)/tasks --out-dir $(OUT)/dpo $(SEED_ARGS) $(DPO_ARGS))
 
 $(OUT)/self_judge/.done: $(OUT)/jsft/.done
 	$(call stage,$(PY) self_judge.py --init-from $(OUT)/jsft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/self_judge $(SEED_ARGS) $(SELF_JUDGE_ARGS))

@@ -8,9 +8,13 @@ self-rejection by tournament). Each section is a function usable on its own, and
   tokenizer  mean tokens per held-out document (HCX Table 1), from tokenizer.py's report.json
   fim        fill-in-the-middle on held-out documents: exact match and prefix match of the middle
   mc         multiple choice from .jsonl (DESIGN.md §4; MMLU and KMMLU layouts), HCX style
-  tasks      the verifier's scores of greedy replies to held-out prompts, per principle, family, language
-  win        win rates against a baseline checkpoint, both orders, 1 / 0.5 / 0 per prompt
-  judge      judge accuracy and position consistency on held-out preference pairs
+  tasks      the verifier's scores of greedy and of sampled replies (--samples per prompt, T=1) to every
+             held-out prompt, per principle, family, language; how far each stage moved from its start
+             (KL estimate on its own samples, share of changed replies)
+  win        win rates on sampled replies against the baseline and against each checkpoint's own start,
+             with paired bootstrap 95 % intervals; on greedy replies by the verifier and by a judge
+  judge      judge accuracy and position consistency on held-out preference pairs, and on on-policy
+             pairs (two samples of the SELF-JUDGE start, judged by itself, against the verifier)
   rejection  self-rejection curve: the knockout winner of N samples, N = 1, 2, 4, 8, 16
 
 Run:

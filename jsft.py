@@ -8,6 +8,13 @@ Training mixes SFT conversations with judgment conversations (every pair in both
 position bias, and both orders in the same batch); the loss is on the verdict token and the closing
 <|endofturn|> only (plus the rationale text after the verdict with --rationale, the paper's
 principle+rationale variant).
+JSFT starts from the SFT checkpoint (default), so it has seen every SFT example SFT has, then trains
+on the mix; the paper trains the base model on the mix at once, which at this size costs the policy
+most of its SFT (judgments are long and take most of the token budget). --sampled-pairs adds
+judgments like UltraFeedback's, whose responses come from models: two samples of the start model
+per train prompt, labelled by the task world's verifier, so the judge also learns on pairs like
+those SELF-JUDGE judges on-policy; they are written to <out-dir>/sampled_prefs.jsonl, where the
+offline DPO baseline reads them too.
 Judging (`judge`) is one batched forward per prompt: p(A), p(B) at the prompt's last position,
 both orders averaged, principles vote. Everything stays in token space: a response given as ids is
 spliced between the encoded template segments, never decoded and re-encoded.
@@ -530,12 +537,13 @@ class JSFTConfig(SFTConfig):
     eval_prefs: str = field(default="tasks", metadata={"help": "held-out preference file for judge accuracy; "
                             "'tasks' = <tasks_dir>/prefs_eval.jsonl, 'none' = skip"})
     eval_batch_size: int = field(default=64, metadata={"help": "prompts per judge forward at evaluation"})
-    sampled_pairs: int = field(default=0, metadata={"help": "add judgments of the start model's own samples: two "
+    sampled_pairs: int = field(default=1000, metadata={"help": "add judgments of the start model's own samples: two "
                                "replies to each of this many train prompts (<tasks-dir>/prompts_train.jsonl), "
-                               "labelled by the verifier, written to <out-dir>/sampled_prefs.jsonl; 0 = none"})
-    steps: int = 200
-    lr: float = 2e-3
-    min_lr: float = 2e-4
+                               "labelled by the verifier, written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); 0 = none"})
+    steps: int = 150
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 10
 
 
 def read_judgment_pairs(cfg):
@@ -630,7 +638,7 @@ def main(argv=None):
     sft_train, sft_val = prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log) \
         if cfg.judge_fraction < 1.0 else ([], [])
     pairs = read_judgment_pairs(cfg)
-    if cfg.sampled_pairs:  # every rank samples the same pairs (same seed); rank 0 writes them
+    if cfg.sampled_pairs and cfg.prefs == "tasks":  # every rank samples the same pairs; rank 0 writes them
         with open(os.path.join(cfg.tasks_dir, "prompts_train.jsonl"), encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh if line.strip()]
         rows = random.Random(cfg.seed).sample(rows, min(cfg.sampled_pairs, len(rows)))

@@ -20,7 +20,11 @@ The verifier grades four principles in [0, 1] and a weighted overall:
   ending       the reply ends in a finished sentence ('.', and '-다.'/'-요.' in Korean)
 Flawed candidates (wrong value, partly right, wrong language, verbose, repeated, cut off, needless
 refusal, compliance with a harmful request) each break one principle, so pairs range from easy to
-subtle.
+subtle. The SFT set is of mixed quality, as human-written SFT data is: --sft-flaw-rate (0.4) of its
+replies carry one surface flaw (wrong language, verbose, repeated, cut off). A policy tuned on it
+sometimes makes these flaws, so two of its samples often differ in quality in a way a small model
+can learn to prefer: the room that on-policy preference learning needs (correctness alone gives
+almost none at this scale: two samples of a 6.5M model are mostly equally wrong).
 
     python tasks.py                  # writes out/tasks/*, prints counts per family and language
     python tasks.py --show 5         # prints 5 held-out tasks with candidates and their scores
@@ -691,6 +695,14 @@ def ultrafeedback_record(task, rng):
             "correct_answers": [task["answer"]], "incorrect_answers": []}
 
 
+# Harmlessness pairs are rare and each one matters (HH-RLHF keeps a harmless split of its own): every
+# harmful train prompt adds this many (refusal, compliance) pairs. Without them the judge saw "a refusal
+# loses" (over_refusal, in ten families) far more often than "a compliance loses", learned that refusing
+# is always wrong, preferred compliance on held-out harmful prompts, and SELF-JUDGE taught the policy
+# to stop refusing (measured: held-out refusals 23 -> 12 of 330 greedy replies).
+SAFETY_PAIRS = 3
+
+
 def jsonl(rows):
     return [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
 
@@ -715,6 +727,10 @@ def export(out_dir="out/tasks", seed=0, world: WorldConfig | None = None) -> dic
     for task in train:
         (_, good, _), (_, bad, _) = preference_pair(task, rng(task, "pairs"))
         hh.append({"chosen": hh_transcript(task["messages"], good), "rejected": hh_transcript(task["messages"], bad)})
+        for _ in range(SAFETY_PAIRS * (task["family"] == "refusal")):  # refusal beats compliance
+            complies = dict(candidates(task, rng(task, "safety")))["complies"]
+            hh.append({"chosen": hh_transcript(task["messages"], task["answer"]),
+                       "rejected": hh_transcript(task["messages"], complies)})
     for task in held:
         (gn, good, gs), (bn, bad, bs) = preference_pair(task, rng(task, "pairs"))
         generic.append({"messages": task["messages"], "chosen": good, "rejected": bad, "principle": "overall",

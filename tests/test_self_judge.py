@@ -137,6 +137,25 @@ def test_verifier_judge_prefers_the_higher_score_and_ties_equal_ones(tmp_path, w
         SJ.verifier_judge(str(tmp_path / "bare.jsonl"), world["tok"])
 
 
+def test_nll_weight_adds_the_chosen_replies_mean_token_nll(world):
+    tok, policy = world["tok"], fresh_policy(world)
+    reference = SJ.frozen_copy(policy)
+    prompts = [tok.render_chat(c, add_generation_prompt=True)[0] for c in world["train"][:3]]
+    samples = SJ.sample_responses(policy, tok, world["train"][:3], 2, CAP, seed=5)
+    batch = SJ.build_pair_batch(prompts, [s[0] for s in samples], [s[1] for s in samples], tok.pad_id)
+    batch["weights"] = torch.tensor([1.0, 0.0, 1.0])
+    with torch.no_grad():
+        dpo, _ = SJ.dpo_loss_fn(reference, 0.1, "sigmoid")(policy, batch)
+        both, m = SJ.dpo_loss_fn(reference, 0.1, "sigmoid", nll_weight=0.5)(policy, batch)
+        expected = []
+        for row in (0, 2):  # the kept chosen rows; per-token NLL of the reply, computed directly
+            p, r = prompts[row], samples[row][0]
+            logp = policy(torch.tensor([p + r]))[0].log_softmax(-1)[0]
+            expected.append(-sum(logp[len(p) - 1 + j, t].item() for j, t in enumerate(r)) / len(r))
+    assert m["nll_chosen"] == pytest.approx(sum(expected) / 2, rel=1e-4)
+    assert (both - dpo).item() == pytest.approx(0.5 * sum(expected) / 2, rel=1e-4)
+
+
 def test_tied_pairs_carry_zero_weight(world, tmp_path):
     tok, policy = world["tok"], fresh_policy(world)
     contexts = jsft.read_prompts(os.path.join(FIXTURES, "prompts.jsonl"))

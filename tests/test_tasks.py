@@ -256,7 +256,13 @@ def test_exports_load_through_the_real_readers(exported):
 
     by_prompt = {json.dumps(t["messages"], ensure_ascii=False): t for t in train + held}
     hh = read_preferences(out / "prefs_train.jsonl")
-    assert len(hh) == len(train) and read_hh_rlhf(out / "prefs_train.jsonl", side="rejected")
+    n_harmful = sum(t["family"] == "refusal" for t in train)
+    assert n_harmful and len(hh) == len(train) + tasks.SAFETY_PAIRS * n_harmful
+    assert read_hh_rlhf(out / "prefs_train.jsonl", side="rejected")
+    by_refusal = [p for p in hh if by_prompt[json.dumps(p.context, ensure_ascii=False)]["family"] == "refusal"]
+    complied = [p for p in by_refusal if tasks.score(by_prompt[json.dumps(p.context, ensure_ascii=False)],
+                                                     p.rejected)["correctness"] == 0]
+    assert len(complied) >= tasks.SAFETY_PAIRS * n_harmful  # refusal beats compliance at least that often
     for pair in hh:  # the verifier prefers the chosen reply
         t = by_prompt[json.dumps(pair.context, ensure_ascii=False)]
         assert tasks.score(t, pair.chosen)["overall"] > tasks.score(t, pair.rejected)["overall"]
