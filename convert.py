@@ -32,7 +32,7 @@ import sentencepiece as spm
 import torch
 
 from model import ModelConfig, Transformer, from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict
-from pretrain import load_checkpoint, save_checkpoint, write_file
+from pretrain import load_checkpoint, load_tensors, save_checkpoint, write_file
 from tokenizer import SPECIAL_PIECES, Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -220,7 +220,7 @@ def read_hf_weights(hf_dir) -> dict:
             from safetensors.torch import load_file
             state |= load_file(path)
         else:
-            state |= torch.load(path, map_location="cpu", weights_only=True)
+            state |= load_tensors(path)
     return state
 
 
