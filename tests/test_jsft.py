@@ -333,3 +333,13 @@ def test_tiny_jsft_learns_to_judge_held_out_fixture_pairs(small_tokenizer, tmp_p
     with open(os.path.join(out, "metrics.jsonl"), encoding="utf-8") as fh:
         last = [json.loads(line) for line in fh][-1]
     assert last["judge_acc"] == pytest.approx(result["acc"]) and "judge_consistency" in last
+
+
+def test_judge_an_exact_tie_goes_to_a(small_tokenizer):
+    """p_A = p_B = 0.5 in both orders: no principle votes, the mean is exactly 0.5, and a wins."""
+    tok = small_tokenizer
+    cases = [(EN_CONTEXT, "12.", "13.", {"overall": (0.5, 0.5)}),
+             (EN_CONTEXT, "It is 13.", "It is 12.", {"overall": (0.5, 0.5)})]
+    model = stub_for(tok, cases, ("overall",))
+    out = judge(model, tok, [c[0] for c in cases], [(c[1], c[2]) for c in cases])
+    assert out["score_a"] == [0.5, 0.5] and out["winners"] == [0, 0]
