@@ -173,9 +173,10 @@ def fsync(path):
 
 
 def atomic_write(path, content):
-    """Write `content` (see write_file) to a temporary name, fsync it, then rename it over `path`: a crash
-    leaves the old file or the new one, never half of one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """Write `content` (see write_file) to a temporary name, fsync it, then rename it over `path`:
+    a crash leaves the old file or the new one, never half of one (the next write reuses the
+    temporary name)."""
+    tmp = f"{path}.tmp"
     try:
         write_file(tmp, content)
         fsync(tmp)
@@ -206,7 +207,7 @@ def find_checkpoint(path):
 
 
 def _symlink_atomic(target, link):
-    tmp = os.path.join(os.path.dirname(link), f".link.tmp-{os.getpid()}")
+    tmp = os.path.join(os.path.dirname(link), ".link.tmp")  # one writer per run: a fixed name
     if os.path.lexists(tmp):
         os.remove(tmp)
     os.symlink(target, tmp)
@@ -263,10 +264,16 @@ def save_checkpoint(run_dir, model_state, config, train_state=None, tokenizer_pa
     return final
 
 
-def load_tensors(path, device="cpu"):
-    """torch.load that can run no code: tensors and plain Python data only (weights_only=True)."""
+# train_state.pt of the old flat layout holds numpy's RNG state as an array: these rebuild it
+NUMPY_ARRAY = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np.ndarray(0).__reduce__()[0]]
+
+
+def load_tensors(path, device="cpu", allow=()):
+    """torch.load that can run no code: tensors and plain Python data only (weights_only=True),
+    and the types in `allow`."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         why = str(e).strip().splitlines()[-1]
         raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain "
@@ -507,7 +514,7 @@ def _load_train_state(out_dir, raw, world_size):
     if not os.path.exists(path):
         raise FileNotFoundError(f"--resume: {path} not found (not saved by a training run); start "
                                 f"without --resume, or point --out-dir at a run")
-    train_state = load_tensors(path)
+    train_state = load_tensors(path, allow=NUMPY_ARRAY)
     state, config = load_checkpoint(found, device="cpu")
     if train_state.get("checkpoint_id") != config.get("checkpoint_id"):  # the old flat layout
         raise RuntimeError(f"{found}: model.pt/config.json and train_state.pt come from different "

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,10 +42,11 @@ def assert_bitwise_equal(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def assert_clean_layout(run, last_step, keep=pretrain.KEEP_LAST):
-    """K step folders, `latest` on the newest, the root links, metrics with every step once."""
+def assert_clean_layout(run, last_step, saves=pretrain.KEEP_LAST):
+    """The last `saves` step folders, `latest` on the newest, the root links, every step's metrics
+    row once, nothing else (no temporaries)."""
     names = set(os.listdir(run))
-    steps = [f"step_{s:06d}" for s in range(last_step - keep + 1, last_step + 1)]
+    steps = [f"step_{s:06d}" for s in range(last_step - saves + 1, last_step + 1)]
     assert names == {*steps, "latest", "model.pt", "config.json", "train_state.pt", "metrics.jsonl"}
     assert os.readlink(os.path.join(run, "latest")) == steps[-1]
     with open(os.path.join(run, "metrics.jsonl"), encoding="utf-8") as fh:
@@ -269,7 +271,7 @@ def test_resume_of_a_run_killed_before_its_first_save_starts_at_step_0(tmp_path)
     get_batch = make_get_batch(synthetic_tokens())
     train(tiny_model(), get_batch, cfg, {"phase": "test"}, log=logged.append)
     assert any("no complete save" in line for line in logged)
-    assert_clean_layout(cfg.out_dir, 2, keep=1)
+    assert_clean_layout(cfg.out_dir, 2, saves=1)  # saved at the end only
 
 
 def test_resume_drops_a_metrics_row_torn_by_a_kill(tmp_path):
@@ -320,3 +322,43 @@ def test_a_planted_pickle_in_every_pt_file_is_refused_without_running(tmp_path):
     with pytest.raises(ValueError, match=refused):
         train(tiny_model(), make_get_batch(synthetic_tokens()), cfg, {"phase": "test"})
     assert not marker.exists()
+
+
+
+def test_a_run_in_the_old_flat_layout_still_resumes_exactly(tmp_path):
+    """The layout before step folders: files directly in the run folder, numpy's RNG state as an
+    array (allowed: arrays, nothing else), a checkpoint id shared by config and train_state."""
+    tokens, flat_lr = synthetic_tokens(), dict(min_lr=3e-3)  # the same lr whatever --steps says
+    straight = tiny_model()
+    cfg = cfg_for(tmp_path / "straight", steps=4, **flat_lr)
+    train(straight, make_get_batch(tokens), cfg, {"phase": "test"})
+    cfg = cfg_for(tmp_path / "new", steps=2, **flat_lr)
+    train(tiny_model(), make_get_batch(tokens), cfg, {"phase": "test"})
+    found, old = find_checkpoint(cfg.out_dir), tmp_path / "old"
+    old.mkdir()  # the same save, as the old code wrote it
+    with open(os.path.join(found, "config.json"), encoding="utf-8") as fh:
+        config = json.load(fh)
+    state = torch.load(os.path.join(found, "train_state.pt"), weights_only=True)
+    for rng in state["rng"]:
+        kind, keys, *rest = rng["numpy"]
+        rng["numpy"] = (kind, np.array(keys, dtype=np.uint32), *rest)
+    config["checkpoint_id"] = state["checkpoint_id"] = "0123abcd"
+    torch.save(state, old / "train_state.pt")
+    (old / "config.json").write_text(json.dumps(config))
+    for name in ("model.pt", "metrics.jsonl"):
+        shutil.copy(os.path.join(cfg.out_dir, name), old / name)
+
+    resumed = tiny_model(seed=3)
+    cfg = cfg_for(tmp_path, out_dir=str(old), steps=4, resume=True, **flat_lr)
+    train(resumed, make_get_batch(tokens), cfg, {"phase": "test"})
+    assert_bitwise_equal(weights(straight), weights(resumed))
+    assert_clean_layout(str(old), 4, saves=1)  # from its first new save on: the new layout
+
+    (old / "interrupted").mkdir()  # an old save cut between two renames: ids that disagree
+    config["checkpoint_id"] = "456789ef"
+    (old / "interrupted" / "config.json").write_text(json.dumps(config))
+    for name in ("model.pt", "train_state.pt"):
+        shutil.copy(old / name, old / "interrupted" / name)
+    cfg.out_dir, cfg.steps = str(old / "interrupted"), 5
+    with pytest.raises(RuntimeError, match="come from different saves"):
+        train(tiny_model(), make_get_batch(tokens), cfg, {"phase": "test"})
