@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pretrain import TrainConfig, load_model, parse_config, setup_distributed, train
+from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
+                      train)
 from tokenizer import read_jsonl
 
 # --- readers ---
@@ -267,8 +268,9 @@ def prepare(cfg, tokenizer, conversations, log=print):
 def load_start(cfg, device):
     """The start checkpoint of a fine-tuning phase: (model, tokenizer, tokenizer path), with --seq-len checked."""
     from tokenizer import Tokenizer
-    tokenizer_path = os.path.join(cfg.init_from, "tokenizer.model")
-    model, _ = load_model(cfg.init_from, device)
+    ckpt = find_checkpoint(cfg.init_from) or cfg.init_from  # a run folder: its newest complete save
+    tokenizer_path = os.path.join(ckpt, "tokenizer.model")
+    model, _ = load_model(ckpt, device)
     if cfg.seq_len > model.cfg.max_seq_len:
         raise SystemExit(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len} "
                          f"({cfg.init_from}/config.json); lower --seq-len")

@@ -111,6 +111,7 @@ def torchrun(run, steps):
 def test_sigkill_of_one_rank_under_torchrun_then_resume_equals_the_uninterrupted_run(tmp_path):
     steps, straight, run = 24, tmp_path / "straight", tmp_path / "killed"
     assert torchrun(straight, steps).wait(timeout=240) == 0
+    per_step = (time.time() - os.path.getmtime(f"{straight}.pid0")) / steps  # pid: training starts
     rng, kills, seen = random.Random(1), 0, [0]
     while kills < 5:
         job = torchrun(run, steps)
@@ -118,7 +119,8 @@ def test_sigkill_of_one_rank_under_torchrun_then_resume_equals_the_uninterrupted
         deadline = time.time() + 120
         while not all(os.path.exists(p) for p in pids) and time.time() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0, 1.5))  # most of a step here is the save
+        time.sleep(rng.uniform(0, 5 * per_step))  # most of a step here is the save
+        assert job.poll() is None, "the run finished before 5 kills: it must be longer"
         victim = pids[rng.randrange(2)]
         with open(victim) as fh:
             os.kill(int(fh.read()), signal.SIGKILL)
@@ -362,3 +364,31 @@ def test_a_run_in_the_old_flat_layout_still_resumes_exactly(tmp_path):
     cfg.out_dir, cfg.steps = str(old / "interrupted"), 5
     with pytest.raises(RuntimeError, match="come from different saves"):
         train(tiny_model(), make_get_batch(tokens), cfg, {"phase": "test"})
+
+
+def test_every_script_loads_a_save_that_a_kill_left_unlinked(tmp_path, small_tokenizer, capsys):
+    """A kill between the first save's rename and its publication: no `latest`, no root links.
+    chat, evaluate, the fine-tuning phases' --init-from and convert still find the step folder."""
+    import chat
+    import sft
+    from model import Transformer, config_from_preset
+    run = tmp_path / "run"
+    model = Transformer(config_from_preset("tiny", vocab_size=small_tokenizer.vocab_size,
+                                           max_seq_len=32))
+    config = {"phase": "sft", "model": pretrain.dataclasses.asdict(model.cfg),
+              "special_ids": small_tokenizer.special_ids()}
+    save_checkpoint(str(run), model.state_dict(), dict(config, step=3), {"step": 3},
+                    tokenizer_path=small_tokenizer.model_path)
+    for name in ("latest", "model.pt", "config.json", "train_state.pt", "tokenizer.model"):
+        os.remove(run / name)
+    assert os.listdir(run) == ["step_000003"]
+    _, tok, loaded = evaluate.load(str(run), "cpu")
+    assert loaded["step"] == 3 and tok.vocab_size == small_tokenizer.vocab_size
+    cfg = evaluate.EvalConfig(ckpts=f"x={run}")
+    assert evaluate.checkpoints_to_run(cfg, []) == {"x": str(run)}
+    _, tok, path = sft.load_start(sft.SFTConfig(init_from=str(run), seq_len=8), "cpu")
+    assert path == str(run / "step_000003" / "tokenizer.model")
+    chat.main(["--ckpt", str(run), "--prompt", "hi", "--max-new-tokens", "2"])
+    assert capsys.readouterr().out
+    convert.main(["--to-hf", str(run), str(tmp_path / "hf")])
+    assert os.path.exists(tmp_path / "hf" / "config.json")

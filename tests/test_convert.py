@@ -13,7 +13,7 @@ import torch
 
 import convert
 from model import ModelConfig, Transformer, generate
-from pretrain import load_checkpoint, load_model, save_checkpoint
+from pretrain import find_checkpoint, load_checkpoint, load_model, save_checkpoint
 from tokenizer import Tokenizer, segment_korean, train_tokenizer
 
 BILINGUAL = ("The law applies to everyone. 모든 국민은 법 앞에 평등하다. 대통령으로서의 의무는 법률로 정한다.\n"
@@ -301,7 +301,7 @@ def test_missing_files_are_named(tmp_path, small_tokenizer):
         convert.import_hf(hf_dir, str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="model.pt"):
         convert.export_hf(str(tmp_path / "nothing"), str(tmp_path / "out"))
-    os.remove(tmp_path / "ckpt" / "tokenizer.model")
+    os.remove(os.path.join(find_checkpoint(str(tmp_path / "ckpt")), "tokenizer.model"))
     with pytest.raises(FileNotFoundError, match="tokenizer.model"):
         convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "out"))
 
