@@ -61,6 +61,7 @@ class TrainConfig:
     eval_every: int = field(default=100, metadata={"help": "validate every N steps (and at the end); 0 = only at the end"})
     eval_batches: int = field(default=8, metadata={"help": "validation batches per evaluation"})
     save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (and at the end)"})
+    keep_last: int = field(default=2, metadata={"help": "newest complete saves kept in out_dir"})
     seed: int = 1337
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | mps"})
     compile: typing.Optional[bool] = field(default=None, metadata={"help": "torch.compile (default: on for CUDA)"})
@@ -148,10 +149,9 @@ def set_rng_state(state):
 #     RUN/model.pt -> latest/model.pt  (the same for each file): tools may keep reading RUN/model.pt
 #     RUN/metrics.jsonl
 # A save is written into RUN/.tmp_step_000120, each file and the folder fsynced, renamed to
-# step_000120, and only then published; the saves older than the newest KEEP_LAST are removed after
-# that. A kill at any instant therefore leaves `latest` on a complete save (as PyTorch Distributed
-# Checkpoint and torchtune do: write everything, then publish with one rename).
-KEEP_LAST = 2
+# step_000120, and only then published; the saves older than the newest --keep-last are removed
+# after that. A kill at any instant therefore leaves `latest` on a complete save (as PyTorch
+# Distributed Checkpoint and torchtune do: write everything, then publish with one rename).
 
 
 def write_file(path, content):
@@ -224,7 +224,7 @@ def _remove_dir(path):
 
 
 def save_checkpoint(run_dir, model_state, config, train_state=None, tokenizer_path=None,
-                    keep=KEEP_LAST):
+                    keep=TrainConfig.keep_last):
     """Write a self-contained checkpoint (DESIGN.md §1) into its own step folder of `run_dir`,
     publish it and prune the old ones (see above). Returns the step folder."""
     name = f"step_{config.get('step', 0):06d}"
@@ -410,7 +410,7 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         if rank == 0:
             save_checkpoint(cfg.out_dir, model_state, dict(config, step=step),
                             {"step": step, "optimizer": optim_state, "rng": rngs, "world_size": world_size,
-                             "data_cursor": {"step": step}}, tokenizer_path)
+                             "data_cursor": {"step": step}}, tokenizer_path, keep=cfg.keep_last)
         if world_size > 1:
             dist.barrier()
 

@@ -42,7 +42,7 @@ def assert_bitwise_equal(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-def assert_clean_layout(run, last_step, saves=pretrain.KEEP_LAST):
+def assert_clean_layout(run, last_step, saves=pretrain.TrainConfig.keep_last):
     """The last `saves` step folders, `latest` on the newest, the root links, every step's metrics
     row once, nothing else (no temporaries)."""
     names = set(os.listdir(run))
@@ -392,3 +392,10 @@ def test_every_script_loads_a_save_that_a_kill_left_unlinked(tmp_path, small_tok
     assert capsys.readouterr().out
     convert.main(["--to-hf", str(run), str(tmp_path / "hf")])
     assert os.path.exists(tmp_path / "hf" / "config.json")
+
+
+def test_keep_last_sets_how_many_saves_a_run_keeps(tmp_path):
+    cfg = cfg_for(tmp_path, steps=5, save_every=1, keep_last=3)
+    train(tiny_model(), make_get_batch(synthetic_tokens()), cfg, {"phase": "test"})
+    assert_clean_layout(cfg.out_dir, 5, saves=3)
+    assert load_checkpoint(os.path.join(cfg.out_dir, "step_000003"))[1]["step"] == 3
