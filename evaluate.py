@@ -40,7 +40,7 @@ import data
 from model import generate, sequence_logprobs
 from pretrain import atomic_write, find_checkpoint, load_model, parse_config
 from sft import read_jsonl_records
-from tokenizer import Tokenizer
+from tokenizer import Tokenizer, read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ("lm", "tokenizer", "fim", "mc", "tasks", "win", "judge", "rejection")
@@ -196,8 +196,7 @@ def loss_curve(ckpt_dir, max_points=200):
     path = os.path.join(ckpt_dir, "metrics.jsonl")
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
+    rows = read_jsonl(path, lambda row: row, skip_bad=True)  # a row torn by a kill: left out
     every = max(1, len(rows) // max_points)
     curve = {"step": [], "loss": [], "val_step": [], "val_loss": []}
     for k, r in enumerate(rows):
@@ -560,8 +559,10 @@ def read_input(path, notes, missing):
     if not os.path.exists(path):
         notes.append(f"{path} not found: {missing}")
         return None
+    if not path.endswith(".json"):
+        return read_jsonl(path, lambda record: record)  # errors name the file and line
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh) if path.endswith(".json") else [json.loads(line) for line in fh if line.strip()]
+        return json.load(fh)
 
 
 def run(cfg):

@@ -282,6 +282,7 @@ def test_resume_drops_a_metrics_row_torn_by_a_kill(tmp_path):
     train(tiny_model(), make_get_batch(tokens), cfg, {"phase": "test"})
     with open(os.path.join(cfg.out_dir, "metrics.jsonl"), "a", encoding="utf-8") as fh:
         fh.write('{"step": 4, "lo')
+    assert evaluate.loss_curve(cfg.out_dir)["step"] == [1, 2, 3]  # evaluate reads past it too
     cfg.steps, cfg.resume = 4, True
     train(tiny_model(), make_get_batch(tokens), cfg, {"phase": "test"})
     assert_clean_layout(cfg.out_dir, 4)
