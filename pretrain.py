@@ -9,8 +9,10 @@ Phases differ in their data and loss, not in their loop.
 What the loop does, in order (see `train`): AdamW (decay on matrices only), linear warmup + cosine
 decay, gradient accumulation (DDP `no_sync` / FSDP2 `set_requires_gradient_sync` on the non-final
 micro-steps), gradient clipping, bf16 autocast on CUDA, optional `torch.compile`, periodic
-validation, atomic checkpoints with everything needed to resume exactly, SIGINT/SIGTERM saves and
-exits cleanly, a non-finite loss stops the run and leaves the last good checkpoint in place.
+validation, crash-safe checkpoints with everything needed to resume exactly (one step folder per
+save, published by one atomic rename: a kill at any instant loses only the steps since the last
+completed save), SIGINT/SIGTERM saves and exits cleanly, a non-finite loss stops the run and
+leaves the last good checkpoint in place.
 
 Run:
     python pretrain.py                                   # embedded default, CPU
