@@ -36,6 +36,19 @@ def final_weights(run):
     return load_checkpoint(run)[0]
 
 
+def sleep_until_kill(run, seconds, saves, running):
+    """Until a random instant: `seconds` from now, or as soon as `saves` more saves are published,
+    whichever comes first (so that a machine faster than measured still cannot finish the run)."""
+    def latest_step():
+        try:
+            return int(os.readlink(os.path.join(run, "latest"))[5:])
+        except OSError:
+            return 0
+    start, deadline = latest_step(), time.time() + seconds
+    while time.time() < deadline and latest_step() < start + saves and running():
+        time.sleep(0.002)
+
+
 def assert_bitwise_equal(a, b):
     assert a.keys() == b.keys()
     for k in a:
@@ -78,7 +91,7 @@ def test_sigkill_at_20_random_instants_then_resume_equals_a_straight_run(tmp_pat
     run, rng, kills, seen = tmp_path / "killed", random.Random(0), 0, [0]
     while kills < 20:
         p = start(run, steps)
-        time.sleep(rng.uniform(0, 5 * per_step))
+        sleep_until_kill(run, rng.uniform(0, 5 * per_step), 1, lambda: p.exitcode is None)
         assert p.exitcode is None, "the run finished before 20 kills: it must be longer"
         os.kill(p.pid, signal.SIGKILL)
         p.join()
@@ -119,7 +132,7 @@ def test_sigkill_of_one_rank_under_torchrun_then_resume_equals_the_uninterrupted
         deadline = time.time() + 120
         while not all(os.path.exists(p) for p in pids) and time.time() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0, 5 * per_step))  # most of a step here is the save
+        sleep_until_kill(run, rng.uniform(0, 5 * per_step), 2, lambda: job.poll() is None)
         assert job.poll() is None, "the run finished before 5 kills: it must be longer"
         victim = pids[rng.randrange(2)]
         with open(victim) as fh:
