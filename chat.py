@@ -14,7 +14,7 @@ import sys
 import torch
 
 from model import generate
-from pretrain import load_model
+from pretrain import find_checkpoint, load_model
 from tokenizer import Tokenizer
 
 
@@ -59,10 +59,11 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
-    tok_path = os.path.join(args.ckpt, "tokenizer.model")
+    ckpt = find_checkpoint(args.ckpt) or args.ckpt  # a run folder: its newest complete save
+    tok_path = os.path.join(ckpt, "tokenizer.model")
     if not os.path.exists(tok_path):
         raise SystemExit(f"{tok_path} not found: --ckpt must be a checkpoint folder written by a minihcx phase")
-    model, _ = load_model(args.ckpt, args.device)
+    model, _ = load_model(ckpt, args.device)
     model.eval()
     tokenizer = Tokenizer(tok_path)
     top_p = args.top_p if args.temperature > 0 else None

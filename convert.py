@@ -32,7 +32,7 @@ import sentencepiece as spm
 import torch
 
 from model import ModelConfig, Transformer, from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict
-from pretrain import load_checkpoint, save_checkpoint, write_file
+from pretrain import find_checkpoint, load_checkpoint, load_tensors, save_checkpoint, write_file
 from tokenizer import SPECIAL_PIECES, Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -119,13 +119,14 @@ def tokenizer_files(tok: Tokenizer, max_seq_len: int) -> dict:
 
 def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
     """Write a minihcx checkpoint folder as a Hugging Face Llama folder. Returns the files written."""
-    state, config = load_checkpoint(ckpt_dir)
+    found = find_checkpoint(ckpt_dir) or ckpt_dir  # a run folder: its newest complete save
+    state, config = load_checkpoint(found)
     _refuse_overwrite(ckpt_dir, out_dir, ["model.pt"], "a minihcx checkpoint")
     if "model" not in config:
         raise ValueError(f"{ckpt_dir}/config.json: no 'model' field (the model config); "
                          f"not a minihcx checkpoint")
     cfg = ModelConfig(**config["model"])
-    tok_path = os.path.join(ckpt_dir, "tokenizer.model")
+    tok_path = os.path.join(found, "tokenizer.model")
     tok = Tokenizer(tok_path)  # FileNotFoundError / ValueError name the file
     if tok.vocab_size > cfg.vocab_size:
         raise ValueError(f"{tok_path}: {tok.vocab_size} pieces but the model has only {cfg.vocab_size} "
@@ -220,7 +221,7 @@ def read_hf_weights(hf_dir) -> dict:
             from safetensors.torch import load_file
             state |= load_file(path)
         else:
-            state |= torch.load(path, map_location="cpu", weights_only=True)
+            state |= load_tensors(path)
     return state
 
 

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tokenizer import read_jsonl, read_text, text_record
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS_DIR = os.path.join(HERE, "corpus")
 GROUPS = ("ko", "en", "code")
@@ -75,40 +77,25 @@ class DataError(Exception):
 # ----------------------------------------------------------------------------- reading
 def read_text_file(path):
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); convert it or leave it out") from None
+        return read_text(path)
+    except ValueError as e:
+        raise DataError(f"{e} or leave it out") from None
 
 
 def read_file(path, skip_bad=False, skipped=None):
     """One file -> list of (text, lang or None). .jsonl: one {"text", "lang"?} per line; .txt/.md: documents
-    separated by blank lines; anything else (code): the whole file is one document."""
+    separated by blank lines; anything else (code): the whole file is one document. A bad .jsonl
+    line stops the read, or with skip_bad is left out, its "file:line: what" added to `skipped`."""
     ext = os.path.splitext(path)[1].lower()
     if ext != ".jsonl":
         text = read_text_file(path)
         if ext in (".txt", ".md"):
             return [(d, None) for d in re.split(r"\n\s*\n", text) if d.strip()]
         return [(text, None)] if text.strip() else []
-    docs = []
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
-                    raise ValueError('expected an object with a "text" string')
-                if rec.get("lang") is not None and not isinstance(rec["lang"], str):
-                    raise ValueError('"lang" must be a string')
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                if not skip_bad:
-                    raise DataError(f"{path}:{lineno}: malformed record ({e}); fix it or pass --skip-bad") from None
-                if skipped is not None:
-                    skipped.append(f"{path}:{lineno}")
-                continue
-            docs.append((rec["text"], rec.get("lang")))
-    return docs
+    try:
+        return read_jsonl(path, text_record, skip_bad, skipped)
+    except ValueError as e:
+        raise DataError(f"{e}; fix it or pass --skip-bad") from None
 
 
 def expand_paths(spec, where):
@@ -137,7 +124,7 @@ class Source:
     group: str  # language group the mixture weights apply to: ko | en | code | any other name
     docs: list  # list of (text, lang or None); a record's lang overrides the group
     origin: str = ""
-    skipped: list = field(default_factory=list)  # "file:line" of malformed .jsonl records skipped (--skip-bad)
+    skipped: list = field(default_factory=list)  # "file:line: what" of each skipped bad .jsonl line
     curated: bool = False  # written by this project (tasks.py): exempt from the length and repetition filters
 
 
@@ -684,7 +671,8 @@ def main(argv=None):
     print(summary(meta))
     if meta["skipped_records"]:
         print(f"skipped {len(meta['skipped_records'])} malformed record(s) (--skip-bad): "
-              + ", ".join(meta["skipped_records"][:10]) + (" .." if len(meta["skipped_records"]) > 10 else ""))
+              + "; ".join(meta["skipped_records"][:10])
+              + (" .." if len(meta["skipped_records"]) > 10 else ""))
     print(f"wrote {cfg.out_dir}/{{train,val,{','.join('val_' + g for g in meta['val']['groups'])}}}.bin and meta.json")
 
 

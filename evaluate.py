@@ -42,9 +42,9 @@ from tqdm import tqdm
 
 import data
 from model import generate, sequence_logprobs
-from pretrain import atomic_write, load_model, parse_config
+from pretrain import atomic_write, find_checkpoint, load_model, parse_config
 from sft import read_jsonl_records
-from tokenizer import Tokenizer
+from tokenizer import Tokenizer, read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ("lm", "tokenizer", "fim", "mc", "tasks", "win", "judge", "rejection")
@@ -127,6 +127,7 @@ def same_file(a, b):
 
 def load(ckpt_dir, device, fallback_tokenizer=None):
     """(model in eval mode, its tokenizer, its config dict): the checkpoint's own tokenizer.model when it has one."""
+    ckpt_dir = find_checkpoint(ckpt_dir) or ckpt_dir  # a run folder: its newest complete save
     model, config = load_model(ckpt_dir, device)
     path = os.path.join(ckpt_dir, "tokenizer.model")
     return model.eval(), Tokenizer(path if os.path.exists(path) else fallback_tokenizer), config
@@ -203,8 +204,7 @@ def loss_curve(ckpt_dir, max_points=200):
     path = os.path.join(ckpt_dir, "metrics.jsonl")
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
+    rows = read_jsonl(path, lambda row: row, skip_bad=True)  # a row torn by a kill: left out
     every = max(1, len(rows) // max_points)
     curve = {"step": [], "loss": [], "val_step": [], "val_loss": []}
     for k, r in enumerate(rows):
@@ -629,7 +629,7 @@ def checkpoints_to_run(cfg, notes):
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"--ckpts {cfg.ckpts!r}: expected NAME=DIR,..., got {item!r}")
-        if os.path.exists(os.path.join(path, "model.pt")):
+        if find_checkpoint(path):
             ckpts[name] = path
         elif user_given:
             raise FileNotFoundError(f"--ckpts {name}={path}: no checkpoint there (no model.pt)")
@@ -643,7 +643,7 @@ def checkpoints_to_run(cfg, notes):
 def resolve(name_or_dir, ckpts):
     """A NAME of --ckpts or a checkpoint DIR -> its dir; None when there is no checkpoint."""
     path = ckpts.get(name_or_dir, name_or_dir)
-    return path if name_or_dir and os.path.exists(os.path.join(path, "model.pt")) else None
+    return path if name_or_dir and find_checkpoint(path) else None
 
 
 def read_input(path, notes, missing):
@@ -651,8 +651,10 @@ def read_input(path, notes, missing):
     if not os.path.exists(path):
         notes.append(f"{path} not found: {missing}")
         return None
+    if not path.endswith(".json"):
+        return read_jsonl(path, lambda record: record)  # errors name the file and line
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh) if path.endswith(".json") else [json.loads(line) for line in fh if line.strip()]
+        return json.load(fh)
 
 
 def run(cfg):

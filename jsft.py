@@ -126,6 +126,8 @@ def best_and_worse(ratings, rng):
     """ratings: {completion index: value}. Chosen: the highest rating, ties to the lower index.
     Rejected: one of the strictly lower-rated completions, drawn by the record's seeded rng
     (varied difficulty, as in the binarized UltraFeedback of Zephyr). None when all ratings tie."""
+    if not ratings:
+        return None
     best = min(ratings, key=lambda i: (-ratings[i], i))
     worse = sorted(i for i in ratings if ratings[i] < ratings[best])
     return (best, rng.choice(worse)) if worse else None
@@ -138,6 +140,8 @@ def pairs_from_ultrafeedback(record, rng, per_principle):
     per_principle=True: one pair per principle whose ratings differ, with that principle's rationales."""
     if not isinstance(record["instruction"], str) or not isinstance(record["completions"], list):
         raise ValueError('"instruction" must be a string and "completions" a list')
+    if not record["completions"]:
+        raise ValueError('"completions" is empty: a record needs rated completions to compare')
     responses, notes = [], []
     for i, c in enumerate(record["completions"]):
         if not (isinstance(c, dict) and isinstance(c.get("response"), str) and isinstance(c.get("annotations"), dict)):

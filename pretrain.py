@@ -9,8 +9,10 @@ Phases differ in their data and loss, not in their loop.
 What the loop does, in order (see `train`): AdamW (decay on matrices only), linear warmup + cosine
 decay, gradient accumulation (DDP `no_sync` / FSDP2 `set_requires_gradient_sync` on the non-final
 micro-steps), gradient clipping, bf16 autocast on CUDA, optional `torch.compile`, periodic
-validation, atomic checkpoints with everything needed to resume exactly, SIGINT/SIGTERM saves and
-exits cleanly, a non-finite loss stops the run and leaves the last good checkpoint in place.
+validation, crash-safe checkpoints with everything needed to resume exactly (one step folder per
+save, published by one atomic rename: a kill at any instant loses only the steps since the last
+completed save), SIGINT/SIGTERM saves and exits cleanly, a non-finite loss stops the run and
+leaves the last good checkpoint in place.
 
 Run:
     python pretrain.py                                   # embedded default, CPU
@@ -25,13 +27,14 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import random
+import re
 import shutil
 import signal
 import sys
 import time
 import typing
-import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +63,7 @@ class TrainConfig:
     eval_every: int = field(default=100, metadata={"help": "validate every N steps (and at the end); 0 = only at the end"})
     eval_batches: int = field(default=8, metadata={"help": "validation batches per evaluation"})
     save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (and at the end)"})
+    keep_last: int = field(default=2, metadata={"help": "newest complete saves kept in out_dir"})
     seed: int = 1337
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | mps"})
     compile: typing.Optional[bool] = field(default=None, metadata={"help": "torch.compile (default: on for CUDA)"})
@@ -122,7 +126,10 @@ def unwrap(model):
 
 
 def rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state, as tensors and plain types: a checkpoint loads with weights_only=True."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -130,13 +137,25 @@ def rng_state():
 
 def set_rng_state(state):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ----------------------------------------------------------------------------- checkpoints
+# A run folder (--out-dir) holds one folder per save and a `latest` link to the newest complete one:
+#     RUN/step_000120/      model.pt  config.json  train_state.pt  tokenizer.model
+#     RUN/latest -> step_000120        publishing a save = replacing this link (one atomic rename)
+#     RUN/model.pt -> latest/model.pt  (the same for each file): tools may keep reading RUN/model.pt
+#     RUN/metrics.jsonl
+# A save is written into RUN/.tmp_step_000120, each file and the folder fsynced, renamed to
+# step_000120, and only then published; the saves older than the newest --keep-last are removed
+# after that. A kill at any instant therefore leaves `latest` on a complete save (as PyTorch
+# Distributed Checkpoint and torchtune do: write everything, then publish with one rename).
+
+
 def write_file(path, content):
     """content: text (written as UTF-8) or write_fn(path) for anything else (torch.save, a copy)."""
     if isinstance(content, str):
@@ -146,47 +165,134 @@ def write_file(path, content):
         content(path)
 
 
+def fsync(path):
+    """Flush a file, or a folder's entries (the renames into it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path, content):
-    """Write `content` (see write_file) to a temporary name, fsync it, then rename it over `path`: a crash
-    leaves the old file or the new one, never half of one."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """Write `content` (see write_file) to a temporary name, fsync it, then rename it over `path`:
+    a crash leaves the old file or the new one, never half of one (the next write reuses the
+    temporary name)."""
+    tmp = f"{path}.tmp"
     try:
         write_file(tmp, content)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        fsync(tmp)
         os.replace(tmp, path)
+        fsync(os.path.dirname(os.path.abspath(path)))
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
 
 
-def save_checkpoint(out_dir, model_state, config, train_state=None, tokenizer_path=None):
-    """Write a self-contained checkpoint folder (DESIGN.md §1). Every file goes to a temporary name
-    first and is renamed into place, so an interrupted save leaves the previous checkpoint loadable.
-    `config` (model config, phase, args, special ids) and `train_state` share a fresh checkpoint id,
-    so a resume can tell that the files belong together."""
-    os.makedirs(out_dir, exist_ok=True)
-    config = dict(config, checkpoint_id=uuid.uuid4().hex)
-    if tokenizer_path and os.path.abspath(tokenizer_path) != os.path.abspath(os.path.join(out_dir, "tokenizer.model")):
-        atomic_write(os.path.join(out_dir, "tokenizer.model"), lambda p: shutil.copyfile(tokenizer_path, p))
+def step_folders(run_dir):
+    """The step_* folder names of a run, oldest first."""
+    names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
+    return sorted((n for n in names if re.fullmatch(r"step_\d+", n)), key=lambda n: int(n[5:]))
+
+
+def find_checkpoint(path):
+    """The folder holding a checkpoint's files, or None: for a run folder the target of RUN/latest
+    (if the link is missing or broken: the newest step folder); a step folder or a folder in the old
+    flat layout (model.pt directly inside) is its own checkpoint."""
+    def complete(folder):
+        return all(os.path.isfile(os.path.join(folder, f)) for f in ("model.pt", "config.json"))
+    latest = os.path.join(path, "latest")
+    if os.path.islink(latest) and complete(latest):
+        return os.path.join(path, os.readlink(latest))
+    newest = [os.path.join(path, n) for n in step_folders(path) if complete(os.path.join(path, n))]
+    return newest[-1] if newest else path if complete(path) else None
+
+
+def _symlink_atomic(target, link):
+    tmp = os.path.join(os.path.dirname(link), ".link.tmp")  # one writer per run: a fixed name
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _remove_dir(path):
+    """Rename away first: a kill while deleting never leaves half a folder under a step name."""
+    trash = os.path.join(os.path.dirname(path), ".trash_" + os.path.basename(path))
+    shutil.rmtree(trash, ignore_errors=True)
+    if os.path.lexists(path):
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def save_checkpoint(run_dir, model_state, config, train_state=None, tokenizer_path=None,
+                    keep=TrainConfig.keep_last):
+    """Write a self-contained checkpoint (DESIGN.md §1) into its own step folder of `run_dir`,
+    publish it and prune the old ones (see above). Returns the step folder."""
+    name = f"step_{config.get('step', 0):06d}"
+    tmp, final = os.path.join(run_dir, ".tmp_" + name), os.path.join(run_dir, name)
+    for leftover in (tmp, final):  # a kill left it unpublished: `latest` points to an older save
+        _remove_dir(leftover)
+    os.makedirs(tmp)
     model_state = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
-    # Order matters: train_state, then weights, then config. A crash between two renames leaves ids that
-    # disagree, which a resume detects; a crash while writing a temporary file changes nothing.
+    files = {"model.pt": lambda p: torch.save(model_state, p),
+             "config.json": json.dumps(config, indent=2, ensure_ascii=False)}
     if train_state is not None:
-        train_state = dict(train_state, checkpoint_id=config["checkpoint_id"])
-        atomic_write(os.path.join(out_dir, "train_state.pt"), lambda p: torch.save(train_state, p))
-    atomic_write(os.path.join(out_dir, "model.pt"), lambda p: torch.save(model_state, p))
-    atomic_write(os.path.join(out_dir, "config.json"), json.dumps(config, indent=2, ensure_ascii=False))
+        files["train_state.pt"] = lambda p: torch.save(train_state, p)
+    if tokenizer_path:
+        files["tokenizer.model"] = lambda p: shutil.copyfile(tokenizer_path, p)
+    try:
+        for file, content in files.items():
+            write_file(os.path.join(tmp, file), content)
+            fsync(os.path.join(tmp, file))
+        fsync(tmp)
+        os.replace(tmp, final)
+    except BaseException:  # a full disk, a failed write: free the space; the last save stays
+        _remove_dir(tmp)
+        raise
+    fsync(run_dir)
+    _symlink_atomic(name, os.path.join(run_dir, "latest"))  # the save is published here
+    for file in files:
+        link = os.path.join(run_dir, file)
+        if not os.path.islink(link) or os.readlink(link) != os.path.join("latest", file):
+            _symlink_atomic(os.path.join("latest", file), link)
+    fsync(run_dir)
+    kept = step_folders(run_dir)
+    kept = kept[:kept.index(name) + 1][-keep:]  # folders after `name` were never published
+    for entry in os.listdir(run_dir):
+        stale = entry.startswith((".tmp_step_", ".trash_"))
+        if stale or entry.startswith("step_") and entry not in kept:
+            _remove_dir(os.path.join(run_dir, entry))
+    return final
+
+
+# train_state.pt of the old flat layout holds numpy's RNG state as an array: these rebuild it
+NUMPY_ARRAY = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np.ndarray(0).__reduce__()[0]]
+
+
+def load_tensors(path, device="cpu", allow=()):
+    """torch.load that can run no code: tensors and plain Python data only (weights_only=True),
+    and the types in `allow`."""
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = str(e).strip().splitlines()[-1]
+        raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain "
+                         f"data, which no minihcx checkpoint does (nothing in it was run). Written "
+                         f"by another tool or tampered with? ({why:.200})") from None
 
 
 def load_checkpoint(ckpt_dir, device="cpu"):
-    """Returns (state_dict, config dict). Accepts wrapper prefixes (`_orig_mod.`, `module.`) from other tools."""
-    for name in ("model.pt", "config.json"):
-        if not os.path.exists(os.path.join(ckpt_dir, name)):
-            raise FileNotFoundError(f"{ckpt_dir}: no {name} — not a minihcx checkpoint folder (run the phase that writes it first)")
-    with open(os.path.join(ckpt_dir, "config.json"), encoding="utf-8") as fh:
+    """Returns (state_dict, config dict) of a run folder's newest complete save, a step folder,
+    or an old flat checkpoint folder. Accepts the wrapper prefixes `_orig_mod.` and `module.`."""
+    found = find_checkpoint(ckpt_dir)
+    if found is None:
+        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint (no model.pt and config.json, no "
+                                f"complete step_* folder); run the phase that writes it first")
+    with open(os.path.join(found, "config.json"), encoding="utf-8") as fh:
         config = json.load(fh)
-    state = torch.load(os.path.join(ckpt_dir, "model.pt"), map_location=device, weights_only=True)
+    state = load_tensors(os.path.join(found, "model.pt"), device)
     clean = {}
     for key, value in state.items():
         for prefix in ("_orig_mod.", "module."):
@@ -250,7 +356,10 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
     start_step, train_state = 0, None
     if cfg.resume:  # weights go into the plain module before it is sharded or wrapped
         train_state = _load_train_state(cfg.out_dir, raw, world_size)
-        start_step = train_state["step"]
+        if train_state is None:  # killed before its first save completed: nothing was lost
+            log(f"--resume: no complete save in {cfg.out_dir} yet; starting at step 0")
+        else:
+            start_step = train_state["step"]
     if cfg.fsdp:
         from torch.distributed.fsdp import fully_shard
         for block in raw.layers:
@@ -277,14 +386,14 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         else:
             optimizer.load_state_dict(train_state["optimizer"])
         set_rng_state(train_state["rng"][rank])
-        log(f"resumed from {cfg.out_dir} at step {start_step}")
+        log(f"resumed from {train_state['found']} at step {start_step}")
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
 
     config = dict(config_extra, model=dataclasses.asdict(raw.cfg), train=dataclasses.asdict(cfg))
     metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
     if rank == 0:
         os.makedirs(cfg.out_dir, exist_ok=True)
-        _truncate_metrics(metrics_path, keep_through=start_step if cfg.resume else -1)
+        _truncate_metrics(metrics_path, keep_through=start_step if train_state else -1)
 
     def full_state():
         if cfg.fsdp:
@@ -303,7 +412,7 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         if rank == 0:
             save_checkpoint(cfg.out_dir, model_state, dict(config, step=step),
                             {"step": step, "optimizer": optim_state, "rng": rngs, "world_size": world_size,
-                             "data_cursor": {"step": step}}, tokenizer_path)
+                             "data_cursor": {"step": step}}, tokenizer_path, keep=cfg.keep_last)
         if world_size > 1:
             dist.barrier()
 
@@ -367,8 +476,8 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                 checkpoint(step + 1)
     except NonFiniteLoss as exc:
         at, value = exc.args
-        good = os.path.join(cfg.out_dir, "model.pt")
-        where = f"the last good checkpoint in {cfg.out_dir} is left in place" if os.path.exists(good) else "no checkpoint was written"
+        where = (f"the last good checkpoint in {cfg.out_dir} is left in place"
+                 if find_checkpoint(cfg.out_dir) else "no checkpoint was written")
         raise SystemExit(f"non-finite loss ({value}) at step {at + 1}: stopping; {where}. "
                          f"Lower --lr, check the data, or resume from the checkpoint with --resume.") from None
     finally:
@@ -398,19 +507,25 @@ def _restore_sync(raw):
 
 
 def _load_train_state(out_dir, raw, world_size):
-    """Load a checkpoint's weights into the plain model and return its train_state (optimizer, step, RNGs)."""
-    path = os.path.join(out_dir, "train_state.pt")
+    """Load the newest complete save's weights into the plain model and return its train_state
+    (optimizer, step, RNGs), or None when the run folder holds no complete save yet."""
+    found = find_checkpoint(out_dir)
+    if found is None:
+        return None
+    path = os.path.join(found, "train_state.pt")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--resume: {path} not found; start without --resume (or point --out-dir at a run)")
-    state, config = load_checkpoint(out_dir, device="cpu")
-    train_state = torch.load(path, map_location="cpu", weights_only=False)
-    if train_state.get("checkpoint_id") != config.get("checkpoint_id"):
-        raise RuntimeError(f"{out_dir}: model.pt/config.json and train_state.pt come from different saves; "
-                           "the checkpoint was interrupted — restore a backup or start again")
+        raise FileNotFoundError(f"--resume: {path} not found (not saved by a training run); start "
+                                f"without --resume, or point --out-dir at a run")
+    train_state = load_tensors(path, allow=NUMPY_ARRAY)
+    state, config = load_checkpoint(found, device="cpu")
+    if train_state.get("checkpoint_id") != config.get("checkpoint_id"):  # the old flat layout
+        raise RuntimeError(f"{found}: model.pt/config.json and train_state.pt come from different "
+                           "saves (an interrupted save of the old flat layout); start again")
     if train_state["world_size"] != world_size:
-        raise RuntimeError(f"{out_dir}: saved with {train_state['world_size']} ranks, resuming with {world_size}; "
-                           "exact resume needs the same number of ranks")
+        raise RuntimeError(f"{found}: saved with {train_state['world_size']} ranks, resuming with "
+                           f"{world_size}; exact resume needs the same number of ranks")
     raw.load_state_dict(state)
+    train_state["found"] = found
     return train_state
 
 
@@ -419,7 +534,12 @@ def _truncate_metrics(path, keep_through):
     rows = []
     if keep_through >= 0 and os.path.exists(path):
         with open(path, encoding="utf-8") as fh:
-            rows = [line for line in fh if line.strip() and json.loads(line)["step"] <= keep_through]
+            for line in fh:
+                try:
+                    if json.loads(line)["step"] <= keep_through:
+                        rows.append(line.rstrip("\n") + "\n")
+                except (ValueError, KeyError, TypeError):  # a row torn by a kill
+                    pass
     atomic_write(path, "".join(rows))
 
 

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from model import generate, sequence_logprobs
-from pretrain import TrainConfig, load_model, parse_config, setup_distributed, train, unwrap
+from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
+                      train, unwrap)
 from tokenizer import Tokenizer
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
@@ -420,8 +421,9 @@ def load_contexts(path, tokenizer, cfg, max_len, what):
 
 
 def run_best_of(cfg, device):
-    model, _ = load_model(cfg.init_from, device)
-    tokenizer = Tokenizer(os.path.join(cfg.init_from, "tokenizer.model"))
+    ckpt = find_checkpoint(cfg.init_from) or cfg.init_from  # a run folder: its newest complete save
+    model, _ = load_model(ckpt, device)
+    tokenizer = Tokenizer(os.path.join(ckpt, "tokenizer.model"))
     contexts = [[{"role": "user", "content": cfg.prompt}]] if cfg.prompt else \
         load_contexts(cfg.prompts, tokenizer, cfg, model.cfg.max_seq_len, "prompts")
     winners = best_of_n(model, model, tokenizer, contexts, cfg.best_of, cfg.max_new_tokens, cfg.temperature,
@@ -438,10 +440,11 @@ def main(argv=None):
         return run_best_of(cfg, device)
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
-    policy, init_config = load_model(cfg.init_from, device)
+    ckpt = find_checkpoint(cfg.init_from) or cfg.init_from  # a run folder: its newest complete save
+    policy, init_config = load_model(ckpt, device)
     disable_dropout(policy)
     reference = frozen_copy(policy)
-    tokenizer_path = os.path.join(cfg.init_from, "tokenizer.model")
+    tokenizer_path = os.path.join(ckpt, "tokenizer.model")
     tokenizer = Tokenizer(tokenizer_path)
     max_len = policy.cfg.max_seq_len
     extra = {"phase": "dpo" if cfg.offline else "self_judge", "judged_by": None if cfg.offline else cfg.judge,

@@ -29,45 +29,33 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pretrain import TrainConfig, load_model, parse_config, setup_distributed, train
+from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
+                      train)
+from tokenizer import read_jsonl
 
 # --- readers ---
 ROLES = ("system", "user", "assistant")
 
 
 def read_jsonl_records(path, parse, skip_bad=False):
-    """Calls parse(record) on each JSON line of `path` and returns the concatenated lists it returns.
+    """Calls parse(record) on each JSON line of `path` (tokenizer.read_jsonl: a line that is not
+    UTF-8 or not JSON is an error too) and returns the concatenated lists it returns.
 
     parse raises ValueError("what is wrong") for a bad record: it becomes "path:line: what is wrong"
     and stops the read, or with skip_bad=True the record is skipped and counted. Blank lines are
     ignored. A record for which parse returns [] (say, a preference pair with nothing to prefer) is
     counted as "gave nothing", which is not an error."""
-    out, skipped, empty, first_error = [], 0, 0, None
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(record, dict):
-                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-                items = parse(record)
-            except ValueError as e:
-                message = f"{path}:{lineno}: {e}"
-                if not skip_bad:
-                    raise ValueError(message) from None
-                skipped, first_error = skipped + 1, first_error or message
-                continue
-            empty += not items
-            out.extend(items)
-    if skipped or empty:
-        notes = [f"skipped {skipped} bad record(s), the first: {first_error}"] if skipped else []
-        notes += [f"{empty} record(s) gave nothing"] if empty else []
+    skipped = []
+    per_record = read_jsonl(path, parse, skip_bad, skipped)
+    empty = sum(not items for items in per_record)
+    notes = []
+    if skipped:
+        notes.append(f"skipped {len(skipped)} bad record(s), the first: {skipped[0]}")
+    if empty:
+        notes.append(f"{empty} record(s) gave nothing")
+    if notes:
         print(f"{path}: " + "; ".join(notes), file=sys.stderr)
-    return out
+    return [item for items in per_record for item in items]
 
 
 def check_messages(messages, what="messages"):
@@ -170,8 +158,7 @@ def read_conversations(spec, tasks_dir="out/tasks", skip_bad=False):
     for path in spec.split(","):
         if not os.path.exists(path):
             raise SystemExit(f"--data: {path} not found")
-        with open(path, encoding="utf-8") as fh:
-            first = json.loads(fh.readline() or "{}")
+        first = (read_jsonl(path, lambda record: record, skip_bad=True) or [{}])[0]  # errors: below
         reader = read_hh_rlhf if "chosen" in first and "messages" not in first else read_messages_jsonl
         conversations += reader(path, skip_bad=skip_bad)
     return conversations
@@ -281,8 +268,9 @@ def prepare(cfg, tokenizer, conversations, log=print):
 def load_start(cfg, device):
     """The start checkpoint of a fine-tuning phase: (model, tokenizer, tokenizer path), with --seq-len checked."""
     from tokenizer import Tokenizer
-    tokenizer_path = os.path.join(cfg.init_from, "tokenizer.model")
-    model, _ = load_model(cfg.init_from, device)
+    ckpt = find_checkpoint(cfg.init_from) or cfg.init_from  # a run folder: its newest complete save
+    tokenizer_path = os.path.join(ckpt, "tokenizer.model")
+    model, _ = load_model(ckpt, device)
     if cfg.seq_len > model.cfg.max_seq_len:
         raise SystemExit(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len} "
                          f"({cfg.init_from}/config.json); lower --seq-len")

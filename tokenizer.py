@@ -244,8 +244,64 @@ class Tokenizer:
 # directories and globs (DESIGN.md §4).
 
 
-def read_documents(paths):
-    """-> list of (text, lang or None). Errors name the file (and line) and say what to fix."""
+def read_text(path):
+    """A whole UTF-8 text file (a leading BOM dropped). A byte that is not UTF-8 raises ValueError
+    naming the file and line."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        bad = raw[e.start:e.start + 1]
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {e.start}: {bad!r}); convert "
+                         f"the file to UTF-8") from None
+
+
+def read_jsonl(path, parse, skip_bad=False, skipped=None):
+    """[parse(record) for each JSON object line of `path`], the one JSONL reader of every script.
+    A line that is not UTF-8, not JSON or not an object, or whose parse raises ValueError("what is
+    wrong"), stops the read with ValueError("path:line: what is wrong"); with skip_bad it is left
+    out and its message appended to `skipped`. Blank lines are ignored and a leading BOM dropped."""
+    out = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                try:
+                    line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    bad = raw[e.start:e.start + 1]
+                    raise ValueError(f"not valid UTF-8 (byte {bad!r} at column {e.start + 1}); "
+                                     f"convert the file to UTF-8") from None
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+                out.append(parse(record))
+            except ValueError as e:
+                if not skip_bad:
+                    raise ValueError(f"{path}:{n}: {e}") from None
+                if skipped is not None:
+                    skipped.append(f"{path}:{n}: {e}")
+    return out
+
+
+def text_record(record):
+    """A corpus .jsonl record {"text": str, "lang"?: str} -> (text, lang or None)."""
+    if not isinstance(record.get("text"), str):
+        raise ValueError('expected an object with a "text" string')
+    if record.get("lang") is not None and not isinstance(record["lang"], str):
+        raise ValueError('"lang" must be a string')
+    return record["text"], record.get("lang")
+
+
+def read_documents(paths, skip_bad=False):
+    """-> list of (text, lang or None). Errors name the file (and line) and say what to fix; with
+    skip_bad a bad .jsonl line is left out and counted on stderr."""
     files = []
     for p in paths:
         p = os.fspath(p)
@@ -259,32 +315,18 @@ def read_documents(paths):
         if not found:
             raise FileNotFoundError(f"{p}: no .txt or .jsonl files match")
         files += found
-    docs = []
+    docs, skipped = [], []
     for path in files:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file")
-        with open(path, "rb") as f:
-            raw = f.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = raw[:e.start].count(b"\n") + 1
-            raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {e.start}: "
-                             f"{raw[e.start:e.start + 1]!r}); convert the file to UTF-8") from None
         if path.endswith(".jsonl"):
-            for n, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise ValueError(f'{path}:{n}: expected an object with a "text" string')
-                docs.append((record["text"], record.get("lang")))
+            docs += read_jsonl(path, text_record, skip_bad, skipped)
         else:
-            blocks = re.split(r"\n(?:[ \t]*\n)+", text.strip("\n"))  # blank line(s) between
+            text = read_text(path).strip("\n")
+            blocks = re.split(r"\n(?:[ \t]*\n)+", text)  # blank line(s) between
             docs += [(d, None) for d in blocks if d.strip()]
+    if skipped:
+        print(f"skipped {len(skipped)} bad record(s), the first: {skipped[0]}", file=sys.stderr)
     if not any(d.strip() for d, _ in docs):
         raise ValueError(f"empty corpus: no text in {', '.join(files)}")
     return docs
@@ -590,6 +632,8 @@ def main(argv=None):
         help="train a tokenizer and write the efficiency report (default command)")
     p_train.add_argument("--input", nargs="+", help="files, dirs or globs (.txt/.jsonl); "
                          "default: data.default_corpus()")
+    p_train.add_argument("--skip-bad", action="store_true",
+                         help="skip (and count) bad --input .jsonl lines instead of stopping")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool:
@@ -622,7 +666,7 @@ def run(args):
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     print("config:", json.dumps(dataclasses.asdict(cfg)))
     if args.input:
-        corpus = group_by_lang(read_documents(args.input))
+        corpus = group_by_lang(read_documents(args.input, args.skip_bad))
     else:
         try:
             import data  # lazily: data.py imports tokenizer.py too

@@ -13,7 +13,7 @@ import torch
 
 import convert
 from model import ModelConfig, Transformer, generate
-from pretrain import load_checkpoint, load_model, save_checkpoint
+from pretrain import find_checkpoint, load_checkpoint, load_model, save_checkpoint
 from tokenizer import Tokenizer, segment_korean, train_tokenizer
 
 BILINGUAL = ("The law applies to everyone. 모든 국민은 법 앞에 평등하다. 대통령으로서의 의무는 법률로 정한다.\n"
@@ -301,7 +301,7 @@ def test_missing_files_are_named(tmp_path, small_tokenizer):
         convert.import_hf(hf_dir, str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="model.pt"):
         convert.export_hf(str(tmp_path / "nothing"), str(tmp_path / "out"))
-    os.remove(tmp_path / "ckpt" / "tokenizer.model")
+    os.remove(os.path.join(find_checkpoint(str(tmp_path / "ckpt")), "tokenizer.model"))
     with pytest.raises(FileNotFoundError, match="tokenizer.model"):
         convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "out"))
 
@@ -309,7 +309,10 @@ def test_missing_files_are_named(tmp_path, small_tokenizer):
 def test_refuses_to_convert_over_its_input_or_the_other_format(tmp_path, small_tokenizer):
     hf_dir = _hf_folder(tmp_path, small_tokenizer)
     ckpt = str(tmp_path / "ckpt")
-    snapshot = {p: open(os.path.join(d, p), "rb").read() for d in (ckpt, hf_dir) for p in os.listdir(d)}
+    def snapshot():  # the files, and through the root links of a run folder its published save
+        paths = [os.path.join(d, p) for d in (ckpt, hf_dir) for p in os.listdir(d)]
+        return {p: open(p, "rb").read() for p in paths if os.path.isfile(p)}
+    before = snapshot()
     for src, out in ((ckpt, ckpt), (hf_dir, hf_dir)):
         with pytest.raises(ValueError, match="output folder is the input folder"):
             (convert.export_hf if src == ckpt else convert.import_hf)(src, out)
@@ -319,7 +322,7 @@ def test_refuses_to_convert_over_its_input_or_the_other_format(tmp_path, small_t
     convert.export_hf(str(tmp_path / "other"), str(tmp_path / "hf2"), use_safetensors=False)
     with pytest.raises(ValueError, match="pytorch_model.bin"):  # an import over another HF folder
         convert.import_hf(hf_dir, str(tmp_path / "hf2"))
-    assert snapshot == {p: open(os.path.join(d, p), "rb").read() for d in (ckpt, hf_dir) for p in os.listdir(d)}
+    assert snapshot() == before
 
 
 def test_import_refuses_a_tokenizer_larger_than_the_vocabulary(tmp_path, small_tokenizer):

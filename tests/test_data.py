@@ -317,13 +317,13 @@ def test_missing_path_names_it_and_writes_nothing(tmp_path):
 def test_malformed_jsonl_names_file_and_line(tmp_path):
     out = existing_good_output(tmp_path)
     bad = os.path.join(FIX, "bad.jsonl")
-    with pytest.raises(SystemExit, match=r"bad\.jsonl:3: malformed record"):
+    with pytest.raises(SystemExit, match=r"bad\.jsonl:3: not valid JSON .*pass --skip-bad"):
         data.main(["--out-dir", str(out), "--source", f"x:en:{bad}"])
     assert_untouched(tmp_path, out)
     cfg = data.DataConfig(out_dir=str(out), source=[f"x:en:{bad}"], mix="en=1", skip_bad=True, min_chars=5, val_fraction=0)
     meta = data.build(cfg, ByteTokenizer())
     assert meta["sources"]["x"]["filters"]["jsonl_skipped"] == 1 and meta["sources"]["x"]["docs_kept"] == 3
-    assert meta["skipped_records"] == [f"{bad}:3"]
+    assert meta["skipped_records"] == [f"{bad}:3: not valid JSON (Expecting value at column 1)"]
 
 
 def test_empty_corpus_after_filtering_errors_and_keeps_old_output(tmp_path):

@@ -349,3 +349,13 @@ def test_sampled_pairs_are_the_models_own_replies_ranked_by_the_verifier(small_t
         assert tasks.score(t, p.chosen)["overall"] > tasks.score(t, p.rejected)["overall"]
     again, _ = jsft.sampled_pairs(model, tok, rows, seed=1, max_new_tokens=10, batch_size=6)
     assert again == pairs  # seeded
+
+
+def test_judge_an_exact_tie_goes_to_a(small_tokenizer):
+    """p_A = p_B = 0.5 in both orders: no principle votes, the mean is exactly 0.5, and a wins."""
+    tok = small_tokenizer
+    cases = [(EN_CONTEXT, "12.", "13.", {"overall": (0.5, 0.5)}),
+             (EN_CONTEXT, "It is 13.", "It is 12.", {"overall": (0.5, 0.5)})]
+    model = stub_for(tok, cases, ("overall",))
+    out = judge(model, tok, [c[0] for c in cases], [(c[1], c[2]) for c in cases])
+    assert out["score_a"] == [0.5, 0.5] and out["winners"] == [0, 0]

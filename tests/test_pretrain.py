@@ -15,6 +15,7 @@ from pretrain import TrainConfig, load_checkpoint, load_model, lr_at, parse_conf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB, T, B = 64, 16, 4
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def synthetic_tokens(n=4096, seed=0):
@@ -196,3 +197,54 @@ def test_torchrun_two_ranks_equal_one_process_with_the_global_batch(tmp_path):
     single_seen = torch.load(single / "seen_rank0.pt")
     for step in range(len(single_seen)):
         assert torch.equal(single_seen[step], torch.cat([seen[0][step], seen[1][step]]))
+
+
+def test_weight_decay_shrinks_matrices_only_never_norm_gains_or_biases(tmp_path):
+    """With every gradient zero, one AdamW step changes nothing but the decoupled decay: each matrix
+    is multiplied by exactly (1 - lr * weight_decay), every 1-d parameter (RMSNorm gains) stays."""
+    model = tiny_model()
+    before = weights(model)
+    def zero_grads(m, batch):
+        return sum((p * 0).sum() for p in m.parameters()), {}
+    cfg = cfg_for(tmp_path, steps=1, warmup_steps=1, weight_decay=0.5, grad_clip=0)
+    train(model, make_get_batch(synthetic_tokens()), cfg, {"phase": "test"}, loss_fn=zero_grads)
+    assert any(v.dim() == 1 for v in before.values())
+    for k, v in model.state_dict().items():
+        expected = before[k] * (1 - cfg.lr * cfg.weight_decay) if v.dim() >= 2 else before[k]
+        torch.testing.assert_close(v, expected, rtol=0, atol=1e-7, msg=k)
+
+
+def test_grad_accumulation_logs_the_big_batch_grad_norm(tmp_path):
+    """The accumulated gradient is the mean over micro-batches, as one big batch: same grad norm, so
+    the clip threshold means the same whatever --grad-accum is."""
+    tokens = synthetic_tokens()
+    big = make_get_batch(tokens, batch=2 * B)
+    def halves(step, micro):
+        return {k: v[micro * B:(micro + 1) * B] for k, v in big(step, 0).items()}
+    cfg_one = cfg_for(tmp_path / "a", steps=2, batch_size=2 * B)
+    one = train(tiny_model(), big, cfg_one, {"phase": "test"})
+    cfg_two = cfg_for(tmp_path / "b", steps=2, grad_accum=2)
+    two = train(tiny_model(), halves, cfg_two, {"phase": "test"})
+    for r1, r2 in zip(one, two):
+        assert r2["grad_norm"] == pytest.approx(r1["grad_norm"], rel=1e-4)
+        assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-4)
+
+
+def test_pretrain_main_gives_each_micro_batch_its_own_sampler_step(tmp_path, monkeypatch):
+    """With --grad-accum 2, optimizer step s reads sampler steps 2s and 2s + 1: each window once."""
+    import data
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    synthetic_tokens(8192).numpy().astype("uint16").tofile(data_dir / "train.bin")
+    synthetic_tokens(2048, seed=1).numpy().astype("uint16").tofile(data_dir / "val.bin")
+    (data_dir / "meta.json").write_text(json.dumps({"vocab_size": VOCAB}))
+    asked, real_get = [], data.PretrainBatches.get
+    def get(self, step, seq_len):
+        asked.append(step)
+        return real_get(self, step, seq_len)
+    monkeypatch.setattr(data.PretrainBatches, "get", get)
+    pretrain.main(["--data-dir", str(data_dir), "--out-dir", str(tmp_path / "out"),
+                   "--preset", "tiny", "--steps", "3", "--grad-accum", "2", "--batch-size", "2",
+                   "--seq-len", "16", "--short-seq-len", "0", "--eval-every", "0",
+                   "--eval-batches", "1", "--device", "cpu", "--no-compile"])
+    assert asked == [0, 1, 2, 3, 4, 5]

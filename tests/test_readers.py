@@ -1,11 +1,16 @@
-"""The chat and preference readers of sft.py / jsft.py on fixtures in the real layouts (DESIGN.md §4)."""
+"""The chat and preference readers of sft.py / jsft.py on fixtures in the real layouts (DESIGN.md
+§4), and every reader of the project on malformed files."""
 import json
 import os
+import sys
 
 import pytest
 
+import data
+from evaluate import read_mc
 from jsft import PreferencePair, read_preferences, read_prompts
-from sft import hh_to_messages, read_hh_rlhf, read_messages_jsonl
+from sft import hh_to_messages, read_conversations, read_hh_rlhf, read_messages_jsonl
+from tokenizer import read_documents
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "readers")
 HH = os.path.join(FIXTURES, "hh_rlhf_sample.jsonl")
@@ -235,3 +240,91 @@ def test_read_prompts_bad_records(tmp_path, capsys, record, complaint):
         read_prompts(path)
     assert read_prompts(path, skip_bad=True) == [[user("ok")]]
     assert "skipped 1 bad record(s)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ every reader, bad input
+def read_corpus_jsonl(path, skip_bad):
+    return read_documents([path], skip_bad=skip_bad)
+
+
+def read_data_jsonl(path, skip_bad):
+    skipped = []
+    try:
+        docs = data.read_file(path, skip_bad, skipped)
+    except data.DataError as e:
+        raise ValueError(str(e)) from None
+    if skipped:
+        print(f"skipped {len(skipped)} bad record(s), the first: {skipped[0]}", file=sys.stderr)
+    return docs
+
+
+HH_OK = {"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"}
+# name: (reader, good record, [(bad record, what the error says)]): wrong types, empty lists, roles
+READERS = {
+    "messages": (read_messages_jsonl, {"messages": [user("hi"), assistant("hello")]}, [
+        ({"messages": []}, "non-empty list"), ({"messages": "hi"}, "non-empty list"),
+        ({"messages": [{"role": "bot", "content": "x"}]}, '"role" must be one of')]),
+    "hh_rlhf": (read_hh_rlhf, HH_OK, [
+        ({"chosen": 3, "rejected": "x"}, "must be a transcript string"),
+        ({"chosen": "\n\nRobot: hi", "rejected": "x"}, "no .* turns found")]),
+    "preferences": (read_preferences, HH_OK, [
+        ({"instruction": "q", "completions": []}, '"completions" is empty'),
+        ({"instruction": "q", "completions": "abc"}, '"completions" a list'),
+        ({"prompt": "q", "chosen": [{"role": "bot", "content": "a"}], "rejected": "b"},
+         '"role" must be one of')]),
+    "prompts": (read_prompts, {"prompt": "hello"}, [
+        ({"messages": []}, "non-empty list"), ({"prompt": 3}, "non-empty string"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, '"role" must be one of')]),
+    "multiple_choice": (read_mc, {"question": "q?", "choices": ["a", "b"], "answer": 1}, [
+        ({"question": "q?", "choices": [], "answer": 0}, "choices must be 2 to"),
+        ({"question": "q?", "choices": ["a", "b"], "answer": [1]}, '"answer" must be')]),
+    "tokenizer_corpus": (read_corpus_jsonl, {"text": "some text", "lang": "en"}, [
+        ({"text": 3}, '"text" string'), ({"text": "x", "lang": 5}, '"lang" must be a string')]),
+    "data_corpus": (read_data_jsonl, {"text": "some text", "lang": "en"}, [
+        ({"text": ["x"]}, '"text" string'), ({"text": "x", "lang": []}, '"lang" must be')]),
+}
+NOT_UTF8 = b'{"text": "caf\xe9", "prompt": "caf\xe9"}'  # latin-1, as a Windows export writes it
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_every_reader_names_file_and_line_and_skip_bad_skips_the_bad(tmp_path, capsys, name):
+    reader, good, bad = READERS[name]
+    lines = [b"\xef\xbb\xbf" + json.dumps(good).encode()]  # a BOM on the first line is fine
+    wrong = [(NOT_UTF8, r"not valid UTF-8 \(byte b'\\xe9'"), (b'[{"role": "us', "not valid JSON"),
+             (b"[1, 2]", "expected a JSON object")]
+    wrong += [(json.dumps(r).encode(), what) for r, what in bad]
+    for record, what in wrong:  # good and bad lines alternate: line 2, 4, .. are bad
+        lines += [record, json.dumps(good, ensure_ascii=False).encode()]
+    path = tmp_path / f"{name}.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    for n, (record, what) in enumerate(wrong):
+        only = tmp_path / f"one_bad_{n}.jsonl"  # a valid file with one bad line
+        only.write_bytes(b"\n".join(lines[:1] + [record] + lines[1:2]) + b"\n")
+        with pytest.raises(ValueError, match=rf"one_bad_{n}\.jsonl:2: .*{what}"):
+            reader(str(only), skip_bad=False)
+    good_only = tmp_path / "good.jsonl"
+    good_only.write_bytes((json.dumps(good) + "\n").encode() * (len(wrong) + 1))
+    expected = reader(str(good_only), skip_bad=False)
+    assert len(expected) == len(wrong) + 1
+    capsys.readouterr()
+    assert reader(str(path), skip_bad=True) == expected
+    err = capsys.readouterr().err
+    assert f"skipped {len(wrong)} bad record(s), the first: {path}:2: not valid UTF-8" in err
+
+
+@pytest.mark.parametrize("reader", [lambda p: read_documents([p]), data.read_text_file])
+def test_corpus_text_that_is_not_utf8_names_file_and_line(tmp_path, reader):
+    path = tmp_path / "notes.txt"
+    path.write_bytes("first\n\nsecond 문서\ncaf\xe9\n".encode("utf-8")[:-6] + b"caf\xe9\n")
+    with pytest.raises((ValueError, data.DataError), match=r"notes\.txt:4: not valid UTF-8"):
+        reader(str(path))
+    path.write_bytes(b"\xef\xbb\xbf" + "첫 문서\n".encode())
+    assert "\ufeff" not in str(reader(str(path)))  # a BOM is not text
+
+
+def test_sft_layout_detection_survives_a_bad_first_line(tmp_path):
+    path = tmp_path / "chats.jsonl"
+    path.write_bytes(NOT_UTF8 + b"\n" + json.dumps(HH_OK).encode() + b"\n")
+    with pytest.raises(ValueError, match=r"chats\.jsonl:1: not valid UTF-8"):
+        read_conversations(str(path))
+    assert read_conversations(str(path), skip_bad=True) == [[user("q"), assistant("good")]]

@@ -404,3 +404,19 @@ def test_help_lists_the_knobs(capsys):
     text = capsys.readouterr().out
     for flag in ("--offline", "--dynamic-judge", "--loss", "--beta", "--best-of", "--max-new-tokens", "--resume"):
         assert flag in text
+
+
+def test_cli_on_policy_run_trains_against_the_frozen_start(world, tmp_path, monkeypatch):
+    """The reference is the start, never the policy itself: after one update the policy's log-ratio
+    margin on fresh samples is no longer 0 (it is exactly 0 at every step against itself)."""
+    monkeypatch.setattr(jsft, "judge", contract_judge([]), raising=False)
+    out, tasks_dir = str(tmp_path / "out"), tmp_path / "tasks"
+    tasks_dir.mkdir()
+    for name in ("prompts_train.jsonl", "eval_tasks.jsonl"):
+        shutil.copy(os.path.join(FIXTURES, "prompts.jsonl"), tasks_dir / name)
+    SJ.main(["--init-from", world["ckpt"], "--tasks-dir", str(tasks_dir), "--out-dir", out,
+             "--val-count", "0", "--steps", "3", "--batch-size", "3", "--max-new-tokens", str(CAP),
+             "--lr", "1e-2", "--warmup-steps", "1", "--device", "cpu"])
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert rows[0]["margin"] == 0.0 and rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert all(abs(r["margin"]) > 1e-4 for r in rows[1:]), rows
