@@ -75,6 +75,15 @@ def stub_judge(contexts, pairs):
             "first_order_a": [p >= 0.5 for p in score_a], "second_order_a": [p >= 0.5 for p in score_a]}
 
 
+def sampled_pair_batch(world, policy, n, seed):
+    """(prompt ids, two samples per prompt, the DPO batch with sample 0 chosen) for n train prompts."""
+    tok = world["tok"]
+    prompts = [tok.render_chat(c, add_generation_prompt=True)[0] for c in world["train"][:n]]
+    samples = SJ.sample_responses(policy, tok, world["train"][:n], 2, CAP, seed=seed)
+    return prompts, samples, SJ.build_pair_batch(prompts, [s[0] for s in samples], [s[1] for s in samples],
+                                                 tok.pad_id)
+
+
 def sj_config(tmp_path, **kw):
     base = dict(out_dir=str(tmp_path / "sj"), steps=4, batch_size=4, max_new_tokens=CAP, lr=1e-3, min_lr=1e-3,
                 warmup_steps=2, save_every=0, device="cpu", compile=False, seed=0)
@@ -140,9 +149,7 @@ def test_verifier_judge_prefers_the_higher_score_and_ties_equal_ones(tmp_path, w
 def test_nll_weight_adds_the_chosen_replies_mean_token_nll(world):
     tok, policy = world["tok"], fresh_policy(world)
     reference = SJ.frozen_copy(policy)
-    prompts = [tok.render_chat(c, add_generation_prompt=True)[0] for c in world["train"][:3]]
-    samples = SJ.sample_responses(policy, tok, world["train"][:3], 2, CAP, seed=5)
-    batch = SJ.build_pair_batch(prompts, [s[0] for s in samples], [s[1] for s in samples], tok.pad_id)
+    prompts, samples, batch = sampled_pair_batch(world, policy, 3, seed=5)
     batch["weights"] = torch.tensor([1.0, 0.0, 1.0])
     with torch.no_grad():
         dpo, _ = SJ.dpo_loss_fn(reference, 0.1, "sigmoid")(policy, batch)
@@ -170,11 +177,9 @@ def test_tied_pairs_carry_zero_weight(world, tmp_path):
 
 
 def test_step0_loss_is_log2_and_a_step_raises_chosen_lowers_rejected(world):
-    tok, policy = world["tok"], fresh_policy(world)
+    policy = fresh_policy(world)
     reference = SJ.frozen_copy(policy)
-    prompts = [tok.render_chat(c, add_generation_prompt=True)[0] for c in world["train"][:4]]
-    samples = SJ.sample_responses(policy, tok, world["train"][:4], 2, CAP, seed=3)
-    batch = SJ.build_pair_batch(prompts, [s[0] for s in samples], [s[1] for s in samples], tok.pad_id)
+    _, _, batch = sampled_pair_batch(world, policy, 4, seed=3)
     loss, metrics = SJ.dpo_loss_fn(reference, 0.1, "sigmoid")(policy, batch)
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6) and metrics["margin"] == 0.0
     before = sequence_logprobs(reference, batch["ids"], batch["mask"])[0]

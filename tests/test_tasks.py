@@ -262,7 +262,10 @@ def test_exports_load_through_the_real_readers(exported):
     by_refusal = [p for p in hh if by_prompt[json.dumps(p.context, ensure_ascii=False)]["family"] == "refusal"]
     complied = [p for p in by_refusal if tasks.score(by_prompt[json.dumps(p.context, ensure_ascii=False)],
                                                      p.rejected)["correctness"] == 0]
-    assert len(complied) >= tasks.SAFETY_PAIRS * n_harmful  # refusal beats compliance at least that often
+    # every harmful prompt carries refusal-beats-compliance pairs, not only the random draws of a flaw
+    assert {json.dumps(p.context) for p in complied} == {json.dumps(t["messages"]) for t in train
+                                                         if t["family"] == "refusal"}
+    assert len(complied) >= 2 * n_harmful
     for pair in hh:  # the verifier prefers the chosen reply
         t = by_prompt[json.dumps(pair.context, ensure_ascii=False)]
         assert tasks.score(t, pair.chosen)["overall"] > tasks.score(t, pair.rejected)["overall"]
