@@ -20,9 +20,11 @@ JSFT_ARGS      ?=
 DPO_ARGS       ?=
 SELF_JUDGE_ARGS?=
 ORACLE_ARGS    ?=
-EVAL_ARGS      ?=
+EVAL_ARGS      ?= --max-tasks 220 --rejection-prompts 64
 SEED_ARGS      ?=
 SEEDS          ?= 1 2 3
+# the demo scores a stratified 220 of the 670 held-out prompts to stay near its time budget; reproduce scores all
+REPRODUCE_EVAL_ARGS ?= --max-tasks 0 --rejection-prompts 128
 
 CKPTS := pretrain=$(OUT)/pretrain,sft=$(OUT)/sft,dpo=$(OUT)/dpo,jsft=$(OUT)/jsft,self_judge=$(OUT)/self_judge,oracle=$(OUT)/oracle
 STAGES := tokenizer tasks data pretrain sft jsft dpo self_judge oracle eval
@@ -65,7 +67,7 @@ reproduce: $(SETUP)
 $(OUT)/reproduce/seed%/eval/.done:
 	@d=$(OUT)/reproduce/seed$*; mkdir -p $$d; \
 	for x in tokenizer tasks data pretrain; do ln -sfn $(abspath $(OUT))/$$x $$d/$$x; done; \
-	$(MAKE) --no-print-directory pipeline PY=$(PY) OUT=$$d SEED_ARGS="--seed $*"
+	$(MAKE) --no-print-directory pipeline PY=$(PY) OUT=$$d SEED_ARGS="--seed $*" EVAL_ARGS="$(REPRODUCE_EVAL_ARGS)"
 
 pipeline: $(OUT)/eval/.done
 	@echo; echo "wall time per stage (s):"; for s in $(STAGES); do printf "  %-11s %s\n" $$s "$$(cat $(OUT)/$$s/.done)"; done
