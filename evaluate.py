@@ -475,8 +475,7 @@ def win_summary(first_order, second_order):
 
 def sampled_outcomes(cand_scores, base_scores):
     """Per prompt, the mean verdict of sample j against the baseline's sample j (1 / 0.5 / 0)."""
-    return [mean(1.0 if a["overall"] > b["overall"] else 0.5 if a["overall"] == b["overall"] else 0.0
-                 for a, b in zip(cs, bs)) for cs, bs in zip(cand_scores, base_scores)]
+    return [mean(verifier_verdicts(cs, bs)[0]) for cs, bs in zip(cand_scores, base_scores)]
 
 
 def paired_win(outcomes, seed=0):
@@ -530,11 +529,8 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0):
     dropped; on the rest, the judge's accuracy per order, order-averaged, and its position consistency.
     Also the mean verifier scores of the samples, per principle (where the policy's flaws are)."""
     import tasks as task_world
-    from self_judge import sample_responses
     contexts = [t["messages"] for t in tasks]
-    stops = (tok.eot_id, tok.eos_id)
-    samples = sample_responses(policy, tok, contexts, 2, max_new_tokens, 1.0, 0.9, seed)
-    samples = [[strip_stop(list(s), stops) for s in pair] for pair in samples]
+    samples = sampled_replies(policy, tok, contexts, 2, max_new_tokens, seed)
     scores = [[task_world.score(t, tok.decode(s)) for s in pair] for t, pair in zip(tasks, samples)]
     differ = [i for i, (a, b) in enumerate(scores) if a["overall"] != b["overall"]]
     out = {"n_pairs": len(tasks), "identical_share": mean(a == b for a, b in samples),
@@ -705,7 +701,7 @@ def run(cfg):
         model, tok, config = load(path, device, cfg.tokenizer)
         phase = config.get("phase", "?")
         start = by_path.get(os.path.realpath(config.get("init_from") or "-"))
-        loaded[name] = model
+        loaded[name] = (model, tok)
         report["checkpoints"][name] = {"path": path, "phase": phase, "step": config.get("step"), "start": start,
                                        "params": model.num_params(), "vocab_size": tok.vocab_size}
         report["loss_curves"][name] = loss_curve(path)
@@ -736,16 +732,15 @@ def run(cfg):
                         [t for t in picked for _ in range(cfg.samples)], [x for per in scores for x in per])
                     if start in sampled:  # how far this stage moved its policy from its start
                         report["movement"][name] = {
-                            "start": start, "log_ratio": log_ratio_to_start(model, loaded[start], tok, contexts, ids),
+                            "start": start, "log_ratio": log_ratio_to_start(model, loaded[start][0], tok, contexts, ids),
                             "changed_greedy": mean(a != b for a, b in zip(replies[name], replies[start])),
                             "changed_sampled": mean(a != b for a, b in zip(ids, sampled[start][0]))}
         if pref_pairs and (name in judges or (not judges and phase in JUDGE_PHASES)):
             import jsft  # accuracy of each order alone and order-averaged, consistency under swapping, per language
             with clock(seconds, "judge"):
                 report["judge"][name] = jsft.judge_accuracy(model, tok, pref_pairs, None, cfg.batch_size)
-    onpolicy = ckpts.get(cfg.onpolicy_ckpt) and cfg.onpolicy_ckpt in loaded and picked and on["judge"]
-    if onpolicy:  # the SELF-JUDGE start's own samples, judged by itself, against the verifier
-        model, tok, _ = load(ckpts[cfg.onpolicy_ckpt], device, cfg.tokenizer)
+    if cfg.onpolicy_ckpt in loaded and picked and on["judge"]:  # the SELF-JUDGE start's own samples,
+        model, tok = loaded[cfg.onpolicy_ckpt]                     # judged by itself, against the verifier
         with clock(seconds, "judge"):
             report["onpolicy_judge"] = dict(onpolicy_judge(model, tok, make_judge(model, tok, cfg.batch_size),
                                                            picked, cfg.max_new_tokens, cfg.seed),

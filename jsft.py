@@ -45,6 +45,7 @@ import torch
 from pretrain import atomic_write, parse_config, setup_distributed, train, unwrap
 from sft import (SFTConfig, batch_source, check_messages, load_start, hh_to_messages,
                  masked_val_loss, prepare, read_conversations, read_jsonl_records)
+from tokenizer import read_jsonl
 
 
 # --- readers ---
@@ -643,8 +644,7 @@ def main(argv=None):
         if cfg.judge_fraction < 1.0 else ([], [])
     pairs = read_judgment_pairs(cfg)
     if cfg.sampled_pairs and cfg.prefs == "tasks":  # every rank samples the same pairs; rank 0 writes them
-        with open(os.path.join(cfg.tasks_dir, "prompts_train.jsonl"), encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
+        rows = read_jsonl(os.path.join(cfg.tasks_dir, "prompts_train.jsonl"), lambda row: row)
         rows = random.Random(cfg.seed).sample(rows, min(cfg.sampled_pairs, len(rows)))
         own, ties = sampled_pairs(model, tokenizer, rows, cfg.seed)
         log(f"sampled pairs: {len(own)} from {len(rows)} prompts ({ties} verifier ties left out)")

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from model import generate, sequence_logprobs
 from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
                       train, unwrap)
-from tokenizer import Tokenizer
+from tokenizer import Tokenizer, read_jsonl
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 
@@ -217,8 +217,7 @@ def verifier_judge(prompts_path, tokenizer):
     on-policy DPO at this scale (evaluation only; SELF-JUDGE never calls it). The reply with the higher
     verifier score wins; equal scores are a tie (score_a 0.5, left out of the loss)."""
     import tasks as task_world
-    with open(prompts_path, encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
+    rows = read_jsonl(prompts_path, lambda row: row)  # errors name the file and line
     task_of = {json.dumps(r["messages"], ensure_ascii=False): r["task"] for r in rows if "task" in r}
     if not task_of:
         raise SystemExit(f"--judge verifier: {prompts_path} holds no \"task\" records to score; use the "
