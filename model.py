@@ -12,6 +12,7 @@ What is here, top to bottom:
   RMSNorm, rope, attention, Attention, MLP, Block, Transformer
   Transformer.forward                          logits, and the (masked) next-token loss
   Transformer.setup_cache + generate()         static KV cache; batched, left-padded sampling, per-row stops
+  decode_one_token, compiled_decode_one_token  one decode step over the whole cache; under torch.compile
   compile_model, keep_freed_memory             speed options (torch.compile; glibc page faults on CPU)
   sequence_logprobs()                          log p(span) per sequence, for DPO, judging and evaluation
   to_hf_state_dict / from_hf_state_dict / hf_llama_config_dict    Hugging Face Llama interop (convert.py)

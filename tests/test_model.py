@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from model import (PRESETS, ModelConfig, Transformer, attention, compile_model, config_from_preset,  # noqa: E402
-                   from_hf_state_dict, generate, hf_llama_config_dict, sample_next, sequence_logprobs,
-                   to_hf_state_dict)
+from model import (PRESETS, ModelConfig, Transformer, attention, bucket, compile_model,  # noqa: E402
+                   config_from_preset, decode_one_token, from_hf_state_dict, generate, hf_llama_config_dict,
+                   sample_next, sequence_logprobs, to_hf_state_dict)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -234,6 +234,61 @@ def test_batched_generation_equals_each_row_alone_and_stops_per_row():
         generate(model, prompts, model.cfg.max_seq_len)
     with pytest.raises(ValueError, match="at least one token"):
         generate(model, [[]], 3)
+
+
+@torch.no_grad()
+def test_static_decode_over_a_stale_cache_equals_each_row_alone():
+    """decode_one_token attends over every slot of the cache: the mask must hide the slots after the
+    current one (here filled with large garbage, as a previous generation leaves them) and each row's
+    left padding, and RoPE must count positions from the row's first real token."""
+    model = make_model()
+    V = model.cfg.vocab_size
+    rows = [torch.randint(V, (n,)) for n in (9, 4, 13)]
+    cont = torch.randint(V, (3, 6))  # 6 decode steps of given tokens
+    P, S = 13, 32  # a cache longer than the 19 slots used
+    idx = torch.zeros(3, P, dtype=torch.long)
+    for b, r in enumerate(rows):
+        idx[b, P - len(r):] = r
+    left_pad = torch.tensor([P - len(r) for r in rows])
+    model.setup_cache(3, S, exact=True)
+    for layer in model.layers:
+        layer.self_attn.k_cache.normal_(0, 100)
+        layer.self_attn.v_cache.normal_(0, 100)
+    prefill = model(idx, start_pos=0, left_pad=left_pad)[0]  # (3, P, V)
+    steps = [decode_one_token(model, cont[:, i:i + 1], torch.tensor([P + i]), left_pad) for i in range(6)]
+    got = torch.cat([prefill, torch.stack(steps, dim=1)], dim=1)  # (3, P + 6, V)
+    for b, r in enumerate(rows):
+        alone, _ = model(torch.cat([r, cont[b]])[None])  # no cache, no padding
+        assert (got[b, P - len(r):] - alone[0]).abs().max().item() < 1e-5
+    assert model.layers[0].self_attn.k_cache.shape == (3, model.cfg.n_kv_heads, S, model.cfg.head_dim)
+    model.setup_cache(2, 16)  # a smaller request keeps the cache; exact=True reallocates it
+    assert model.layers[0].self_attn.k_cache.shape[0::2] == (3, S)
+    model.setup_cache(2, 16, exact=True)
+    assert model.layers[0].self_attn.k_cache.shape[0::2] == (2, 16)
+
+
+def test_bucket():
+    assert [bucket(n) for n in (1, 2, 3, 8, 9, 32, 33)] == [1, 2, 4, 8, 16, 32, 64]
+    assert [bucket(n, 64) for n in (1, 64, 65, 200)] == [64, 64, 128, 256]
+
+
+def test_compiled_decode_gives_the_same_tokens_and_compiles_once():
+    """generate(compile=True): the decode step under torch.compile, batch and cache padded to buckets,
+    gives the eager tokens, greedy and sampled under one seed; a second call with the same buckets
+    reuses the compiled graph. The one test that compiles (~10-30 s on 2 CPU cores)."""
+    dynamo = pytest.importorskip("torch._dynamo")
+    model = make_model(matrix_scale=10.0)
+    prompts = [[3, 9, 27, 81], [50], [7, 7, 7, 7, 7, 7, 7, 7]]  # 3 rows -> 4; 8 + 10 slots -> 64
+    eager = generate(model, prompts, 10, temperature=0)
+    assert all(len(set(row)) >= 4 for row in eager)  # varied tokens
+    dynamo.reset()
+    graphs = dynamo.utils.counters["stats"]["unique_graphs"]
+    assert generate(model, prompts, 10, temperature=0, compile=True) == eager
+    assert model.layers[0].self_attn.k_cache.shape[0::2] == (4, 64)  # the buckets
+    sample = lambda compile: generate(model, prompts[::-1], 12, temperature=1.0, top_p=0.9,  # noqa: E731
+                                      generator=torch.Generator().manual_seed(3), compile=compile)
+    assert sample(True) == sample(False)
+    assert dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # compiled once for both
 
 
 # --- attention implementations -------------------------------------------------------------------------
