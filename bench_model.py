@@ -59,6 +59,20 @@ def interleaved(fns: dict, rounds: int, n: int = 1, stat=min) -> dict:
     return {k: stat(v) for k, v in times.items()}
 
 
+def matvec_limit(model, repeats: int = 200) -> dict:
+    """The floor of a batch-1 decode step: one matrix-vector product over every weight matrix a step
+    reads (all but the embedding table, of which a step reads one row), stacked into one matrix so no
+    per-operator cost is counted. Returns {"s": best seconds per product, "mb": megabytes read}."""
+    mats = [p for name, p in model.named_parameters() if p.dim() == 2 and name != "embed_tokens.weight"]
+    dim = model.cfg.dim
+    stacked = torch.cat([w.detach().reshape(-1, dim) for w in mats])  # (total / dim, dim)
+    x = torch.randn(dim)
+    for _ in range(10):
+        stacked @ x  # warm up
+    best = min(timed(lambda: stacked @ x, repeats) for _ in range(5))
+    return {"s": best, "mb": stacked.numel() * stacked.element_size() / 1e6}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--preset", default="demo", help="model preset from model.PRESETS (default: demo)")
@@ -70,7 +84,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measurement (default 5)")
     ap.add_argument("--stat", choices=["best", "median"], default="best", help="which round to report")
-    ap.add_argument("--compile", action="store_true", help="also time our model under torch.compile")
+    ap.add_argument("--compile", action="store_true", help="also time our training step under torch.compile")
+    ap.add_argument("--compile-decode", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time generate(compile=True), the compiled decode step (default on)")
+    ap.add_argument("--decode-batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 8, 32],
+                    help="batch sizes for greedy decode (default 1,8,32)")
+    ap.add_argument("--no-train", dest="train", action="store_false", help="skip the training figures")
     args = ap.parse_args()
     stat = min if args.stat == "best" else statistics.median
 
@@ -92,79 +111,102 @@ def main():
           f"{cfg.n_heads}/{cfg.n_kv_heads}, ffn {cfg.ffn_hidden}, {ours.num_params() / 1e6:.2f}M parameters, "
           f"{flops / 1e6:.1f} MFLOP/token at T={T}")
 
-    # -- training: forward + backward + AdamW step on a fixed random batch --------------------------------
-    idx = torch.randint(cfg.vocab_size, (B, T + 1))
+    # -- training: forward + backward + AdamW step on a fixed random batch ----------------------------
+    if args.train:
+        idx = torch.randint(cfg.vocab_size, (B, T + 1))
 
-    def train_step(model, loss_fn):
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        def train_step(model, loss_fn):
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-        def step():
-            loss = loss_fn(model)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return step
+            def step():
+                loss = loss_fn(model)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            return step
 
-    steps = {"ours": train_step(ours.train(), lambda m: m(idx[:, :-1], idx[:, 1:])[1]),
-             "hf": train_step(hf.train(), lambda m: m(input_ids=idx[:, :-1], labels=idx[:, :-1]).loss)}
-    if args.compile:
-        t0 = time.perf_counter()
-        compiled = compile_model(ours, True)
-        steps["ours+compile"] = train_step(compiled, lambda m: m(idx[:, :-1], idx[:, 1:])[1])
-        steps["ours+compile"]()
-        print(f"torch.compile warm-up: {time.perf_counter() - t0:.0f} s")
-    for allocator in ("glibc default", "keep_freed_memory()"):
-        if allocator != "glibc default" and not keep_freed_memory():
-            print("\n(keep_freed_memory() does not apply here: no glibc)")
-            break
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        steps["ours"]()
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-        sec = interleaved(steps, args.rounds, n=2, stat=stat)
-        print(f"\ntraining, B={B} T={T}, allocator: {allocator} ({faults} page faults in one step of ours), "
-              f"{args.stat} of {args.rounds} rounds")
-        for k, s in sec.items():
-            print(f"  {k:14s} {B * T / s:8.0f} tokens/s   {B * T * flops / s / 1e9:6.1f} GFLOP/s = "
-                  f"{100 * B * T * flops / s / rate:4.1f}% of matmul rate")
-        print(f"  ours / hf: {sec['hf'] / sec['ours']:.2f}x  (target >= 1.25x, and >= 75% of the matmul rate)")
-        if "ours+compile" in sec:
-            print(f"  ours+compile / hf: {sec['hf'] / sec['ours+compile']:.2f}x")
+        steps = {"ours": train_step(ours.train(), lambda m: m(idx[:, :-1], idx[:, 1:])[1]),
+                 "hf": train_step(hf.train(), lambda m: m(input_ids=idx[:, :-1], labels=idx[:, :-1]).loss)}
+        if args.compile:
+            t0 = time.perf_counter()
+            compiled = compile_model(ours, True)
+            steps["ours+compile"] = train_step(compiled, lambda m: m(idx[:, :-1], idx[:, 1:])[1])
+            steps["ours+compile"]()
+            print(f"torch.compile warm-up: {time.perf_counter() - t0:.0f} s")
+        for allocator in ("glibc default", "keep_freed_memory()"):
+            if allocator != "glibc default" and not keep_freed_memory():
+                print("\n(keep_freed_memory() does not apply here: no glibc)")
+                break
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            steps["ours"]()
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+            sec = interleaved(steps, args.rounds, n=2, stat=stat)
+            print(f"\ntraining, B={B} T={T}, allocator: {allocator} ({faults} page faults in one step of ours), "
+                  f"{args.stat} of {args.rounds} rounds")
+            for k, s in sec.items():
+                print(f"  {k:14s} {B * T / s:8.0f} tokens/s   {B * T * flops / s / 1e9:6.1f} GFLOP/s = "
+                      f"{100 * B * T * flops / s / rate:4.1f}% of matmul rate")
+            print(f"  ours / hf: {sec['hf'] / sec['ours']:.2f}x  (target >= 1.25x, and >= 75% of the matmul rate)")
+            if "ours+compile" in sec:
+                print(f"  ours+compile / hf: {sec['hf'] / sec['ours+compile']:.2f}x")
     ours.eval(), hf.eval()
     hf.load_state_dict(to_hf_state_dict(ours.state_dict(), cfg), strict=not cfg.tie_embeddings)  # re-sync
 
     # -- prefill and greedy decode --------------------------------------------------------------------
     P, N = args.prompt_len, args.new_tokens
-    for batch in (1, 8):
+    limit = matvec_limit(ours)
+    print(f"\nthe limit: one matrix-vector product over every weight a decode step reads (all matrices "
+          f"but the embedding table, {limit['mb']:.1f} MB) takes {limit['s'] * 1e3:.2f} ms: at most "
+          f"{1 / limit['s']:.0f} tokens/s at batch 1")
+    for batch in args.decode_batches:
         prompt = torch.randint(cfg.vocab_size, (batch, P))
+        if batch in (1, 8):
+            def prefill_ours():
+                with torch.no_grad():
+                    ours.setup_cache(batch, P)
+                    ours(prompt, start_pos=0)
 
-        def prefill_ours():
-            with torch.no_grad():
-                ours.setup_cache(batch, P)
-                ours(prompt, start_pos=0)
+            def prefill_hf():
+                with torch.no_grad():
+                    hf(input_ids=prompt, use_cache=True)
 
-        def prefill_hf():
-            with torch.no_grad():
-                hf(input_ids=prompt, use_cache=True)
-
-        sec = interleaved({"ours": prefill_ours, "hf": prefill_hf}, args.rounds, n=5, stat=stat)
-        print(f"\nprefill, batch {batch} x {P} tokens: ours {batch * P / sec['ours']:.0f} tokens/s, "
-              f"hf {batch * P / sec['hf']:.0f} tokens/s, ours / hf {sec['hf'] / sec['ours']:.2f}x")
+            sec = interleaved({"ours": prefill_ours, "hf": prefill_hf}, args.rounds, n=5, stat=stat)
+            print(f"\nprefill, batch {batch} x {P} tokens: ours {batch * P / sec['ours']:.0f} tokens/s, "
+                  f"hf {batch * P / sec['hf']:.0f} tokens/s, ours / hf {sec['hf'] / sec['ours']:.2f}x")
 
         outs = {}
-
-        def decode_ours():
-            outs["ours"] = generate(ours, prompt.tolist(), N, temperature=0)
+        fns = {"ours": lambda: outs.__setitem__("ours", generate(ours, prompt.tolist(), N, temperature=0))}
+        if args.compile_decode:
+            def decode_compiled():
+                outs["compiled"] = generate(ours, prompt.tolist(), N, temperature=0, compile=True)
+            t0 = time.perf_counter()
+            decode_compiled()  # the first call at this shape compiles the decode step
+            first = time.perf_counter() - t0
+            fns["ours+compile"] = decode_compiled
 
         def decode_hf():
             out = hf.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=N,
                               min_new_tokens=N, do_sample=False, eos_token_id=None, pad_token_id=0)
             outs["hf"] = out[:, P:].tolist()
+        fns["hf"] = decode_hf
 
-        sec = interleaved({"ours": decode_ours, "hf": decode_hf}, args.rounds, stat=stat)
-        same = outs["ours"] == outs["hf"]
-        print(f"greedy decode, batch {batch}, {N} new tokens: ours {batch * N / sec['ours']:.0f} tokens/s, "
-              f"hf generate {batch * N / sec['hf']:.0f} tokens/s, ours / hf {sec['hf'] / sec['ours']:.2f}x "
-              f"(target >= 3x); same tokens: {same}")
+        sec = interleaved(fns, args.rounds, stat=stat)
+        rate = {k: batch * N / s for k, s in sec.items()}
+        same = all(o == outs["hf"] for o in outs.values())
+        print(f"\ngreedy decode, batch {batch}, {P} prompt + {N} new tokens, new tokens/s over the whole "
+              f"generate call; same tokens in all: {same}")
+        for k, r in rate.items():
+            share = f", {100 * r * limit['s']:.0f}% of the limit" if batch == 1 and k != "hf" else ""
+            print(f"  {k:14s} {r:8.0f} tokens/s   {r / rate['hf']:.2f}x hf{share}")
+        if "ours+compile" in sec:
+            compile_s = first - sec["ours+compile"]
+            calls = args.rounds + 2  # this bench's calls at this shape: the first, the warm-up, the rounds
+            amortised = calls * batch * N / (compile_s + calls * sec["ours+compile"])
+            gain = sec["ours"] - sec["ours+compile"]
+            pays = f"pays for itself after {compile_s / gain:.0f} calls like this one" if gain > 0 else \
+                "never pays here"
+            print(f"  compile time {compile_s:.1f} s (first call {first:.1f} s minus a warm call); counted "
+                  f"over this bench's {calls} calls: {amortised:.0f} tokens/s; compiling {pays}")
 
 
 if __name__ == "__main__":
