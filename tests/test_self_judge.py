@@ -19,7 +19,7 @@ import jsft
 import self_judge as SJ
 import tasks
 from model import Transformer, config_from_preset, sequence_logprobs
-from pretrain import TrainConfig, save_checkpoint, train
+from pretrain import TrainConfig, parse_config, save_checkpoint, train
 from tokenizer import Tokenizer, train_tokenizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "self_judge")
@@ -245,6 +245,26 @@ def test_online_pairs_are_prompt_ids_plus_sampled_ids(world, tmp_path, monkeypat
     responses = [r for p in pairs for r in p]
     assert batch["stats"]["capped_share"] == pytest.approx(sum(r[-1] != tok.eot_id for r in responses) / len(responses))
     assert 0.5 <= batch["stats"]["judge_confidence"] <= 1.0
+
+
+def test_compile_sampler_reaches_generate_and_stats_time_sampling_and_judging_apart(world, tmp_path,
+                                                                                    monkeypatch):
+    """--compile-sampler samples the pairs with generate(compile=True), whose tokens test_model checks
+    against eager decoding; here generate runs eager (one compile test in the suite is enough)."""
+    tok, policy = world["tok"], world["policy"]
+    contexts = jsft.read_prompts(os.path.join(FIXTURES, "prompts.jsonl"))
+    calls, real_generate = [], SJ.generate
+
+    def recording_generate(*args, compile=False, **kwargs):
+        calls.append(compile)
+        return real_generate(*args, **kwargs)
+    monkeypatch.setattr(SJ, "generate", recording_generate)
+    for flag in (False, True):
+        cfg = SJ.resolve(parse_config(SJ.SelfJudgeConfig, ["--compile-sampler"] if flag else []))
+        cfg = dataclasses.replace(cfg, batch_size=4, max_new_tokens=CAP)
+        batch = SJ.online_batches(policy, stub_judge, tok, contexts, cfg)(0, 0)
+        assert calls.pop() is flag and cfg.compile_sampler is flag
+        assert batch["stats"]["sample_s"] > 0 and batch["stats"]["judge_s"] >= 0
 
 
 def test_offline_tokenization_equals_rendering_the_whole_chat(world):
