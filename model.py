@@ -371,6 +371,23 @@ def _unwrap(model):
 # Generation and scoring
 
 
+def top_p_filter(logits, top_p: float, head: int = 64):
+    """Nucleus filter: keep each row's smallest set of most likely tokens whose probabilities sum to
+    >= top_p, set the other logits to -inf. logits (B, V) -> (B, V). Sorting all V tokens is the slow
+    part of sampling (8 ms for 32 x 4096 on one CPU core, more than a decode step), and a nucleus
+    usually lies among the `head` most likely tokens, which topk finds in ~1 ms: the full sort runs
+    only when some row's nucleus is wider."""
+    probs = logits.softmax(dim=-1)
+    top, order = probs.topk(min(head, probs.size(-1)), dim=-1)  # (B, head), descending
+    cum = top.cumsum(dim=-1)
+    if bool((cum[:, -1] < top_p).any()):  # a nucleus wider than head: sort every token
+        top, order = probs.sort(dim=-1, descending=True)
+        cum = top.cumsum(dim=-1)
+    keep = (cum - top) < top_p  # the mass before each token; the top token is always kept
+    keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, order, keep)  # back to vocab order
+    return logits.masked_fill(~keep, float("-inf"))
+
+
 def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator):
     """logits (B, V) -> next token ids (B,). temperature 0 = greedy."""
     if temperature == 0:
@@ -379,12 +396,8 @@ def sample_next(logits, temperature: float, top_k: int | None, top_p: float | No
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:  # nucleus: the smallest set of tokens with mass >= top_p
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(dim=-1)
-        mass_before = probs.cumsum(dim=-1) - probs  # (B, V), 0 for the top token, which is always kept
-        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
-        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
     probs = logits.softmax(dim=-1)
     if generator is not None and generator.device != probs.device:  # e.g. a CPU generator, a CUDA model
         return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(-1).to(probs.device)

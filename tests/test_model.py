@@ -12,7 +12,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import (PRESETS, ModelConfig, Transformer, attention, bucket, compile_model,  # noqa: E402
                    config_from_preset, decode_one_token, from_hf_state_dict, generate, hf_llama_config_dict,
-                   sample_next, sequence_logprobs, to_hf_state_dict)
+                   sample_next, sequence_logprobs, to_hf_state_dict, top_p_filter)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -399,6 +399,26 @@ def test_sampling_filters_and_seeding():
     run = lambda seed: generate(model, [[1, 2], [3]], 8, temperature=1.0, top_k=20,  # noqa: E731
                                 generator=torch.Generator().manual_seed(seed))
     assert run(7) == run(7) and run(7) != run(8)
+
+
+def test_top_p_filter_keeps_the_smallest_nucleus_with_and_without_the_full_sort():
+    """The nucleus by hand, row by row: walk the tokens from the most likely down, keep each while
+    the mass before it is < top_p. Peaked rows have it in the topk head; flat rows need the sort."""
+    torch.manual_seed(0)
+    for scale, top_p in [(8.0, 0.9), (0.05, 0.9), (3.0, 0.5), (1.0, 0.99)]:  # head-sized to wide
+        logits = torch.randn(6, 500) * scale
+        got = top_p_filter(logits, top_p, head=16)
+        for row, out in zip(logits, got):
+            probs = row.double().softmax(-1)
+            mass, keep = 0.0, set()
+            for i in probs.argsort(descending=True).tolist():
+                if mass >= top_p:
+                    break
+                keep.add(i)
+                mass += probs[i].item()
+            assert set(torch.isfinite(out).nonzero().flatten().tolist()) == keep
+            assert torch.equal(out[list(keep)], row[list(keep)])  # kept logits are untouched
+    assert torch.isfinite(top_p_filter(torch.randn(2, 500) * 0.05, 0.9, head=16)).sum() > 2 * 16
 
 
 # --- the pieces learn -------------------------------------------------------------------------------------
