@@ -12,7 +12,7 @@ What is here, top to bottom:
   RMSNorm, rope, attention, Attention, MLP, Block, Transformer
   Transformer.forward                          logits, and the (masked) next-token loss
   Transformer.setup_cache + generate()         static KV cache; batched, left-padded sampling, per-row stops
-  decode_one_token, compiled_decode_one_token  one decode step over the whole cache; under torch.compile
+  decode_one_token, compiled_decode_one_token  one decode step over the whole cache; torch.compile'd
   compile_model, keep_freed_memory             speed options (torch.compile; glibc page faults on CPU)
   sequence_logprobs()                          log p(span) per sequence, for DPO, judging and evaluation
   to_hf_state_dict / from_hf_state_dict / hf_llama_config_dict    Hugging Face Llama interop (convert.py)
@@ -155,12 +155,12 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hd)
-        if torch.is_tensor(start_pos):  # static decode: write slots start_pos + 0..T-1, read every slot
+        if torch.is_tensor(start_pos):  # static decode: write slots start_pos.., read every slot
             slots = start_pos + torch.arange(T, device=x.device)  # (T,)
             self.k_cache.index_copy_(2, slots, k)  # the cache is exactly (B, KV, S, hd) here
             self.v_cache.index_copy_(2, slots, v)
-            k, v = self.k_cache, self.v_cache  # (B, KV, S, hd): the mask hides slots not yet written
-        elif start_pos is not None:  # write this chunk into slots [start_pos, start_pos+T), read all so far
+            k, v = self.k_cache, self.v_cache  # (B, KV, S, hd): the mask hides unwritten slots
+        elif start_pos is not None:  # write slots [start_pos, start_pos+T), read all so far
             end = start_pos + T
             self.k_cache[:B, :, start_pos:end] = k
             self.v_cache[:B, :, start_pos:end] = v
@@ -252,9 +252,9 @@ class Transformer(nn.Module):
 
     # -- KV cache ------------------------------------------------------------------------------------
     def setup_cache(self, batch_size: int, seq_len: int, exact: bool = False):
-        """Preallocate each layer's K and V cache, (batch_size, n_kv_heads, seq_len, head_dim); keeps an
-        existing cache that is large enough, or with exact=True (static decode, whose shapes must not
-        change) one of exactly that shape."""
+        """Preallocate each layer's K and V cache, (batch_size, n_kv_heads, seq_len, head_dim);
+        keeps an existing cache that is large enough, or with exact=True (static decode, whose
+        shapes must not change) one of exactly that shape."""
         if seq_len > self.cfg.max_seq_len:
             raise ValueError(f"setup_cache: seq_len={seq_len} exceeds ModelConfig.max_seq_len="
                              f"{self.cfg.max_seq_len}; shorten the prompt or max_new_tokens")
@@ -285,9 +285,9 @@ class Transformer(nn.Module):
           and attends to slots 0..start_pos+T-1. left_pad (B,) long: row b's first left_pad[b] slots are
           padding, never attended to, and its positions start at slot left_pad[b]. last_only: logits
           of the last position only, (B, 1, V).
-        Static decoding (start_pos a (1,) long tensor, after setup_cache(B, S, exact=True)): the same,
-          but attending over all S slots of the cache with a mask, so every step has the same shapes
-          and torch.compile captures it once (decode_one_token). Slots are not bounds-checked here.
+        Static decoding (start_pos a (1,) long tensor, after setup_cache(B, S, exact=True)): the
+          same, but attending over all S slots of the cache with a mask, so every step has the same
+          shapes and torch.compile captures it once (decode_one_token). No bounds check on slots.
         """
         B, T = idx.shape
         mask = None  # causal
@@ -297,13 +297,15 @@ class Transformer(nn.Module):
             cos, sin = self.rope_cos[:T, None], self.rope_sin[:T, None]  # (T, 1, hd/2)
         else:
             cache = self.layers[0].self_attn.k_cache
-            if torch.is_tensor(start_pos):  # static: queries at slots start_pos.., keys at every slot
-                q_slot, n_keys = start_pos + torch.arange(T, device=idx.device), cache.size(2)
+            slots = torch.arange(T, device=idx.device)
+            if torch.is_tensor(start_pos):  # static: queries at start_pos.., keys at all slots
+                q_slot, n_keys = start_pos + slots, cache.size(2)
             else:
                 if cache is None or start_pos + T > cache.size(2) or B > cache.size(0):
                     raise ValueError(f"KV cache too small for batch {B}, slots {start_pos}.."
-                                     f"{start_pos + T}: call setup_cache(batch_size, seq_len) first")
-                q_slot, n_keys = torch.arange(start_pos, start_pos + T, device=idx.device), start_pos + T
+                                     f"{start_pos + T}: call setup_cache(batch_size, seq_len) "
+                                     "first")
+                q_slot, n_keys = start_pos + slots, start_pos + T
             mask, pos = self.cache_mask_and_positions(q_slot, n_keys, left_pad, B)
             cos, sin = self.rope_cos[pos].unsqueeze(2), self.rope_sin[pos].unsqueeze(2)  # (B, T, 1, hd/2)
         x = self.embed_tokens(idx)  # (B, T, C)
@@ -324,11 +326,12 @@ class Transformer(nn.Module):
 
     @staticmethod
     def cache_mask_and_positions(q_slot, n_keys: int, left_pad, B: int):
-        """Attention mask (B, 1, T, n_keys) and RoPE positions (B, T) for queries at cache slots q_slot
-        (T,) long, over key slots 0..n_keys-1. A query at slot i sees key slot j iff
-        left_pad[b] <= j <= i: bottom-right-aligned causal, which SDPA's is_causal (top-left aligned
-        when T < n_keys) would get wrong, and which also hides the slots after i of a static cache. A
-        padding query sees only itself, so its row stays finite (nothing real ever reads it)."""
+        """Attention mask (B, 1, T, n_keys) and RoPE positions (B, T) for queries at cache slots
+        q_slot (T,) long, over key slots 0..n_keys-1. A query at slot i sees key slot j iff
+        left_pad[b] <= j <= i: bottom-right-aligned causal, which SDPA's is_causal (top-left
+        aligned when T < n_keys) would get wrong, and which also hides the slots after i of a
+        static cache. A padding query sees only itself, so its row stays finite (nothing real
+        ever reads it)."""
         if left_pad is None:
             left_pad = torch.zeros(B, dtype=torch.long, device=q_slot.device)
         q_slot = q_slot[None, :, None]  # (1, T, 1)
@@ -372,11 +375,11 @@ def _unwrap(model):
 
 
 def top_p_filter(logits, top_p: float, head: int = 64):
-    """Nucleus filter: keep each row's smallest set of most likely tokens whose probabilities sum to
-    >= top_p, set the other logits to -inf. logits (B, V) -> (B, V). Sorting all V tokens is the slow
-    part of sampling (8 ms for 32 x 4096 on one CPU core, more than a decode step), and a nucleus
-    usually lies among the `head` most likely tokens, which topk finds in ~1 ms: the full sort runs
-    only when some row's nucleus is wider."""
+    """Nucleus filter: keep each row's smallest set of most likely tokens whose probabilities sum
+    to >= top_p, set the other logits to -inf. logits (B, V) -> (B, V). Sorting all V tokens is the
+    slow part of sampling (8 ms for 32 x 4096 on one CPU core, as much as a decode step), and a
+    nucleus usually lies among the `head` most likely tokens, which topk finds in ~1 ms: the full
+    sort runs only when some row's nucleus is wider."""
     probs = logits.softmax(dim=-1)
     top, order = probs.topk(min(head, probs.size(-1)), dim=-1)  # (B, head), descending
     cum = top.cumsum(dim=-1)
@@ -384,7 +387,7 @@ def top_p_filter(logits, top_p: float, head: int = 64):
         top, order = probs.sort(dim=-1, descending=True)
         cum = top.cumsum(dim=-1)
     keep = (cum - top) < top_p  # the mass before each token; the top token is always kept
-    keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, order, keep)  # back to vocab order
+    keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, order, keep)  # in vocab order
     return logits.masked_fill(~keep, float("-inf"))
 
 
@@ -405,8 +408,8 @@ def sample_next(logits, temperature: float, top_k: int | None, top_p: float | No
 
 
 def decode_one_token(model, idx, input_pos, left_pad):
-    """One static decode step, the function torch.compile captures (gpt-fast's pattern): ids idx (B, 1)
-    at cache slot input_pos ((1,) long) -> next-token logits (B, V). The cache, set up with
+    """One static decode step, the function torch.compile captures (gpt-fast's pattern): ids idx
+    (B, 1) at cache slot input_pos ((1,) long) -> next-token logits (B, V). The cache, set up with
     setup_cache(B, S, exact=True), fixes every shape, so the graph is the same at every step."""
     logits, _ = model(idx, start_pos=input_pos, left_pad=left_pad)  # (B, 1, V)
     return logits[:, -1]
@@ -416,11 +419,11 @@ _compiled_decode = {}  # device type -> decode_one_token under torch.compile, bu
 
 
 def compiled_decode_one_token(device: torch.device):
-    """decode_one_token under torch.compile, one wrapper per process and device type: inductor's C++
-    kernels on CPU, CUDA graphs on GPU (mode="reduce-overhead"). dynamic=False: torch.compile keeps one
-    graph per (batch, cache length) it meets and reuses it on every later call with those shapes, so
-    compile time is paid once per run; generate() rounds both up to powers of two (bucket) so a run
-    meets few of them (each costs ~10-60 s to compile on CPU)."""
+    """decode_one_token under torch.compile, one wrapper per process and device type: inductor's
+    C++ kernels on CPU, CUDA graphs on GPU (mode="reduce-overhead", untested here). dynamic=False:
+    torch.compile keeps one graph per (batch, cache length) it meets and reuses it on every later
+    call with those shapes, so compile time is paid once per run; generate() rounds both up to
+    powers of two (bucket) so a run meets few of them (each costs ~15-30 s to compile on CPU)."""
     if device.type not in _compiled_decode:
         mode = "reduce-overhead" if device.type == "cuda" else None
         _compiled_decode[device.type] = torch.compile(decode_one_token, mode=mode, dynamic=False)
@@ -443,11 +446,12 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
     entry per row: its new id, or None for a row that already stopped. A torch.compile / DDP wrapper is
     unwrapped (the prefill's shapes change every call).
 
-    The prompts are prefilled in one eager forward, then each token is one decode_one_token step over
-    the whole static cache. compile=True runs that step under torch.compile (compiled_decode_one_token)
-    with the batch and the cache length rounded up to powers of two; sampling stays eager, so the
-    same generator gives the same samples either way. Compiling pays for long sampling runs only
-    (SELF-JUDGE, evaluation); measured on 2 CPU cores by bench_model.py, see its docstring."""
+    The prompts are prefilled in one eager forward, then each token is one decode_one_token step
+    over the whole static cache. compile=True runs that step under torch.compile
+    (compiled_decode_one_token) with the batch and the cache length rounded up to powers of two;
+    sampling stays eager, so the same generator gives the same samples either way. Eager is the
+    default: on CPU compiling costs 15-30 s per shape and pays only over many calls (SELF-JUDGE's
+    sampler, evaluation), not for one reply; bench_model.py measures it (see its docstring)."""
     model = _unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
@@ -471,7 +475,7 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
     stop = set(stop_ids)
     new_tokens, done = [[] for _ in range(B)], [False] * B
     try:
-        logits, _ = model(idx, start_pos=0, left_pad=left_pad, last_only=True)  # prefill, (rows, 1, V)
+        logits, _ = model(idx, start_pos=0, left_pad=left_pad, last_only=True)  # prefill
         logits = logits[:, -1]  # (rows, V)
         for step in range(max_new_tokens):
             next_ids = sample_next(logits[:B], temperature, top_k, top_p, generator)  # (B,)

@@ -79,9 +79,10 @@ class SelfJudgeConfig(TrainConfig):
     max_new_tokens: int = opt(48, "cap on sampled response length (tokens, incl. the end of turn)")
     temperature: float = opt(1.0, "sampling temperature")
     top_p: float = opt(0.9, "nucleus sampling mass")
-    compile_sampler: bool = opt(False, "sample the on-policy pairs with the decode step under torch.compile "
-                                       "(model.generate(compile=True)): same samples, faster after a one-off "
-                                       "compile (see bench_model.py; the training loop's --compile is separate)")
+    compile_sampler: bool = opt(False, "sample the on-policy pairs with the decode step under "
+                                       "torch.compile (model.generate(compile=True)): the same "
+                                       "samples, faster after a one-off compile (the loop's "
+                                       "--compile is separate)")
     best_of: int = opt(0, "inference mode: sample N responses per prompt, print the tournament winner")
     prompt: str = opt("", "--best-of: one user message to answer")
     # the shared loop's knobs, with DPO defaults sized for the CPU demo (~2 minutes on 2 cores)
@@ -157,19 +158,19 @@ def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_ty
 
 
 # ----------------------------------------------------------------------------- sampling and pairs
-def sample_responses(model, tokenizer, contexts, n, max_new_tokens, temperature=1.0, top_p=0.9, seed=0,
-                     compile=False):
-    """n responses to each context (a list of messages ending with a user turn), sampled in one batch
-    with the KV-cache sampler (compile: its compiled decode step). Returns per context n id lists, each
-    ending with eot when one was sampled (else it hit max_new_tokens). The same seed gives the same
-    samples."""
+def sample_responses(model, tokenizer, contexts, n, max_new_tokens, temperature=1.0, top_p=0.9,
+                     seed=0, compile=False):
+    """n responses to each context (a list of messages ending with a user turn), sampled in one
+    batch with the KV-cache sampler (compile: its compiled decode step). Returns per context n id
+    lists, each ending with eot when one was sampled (else it hit max_new_tokens). The same seed
+    gives the same samples."""
     prompts = [tokenizer.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
     return sample_continuations(model, prompts, n, max_new_tokens, tokenizer.eot_id, tokenizer.pad_id,
                                 temperature, top_p, seed, compile)
 
 
-def sample_continuations(model, prompt_ids, n, max_new_tokens, eot_id, pad_id, temperature=1.0, top_p=0.9, seed=0,
-                         compile=False):
+def sample_continuations(model, prompt_ids, n, max_new_tokens, eot_id, pad_id, temperature=1.0,
+                         top_p=0.9, seed=0, compile=False):
     """sample_responses on prompts already in ids: per prompt, n sampled id lists."""
     rows = [p for p in prompt_ids for _ in range(n)]  # prompt i's samples are rows i*n .. i*n+n-1
     device = next(unwrap(model).parameters()).device
@@ -272,7 +273,8 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
         batch_contexts = [contexts[i] for i in picked]
         samples = sample_continuations(policy, [prompt_ids[i] for i in picked], 2, cfg.max_new_tokens,
                                        tokenizer.eot_id, tokenizer.pad_id, cfg.temperature, cfg.top_p,
-                                       seed=seed_of(cfg.seed, step, micro, rank), compile=cfg.compile_sampler)
+                                       seed=seed_of(cfg.seed, step, micro, rank),
+                                       compile=cfg.compile_sampler)
         t1 = time.perf_counter()
         verdict = judge_fn(batch_contexts, [tuple(s) for s in samples])
         chosen = [s[w] for s, w in zip(samples, verdict["winners"])]
@@ -287,7 +289,7 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
             "len_chosen": sum(map(len, chosen)) / len(chosen), "len_rejected": sum(map(len, rejected)) / len(rejected),
             "capped_share": sum(r[-1] != tokenizer.eot_id for r in responses) / len(responses),
             "identical_share": sum(a == b for a, b in samples) / len(samples),
-            "sample_s": t1 - t0, "judge_s": time.perf_counter() - t1}  # seconds sampling, then judging
+            "sample_s": t1 - t0, "judge_s": time.perf_counter() - t1}  # seconds sampling, judging
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     return get_batch
 

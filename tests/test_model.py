@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from model import (PRESETS, ModelConfig, Transformer, attention, bucket, compile_model,  # noqa: E402
-                   config_from_preset, decode_one_token, from_hf_state_dict, generate, hf_llama_config_dict,
-                   sample_next, sequence_logprobs, to_hf_state_dict, top_p_filter)
+from model import (PRESETS, ModelConfig, Transformer, attention, bucket,  # noqa: E402
+                   compile_model, config_from_preset, decode_one_token, from_hf_state_dict,
+                   generate, hf_llama_config_dict, sample_next, sequence_logprobs,
+                   to_hf_state_dict, top_p_filter)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -238,9 +239,9 @@ def test_batched_generation_equals_each_row_alone_and_stops_per_row():
 
 @torch.no_grad()
 def test_static_decode_over_a_stale_cache_equals_each_row_alone():
-    """decode_one_token attends over every slot of the cache: the mask must hide the slots after the
-    current one (here filled with large garbage, as a previous generation leaves them) and each row's
-    left padding, and RoPE must count positions from the row's first real token."""
+    """decode_one_token attends over every slot of the cache: the mask must hide the slots after
+    the current one (here filled with large garbage, as a previous generation leaves them) and each
+    row's left padding, and RoPE must count positions from the row's first real token."""
     model = make_model()
     V = model.cfg.vocab_size
     rows = [torch.randint(V, (n,)) for n in (9, 4, 13)]
@@ -255,12 +256,14 @@ def test_static_decode_over_a_stale_cache_equals_each_row_alone():
         layer.self_attn.k_cache.normal_(0, 100)
         layer.self_attn.v_cache.normal_(0, 100)
     prefill = model(idx, start_pos=0, left_pad=left_pad)[0]  # (3, P, V)
-    steps = [decode_one_token(model, cont[:, i:i + 1], torch.tensor([P + i]), left_pad) for i in range(6)]
+    steps = [decode_one_token(model, cont[:, i:i + 1], torch.tensor([P + i]), left_pad)
+             for i in range(6)]
     got = torch.cat([prefill, torch.stack(steps, dim=1)], dim=1)  # (3, P + 6, V)
     for b, r in enumerate(rows):
         alone, _ = model(torch.cat([r, cont[b]])[None])  # no cache, no padding
         assert (got[b, P - len(r):] - alone[0]).abs().max().item() < 1e-5
-    assert model.layers[0].self_attn.k_cache.shape == (3, model.cfg.n_kv_heads, S, model.cfg.head_dim)
+    cfg = model.cfg
+    assert model.layers[0].self_attn.k_cache.shape == (3, cfg.n_kv_heads, S, cfg.head_dim)
     model.setup_cache(2, 16)  # a smaller request keeps the cache; exact=True reallocates it
     assert model.layers[0].self_attn.k_cache.shape[0::2] == (3, S)
     model.setup_cache(2, 16, exact=True)
@@ -273,9 +276,9 @@ def test_bucket():
 
 
 def test_compiled_decode_gives_the_same_tokens_and_compiles_once():
-    """generate(compile=True): the decode step under torch.compile, batch and cache padded to buckets,
-    gives the eager tokens, greedy and sampled under one seed; a second call with the same buckets
-    reuses the compiled graph. The one test that compiles (~10-30 s on 2 CPU cores)."""
+    """generate(compile=True): the decode step under torch.compile, batch and cache padded to
+    buckets, gives the eager tokens, greedy and sampled under one seed; a second call with the same
+    buckets reuses the compiled graph. The one test that compiles (~10-30 s on 2 CPU cores)."""
     dynamo = pytest.importorskip("torch._dynamo")
     model = make_model(matrix_scale=10.0)
     prompts = [[3, 9, 27, 81], [50], [7, 7, 7, 7, 7, 7, 7, 7]]  # 3 rows -> 4; 8 + 10 slots -> 64
@@ -285,8 +288,9 @@ def test_compiled_decode_gives_the_same_tokens_and_compiles_once():
     graphs = dynamo.utils.counters["stats"]["unique_graphs"]
     assert generate(model, prompts, 10, temperature=0, compile=True) == eager
     assert model.layers[0].self_attn.k_cache.shape[0::2] == (4, 64)  # the buckets
-    sample = lambda compile: generate(model, prompts[::-1], 12, temperature=1.0, top_p=0.9,  # noqa: E731
-                                      generator=torch.Generator().manual_seed(3), compile=compile)
+    def sample(compile):
+        return generate(model, prompts[::-1], 12, temperature=1.0, top_p=0.9,
+                        generator=torch.Generator().manual_seed(3), compile=compile)
     assert sample(True) == sample(False)
     assert dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # compiled once for both
 

@@ -249,8 +249,8 @@ def test_online_pairs_are_prompt_ids_plus_sampled_ids(world, tmp_path, monkeypat
 
 def test_compile_sampler_reaches_generate_and_stats_time_sampling_and_judging_apart(world, tmp_path,
                                                                                     monkeypatch):
-    """--compile-sampler samples the pairs with generate(compile=True), whose tokens test_model checks
-    against eager decoding; here generate runs eager (one compile test in the suite is enough)."""
+    """--compile-sampler samples the pairs with generate(compile=True), whose tokens test_model
+    checks against eager decoding; here generate runs eager (one compile test is enough)."""
     tok, policy = world["tok"], world["policy"]
     contexts = jsft.read_prompts(os.path.join(FIXTURES, "prompts.jsonl"))
     calls, real_generate = [], SJ.generate
