@@ -22,9 +22,9 @@ Run:
   python bench_model.py --no-train --threads 1 --stat median --rounds 3    # decode only
 
 Where compiling the decode step pays (demo size, 1 thread on a 2-core VM shared with other jobs,
-cold compile): it costs 17-32 s per (batch, cache length) bucket and makes each call 1.2-1.9x
-faster, so it pays after ~30-130 calls of 128 tokens: SELF-JUDGE's sampler and evaluation, not one
-chat reply.
+cold compile, --stat median): it costs 17-34 s per (batch, cache length) bucket and makes a
+128-token call 1.9x (batch 1), 1.6x (8) and 1.2x (32) faster, so it pays after ~40-100 such calls:
+SELF-JUDGE's sampler and evaluation, not one chat reply, hence eager by default.
 """
 import argparse
 import resource
