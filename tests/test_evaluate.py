@@ -424,6 +424,10 @@ def test_cli_errors_name_the_problem_and_failed_runs_keep_the_old_report(world, 
         E.main(["--ckpts", "nope=/no/such/dir"])
     with pytest.raises(SystemExit, match=r"unknown section"):
         E.main(small_args(world, tmp_path) + ["--skip", "lm,typo"])
+    with pytest.raises(SystemExit, match=r"rm=.*a reward model, which does not generate"):
+        E.main(small_args(world, tmp_path) + ["--ckpts", f"rm={world['rm']}", "--skip", "lm,fim,mc"])
+    with pytest.raises(SystemExit, match=r"--reward-model .*sft: a sft checkpoint, not a reward model"):
+        E.main(small_args(world, tmp_path) + ["--reward-model", world["ckpts"]["sft"], "--skip", "lm,fim,mc"])
     out = tmp_path / "eval"
     E.main(small_args(world, out) + ["--skip", "fim,mc,tasks,win,judge,rejection", "--ckpts",
                                      f"pretrain={world['ckpts']['pretrain']}"])
