@@ -20,14 +20,16 @@ JSFT_ARGS      ?=
 DPO_ARGS       ?=
 SELF_JUDGE_ARGS?=
 ORACLE_ARGS    ?=
+RM_ARGS        ?=
+RM_ARM_ARGS    ?=
 EVAL_ARGS      ?= --max-tasks 220 --rejection-prompts 64
 SEED_ARGS      ?=
 SEEDS          ?= 1 2 3
 # the demo scores a stratified 220 of the 670 held-out prompts to stay near its time budget; reproduce scores all
 REPRODUCE_EVAL_ARGS ?= --max-tasks 0 --rejection-prompts 128
 
-CKPTS := pretrain=$(OUT)/pretrain,sft=$(OUT)/sft,dpo=$(OUT)/dpo,jsft=$(OUT)/jsft,self_judge=$(OUT)/self_judge,oracle=$(OUT)/oracle
-STAGES := tokenizer tasks data pretrain sft jsft dpo self_judge oracle eval
+CKPTS := pretrain=$(OUT)/pretrain,sft=$(OUT)/sft,dpo=$(OUT)/dpo,jsft=$(OUT)/jsft,onpolicy_rm=$(OUT)/onpolicy_rm,self_judge=$(OUT)/self_judge,oracle=$(OUT)/oracle
+STAGES := tokenizer tasks data pretrain sft jsft dpo reward_model onpolicy_rm self_judge oracle eval
 
 # run a stage's command; on success write its wall time (seconds) into the stage's .done stamp
 define stage
@@ -98,12 +100,20 @@ $(OUT)/dpo/.done: $(OUT)/sft/.done $(OUT)/jsft/.done
 $(OUT)/self_judge/.done: $(OUT)/jsft/.done
 	$(call stage,$(PY) self_judge.py --init-from $(OUT)/jsft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/self_judge $(SEED_ARGS) $(SELF_JUDGE_ARGS))
 
+# the baseline SELF-JUDGE removes: a separate Bradley-Terry reward model, trained from SFT on the same pairs,
+# judges the same on-policy loop from the same start (three models in memory instead of two)
+$(OUT)/reward_model/.done: $(OUT)/sft/.done $(OUT)/jsft/.done
+	$(call stage,$(PY) reward_model.py --init-from $(OUT)/sft --prefs $(DPO_PREFS) --tasks-dir $(OUT)/tasks --out-dir $(OUT)/reward_model $(SEED_ARGS) $(RM_ARGS))
+
+$(OUT)/onpolicy_rm/.done: $(OUT)/jsft/.done $(OUT)/reward_model/.done
+	$(call stage,$(PY) self_judge.py --judge reward --reward-model $(OUT)/reward_model --init-from $(OUT)/jsft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/onpolicy_rm $(SEED_ARGS) $(SELF_JUDGE_ARGS) $(RM_ARM_ARGS))
+
 # the oracle arm: the same on-policy loop from the same start, judged by the verifier (an upper bound)
 $(OUT)/oracle/.done: $(OUT)/jsft/.done
 	$(call stage,$(PY) self_judge.py --judge verifier --init-from $(OUT)/jsft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/oracle $(SEED_ARGS) $(SELF_JUDGE_ARGS) $(ORACLE_ARGS))
 
-$(OUT)/eval/.done: $(OUT)/sft/.done $(OUT)/dpo/.done $(OUT)/jsft/.done $(OUT)/self_judge/.done $(OUT)/oracle/.done
-	$(call stage,$(PY) evaluate.py --out-dir $(OUT)/eval --data-dir $(OUT)/data --tasks-dir $(OUT)/tasks --tokenizer-report $(OUT)/tokenizer/report.json --ckpts $(CKPTS) $(SEED_ARGS) $(EVAL_ARGS))
+$(OUT)/eval/.done: $(OUT)/sft/.done $(OUT)/dpo/.done $(OUT)/jsft/.done $(OUT)/self_judge/.done $(OUT)/oracle/.done $(OUT)/onpolicy_rm/.done
+	$(call stage,$(PY) evaluate.py --out-dir $(OUT)/eval --data-dir $(OUT)/data --tasks-dir $(OUT)/tasks --tokenizer-report $(OUT)/tokenizer/report.json --ckpts $(CKPTS) --reward-model $(OUT)/reward_model $(SEED_ARGS) $(EVAL_ARGS))
 
 clean:
 	rm -rf $(OUT)

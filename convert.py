@@ -20,6 +20,7 @@ Run:
   python convert.py --to-hf out/sft out/hf/sft            # export (then: AutoModelForCausalLM.from_pretrained)
   python convert.py --to-hf out/sft out/hf/sft --dtype bfloat16
   python convert.py --from-hf path/to/llama out/imported  # import a local Llama folder (no network)
+  python convert.py --to-hf out/reward_model out/hf/rm    # a reward model: LlamaForSequenceClassification
 """
 import argparse
 import dataclasses
@@ -91,9 +92,13 @@ def _json(obj):
 
 
 def hf_config(cfg: ModelConfig, special_ids: dict, dtype: str, extra: dict) -> dict:
-    """config.json of a LlamaForCausalLM. The "minihcx" block is ignored by transformers and lets
-    --from-hf restore the options HF has no field for (multiple_of, dropout) and the phase."""
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **hf_llama_config_dict(cfg),
+    """config.json of a LlamaForCausalLM, or of a LlamaForSequenceClassification with one label for
+    a reward model (reward_model.py: its score is read at the last non-pad token, as ours is). The
+    "minihcx" block is ignored by transformers and lets --from-hf restore the options HF has no field
+    for (multiple_of, dropout) and the phase."""
+    head = {"architectures": ["LlamaForSequenceClassification"], "num_labels": 1} if cfg.reward_head \
+        else {"architectures": ["LlamaForCausalLM"]}
+    return {**head, "model_type": "llama", **hf_llama_config_dict(cfg),
             "bos_token_id": special_ids["bos"], "eos_token_id": special_ids["eos"],
             "pad_token_id": special_ids["pad"], "dtype": dtype, "torch_dtype": dtype, "use_cache": True,
             "minihcx": extra}
@@ -132,7 +137,10 @@ def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
         raise ValueError(f"{tok_path}: {tok.vocab_size} pieces but the model has only {cfg.vocab_size} "
                          f"embeddings; the tokenizer does not belong to this checkpoint")
     use_safetensors = have_safetensors() if use_safetensors is None else use_safetensors
-    weights = {k: v.to(DTYPES[dtype]).contiguous() for k, v in to_hf_state_dict(state, cfg).items()}
+    hf_state = to_hf_state_dict(state, cfg)
+    if cfg.reward_head:  # LlamaForSequenceClassification calls its head "score"
+        hf_state["score.weight"] = hf_state.pop("lm_head.weight")
+    weights = {k: v.to(DTYPES[dtype]).contiguous() for k, v in hf_state.items()}
     if use_safetensors:
         from safetensors.torch import save_file
         weights_name, write_weights = "model.safetensors", lambda p: save_file(weights, p, {"format": "pt"})
@@ -170,6 +178,9 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
 
     def refuse(field, what):
         raise ValueError(f"{where}: {field} — {what}; model.py does not implement it")
+    if any(a != "LlamaForCausalLM" for a in archs):
+        refuse("architectures", f"{archs}: only a language model (LlamaForCausalLM) is imported; "
+                                f"a reward model's export (LlamaForSequenceClassification) is one-way")
     rope = hf.get("rope_parameters") or {}
     if hf.get("rope_scaling") or rope.get("rope_type", "default") != "default":
         refuse("rope_scaling / rope_parameters", f"RoPE scaling {hf.get('rope_scaling') or rope}")

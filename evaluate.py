@@ -82,6 +82,9 @@ class EvalConfig:
     max_tasks: int = opt(0, "held-out prompts for verifier scores and win rates (stratified by family, "
                             "language); 0 = all")
     samples: int = opt(2, "replies sampled per prompt (T=1, top-p 0.9) for the sampled scores and win rates")
+    reward_model: str = opt("out/reward_model", "a reward model (reward_model.py) measured beside the judges, "
+                            "on held-out and on-policy pairs, and as best-of-N on the self-rejection curve; "
+                            "'' = none (a missing default is skipped with a note)")
     onpolicy_ckpt: str = opt("jsft", "NAME whose two samples per held-out prompt its own judge labels (what "
                                      "SELF-JUDGE judges), scored against the verifier; '' = none")
     max_judge_pairs: int = opt(0, "held-out preference pairs for judge accuracy; 0 = all")
@@ -200,13 +203,16 @@ def lm_section(model, tok, data_tok, data_dir, groups, seq_len, max_tokens, batc
 
 
 def loss_curve(ckpt_dir, max_points=200):
-    """metrics.jsonl -> {"step", "loss", "val_step", "val_loss"}, thinned to about max_points; None without one."""
+    """metrics.jsonl -> {"step", "loss", "val_step", "val_loss"}, thinned to about max_points, and the
+    median wall time of a step; None without one."""
     path = os.path.join(ckpt_dir, "metrics.jsonl")
     if not os.path.exists(path):
         return None
     rows = read_jsonl(path, lambda row: row, skip_bad=True)  # a row torn by a kill: left out
     every = max(1, len(rows) // max_points)
     curve = {"step": [], "loss": [], "val_step": [], "val_loss": []}
+    step_s = sorted(r["step_s"] for r in rows if "step_s" in r)
+    curve["median_step_s"] = step_s[len(step_s) // 2] if step_s else None  # wall time per optimizer step
     for k, r in enumerate(rows):
         if "loss" in r and (k % every == 0 or k == len(rows) - 1):
             curve["step"].append(r["step"])
@@ -523,10 +529,11 @@ def bootstrap_interval(outcomes, seed=0, n_boot=4000, level=0.95):
     return [float(lo), float(hi)]
 
 
-def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0):
+def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, other_judges=None):
     """What SELF-JUDGE really judges: two samples per prompt from `policy` (T=1, top-p 0.9, as in training),
     both scored by the verifier. Pairs the verifier ties (identical samples among them) are counted and
     dropped; on the rest, the judge's accuracy per order, order-averaged, and its position consistency.
+    other_judges {name: judge_fn}: the same figures for other judges of the same pairs ("others").
     Also the mean verifier scores of the samples, per principle (where the policy's flaws are)."""
     import tasks as task_world
     contexts = [t["messages"] for t in tasks]
@@ -536,14 +543,18 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0):
     out = {"n_pairs": len(tasks), "identical_share": mean(a == b for a, b in samples),
            "tie_share": 1 - len(differ) / len(tasks), "n_judged": len(differ),
            "sample_scores": {p: mean(x[p] for pair in scores for x in pair) for p in scores[0][0]}}
-    if differ:
-        verdict = judge_fn([contexts[i] for i in differ], [tuple(samples[i]) for i in differ])
-        a_better = [scores[i][0]["overall"] > scores[i][1]["overall"] for i in differ]
+    a_better = [scores[i][0]["overall"] > scores[i][1]["overall"] for i in differ]
+
+    def accuracy(fn):
+        verdict = fn([contexts[i] for i in differ], [tuple(samples[i]) for i in differ])
         first, second = verdict["first_order_a"], verdict["second_order_a"]
-        out.update({"acc": mean((w == 0) == y for w, y in zip(verdict["winners"], a_better)),
-                    "acc_first_order": mean(f == y for f, y in zip(first, a_better)),
-                    "acc_second_order": mean(s == y for s, y in zip(second, a_better)),
-                    "consistency": mean(f == s for f, s in zip(first, second))})
+        return {"acc": mean((w == 0) == y for w, y in zip(verdict["winners"], a_better)),
+                "acc_first_order": mean(f == y for f, y in zip(first, a_better)),
+                "acc_second_order": mean(s == y for s, y in zip(second, a_better)),
+                "consistency": mean(f == s for f, s in zip(first, second))}
+    if differ:
+        out.update(accuracy(judge_fn))
+        out["others"] = {name: accuracy(fn) for name, fn in (other_judges or {}).items()}
     return out
 
 
@@ -568,11 +579,14 @@ def nested_knockout(contexts, candidates, judge_winners):
     return picks
 
 
-def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed=0, as_text=False):
+def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed=0, as_text=False,
+                    other_judges=None):
     """SELF-JUDGE self-rejection: per prompt, sample max_n replies (T=1, top-p 0.9, self_judge.sample_responses);
     for N = 1, 2, 4, ..., max_n the knockout winner among the first N (judged by `judge` in both orders) is
     scored by the verifier. N=1 is the mean over all samples (the expected score of one sample); oracle_* is the
-    verifier's own best of N, the ceiling. as_text: give the judge decoded text (it tokenizes differently)."""
+    verifier's own best of N, the ceiling. as_text: give the judge decoded text (it tokenizes differently).
+    other_judges {name: judge_fn}: their picks among the same samples, as <name>_overall and <name>_correct_share
+    (a reward model's knockout is its best-of-N: a scalar judge's knockout winner is its highest reward)."""
     import tasks as task_world
     from self_judge import sample_responses
     if max_n < 1 or max_n & (max_n - 1):
@@ -583,14 +597,23 @@ def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed
     samples = [[strip_stop(list(s), stops) for s in per] for per in samples]
     scores = [[task_world.score(t, tok.decode(s)) for s in per] for t, per in zip(tasks, samples)]
     cands = [[tok.decode(s) for s in per] for per in samples] if as_text else samples
+    every = [x for per in scores for x in per]
+
+    def picks(fn):  # {N: verifier scores of the knockout winners}; N=1: every sample
+        bracket = nested_knockout(contexts, cands, lambda cx, pr: fn(cx, pr)["winners"])
+        return {n: every if n == 1 else [per[w] for per, w in zip(scores, ws)] for n, ws in bracket.items()}
+    others = {name: picks(fn) for name, fn in (other_judges or {}).items()}
     curve = []
-    for n, winners in nested_knockout(contexts, cands, lambda cx, pr: judge(cx, pr)["winners"]).items():
-        picked = [x for per in scores for x in per] if n == 1 else [per[w] for per, w in zip(scores, winners)]
+    for n, picked in picks(judge).items():
         best = picked if n == 1 else [max(per[:n], key=lambda x: x["overall"]) for per in scores]
-        curve.append({"n": n, "overall": mean(x["overall"] for x in picked),
-                      "correct_share": mean(x["correctness"] == 1 for x in picked),
-                      "oracle_overall": mean(x["overall"] for x in best),
-                      "oracle_correct_share": mean(x["correctness"] == 1 for x in best)})
+        row = {"n": n, "overall": mean(x["overall"] for x in picked),
+               "correct_share": mean(x["correctness"] == 1 for x in picked),
+               "oracle_overall": mean(x["overall"] for x in best),
+               "oracle_correct_share": mean(x["correctness"] == 1 for x in best)}
+        for name, by_n in others.items():
+            row[f"{name}_overall"] = mean(x["overall"] for x in by_n[n])
+            row[f"{name}_correct_share"] = mean(x["correctness"] == 1 for x in by_n[n])
+        curve.append(row)
     return curve
 
 
@@ -634,6 +657,23 @@ def checkpoints_to_run(cfg, notes):
     if not ckpts:
         raise FileNotFoundError(f"none of the checkpoints exist ({cfg.ckpts}); run the pipeline first (make demo)")
     return ckpts
+
+
+def load_reward_model(cfg, device, notes):
+    """(reward model, its tokenizer) from --reward-model, or None: none asked for, or the default one
+    missing (noted)."""
+    if not cfg.reward_model:
+        return None
+    if not find_checkpoint(cfg.reward_model):
+        if cfg.reward_model != EvalConfig.reward_model:
+            raise FileNotFoundError(f"--reward-model {cfg.reward_model}: no checkpoint there")
+        notes.append(f"reward model {cfg.reward_model} not found: no reward-model rows (run reward_model.py)")
+        return None
+    model, tok, config = load(cfg.reward_model, device, cfg.tokenizer)
+    if not model.cfg.reward_head:
+        raise ValueError(f"--reward-model {cfg.reward_model}: a {config.get('phase')} checkpoint, not a reward "
+                         f"model (config.json model.reward_head is false)")
+    return model, tok
 
 
 def resolve(name_or_dir, ckpts):
@@ -694,17 +734,25 @@ def run(cfg):
     fim_ckpts, judges = set(names(cfg.fim_ckpts)) or set(ckpts), set(names(cfg.judges))
     fim_groups = [g for g in names(cfg.fim_groups) if g in groups]
 
+    rm = load_reward_model(cfg, device, notes) if on["judge"] or on["rejection"] else None
     replies = {}  # checkpoint name -> its greedy reply texts to `picked`
     sampled = {}  # checkpoint name -> (sampled reply ids, their verifier scores), cfg.samples per prompt
     loaded, by_path = {}, {os.path.realpath(p): n for n, p in ckpts.items()}
     for name, path in tqdm(ckpts.items(), desc="checkpoints", unit="ckpt"):
         model, tok, config = load(path, device, cfg.tokenizer)
         phase = config.get("phase", "?")
+        if model.cfg.reward_head:
+            raise ValueError(f"--ckpts {name}={path}: a reward model, which does not generate; "
+                             f"pass it as --reward-model")
         start = by_path.get(os.path.realpath(config.get("init_from") or "-"))
         loaded[name] = (model, tok)
+        report["loss_curves"][name] = curve = loss_curve(path)
         report["checkpoints"][name] = {"path": path, "phase": phase, "step": config.get("step"), "start": start,
-                                       "params": model.num_params(), "vocab_size": tok.vocab_size}
-        report["loss_curves"][name] = loss_curve(path)
+                                       "params": model.num_params(), "vocab_size": tok.vocab_size,
+                                       # cost: policy + reference + judge held while training, s per step
+                                       "params_held": config.get("params_held", model.num_params()),
+                                       "judged_by": config.get("judged_by"),
+                                       "step_s": curve and curve["median_step_s"]}
         if data_tok and on["lm"]:
             with clock(seconds, "lm"):
                 report["lm"][name] = lm_section(model, tok, data_tok, cfg.data_dir, groups, cfg.seq_len,
@@ -739,11 +787,16 @@ def run(cfg):
             import jsft  # accuracy of each order alone and order-averaged, consistency under swapping, per language
             with clock(seconds, "judge"):
                 report["judge"][name] = jsft.judge_accuracy(model, tok, pref_pairs, None, cfg.batch_size)
+    if rm and pref_pairs:
+        from reward_model import reward_accuracy
+        with clock(seconds, "judge"):
+            report["judge"]["reward_model"] = reward_accuracy(*rm, pref_pairs, cfg.batch_size)
     if cfg.onpolicy_ckpt in loaded and picked and on["judge"]:  # the SELF-JUDGE start's own samples,
         model, tok = loaded[cfg.onpolicy_ckpt]                     # judged by itself, against the verifier
         with clock(seconds, "judge"):
             report["onpolicy_judge"] = dict(onpolicy_judge(model, tok, make_judge(model, tok, cfg.batch_size),
-                                                           picked, cfg.max_new_tokens, cfg.seed),
+                                                           picked, cfg.max_new_tokens, cfg.seed,
+                                                           reward_judges(rm, tok, cfg.batch_size)),
                                             policy=cfg.onpolicy_ckpt)
     loaded.clear()
 
@@ -763,7 +816,7 @@ def run(cfg):
             win_rate_section(cfg, report, ckpts, picked, replies, device)
     if on["rejection"] and eval_tasks:
         with clock(seconds, "rejection"):
-            rejection_section(cfg, report, ckpts, eval_tasks, device)
+            rejection_section(cfg, report, ckpts, eval_tasks, device, rm)
     report["summary"] = summary_rows(report)
     report["meta"]["seconds"] = {**{s: round(v, 2) for s, v in seconds.items()},
                                  "total": round(time.perf_counter() - t_start, 2),
@@ -797,7 +850,15 @@ def win_rate_section(cfg, report, ckpts, picked, replies, device):
         rates["judge"][name] = win_summary(*judge_verdicts(judge, contexts, replies[name], base))
 
 
-def rejection_section(cfg, report, ckpts, eval_tasks, device):
+def reward_judges(rm, tok, batch_size):
+    """{"reward_model": judge_fn} when a reward model that reads `tok`'s ids is loaded, else {}."""
+    from self_judge import reward_judge
+    if not rm or not same_file(rm[1].model_path, tok.model_path):
+        return {}
+    return {"reward_model": reward_judge(rm[0], rm[1], batch_size)}
+
+
+def rejection_section(cfg, report, ckpts, eval_tasks, device, rm=None):
     judge_name = cfg.rejection_judge or cfg.rejection_ckpt
     policy_dir, judge_dir = resolve(cfg.rejection_ckpt, ckpts), resolve(judge_name, ckpts)
     if cfg.rejection_ckpt not in ckpts or not judge_dir:
@@ -809,7 +870,8 @@ def rejection_section(cfg, report, ckpts, eval_tasks, device):
     prompts = pick_tasks(eval_tasks, cfg.rejection_prompts)
     curve = rejection_curve(policy, tok, make_judge(judge_model, judge_tok, cfg.batch_size), prompts,
                             cfg.rejection_max_n, cfg.max_new_tokens, cfg.seed,
-                            as_text=not same_file(tok.model_path, judge_tok.model_path))
+                            as_text=not same_file(tok.model_path, judge_tok.model_path),
+                            other_judges=reward_judges(rm, tok, cfg.batch_size))
     report["rejection"] = {"policy": cfg.rejection_ckpt, "judge": judge_name, "n_prompts": len(prompts), "curve": curve}
 
 
@@ -827,7 +889,9 @@ def summary_rows(report):
              "win_vs_baseline": get(sampled, name, "vs_baseline"), "win_vs_start": get(sampled, name, "vs_start"),
              "log_ratio": get(report["movement"], name, "log_ratio"),
              "changed_greedy": get(report["movement"], name, "changed_greedy"),
-             "judge_acc": get(report["judge"], name, "acc")} for name in report["checkpoints"]]
+             "judge_acc": get(report["judge"], name, "acc"),
+             "params_held": get(report["checkpoints"], name, "params_held"),
+             "step_s": get(report["checkpoints"], name, "step_s")} for name in report["checkpoints"]]
 
 
 def win_cell(win):
@@ -853,11 +917,16 @@ def md_table(headers, rows):
 SUMMARY_HEADERS = {"checkpoint": "checkpoint", "val_bpb": "val bpb", "overall": "greedy overall",
                    "sampled_overall": "sampled overall", "sampled_correct": "sampled correct",
                    "win_vs_baseline": "win vs baseline [95% CI]", "win_vs_start": "win vs start [95% CI]",
-                   "log_ratio": "KL to start", "changed_greedy": "changed greedy", "judge_acc": "judge acc"}
+                   "log_ratio": "KL to start", "changed_greedy": "changed greedy", "judge_acc": "judge acc",
+                   "params_held": "params held", "step_s": "s / step"}
 
 
 def summary_table(report):
-    rows = [[win_cell(v) if k.startswith("win_") else v for k, v in r.items()] for r in report["summary"]]
+    def cell(k, v):
+        if k.startswith("win_"):
+            return win_cell(v)
+        return f"{v / 1e6:.1f}M" if k == "params_held" and v else v
+    rows = [[cell(k, v) for k, v in r.items()] for r in report["summary"]]
     return md_table(list(SUMMARY_HEADERS.values()), rows)
 
 
@@ -875,7 +944,10 @@ def to_markdown(report, figures=()):
            f"`{r['win_rates']['baseline']}` or the checkpoint's own start (the one it was trained from), per prompt "
            f"1 / 0.5 / 0, with a paired bootstrap 95 % interval over prompts; * marks an interval that excludes "
            f"0.5. KL to start: mean log p(reply) - log p_start(reply) over the checkpoint's own samples (nats per "
-           f"reply); changed greedy: share of prompts whose greedy reply differs from the start's.", "",
+           f"reply); changed greedy: share of prompts whose greedy reply differs from the start's. Cost: the "
+           f"parameters held in memory while the checkpoint trained (policy, and for a preference stage its "
+           f"reference and its judge: SELF-JUDGE's judge is its reference, a reward model is a third network) "
+           f"and the median wall time of one optimizer step.", "",
            "## Checkpoints", "", md_table(["name", "path", "phase", "step", "parameters", "vocabulary"],
                                           [[n, c["path"], c["phase"], c["step"], f"{c['params'] / 1e6:.2f}M",
                                             c["vocab_size"]] for n, c in r["checkpoints"].items()]), ""]
@@ -940,12 +1012,23 @@ def to_markdown(report, figures=()):
                 "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its loss when the "
                 "samples are identical); accuracy is against the verifier on the rest. Mean verifier scores of "
                 "the samples: " + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()), ""]
+        if op.get("others"):
+            out += ["The same judged pairs, other judges (a reward model reads no order: consistency 1 by "
+                    "construction):", "",
+                    md_table(["judge", "accuracy", "first order", "second order", "consistency"],
+                             [[op["policy"] + " (self)", op["acc"], op["acc_first_order"], op["acc_second_order"],
+                               op["consistency"]]] +
+                             [[n, v["acc"], v["acc_first_order"], v["acc_second_order"], v["consistency"]]
+                              for n, v in op["others"].items()]), ""]
     if r["rejection"]:
         rj = r["rejection"]
         out += [f"## Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks one by knockout "
                 f"({rj['n_prompts']} prompts)", "",
-                md_table(["N", "overall", "correct", "oracle best-of-N overall", "oracle correct"],
+                md_table(["N", "overall", "correct", "oracle best-of-N overall", "oracle correct"]
+                         + (["reward model best-of-N overall", "reward model correct"]
+                            if "reward_model_overall" in rj["curve"][0] else []),
                          [[c["n"], c["overall"], c["correct_share"], c["oracle_overall"], c["oracle_correct_share"]]
+                          + [c[k] for k in ("reward_model_overall", "reward_model_correct_share") if k in c]
                           for c in rj["curve"]]), ""]
     out += [f"![{f}]({f})\n" for f in figures]
     wall = {k: v for k, v in meta["seconds"].items() if not k.startswith("cpu_")}

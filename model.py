@@ -15,6 +15,7 @@ What is here, top to bottom:
   decode_one_token, compiled_decode_one_token  one decode step over the whole cache; torch.compile'd
   compile_model, keep_freed_memory             speed options (torch.compile; glibc page faults on CPU)
   sequence_logprobs()                          log p(span) per sequence, for DPO, judging and evaluation
+  sequence_rewards()                           a reward model's scalar at each sequence's last token
   to_hf_state_dict / from_hf_state_dict / hf_llama_config_dict    Hugging Face Llama interop (convert.py)
 
 Run:
@@ -49,6 +50,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = False  # lm_head shares the token-embedding matrix
     dropout: float = 0.0  # on each block's two residual branches, training only
+    reward_head: bool = False  # lm_head gives one scalar per position, not logits (reward_model.py)
 
     def __post_init__(self):
         def need(ok, what):
@@ -60,6 +62,7 @@ class ModelConfig:
              f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
         need(self.head_dim % 2 == 0, f"head_dim=dim/n_heads={self.head_dim} must be even for RoPE")
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
+        need(not (self.reward_head and self.tie_embeddings), "a reward head cannot be tied to the embeddings")
         if self.ffn_hidden is None:  # Llama: 2/3 of 4*dim (SwiGLU has 3 matrices, not 2), rounded up
             hidden = int(2 * 4 * self.dim / 3)
             self.ffn_hidden = self.multiple_of * math.ceil(hidden / self.multiple_of)
@@ -212,7 +215,7 @@ class Transformer(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.dim, 1 if cfg.reward_head else cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
@@ -247,7 +250,7 @@ class Transformer(nn.Module):
         c = self.cfg
         d_attn = c.n_heads * c.head_dim
         per_layer = c.dim * d_attn * 2 + c.dim * c.n_kv_heads * c.head_dim * 2 + 3 * c.dim * c.ffn_hidden
-        matmul_weights = c.n_layers * per_layer + c.dim * c.vocab_size
+        matmul_weights = c.n_layers * per_layer + c.dim * (1 if c.reward_head else c.vocab_size)
         return 6.0 * matmul_weights + 6.0 * c.n_layers * seq_len * d_attn
 
     # -- KV cache ------------------------------------------------------------------------------------
@@ -513,6 +516,20 @@ def sequence_logprobs(model, ids, mask):
     m = mask[:, 1:].to(logp.dtype)  # (B, T-1)
     total = (logp[:, :-1] * m).sum(dim=1)
     return total, total / m.sum(dim=1).clamp(min=1.0)
+
+
+def sequence_rewards(model, ids, real):
+    """A reward model's (ModelConfig.reward_head) scalar at the last real token of each sequence.
+    ids (B, T) long; real (B, T) 0/1, one contiguous run of 1s per row: right- or left-padded alike.
+    Each row is first rolled so that its tokens start at position 0 (left padding moves to the end),
+    so it gets the positions and causal context it has alone. Returns (B,) float; differentiable."""
+    B, T = ids.shape
+    first = real.argmax(dim=1)  # (B,) index of the first real token: 0 when right-padded
+    order = (torch.arange(T, device=ids.device)[None, :] + first[:, None]) % T  # (B, T)
+    ids, real = ids.gather(1, order), real.gather(1, order)
+    values, _ = model(ids)  # (B, T, 1)
+    last = real.sum(dim=1) - 1  # (B,) the last real position, now that every row starts at 0
+    return values[torch.arange(B, device=ids.device), last, 0].float()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -446,7 +446,8 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             dt = time.perf_counter() - t0
-            row = {"step": step + 1, "loss": round(loss_sum, 5), "lr": lr, "tokens_per_s": round(tokens * world_size / dt, 1),
+            row = {"step": step + 1, "loss": round(loss_sum, 5), "lr": lr, "step_s": round(dt, 4),
+                   "tokens_per_s": round(tokens * world_size / dt, 1),
                    "flops_per_s": tokens * world_size * flops_per_token / dt, **{k: float(v) for k, v in extra.items()}}
             if grad_norm is not None:
                 row["grad_norm"] = float(grad_norm)

@@ -11,9 +11,11 @@ SELF-JUDGE (§3.2): the policy starts as the JSFT model, which can both answer a
   4. a DPO loss (sigmoid / hinge / ipo) on the summed response log-probs of policy and reference
      (the same frozen JSFT copy). A tie teaches nothing: identical samples, and verdicts within
      --min-margin of 0.5, are left out of the loss (weight 0; "kept_share" in the log).
-No reward model, no verifier: the model judges itself. `--judge verifier` is the oracle arm, an
-evaluation device only: the same loop with the task world's verifier as the judge, the upper bound
-of on-policy DPO at this scale. `--offline` is the DPO baseline (§4.1): the
+No reward model, no verifier: the model judges itself. Two other judges plug into the same loop, so
+that only the judge differs between the arms: `--judge reward` is the baseline SELF-JUDGE removes,
+on-policy DPO judged by a separate Bradley-Terry reward model (reward_model.py; a third model held in
+memory); `--judge verifier` is the oracle arm, an evaluation device only: the task world's verifier
+as the judge, the upper bound of on-policy DPO at this scale. `--offline` is the DPO baseline (§4.1): the
 same loss from the SFT model on a fixed dataset of (chosen, rejected) pairs.
 Self-rejection (§3.3): `tournament` picks the best of N own samples with N-1 pairwise judgments,
 and `best_of_n` samples N responses and returns the winner (evaluate.py imports both).
@@ -22,6 +24,7 @@ Run:
     python self_judge.py                           # SELF-JUDGE: out/jsft + out/tasks/prompts_train.jsonl -> out/self_judge
     python self_judge.py --dynamic-judge           # judge with the current policy (paper ablation)
     python self_judge.py --judge verifier --out-dir out/oracle   # the oracle arm (upper bound)
+    python self_judge.py --judge reward --out-dir out/onpolicy_rm # judged by out/reward_model
     python self_judge.py --offline                 # DPO baseline: out/sft + out/tasks/prefs_train.jsonl -> out/dpo
     python self_judge.py --loss ipo --beta 0.5     # other losses; --resume continues a run exactly
     python self_judge.py --best-of 8 --prompt "What is 3 plus 4?"   # self-rejection with out/self_judge
@@ -41,12 +44,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from model import generate, sequence_logprobs
+from model import generate, sequence_logprobs, sequence_rewards
 from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
                       train, unwrap)
 from tokenizer import Tokenizer, read_jsonl
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
+JUDGES = ("self", "reward", "verifier")
 
 
 # ----------------------------------------------------------------------------- options
@@ -69,8 +73,10 @@ class SelfJudgeConfig(TrainConfig):
     dynamic_judge: bool = opt(False, "judge with the current policy instead of the frozen start model")
     principles: str = opt("overall", "comma-separated judge principles (majority vote, jsft.judge)")
     judge: str = opt("self", "who judges the on-policy pairs: self (SELF-JUDGE: the frozen JSFT model, or the "
-                             "policy with --dynamic-judge) | verifier (tasks.score: the oracle upper bound, an "
+                             "policy with --dynamic-judge) | reward (the separate reward model --reward-model: "
+                             "the RLHF-style baseline) | verifier (tasks.score: the oracle upper bound, an "
                              "evaluation arm; needs prompts that carry their task, as prompts_train.jsonl)")
+    reward_model: str = opt("out/reward_model", "--judge reward: the reward model checkpoint (reward_model.py)")
     nll_weight: float = opt(0.0, "weight of the chosen replies' per-token NLL added to the DPO loss (0 = DPO)")
     min_margin: float = opt(0.0, "pairs whose judge score is within this of 0.5 are ties and left out of the "
                                  "loss (identical samples and exact ties always are)")
@@ -107,8 +113,8 @@ def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
     if cfg.fsdp and not cfg.offline:
         raise SystemExit("--fsdp: sampling runs a different number of forward passes on each rank, which "
                          "sharded weights cannot follow; run SELF-JUDGE data parallel (torchrun without --fsdp)")
-    if cfg.judge not in ("self", "verifier"):
-        raise SystemExit(f"--judge {cfg.judge!r}: choose self or verifier")
+    if cfg.judge not in JUDGES:
+        raise SystemExit(f"--judge {cfg.judge!r}: choose one of {', '.join(JUDGES)}")
     if cfg.loss not in LOSS_TYPES:
         raise SystemExit(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSS_TYPES)}")
     if cfg.beta <= 0 or cfg.max_new_tokens < 1 or not 0 < cfg.top_p <= 1 or cfg.best_of < 0:
@@ -217,6 +223,63 @@ def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
         with eval_mode(judge_model):
             return judge(judge_model, tokenizer, contexts, pairs, principles=tuple(principles), batch_size=batch_size)
     return judge_fn
+
+
+@torch.no_grad()
+def rewards_of(rm, sequences, pad_id, batch_size=32):
+    """A reward model's scalar for each id list (prompt + reply): right-padded batches, similar lengths
+    together, in eval mode. -> (N,) float tensor."""
+    core = unwrap(rm)
+    device, was_training = next(core.parameters()).device, core.training
+    core.eval()
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    out = torch.empty(len(sequences))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids = torch.full((len(rows), max(len(sequences[i]) for i in rows)), pad_id, dtype=torch.long)
+        real = torch.zeros_like(ids)
+        for r, i in enumerate(rows):
+            ids[r, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
+            real[r, :len(sequences[i])] = 1
+        out[rows] = sequence_rewards(core, ids.to(device), real.to(device)).cpu()
+    core.train(was_training)
+    return out
+
+
+def reward_judge(rm, tokenizer, batch_size=32):
+    """judge_fn with a separate reward model (reward_model.py): each reply is scored alone, at its
+    last token, and score_a = sigmoid(r(a) - r(b)) is the Bradley-Terry probability that a is better.
+    It reads no order, so both orders give the same verdict. Replies: text (encoded, then the end of
+    turn, as the reward model was trained) or sampled id lists (spliced as they are)."""
+    def sequence(context, reply):
+        prompt = tokenizer.render_chat(context, add_generation_prompt=True)[0]
+        return prompt + (tokenizer.encode(reply) + [tokenizer.eot_id] if isinstance(reply, str) else list(reply))
+
+    def judge_fn(contexts, pairs):
+        seqs = [sequence(c, reply) for c, pair in zip(contexts, pairs) for reply in pair]  # a0 b0 a1 b1 ...
+        r = rewards_of(rm, seqs, tokenizer.pad_id, batch_size)
+        score_a = torch.sigmoid(r[0::2] - r[1::2]).tolist()
+        a_better = [p > 0.5 for p in score_a]
+        return {"score_a": score_a, "winners": [int(p < 0.5) for p in score_a],
+                "first_order_a": a_better, "second_order_a": a_better, "rewards": r.view(-1, 2).tolist()}
+    return judge_fn
+
+
+def load_reward_model(path, tokenizer_path, device):
+    """The reward model checkpoint at path, checked to be one and to share the policy's tokenizer
+    (the judge reads the policy's sampled ids as they are)."""
+    import filecmp
+    ckpt = find_checkpoint(path)
+    if ckpt is None:
+        raise SystemExit(f"--reward-model {path}: no checkpoint there; run `python reward_model.py` first")
+    rm, config = load_model(ckpt, device)
+    if not rm.cfg.reward_head:
+        raise SystemExit(f"--reward-model {path}: a {config.get('phase')} checkpoint, not a reward model "
+                         "(config.json model.reward_head is false); train one with reward_model.py")
+    if not filecmp.cmp(os.path.join(ckpt, "tokenizer.model"), tokenizer_path, shallow=False):
+        raise SystemExit(f"--reward-model {path}: its tokenizer.model differs from the policy's "
+                         f"({tokenizer_path}); train the reward model from the same SFT checkpoint")
+    return rm.eval().requires_grad_(False)
 
 
 def verifier_judge(prompts_path, tokenizer):
@@ -458,6 +521,7 @@ def main(argv=None):
     extra = {"phase": "dpo" if cfg.offline else "self_judge", "judged_by": None if cfg.offline else cfg.judge,
              "init_from": cfg.init_from,
              "init_phase": init_config.get("phase"), "special_ids": tokenizer.special_ids()}
+    held = [policy, reference]  # the models this run keeps in memory: policy, reference, judge
     val_fn = None
     if cfg.offline:
         from jsft import read_preferences
@@ -475,6 +539,11 @@ def main(argv=None):
         principles = cfg.principles.split(",")
         if cfg.judge == "verifier":
             judge_fn, who = verifier_judge(cfg.prompts, tokenizer), "the verifier (oracle arm)"
+        elif cfg.judge == "reward":
+            rm = load_reward_model(cfg.reward_model, tokenizer_path, device)
+            judge_fn, who = reward_judge(rm, tokenizer), f"the reward model {cfg.reward_model}"
+            held.append(rm)
+            extra["reward_model"] = cfg.reward_model
         else:
             judge_fn = model_judge(policy if cfg.dynamic_judge else reference, tokenizer, principles)
             who = "dynamic (the policy)" if cfg.dynamic_judge else "static (frozen start)"
@@ -489,6 +558,7 @@ def main(argv=None):
                 rates = judged_win_rate(model, reference, val_judge, tokenizer, val_contexts, cfg.max_new_tokens,
                                         cfg.temperature, cfg.top_p, cfg.seed)
                 return {f"val_{k}": v for k, v in rates.items()}
+    extra["params_held"] = sum(m.num_params() for m in held)  # the cost column of evaluate.py
     history = train(policy, get_batch, cfg, extra, loss_fn=dpo_loss_fn(reference, cfg.beta, cfg.loss, cfg.nll_weight), val_fn=val_fn,
                     tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
     if history and rank == 0:

@@ -311,7 +311,12 @@ def world(tmp_path_factory):
         with open(os.path.join(ckpts[name], "metrics.jsonl"), "w") as fh:
             rows = [{"step": s, "loss": 7 - s / 10, **({"val_loss": 6.9} if s % 2 == 0 else {})} for s in range(1, 5)]
             fh.writelines(json.dumps(row) + "\n" for row in rows)
-    return {"root": root, "tok": tok, "meta": meta, "ckpts": ckpts}
+    torch.manual_seed(9)  # a random reward model (reward_model.py's layout)
+    rm = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256, reward_head=True))
+    torch.nn.init.normal_(rm.lm_head.weight)
+    pretrain.save_checkpoint(str(root / "rm"), rm.state_dict(), {"phase": "reward_model", "model": pretrain.dataclasses.asdict(rm.cfg)},
+                             tokenizer_path=tok_path)
+    return {"root": root, "tok": tok, "meta": meta, "ckpts": ckpts, "rm": str(root / "rm")}
 
 
 def small_args(world, out):
@@ -322,7 +327,7 @@ def small_args(world, out):
             "--out-dir", str(out), "--max-val-tokens", "400", "--max-tasks", "12", "--max-judge-pairs", "8",
             "--fim-examples", "4", "--fim-chars", "120", "--fim-max-new-tokens", "12", "--max-new-tokens", "10",
             "--rejection-prompts", "3", "--rejection-max-n", "4", "--batch-size", "16", "--device", "cpu",
-            "--threads", "1",
+            "--threads", "1", "--reward-model", world["rm"],
             "--mc", ",".join(os.path.join(FIXTURES, "mc", f) for f in ("kmmlu_style.jsonl", "letter_answers.jsonl"))]
 
 
@@ -357,7 +362,8 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
         assert t["n"] == 12 and set(t["per_lang"]) == {"en", "ko"} and 0 <= t["overall"] <= 1
         assert report["loss_curves"][name]["val_step"] == [2, 4]
     assert list(report["fim"]) == ["pretrain"] and report["fim"]["pretrain"]["code"]["n"] == 4
-    assert set(report["judge"]) == {"jsft", "self_judge"}  # the checkpoints trained to judge
+    assert set(report["judge"]) == {"jsft", "self_judge", "reward_model"}  # those trained to judge, and the RM
+    assert report["judge"]["reward_model"]["consistency"] == 1.0  # it reads no order
     for j in report["judge"].values():
         assert all(0 <= j[k] <= 1 for k in ("acc", "acc_chosen_first", "acc_chosen_second", "consistency"))
     for by in ("verifier", "judge"):
@@ -380,11 +386,17 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
         assert move["changed_sampled"] > 0.5 and math.isfinite(move["log_ratio"])
     op = report["onpolicy_judge"]
     assert op["policy"] == "jsft" and op["n_pairs"] == 12 and 0 <= op["tie_share"] <= 1
+    if op["n_judged"]:
+        assert 0 <= op["others"]["reward_model"]["acc"] <= 1 and op["others"]["reward_model"]["consistency"] == 1
+    for name in names:  # cost: what each checkpoint held while training (no params_held recorded: itself)
+        c = report["checkpoints"][name]
+        assert c["params_held"] == c["params"] and c["step_s"] is None
     assert "## The judge on on-policy pairs" in markdown and "win vs start [95% CI]" in markdown
     curve = report["rejection"]["curve"]
     assert [c["n"] for c in curve] == [1, 2, 4]
     for c in curve:  # the verifier's own best of N is a ceiling for any judge's pick
         assert c["oracle_overall"] >= c["overall"] - 1e-9 and 0 <= c["correct_share"] <= 1
+        assert c["oracle_overall"] >= c["reward_model_overall"] - 1e-9
     assert report["tokenizer"]["mean_tokens_per_document"]["a_this_tokenizer"]
     assert report["meta"]["seconds"]["total"] > 0
 
@@ -412,6 +424,10 @@ def test_cli_errors_name_the_problem_and_failed_runs_keep_the_old_report(world, 
         E.main(["--ckpts", "nope=/no/such/dir"])
     with pytest.raises(SystemExit, match=r"unknown section"):
         E.main(small_args(world, tmp_path) + ["--skip", "lm,typo"])
+    with pytest.raises(SystemExit, match=r"rm=.*a reward model, which does not generate"):
+        E.main(small_args(world, tmp_path) + ["--ckpts", f"rm={world['rm']}", "--skip", "lm,fim,mc"])
+    with pytest.raises(SystemExit, match=r"--reward-model .*sft: a sft checkpoint, not a reward model"):
+        E.main(small_args(world, tmp_path) + ["--reward-model", world["ckpts"]["sft"], "--skip", "lm,fim,mc"])
     out = tmp_path / "eval"
     E.main(small_args(world, out) + ["--skip", "fim,mc,tasks,win,judge,rejection", "--ckpts",
                                      f"pretrain={world['ckpts']['pretrain']}"])

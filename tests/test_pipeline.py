@@ -1,5 +1,6 @@
 """The demo's own path (Makefile targets, every script's CLI, the chained out/ folders) at toy size:
-tokenizer -> tasks -> data -> pretrain -> SFT -> JSFT -> DPO -> SELF-JUDGE -> oracle arm -> evaluate."""
+tokenizer -> tasks -> data -> pretrain -> SFT -> JSFT -> DPO -> reward model -> its on-policy arm ->
+SELF-JUDGE -> oracle arm -> evaluate."""
 import json
 import math
 import os
@@ -7,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import report_numbers
+from model import ModelConfig, Transformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,6 +20,7 @@ SMOKE = {
     "SFT_ARGS": "--steps 6 --seq-len 128 --max-tokens 1024",
     "JSFT_ARGS": "--steps 6 --seq-len 128 --max-tokens 1024 --eval-batch-size 16",
     "DPO_ARGS": "--steps 2 --batch-size 4",
+    "RM_ARGS": "--steps 2 --batch-size 4 --seq-len 128",
     "SELF_JUDGE_ARGS": "--steps 2 --batch-size 4 --max-new-tokens 12 --val-count 4",
     "EVAL_ARGS": "--max-val-tokens 256 --max-tasks 11 --max-judge-pairs 8 --fim-examples 3 --max-new-tokens 12 "
                  "--rejection-prompts 3 --rejection-max-n 4 --batch-size 16",
@@ -35,14 +38,21 @@ def test_whole_pipeline_smoke(tmp_path):
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="2"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("tokenizer", "tasks", "data", "pretrain", "sft", "jsft", "dpo", "self_judge", "oracle", "eval"):
+    for stage in ("tokenizer", "tasks", "data", "pretrain", "sft", "jsft", "dpo", "reward_model", "onpolicy_rm",
+                  "self_judge", "oracle", "eval"):
         assert (out / stage / ".done").exists(), stage
-    for ckpt in ("pretrain", "sft", "jsft", "dpo", "self_judge", "oracle"):
+    for ckpt in ("pretrain", "sft", "jsft", "dpo", "reward_model", "onpolicy_rm", "self_judge", "oracle"):
         config = json.load(open(out / ckpt / "config.json"))
         assert config["phase"] in (ckpt, "self_judge", "dpo"), config["phase"]
-        assert config.get("judged_by") == {"oracle": "verifier", "self_judge": "self"}.get(ckpt)
+        judged_by = {"oracle": "verifier", "self_judge": "self", "onpolicy_rm": "reward"}.get(ckpt)
+        assert config.get("judged_by") == judged_by
         assert (out / ckpt / "tokenizer.model").exists() and (out / ckpt / "metrics.jsonl").exists()
     report = json.load(open(out / "eval" / "report.json"))
+    held = {n: c["params_held"] for n, c in report["checkpoints"].items()}  # the cost column
+    rm_config = json.load(open(out / "reward_model" / "config.json"))["model"]
+    rm_params = Transformer(ModelConfig(**rm_config)).num_params()
+    assert held["sft"] == report["checkpoints"]["sft"]["params"] and held["self_judge"] == 2 * held["sft"]
+    assert held["onpolicy_rm"] == 2 * held["sft"] + rm_params and rm_params < held["sft"]
     assert (out / "eval" / "report.md").exists()
     numbers = list(report_numbers(report))
     assert numbers and all(math.isfinite(v) for _, v in numbers if not (isinstance(v, float) and math.isnan(v)))

@@ -59,3 +59,20 @@ def test_cli_writes_the_table(tmp_path, capsys):
     assert table["same_ordering"] and table["arms"]["self_judge"]["vs_start"]["win_rate"] == 0.75
     assert "| self_judge | jsft |" in (tmp_path / "out" / "table.md").read_text()
     assert "3 seeds pooled" in capsys.readouterr().out
+
+
+def test_head_to_head_is_the_per_prompt_difference_of_outcomes():
+    a = report([1.0, 0.5, 0.0, 1.0] * 10, [1.0] * 40, {"sft": 0.5, "jsft": 0.5, "self_judge": 0.6})
+    b = report([0.5, 0.5, 0.0, 1.0] * 10, [1.0] * 40, {"sft": 0.5, "jsft": 0.5, "self_judge": 0.6})
+    for r, rm in ((a, [0.0, 0.5, 0.0, 1.0] * 10), (b, [0.5, 0.0, 0.0, 1.0] * 10)):
+        r["checkpoints"]["onpolicy_rm"] = {"start": "jsft", "params_held": 30, "step_s": 2.0}
+        r["tasks"]["onpolicy_rm"] = {"sampled": {"overall": 0.55}}
+        r["win_rates"]["sampled"]["onpolicy_rm"] = {"vs_baseline": {"win_rate": sum(rm) / 40, "outcomes": rm}}
+    h = R.head_to_head([a, b], "self_judge", "onpolicy_rm")
+    # per prompt, mean over seeds of (self_judge - onpolicy_rm): (1 + 0)/2, (0 + .5)/2, 0, 0
+    assert h["diff"] == pytest.approx((0.5 + 0.25) / 4) and h["n_prompts"] == 40
+    assert h["per_seed"] == [pytest.approx(0.625 - 0.375), pytest.approx(0.5 - 0.375)]
+    pooled = R.pool([a, b])
+    assert pooled["head_to_head"]["onpolicy_rm"]["diff"] == h["diff"]
+    assert pooled["arms"]["onpolicy_rm"]["params_held"] == 30 and "params_held" not in pooled["arms"]["sft"]
+    assert "| onpolicy_rm | +0.188" in R.to_markdown(pooled)

@@ -1,0 +1,165 @@
+"""reward_model.py: the separate reward model, the judge that SELF-JUDGE does away with.
+
+On-policy alignment as HyperCLOVA X's RLHF does it (HCX technical report §2.2) needs a second
+network: a reward model trained on human preference pairs, which scores the policy's samples. SELF-JUDGE
+(Lee et al., ACL 2024, §1 and §3) keeps on-policy learning but lets the policy's own JSFT judge
+replace that model. This script builds the arm it is measured against:
+
+  the model   the SFT transformer with its LM head replaced by one scalar per position
+              (ModelConfig.reward_head); the reward of prompt + response is the scalar at the last
+              real token (model.sequence_rewards). The head starts at zero: every reward is 0.
+  the loss    Bradley-Terry: p(chosen > rejected) = sigmoid(r_chosen - r_rejected), trained with
+              -log sigmoid(r_chosen - r_rejected) (Ouyang et al. 2022, eq. 1), on the same
+              preference pairs JSFT learns to judge (and the offline DPO baseline learns from).
+  the loop    pretrain.train: checkpoints, --resume, torchrun DDP, as every phase.
+
+Its accuracy on held-out pairs is printed at the end and written to <out-dir>/rm_eval.json;
+evaluate.py puts it beside the JSFT judge's, on held-out and on on-policy pairs. The on-policy arm
+it judges is `self_judge.py --judge reward`; the checkpoint is a normal minihcx one whose config.json
+says phase "reward_model" and model.reward_head true (convert.py exports it as a Hugging Face
+LlamaForSequenceClassification).
+
+    python reward_model.py                        # out/sft + the task world's pairs -> out/reward_model
+    python reward_model.py --prefs a.jsonl,b.jsonl --steps 300
+    python self_judge.py --judge reward --out-dir out/onpolicy_rm    # on-policy DPO judged by it
+"""
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from jsft import context_lang, read_preferences
+from model import Transformer, sequence_rewards
+from pretrain import TrainConfig, atomic_write, parse_config, setup_distributed, train
+from self_judge import offline_batches, reward_judge, tokenize_pairs
+from sft import load_start
+
+
+def opt(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RewardConfig(TrainConfig):
+    out_dir: str = opt("out/reward_model", "checkpoint folder this phase writes")
+    init_from: str = opt("out/sft", "start checkpoint (its LM head is replaced by the scalar head)")
+    tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default pairs")
+    prefs: str = opt("", "preference pairs, comma-separated files (jsft.read_preferences layouts); '' = "
+                         "<tasks-dir>/prefs_train.jsonl and ultrafeedback_train.jsonl, and "
+                         "out/jsft/sampled_prefs.jsonl when it exists: the pairs JSFT judges")
+    eval_prefs: str = opt("", "held-out pairs for accuracy; '' = <tasks-dir>/prefs_eval.jsonl, 'none' = skip")
+    skip_bad: bool = opt(False, "skip (and count) malformed preference records instead of stopping")
+    seq_len: int = opt(256, "longest prompt + response in tokens; longer pairs are left out")
+    steps: int = 200
+    batch_size: int = opt(16, "pairs per micro-batch per rank (each gives 2 sequences)")
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    eval_every: int = 0
+    save_every: int = 100
+
+
+def pref_paths(cfg):
+    if cfg.prefs:
+        return cfg.prefs.split(",")
+    paths = [os.path.join(cfg.tasks_dir, n) for n in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
+    sampled = "out/jsft/sampled_prefs.jsonl"
+    return paths + [sampled] if os.path.exists(sampled) else paths
+
+
+def with_reward_head(model):
+    """A reward model from a language model: the same transformer, the LM head replaced by a scalar
+    head initialised to zero (so every reward starts at 0 and the loss at log 2)."""
+    rm = Transformer(dataclasses.replace(model.cfg, reward_head=True, tie_embeddings=False))
+    body = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    missing, unexpected = rm.load_state_dict(body, strict=False)
+    assert missing == ["lm_head.weight"] and not unexpected, (missing, unexpected)
+    torch.nn.init.zeros_(rm.lm_head.weight)
+    return rm.to(model.lm_head.weight.device)
+
+
+def bt_loss(r_chosen, r_rejected):
+    """Bradley-Terry loss, mean over pairs of -log sigmoid(r_chosen - r_rejected); each (B,).
+    Returns (loss, metrics): accuracy (share with r_chosen > r_rejected) and mean margin."""
+    margin = r_chosen - r_rejected  # (B,)
+    metrics = {"reward_acc": (margin > 0).float().mean().item(), "margin": margin.mean().item()}
+    return -F.logsigmoid(margin).mean(), metrics
+
+
+def bt_loss_fn(model, batch):
+    """loss_fn for the shared loop on self_judge.build_pair_batch batches: rows 0..B-1 prompt +
+    chosen, B..2B-1 prompt + rejected, right-padded; the reward is read at each response's end."""
+    ids, mask = batch["ids"], batch["mask"]  # (2B, T); mask: 1 on the response tokens
+    T = ids.size(1)
+    last = T - 1 - mask.flip(1).argmax(dim=1)  # (2B,) the last response token
+    real = (torch.arange(T, device=ids.device)[None, :] <= last[:, None]).long()  # prompt + response
+    r = sequence_rewards(model, ids, real)  # (2B,)
+    B = r.size(0) // 2
+    return bt_loss(r[:B], r[B:])
+
+
+def reward_accuracy(rm, tokenizer, pairs, batch_size=32):
+    """Share of PreferencePairs whose chosen reply gets the higher reward (an exact tie counts half),
+    overall and per context language. The reward model reads no order: there is no position bias
+    to measure."""
+    verdict = reward_judge(rm, tokenizer, batch_size)([p.context for p in pairs],
+                                                      [(p.chosen, p.rejected) for p in pairs])
+    right = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in verdict["rewards"]]
+    langs = [context_lang(p.context) for p in pairs]
+
+    def summary(rs):  # jsft.judge_accuracy's keys: with no order to read, every order scores the same
+        acc = sum(rs) / len(rs)
+        return {"n": len(rs), "acc": acc, "acc_chosen_first": acc, "acc_chosen_second": acc, "consistency": 1.0}
+    return dict(summary(right), by_lang={g: summary([r for r, x in zip(right, langs) if x == g])
+                                         for g in sorted(set(langs))})
+
+
+def main(argv=None):
+    cfg = parse_config(RewardConfig, argv)
+    device, rank, world_size = setup_distributed(cfg.device)
+    log = print if rank == 0 else (lambda *a, **k: None)
+    log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
+    eval_path = cfg.eval_prefs or os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
+    for path in pref_paths(cfg) + ([] if cfg.eval_prefs == "none" else [eval_path]):
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --prefs / --eval-prefs")
+    lm, tokenizer, tokenizer_path = load_start(cfg, device)
+    model = with_reward_head(lm)
+    del lm
+    pairs = [p for path in pref_paths(cfg) for p in read_preferences(path, cfg.skip_bad, seed=cfg.seed)]
+    tokenized, dropped = tokenize_pairs(tokenizer, pairs, cfg.seq_len)
+    if not tokenized:
+        raise SystemExit(f"{','.join(pref_paths(cfg))}: no preference pair fits --seq-len {cfg.seq_len}")
+    log(f"{len(tokenized)} pairs from {', '.join(pref_paths(cfg))}"
+        + (f" ({dropped} longer than {cfg.seq_len} tokens left out)" if dropped else ""))
+    eval_pairs = [] if cfg.eval_prefs == "none" else read_preferences(eval_path, cfg.skip_bad, seed=cfg.seed)
+    last = {}
+
+    def val_fn(m):
+        last["result"] = reward_accuracy(m, tokenizer, eval_pairs)
+        return {"val_acc": last["result"]["acc"]}
+
+    torch.manual_seed(cfg.seed)
+    get_batch = offline_batches(tokenized, cfg, tokenizer.pad_id, device, rank, world_size)
+    extra = {"phase": "reward_model", "head": "bradley-terry scalar at the last token",
+             "init_from": cfg.init_from, "special_ids": tokenizer.special_ids()}
+    history = train(model, get_batch, cfg, extra, loss_fn=bt_loss_fn, val_fn=val_fn if eval_pairs else None,
+                    tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+    if history:
+        log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}; checkpoint in {cfg.out_dir}")
+    if eval_pairs and rank == 0:
+        result = last.get("result") or reward_accuracy(model, tokenizer, eval_pairs)
+        log(f"held-out pairs ({eval_path}): accuracy {result['acc']:.1%}, n={result['n']} ("
+            + ", ".join(f"{g} {r['acc']:.1%}" for g, r in result["by_lang"].items()) + ")")
+        atomic_write(os.path.join(cfg.out_dir, "rm_eval.json"),
+                     json.dumps(dict(result, eval_prefs=eval_path), indent=2))
+    if world_size > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
