@@ -42,8 +42,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from pretrain import atomic_write, parse_config, setup_distributed, train, unwrap
-from sft import (SFTConfig, batch_source, check_messages, load_start, hh_to_messages,
+from pretrain import atomic_write, lm_loss, parse_config, setup_distributed, train, unwrap
+from sft import (SFTConfig, batch_source, check_messages, load_start, hh_to_messages, with_lm_mix,
                  masked_val_loss, prepare, read_conversations, read_jsonl_records)
 from tokenizer import read_jsonl
 
@@ -674,10 +674,12 @@ def main(argv=None):
 
     torch.manual_seed(cfg.seed)
     get_batch = batch_source(units, cfg, tokenizer.pad_id, device, rank, world_size, window=32)
+    get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
     history = train(model, get_batch, cfg, {"phase": "jsft", "init_from": cfg.init_from,
                                             "special_ids": tokenizer.special_ids(),
                                             "judge": {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}},
-                    val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+                    loss_fn=loss_fn or lm_loss, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
+                    rank=rank, world_size=world_size, log=log)
     if history:
         log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
             f"{', val_loss %.3f' % history[-1]['val_loss'] if 'val_loss' in history[-1] else ''}; checkpoint in {cfg.out_dir}")

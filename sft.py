@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
-                      train)
+from pretrain import (TrainConfig, find_checkpoint, load_model, lm_loss, parse_config,
+                      setup_distributed, train)
 from tokenizer import read_jsonl
 
 # --- readers ---
@@ -138,6 +138,12 @@ class SFTConfig(TrainConfig):
     max_tokens: int = field(default=2048, metadata={"help": "token budget per micro-batch (rows x longest row)"})
     seq_len: int = field(default=256, metadata={"help": "longest conversation in tokens; longer ones are truncated"})
     val_fraction: float = field(default=0.02, metadata={"help": "share of conversations held out for val loss"})
+    lm_mix: float = field(default=0.0, metadata={"help": "weight of a next-token loss on pretraining text added "
+                          "to every step (InstructGPT's pretraining mix): keeps general text from being "
+                          "forgotten (val bpb); 0 = off"})
+    lm_data: str = field(default="out/data", metadata={"help": "--lm-mix: data.py's folder (its train.bin)"})
+    lm_batch: int = field(default=4, metadata={"help": "--lm-mix: pretraining windows per micro-batch"})
+    lm_seq_len: int = field(default=256, metadata={"help": "--lm-mix: tokens per pretraining window"})
     steps: int = 200
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -234,6 +240,35 @@ def batch_source(units, cfg, pad_id, device, rank=0, world_size=1, window=64):
     return get_batch
 
 
+def with_lm_mix(get_batch, cfg, tokenizer, device, rank=0, world_size=1):
+    """(get_batch, loss_fn) for the loop. With --lm-mix each batch also carries pretraining windows
+    ("lm_x", "lm_y", data.py's train.bin, resumable by step like pretraining's) and the loss is
+    chat loss + lm_mix * their next-token loss; without, the loop's default loss."""
+    if cfg.lm_mix <= 0:
+        return get_batch, None
+    from data import PretrainBatches
+    meta_path = os.path.join(cfg.lm_data, "meta.json")
+    if not os.path.exists(meta_path):
+        raise SystemExit(f"--lm-mix: {meta_path} not found: run `python data.py`, or pass --lm-data")
+    with open(meta_path, encoding="utf-8") as fh:
+        meta = json.load(fh)
+    if meta.get("special_ids") and meta["special_ids"] != tokenizer.special_ids():
+        raise SystemExit(f"--lm-mix: {cfg.lm_data} was tokenized with another tokenizer (special ids "
+                         f"differ from the checkpoint's); rebuild it with this checkpoint's tokenizer")
+    windows = PretrainBatches(os.path.join(cfg.lm_data, "train.bin"), cfg.lm_batch, seed=cfg.seed,
+                              rank=rank, world_size=world_size)
+
+    def mixed_batch(step, micro):
+        x, y = windows.get(step * cfg.grad_accum + micro, cfg.lm_seq_len)
+        return {**get_batch(step, micro), "lm_x": x.to(device), "lm_y": y.to(device)}
+
+    def mixed_loss(model, batch):
+        _, chat = model(batch["x"], batch["y"], batch["loss_mask"])
+        _, text = model(batch["lm_x"], batch["lm_y"])
+        return chat + cfg.lm_mix * text, {"chat_loss": chat.item(), "lm_loss": text.item()}
+    return mixed_batch, mixed_loss
+
+
 def masked_val_loss(examples, pad_id, device, max_tokens):
     """val_fn for the loop: token-weighted loss over the held-out examples' assistant tokens."""
     def val_fn(model):
@@ -286,10 +321,11 @@ def main(argv=None):
     train_examples, val_examples = prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log)
     torch.manual_seed(cfg.seed)
     get_batch = batch_source([[e] for e in train_examples], cfg, tokenizer.pad_id, device, rank, world_size)
+    get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
     val_fn = masked_val_loss(val_examples, tokenizer.pad_id, device, cfg.max_tokens) if val_examples else None
     history = train(model, get_batch, cfg, {"phase": "sft", "init_from": cfg.init_from,
                                             "special_ids": tokenizer.special_ids()},
-                    val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+                    loss_fn=loss_fn or lm_loss, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
     if history:
         log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
             f"{', val_loss %.3f' % history[-1]['val_loss'] if 'val_loss' in history[-1] else ''}; checkpoint in {cfg.out_dir}")

@@ -114,3 +114,82 @@ def test_tiny_model_learns_to_answer_and_stop(small_tokenizer, tmp_path, capsys)
     import chat
     chat.main(["--ckpt", cfg.out_dir, "--prompt", qa[1][0]])
     assert capsys.readouterr().out.strip().endswith(qa[1][1])
+
+
+@pytest.fixture(scope="module")
+def text_data(small_tokenizer, tmp_path_factory):
+    """data.py's folder (train.bin, val.bin, meta.json) from the tokenizer fixtures' text."""
+    import json
+    import os
+
+    import data
+    fixtures = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizer")
+    out = str(tmp_path_factory.mktemp("lm_data"))
+    sources = [f"{g}:{g}:{os.path.join(fixtures, g + '.jsonl')}" for g in ("ko", "en", "code")]
+    data.build(data.DataConfig(out_dir=out, tokenizer=small_tokenizer.model_path, source=sources,
+                               val_fraction=0.2), small_tokenizer)
+    assert json.load(open(os.path.join(out, "meta.json")))["special_ids"] == small_tokenizer.special_ids()
+    return out
+
+
+def test_lm_mix_adds_the_weighted_loss_of_pretraining_windows(small_tokenizer, text_data, tmp_path):
+    import os
+
+    from data import PretrainBatches
+    from sft import with_lm_mix
+    tok = small_tokenizer
+    examples, _ = encode_conversations([CONVERSATION] * 4, tok, 64)
+    cfg = SFTConfig(max_tokens=256, lm_mix=0.5, lm_data=text_data, lm_batch=3, lm_seq_len=32, seed=7)
+    plain = batch_source([[e] for e in examples], cfg, tok.pad_id, torch.device("cpu"))
+    assert with_lm_mix(plain, SFTConfig(lm_mix=0.0), tok, "cpu") == (plain, None)  # off: the loop's default
+    get_batch, loss_fn = with_lm_mix(plain, cfg, tok, "cpu")
+    batch = get_batch(2, 0)
+    x, y = PretrainBatches(os.path.join(text_data, "train.bin"), 3, seed=7).get(2, 32)  # step 2's windows
+    assert torch.equal(batch["lm_x"], x) and torch.equal(batch["lm_y"], y) and torch.equal(batch["x"], plain(2, 0)["x"])
+    torch.manual_seed(0)
+    model = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64))
+    loss, metrics = loss_fn(model, batch)
+    chat = model(batch["x"], batch["y"], batch["loss_mask"])[1].item()
+    text = model(x, y)[1].item()
+    assert loss.item() == pytest.approx(chat + 0.5 * text, rel=1e-5) and metrics["lm_loss"] == pytest.approx(text)
+    with pytest.raises(SystemExit, match="meta.json not found"):
+        with_lm_mix(plain, SFTConfig(lm_mix=0.5, lm_data=str(tmp_path)), tok, "cpu")
+
+
+def test_lm_mix_keeps_general_text_that_chat_training_forgets(small_tokenizer, text_data, tmp_path):
+    """From a model pretrained on the text, the same chat training with and without the mix: without
+    it the loss on held-out pretraining text (data.py's val.bin) rises; with it, it stays lower, and
+    the chats are learnt either way."""
+    import copy
+    import os
+
+    from data import PretrainBatches, val_batches
+    from sft import with_lm_mix
+    tok = small_tokenizer
+    examples, _ = encode_conversations([CONVERSATION] * 8, tok, 64)
+    torch.manual_seed(0)
+    base = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64))
+    windows = PretrainBatches(os.path.join(text_data, "train.bin"), 8, seed=0)
+    quiet = dict(device="cpu", compile=False, save_every=0, warmup_steps=5)
+    train(base, lambda step, micro: dict(zip("xy", windows.get(step, 63))),
+          TrainConfig(out_dir=str(tmp_path / "base"), steps=80, lr=3e-3, min_lr=3e-4, **quiet), {"phase": "t"},
+          log=lambda *a: None)
+
+    def losses(model):
+        with torch.no_grad():
+            val = [model(x, y)[1].item() for x, y in val_batches(os.path.join(text_data, "val.bin"), 4, 63, 4)]
+            chat = model(*(collate(examples[:2], tok.pad_id)[k] for k in ("x", "y", "loss_mask")))[1].item()
+        return sum(val) / len(val), chat
+    before = losses(base)
+    after = {}
+    for mix in (0.0, 1.0):
+        model = copy.deepcopy(base)
+        cfg = SFTConfig(out_dir=str(tmp_path / f"m{mix}"), steps=30, max_tokens=256, lr=3e-3, min_lr=3e-4,
+                        lm_mix=mix, lm_data=text_data, lm_batch=4, lm_seq_len=63, **quiet)
+        get_batch, loss_fn = with_lm_mix(batch_source([[e] for e in examples], cfg, tok.pad_id, "cpu"), cfg, tok,
+                                         "cpu")
+        train(model, get_batch, cfg, {"phase": "t"}, **({"loss_fn": loss_fn} if loss_fn else {}), log=lambda *a: None)
+        after[mix] = losses(model)
+    assert after[0.0][0] > before[0] + 0.2, (before, after)  # chat training alone forgets text
+    assert after[1.0][0] < after[0.0][0] - 0.2, (before, after)  # the mix keeps (much of) it
+    assert after[0.0][1] < before[1] - 1.0 and after[1.0][1] < before[1] - 1.0, (before, after)  # chats learnt
