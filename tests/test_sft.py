@@ -193,3 +193,25 @@ def test_lm_mix_keeps_general_text_that_chat_training_forgets(small_tokenizer, t
     assert after[0.0][0] > before[0] + 0.2, (before, after)  # chat training alone forgets text
     assert after[1.0][0] < after[0.0][0] - 0.2, (before, after)  # the mix keeps (much of) it
     assert after[0.0][1] < before[1] - 1.0 and after[1.0][1] < before[1] - 1.0, (before, after)  # chats learnt
+
+
+def test_jsft_cli_mixes_pretraining_text_too(small_tokenizer, text_data, tmp_path):
+    import dataclasses
+    import json
+    import os
+
+    import jsft
+    from pretrain import save_checkpoint
+    fix = os.path.join(os.path.dirname(__file__), "fixtures", "jsft")
+    tok = small_tokenizer
+    cfg = config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=192)
+    init, out = str(tmp_path / "init"), str(tmp_path / "jsft")
+    save_checkpoint(init, Transformer(cfg).state_dict(), {"phase": "test", "model": dataclasses.asdict(cfg)},
+                    tokenizer_path=tok.model_path)
+    jsft.main(["--init-from", init, "--out-dir", out, "--data", os.path.join(fix, "chats.jsonl"), "--prefs",
+               os.path.join(fix, "prefs_train.jsonl"), "--eval-prefs", "none", "--steps", "2", "--seq-len", "192",
+               "--max-tokens", "1024", "--val-fraction", "0", "--device", "cpu", "--lm-mix", "0.5", "--lm-data",
+               text_data, "--lm-seq-len", "64", "--sampled-pairs", "0"])
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert len(rows) == 2 and all(r["loss"] == pytest.approx(r["chat_loss"] + 0.5 * r["lm_loss"], rel=1e-4)
+                                  for r in rows)
