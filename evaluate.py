@@ -664,16 +664,12 @@ def load_reward_model(cfg, device, notes):
     missing (noted)."""
     if not cfg.reward_model:
         return None
-    if not find_checkpoint(cfg.reward_model):
-        if cfg.reward_model != EvalConfig.reward_model:
-            raise FileNotFoundError(f"--reward-model {cfg.reward_model}: no checkpoint there")
+    ckpt = find_checkpoint(cfg.reward_model)
+    if not ckpt and cfg.reward_model == EvalConfig.reward_model:
         notes.append(f"reward model {cfg.reward_model} not found: no reward-model rows (run reward_model.py)")
         return None
-    model, tok, config = load(cfg.reward_model, device, cfg.tokenizer)
-    if not model.cfg.reward_head:
-        raise ValueError(f"--reward-model {cfg.reward_model}: a {config.get('phase')} checkpoint, not a reward "
-                         f"model (config.json model.reward_head is false)")
-    return model, tok
+    from self_judge import load_reward_model as load_checked  # refuses a missing or non-reward checkpoint
+    return load_checked(cfg.reward_model, None, device), Tokenizer(os.path.join(ckpt, "tokenizer.model"))
 
 
 def resolve(name_or_dir, ckpts):

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from pretrain import atomic_write, lm_loss, parse_config, setup_distributed, train, unwrap
+from pretrain import atomic_write, parse_config, setup_distributed, train, unwrap
 from sft import (SFTConfig, batch_source, check_messages, load_start, hh_to_messages, with_lm_mix,
                  masked_val_loss, prepare, read_conversations, read_jsonl_records)
 from tokenizer import read_jsonl
@@ -678,7 +678,7 @@ def main(argv=None):
     history = train(model, get_batch, cfg, {"phase": "jsft", "init_from": cfg.init_from,
                                             "special_ids": tokenizer.special_ids(),
                                             "judge": {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}},
-                    loss_fn=loss_fn or lm_loss, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
+                    loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
                     rank=rank, world_size=world_size, log=log)
     if history:
         log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"

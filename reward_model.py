@@ -26,7 +26,7 @@ LlamaForSequenceClassification).
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +34,8 @@ import torch.nn.functional as F
 from jsft import context_lang, read_preferences
 from model import Transformer, sequence_rewards
 from pretrain import TrainConfig, atomic_write, parse_config, setup_distributed, train
-from self_judge import offline_batches, reward_judge, tokenize_pairs
+from self_judge import offline_batches, opt, reward_judge, tokenize_pairs
 from sft import load_start
-
-
-def opt(default, help):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -124,17 +120,18 @@ def main(argv=None):
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
     eval_path = cfg.eval_prefs or os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
-    for path in pref_paths(cfg) + ([] if cfg.eval_prefs == "none" else [eval_path]):
+    paths = pref_paths(cfg)
+    for path in paths + ([] if cfg.eval_prefs == "none" else [eval_path]):
         if not os.path.exists(path):
             raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --prefs / --eval-prefs")
     lm, tokenizer, tokenizer_path = load_start(cfg, device)
     model = with_reward_head(lm)
     del lm
-    pairs = [p for path in pref_paths(cfg) for p in read_preferences(path, cfg.skip_bad, seed=cfg.seed)]
+    pairs = [p for path in paths for p in read_preferences(path, cfg.skip_bad, seed=cfg.seed)]
     tokenized, dropped = tokenize_pairs(tokenizer, pairs, cfg.seq_len)
     if not tokenized:
-        raise SystemExit(f"{','.join(pref_paths(cfg))}: no preference pair fits --seq-len {cfg.seq_len}")
-    log(f"{len(tokenized)} pairs from {', '.join(pref_paths(cfg))}"
+        raise SystemExit(f"{','.join(paths)}: no preference pair fits --seq-len {cfg.seq_len}")
+    log(f"{len(tokenized)} pairs from {', '.join(paths)}"
         + (f" ({dropped} longer than {cfg.seq_len} tokens left out)" if dropped else ""))
     eval_pairs = [] if cfg.eval_prefs == "none" else read_preferences(eval_path, cfg.skip_bad, seed=cfg.seed)
     last = {}

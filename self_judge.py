@@ -225,13 +225,11 @@ def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
     return judge_fn
 
 
-@torch.no_grad()
 def rewards_of(rm, sequences, pad_id, batch_size=32):
     """A reward model's scalar for each id list (prompt + reply): right-padded batches, similar lengths
     together, in eval mode. -> (N,) float tensor."""
     core = unwrap(rm)
-    device, was_training = next(core.parameters()).device, core.training
-    core.eval()
+    device = next(core.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     out = torch.empty(len(sequences))
     for start in range(0, len(order), batch_size):
@@ -241,8 +239,8 @@ def rewards_of(rm, sequences, pad_id, batch_size=32):
         for r, i in enumerate(rows):
             ids[r, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
             real[r, :len(sequences[i])] = 1
-        out[rows] = sequence_rewards(core, ids.to(device), real.to(device)).cpu()
-    core.train(was_training)
+        with eval_mode(core):
+            out[rows] = sequence_rewards(core, ids.to(device), real.to(device)).cpu()
     return out
 
 
@@ -251,12 +249,14 @@ def reward_judge(rm, tokenizer, batch_size=32):
     last token, and score_a = sigmoid(r(a) - r(b)) is the Bradley-Terry probability that a is better.
     It reads no order, so both orders give the same verdict. Replies: text (encoded, then the end of
     turn, as the reward model was trained) or sampled id lists (spliced as they are)."""
-    def sequence(context, reply):
-        prompt = tokenizer.render_chat(context, add_generation_prompt=True)[0]
-        return prompt + (tokenizer.encode(reply) + [tokenizer.eot_id] if isinstance(reply, str) else list(reply))
+    def reply_ids(reply):
+        return tokenizer.encode(reply) + [tokenizer.eot_id] if isinstance(reply, str) else list(reply)
 
     def judge_fn(contexts, pairs):
-        seqs = [sequence(c, reply) for c, pair in zip(contexts, pairs) for reply in pair]  # a0 b0 a1 b1 ...
+        seqs = []  # a0 b0 a1 b1 ...: both replies after their context's prompt, rendered once
+        for context, pair in zip(contexts, pairs):
+            prompt = tokenizer.render_chat(context, add_generation_prompt=True)[0]
+            seqs += [prompt + reply_ids(reply) for reply in pair]
         r = rewards_of(rm, seqs, tokenizer.pad_id, batch_size)
         score_a = torch.sigmoid(r[0::2] - r[1::2]).tolist()
         a_better = [p > 0.5 for p in score_a]
@@ -266,8 +266,8 @@ def reward_judge(rm, tokenizer, batch_size=32):
 
 
 def load_reward_model(path, tokenizer_path, device):
-    """The reward model checkpoint at path, checked to be one and to share the policy's tokenizer
-    (the judge reads the policy's sampled ids as they are)."""
+    """The reward model checkpoint at path, checked to be one and, given the policy's tokenizer_path,
+    to share that tokenizer (the judge reads the policy's sampled ids as they are)."""
     import filecmp
     ckpt = find_checkpoint(path)
     if ckpt is None:
@@ -276,7 +276,7 @@ def load_reward_model(path, tokenizer_path, device):
     if not rm.cfg.reward_head:
         raise SystemExit(f"--reward-model {path}: a {config.get('phase')} checkpoint, not a reward model "
                          "(config.json model.reward_head is false); train one with reward_model.py")
-    if not filecmp.cmp(os.path.join(ckpt, "tokenizer.model"), tokenizer_path, shallow=False):
+    if tokenizer_path and not filecmp.cmp(os.path.join(ckpt, "tokenizer.model"), tokenizer_path, shallow=False):
         raise SystemExit(f"--reward-model {path}: its tokenizer.model differs from the policy's "
                          f"({tokenizer_path}); train the reward model from the same SFT checkpoint")
     return rm.eval().requires_grad_(False)

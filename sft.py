@@ -243,9 +243,9 @@ def batch_source(units, cfg, pad_id, device, rank=0, world_size=1, window=64):
 def with_lm_mix(get_batch, cfg, tokenizer, device, rank=0, world_size=1):
     """(get_batch, loss_fn) for the loop. With --lm-mix each batch also carries pretraining windows
     ("lm_x", "lm_y", data.py's train.bin, resumable by step like pretraining's) and the loss is
-    chat loss + lm_mix * their next-token loss; without, the loop's default loss."""
+    chat loss + lm_mix * their next-token loss; without, the loop's default loss (pretrain.lm_loss)."""
     if cfg.lm_mix <= 0:
-        return get_batch, None
+        return get_batch, lm_loss
     from data import PretrainBatches
     meta_path = os.path.join(cfg.lm_data, "meta.json")
     if not os.path.exists(meta_path):
@@ -325,7 +325,7 @@ def main(argv=None):
     val_fn = masked_val_loss(val_examples, tokenizer.pad_id, device, cfg.max_tokens) if val_examples else None
     history = train(model, get_batch, cfg, {"phase": "sft", "init_from": cfg.init_from,
                                             "special_ids": tokenizer.special_ids()},
-                    loss_fn=loss_fn or lm_loss, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+                    loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
     if history:
         log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
             f"{', val_loss %.3f' % history[-1]['val_loss'] if 'val_loss' in history[-1] else ''}; checkpoint in {cfg.out_dir}")

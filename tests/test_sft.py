@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model import Transformer, config_from_preset, generate
-from pretrain import TrainConfig, train
+from pretrain import TrainConfig, lm_loss, train
 from sft import SFTConfig, batch_source, collate, encode_conversations, length_grouped_batches
 
 CONVERSATION = [
@@ -141,7 +141,7 @@ def test_lm_mix_adds_the_weighted_loss_of_pretraining_windows(small_tokenizer, t
     examples, _ = encode_conversations([CONVERSATION] * 4, tok, 64)
     cfg = SFTConfig(max_tokens=256, lm_mix=0.5, lm_data=text_data, lm_batch=3, lm_seq_len=32, seed=7)
     plain = batch_source([[e] for e in examples], cfg, tok.pad_id, torch.device("cpu"))
-    assert with_lm_mix(plain, SFTConfig(lm_mix=0.0), tok, "cpu") == (plain, None)  # off: the loop's default
+    assert with_lm_mix(plain, SFTConfig(lm_mix=0.0), tok, "cpu") == (plain, lm_loss)  # off: the loop's default
     get_batch, loss_fn = with_lm_mix(plain, cfg, tok, "cpu")
     batch = get_batch(2, 0)
     x, y = PretrainBatches(os.path.join(text_data, "train.bin"), 3, seed=7).get(2, 32)  # step 2's windows
@@ -188,7 +188,7 @@ def test_lm_mix_keeps_general_text_that_chat_training_forgets(small_tokenizer, t
                         lm_mix=mix, lm_data=text_data, lm_batch=4, lm_seq_len=63, **quiet)
         get_batch, loss_fn = with_lm_mix(batch_source([[e] for e in examples], cfg, tok.pad_id, "cpu"), cfg, tok,
                                          "cpu")
-        train(model, get_batch, cfg, {"phase": "t"}, **({"loss_fn": loss_fn} if loss_fn else {}), log=lambda *a: None)
+        train(model, get_batch, cfg, {"phase": "t"}, loss_fn=loss_fn, log=lambda *a: None)
         after[mix] = losses(model)
     assert after[0.0][0] > before[0] + 0.2, (before, after)  # chat training alone forgets text
     assert after[1.0][0] < after[0.0][0] - 0.2, (before, after)  # the mix keeps (much of) it
