@@ -532,7 +532,9 @@ def bootstrap_interval(outcomes, seed=0, n_boot=4000, level=0.95):
 def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, other_judges=None):
     """What SELF-JUDGE really judges: two samples per prompt from `policy` (T=1, top-p 0.9, as in training),
     both scored by the verifier. Pairs the verifier ties (identical samples among them) are counted and
-    dropped; on the rest, the judge's accuracy per order, order-averaged, and its position consistency.
+    dropped; on the rest, the judge's accuracy per order, order-averaged, its position consistency, the
+    share of single-order verdicts naming the reply shown first (names_first: its position prior), and
+    all of these by what separates the pair (by_difference: correctness, or surface principles only).
     other_judges {name: judge_fn}: the same figures for other judges of the same pairs ("others").
     Also the mean verifier scores of the samples, per principle (where the policy's flaws are)."""
     import tasks as task_world
@@ -544,14 +546,27 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, othe
            "tie_share": 1 - len(differ) / len(tasks), "n_judged": len(differ),
            "sample_scores": {p: mean(x[p] for pair in scores for x in pair) for p in scores[0][0]}}
     a_better = [scores[i][0]["overall"] > scores[i][1]["overall"] for i in differ]
+    # what separates a pair: its correctness, or only surface principles (language, concision, ending)
+    kinds = ["correctness" if scores[i][0]["correctness"] != scores[i][1]["correctness"] else "surface"
+             for i in differ]
 
     def accuracy(fn):
         verdict = fn([contexts[i] for i in differ], [tuple(samples[i]) for i in differ])
         first, second = verdict["first_order_a"], verdict["second_order_a"]
-        return {"acc": mean((w == 0) == y for w, y in zip(verdict["winners"], a_better)),
-                "acc_first_order": mean(f == y for f, y in zip(first, a_better)),
-                "acc_second_order": mean(s == y for s, y in zip(second, a_better)),
-                "consistency": mean(f == s for f, s in zip(first, second))}
+        rows = list(zip(verdict["winners"], first, second, a_better, kinds))
+
+        def block(rs):
+            return {"n": len(rs), "acc": mean((w == 0) == y for w, _, _, y, _ in rs),
+                    "acc_first_order": mean(f == y for _, f, _, y, _ in rs),
+                    "acc_second_order": mean(s == y for _, _, s, y, _ in rs),
+                    "consistency": mean(f == s for _, f, s, _, _ in rs),
+                    # single-order verdicts naming the reply shown first: 0.5 for no position prior
+                    "names_first": mean((f + (not s)) / 2 for _, f, s, _, _ in rs)}
+        out = block(rows)
+        del out["n"]
+        out["by_difference"] = {k: block([r for r in rows if r[4] == k])
+                                for k in ("correctness", "surface") if k in kinds}
+        return out
     if differ:
         out.update(accuracy(judge_fn))
         out["others"] = {name: accuracy(fn) for name, fn in (other_judges or {}).items()}
@@ -1008,6 +1023,17 @@ def to_markdown(report, figures=()):
                 "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its loss when the "
                 "samples are identical); accuracy is against the verifier on the rest. Mean verifier scores of "
                 "the samples: " + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()), ""]
+        if op.get("by_difference"):
+            out += ["By what separates the pair (the verifier's correctness, or only surface principles: "
+                    "language, concision, ending). Names first: the share of single-order verdicts naming "
+                    "the reply shown first; 0.5 is no position prior, and a judge that cannot tell a pair "
+                    "apart falls back on it (consistency 0 when it always names the same position):", "",
+                    md_table(["separated by", "pairs", "accuracy (both orders)", "first order", "second order",
+                              "consistency", "names first"],
+                             [[k, v["n"], v["acc"], v["acc_first_order"], v["acc_second_order"],
+                               v["consistency"], v["names_first"]]
+                              for k, v in [("all", op)] + list(op["by_difference"].items())
+                              if v.get("acc") is not None]), ""]
         if op.get("others"):
             out += ["The same judged pairs, other judges (a reward model reads no order: consistency 1 by "
                     "construction):", "",

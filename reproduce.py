@@ -84,11 +84,17 @@ def pool(reports):
         table[arm] = row
     ranked = [sorted((a for a in arms if table[a]["sampled_overall"][i] is not None),
                      key=lambda a: -table[a]["sampled_overall"][i]) for i in range(len(reports))]
-    onpolicy = [r.get("onpolicy_judge") for r in reports]
-    rm_onpolicy = [((o or {}).get("others") or {}).get("reward_model") for o in onpolicy]
-    onpolicy = {k: mean(o[k] for o in onpolicy) for k in ("tie_share", "identical_share", "acc", "consistency",
-                                                          "acc_first_order", "acc_second_order")
-                if all(o and o.get(k) is not None for o in onpolicy)}
+    onpolicy_rows = [r.get("onpolicy_judge") for r in reports]
+    rm_onpolicy = [((o or {}).get("others") or {}).get("reward_model") for o in onpolicy_rows]
+    keys = ("tie_share", "identical_share", "acc", "consistency", "acc_first_order", "acc_second_order",
+            "names_first")
+    onpolicy = {k: mean(o[k] for o in onpolicy_rows) for k in keys
+                if all(o and o.get(k) is not None for o in onpolicy_rows)}
+    for kind in ("correctness", "surface"):  # what the judge can and cannot tell apart
+        blocks = [((o or {}).get("by_difference") or {}).get(kind) for o in onpolicy_rows]
+        if all(b and b.get("acc") is not None for b in blocks):
+            for k in ("acc", "consistency", "names_first"):
+                onpolicy[f"{kind}_{k}"] = mean(b[k] for b in blocks)
     if all(rm_onpolicy):
         onpolicy["reward_model_acc"] = mean(o["acc"] for o in rm_onpolicy)
     heldout = {j: mean(r["judge"][j]["acc"] for r in reports) for j in reports[0].get("judge", {})

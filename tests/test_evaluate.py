@@ -505,3 +505,24 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
     biased = E.onpolicy_judge(model, tok, position_a, held, max_new_tokens=8, seed=0)
     assert biased["consistency"] == 0.0 and biased["acc"] == biased["acc_first_order"]
     assert biased["acc_first_order"] + biased["acc_second_order"] == pytest.approx(1.0)
+    assert right["names_first"] == 0.5 and biased["names_first"] == 1.0
+
+    # by what separates the pair: a judge that sees correctness only, and names the first reply otherwise
+    def correctness_differs(c, a, b):
+        t = task_of[json.dumps(c)]
+        return tasks.score(t, tok.decode(a))["correctness"] != tasks.score(t, tok.decode(b))["correctness"]
+
+    def sees_correctness(contexts, pairs):
+        sees = [correctness_differs(c, a, b) for c, (a, b) in zip(contexts, pairs)]
+        o, p = oracle(contexts, pairs), position_a(contexts, pairs)
+        pick = lambda key: [x if s else y for s, x, y in zip(sees, o[key], p[key])]  # noqa: E731
+        return {key: pick(key) for key in ("winners", "first_order_a", "second_order_a")}
+    split = E.onpolicy_judge(model, tok, sees_correctness, held, max_new_tokens=8, seed=0)
+    by = split["by_difference"]
+    assert set(by) == {"correctness", "surface"}, "the tiny world should give both kinds of pair"
+    assert by["correctness"]["n"] + by["surface"]["n"] == split["n_judged"]
+    assert by["correctness"]["acc"] == by["correctness"]["consistency"] == 1.0
+    assert by["correctness"]["names_first"] == 0.5
+    assert by["surface"]["consistency"] == 0.0 and by["surface"]["names_first"] == 1.0
+    n_c = by["correctness"]["n"]
+    assert split["consistency"] == pytest.approx(n_c / split["n_judged"])

@@ -17,7 +17,9 @@ def report(outcomes_vs_sft, outcomes_vs_start, overall):
                 "self_judge": {"vs_baseline": win(outcomes_vs_sft), "vs_start": win(outcomes_vs_start)}}},
             "movement": {"jsft": {"log_ratio": 0.2, "changed_greedy": 0.1},
                          "self_judge": {"log_ratio": 0.4, "changed_greedy": 0.3}},
-            "onpolicy_judge": {"tie_share": 0.5, "acc": 0.8, "consistency": 0.9}}
+            "onpolicy_judge": {"tie_share": 0.5, "acc": 0.8, "consistency": 0.9, "names_first": 0.5,
+                               "by_difference": {"correctness": {"acc": 0.6, "consistency": 0.2,
+                                                                 "names_first": 0.3}}}}
 
 
 def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
@@ -32,6 +34,11 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
     assert pooled["orderings"] == [["self_judge", "jsft", "sft"], ["jsft", "self_judge", "sft"]]
     assert not pooled["same_ordering"]
     assert pooled["onpolicy_judge"]["acc"] == 0.8
+    b["onpolicy_judge"]["by_difference"]["correctness"]["names_first"] = 0.1
+    pooled = R.pool([a, b])  # the per-kind figures pooled too, where every seed has them
+    assert pooled["onpolicy_judge"]["correctness_names_first"] == pytest.approx(0.2)
+    assert pooled["onpolicy_judge"]["correctness_consistency"] == 0.2
+    assert "surface_acc" not in pooled["onpolicy_judge"]
     text = R.to_markdown(pooled)
     assert "Would a second run give the same ordering? no" in text and "0.875 / 0.625" in text
     assert R.pool([a, a])["same_ordering"]
