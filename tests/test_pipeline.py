@@ -64,3 +64,32 @@ def test_whole_pipeline_smoke(tmp_path):
                 assert row["n_judgments"] == 2 * row["n_prompts"] and row["wins"] + row["ties"] + row["losses"] == row["n_prompts"]
     # the stdout table and the per-stage wall times come last
     assert "wall time per stage" in proc.stdout
+
+
+def planned(*make_args):
+    """The commands `make -n` would run (nothing runs), one per line."""
+    args = ["make", "-n", "--no-print-directory", "-C", ROOT, *make_args, f"PY={sys.executable}"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.splitlines()
+
+
+def command_of(lines, script):
+    found = [line for line in lines if f" {script} " in line]
+    assert len(found) == 1, (script, found)
+    words = found[0].split("&&")[0].split()
+    return words[words.index(script) + 1:]  # the script's arguments
+
+
+def test_demo_runs_at_its_own_scale_and_reproduce_does_not(tmp_path):
+    from pretrain import PretrainConfig, parse_config
+    from sft import SFTConfig
+    demo = planned("demo", f"OUT={tmp_path}/d", "SETUP=", "SFT_ARGS=--steps 7")
+    steps = {s: parse_config(c, command_of(demo, s)).steps  # the last --steps wins
+             for s, c in (("pretrain.py", PretrainConfig), ("sft.py", SFTConfig))}
+    assert steps == {"pretrain.py": 250, "sft.py": 7}
+    assert "--max-tasks 150" in " ".join(command_of(demo, "evaluate.py"))
+    # reproduce: the scripts' own defaults, its shared base apart from the demo's folders
+    repro = planned("reproduce", f"OUT={tmp_path}/r", "SETUP=")
+    assert f"OUT={tmp_path}/r/reproduce/base" in " ".join(repro)
+    assert not any("--steps" in line for line in repro)
