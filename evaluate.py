@@ -945,6 +945,39 @@ def first(section):
     return next(iter(section.values()))
 
 
+def onpolicy_markdown(op):
+    """The report section of `onpolicy_judge`'s result (with its "policy")."""
+    out = [f"## The judge on on-policy pairs: `{op['policy']}` samples two replies per held-out prompt and "
+            f"judges them itself", "",
+            md_table(["pairs", "identical", "verifier ties", "judged", "accuracy (both orders)", "first order",
+                      "second order", "consistency"],
+                     [[op["n_pairs"], op["identical_share"], op["tie_share"], op["n_judged"], op.get("acc"),
+                       op.get("acc_first_order"), op.get("acc_second_order"), op.get("consistency")]]), "",
+            "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its loss when the "
+            "samples are identical); accuracy is against the verifier on the rest. Mean verifier scores of "
+            "the samples: " + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()), ""]
+    if op.get("by_difference"):
+        out += ["By what separates the pair (the verifier's correctness, or only surface principles: "
+                "language, concision, ending). Names first: the share of single-order verdicts naming "
+                "the reply shown first; 0.5 is no position prior, and a judge that cannot tell a pair "
+                "apart falls back on it (consistency 0 when it always names the same position):", "",
+                md_table(["separated by", "pairs", "accuracy (both orders)", "first order", "second order",
+                          "consistency", "names first"],
+                         [[k, v.get("n", op["n_judged"]), v["acc"], v["acc_first_order"],
+                           v["acc_second_order"], v["consistency"], v["names_first"]]
+                          for k, v in [("all", op)] + list(op["by_difference"].items())
+                          if v.get("acc") is not None]), ""]
+    if op.get("others"):
+        out += ["The same judged pairs, other judges (a reward model reads no order: consistency 1 by "
+                "construction):", "",
+                md_table(["judge", "accuracy", "first order", "second order", "consistency"],
+                         [[op["policy"] + " (self)", op["acc"], op["acc_first_order"], op["acc_second_order"],
+                           op["consistency"]]] +
+                         [[n, v["acc"], v["acc_first_order"], v["acc_second_order"], v["consistency"]]
+                          for n, v in op["others"].items()]), ""]
+    return out
+
+
 def to_markdown(report, figures=()):
     r, meta = report, report["meta"]
     out = ["# minihcx evaluation report", "",
@@ -1013,35 +1046,7 @@ def to_markdown(report, figures=()):
                           for n, j in r["judge"].items() for lang, v in [("all", j)] + list(j["by_lang"].items())]),
                 "", "Consistency: the share of pairs whose verdict survives swapping the two replies.", ""]
     if r.get("onpolicy_judge"):
-        op = r["onpolicy_judge"]
-        out += [f"## The judge on on-policy pairs: `{op['policy']}` samples two replies per held-out prompt and "
-                f"judges them itself", "",
-                md_table(["pairs", "identical", "verifier ties", "judged", "accuracy (both orders)", "first order",
-                          "second order", "consistency"],
-                         [[op["n_pairs"], op["identical_share"], op["tie_share"], op["n_judged"], op.get("acc"),
-                           op.get("acc_first_order"), op.get("acc_second_order"), op.get("consistency")]]), "",
-                "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its loss when the "
-                "samples are identical); accuracy is against the verifier on the rest. Mean verifier scores of "
-                "the samples: " + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()), ""]
-        if op.get("by_difference"):
-            out += ["By what separates the pair (the verifier's correctness, or only surface principles: "
-                    "language, concision, ending). Names first: the share of single-order verdicts naming "
-                    "the reply shown first; 0.5 is no position prior, and a judge that cannot tell a pair "
-                    "apart falls back on it (consistency 0 when it always names the same position):", "",
-                    md_table(["separated by", "pairs", "accuracy (both orders)", "first order", "second order",
-                              "consistency", "names first"],
-                             [[k, v["n"], v["acc"], v["acc_first_order"], v["acc_second_order"],
-                               v["consistency"], v["names_first"]]
-                              for k, v in [("all", op)] + list(op["by_difference"].items())
-                              if v.get("acc") is not None]), ""]
-        if op.get("others"):
-            out += ["The same judged pairs, other judges (a reward model reads no order: consistency 1 by "
-                    "construction):", "",
-                    md_table(["judge", "accuracy", "first order", "second order", "consistency"],
-                             [[op["policy"] + " (self)", op["acc"], op["acc_first_order"], op["acc_second_order"],
-                               op["consistency"]]] +
-                             [[n, v["acc"], v["acc_first_order"], v["acc_second_order"], v["consistency"]]
-                              for n, v in op["others"].items()]), ""]
+        out += onpolicy_markdown(r["onpolicy_judge"])
     if r["rejection"]:
         rj = r["rejection"]
         out += [f"## Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks one by knockout "

@@ -526,3 +526,5 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
     assert by["surface"]["consistency"] == 0.0 and by["surface"]["names_first"] == 1.0
     n_c = by["correctness"]["n"]
     assert split["consistency"] == pytest.approx(n_c / split["n_judged"])
+    text = "\n".join(E.onpolicy_markdown(dict(split, policy="jsft")))
+    assert f"| all | {split['n_judged']} |" in text and f"| correctness | {n_c} | 1.000 |" in text
