@@ -12,8 +12,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import (PRESETS, ModelConfig, Transformer, attention, bucket,  # noqa: E402
                    compile_model, config_from_preset, decode_one_token, from_hf_state_dict,
-                   generate, hf_llama_config_dict, sample_next, sequence_logprobs,
-                   to_hf_state_dict, top_p_filter)
+                   generate, hf_llama_config_dict, inverse_cdf_sample, sample_next,
+                   sequence_logprobs, to_hf_state_dict, top_p_filter)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -403,6 +403,63 @@ def test_sampling_filters_and_seeding():
     run = lambda seed: generate(model, [[1, 2], [3]], 8, temperature=1.0, top_k=20,  # noqa: E731
                                 generator=torch.Generator().manual_seed(seed))
     assert run(7) == run(7) and run(7) != run(8)
+
+
+def test_inverse_cdf_sample_draws_each_token_with_its_probability():
+    """Many draws from a hand-built distribution with zeros at the ends and inside: the counts
+    pass a chi-square test (4 degrees of freedom, 0.1% critical value 18.47) and lie within 0.01
+    of the probabilities; a zero-probability token is never drawn; unnormalised rows work."""
+    p = torch.tensor([0.0, 0.4, 0.0, 0.25, 0.2, 0.1, 0.05, 0.0])
+    n = 40000
+    ids = inverse_cdf_sample(p.repeat(n, 1), torch.Generator().manual_seed(0))
+    counts = torch.bincount(ids, minlength=8).double()
+    assert counts[p == 0].sum() == 0
+    expected = n * p.double()
+    chi2 = ((counts - expected)[p > 0] ** 2 / expected[p > 0]).sum().item()
+    assert chi2 < 18.47, chi2
+    assert (counts / n - p).abs().max().item() < 0.01
+    ids = inverse_cdf_sample(3 * p.repeat(n, 1), torch.Generator().manual_seed(1))  # total 3
+    assert ((torch.bincount(ids, minlength=8) / n) - p).abs().max().item() < 0.01
+
+
+def test_inverse_cdf_sample_at_the_ends_of_the_uniform(monkeypatch):
+    """u = 0 and u = 1 - 2^-24, the extremes torch.rand can return, pick the first and the last
+    token with nonzero probability, never a zero-probability neighbour or an index past V."""
+    p = torch.tensor([[0.0, 0.3, 0.0, 0.7, 0.0, 0.0]]).repeat(2, 1)
+    ends = torch.tensor([[0.0], [1.0 - 2.0 ** -24]])
+    monkeypatch.setattr(torch, "rand", lambda *a, **kw: ends.clone())
+    assert inverse_cdf_sample(p).tolist() == [3, 1]
+
+
+def test_inverse_cdf_sample_is_seeded_and_rows_are_independent():
+    p = torch.tensor([[0.5, 0.5], [0.9, 0.1]]).repeat(20000, 1)  # rows alternate two distributions
+    draw = lambda seed: inverse_cdf_sample(p, torch.Generator().manual_seed(seed))  # noqa: E731
+    assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
+    ids = draw(5).view(20000, 2)  # (pair, row): row 0 ~ (0.5, 0.5), row 1 ~ (0.9, 0.1)
+    assert abs(ids[:, 0].double().mean().item() - 0.5) < 0.015
+    assert abs(ids[:, 1].double().mean().item() - 0.1) < 0.01
+    joint = torch.bincount(2 * ids[:, 0] + ids[:, 1], minlength=4).view(2, 2) / 20000
+    assert torch.allclose(joint, torch.tensor([[0.45, 0.05], [0.45, 0.05]]), atol=0.012)
+    same = inverse_cdf_sample(torch.full((20000, 2), 0.5), torch.Generator().manual_seed(6))
+    assert abs((same[0::2] == same[1::2]).double().mean().item() - 0.5) < 0.015  # one u per row
+
+
+def test_sampling_never_leaves_the_top_k_or_the_nucleus():
+    """Rows of random logits, sampled many times: every draw lies in the row's top-k set and in
+    its nucleus (top_p_filter's finite entries), and a nucleus of one token is always drawn."""
+    torch.manual_seed(0)
+    logits = (torch.randn(8, 300) * 3).repeat(500, 1)  # (4000, 300): 8 rows, 500 draws each
+    gen = torch.Generator().manual_seed(2)
+    ids = sample_next(logits, 1.0, top_k=None, top_p=0.8, generator=gen)
+    allowed = torch.isfinite(top_p_filter(logits, 0.8))
+    assert allowed.gather(1, ids[:, None]).all()
+    assert allowed[:8].sum() < 8 * 300 and len(set(ids.tolist())) > 8  # a real filter, varied draws
+    ids = sample_next(logits, 1.0, top_k=5, top_p=None, generator=gen)
+    top5 = logits.topk(5, dim=-1).indices
+    assert (top5 == ids[:, None]).any(dim=-1).all()
+    peaked = logits.clone()
+    peaked[:, 7] = 100.0
+    assert (sample_next(peaked, 1.0, top_k=None, top_p=0.9, generator=gen) == 7).all()
 
 
 def test_top_p_filter_keeps_the_smallest_nucleus_with_and_without_the_full_sort():
