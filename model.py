@@ -150,22 +150,12 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         self.dropout_p = cfg.dropout  # on attention probabilities, training only
         self.k_cache = self.v_cache = None  # (B, KV, S, hd) each, allocated by Transformer.setup_cache
-        self.qkv_weight = None  # q/k/v_proj weights stacked, (H*hd + 2*KV*hd, C), while generate runs
-
-    def project_qkv(self, x):
-        """x (B, T, C) -> q (B, T, H*hd), k and v (B, T, KV*hd): three matmuls, or one over the
-        stacked weight that Transformer.fuse_projections builds for generate (same numbers)."""
-        if self.qkv_weight is None:
-            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        kv = self.n_kv_heads * self.head_dim
-        return F.linear(x, self.qkv_weight).split([self.n_heads * self.head_dim, kv, kv], dim=-1)
 
     def forward(self, x, cos, sin, mask, start_pos, use_sdpa):
         B, T, _ = x.shape
-        q, k, v = self.project_qkv(x)
-        q = q.view(B, T, self.n_heads, self.head_dim)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim)
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, hd)
         if torch.is_tensor(start_pos):  # static decode: write slots start_pos.., read every slot
@@ -190,14 +180,9 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
         self.up_proj = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
-        self.gate_up_weight = None  # gate/up_proj weights stacked, (2 * ffn, C), while generate runs
 
     def forward(self, x):
-        if self.gate_up_weight is None:
-            gate, up = self.gate_proj(x), self.up_proj(x)  # (B, T, ffn) each
-        else:  # one matmul (Transformer.fuse_projections)
-            gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class Block(nn.Module):
@@ -290,19 +275,6 @@ class Transformer(nn.Module):
     def free_cache(self):
         for layer in self.layers:
             layer.self_attn.k_cache = layer.self_attn.v_cache = None
-
-    @torch.no_grad()
-    def fuse_projections(self, on: bool = True):
-        """on: copy each block's q/k/v weights into one stacked matrix and gate/up into another, so
-        a decode step runs 25 matmuls instead of 43 (6 layers); off: drop the copies. The copies
-        are plain attributes, outside state_dict() and autograd; generate() makes them at its start
-        and drops them at its end, so they never outlive the weights they copy (training updates
-        those in place between sampling calls)."""
-        for layer in self.layers:
-            a, m = layer.self_attn, layer.mlp
-            a.qkv_weight = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]) if on \
-                else None
-            m.gate_up_weight = torch.cat([m.gate_proj.weight, m.up_proj.weight]) if on else None
 
     # -- forward -------------------------------------------------------------------------------------
     def forward(self, idx, targets=None, loss_mask=None, start_pos: int | None = None, left_pad=None,
@@ -513,7 +485,6 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
     step_fn = compiled_decode_one_token(device) if compile else decode_one_token
     was_training = model.training
     model.eval()
-    model.fuse_projections()  # fresh copies of this call's weights, dropped in the finally below
     stop = set(stop_ids)
     new_tokens, done = [[] for _ in range(B)], [False] * B
     try:
@@ -536,7 +507,6 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
             input_pos = torch.tensor([P + step], device=device)  # the cache slot of next_ids
             logits = step_fn(model, next_ids, input_pos, left_pad)  # (rows, V)
     finally:
-        model.fuse_projections(False)
         model.train(was_training)
     return new_tokens
 

@@ -295,33 +295,11 @@ def test_compiled_decode_gives_the_same_tokens_and_compiles_once():
     assert dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # compiled once for both
 
 
-@torch.no_grad()
-def test_fused_projections_equal_the_separate_ones_and_leave_the_state_dict_alone():
-    """fuse_projections stacks q/k/v and gate/up into one matmul each: the same logits (1e-5) in a
-    full forward and in a cached decode, the same state_dict keys, and off again afterwards."""
-    model = make_model()
-    keys = list(model.state_dict())
-    idx = torch.randint(model.cfg.vocab_size, (3, 12))
-    plain, _ = model(idx)
-    model.setup_cache(3, 12)
-    plain_cached = model(idx, start_pos=0)[0]
-    model.fuse_projections()
-    assert model.layers[0].self_attn.qkv_weight is not None
-    fused, _ = model(idx)
-    assert (fused - plain).abs().max().item() < 1e-5
-    model.setup_cache(3, 12)
-    assert (model(idx, start_pos=0)[0] - plain_cached).abs().max().item() < 1e-5
-    assert list(model.state_dict()) == keys
-    model.fuse_projections(False)
-    assert all(b.self_attn.qkv_weight is None and b.mlp.gate_up_weight is None
-               for b in model.layers)
-
-
 def test_generate_uses_the_weights_of_the_moment_after_an_optimizer_step():
-    """generate fuses a fresh copy of the weights on every call and drops it at the end: after an
-    optimizer step (weights changed in place, as SELF-JUDGE does between sampling calls) the next
-    generate gives the tokens of a fresh model holding the new weights, and training's forward
-    runs on the parameters themselves (gradients reach q_proj and gate_proj)."""
+    """After optimizer steps (weights changed in place, as SELF-JUDGE does between sampling calls)
+    the next generate gives the tokens of a fresh model holding the new weights, and training's
+    forward runs on the parameters themselves (gradients reach q_proj and gate_proj): a guard for
+    any copy of the weights a faster generate might keep (a fused q/k/v matrix, a compiled graph)."""
     model = make_model(matrix_scale=10.0)
     prompts = [[3, 9, 27, 81], [50]]
     before = generate(model, prompts, 10, temperature=0)
