@@ -432,7 +432,8 @@ def test_sampling_filters_and_seeding():
 def test_inverse_cdf_sample_draws_each_token_with_its_probability():
     """Many draws from a hand-built distribution with zeros at the ends and inside: the counts
     pass a chi-square test (4 degrees of freedom, 0.1% critical value 18.47) and lie within 0.01
-    of the probabilities; a zero-probability token is never drawn; unnormalised rows work."""
+    of the probabilities; a zero-probability token is never drawn; unnormalised rows work; and
+    sample_next's draw over a nucleus gives the renormalised nucleus probabilities."""
     p = torch.tensor([0.0, 0.4, 0.0, 0.25, 0.2, 0.1, 0.05, 0.0])
     n = 40000
     ids = inverse_cdf_sample(p.repeat(n, 1), torch.Generator().manual_seed(0))
@@ -444,6 +445,13 @@ def test_inverse_cdf_sample_draws_each_token_with_its_probability():
     assert (counts / n - p).abs().max().item() < 0.01
     ids = inverse_cdf_sample(3 * p.repeat(n, 1), torch.Generator().manual_seed(1))  # total 3
     assert ((torch.bincount(ids, minlength=8) / n) - p).abs().max().item() < 0.01
+    # through sample_next's nucleus: top-p 0.8 keeps {1, 3, 4} (the mass before token 5 is 0.85)
+    ids = sample_next(p.log().repeat(n, 1), 1.0, None, 0.8, torch.Generator().manual_seed(2))
+    counts = torch.bincount(ids, minlength=8).double()
+    expected = n * torch.where(p >= 0.2, p, 0.0).double() / 0.85
+    assert counts[expected == 0].sum() == 0
+    chi2 = ((counts - expected)[expected > 0] ** 2 / expected[expected > 0]).sum().item()
+    assert chi2 < 13.82, chi2  # 2 degrees of freedom, 0.1% critical value
 
 
 def test_inverse_cdf_sample_at_the_ends_of_the_uniform(monkeypatch):
@@ -478,6 +486,10 @@ def test_sampling_never_leaves_the_top_k_or_the_nucleus():
     allowed = torch.isfinite(top_p_filter(logits, 0.8))
     assert allowed.gather(1, ids[:, None]).all()
     assert allowed[:8].sum() < 8 * 300 and len(set(ids.tolist())) > 8  # a real filter, varied draws
+    flat = (torch.randn(4, 300) * 0.05).repeat(500, 1)  # nuclei wider than the topk head: the sort
+    ids = sample_next(flat, 1.0, top_k=None, top_p=0.5, generator=gen)
+    allowed = torch.isfinite(top_p_filter(flat, 0.5))
+    assert allowed[:4].sum(-1).min() > 64 and allowed.gather(1, ids[:, None]).all()
     ids = sample_next(logits, 1.0, top_k=5, top_p=None, generator=gen)
     top5 = logits.topk(5, dim=-1).indices
     assert (top5 == ids[:, None]).any(dim=-1).all()
