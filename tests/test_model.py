@@ -464,7 +464,7 @@ def test_inverse_cdf_sample_at_the_ends_of_the_uniform(monkeypatch):
 
 
 def test_inverse_cdf_sample_is_seeded_and_rows_are_independent():
-    p = torch.tensor([[0.5, 0.5], [0.9, 0.1]]).repeat(20000, 1)  # rows alternate two distributions
+    p = torch.tensor([[0.5, 0.5], [2.7, 0.3]]).repeat(20000, 1)  # two distributions, two totals
     draw = lambda seed: inverse_cdf_sample(p, torch.Generator().manual_seed(seed))  # noqa: E731
     assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
     ids = draw(5).view(20000, 2)  # (pair, row): row 0 ~ (0.5, 0.5), row 1 ~ (0.9, 0.1)
