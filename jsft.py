@@ -21,7 +21,7 @@ spliced between the encoded template segments, never decoded and re-encoded.
 
     python jsft.py                               # task world: out/sft -> out/jsft, judge accuracy at the end
     python jsft.py --rationale                   # + per-principle pairs with UltraFeedback rationales
-    python jsft.py --judge-fraction 0.8 --steps 400      # more judgments in the mix, longer
+    python jsft.py --judge-fraction 0.5 --steps 400      # fewer judgments in the mix, longer
     python jsft.py --prefs hh.jsonl,uf.jsonl --data chats.jsonl --eval-prefs heldout.jsonl
 
 In this file, top to bottom:
@@ -533,9 +533,10 @@ class JSFTConfig(SFTConfig):
     prefs: str = field(default="tasks", metadata={"help": "preference pairs to learn to judge: 'tasks' (the task "
                        "world's prefs_train.jsonl + ultrafeedback_train.jsonl) or comma-separated .jsonl files "
                        "(HH-RLHF, UltraFeedback or generic layout)"})
-    judge_fraction: float = field(default=0.5, metadata={"help": "share of judgment examples in the training mix; "
-                                  "the smaller side is repeated (never cut) to reach it; 0 = plain SFT. At the "
-                                  "demo size 0.5 keeps the policy near SFT at the same judge accuracy as 0.8"})
+    judge_fraction: float = field(default=0.8, metadata={"help": "share of judgment examples in the training mix; "
+                                  "the smaller side is repeated (never cut) to reach it; 0 = plain SFT. A judgment "
+                                  "is one long prompt for one verdict token: at 0.5 the judge saw 10 %% of its pairs "
+                                  "and named the second reply whenever it could not tell (README, Results)"})
     rationale: bool = field(default=False, metadata={"help": "rationale variant: UltraFeedback pairs per principle, "
                             "trained to write the rationales after the verdict"})
     judge_lang: str = field(default="", metadata={"help": "template language en | ko; empty = the context's language"})
