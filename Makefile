@@ -28,14 +28,14 @@ SEEDS          ?= 1 2 3
 
 # `make demo` runs every stage at a smaller scale than the scripts' defaults (which `make reproduce`
 # uses) to fit about 10 minutes on 2 cores: fewer steps per stage, and an evaluation on a stratified
-# 150 of the 670 held-out prompts. Each knob goes before the stage's *_ARGS, so `make demo
+# 120 of the 670 held-out prompts. Each knob goes before the stage's *_ARGS, so `make demo
 # SFT_ARGS="--steps 200"` still wins. The README's results come from `make reproduce`.
-DEMO_PRETRAIN   ?= --steps 250
+DEMO_PRETRAIN   ?= --steps 200
 DEMO_SFT        ?= --steps 120
-DEMO_JSFT       ?= --steps 100
-DEMO_RM         ?= --steps 100
+DEMO_JSFT       ?= --steps 100 --sampled-pairs 400
+DEMO_RM         ?= --steps 60
 DEMO_PREFERENCE ?= --steps 30
-DEMO_EVAL       ?= --max-tasks 150 --rejection-prompts 48 --max-judge-pairs 240
+DEMO_EVAL       ?= --max-tasks 120 --rejection-prompts 32 --max-judge-pairs 160
 REPRODUCE_EVAL_ARGS ?= --max-tasks 0 --rejection-prompts 128
 
 CKPTS := pretrain=$(OUT)/pretrain,sft=$(OUT)/sft,dpo=$(OUT)/dpo,jsft=$(OUT)/jsft,onpolicy_rm=$(OUT)/onpolicy_rm,self_judge=$(OUT)/self_judge,oracle=$(OUT)/oracle

@@ -87,8 +87,8 @@ def test_demo_runs_at_its_own_scale_and_reproduce_does_not(tmp_path):
     demo = planned("demo", f"OUT={tmp_path}/d", "SETUP=", "SFT_ARGS=--steps 7")
     steps = {s: parse_config(c, command_of(demo, s)).steps  # the last --steps wins
              for s, c in (("pretrain.py", PretrainConfig), ("sft.py", SFTConfig))}
-    assert steps == {"pretrain.py": 250, "sft.py": 7}
-    assert "--max-tasks 150" in " ".join(command_of(demo, "evaluate.py"))
+    assert steps == {"pretrain.py": 200, "sft.py": 7}
+    assert "--max-tasks 120" in " ".join(command_of(demo, "evaluate.py"))
     # reproduce: the scripts' own defaults, its shared base apart from the demo's folders
     repro = planned("reproduce", f"OUT={tmp_path}/r", "SETUP=")
     assert f"OUT={tmp_path}/r/reproduce/base" in " ".join(repro)
