@@ -5,6 +5,7 @@ whole report on tiny random checkpoints (structure and sanity: finite numbers, r
 import json
 import math
 import os
+import random
 
 import pytest
 import torch
@@ -479,7 +480,7 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
     assert E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4) == again
 
 
-def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
+def test_onpolicy_judge_scores_the_judge_against_the_verifier(world, monkeypatch):
     import tasks
     tok = world["tok"]
     model, _, _ = E.load(world["ckpts"]["jsft"], "cpu")
@@ -517,9 +518,17 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
         o, p = oracle(contexts, pairs), position_a(contexts, pairs)
         pick = lambda key: [x if s else y for s, x, y in zip(sees, o[key], p[key])]  # noqa: E731
         return {key: pick(key) for key in ("winners", "first_order_a", "second_order_a")}
+    def planted_pairs(policy, tok_, contexts, k, max_new_tokens, seed):  # both kinds, by construction:
+        out = []                                    # gold vs a wrong value, or vs a verbose gold
+        for i, c in enumerate(contexts):
+            cands = dict(tasks.candidates(task_of[json.dumps(c)], random.Random(i)))
+            other = cands.get("wrong_value" if i % 2 else "verbose") or cands[sorted(cands)[0]]
+            out.append([tok.encode(cands["gold"]), tok.encode(other)])
+        return out
+    monkeypatch.setattr(E, "sampled_replies", planted_pairs)
     split = E.onpolicy_judge(model, tok, sees_correctness, held, max_new_tokens=8, seed=0)
     by = split["by_difference"]
-    assert set(by) == {"correctness", "surface"}, "the tiny world should give both kinds of pair"
+    assert set(by) == {"correctness", "surface"}
     assert by["correctness"]["n"] + by["surface"]["n"] == split["n_judged"]
     assert by["correctness"]["acc"] == by["correctness"]["consistency"] == 1.0
     assert by["correctness"]["names_first"] == 0.5
