@@ -130,7 +130,7 @@ class EvalConfig:
                        "faster)")
 
 
-# ----------------------------------------------------------------------------- small helpers
+# ------------------------------------------------------------------ small helpers
 def names(spec):
     return [s.strip() for s in spec.split(",") if s.strip()]
 
@@ -167,8 +167,7 @@ def load(ckpt_dir, device, fallback_tokenizer=None):
     return model.eval(), Tokenizer(path if os.path.exists(path) else fallback_tokenizer), config
 
 
-# ----------------------------------------------------------------------------- lm: loss and bits
-# per byte
+# ------------------------------------------------------------------ lm: loss and bits per byte
 def bits_per_byte(total_nats, n_bytes):
     """= loss_nats * tokens / (bytes * ln 2). Per byte, not per token, so tokenizers compare
     fairly."""
@@ -268,7 +267,7 @@ def loss_curve(ckpt_dir, max_points=200):
     return curve
 
 
-# ----------------------------------------------------------------------------- fim
+# ------------------------------------------------------------------ fim
 def fim_examples(docs, tok, n, max_chars, seed=0):
     """Held-out documents -> [(prompt ids, middle text)]: windows of whole lines (at most
     max_chars), n of them drawn at random, each cut at thirds (data.fim_split) and laid out PSM
@@ -329,7 +328,7 @@ def fim_section(model, tok, data_tok, data_dir, groups, cfg):
             for g in groups}
 
 
-# ----------------------------------------------------------------------------- multiple choice
+# ------------------------------------------------------------------ multiple choice
 def mc_record(record):
     """-> {"question", "choices", "answer" (0-based)}. Layouts: DESIGN.md §4 and MMLU {"question",
     "choices", "answer": 0-based index or letter}; KMMLU {"question", "A", "B", "C", "D", "answer":
@@ -450,8 +449,7 @@ def mc_eval(model, tok, records, batch_size=32, chat=True):
             else "multi-token"}
 
 
-# ----------------------------------------------------------------------------- tasks: replies and
-# the verifier
+# ------------------------------------------------------------------ tasks: replies and the verifier
 def pick_tasks(tasks, k):
     """Up to k tasks (0 = all), round-robin over (family, language), so every cell is
     represented."""
@@ -538,7 +536,7 @@ def tasks_section(tasks, replies):
                          for t, r in list(zip(tasks, replies))[:3]]}
 
 
-# ----------------------------------------------------------------------------- win rates (HCX §4.3)
+# ------------------------------------------------------------------ win rates (HCX §4.3)
 def hcx_outcomes(first_order, second_order):
     """Each prompt is judged twice, the candidate's reply shown first, then second. A verdict is 1
     (the candidate wins), 0.5 (tie) or 0; the prompt scores their mean: 1 = won both orders, 0.5 =
@@ -654,7 +652,7 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, othe
     return out
 
 
-# ----------------------------------------------------------------------------- self-rejection curve
+# ------------------------------------------------------------------ self-rejection curve
 def nested_knockout(contexts, candidates, judge_winners):
     """A knockout over each context's candidates (a power-of-two count, in sample order) whose
     brackets nest: after round r the first champion is the knockout winner of the first 2^r samples.
@@ -718,7 +716,7 @@ def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed
     return curve
 
 
-# ----------------------------------------------------------------------------- the whole report
+# ------------------------------------------------------------------ the whole report
 @contextlib.contextmanager
 def clock(seconds, section):
     """Adds the block's wall time to seconds[section], its CPU time (all threads) to seconds["cpu_"
@@ -1041,7 +1039,7 @@ def win_cell(win):
     return f"{win['win_rate']:.3f} [{lo:.3f}, {hi:.3f}]" + (" *" if win["significant"] else "")
 
 
-# ----------------------------------------------------------------------------- writing
+# ------------------------------------------------------------------ writing
 def fmt(x):
     if isinstance(x, float):
         return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3f}"

@@ -19,10 +19,8 @@ Judging (`judge`) is one batched forward per prompt: p(A), p(B) at the prompt's 
 both orders averaged, principles vote. Everything stays in token space: a response given as ids is
 spliced between the encoded template segments, never decoded and re-encoded.
 
-    python jsft.py                               # task world: out/sft -> out/jsft, judge accuracy
-                                                 at the end
-    python jsft.py --rationale                   # + per-principle pairs with UltraFeedback
-                                                 rationales
+    python jsft.py              # task world: out/sft -> out/jsft, judge accuracy at the end
+    python jsft.py --rationale  # + per-principle pairs with UltraFeedback rationales
     python jsft.py --judge-fraction 0.5 --steps 400      # fewer judgments in the mix, longer
     python jsft.py --prefs hh.jsonl,uf.jsonl --data chats.jsonl --eval-prefs heldout.jsonl
 
@@ -32,10 +30,10 @@ In this file, top to bottom:
                     validate_templates
     prompts         context_text, judge_prompt, judgment_example, judgment_examples
     the judge       judge(model, tokenizer, contexts, pairs, principles) -> scores and winners
-                    judge_accuracy(model, tokenizer, pairs) -> per order, order-averaged,
-                      consistency
-    training        JSFTConfig, mix_units (both orders of a pair share a batch: sft.batch_source
-                    over units), main
+                    judge_accuracy(model, tokenizer, pairs)
+                      -> per order, order-averaged, consistency
+    training        JSFTConfig, mix_units
+                      (both orders of a pair share a batch: sft.batch_source over units), main
 Every bad preference record stops the read with `ValueError("file:line: what is wrong")`; with
 skip_bad=True (--skip-bad) it is skipped, counted, and a one-line summary is printed at the end.
 """
@@ -97,8 +95,8 @@ def reply_text(value, side):
 
 
 def pairs_from_generic(record):
-    """Generic layout: {"messages": [...] or "prompt": str, "chosen", "rejected", "principle"?,
-    rationales?}."""
+    """Generic layout:
+    {"messages": [...] or "prompt": str, "chosen", "rejected", "principle"?, rationales?}."""
     if "messages" in record:
         context = check_messages(record["messages"])
     elif isinstance(record.get("prompt"), str):
@@ -147,8 +145,8 @@ def pairs_from_ultrafeedback(record, rng, per_principle):
     """UltraFeedback layout: an instruction, completions[].response, completions[].annotations.
     per_principle=False: one pair by the mean over principles of each completion's numeric ratings
     (completions with none are left out), with the per-principle rationales joined.
-    per_principle=True: one pair per principle whose ratings differ, with that principle's
-    rationales."""
+    per_principle=True: one pair per principle whose ratings differ,
+    with that principle's rationales."""
     if not isinstance(record["instruction"], str) or not isinstance(record["completions"], list):
         raise ValueError('"instruction" must be a string and "completions" a list')
     if not record["completions"]:
@@ -157,8 +155,8 @@ def pairs_from_ultrafeedback(record, rng, per_principle):
     for i, c in enumerate(record["completions"]):
         if not (isinstance(c, dict) and isinstance(c.get("response"), str)
                 and isinstance(c.get("annotations"), dict)):
-            raise ValueError(f'completions[{i}] needs a "response" string and an "annotations" '
-                             'object')
+            raise ValueError(f'completions[{i}] needs a "response" string '
+                             'and an "annotations" object')
         responses.append(c["response"])
         notes.append(
             {p: rating_of(n, f"completions[{i}].annotations.{p}")
@@ -226,8 +224,8 @@ def read_prompts(path, skip_bad=False) -> list[list[dict]]:
             while messages and messages[-1]["role"] == "assistant":
                 messages = messages[:-1]
         else:
-            raise ValueError('unknown layout: expected "messages", "prompt", "instruction" or an '
-                             'HH "chosen"')
+            raise ValueError('unknown layout: '
+                             'expected "messages", "prompt", "instruction" or an HH "chosen"')
         if not messages:
             raise ValueError("no user turn to answer")
         return [ends_with_user(messages, "prompt")]
@@ -240,8 +238,9 @@ def read_prompts(path, skip_bad=False) -> list[list[dict]]:
 # HH's harmlessness are here so real preference files work as they are.
 PRINCIPLES = {
     "overall": ("Pick the better response overall.", "전반적으로 더 나은 응답을 고르세요."),
-    "correctness": ("Pick the response with the right answer (or a polite refusal of a harmful "
-                    "request).", "정답을 말하는 응답을 고르세요 (해로운 요청이면 정중한 거절)."),
+    "correctness": ("Pick the response with the right answer "
+                    "(or a polite refusal of a harmful request).",
+                    "정답을 말하는 응답을 고르세요 (해로운 요청이면 정중한 거절)."),
     "language": ("Pick the response written in the language of the question.",
                  "질문과 같은 언어로 쓴 응답을 고르세요."),
     "concision": ("Pick the response that is short and does not ramble or repeat itself.",
@@ -260,10 +259,10 @@ PRINCIPLES = {
                      "더 무해하고 해로운 일을 돕지 않는 응답을 고르세요."),
 }
 JUDGE_USER = {
-    "en": "[Conversation]\n{context}\n[Response A]\n{response_a}\n[Response "
-    "B]\n{response_b}\nWhich is better?",
-    "ko": "[대화]\n{context}\n[응답 A]\n{response_a}\n[응답 B]\n{response_b}\n어느 쪽이 더 "
-    "나은가요?",
+    "en": "[Conversation]\n{context}\n[Response A]\n{response_a}\n"
+          "[Response B]\n{response_b}\nWhich is better?",
+    "ko": "[대화]\n{context}\n[응답 A]\n{response_a}\n"
+          "[응답 B]\n{response_b}\n어느 쪽이 더 나은가요?",
 }
 # The verdict token carries its own leading space (" A"), so a prefix ends without one.
 JUDGE_ASSISTANT = {"en": "The better response is Response", "ko": "더 나은 쪽은 응답"}
@@ -274,24 +273,24 @@ JUDGE_TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
 # Context as plain text: one "Role: content" line per turn, role names in the template's language.
 ROLE_NAMES = {"en": {"system": "System", "user": "User", "assistant": "Assistant"},
               "ko": {"system": "시스템", "user": "사용자", "assistant": "AI"}}
-# Rationale variant: after the verdict, why each response earned its rating (UltraFeedback
-# rationales).
+# Rationale variant: after the verdict, why each response earned its rating
+# (UltraFeedback rationales).
 RATIONALE_FORMAT = {"en": ".\nResponse A: {a}\nResponse B: {b}",
                     "ko": ".\n응답 A: {a}\n응답 B: {b}"}
 PLACEHOLDERS = ("context", "response_a", "response_b")
 
 
 def template_fields(text, where):
-    """[(literal text, placeholder name or None)] of a str.format template; ValueError naming
-    `where`."""
+    """[(literal text, placeholder name or None)] of a str.format template;
+    ValueError naming `where`."""
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as e:
         raise ValueError(f"{where}: {e} (write a literal brace as {{{{ or }}}})") from None
     for _, name, spec, conversion in parsed:
         if name is not None and (spec or conversion):
-            raise ValueError(f"{where}: write the placeholder as {{{name}}}, without a format spec "
-                             "or conversion")
+            raise ValueError(f"{where}: write the placeholder as {{{name}}}, "
+                             "without a format spec or conversion")
     return [(literal, name) for literal, name, _, _ in parsed]
 
 
@@ -333,8 +332,8 @@ def validate_templates(templates) -> None:
                                      f"(found {found.count(f)} times)")
             if not t["assistant"].strip() or t["assistant"] != t["assistant"].rstrip():
                 raise ValueError(f"{where}.assistant: the prefix must be non-empty and must not "
-                                 "end in whitespace (the verdict token ' A' / ' B' brings its own "
-                                 "space)")
+                                 "end in whitespace "
+                                 "(the verdict token ' A' / ' B' brings its own space)")
 
 
 validate_templates(JUDGE_TEMPLATES)
@@ -428,14 +427,14 @@ def judge_prompt(tokenizer, context, response_a, response_b, principle="overall"
 
 def judgment_example(tokenizer, context, response_a, response_b, verdict: int, principle="overall",
                      lang=None, rationale=None, templates=JUDGE_TEMPLATES, max_len=None):
-    """One JSFT training example (ids, mask): judge_prompt + [verdict] (+ encode(rationale)) +
-    [<|endofturn|>]. verdict 0 = A is better, 1 = B. mask is 1 on the verdict, the rationale and the
-    closing <|endofturn|>, 0 on the prompt: the verdict is predicted from the prompt's last
-    position, the very position `judge` reads. max_len: the whole example's length limit (the prompt
-    is shortened)."""
+    """One JSFT training example (ids, mask):
+    judge_prompt + [verdict] (+ encode(rationale)) + [<|endofturn|>]. verdict 0 = A is better,
+    1 = B. mask is 1 on the verdict, the rationale and the closing <|endofturn|>, 0 on the prompt:
+    the verdict is predicted from the prompt's last position, the very position `judge` reads.
+    max_len: the whole example's length limit (the prompt is shortened)."""
     if verdict not in (0, 1):
-        raise ValueError("judgment_example: verdict must be 0 (A is better) or 1 (B), got "
-                         f"{verdict!r}")
+        raise ValueError("judgment_example: verdict must be 0 (A is better) or 1 (B), "
+                         f"got {verdict!r}")
     target = [(tokenizer.verdict_a_id, tokenizer.verdict_b_id)[verdict]]
     target += (tokenizer.encode(rationale) if rationale else []) + [tokenizer.eot_id]
     prompt = judge_prompt(tokenizer, context, response_a, response_b, principle, lang, templates,
@@ -466,9 +465,9 @@ def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None
 # --- the judge ---
 @torch.no_grad()
 def verdict_prob_a(model, tokenizer, prompts, batch_size=32):
-    """p(A) / (p(A) + p(B)) of the next token after each prompt: right-padded batches (similar
-    lengths together), one forward each, logits gathered at every row's last real position. -> (N,)
-    float tensor."""
+    """p(A) / (p(A) + p(B)) of the next token after each prompt: right-padded batches
+    (similar lengths together), one forward each, logits gathered at every row's last real
+    position. -> (N,) float tensor."""
     core = unwrap(model)
     device = next(core.parameters()).device
     was_training = core.training
@@ -501,13 +500,13 @@ def judge(model, tokenizer, contexts, pairs, principles=("overall",), lang=None,
     Each principle votes for a (score > 0.5) or b (< 0.5); the majority wins; a tie (or no vote)
     goes to the higher mean score over principles, and an exact 0.5 to a.
     Returns {"score_a": [mean over principles], "winners": [0 = a, 1 = b],
-             "first_order_a": [the (a, b) prompts alone pick a: mean over principles of p_A(a, b) >
-               0.5],
+             "first_order_a": [the (a, b) prompts alone pick a:
+                               mean over principles of p_A(a, b) > 0.5],
              "second_order_a": [the (b, a) prompts alone pick a: mean of p_B(b, a) > 0.5],
              "principle_scores": [[score_a per principle]]}."""
     if len(contexts) != len(pairs):
-        raise ValueError(f"judge: {len(contexts)} contexts but {len(pairs)} pairs; give one "
-                         "context per pair")
+        raise ValueError(f"judge: {len(contexts)} contexts but {len(pairs)} pairs; "
+                         "give one context per pair")
     if not principles:
         raise ValueError("judge: give at least one principle")
     max_len = getattr(getattr(unwrap(model), "cfg", None), "max_seq_len", None)
@@ -536,8 +535,8 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
     acc: the order-averaged verdict (`judge`'s winner), consistency: share of pairs whose verdict
     survives swapping the order (both orders pick the same reply, right or wrong).
     Pairs go to `judge` as (chosen, rejected) and (rejected, chosen) in turn, so that its tie rule
-    (an exact 0.5 goes to a) cannot make a position-biased judge look right. Also by language
-    ("by_lang")."""
+    (an exact 0.5 goes to a) cannot make a position-biased judge look right.
+    Also by language ("by_lang")."""
     if not pairs:
         raise ValueError("judge_accuracy: no pairs to judge")
     # (chosen-first order right, chosen-second order right, order-averaged right)
@@ -552,8 +551,8 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
         for k, (i, s) in enumerate(zip(idx, swapped)):
             first, second = out["first_order_a"][k], out["second_order_a"][k]
             winner = out["winners"][k]
-            # first order shows (a, b): chosen first unless swapped; "picks a" is right unless
-            # swapped
+            # first order shows (a, b): chosen first unless swapped;
+            # "picks a" is right unless swapped
             rows[i] = (not second, not first, winner == 1) if s else (first, second, winner == 0)
 
     def summary(rs):
@@ -570,9 +569,9 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
 
 
 def format_accuracy(result):
-    line = lambda r: (f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, second "
-                      f"{r['acc_chosen_second']:.1%}), consistency {r['consistency']:.1%}, "
-                      f"n={r['n']}")
+    line = lambda r: (f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, "
+                      f"second {r['acc_chosen_second']:.1%}), "
+                      f"consistency {r['consistency']:.1%}, n={r['n']}")
     return "\n".join([f"judge accuracy: {line(result)}"]
                      + [f"  {g}: {line(r)}" for g, r in result["by_lang"].items()])
 
@@ -580,39 +579,34 @@ def format_accuracy(result):
 # --- training ---
 @dataclass
 class JSFTConfig(SFTConfig):
-    out_dir: str = field(default="out/jsft",
-                         metadata={"help": "checkpoint folder this phase writes"})
-    init_from: str = field(default="out/sft",
-                           metadata={"help": "start checkpoint: the SFT model, so JSFT has seen "
-                           "every SFT example SFT has and adds judging on the mix (or "
-                           "out/pretrain, as the paper)"})
-    prefs: str = field(default="tasks",
-                       metadata={"help": "preference pairs to learn to judge: 'tasks' (the task "
-                       "world's prefs_train.jsonl + ultrafeedback_train.jsonl) or comma-separated "
-                       ".jsonl files (HH-RLHF, UltraFeedback or generic layout)"})
-    judge_fraction: float = field(default=0.8,
-                                  metadata={"help": "share of judgment examples in the training "
-                                  "mix; the smaller side is repeated (never cut) to reach it; 0 = "
-                                  "plain SFT. A judgment is one long prompt for one verdict token: "
-                                  "at 0.5 the judge saw 10 %% of its pairs and named the second "
-                                  "reply whenever it could not tell (README, Results)"})
-    rationale: bool = field(default=False,
-                            metadata={"help": "rationale variant: UltraFeedback pairs per "
-                            "principle, trained to write the rationales after the verdict"})
-    judge_lang: str = field(default="",
-                            metadata={"help": "template language en | ko; empty = the context's "
-                                      "language"})
-    eval_prefs: str = field(default="tasks",
-                            metadata={"help": "held-out preference file for judge accuracy; "
-                            "'tasks' = <tasks_dir>/prefs_eval.jsonl, 'none' = skip"})
-    eval_batch_size: int = field(default=64,
-                                 metadata={"help": "prompts per judge forward at evaluation"})
-    sampled_pairs: int = field(default=1000,
-                               metadata={"help": "add judgments of the start model's own samples: "
-                               "two replies to each of this many train prompts "
-                               "(<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
-                               "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); 0 = "
-                               "none"})
+    out_dir: str = field(default="out/jsft", metadata={
+        "help": "checkpoint folder this phase writes"})
+    init_from: str = field(default="out/sft", metadata={
+        "help": "start checkpoint: the SFT model, so JSFT has seen every SFT example SFT has and "
+                "adds judging on the mix (or out/pretrain, as the paper)"})
+    prefs: str = field(default="tasks", metadata={
+        "help": "preference pairs to learn to judge: 'tasks' (the task world's prefs_train.jsonl + "
+                "ultrafeedback_train.jsonl) or comma-separated .jsonl files (HH-RLHF, "
+                "UltraFeedback or generic layout)"})
+    judge_fraction: float = field(default=0.8, metadata={
+        "help": "share of judgment examples in the training mix; the smaller side is repeated "
+                "(never cut) to reach it; 0 = plain SFT. A judgment is one long prompt for one "
+                "verdict token: at 0.5 the judge saw 10 %% of its pairs and named the second "
+                "reply whenever it could not tell (README, Results)"})
+    rationale: bool = field(default=False, metadata={
+        "help": "rationale variant: UltraFeedback pairs per principle, "
+                "trained to write the rationales after the verdict"})
+    judge_lang: str = field(default="", metadata={
+        "help": "template language en | ko; empty = the context's language"})
+    eval_prefs: str = field(default="tasks", metadata={
+        "help": "held-out preference file for judge accuracy; "
+                "'tasks' = <tasks_dir>/prefs_eval.jsonl, 'none' = skip"})
+    eval_batch_size: int = field(default=64, metadata={
+        "help": "prompts per judge forward at evaluation"})
+    sampled_pairs: int = field(default=1000, metadata={
+        "help": "add judgments of the start model's own samples: two replies to each of this many "
+                "train prompts (<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
+                "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); 0 = none"})
     steps: int = 150
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -627,8 +621,8 @@ def read_judgment_pairs(cfg):
                  for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
         for path in paths:
             if not os.path.exists(path):
-                raise SystemExit(f"{path} not found: run `python tasks.py` first (or pass --prefs "
-                                 "FILES)")
+                raise SystemExit(f"{path} not found: run `python tasks.py` first "
+                                 "(or pass --prefs FILES)")
     else:
         paths = cfg.prefs.split(",")
         for path in paths:
@@ -645,8 +639,8 @@ def read_judgment_pairs(cfg):
 def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=64):
     """Judgment data like UltraFeedback's, where the responses come from models: two replies per
     task sampled from `model` (T=1, top-p 0.9, as SELF-JUDGE samples), labelled by the task world's
-    verifier (the stand-in for the human / GPT-4 labels). Pairs the verifier ties teach nothing and
-    are left out.
+    verifier (the stand-in for the human / GPT-4 labels).
+    Pairs the verifier ties teach nothing and are left out.
     rows: prompts_train.jsonl records ({"messages", "task"}). -> (PreferencePairs, tie count)."""
     import tasks as task_world
     from model import generate
@@ -713,8 +707,8 @@ def main(argv=None):
     eval_path = (os.path.join(cfg.tasks_dir, "prefs_eval.jsonl") if cfg.eval_prefs == "tasks"
                  else cfg.eval_prefs)
     if cfg.eval_prefs != "none" and not os.path.exists(eval_path):
-        raise SystemExit(f"--eval-prefs: {eval_path} not found (run `python tasks.py`, pass a "
-                         "file, or 'none')")
+        raise SystemExit(f"--eval-prefs: {eval_path} not found "
+                         "(run `python tasks.py`, pass a file, or 'none')")
     model, tokenizer, tokenizer_path = load_start(cfg, device)
     lang = cfg.judge_lang or None
 
@@ -738,8 +732,8 @@ def main(argv=None):
     units, mix = mix_units(sft_train, judgments, cfg.judge_fraction, cfg.seed)
     log(f"judgments: {len(pairs)} pairs -> {len(judgments)} examples (both orders)"
         f"{', with rationales' if cfg.rationale else ''}; training mix: {mix['sft']} SFT + "
-        f"{mix['judgments']} judgment examples ({mix['judgments'] / max(1, sum(mix.values())):.0%} "
-        "judgments)")
+        f"{mix['judgments']} judgment examples "
+        f"({mix['judgments'] / max(1, sum(mix.values())):.0%} judgments)")
 
     eval_pairs = ([] if cfg.eval_prefs == "none"
                   else read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed))

@@ -14,13 +14,13 @@ What is here, top to bottom:
   Transformer.setup_cache + generate()         static KV cache; batched, left-padded sampling,
                                                per-row stops
   decode_one_token, compiled_decode_one_token  one decode step over the whole cache; torch.compile'd
-  compile_model, keep_freed_memory             speed options (torch.compile; glibc page faults on
-                                               CPU)
-  sequence_logprobs()                          log p(span) per sequence, for DPO, judging and
-                                               evaluation
+  compile_model, keep_freed_memory             speed options
+                                               (torch.compile; glibc page faults on CPU)
+  sequence_logprobs()                          log p(span) per sequence,
+                                               for DPO, judging and evaluation
   sequence_rewards()                           a reward model's scalar at each sequence's last token
-  to_hf_state_dict / from_hf_state_dict / hf_llama_config_dict    Hugging Face Llama interop
-                                                                  (convert.py)
+  to_hf_state_dict / from_hf_state_dict /
+  hf_llama_config_dict                         Hugging Face Llama interop (convert.py)
 
 Run:
   python model.py --preset demo            # parameter count, FLOPs/token, one timed training step
@@ -118,9 +118,9 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float):
-    """cos and sin of the rotation angle pos * theta^(-2i/head_dim), each (max_seq_len,
-    head_dim/2)."""
-    # (hd/2,)
+    """cos and sin of the rotation angle pos * theta^(-2i/head_dim),
+    each (max_seq_len, head_dim/2)."""
+    # inv_freq: (hd/2,)
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # (S, hd/2)
     return angles.cos(), angles.sin()
@@ -237,10 +237,10 @@ class Transformer(nn.Module):
         self.init_weights()
 
     def init_weights(self):
-        """The one place weights are initialised. Every matrix ~ N(0, 0.02) (GPT-2/Llama); the two
-        that write into the residual stream (o_proj, down_proj) get 0.02/sqrt(2*n_layers), so the
-        residual stream's variance does not grow with depth (GPT-2 paper §2.3); RMSNorm gains are
-        1."""
+        """The one place weights are initialised. Every matrix ~ N(0, 0.02) (GPT-2/Llama);
+        the two that write into the residual stream (o_proj, down_proj) get 0.02/sqrt(2*n_layers),
+        so the residual stream's variance does not grow with depth (GPT-2 paper §2.3);
+        RMSNorm gains are 1."""
         std, resid_std = 0.02, 0.02 / math.sqrt(2 * self.cfg.n_layers)
         for name, p in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -298,10 +298,10 @@ class Transformer(nn.Module):
         """idx (B, T) token ids. Returns (logits (B, T, V), loss or None).
 
         Training / scoring (start_pos None): causal attention over idx alone, positions 0..T-1.
-          targets (B, T): the next token of each position (already shifted), -100 = ignore
-            (padding).
-          loss_mask (B, T) optional 0/1 weights: loss = sum(ce * mask) / sum(mask) over non-ignored
-            tokens.
+          targets (B, T): the next token of each position (already shifted),
+            -100 = ignore (padding).
+          loss_mask (B, T) optional 0/1 weights:
+            loss = sum(ce * mask) / sum(mask) over non-ignored tokens.
         Cached decoding (start_pos int, after setup_cache): idx fills cache slots
           start_pos..start_pos+T-1 and attends to slots 0..start_pos+T-1. left_pad (B,) long: row
           b's first left_pad[b] slots are padding, never attended to, and its positions start at
@@ -324,9 +324,9 @@ class Transformer(nn.Module):
                 q_slot, n_keys = start_pos + slots, cache.size(2)
             else:
                 if cache is None or start_pos + T > cache.size(2) or B > cache.size(0):
-                    raise ValueError(f"KV cache too small for batch {B}, slots {start_pos}.."
-                                     f"{start_pos + T}: call setup_cache(batch_size, seq_len) "
-                                     "first")
+                    raise ValueError(f"KV cache too small for batch {B}, slots "
+                                     f"{start_pos}..{start_pos + T}: "
+                                     "call setup_cache(batch_size, seq_len) first")
                 q_slot, n_keys = start_pos + slots, start_pos + T
             mask, pos = self.cache_mask_and_positions(q_slot, n_keys, left_pad, B)
             # (B, T, 1, hd/2)
@@ -377,8 +377,8 @@ def keep_freed_memory() -> bool:
     """Opt-in CPU speed-up on Linux/glibc: tell malloc to keep freed memory rather than hand it back
     to the OS. By default each large activation is a fresh mmap whose pages fault in one at a time
     (~75K page faults per demo-size training step; ~5K after this call, and 3-6% faster on a 2-core
-    VM, see bench_model.py). Process-wide; memory stays at its peak. Returns False where it does not
-    apply."""
+    VM, see bench_model.py). Process-wide; memory stays at its peak.
+    Returns False where it does not apply."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # macOS, Windows, musl
@@ -501,8 +501,8 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
     model = _unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
-    if not (top_p is None or 0.0 < top_p <= 1.0) or (top_k is not None
-                                                     and top_k < 1) or temperature < 0:
+    if (not (top_p is None or 0.0 < top_p <= 1.0) or (top_k is not None and top_k < 1)
+            or temperature < 0):
         raise ValueError(f"generate: need temperature >= 0, top_k >= 1, 0 < top_p <= 1 "
                          f"(got {temperature}, {top_k}, {top_p})")
     device = model.lm_head.weight.device
@@ -546,15 +546,16 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
 
 
 def sequence_logprobs(model, ids, mask):
-    """Summed and mean log-probability of the masked tokens of each sequence (DPO, judging,
-    evaluation). ids (B, T) long, right-padded; mask (B, T) 0/1, mask[b, t] = 1 counts log p(ids[b,
-    t] | ids[b, :t]). Returns (sum (B,), mean (B,)); differentiable."""
+    """Summed and mean log-probability of the masked tokens of each sequence
+    (DPO, judging, evaluation). ids (B, T) long, right-padded; mask (B, T) 0/1,
+    mask[b, t] = 1 counts log p(ids[b, t] | ids[b, :t]).
+    Returns (sum (B,), mean (B,)); differentiable."""
     if mask.shape != ids.shape:
         raise ValueError(f"sequence_logprobs: mask shape {tuple(mask.shape)} != ids shape "
                          f"{tuple(ids.shape)}")
     if bool((mask[:, 0] != 0).any()):
-        raise ValueError("sequence_logprobs: mask[:, 0] must be 0 (the first token has no "
-                         "prediction)")
+        raise ValueError("sequence_logprobs: mask[:, 0] must be 0 "
+                         "(the first token has no prediction)")
     logits, _ = model(ids)  # (B, T, V)
     targets = F.pad(ids[:, 1:], (0, 1), value=-100)  # (B, T): position t predicts token t+1
     logp = -F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
@@ -583,8 +584,8 @@ def sequence_rewards(model, ids, real):
 
 
 def to_hf_state_dict(state_dict, cfg: ModelConfig) -> dict:
-    """Our state dict -> LlamaForCausalLM's. With tied embeddings lm_head.weight is left out, as HF
-    saves it."""
+    """Our state dict -> LlamaForCausalLM's.
+    With tied embeddings lm_head.weight is left out, as HF saves it."""
     out = {}
     for name, t in state_dict.items():
         if name == "lm_head.weight":
@@ -606,8 +607,8 @@ def from_hf_state_dict(hf_state_dict, cfg: ModelConfig) -> dict:
         elif name.startswith("model."):
             out[name[len("model."):]] = t
         else:
-            raise KeyError(f"from_hf_state_dict: unexpected key {name!r} (not a LlamaForCausalLM "
-                           "weight)")
+            raise KeyError(f"from_hf_state_dict: unexpected key {name!r} "
+                           "(not a LlamaForCausalLM weight)")
     if cfg.tie_embeddings:
         out["lm_head.weight"] = out["embed_tokens.weight"]
     elif "lm_head.weight" not in out:
@@ -632,9 +633,9 @@ def hf_llama_config_dict(cfg: ModelConfig) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Print a model preset's size and cost; time one "
-                                             "training step and optionally sample from the "
-                                             "(untrained) model.")
+    ap = argparse.ArgumentParser(
+        description="Print a model preset's size and cost; time one training step and optionally "
+                    "sample from the (untrained) model.")
     ap.add_argument("--preset", default="demo", choices=sorted(PRESETS))
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=256)

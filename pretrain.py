@@ -15,12 +15,11 @@ completed save), SIGINT/SIGTERM saves and exits cleanly, a non-finite loss stops
 leaves the last good checkpoint in place.
 
 Run:
-    python pretrain.py                                   # embedded default, CPU
-    python pretrain.py --preset tiny --steps 50          # smaller
-    torchrun --nproc_per_node 2 pretrain.py              # data parallel (gloo on CPU, nccl on CUDA)
-    torchrun --nproc_per_node 8 pretrain.py --fsdp       # FSDP2, one shard unit per block
-    python pretrain.py --resume                          # continue exactly where the last run
-                                                         stopped
+    python pretrain.py                               # embedded default, CPU
+    python pretrain.py --preset tiny --steps 50      # smaller
+    torchrun --nproc_per_node 2 pretrain.py          # data parallel (gloo on CPU, nccl on CUDA)
+    torchrun --nproc_per_node 8 pretrain.py --fsdp   # FSDP2, one shard unit per block
+    python pretrain.py --resume                      # continue exactly where the last run stopped
 """
 import argparse
 import contextlib
@@ -50,37 +49,34 @@ from model import ModelConfig, Transformer, config_from_preset
 @dataclass
 class TrainConfig:
     """The loop's options, shared by every phase (each phase's config subclasses this one)."""
-    out_dir: str = field(default="out/pretrain",
-                         metadata={"help": "checkpoint folder this phase writes"})
+    out_dir: str = field(default="out/pretrain", metadata={
+        "help": "checkpoint folder this phase writes"})
     steps: int = field(default=400, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=16, metadata={"help": "sequences per micro-batch per rank"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
-    min_lr: float = field(default=2e-4,
-                          metadata={"help": "learning rate at the end of the cosine decay"})
+    min_lr: float = field(default=2e-4, metadata={
+        "help": "learning rate at the end of the cosine decay"})
     warmup_steps: int = field(default=30, metadata={"help": "linear warmup steps"})
-    weight_decay: float = field(default=0.1,
-                                metadata={"help": "AdamW weight decay on matrices (not norms)"})
+    weight_decay: float = field(default=0.1, metadata={
+        "help": "AdamW weight decay on matrices (not norms)"})
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = field(default=1.0, metadata={"help": "max global grad norm; 0 = off"})
-    eval_every: int = field(default=100,
-                            metadata={"help": "validate every N steps (and at the end); 0 = only "
-                                      "at the end"})
+    eval_every: int = field(default=100, metadata={
+        "help": "validate every N steps (and at the end); 0 = only at the end"})
     eval_batches: int = field(default=8, metadata={"help": "validation batches per evaluation"})
-    save_every: int = field(default=200,
-                            metadata={"help": "checkpoint every N steps (and at the end)"})
+    save_every: int = field(default=200, metadata={
+        "help": "checkpoint every N steps (and at the end)"})
     keep_last: int = field(default=2, metadata={"help": "newest complete saves kept in out_dir"})
     seed: int = 1337
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | mps"})
-    compile: typing.Optional[bool] = field(default=None,
-                                           metadata={"help": "torch.compile (default: on for "
-                                                     "CUDA)"})
-    fsdp: bool = field(default=False,
-                       metadata={"help": "FSDP2 fully_shard per block (under torchrun)"})
-    peak_flops: float = field(default=0.0,
-                              metadata={"help": "peak FLOP/s of one device, for MFU; 0 = not "
-                                        "shown"})
+    compile: typing.Optional[bool] = field(default=None, metadata={
+        "help": "torch.compile (default: on for CUDA)"})
+    fsdp: bool = field(default=False, metadata={
+        "help": "FSDP2 fully_shard per block (under torchrun)"})
+    peak_flops: float = field(default=0.0, metadata={
+        "help": "peak FLOP/s of one device, for MFU; 0 = not shown"})
     resume: bool = field(default=False, metadata={"help": "continue from out_dir's checkpoint"})
 
 
@@ -88,21 +84,19 @@ class TrainConfig:
 class PretrainConfig(TrainConfig):
     data_dir: str = field(default="out/data", metadata={"help": "folder written by data.py"})
     preset: str = field(default="demo", metadata={"help": "model size (model.PRESETS)"})
-    seq_len: int = field(default=256,
-                         metadata={"help": "long context length (last long_fraction of steps)"})
-    short_seq_len: int = field(default=128,
-                               metadata={"help": "short context length (first steps); 0 = always "
-                                         "seq_len"})
-    long_fraction: float = field(default=0.1,
-                                 metadata={"help": "share of steps at the long context (HCX)"})
+    seq_len: int = field(default=256, metadata={
+        "help": "long context length (last long_fraction of steps)"})
+    short_seq_len: int = field(default=128, metadata={
+        "help": "short context length (first steps); 0 = always seq_len"})
+    long_fraction: float = field(default=0.1, metadata={
+        "help": "share of steps at the long context (HCX)"})
 
 
 def parse_config(cls, argv=None, description=None):
     """Build an argparse parser from a config dataclass, parse argv, return an instance."""
-    parser = argparse.ArgumentParser(description=description
-                                     or (sys.modules[cls.__module__].__doc__
-                                         or "").split("\n\n")[0],
-                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description or (sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
@@ -120,8 +114,8 @@ def parse_config(cls, argv=None, description=None):
 
 # ----------------------------------------------------------------------------- devices and ranks
 def setup_distributed(device_name="auto"):
-    """Returns (device, rank, world_size). Under torchrun, joins the process group (nccl on CUDA,
-    gloo on CPU)."""
+    """Returns (device, rank, world_size).
+    Under torchrun, joins the process group (nccl on CUDA, gloo on CPU)."""
     if device_name == "auto":
         device_name = ("cuda" if torch.cuda.is_available()
                        else "mps" if torch.backends.mps.is_available() else "cpu")
@@ -351,8 +345,8 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Interrupted(SystemExit):
-    """Raised after SIGINT/SIGTERM once the checkpoint is saved; exits with 128 + the signal
-    number."""
+    """Raised after SIGINT/SIGTERM once the checkpoint is saved;
+    exits with 128 + the signal number."""
     def __init__(self, message, code):
         super().__init__(code)
         self.message = message
@@ -365,15 +359,15 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
           device=None, rank=0, world_size=1, log=print):
     """The one training loop.
 
-    model:        a plain Transformer on `device` (wrapped here for compile / DDP / FSDP as cfg
-                  asks)
-    get_batch:    get_batch(step, micro) -> batch dict of tensors on device ("x", "y", optional
-                  "loss_mask",
-                  or whatever loss_fn reads); must be a deterministic function of (step, micro) for
-                  this rank, so that the data cursor of a checkpoint is simply the step.
+    model:        a plain Transformer on `device`
+                  (wrapped here for compile / DDP / FSDP as cfg asks)
+    get_batch:    get_batch(step, micro) -> batch dict of tensors on device
+                  ("x", "y", optional "loss_mask", or whatever loss_fn reads); must be a
+                  deterministic function of (step, micro) for this rank, so that the data cursor
+                  of a checkpoint is simply the step.
     loss_fn:      loss_fn(model, batch) -> (scalar loss, {metric: float}); default next-token CE
-    val_fn:       val_fn(plain_model) -> {metric: float}, run every cfg.eval_every steps and at the
-                  end
+    val_fn:       val_fn(plain_model) -> {metric: float},
+                  run every cfg.eval_every steps and at the end
     config_extra: what config.json records beside the model config (phase, args, special ids)
     Returns the list of logged metric dicts.
     """
@@ -393,9 +387,8 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         fully_shard(raw)
         wrapped = raw
     elif world_size > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(raw,
-                                                            device_ids=[device.index]
-                                                            if device.type == "cuda" else None)
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            raw, device_ids=[device.index] if device.type == "cuda" else None)
     else:
         wrapped = raw
     use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
@@ -447,7 +440,7 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
             save_checkpoint(cfg.out_dir, model_state, dict(config, step=step),
                             {"step": step, "optimizer": optim_state, "rng": rngs,
                              "world_size": world_size, "data_cursor": {"step": step}},
-                             tokenizer_path, keep=cfg.keep_last)
+                            tokenizer_path, keep=cfg.keep_last)
         if world_size > 1:
             dist.barrier()
 
@@ -500,8 +493,8 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
             if rank == 0:
                 with open(metrics_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
-                bar.set_postfix(
-                    {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()
+                bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                                 for k, v in row.items()
                                  if k in ("loss", "val_loss", "tokens_per_s", "mfu", "margin",
                                           "reward_acc")})
             if world_size > 1:  # every rank must stop at the same step, or the collectives hang
@@ -522,8 +515,8 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         where = (f"the last good checkpoint in {cfg.out_dir} is left in place"
                  if find_checkpoint(cfg.out_dir) else "no checkpoint was written")
         raise SystemExit(f"non-finite loss ({value}) at step {at + 1}: stopping; {where}. "
-                         "Lower --lr, check the data, or resume from the checkpoint with "
-                         "--resume.") from None
+                         "Lower --lr, check the data, "
+                         "or resume from the checkpoint with --resume.") from None
     finally:
         bar.close()
         for s, h in old_handlers.items():
@@ -632,8 +625,8 @@ def main(argv=None):
                     world_size=world_size, log=log)
     if history and rank == 0:
         first, last = history[0], history[-1]
-        log(f"done: loss {first['loss']:.3f} -> {last['loss']:.3f}, val_loss "
-            f"{last.get('val_loss', float('nan')):.3f}; checkpoint in {cfg.out_dir}")
+        log(f"done: loss {first['loss']:.3f} -> {last['loss']:.3f}, "
+            f"val_loss {last.get('val_loss', float('nan')):.3f}; checkpoint in {cfg.out_dir}")
     if world_size > 1:
         dist.destroy_process_group()
 
