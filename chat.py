@@ -5,9 +5,8 @@ The conversation is rendered with the tokenizer's chat renderer, ending in `<|as
 reply is sampled with the model's KV-cache generator, streamed token by token, and stops at
 `<|endofturn|>`.
 
-    python chat.py --ckpt out/self_judge                     # interactive; /reset clears, /quit
-                                                             leaves
-    python chat.py --ckpt out/sft --system "Be brief."      # with a system prompt
+    python chat.py --ckpt out/self_judge                # interactive; /reset clears, /quit leaves
+    python chat.py --ckpt out/sft --system "Be brief."  # with a system prompt
     python chat.py --ckpt out/sft --prompt "23 더하기 45는 얼마인가요?"   # one-shot, for scripts
 """
 import argparse

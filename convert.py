@@ -17,17 +17,17 @@ hf_llama_config_dict) and the parity tests use the same one. What this script ad
 The tokenizer.model is the same sentencepiece file. Encoding with plain sentencepiece gives our ids
 for English and code; for Korean it does when the tokenizer was trained without morpheme
 segmentation (`tokenizer.py --no-morpheme-aware`). The default tokenizer cuts Hangul words at
-morpheme boundaries
-*before* sentencepiece (tokenizer.segment_korean), which a .model file cannot express: encode each
-segment and concatenate, as Tokenizer.encode does (README, "Hugging Face export" has the recipe).
+morpheme boundaries *before* sentencepiece (tokenizer.segment_korean), which a .model file cannot
+express: encode each segment and concatenate, as Tokenizer.encode does (README, "Hugging Face
+export" has the recipe).
 
 Run:
   python convert.py --to-hf out/sft out/hf/sft            # export (then:
-                                                          AutoModelForCausalLM.from_pretrained)
+                                                          # AutoModelForCausalLM.from_pretrained)
   python convert.py --to-hf out/sft out/hf/sft --dtype bfloat16
   python convert.py --from-hf path/to/llama out/imported  # import a local Llama folder (no network)
   python convert.py --to-hf out/reward_model out/hf/rm    # a reward model:
-                                                          LlamaForSequenceClassification
+                                                          # LlamaForSequenceClassification
 """
 import argparse
 import dataclasses

@@ -9,25 +9,23 @@ skippable with --skip:
   tokenizer  mean tokens per held-out document (HCX Table 1), from tokenizer.py's report.json
   fim        fill-in-the-middle on held-out documents: exact match and prefix match of the middle
   mc         multiple choice from .jsonl (DESIGN.md §4; MMLU and KMMLU layouts), HCX style
-  tasks      the verifier's scores of greedy and of sampled replies (--samples per prompt, T=1) to
-             every
-             held-out prompt, per principle, family, language; how far each stage moved from its
-             start (KL estimate on its own samples, share of changed replies)
-  win        win rates on sampled replies against the baseline and against each checkpoint's own
-             start,
-             with paired bootstrap 95 % intervals; on greedy replies by the verifier and by a judge
+  tasks      the verifier's scores of greedy and of sampled replies (--samples per prompt, T=1)
+             to every held-out prompt, per principle, family, language; how far each stage moved
+             from its start (KL estimate on its own samples, share of changed replies)
+  win        win rates on sampled replies against the baseline and against each checkpoint's
+             own start, with paired bootstrap 95 % intervals; on greedy replies by the verifier
+             and by a judge
   judge      judge accuracy and position consistency on held-out preference pairs, and on on-policy
              pairs (two samples of the SELF-JUDGE start, judged by itself, against the verifier)
   rejection  self-rejection curve: the knockout winner of N samples, N = 1, 2, 4, 8, 16
 
 Run:
-  python evaluate.py                                     # the demo's checkpoints that exist ->
-                                                         out/eval/
+  python evaluate.py                             # the demo's checkpoints that exist -> out/eval/
   python evaluate.py --ckpts sft=out/sft,dpo=out/dpo --baseline sft --judge-ckpt out/jsft
   python evaluate.py --ckpts base=out/pretrain --mc my_kmmlu.jsonl --skip tasks,win,judge,rejection
 Writes out/eval/report.md (tables; plots when matplotlib is installed), out/eval/report.json (every
-figure) and prints a short table. The --max-* knobs subsample, to keep the demo inside its time
-budget.
+figure) and prints a short table.
+The --max-* knobs subsample, to keep the demo inside its time budget.
 """
 import contextlib
 import dataclasses
@@ -72,42 +70,39 @@ class EvalConfig:
                      "NAME=DIR,... to compare; with this default, missing ones are skipped with a "
                      "note")
     baseline: str = opt("sft", "the checkpoint NAME that win rates are measured against")
-    judge_ckpt: str = opt("jsft",
-                          "judge of the win rates beside the verifier: a NAME of --ckpts or a DIR; "
-                          "'' = none")
-    judges: str = opt("",
-                      "NAMES whose judge accuracy is measured; '' = those trained to judge (jsft, "
-                      "self_judge)")
+    judge_ckpt: str = opt("jsft", "judge of the win rates beside the verifier: "
+                                  "a NAME of --ckpts or a DIR; '' = none")
+    judges: str = opt("", "NAMES whose judge accuracy is measured; '' = those trained to judge "
+                          "(jsft, self_judge)")
     data_dir: str = opt("out/data", "data.py's folder: val_{ko,en,code}.bin and meta.json")
     tokenizer: str = opt("out/tokenizer/tokenizer.model",
                          "data.py's tokenizer, when meta.json's path is gone")
     tokenizer_report: str = opt("out/tokenizer/report.json", "tokenizer.py's efficiency report")
     tasks_dir: str = opt("out/tasks", "tasks.py's exports: eval_tasks.jsonl, prefs_eval.jsonl")
     out_dir: str = opt("out/eval", "where report.md and report.json go")
-    mc: str = opt("evals/mc_ko.jsonl,evals/mc_en.jsonl", "multiple-choice .jsonl FILES, "
-                  "comma-separated (relative paths are also looked up beside this script)")
+    mc: str = opt("evals/mc_ko.jsonl,evals/mc_en.jsonl",
+                  "multiple-choice .jsonl FILES, comma-separated "
+                  "(relative paths are also looked up beside this script)")
     fim_ckpts: str = opt("pretrain",
                          "NAMES evaluated on fill-in-the-middle (base models); '' = all")
     fim_groups: str = opt("code", "language groups whose held-out documents FIM uses")
     rejection_ckpt: str = opt("self_judge",
                               "NAME of --ckpts whose samples the self-rejection curve picks from")
-    rejection_judge: str = opt("",
-                               "judge of its knockouts: a NAME or DIR; '' = the same checkpoint "
-                               "(self-rejection)")
-    rejection_max_n: int = opt(8,
-                               "the self-rejection curve runs N = 1, 2, 4, ... up to this power of "
-                               "two")
+    rejection_judge: str = opt("", "judge of its knockouts: a NAME or DIR; "
+                                   "'' = the same checkpoint (self-rejection)")
+    rejection_max_n: int = opt(8, "the self-rejection curve runs "
+                                  "N = 1, 2, 4, ... up to this power of two")
     rejection_prompts: int = opt(128, "held-out prompts on the self-rejection curve")
     max_val_tokens: int = opt(2048, "validation tokens per language group; 0 = all")
-    max_tasks: int = opt(0, "held-out prompts for verifier scores and win rates (stratified by "
-                            "family, language); 0 = all")
-    samples: int = opt(2,
-                       "replies sampled per prompt (T=1, top-p 0.9) for the sampled scores and win "
-                       "rates")
-    reward_model: str = opt("out/reward_model", "a reward model (reward_model.py) measured beside "
-                            "the judges, on held-out and on-policy pairs, and as best-of-N on the "
-                            "self-rejection curve; '' = none (a missing default is skipped with a "
-                            "note)")
+    max_tasks: int = opt(0, "held-out prompts for verifier scores and win rates "
+                            "(stratified by family, language); 0 = all")
+    samples: int = opt(2, "replies sampled per prompt (T=1, top-p 0.9) "
+                          "for the sampled scores and win rates")
+    reward_model: str = opt("out/reward_model",
+                            "a reward model (reward_model.py) measured beside the judges, "
+                            "on held-out and on-policy pairs, and as best-of-N on the "
+                            "self-rejection curve; "
+                            "'' = none (a missing default is skipped with a note)")
     onpolicy_ckpt: str = opt("jsft", "NAME whose two samples per held-out prompt its own judge "
                                      "labels (what SELF-JUDGE judges), scored against the "
                                      "verifier; '' = none")
@@ -115,9 +110,8 @@ class EvalConfig:
     fim_examples: int = opt(24, "FIM examples (windows of held-out documents)")
     fim_chars: int = opt(240, "characters per FIM window (whole lines, cut at thirds)")
     fim_max_new_tokens: int = opt(48, "cap on a generated middle")
-    max_new_tokens: int = opt(32,
-                              "cap on a reply (the longest gold reply is 29 tokens with the demo "
-                              "tokenizer)")
+    max_new_tokens: int = opt(32, "cap on a reply "
+                                  "(the longest gold reply is 29 tokens with the demo tokenizer)")
     batch_size: int = opt(48, "sequences per forward pass or generation batch")
     seq_len: int = opt(256, "window of the validation loss (at most the model's max_seq_len)")
     skip: str = opt("", "SECTIONS to leave out, comma-separated: " + ",".join(SECTIONS))
@@ -125,9 +119,8 @@ class EvalConfig:
                          "skip malformed multiple-choice records (counted) instead of stopping")
     seed: int = opt(0, "seed of the samples and subsamples")
     device: str = opt("auto", "auto | cpu | cuda | mps")
-    threads: int = opt(0,
-                       "torch CPU threads; 0 = torch's default (on a busy machine 1 can be much "
-                       "faster)")
+    threads: int = opt(0, "torch CPU threads; 0 = torch's default "
+                          "(on a busy machine 1 can be much faster)")
 
 
 # ------------------------------------------------------------------ small helpers

@@ -11,15 +11,14 @@ ordering?". Per arm and comparison (vs the baseline, vs the arm's own start):
                     agree.
   head to head      SELF-JUDGE against each other preference arm: per prompt the difference of their
                     outcomes vs the baseline, averaged over seeds, with its paired bootstrap
-                    interval (the three-arm question: offline DPO / on-policy with a reward model /
-                      SELF-JUDGE);
+                    interval (the three-arm question:
+                    offline DPO / on-policy with a reward model / SELF-JUDGE);
   cost              parameters held while training and the median seconds per step, per arm.
 Also pooled: the judges' accuracy on on-policy pairs (the JSFT judge and the reward model), the
 share of verifier ties, each stage's movement (KL to start, changed replies), the self-rejection
 curve.
 
-    python reproduce.py out/reproduce/seed*/eval/report.json            # -> out/reproduce/table.md,
-                                                                        .json
+    python reproduce.py out/reproduce/seed*/eval/report.json  # -> out/reproduce/table.md, .json
 """
 import argparse
 import json

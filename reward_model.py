@@ -19,8 +19,8 @@ it judges is `self_judge.py --judge reward`; the checkpoint is a normal minihcx 
 config.json says phase "reward_model" and model.reward_head true (convert.py exports it as a Hugging
 Face LlamaForSequenceClassification).
 
-    python reward_model.py                        # out/sft + the task world's pairs ->
-                                                  out/reward_model
+    python reward_model.py                        # out/sft + the task world's pairs
+                                                  # -> out/reward_model
     python reward_model.py --prefs a.jsonl,b.jsonl --steps 300
     python self_judge.py --judge reward --out-dir out/onpolicy_rm    # on-policy DPO judged by it
 """
@@ -45,11 +45,10 @@ class RewardConfig(TrainConfig):
     init_from: str = opt("out/sft", "start checkpoint (its LM head is replaced by the scalar head)")
     tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default pairs")
     prefs: str = opt("", "preference pairs, comma-separated files (jsft.read_preferences layouts); "
-                         "'' = <tasks-dir>/prefs_train.jsonl and ultrafeedback_train.jsonl, and "
-                         "out/jsft/sampled_prefs.jsonl when it exists: the pairs JSFT judges")
-    eval_prefs: str = opt("",
-                          "held-out pairs for accuracy; '' = <tasks-dir>/prefs_eval.jsonl, 'none' "
-                          "= skip")
+                         "'' = <tasks-dir>/prefs_train.jsonl and ultrafeedback_train.jsonl, "
+                         "and out/jsft/sampled_prefs.jsonl when it exists: the pairs JSFT judges")
+    eval_prefs: str = opt("", "held-out pairs for accuracy; "
+                              "'' = <tasks-dir>/prefs_eval.jsonl, 'none' = skip")
     skip_bad: bool = opt(False, "skip (and count) malformed preference records instead of stopping")
     seq_len: int = opt(256, "longest prompt + response in tokens; longer pairs are left out")
     steps: int = 200

@@ -1,13 +1,13 @@
 """self_judge.py — SELF-JUDGE: on-policy self-judgment DPO, the offline DPO baseline, and tournament
-self-rejection (Lee et al., "Aligning Large Language Models by On-Policy Self-Judgment", ACL 2024,
-§3).
+self-rejection (Lee et al., "Aligning Large Language Models by On-Policy Self-Judgment",
+ACL 2024, §3).
 
 SELF-JUDGE (§3.2): the policy starts as the JSFT model, which can both answer and judge. Each step
   1. takes a batch of prompts and samples two responses to each from the current policy
      (KV-cache sampler, top-p 0.9, temperature 1.0, capped length);
-  2. the judge, a frozen copy of the JSFT model (static judge, the paper's default; --dynamic-judge
-     judges with the current policy instead), compares the two responses in both orders and
-       averages;
+  2. the judge, a frozen copy of the JSFT model (static judge, the paper's default;
+     --dynamic-judge judges with the current policy instead), compares the two responses in both
+     orders and averages;
   3. the preferred response is "chosen", the other "rejected", built in token space: prompt ids +
      sampled ids, never decoded and re-encoded;
   4. a DPO loss (sigmoid / hinge / ipo) on the summed response log-probs of policy and reference
@@ -24,15 +24,15 @@ and `best_of_n` samples N responses and returns the winner (evaluate.py imports 
 
 Run:
     python self_judge.py                           # SELF-JUDGE: out/jsft +
-                                                   out/tasks/prompts_train.jsonl -> out/self_judge
+                                                   # out/tasks/prompts_train.jsonl -> out/self_judge
     python self_judge.py --dynamic-judge           # judge with the current policy (paper ablation)
     python self_judge.py --judge verifier --out-dir out/oracle   # the oracle arm (upper bound)
     python self_judge.py --judge reward --out-dir out/onpolicy_rm # judged by out/reward_model
     python self_judge.py --offline                 # DPO baseline: out/sft +
-                                                   out/tasks/prefs_train.jsonl -> out/dpo
+                                                   # out/tasks/prefs_train.jsonl -> out/dpo
     python self_judge.py --loss ipo --beta 0.5     # other losses; --resume continues a run exactly
     python self_judge.py --best-of 8 --prompt "What is 3 plus 4?"   # self-rejection with
-                                                                    out/self_judge
+                                                                    # out/self_judge
 """
 import contextlib
 import copy
@@ -66,36 +66,33 @@ def opt(default, help):
 @dataclass
 class SelfJudgeConfig(TrainConfig):
     out_dir: str = opt("", "checkpoint folder (default: out/self_judge, or out/dpo with --offline)")
-    init_from: str = opt("", "start checkpoint, also the frozen reference and judge (default: "
-                             "out/jsft, or out/sft with --offline); in --best-of mode the model to "
-                             "sample (default: out/self_judge)")
+    init_from: str = opt("", "start checkpoint, also the frozen reference and judge "
+                             "(default: out/jsft, or out/sft with --offline); "
+                             "in --best-of mode the model to sample (default: out/self_judge)")
     offline: bool = opt(False,
                         "the offline DPO baseline on --prefs instead of on-policy self-judgment")
-    tasks_dir: str = opt("out/tasks",
-                         "folder written by tasks.py: the default prompts, pairs and held-out "
-                         "prompts")
-    prompts: str = opt("",
-                       "prompts to sample from (jsft.read_prompts layouts); '' = "
-                       "<tasks-dir>/prompts_train.jsonl")
+    tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default prompts, "
+                                      "pairs and held-out prompts")
+    prompts: str = opt("", "prompts to sample from (jsft.read_prompts layouts); "
+                           "'' = <tasks-dir>/prompts_train.jsonl")
     prefs: str = opt("", "--offline: preference pairs, comma-separated files "
                          "(jsft.read_preferences layouts); '' = <tasks-dir>/prefs_train.jsonl")
-    val_prompts: str = opt("",
-                           "held-out prompts for the judged win rate vs the start; '' = "
-                           "<tasks-dir>/eval_tasks.jsonl")
+    val_prompts: str = opt("", "held-out prompts for the judged win rate vs the start; "
+                               "'' = <tasks-dir>/eval_tasks.jsonl")
     val_count: int = opt(24, "how many --val-prompts to judge at the end (0 = no validation)")
     dynamic_judge: bool = opt(False,
                               "judge with the current policy instead of the frozen start model")
     principles: str = opt("overall", "comma-separated judge principles (majority vote, jsft.judge)")
-    judge: str = opt("self", "who judges the on-policy pairs: self (SELF-JUDGE: the frozen JSFT "
-                             "model, or the policy with --dynamic-judge) | reward (the separate "
-                             "reward model --reward-model: the RLHF-style baseline) | verifier "
-                             "(tasks.score: the oracle upper bound, an evaluation arm; needs "
-                             "prompts that carry their task, as prompts_train.jsonl)")
+    judge: str = opt("self", "who judges the on-policy pairs: "
+                             "self (SELF-JUDGE: the frozen JSFT model, or the policy with "
+                             "--dynamic-judge) | reward (the separate reward model --reward-model: "
+                             "the RLHF-style baseline) | verifier (tasks.score: the oracle upper "
+                             "bound, an evaluation arm; needs prompts that carry their task, "
+                             "as prompts_train.jsonl)")
     reward_model: str = opt("out/reward_model",
                             "--judge reward: the reward model checkpoint (reward_model.py)")
-    nll_weight: float = opt(0.0,
-                            "weight of the chosen replies' per-token NLL added to the DPO loss (0 "
-                            "= DPO)")
+    nll_weight: float = opt(0.0, "weight of the chosen replies' per-token NLL added to the "
+                                 "DPO loss (0 = DPO)")
     min_margin: float = opt(0.0, "pairs whose judge score is within this of 0.5 are ties and left "
                                  "out of the loss (identical samples and exact ties always are)")
     loss: str = opt("sigmoid",
@@ -105,19 +102,17 @@ class SelfJudgeConfig(TrainConfig):
     temperature: float = opt(1.0, "sampling temperature")
     top_p: float = opt(0.9, "nucleus sampling mass")
     compile_sampler: bool = opt(False, "sample the on-policy pairs with the decode step under "
-                                       "torch.compile (model.generate(compile=True)): the same "
-                                       "samples, faster after a one-off compile (the loop's "
-                                       "--compile is separate)")
+                                       "torch.compile (model.generate(compile=True)): "
+                                       "the same samples, faster after a one-off compile "
+                                       "(the loop's --compile is separate)")
     best_of: int = opt(0,
                        "inference mode: sample N responses per prompt, print the tournament winner")
     prompt: str = opt("", "--best-of: one user message to answer")
     # the shared loop's knobs, with DPO defaults sized for the CPU demo (~2 minutes on 2 cores)
-    steps: int = opt(60,
-                     "optimizer steps (both modes: the DPO baseline learns from as many pairs as "
-                     "SELF-JUDGE samples)")
-    batch_size: int = opt(16,
-                          "prompts (online) or pairs (offline) per micro-batch per rank; each "
-                          "gives 2 sequences")
+    steps: int = opt(60, "optimizer steps (both modes: "
+                         "the DPO baseline learns from as many pairs as SELF-JUDGE samples)")
+    batch_size: int = opt(16, "prompts (online) or pairs (offline) per micro-batch per rank; "
+                              "each gives 2 sequences")
     lr: float = opt(1e-4,
                     "peak learning rate (at 2e-5 x 40 steps the policy moved 0.3 percent: a no-op)")
     min_lr: float = opt(1e-4, "learning rate at the end (== lr: constant after warmup, as in DPO)")
@@ -145,8 +140,8 @@ def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
     if cfg.loss not in LOSS_TYPES:
         raise SystemExit(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSS_TYPES)}")
     if cfg.beta <= 0 or cfg.max_new_tokens < 1 or not 0 < cfg.top_p <= 1 or cfg.best_of < 0:
-        raise SystemExit("need --beta > 0, --max-new-tokens >= 1, 0 < --top-p <= 1 and --best-of "
-                         ">= 0")
+        raise SystemExit("need --beta > 0, --max-new-tokens >= 1, 0 < --top-p <= 1 "
+                         "and --best-of >= 0")
     return dataclasses.replace(cfg, init_from=init, out_dir=out,
                                prompts=cfg.prompts
                                or os.path.join(cfg.tasks_dir, "prompts_train.jsonl"),
@@ -167,11 +162,10 @@ def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_ty
     h = (pi_chosen - ref_chosen) - (pi_rejected - ref_rejected):
       sigmoid  -log sigmoid(beta h)          DPO (Rafailov et al. 2023, eq. 7)
       hinge    max(0, 1 - beta h)            SLiC-HF (Zhao et al. 2023), as TRL's "hinge"
-      ipo      (h - 1 / (2 beta))^2          IPO (Azar et al. 2023, eq. 17) on SUMMED log-probs, as
-                                             the
-                                             DPO authors' reference code; TRL averages log-probs
-                                             over the response length first (then beta means another
-                                               thing).
+      ipo      (h - 1 / (2 beta))^2          IPO (Azar et al. 2023, eq. 17) on SUMMED log-probs,
+                                             as the DPO authors' reference code; TRL averages
+                                             log-probs over the response length first
+                                             (then beta means another thing).
     weights (B,), optional: 1 for a pair to learn from, 0 for one to leave out (a tie); the loss is
     the weighted mean (0 when every pair is left out) and the metrics cover the kept pairs.
     Returns (mean loss, metrics): implicit rewards beta * (pi - ref) of chosen and rejected, their
@@ -246,8 +240,8 @@ def eval_mode(model):
 
 def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
     """judge_fn(contexts, pairs) -> jsft.judge's dict ({"score_a", "winners", ...}) with
-    judge_model, in eval mode without gradients. Responses may be id lists: they are spliced in as
-    ids."""
+    judge_model, in eval mode without gradients.
+    Responses may be id lists: they are spliced in as ids."""
     def judge_fn(contexts, pairs):
         try:
             from jsft import judge  # lazy: the judge lives with JSFT training
@@ -307,18 +301,18 @@ def reward_judge(rm, tokenizer, batch_size=32):
 
 def load_reward_model(path, tokenizer_path, device):
     """The reward model checkpoint at path, checked to be one and, given the policy's
-    tokenizer_path, to share that tokenizer (the judge reads the policy's sampled ids as they
-    are)."""
+    tokenizer_path, to share that tokenizer
+    (the judge reads the policy's sampled ids as they are)."""
     import filecmp
     ckpt = find_checkpoint(path)
     if ckpt is None:
-        raise SystemExit(f"--reward-model {path}: no checkpoint there; run `python "
-                         "reward_model.py` first")
+        raise SystemExit(f"--reward-model {path}: no checkpoint there; "
+                         "run `python reward_model.py` first")
     rm, config = load_model(ckpt, device)
     if not rm.cfg.reward_head:
-        raise SystemExit(f"--reward-model {path}: a {config.get('phase')} checkpoint, not a reward "
-                         "model (config.json model.reward_head is false); train one with "
-                         "reward_model.py")
+        raise SystemExit(f"--reward-model {path}: a {config.get('phase')} checkpoint, "
+                         "not a reward model (config.json model.reward_head is false); "
+                         "train one with reward_model.py")
     if tokenizer_path and not filecmp.cmp(os.path.join(ckpt, "tokenizer.model"), tokenizer_path,
                                           shallow=False):
         raise SystemExit(f"--reward-model {path}: its tokenizer.model differs from the policy's "
@@ -339,9 +333,8 @@ def verifier_judge(prompts_path, tokenizer):
                          "use the task world's prompts_train.jsonl (tasks.py)")
 
     def text(reply):
-        return reply if isinstance(reply,
-                                   str) else tokenizer.decode(
-                                       [t for t in reply if t != tokenizer.eot_id])
+        return (reply if isinstance(reply, str)
+                else tokenizer.decode([t for t in reply if t != tokenizer.eot_id]))
 
     def judge_fn(contexts, pairs):
         score_a = []
@@ -364,8 +357,8 @@ def prompt_stream(n_items, seed):
 
 
 def positions(cfg, step, micro, rank, world_size):
-    """Global stream positions of this rank's micro-batch: every (step, micro, rank) gets its
-    own."""
+    """Global stream positions of this rank's micro-batch:
+    every (step, micro, rank) gets its own."""
     start = ((step * cfg.grad_accum + micro) * world_size + rank) * cfg.batch_size
     return range(start, start + cfg.batch_size)
 
@@ -441,9 +434,9 @@ def offline_batches(tokenized, cfg, pad_id, device, rank=0, world_size=1):
 def dpo_loss_fn(reference, beta, loss_type, nll_weight=0.0):
     """loss_fn(model, batch) for the shared loop: policy log-probs with gradients, reference without
     (inside the loop's autocast, so at step 0 policy and reference agree exactly). nll_weight adds
-    the chosen replies' mean per-token negative log-likelihood (DPO + NLL, as RPO, Pang et al.
-    2024): DPO alone lowers the chosen replies' likelihood too, and with it whatever they got
-    right."""
+    the chosen replies' mean per-token negative log-likelihood (DPO + NLL, as RPO,
+    Pang et al. 2024): DPO alone lowers the chosen replies' likelihood too,
+    and with it whatever they got right."""
     def loss_fn(model, batch):
         logps, token_means = sequence_logprobs(model, batch["ids"], batch["mask"])  # (2B,), (2B,)
         with torch.no_grad():
@@ -466,8 +459,8 @@ def frozen_copy(model):
 
 
 def disable_dropout(model):
-    """DPO compares log-probs of policy and reference: dropout would make them noisy. Off
-    everywhere."""
+    """DPO compares log-probs of policy and reference: dropout would make them noisy.
+    Off everywhere."""
     model.cfg.dropout = 0.0
     for module in model.modules():
         if hasattr(module, "dropout_p"):
@@ -545,8 +538,8 @@ def load_contexts(path, tokenizer, cfg, max_len, what):
     fits = [c for c in contexts if len(tokenizer.render_chat(c, True)[0])
             + cfg.max_new_tokens <= max_len]
     if len(fits) < len(contexts):
-        print(f"{path}: left out {len(contexts) - len(fits)} prompt(s) longer than max_seq_len - "
-              "max_new_tokens", file=sys.stderr)
+        print(f"{path}: left out {len(contexts) - len(fits)} prompt(s) "
+              "longer than max_seq_len - max_new_tokens", file=sys.stderr)
     if not fits:
         raise SystemExit(f"{path}: no prompt fits max_seq_len={max_len} with --max-new-tokens "
                          f"{cfg.max_new_tokens}")
@@ -592,8 +585,8 @@ def main(argv=None):
         pairs = []
         for path in cfg.prefs.split(","):
             if not os.path.exists(path):
-                raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --prefs "
-                                 "FILES")
+                raise SystemExit(f"{path} not found: "
+                                 "run `python tasks.py` first, or pass --prefs FILES")
             pairs += read_preferences(path)
         tokenized, dropped = tokenize_pairs(tokenizer, pairs, max_len)
         log(f"{cfg.prefs}: {len(tokenized)} pairs"
