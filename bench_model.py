@@ -1,19 +1,22 @@
 """
-bench_model.py - throughput of model.py next to Hugging Face LlamaForCausalLM holding the same weights.
+bench_model.py - throughput of model.py next to Hugging Face LlamaForCausalLM holding the same
+weights.
 
-Prints, for the CPU demo size (6 layers, dim 256, GQA 8/4, vocab 4096, T=256, B=16, 2 threads by default):
+Prints, for the CPU demo size (6 layers, dim 256, GQA 8/4, vocab 4096, T=256, B=16, 2 threads by
+default):
   - the machine's fp32 matmul rate (best of several square GEMMs), the ceiling for MFU
-  - training tokens/s (forward + backward + AdamW step), ours vs HF, and our achieved FLOP/s as a share
-    of that rate (FLOPs/token from Transformer.flops_per_token: 6 per matmul weight + causal attention),
-    first with glibc's default allocator, then after model.keep_freed_memory() (no page faults)
+  - training tokens/s (forward + backward + AdamW step), ours vs HF, and our achieved FLOP/s as a
+    share of that rate (FLOPs/token from Transformer.flops_per_token: 6 per matmul weight + causal
+    attention), first with glibc's default allocator, then after model.keep_freed_memory() (no page
+      faults)
   - the decode limit: one matrix-vector product over every weight matrix a decode step reads
   - prefill tokens/s (one cached forward over a batch of prompts) at batch 1 and 8
   - greedy-decode tokens/s (new tokens over the whole generate call) at batch 1, 8 and 32: ours
     eager, ours with the compiled decode step (generate(compile=True)), HF generate(); the compile
     time apart, the compiled rate with it counted over this bench's calls, and when compiling pays
-Ours and HF run interleaved, round by round, so a busy shared machine slows both alike. Each figure is
-the best round (the one least disturbed by other processes; --stat median for the median round), and
-the ratios are what to read. Needs transformers (requirements-test.txt).
+Ours and HF run interleaved, round by round, so a busy shared machine slows both alike. Each figure
+is the best round (the one least disturbed by other processes; --stat median for the median round),
+and the ratios are what to read. Needs transformers (requirements-test.txt).
 
 Run:
   python bench_model.py                       # the demo size, ~2 minutes on 2 cores
@@ -33,8 +36,8 @@ import time
 
 import torch
 
-from model import (Transformer, compile_model, config_from_preset, generate, hf_llama_config_dict, keep_freed_memory,
-                   to_hf_state_dict)
+from model import (Transformer, compile_model, config_from_preset, generate, hf_llama_config_dict,
+                   keep_freed_memory, to_hf_state_dict)
 
 
 def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
@@ -58,7 +61,8 @@ def timed(fn, n: int = 1) -> float:
 
 
 def interleaved(fns: dict, rounds: int, n: int = 1, stat=min) -> dict:
-    """Seconds per call of each fn (stat over rounds), run round-robin so machine noise hits all alike."""
+    """Seconds per call of each fn (stat over rounds), run round-robin so machine noise hits all
+    alike."""
     for fn in fns.values():  # warm up: allocator, thread pools, (torch.compile)
         fn()
     times = {k: [] for k in fns}
@@ -84,16 +88,23 @@ def matvec_limit(model, repeats: int = 200) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--preset", default="demo", help="model preset from model.PRESETS (default: demo)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--preset", default="demo",
+                    help="model preset from model.PRESETS (default: demo)")
     ap.add_argument("--vocab-size", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=16, help="training batch (default 16)")
-    ap.add_argument("--seq-len", type=int, default=256, help="training sequence length (default 256)")
-    ap.add_argument("--prompt-len", type=int, default=128, help="prompt length for prefill and decode (default 128)")
-    ap.add_argument("--new-tokens", type=int, default=128, help="greedy tokens generated per row (default 128)")
+    ap.add_argument("--seq-len", type=int, default=256,
+                    help="training sequence length (default 256)")
+    ap.add_argument("--prompt-len", type=int, default=128,
+                    help="prompt length for prefill and decode (default 128)")
+    ap.add_argument("--new-tokens", type=int, default=128,
+                    help="greedy tokens generated per row (default 128)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per measurement (default 5)")
-    ap.add_argument("--stat", choices=["best", "median"], default="best", help="which round to report")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="interleaved rounds per measurement (default 5)")
+    ap.add_argument("--stat", choices=["best", "median"], default="best",
+                    help="which round to report")
     ap.add_argument("--compile", action="store_true",
                     help="also time our training step under torch.compile")
     ap.add_argument("--compile-decode", action=argparse.BooleanOptionalAction, default=True,
@@ -105,7 +116,8 @@ def main():
     args = ap.parse_args()
     stat = min if args.stat == "best" else statistics.median
 
-    from transformers import LlamaConfig, LlamaForCausalLM  # test-only dependency, imported late on purpose
+    # test-only dependency, imported late on purpose
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -119,9 +131,9 @@ def main():
     flops = ours.flops_per_token(T)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul rate "
           f"{rate / 1e9:.0f} GFLOP/s (2048^3 GEMM, best of 5)")
-    print(f"model: preset {args.preset}, vocab {cfg.vocab_size}, dim {cfg.dim}, {cfg.n_layers} layers, heads "
-          f"{cfg.n_heads}/{cfg.n_kv_heads}, ffn {cfg.ffn_hidden}, {ours.num_params() / 1e6:.2f}M parameters, "
-          f"{flops / 1e6:.1f} MFLOP/token at T={T}")
+    print(f"model: preset {args.preset}, vocab {cfg.vocab_size}, dim {cfg.dim}, {cfg.n_layers} "
+          f"layers, heads {cfg.n_heads}/{cfg.n_kv_heads}, ffn {cfg.ffn_hidden}, "
+          f"{ours.num_params() / 1e6:.2f}M parameters, {flops / 1e6:.1f} MFLOP/token at T={T}")
 
     # -- training: forward + backward + AdamW step on a fixed random batch ------------------------
     if args.train:
@@ -165,9 +177,10 @@ def main():
             if "ours+compile" in sec:
                 print(f"  ours+compile / hf: {sec['hf'] / sec['ours+compile']:.2f}x")
     ours.eval(), hf.eval()
-    hf.load_state_dict(to_hf_state_dict(ours.state_dict(), cfg), strict=not cfg.tie_embeddings)  # re-sync
+    # re-sync
+    hf.load_state_dict(to_hf_state_dict(ours.state_dict(), cfg), strict=not cfg.tie_embeddings)
 
-    # -- prefill and greedy decode --------------------------------------------------------------------
+    # -- prefill and greedy decode -----------------------------------------------------------------
     P, N = args.prompt_len, args.new_tokens
     limit = matvec_limit(ours)
     print(f"\nthe limit: one matrix-vector product over every weight a decode step reads (all "
@@ -203,8 +216,9 @@ def main():
             fns["ours+compile"] = lambda: decode_ours(compile=True)
 
         def decode_hf():
-            out = hf.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=N,
-                              min_new_tokens=N, do_sample=False, eos_token_id=None, pad_token_id=0)
+            out = hf.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                              max_new_tokens=N, min_new_tokens=N, do_sample=False,
+                              eos_token_id=None, pad_token_id=0)
             outs["hf"] = out[:, P:].tolist()
         fns["hf"] = decode_hf
 

@@ -1,10 +1,12 @@
-"""chat.py — talk to any minihcx checkpoint in the HyperCLOVA X chat format (HCX §2.2.1, DESIGN.md §2).
+"""chat.py — talk to any minihcx checkpoint in the HyperCLOVA X chat format (HCX §2.2.1, DESIGN.md
+§2).
 
-The conversation is rendered with the tokenizer's chat renderer, ending in `<|assistant|>`; the reply
-is sampled with the model's KV-cache generator, streamed token by token, and stops at `<|endofturn|>`.
+The conversation is rendered with the tokenizer's chat renderer, ending in `<|assistant|>`; the
+reply is sampled with the model's KV-cache generator, streamed token by token, and stops at
+`<|endofturn|>`.
 
-    python chat.py --ckpt out/self_judge                     # interactive; /reset clears, /quit leaves
-    python chat.py --ckpt out/sft --system "Be brief."      # with a system prompt
+    python chat.py --ckpt out/self_judge                # interactive; /reset clears, /quit leaves
+    python chat.py --ckpt out/sft --system "Be brief."  # with a system prompt
     python chat.py --ckpt out/sft --prompt "23 더하기 45는 얼마인가요?"   # one-shot, for scripts
 """
 import argparse
@@ -18,13 +20,16 @@ from pretrain import find_checkpoint, load_model
 from tokenizer import Tokenizer
 
 
-def reply(model, tokenizer, messages, max_new_tokens=128, temperature=0.0, top_p=None, seed=0, stream=None):
-    """Generate the assistant's next turn for `messages`; returns its text (without the end-of-turn).
-    stream(text_piece) is called as tokens arrive (decoded incrementally, so multi-byte Korean stays whole)."""
+def reply(model, tokenizer, messages, max_new_tokens=128, temperature=0.0, top_p=None, seed=0,
+          stream=None):
+    """Generate the assistant's next turn for `messages`; returns its text (without the
+    end-of-turn). stream(text_piece) is called as tokens arrive (decoded incrementally, so
+    multi-byte Korean stays whole)."""
     ids, _ = tokenizer.render_chat(messages, add_generation_prompt=True)
     room = model.cfg.max_seq_len - len(ids)
     if room <= 0:
-        raise ValueError(f"the conversation is {len(ids)} tokens, the model's context is {model.cfg.max_seq_len}: /reset")
+        raise ValueError(f"the conversation is {len(ids)} tokens, the model's context is "
+                         f"{model.cfg.max_seq_len}: /reset")
     max_new_tokens = min(max_new_tokens, room)
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -40,7 +45,8 @@ def reply(model, tokenizer, messages, max_new_tokens=128, temperature=0.0, top_p
             shown[0] = text
 
     out = generate(model, [ids], max_new_tokens, temperature=temperature, top_p=top_p,
-                   stop_ids=(tokenizer.eot_id,), generator=generator, pad_id=tokenizer.pad_id, on_token=on_token)[0]
+                   stop_ids=(tokenizer.eot_id,), generator=generator, pad_id=tokenizer.pad_id,
+                   on_token=on_token)[0]
     text = tokenizer.decode([t for t in out if t != tokenizer.eot_id])
     if stream and len(text) > len(shown[0]):
         stream(text[len(shown[0]):])
@@ -48,8 +54,10 @@ def reply(model, tokenizer, messages, max_new_tokens=128, temperature=0.0, top_p
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--ckpt", default="out/self_judge", help="checkpoint folder (model.pt, config.json, tokenizer.model)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--ckpt", default="out/self_judge",
+                    help="checkpoint folder (model.pt, config.json, tokenizer.model)")
     ap.add_argument("--prompt", default=None, help="one-shot: answer this and exit")
     ap.add_argument("--system", default=None, help="system prompt")
     ap.add_argument("--max-new-tokens", type=int, default=128)
@@ -62,7 +70,8 @@ def main(argv=None):
     ckpt = find_checkpoint(args.ckpt) or args.ckpt  # a run folder: its newest complete save
     tok_path = os.path.join(ckpt, "tokenizer.model")
     if not os.path.exists(tok_path):
-        raise SystemExit(f"{tok_path} not found: --ckpt must be a checkpoint folder written by a minihcx phase")
+        raise SystemExit(f"{tok_path} not found: --ckpt must be a checkpoint folder written by a "
+                         "minihcx phase")
     model, _ = load_model(ckpt, args.device)
     model.eval()
     tokenizer = Tokenizer(tok_path)
@@ -74,8 +83,8 @@ def main(argv=None):
         sys.stdout.flush()
 
     if args.prompt is not None:
-        reply(model, tokenizer, system + [{"role": "user", "content": args.prompt}], args.max_new_tokens,
-              args.temperature, top_p, args.seed, stream=write)
+        reply(model, tokenizer, system + [{"role": "user", "content": args.prompt}],
+              args.max_new_tokens, args.temperature, top_p, args.seed, stream=write)
         print()
         return
     messages = list(system)
@@ -95,7 +104,8 @@ def main(argv=None):
         messages.append({"role": "user", "content": line})
         write("bot> ")
         try:
-            text = reply(model, tokenizer, messages, args.max_new_tokens, args.temperature, top_p, args.seed, stream=write)
+            text = reply(model, tokenizer, messages, args.max_new_tokens, args.temperature, top_p,
+                         args.seed, stream=write)
         except ValueError as exc:
             print(f"\n({exc})")
             messages.pop()

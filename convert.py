@@ -4,23 +4,30 @@ model.py *is* Llama (pre-norm RMSNorm, half-split RoPE, GQA, SwiGLU, no biases),
 renaming: the one name mapping lives in model.py (to_hf_state_dict / from_hf_state_dict /
 hf_llama_config_dict) and the parity tests use the same one. What this script adds is the folders:
 
-  minihcx checkpoint (DESIGN.md §1)           Hugging Face folder (transformers, vLLM, llama.cpp read it)
-    model.pt      plain state dict      <->     model.safetensors (or pytorch_model.bin), "model." names
-    config.json   ModelConfig + phase   <->     config.json: LlamaConfig fields, generation_config.json
-    tokenizer.model                     <->     tokenizer.model + tokenizer_config.json (special tokens,
+  minihcx checkpoint (DESIGN.md §1)           Hugging Face folder (transformers, vLLM, llama.cpp
+                                              read it)
+    model.pt      plain state dict      <->     model.safetensors (or pytorch_model.bin), "model."
+                                                names
+    config.json   ModelConfig + phase   <->     config.json: LlamaConfig fields,
+                                                generation_config.json
+    tokenizer.model                     <->     tokenizer.model + tokenizer_config.json (special
+                                                tokens,
                                                 chat template) + special_tokens_map.json
 
-The tokenizer.model is the same sentencepiece file. Encoding with plain sentencepiece gives our ids for
-English and code; for Korean it does when the tokenizer was trained without morpheme segmentation
-(`tokenizer.py --no-morpheme-aware`). The default tokenizer cuts Hangul words at morpheme boundaries
-*before* sentencepiece (tokenizer.segment_korean), which a .model file cannot express: encode each
-segment and concatenate, as Tokenizer.encode does (README, "Hugging Face export" has the recipe).
+The tokenizer.model is the same sentencepiece file. Encoding with plain sentencepiece gives our ids
+for English and code; for Korean it does when the tokenizer was trained without morpheme
+segmentation (`tokenizer.py --no-morpheme-aware`). The default tokenizer cuts Hangul words at
+morpheme boundaries *before* sentencepiece (tokenizer.segment_korean), which a .model file cannot
+express: encode each segment and concatenate, as Tokenizer.encode does (README, "Hugging Face
+export" has the recipe).
 
 Run:
-  python convert.py --to-hf out/sft out/hf/sft            # export (then: AutoModelForCausalLM.from_pretrained)
+  python convert.py --to-hf out/sft out/hf/sft            # export (then:
+                                                          # AutoModelForCausalLM.from_pretrained)
   python convert.py --to-hf out/sft out/hf/sft --dtype bfloat16
   python convert.py --from-hf path/to/llama out/imported  # import a local Llama folder (no network)
-  python convert.py --to-hf out/reward_model out/hf/rm    # a reward model: LlamaForSequenceClassification
+  python convert.py --to-hf out/reward_model out/hf/rm    # a reward model:
+                                                          # LlamaForSequenceClassification
 """
 import argparse
 import dataclasses
@@ -32,7 +39,8 @@ import sys
 import sentencepiece as spm
 import torch
 
-from model import ModelConfig, Transformer, from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict
+from model import (ModelConfig, Transformer, from_hf_state_dict, hf_llama_config_dict,
+                   to_hf_state_dict)
 from pretrain import find_checkpoint, load_checkpoint, load_tensors, save_checkpoint, write_file
 from tokenizer import SPECIAL_PIECES, Tokenizer
 
@@ -54,8 +62,9 @@ def have_safetensors():
 
 
 def _stage_files(out_dir, files):
-    """Write {name: content} (text, or write_fn(path): pretrain.write_file) to temporary names in out_dir,
-    then rename them all into place: a failure while writing leaves whatever out_dir held before untouched."""
+    """Write {name: content} (text, or write_fn(path): pretrain.write_file) to temporary names in
+    out_dir, then rename them all into place: a failure while writing leaves whatever out_dir held
+    before untouched."""
     os.makedirs(out_dir, exist_ok=True)
     umask = os.umask(0)
     os.umask(umask)
@@ -64,7 +73,8 @@ def _stage_files(out_dir, files):
         for name, content in files.items():
             staged[name] = os.path.join(out_dir, f".{name}.tmp-{os.getpid()}")
             write_file(staged[name], content)
-            os.chmod(staged[name], 0o666 & ~umask)  # as a plain open() would (safetensors writes 0600)
+            # as a plain open() would (safetensors writes 0600)
+            os.chmod(staged[name], 0o666 & ~umask)
         for name, tmp in staged.items():  # config.json last: it is what loaders open first
             os.replace(tmp, os.path.join(out_dir, name))
     finally:
@@ -80,8 +90,8 @@ def _refuse_overwrite(src_dir, out_dir, other_format_files, what):
         raise ValueError(f"{out_dir}: the output folder is the input folder; give another OUT_DIR")
     for name in other_format_files:
         if os.path.exists(os.path.join(out_dir, name)):
-            raise ValueError(f"{out_dir}: holds {name} ({what}); converting into it would replace its "
-                             f"config.json. Give an empty or new OUT_DIR")
+            raise ValueError(f"{out_dir}: holds {name} ({what}); converting into it would replace "
+                             f"its config.json. Give an empty or new OUT_DIR")
 
 
 def _json(obj):
@@ -94,14 +104,15 @@ def _json(obj):
 def hf_config(cfg: ModelConfig, special_ids: dict, dtype: str, extra: dict) -> dict:
     """config.json of a LlamaForCausalLM, or of a LlamaForSequenceClassification with one label for
     a reward model (reward_model.py: its score is read at the last non-pad token, as ours is). The
-    "minihcx" block is ignored by transformers and lets --from-hf restore the options HF has no field
-    for (multiple_of, dropout) and the phase."""
-    head = {"architectures": ["LlamaForSequenceClassification"], "num_labels": 1} if cfg.reward_head \
+    "minihcx" block is ignored by transformers and lets --from-hf restore the options HF has no
+    field for (multiple_of, dropout) and the phase."""
+    head = {"architectures": ["LlamaForSequenceClassification"],
+            "num_labels": 1} if cfg.reward_head \
         else {"architectures": ["LlamaForCausalLM"]}
     return {**head, "model_type": "llama", **hf_llama_config_dict(cfg),
             "bos_token_id": special_ids["bos"], "eos_token_id": special_ids["eos"],
-            "pad_token_id": special_ids["pad"], "dtype": dtype, "torch_dtype": dtype, "use_cache": True,
-            "minihcx": extra}
+            "pad_token_id": special_ids["pad"], "dtype": dtype, "torch_dtype": dtype,
+            "use_cache": True, "minihcx": extra}
 
 
 def segmentation(tok: Tokenizer) -> str:
@@ -114,16 +125,19 @@ def tokenizer_files(tok: Tokenizer, max_seq_len: int) -> dict:
     chat_and_fim = ("system", "user", "assistant", "eot", "fim_prefix", "fim_middle", "fim_suffix")
     special = {f"{name}_token": SPECIAL_PIECES[name] for name in ("bos", "eos", "unk", "pad")}
     special["additional_special_tokens"] = [SPECIAL_PIECES[name] for name in chat_and_fim]
-    config = {"tokenizer_class": "LlamaTokenizer", **special, "add_bos_token": True, "add_eos_token": False,
-              "add_prefix_space": False, "legacy": False, "clean_up_tokenization_spaces": False,
-              "model_max_length": max_seq_len, "chat_template": CHAT_TEMPLATE,
-              # not read by transformers: how to get Tokenizer.encode's ids (see the module docstring)
+    config = {"tokenizer_class": "LlamaTokenizer", **special, "add_bos_token": True,
+              "add_eos_token": False, "add_prefix_space": False, "legacy": False,
+              "clean_up_tokenization_spaces": False, "model_max_length": max_seq_len,
+              "chat_template": CHAT_TEMPLATE,
+              # not read by transformers: how to get Tokenizer.encode's ids (see the module
+              # docstring)
               "minihcx_segmentation": segmentation(tok)}
     return {"tokenizer_config.json": config, "special_tokens_map.json": special}
 
 
 def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
-    """Write a minihcx checkpoint folder as a Hugging Face Llama folder. Returns the files written."""
+    """Write a minihcx checkpoint folder as a Hugging Face Llama folder. Returns the files
+    written."""
     found = find_checkpoint(ckpt_dir) or ckpt_dir  # a run folder: its newest complete save
     state, config = load_checkpoint(found)
     _refuse_overwrite(ckpt_dir, out_dir, ["model.pt"], "a minihcx checkpoint")
@@ -134,8 +148,9 @@ def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
     tok_path = os.path.join(found, "tokenizer.model")
     tok = Tokenizer(tok_path)  # FileNotFoundError / ValueError name the file
     if tok.vocab_size > cfg.vocab_size:
-        raise ValueError(f"{tok_path}: {tok.vocab_size} pieces but the model has only {cfg.vocab_size} "
-                         f"embeddings; the tokenizer does not belong to this checkpoint")
+        raise ValueError(f"{tok_path}: {tok.vocab_size} pieces but the model has only "
+                         f"{cfg.vocab_size} embeddings; the tokenizer does not belong to this "
+                         "checkpoint")
     use_safetensors = have_safetensors() if use_safetensors is None else use_safetensors
     hf_state = to_hf_state_dict(state, cfg)
     if cfg.reward_head:  # LlamaForSequenceClassification calls its head "score"
@@ -143,24 +158,27 @@ def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
     weights = {k: v.to(DTYPES[dtype]).contiguous() for k, v in hf_state.items()}
     if use_safetensors:
         from safetensors.torch import save_file
-        weights_name, write_weights = "model.safetensors", lambda p: save_file(weights, p, {"format": "pt"})
+        weights_name, write_weights = "model.safetensors", lambda p: save_file(weights, p,
+                                                                               {"format": "pt"})
     else:
         weights_name, write_weights = "pytorch_model.bin", lambda p: torch.save(weights, p)
     special_ids = tok.special_ids()
     extra = {"phase": config.get("phase"), "multiple_of": cfg.multiple_of, "dropout": cfg.dropout,
              "special_ids": special_ids, "segmentation": segmentation(tok)}
     generation = {"bos_token_id": special_ids["bos"], "pad_token_id": special_ids["pad"],
-                  "eos_token_id": [special_ids["eos"], special_ids["eot"]]}  # a chat turn ends at eot
+                  # a chat turn ends at eot
+                  "eos_token_id": [special_ids["eos"], special_ids["eot"]]}
     files = {weights_name: write_weights, "tokenizer.model": lambda p: shutil.copyfile(tok_path, p)}
     files |= {name: _json(obj) for name, obj in tokenizer_files(tok, cfg.max_seq_len).items()}
     files["generation_config.json"] = _json(generation)
     files["config.json"] = _json(hf_config(cfg, special_ids, dtype, extra))
     _stage_files(out_dir, files)
     if tok.morpheme_aware:
-        print("convert: note: this tokenizer cuts Korean words at morpheme boundaries before sentencepiece; "
-              "plain sentencepiece/transformers encode ~2% of Korean words differently (README, "
-              "'Hugging Face export and import')", file=sys.stderr)
-    for stale in set(WEIGHT_FILES) - {weights_name}:  # an older export's weights would shadow or confuse
+        print("convert: note: this tokenizer cuts Korean words at morpheme boundaries before "
+              "sentencepiece; plain sentencepiece/transformers encode ~2% of Korean words "
+              "differently (README, 'Hugging Face export and import')", file=sys.stderr)
+    # an older export's weights would shadow or confuse
+    for stale in set(WEIGHT_FILES) - {weights_name}:
         if os.path.exists(os.path.join(out_dir, stale)):
             os.remove(os.path.join(out_dir, stale))
     return sorted(files)
@@ -180,7 +198,8 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
         raise ValueError(f"{where}: {field} — {what}; model.py does not implement it")
     if any(a != "LlamaForCausalLM" for a in archs):
         refuse("architectures", f"{archs}: only a language model (LlamaForCausalLM) is imported; "
-                                f"a reward model's export (LlamaForSequenceClassification) is one-way")
+                                "a reward model's export (LlamaForSequenceClassification) is "
+                                "one-way")
     rope = hf.get("rope_parameters") or {}
     if hf.get("rope_scaling") or rope.get("rope_type", "default") != "default":
         refuse("rope_scaling / rope_parameters", f"RoPE scaling {hf.get('rope_scaling') or rope}")
@@ -198,20 +217,23 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
         refuse("head_dim", f"head_dim={hf['head_dim']} != hidden_size / num_attention_heads")
     ours = hf.get("minihcx") or {}
     try:
-        return ModelConfig(vocab_size=hf["vocab_size"], dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-                           n_heads=n_heads, n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+        return ModelConfig(vocab_size=hf["vocab_size"], dim=hf["hidden_size"],
+                           n_layers=hf["num_hidden_layers"], n_heads=n_heads,
+                           n_kv_heads=hf.get("num_key_value_heads") or n_heads,
                            ffn_hidden=hf["intermediate_size"],
                            max_seq_len=hf.get("max_position_embeddings", 2048),
                            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
                            norm_eps=hf.get("rms_norm_eps", 1e-6),
                            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                           multiple_of=ours.get("multiple_of", 64), dropout=ours.get("dropout", 0.0))
+                           multiple_of=ours.get("multiple_of", 64),
+                           dropout=ours.get("dropout", 0.0))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
 
 
 def read_hf_weights(hf_dir) -> dict:
-    """model.safetensors / pytorch_model.bin, or their sharded forms (an *.index.json naming the shards)."""
+    """model.safetensors / pytorch_model.bin, or their sharded forms (an *.index.json naming the
+    shards)."""
     found = [name for name in WEIGHT_FILES if os.path.exists(os.path.join(hf_dir, name))]
     if not found:
         raise FileNotFoundError(f"{hf_dir}: no weights (looked for {', '.join(WEIGHT_FILES)})")
@@ -225,7 +247,8 @@ def read_hf_weights(hf_dir) -> dict:
     for shard in shards:
         path = os.path.join(hf_dir, shard)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: shard named by {os.path.join(hf_dir, name)} is missing")
+            raise FileNotFoundError(f"{path}: shard named by {os.path.join(hf_dir, name)} is "
+                                    "missing")
         if shard.endswith(".safetensors"):
             if not have_safetensors():
                 raise ImportError(f"{path}: reading safetensors needs `pip install safetensors`")
@@ -237,7 +260,8 @@ def read_hf_weights(hf_dir) -> dict:
 
 
 def import_hf(hf_dir, out_dir, dtype="float32", skip_tokenizer=False):
-    """Read a local Hugging Face Llama folder into a minihcx checkpoint folder. Returns its config."""
+    """Read a local Hugging Face Llama folder into a minihcx checkpoint folder. Returns its
+    config."""
     config_path = os.path.join(hf_dir, "config.json")
     if not os.path.exists(config_path):
         raise FileNotFoundError(f"{config_path}: missing; not a Hugging Face model folder")
@@ -248,15 +272,15 @@ def import_hf(hf_dir, out_dir, dtype="float32", skip_tokenizer=False):
     tok_path = os.path.join(hf_dir, "tokenizer.model")
     if not skip_tokenizer:
         if not os.path.exists(tok_path):
-            raise FileNotFoundError(f"{tok_path}: missing (minihcx needs a sentencepiece tokenizer.model; "
-                                    f"--skip-tokenizer imports the weights alone)")
+            raise FileNotFoundError(f"{tok_path}: missing (minihcx needs a sentencepiece "
+                                    f"tokenizer.model; --skip-tokenizer imports the weights alone)")
         try:
             pieces = spm.SentencePieceProcessor(model_file=tok_path).get_piece_size()
         except (OSError, RuntimeError) as e:
             raise ValueError(f"{tok_path}: not a sentencepiece model ({e})") from None
         if pieces > cfg.vocab_size:
-            raise ValueError(f"{tok_path}: {pieces} pieces but {config_path} has vocab_size {cfg.vocab_size}; "
-                             f"the tokenizer does not belong to these weights")
+            raise ValueError(f"{tok_path}: {pieces} pieces but {config_path} has vocab_size "
+                             f"{cfg.vocab_size}; the tokenizer does not belong to these weights")
     try:
         state = from_hf_state_dict(read_hf_weights(hf_dir), cfg)
     except KeyError as e:
@@ -268,14 +292,15 @@ def import_hf(hf_dir, out_dir, dtype="float32", skip_tokenizer=False):
         raise ValueError(f"{hf_dir}: weights do not fit {config_path}: {e}") from None
     state = model.to(DTYPES[dtype]).state_dict()  # cast the module: a tied lm_head stays one tensor
     ours = hf.get("minihcx") or {}
-    special_ids = {"pad": hf.get("pad_token_id"), "bos": hf.get("bos_token_id"), "eos": hf.get("eos_token_id")}
+    special_ids = {"pad": hf.get("pad_token_id"), "bos": hf.get("bos_token_id"),
+                   "eos": hf.get("eos_token_id")}
     if not skip_tokenizer:
         try:
             special_ids = Tokenizer(tok_path).special_ids()
         except ValueError:  # a foreign sentencepiece model: keep it, say what will not work
-            print(f"convert: {tok_path} was not trained by tokenizer.py (no minihcx control tokens): the "
-                  f"weights import and load (pretrain.load_model), but chat.py, sft.py and jsft.py need a "
-                  f"tokenizer.py tokenizer", file=sys.stderr)
+            print(f"convert: {tok_path} was not trained by tokenizer.py (no minihcx control "
+                  "tokens): the weights import and load (pretrain.load_model), but chat.py, sft.py "
+                  f"and jsft.py need a tokenizer.py tokenizer", file=sys.stderr)
     config = {"phase": ours.get("phase") or "import", "init_from": os.path.abspath(hf_dir),
               "special_ids": special_ids, "model": dataclasses.asdict(cfg),
               "imported": {"format": "hf-llama", "from": os.path.abspath(hf_dir), "dtype": dtype}}
@@ -286,21 +311,28 @@ def import_hf(hf_dir, out_dir, dtype="float32", skip_tokenizer=False):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Convert between a minihcx checkpoint folder and the Hugging Face "
-                                             "Llama layout (local folders only, no network).")
+    ap = argparse.ArgumentParser(description="Convert between a minihcx checkpoint folder and the "
+                                             "Hugging Face Llama layout (local folders only, no "
+                                             "network).")
     way = ap.add_mutually_exclusive_group(required=True)
-    way.add_argument("--to-hf", nargs=2, metavar=("CKPT_DIR", "OUT_DIR"), help="export a minihcx checkpoint")
-    way.add_argument("--from-hf", nargs=2, metavar=("HF_DIR", "OUT_DIR"), help="import a Llama folder")
-    ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the written weights")
+    way.add_argument("--to-hf", nargs=2, metavar=("CKPT_DIR", "OUT_DIR"),
+                     help="export a minihcx checkpoint")
+    way.add_argument("--from-hf", nargs=2, metavar=("HF_DIR", "OUT_DIR"),
+                     help="import a Llama folder")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                    help="dtype of the written weights")
     ap.add_argument("--format", choices=("auto", "safetensors", "bin"), default="auto",
-                    help="--to-hf weights file: auto = model.safetensors if safetensors is installed, "
-                         "else pytorch_model.bin")
-    ap.add_argument("--skip-tokenizer", action="store_true", help="--from-hf: import weights without a tokenizer.model")
+                    help="--to-hf weights file: auto = model.safetensors if safetensors is "
+                         "installed, else pytorch_model.bin")
+    ap.add_argument("--skip-tokenizer", action="store_true",
+                    help="--from-hf: import weights without a tokenizer.model")
     args = ap.parse_args(argv)
     if args.to_hf and args.skip_tokenizer:
-        ap.error("--skip-tokenizer applies to --from-hf only (an export always writes the tokenizer)")
+        ap.error("--skip-tokenizer applies to --from-hf only (an export always writes the "
+                 "tokenizer)")
     if args.from_hf and args.format != "auto":
-        ap.error("--format applies to --to-hf only (--from-hf reads whichever weights file is there)")
+        ap.error("--format applies to --to-hf only (--from-hf reads whichever weights file is "
+                 "there)")
     try:
         if args.to_hf:
             if args.format == "safetensors" and not have_safetensors():
@@ -311,8 +343,9 @@ def main(argv=None):
         else:
             config = import_hf(*args.from_hf, dtype=args.dtype, skip_tokenizer=args.skip_tokenizer)
             m = config["model"]
-            print(f"wrote {args.from_hf[1]}: {m['n_layers']} layers, dim {m['dim']}, vocab {m['vocab_size']} "
-                  f"(model.pt, config.json{'' if args.skip_tokenizer else ', tokenizer.model'})")
+            print(f"wrote {args.from_hf[1]}: {m['n_layers']} layers, dim {m['dim']}, vocab "
+                  f"{m['vocab_size']} (model.pt, "
+                  f"config.json{'' if args.skip_tokenizer else ', tokenizer.model'})")
     except (FileNotFoundError, ValueError, ImportError) as e:
         sys.exit(f"convert: {e}")
 

@@ -1,21 +1,25 @@
-"""data.py: the bilingual pretraining corpus: sources, cleaning, mixture, FIM, packing (HyperCLOVA X §2.1).
+"""data.py: the bilingual pretraining corpus: sources, cleaning, mixture, FIM, packing
+(HyperCLOVA X §2.1).
 
-HyperCLOVA X pretrains on Korean, multilingual (mostly English) and code in equal thirds, after dropping
-short, repetitive and duplicated documents and scrubbing personal information, and trains left-to-right
-and fill-in-the-middle (FIM, Bavarian et al. 2022) jointly. This script does all of that, on the embedded
-default corpus (real text that ships with the project, see corpus/SOURCES.md) or on your own files:
+HyperCLOVA X pretrains on Korean, multilingual (mostly English) and code in equal thirds, after
+dropping short, repetitive and duplicated documents and scrubbing personal information, and trains
+left-to-right and fill-in-the-middle (FIM, Bavarian et al. 2022) jointly. This script does all of
+that, on the embedded default corpus (real text that ships with the project, see corpus/SOURCES.md)
+or on your own files:
 
     python data.py                                        # embedded default -> out/data/
-    python data.py --source wiki:ko:'~/kowiki/*.txt' --source docs:en:notes/ --source src:code:repo/ \
-                   --mix ko=2,en=1,code=1 --upsample wiki=2 --fim-rate 0.5
+    python data.py --source wiki:ko:'~/kowiki/*.txt' --source docs:en:notes/ \
+                   --source src:code:repo/ --mix ko=2,en=1,code=1 --upsample wiki=2 --fim-rate 0.5
 
-Pipeline: read -> PII scrub -> length / repetition filters -> exact + near-duplicate removal -> split
-train/val by document -> tokenize -> mix language groups to the requested token shares (repeating or
-subsampling documents) -> FIM on a --fim-rate share of training documents -> pack, eos after each.
+Pipeline: read -> PII scrub -> length / repetition filters -> exact + near-duplicate removal ->
+split train/val by document -> tokenize -> mix language groups to the requested token shares
+(repeating or subsampling documents) -> FIM on a --fim-rate share of training documents ->
+pack, eos after each.
 Writes out/data/{train,val,val_<group>}.bin (uint16 token ids, uint32 past 65536) and meta.json.
 
-pretrain.py imports PretrainBatches (random windows, resumable and rank-sharded by construction: the
-batch at a step is a function of (seed, step)), val_batches and context_length_at (HCX two-phase schedule).
+pretrain.py imports PretrainBatches (random windows, resumable and rank-sharded by construction:
+the batch at a step is a function of (seed, step)), val_batches and context_length_at
+(HCX two-phase schedule).
 """
 import argparse
 import dataclasses
@@ -43,30 +47,48 @@ from tokenizer import read_jsonl, read_text, text_record
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS_DIR = os.path.join(HERE, "corpus")
 GROUPS = ("ko", "en", "code")
-CODE_EXTS = {".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".js", ".ts", ".go", ".rs", ".java", ".sh", ".rb"}
+CODE_EXTS = {".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".js", ".ts", ".go", ".rs", ".java",
+             ".sh", ".rb"}
 TEXT_EXTS = {".txt", ".md", ".jsonl"} | CODE_EXTS
 
 
 @dataclass
 class DataConfig:
-    out_dir: str = field(default="out/data", metadata={"help": "folder to write train.bin, val.bin, meta.json"})
-    tokenizer: str = field(default="out/tokenizer/tokenizer.model", metadata={"help": "sentencepiece model from tokenizer.py"})
-    source: typing.Optional[list] = field(default=None, metadata={"help": "NAME:GROUP:PATH[,PATH..] (repeat); PATH is a "
-        ".txt (blank-line separated docs), .jsonl ({'text', optional 'lang'}), code file, folder or glob; none = embedded default"})
-    mix: str = field(default="ko=1,en=1,code=1", metadata={"help": "token share per language group (normalized); HCX: equal thirds"})
-    upsample: str = field(default="", metadata={"help": "NAME=FACTOR,..: repeat a source's documents within its group"})
-    max_tokens: int = field(default=0, metadata={"help": "training tokens after mixing; 0 = as many as the corpus has"})
-    val_fraction: float = field(default=0.05, metadata={"help": "share of each source's documents held out for validation"})
-    min_chars: int = field(default=200, metadata={"help": "drop documents shorter than this (characters)"})
-    max_dup_line_frac: float = field(default=0.3, metadata={"help": "drop if this share of lines repeat an earlier line"})
-    max_dup_ngram_frac: float = field(default=0.3, metadata={"help": "drop if this share of word 5-grams repeat (not for code)"})
-    near_dup_jaccard: float = field(default=0.8, metadata={"help": "MinHash near-duplicate threshold on word 5-gram shingles"})
+    out_dir: str = field(default="out/data", metadata={
+        "help": "folder to write train.bin, val.bin, meta.json"})
+    tokenizer: str = field(default="out/tokenizer/tokenizer.model", metadata={
+        "help": "sentencepiece model from tokenizer.py"})
+    source: typing.Optional[list] = field(default=None, metadata={
+        "help": "NAME:GROUP:PATH[,PATH..] (repeat); PATH is a .txt (blank-line separated docs), "
+                ".jsonl ({'text', optional 'lang'}), code file, folder or glob; "
+                "none = embedded default"})
+    mix: str = field(default="ko=1,en=1,code=1", metadata={
+        "help": "token share per language group (normalized); HCX: equal thirds"})
+    upsample: str = field(default="", metadata={
+        "help": "NAME=FACTOR,..: repeat a source's documents within its group"})
+    max_tokens: int = field(default=0, metadata={
+        "help": "training tokens after mixing; 0 = as many as the corpus has"})
+    val_fraction: float = field(default=0.05, metadata={
+        "help": "share of each source's documents held out for validation"})
+    min_chars: int = field(default=200, metadata={
+        "help": "drop documents shorter than this (characters)"})
+    max_dup_line_frac: float = field(default=0.3, metadata={
+        "help": "drop if this share of lines repeat an earlier line"})
+    max_dup_ngram_frac: float = field(default=0.3, metadata={
+        "help": "drop if this share of word 5-grams repeat (not for code)"})
+    near_dup_jaccard: float = field(default=0.8, metadata={
+        "help": "MinHash near-duplicate threshold on word 5-gram shingles"})
     pii: bool = field(default=True, metadata={"help": "scrub e-mail local parts and phone numbers"})
-    fim_rate: float = field(default=0.5, metadata={"help": "share of training documents turned into fill-in-the-middle"})
-    spm_rate: float = field(default=0.5, metadata={"help": "share of FIM documents in SPM order (the rest PSM)"})
-    fim_split: str = field(default="thirds", metadata={"help": "thirds (HCX) | random (Bavarian et al., uniform points)"})
-    code_chars: int = field(default=1_000_000, metadata={"help": "default corpus: characters of Python stdlib source to use"})
-    skip_bad: bool = field(default=False, metadata={"help": "skip malformed .jsonl lines (counted) instead of stopping"})
+    fim_rate: float = field(default=0.5, metadata={
+        "help": "share of training documents turned into fill-in-the-middle"})
+    spm_rate: float = field(default=0.5, metadata={
+        "help": "share of FIM documents in SPM order (the rest PSM)"})
+    fim_split: str = field(default="thirds", metadata={
+        "help": "thirds (HCX) | random (Bavarian et al., uniform points)"})
+    code_chars: int = field(default=1_000_000, metadata={
+        "help": "default corpus: characters of Python stdlib source to use"})
+    skip_bad: bool = field(default=False, metadata={
+        "help": "skip malformed .jsonl lines (counted) instead of stopping"})
     seed: int = field(default=0, metadata={"help": "seed for split, mixture and FIM"})
 
 
@@ -74,7 +96,7 @@ class DataError(Exception):
     """Bad input; the message names the file (and line) and what to fix."""
 
 
-# ----------------------------------------------------------------------------- reading
+# -------------------------------------------------------------------------- reading
 def read_text_file(path):
     try:
         return read_text(path)
@@ -83,9 +105,10 @@ def read_text_file(path):
 
 
 def read_file(path, skip_bad=False, skipped=None):
-    """One file -> list of (text, lang or None). .jsonl: one {"text", "lang"?} per line; .txt/.md: documents
-    separated by blank lines; anything else (code): the whole file is one document. A bad .jsonl
-    line stops the read, or with skip_bad is left out, its "file:line: what" added to `skipped`."""
+    """One file -> list of (text, lang or None). .jsonl: one {"text", "lang"?} per line;
+    .txt/.md: documents separated by blank lines; anything else (code): the whole file is one
+    document. A bad .jsonl line stops the read, or with skip_bad is left out,
+    its "file:line: what" added to `skipped`."""
     ext = os.path.splitext(path)[1].lower()
     if ext != ".jsonl":
         text = read_text_file(path)
@@ -125,7 +148,8 @@ class Source:
     docs: list  # list of (text, lang or None); a record's lang overrides the group
     origin: str = ""
     skipped: list = field(default_factory=list)  # "file:line: what" of each skipped bad .jsonl line
-    curated: bool = False  # written by this project (tasks.py): exempt from the length and repetition filters
+    # written by this project (tasks.py): exempt from the length and repetition filters
+    curated: bool = False
 
 
 def parse_sources(specs, skip_bad=False):
@@ -133,25 +157,30 @@ def parse_sources(specs, skip_bad=False):
     for spec in specs:
         parts = spec.split(":", 2)
         if len(parts) != 3 or not all(parts):
-            raise DataError(f"--source {spec!r}: expected NAME:GROUP:PATH[,PATH..], e.g. wiki:ko:data/kowiki/")
+            raise DataError(f"--source {spec!r}: expected NAME:GROUP:PATH[,PATH..], e.g. "
+                            "wiki:ko:data/kowiki/")
         name, group, paths = parts
         files = expand_paths(paths, f"--source {name}")
         skipped = []
-        docs = [d for f in tqdm(files, desc=f"read {name}", leave=False) for d in read_file(f, skip_bad, skipped)]
+        docs = [d for f in tqdm(files, desc=f"read {name}", leave=False)
+                for d in read_file(f, skip_bad, skipped)]
         sources.append(Source(name, group, docs, paths, skipped))
     return sources
 
 
-# ----------------------------------------------------------------------------- embedded default corpus
+# -------------------------------------------------------------------------- embedded default corpus
 def stdlib_code(max_chars):
-    """Python's own standard library source (PSF licence): a stable pseudo-random choice of modules."""
+    """Python's own standard library source (PSF licence):
+    a stable pseudo-random choice of modules."""
     root = sysconfig.get_paths()["stdlib"]
     skip = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "__pycache__"}
     files = []
     for d, dirs, fs in os.walk(root):
-        dirs[:] = sorted(x for x in dirs if x not in skip)  # prune: never walk into tests or installed packages
+        # prune: never walk into tests or installed packages
+        dirs[:] = sorted(x for x in dirs if x not in skip)
         files += [os.path.join(d, f) for f in fs if f.endswith(".py")]
-    files.sort(key=lambda p: zlib.crc32(os.path.relpath(p, root).encode()))  # same order on every machine
+    # same order on every machine
+    files.sort(key=lambda p: zlib.crc32(os.path.relpath(p, root).encode()))
     docs, total = [], 0
     for path in files:
         if total >= max_chars:
@@ -171,7 +200,8 @@ def pydoc_topics():
     try:
         from pydoc_data.topics import topics
     except ImportError:
-        warnings.warn("pydoc_data is not installed with this Python: the default English corpus is smaller")
+        warnings.warn("pydoc_data is not installed with this Python: "
+                      "the default English corpus is smaller")
         return []
     return [topics[k] for k in sorted(topics)]
 
@@ -196,14 +226,18 @@ def _default_sources(code_chars):
     sources = []
     for name in ("ko_law", "ko_gnome_help", "ko_debian_faq", "en_gnome_help", "en_debian_faq"):
         path = os.path.join(CORPUS_DIR, name + ".jsonl")
-        sources.append(Source(name, name[:2], [(t, None) for t, _ in read_file(path)], f"corpus/{name}.jsonl"))
-    sources.append(Source("en_python_reference", "en", [(t, None) for t in pydoc_topics()], "stdlib pydoc_data"))
-    sources.append(Source("code_python_stdlib", "code", [(t, None) for t in stdlib_code(code_chars)], "stdlib *.py"))
+        sources.append(Source(name, name[:2], [(t, None) for t, _ in read_file(path)],
+                              f"corpus/{name}.jsonl"))
+    sources.append(Source("en_python_reference", "en", [(t, None) for t in pydoc_topics()],
+                          "stdlib pydoc_data"))
+    sources.append(Source("code_python_stdlib", "code",
+                          [(t, None) for t in stdlib_code(code_chars)], "stdlib *.py"))
     task_docs = task_documents()
     for group in ("ko", "en"):
         docs = [(t, None) for t in task_docs if (hangul_share(t) >= 0.3) == (group == "ko")]
         if docs:
-            sources.append(Source(f"tasks_{group}", group, docs, "tasks.pretrain_documents", curated=True))
+            sources.append(Source(f"tasks_{group}", group, docs, "tasks.pretrain_documents",
+                                  curated=True))
     return tuple(sources)
 
 
@@ -212,27 +246,32 @@ def default_sources(code_chars=1_000_000):
 
 
 def default_corpus():
-    """{"ko": [...], "en": [...], "code": [...]}: the embedded default documents, offline, cached per process."""
+    """{"ko": [...], "en": [...], "code": [...]}:
+    the embedded default documents, offline, cached per process."""
     corpus = {g: [] for g in GROUPS}
     for s in default_sources():
         corpus.setdefault(s.group, []).extend(t for t, _ in s.docs)
     return corpus
 
 
-# ----------------------------------------------------------------------------- cleaning
-EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24})(?![A-Za-z0-9_(@-])")
+# -------------------------------------------------------------------------- cleaning
+EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24})"
+    r"(?![A-Za-z0-9_(@-])")
 EMAIL_PLACEHOLDER = "<EMAIL>"
 PHONE = re.compile(r"""(?<![A-Za-z0-9.+/-])(?:   # not glued to a word, a number or a version string
-      \+[1-9]\d{0,2}[ -]?(?:\(0?\d{1,4}\)|\d{1,4})(?:[ -]?\d{2,4}){2,3}   # +82 10-1234-5678, +1 (555) 123 4567
-    | \(0\d{1,2}\)[ ]?\d{3,4}[ .-]\d{4}                                  # (02) 1234-5678
-    | 0\d{1,2}[ .-]\d{3,4}[ .-]\d{4}                                     # 010-1234-5678, 02-123-4567
-    | \(\d{3}\)[ ]?\d{3}[ .-]\d{4}                                       # (555) 123-4567
-    | \d{3}[.-]\d{3}[.-]\d{4}                                            # 555-123-4567
+      \+[1-9]\d{0,2}[ -]?(?:\(0?\d{1,4}\)|\d{1,4})(?:[ -]?\d{2,4}){2,3}  # +82 10-1234-5678,
+                                                                         # +1 (555) 123 4567
+    | \(0\d{1,2}\)[ ]?\d{3,4}[ .-]\d{4}                                 # (02) 1234-5678
+    | 0\d{1,2}[ .-]\d{3,4}[ .-]\d{4}                                    # 010-1234-5678, 02-123-4567
+    | \(\d{3}\)[ ]?\d{3}[ .-]\d{4}                                      # (555) 123-4567
+    | \d{3}[.-]\d{3}[.-]\d{4}                                           # 555-123-4567
     )(?![A-Za-z0-9_-]|\.\d)""", re.X)
 
 
 def scrub_pii(text):
-    """-> (text, n_emails, n_phones): e-mail local parts become <EMAIL> (the domain stays), phones are removed."""
+    """-> (text, n_emails, n_phones):
+    e-mail local parts become <EMAIL> (the domain stays), phones are removed."""
     text, n_email = EMAIL.subn(lambda m: EMAIL_PLACEHOLDER + "@" + m.group(1), text)
     text, n_phone = PHONE.subn("", text)
     return text, n_email, n_phone
@@ -243,7 +282,8 @@ def normalize(text):
 
 
 def dup_line_frac(text):
-    """Share of non-blank lines that repeat an earlier line of the document (Gopher, Rae et al. 2021)."""
+    """Share of non-blank lines that repeat an earlier line of the document
+    (Gopher, Rae et al. 2021)."""
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
     return 1 - len(set(lines)) / len(lines) if lines else 0.0
 
@@ -266,13 +306,15 @@ MERSENNE_61 = (1 << 61) - 1
 
 
 def minhash(shingle_set, a, b):
-    """(num_perm,) signature: min over shingles of (a*x + b) mod p; a, b, x < 2^32 so uint64 never overflows."""
+    """(num_perm,) signature: min over shingles of (a*x + b) mod p;
+    a, b, x < 2^32 so uint64 never overflows."""
     x = np.fromiter(shingle_set, dtype=np.uint64, count=len(shingle_set))
     return ((a[:, None] * x[None, :] + b[:, None]) % np.uint64(MERSENNE_61)).min(axis=1)
 
 
 def near_duplicates(texts, threshold=0.8, num_perm=64, bands=16, seed=0):
-    """Indices of documents whose word 5-gram Jaccard similarity with an earlier kept document is >= threshold.
+    """Indices of documents whose word 5-gram Jaccard similarity with an earlier kept document
+    is >= threshold.
     MinHash + LSH banding finds candidates; the exact Jaccard of the shingle sets decides."""
     rng = np.random.default_rng(seed)
     a = rng.integers(1, 1 << 32, num_perm, dtype=np.uint64)
@@ -297,8 +339,10 @@ FILTERS = ("jsonl_skipped", "emails", "phones", "too_short", "repetitive", "exac
 
 
 def clean(sources, cfg):
-    """Scrub and filter every source in place (documents -> list of (text, group)); returns counts per source."""
-    counts = {s.name: dict(dict.fromkeys(FILTERS, 0), jsonl_skipped=len(s.skipped)) for s in sources}
+    """Scrub and filter every source in place (documents -> list of (text, group));
+    returns counts per source."""
+    counts = {s.name: dict(dict.fromkeys(FILTERS, 0), jsonl_skipped=len(s.skipped))
+              for s in sources}
     seen, pool = set(), []  # exact-dup hashes; (source index, doc index) of survivors for near-dup
     for si, s in enumerate(sources):
         kept = []
@@ -324,7 +368,8 @@ def clean(sources, cfg):
         s.docs = kept
         pool += [(si, di) for di in range(len(kept))]
     if cfg.near_dup_jaccard < 1:
-        dups = near_duplicates([sources[si].docs[di][0] for si, di in pool], cfg.near_dup_jaccard, seed=cfg.seed)
+        dups = near_duplicates([sources[si].docs[di][0] for si, di in pool], cfg.near_dup_jaccard,
+                               seed=cfg.seed)
         drop = {pool[i] for i in dups}
         for si, s in enumerate(sources):
             before = len(s.docs)
@@ -333,9 +378,10 @@ def clean(sources, cfg):
     return counts
 
 
-# ----------------------------------------------------------------------------- fill-in-the-middle
+# -------------------------------------------------------------------------- fill-in-the-middle
 def fim_split(text, rng, mode="thirds"):
-    """-> (prefix, middle, suffix), joined = text. thirds: HCX's P, M, S; random: two uniform cut points."""
+    """-> (prefix, middle, suffix), joined = text.
+    thirds: HCX's P, M, S; random: two uniform cut points."""
     n = len(text)
     if mode == "thirds":
         i, j = n // 3, 2 * n // 3
@@ -347,8 +393,9 @@ def fim_split(text, rng, mode="thirds"):
 
 
 def fim_ids(prefix, middle, suffix, tok, spm=False):
-    """PSM: <pre> P <suf> S <mid> M.  SPM: <pre> <suf> S <mid> P M (Bavarian et al. App. D, as CodeLlama and
-    StarCoder do: the prefix runs straight into the middle). The caller appends eos."""
+    """PSM: <pre> P <suf> S <mid> M.  SPM: <pre> <suf> S <mid> P M (Bavarian et al. App. D,
+    as CodeLlama and StarCoder do: the prefix runs straight into the middle).
+    The caller appends eos."""
     p, m, s = tok.encode(prefix), tok.encode(middle), tok.encode(suffix)
     if spm:
         return [tok.fim_prefix_id, tok.fim_suffix_id] + s + [tok.fim_middle_id] + p + m
@@ -359,11 +406,12 @@ def document_ids(text, tok, rng, fim_rate, spm_rate, split="thirds", ltr_ids=Non
     """One training document -> (ids ending in eos, kind in {"ltr", "psm", "spm"})."""
     if rng.random() < fim_rate:
         spm = rng.random() < spm_rate
-        return fim_ids(*fim_split(text, rng, split), tok, spm) + [tok.eos_id], "spm" if spm else "psm"
+        return (fim_ids(*fim_split(text, rng, split), tok, spm) + [tok.eos_id],
+                "spm" if spm else "psm")
     return (ltr_ids if ltr_ids is not None else tok.encode(text)) + [tok.eos_id], "ltr"
 
 
-# ----------------------------------------------------------------------------- mixture
+# -------------------------------------------------------------------------- mixture
 def parse_weights(spec, what):
     out = {}
     for item in [x for x in spec.split(",") if x.strip()]:
@@ -372,17 +420,19 @@ def parse_weights(spec, what):
             out[key.strip()] = float(value)
             assert out[key.strip()] >= 0
         except (ValueError, AssertionError):
-            raise DataError(f"{what} {spec!r}: expected NAME=NUMBER,.. with numbers >= 0, got {item!r}") from None
+            raise DataError(f"{what} {spec!r}: expected NAME=NUMBER,.. with numbers >= 0, "
+                            f"got {item!r}") from None
     return out
 
 
 def mix(pools, weights, max_tokens, rng):
-    """pools: {group: [(doc_id, n_tokens), ..]} -> {group: [doc_id, ..]} whose token counts have the requested
-    shares. A group short of its target repeats its documents (whole shuffled passes, then a shuffled prefix);
-    a group over it is subsampled."""
+    """pools: {group: [(doc_id, n_tokens), ..]} -> {group: [doc_id, ..]} whose token counts have the
+    requested shares. A group short of its target repeats its documents (whole shuffled passes, then
+    a shuffled prefix); a group over it is subsampled."""
     total_w = sum(weights[g] for g in pools)
     if total_w <= 0:
-        raise DataError(f"the groups with training documents ({', '.join(pools)}) all have mixture weight 0")
+        raise DataError(f"the groups with training documents ({', '.join(pools)}) "
+                        "all have mixture weight 0")
     available = {g: sum(n for _, n in docs) for g, docs in pools.items()}
     budget = max_tokens or sum(available.values())
     chosen = {}
@@ -398,23 +448,27 @@ def mix(pools, weights, max_tokens, rng):
     return chosen
 
 
-# ----------------------------------------------------------------------------- building out/data
+# -------------------------------------------------------------------------- building out/data
 def load_tokenizer(path, train_texts):
-    """tokenizer.Tokenizer at path; trains the default one first when the default path has none yet."""
+    """tokenizer.Tokenizer at path;
+    trains the default one first when the default path has none yet."""
     import tokenizer
     if not os.path.exists(path):
         if os.path.normpath(path) != os.path.normpath(DataConfig.tokenizer):
-            raise DataError(f"{path}: no tokenizer model; run `python tokenizer.py` or pass --tokenizer")
+            raise DataError(f"{path}: no tokenizer model; "
+                            "run `python tokenizer.py` or pass --tokenizer")
         print(f"{path} not found: training the default tokenizer on this corpus first")
         path = tokenizer.train_tokenizer(train_texts, os.path.dirname(path))
     return tokenizer.Tokenizer(path), path
 
 
 def special_ids(tok):
-    """{"eos": 1, "fim_prefix": 5, ..}: the tokenizer's own special_ids() where it has one, else its *_id attributes."""
+    """{"eos": 1, "fim_prefix": 5, ..}: the tokenizer's own special_ids() where it has one, else its
+    *_id attributes."""
     if hasattr(tok, "special_ids"):
         return {k: int(v) for k, v in tok.special_ids().items()}
-    return {k[:-3]: int(getattr(tok, k)) for k in dir(tok) if k.endswith("_id") and isinstance(getattr(tok, k), int)}
+    return {k[:-3]: int(getattr(tok, k)) for k in dir(tok)
+            if k.endswith("_id") and isinstance(getattr(tok, k), int)}
 
 
 def write_bin(path, ids, dtype):
@@ -426,30 +480,36 @@ def build(cfg, tok=None):
     t0 = time.time()
     if cfg.fim_split not in ("thirds", "random"):
         raise DataError(f"--fim-split {cfg.fim_split!r}: use thirds or random")
-    sources = parse_sources(cfg.source, cfg.skip_bad) if cfg.source else default_sources(cfg.code_chars)
+    sources = (parse_sources(cfg.source, cfg.skip_bad) if cfg.source
+               else default_sources(cfg.code_chars))
     weights = parse_weights(cfg.mix, "--mix")
     upsample = parse_weights(cfg.upsample, "--upsample")
     for name in upsample:
         if name not in {s.name for s in sources}:
-            raise DataError(f"--upsample {name}: no such source (sources: {', '.join(s.name for s in sources)})")
+            raise DataError(f"--upsample {name}: no such source "
+                            f"(sources: {', '.join(s.name for s in sources)})")
     docs_in = {s.name: len(s.docs) for s in sources}
     counts = clean(sources, cfg)
     groups = sorted({g for s in sources for _, g in s.docs})
     if not groups:
         raise DataError("no document left after filtering: check the inputs (" +
-                        ", ".join(f"{s.name}: {s.origin}" for s in sources) + ") or relax --min-chars and the filters")
+                        ", ".join(f"{s.name}: {s.origin}" for s in sources)
+                        + ") or relax --min-chars and the filters")
     missing = [g for g in groups if g not in weights]
     if missing:
-        raise DataError(f"--mix {cfg.mix!r} has no weight for group(s) {', '.join(missing)}; add e.g. {missing[0]}=1")
+        raise DataError(f"--mix {cfg.mix!r} has no weight for group(s) {', '.join(missing)}; "
+                        f"add e.g. {missing[0]}=1")
     if sum(weights[g] for g in groups) <= 0:
-        raise DataError(f"--mix {cfg.mix!r}: the groups present ({', '.join(groups)}) all have weight 0")
+        raise DataError(f"--mix {cfg.mix!r}: the groups present ({', '.join(groups)}) "
+                        "all have weight 0")
 
     rng = np.random.default_rng(cfg.seed)
     train_docs, val_docs = [], {g: [] for g in groups}  # train: (text, group, source name)
     for s in sources:
         order = rng.permutation(len(s.docs))
         # curated task text stays whole in training: its facts are what the later phases ask about
-        n_val = int(round(cfg.val_fraction * len(s.docs))) if len(s.docs) >= 2 and not s.curated else 0
+        n_val = (int(round(cfg.val_fraction * len(s.docs))) if len(s.docs) >= 2 and not s.curated
+                 else 0)
         for rank, k in enumerate(order):
             text, group = s.docs[k]
             if rank < n_val:
@@ -481,31 +541,41 @@ def build(cfg, tok=None):
         train_ids.append(ids)
         group_tokens[group] = group_tokens.get(group, 0) + len(ids)
         source_tokens[name] = source_tokens.get(name, 0) + len(ids)
-    train_flat = np.concatenate([np.asarray(x, dtype=dtype) for x in train_ids]) if train_ids else np.zeros(0, dtype)
+    train_flat = (np.concatenate([np.asarray(x, dtype=dtype) for x in train_ids]) if train_ids
+                  else np.zeros(0, dtype))
     if len(train_flat) == 0:
         raise DataError("the training split is empty: add documents or lower --val-fraction")
 
     val_meta, val_flat = {}, []
     for g in groups:
         ids = [x for t in val_docs[g] for x in tok.encode(t) + [tok.eos_id]]
-        val_meta[g] = {"docs": len(val_docs[g]), "tokens": len(ids), "bytes": sum(len(t.encode()) for t in val_docs[g])}
+        val_meta[g] = {"docs": len(val_docs[g]), "tokens": len(ids),
+                       "bytes": sum(len(t.encode()) for t in val_docs[g])}
         val_flat.append(np.asarray(ids, dtype=dtype))
 
     n_train_tokens = int(len(train_flat))
     meta = {
-        "vocab_size": int(tok.vocab_size), "dtype": np.dtype(dtype).name, "tokenizer": os.path.abspath(cfg_tok),
-        "special_ids": special_ids(tok),
+        "vocab_size": int(tok.vocab_size), "dtype": np.dtype(dtype).name,
+        "tokenizer": os.path.abspath(cfg_tok), "special_ids": special_ids(tok),
         "train": {"tokens": n_train_tokens, "docs": len(order)},
         "val": {"tokens": int(sum(len(v) for v in val_flat)), "groups": val_meta,
-                "note": "tokens include one eos per document; bytes are UTF-8 bytes of the document text"},
-        "mixture": {g: {"weight": weights[g], "target_share": weights[g] / sum(weights[x] for x in chosen),
-                        "tokens": group_tokens.get(g, 0), "share": group_tokens.get(g, 0) / n_train_tokens,
-                        "epochs": group_tokens.get(g, 0) / max(1, sum(n for _, n in pools[g]))} for g in chosen},
-        "sources": {s.name: {"group": s.group, "origin": s.origin, "docs_in": docs_in[s.name], "docs_kept": len(s.docs),
-                             "chars": sum(len(t) for t, _ in s.docs), "upsample": upsample.get(s.name, 1.0),
-                             "train_tokens": source_tokens.get(s.name, 0), "filters": counts[s.name]} for s in sources},
-        "fim": {"rate": cfg.fim_rate, "spm_rate": cfg.spm_rate, "split": cfg.fim_split, "docs": fim_counts,
-                "sentinels": {k: int(getattr(tok, k + "_id")) for k in ("fim_prefix", "fim_middle", "fim_suffix")}},
+                "note": "tokens include one eos per document; "
+                        "bytes are UTF-8 bytes of the document text"},
+        "mixture": {
+            g: {"weight": weights[g], "target_share": weights[g] / sum(weights[x] for x in chosen),
+                "tokens": group_tokens.get(g, 0), "share": group_tokens.get(g, 0) / n_train_tokens,
+                "epochs": group_tokens.get(g, 0) / max(1, sum(n for _, n in pools[g]))}
+            for g in chosen},
+        "sources": {
+            s.name: {"group": s.group, "origin": s.origin, "docs_in": docs_in[s.name],
+                     "docs_kept": len(s.docs), "chars": sum(len(t) for t, _ in s.docs),
+                     "upsample": upsample.get(s.name, 1.0),
+                     "train_tokens": source_tokens.get(s.name, 0), "filters": counts[s.name]}
+            for s in sources},
+        "fim": {"rate": cfg.fim_rate, "spm_rate": cfg.spm_rate, "split": cfg.fim_split,
+                "docs": fim_counts,
+                "sentinels": {k: int(getattr(tok, k + "_id"))
+                              for k in ("fim_prefix", "fim_middle", "fim_suffix")}},
         "skipped_records": [where for s in sources for where in s.skipped],
         "config": dataclasses.asdict(cfg),
         "seconds": round(time.time() - t0, 2),
@@ -515,8 +585,8 @@ def build(cfg, tok=None):
 
 
 def write_out_dir(out_dir, train_flat, val_flat, groups, dtype, meta):
-    """Writes everything into a temporary sibling folder, then swaps it in: a failed run never leaves a
-    half-written out_dir, and an old good one stays until the new one is complete."""
+    """Writes everything into a temporary sibling folder, then swaps it in: a failed run never
+    leaves a half-written out_dir, and an old good one stays until the new one is complete."""
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -541,29 +611,33 @@ def write_out_dir(out_dir, train_flat, val_flat, groups, dtype, meta):
 
 def summary(meta):
     """The per-source and per-group table printed at the end of a build."""
-    rows = [f"{'source':22} {'group':5} {'docs in':>7} {'short':>5} {'rep':>4} {'exact':>5} {'near':>4} {'kept':>5} "
-            f"{'MB':>6} {'up':>4} {'train tok':>10} {'pii e/p':>8}"]
+    rows = [f"{'source':22} {'group':5} {'docs in':>7} {'short':>5} {'rep':>4} {'exact':>5} "
+            f"{'near':>4} {'kept':>5} {'MB':>6} {'up':>4} {'train tok':>10} {'pii e/p':>8}"]
     for name, s in meta["sources"].items():
         f = s["filters"]
-        rows.append(f"{name:22} {s['group']:5} {s['docs_in']:7} {f['too_short']:5} {f['repetitive']:4} {f['exact_dup']:5} "
-                    f"{f['near_dup']:4} {s['docs_kept']:5} {s['chars'] / 1e6:6.2f} {s['upsample']:4.1f} "
-                    f"{s['train_tokens']:10,} {f['emails']:>4}/{f['phones']:<3}")
+        rows.append(f"{name:22} {s['group']:5} {s['docs_in']:7} {f['too_short']:5} "
+                    f"{f['repetitive']:4} {f['exact_dup']:5} {f['near_dup']:4} {s['docs_kept']:5} "
+                    f"{s['chars'] / 1e6:6.2f} {s['upsample']:4.1f} {s['train_tokens']:10,} "
+                    f"{f['emails']:>4}/{f['phones']:<3}")
     rows.append("")
-    rows.append(f"{'group':6} {'target':>7} {'share':>7} {'train tok':>10} {'epochs':>6} {'val docs':>8} {'val tok':>8} {'val bytes':>9}")
+    rows.append(f"{'group':6} {'target':>7} {'share':>7} {'train tok':>10} {'epochs':>6} "
+                f"{'val docs':>8} {'val tok':>8} {'val bytes':>9}")
     for g, m in meta["mixture"].items():
         v = meta["val"]["groups"].get(g, {"docs": 0, "tokens": 0, "bytes": 0})
-        rows.append(f"{g:6} {m['target_share']:7.1%} {m['share']:7.1%} {m['tokens']:10,} {m['epochs']:6.2f} "
-                    f"{v['docs']:8} {v['tokens']:8,} {v['bytes']:9,}")
+        rows.append(f"{g:6} {m['target_share']:7.1%} {m['share']:7.1%} {m['tokens']:10,} "
+                    f"{m['epochs']:6.2f} {v['docs']:8} {v['tokens']:8,} {v['bytes']:9,}")
     fim = meta["fim"]
-    rows.append(f"\ntrain: {meta['train']['tokens']:,} tokens in {meta['train']['docs']:,} documents "
-                f"(FIM rate {fim['rate']}, SPM {fim['spm_rate']}, {fim['split']}: {fim['docs']}); "
-                f"val: {meta['val']['tokens']:,} tokens; {meta['dtype']}, vocab {meta['vocab_size']}; {meta['seconds']} s")
+    rows.append(f"\ntrain: {meta['train']['tokens']:,} tokens in {meta['train']['docs']:,} "
+                f"documents (FIM rate {fim['rate']}, SPM {fim['spm_rate']}, {fim['split']}: "
+                f"{fim['docs']}); val: {meta['val']['tokens']:,} tokens; "
+                f"{meta['dtype']}, vocab {meta['vocab_size']}; {meta['seconds']} s")
     return "\n".join(rows)
 
 
-# ----------------------------------------------------------------------------- batches for pretrain.py
+# -------------------------------------------------------------------------- batches for pretrain.py
 def load_tokens(bin_path, dtype=None):
-    """np.memmap of a token file; dtype from meta.json beside it, else uint16 (nanoGPT's convention)."""
+    """np.memmap of a token file;
+    dtype from meta.json beside it, else uint16 (nanoGPT's convention)."""
     if not os.path.exists(bin_path):
         raise FileNotFoundError(f"{bin_path}: no token file; run `python data.py` first")
     if dtype is None:
@@ -572,20 +646,23 @@ def load_tokens(bin_path, dtype=None):
         if os.path.exists(meta_path):
             with open(meta_path, encoding="utf-8") as fh:
                 dtype = np.dtype(json.load(fh).get("dtype", "uint16"))
-    if os.path.getsize(bin_path) == 0:  # np.memmap cannot map an empty file (e.g. a group with no val docs)
+    # np.memmap cannot map an empty file (e.g. a group with no val docs)
+    if os.path.getsize(bin_path) == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(bin_path, dtype=dtype, mode="r")
 
 
 class PretrainBatches:
-    """Random training windows over a token file. The global batch at a step is batch_size * world_size
-    non-overlapping windows drawn from an RNG seeded by (seed, step); rank r takes rows [r*B, (r+1)*B).
-    So resuming needs only the step, ranks never share a window, and 1 rank x 2B == 2 ranks x B."""
+    """Random training windows over a token file. The global batch at a step is
+    batch_size * world_size non-overlapping windows drawn from an RNG seeded by (seed, step);
+    rank r takes rows [r*B, (r+1)*B). So resuming needs only the step, ranks never share a window,
+    and 1 rank x 2B == 2 ranks x B."""
 
     def __init__(self, bin_path, batch_size, seed=0, rank=0, world_size=1, dtype=None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-        self.bin_path, self.batch_size, self.seed, self.rank, self.world_size = bin_path, batch_size, seed, rank, world_size
+        self.bin_path, self.batch_size, self.seed = bin_path, batch_size, seed
+        self.rank, self.world_size = rank, world_size
         self.data = load_tokens(bin_path, dtype)
         self.step = 0  # the cursor: the next step to serve
 
@@ -593,17 +670,22 @@ class PretrainBatches:
         """(batch_size * world_size,) start offsets of this step's windows of seq_len + 1 tokens."""
         n_global, span = self.batch_size * self.world_size, seq_len + 1
         rng = np.random.default_rng([self.seed, step])
-        offset = int(rng.integers(0, span))  # a random phase, so window edges move from step to step
+        # a random phase, so window edges move from step to step
+        offset = int(rng.integers(0, span))
         n_windows = (len(self.data) - offset) // span
         if n_windows < n_global:
-            raise ValueError(f"{self.bin_path}: {len(self.data):,} tokens hold {n_windows} windows of {span} tokens, "
-                             f"but a step needs {n_global}; use a smaller batch size or seq_len, or more data")
+            raise ValueError(f"{self.bin_path}: {len(self.data):,} tokens hold {n_windows} windows "
+                             f"of {span} tokens, but a step needs {n_global}; "
+                             "use a smaller batch size or seq_len, or more data")
         return offset + rng.choice(n_windows, size=n_global, replace=False) * span
 
     def get(self, step, seq_len):
         """-> (x, y) int64 (B, T) for this rank at this step; y is x shifted left by one token."""
-        starts = self.global_starts(step, seq_len)[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-        windows = torch.from_numpy(np.stack([self.data[s:s + seq_len + 1] for s in starts]).astype(np.int64))  # (B, T+1)
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        starts = self.global_starts(step, seq_len)[lo:hi]
+        # (B, T+1)
+        windows = torch.from_numpy(
+            np.stack([self.data[s:s + seq_len + 1] for s in starts]).astype(np.int64))
         self.step = step + 1
         return windows[:, :-1], windows[:, 1:]
 
@@ -613,29 +695,34 @@ class PretrainBatches:
 
     def load_state_dict(self, d):
         if d["n_tokens"] != len(self.data):
-            raise ValueError(f"{self.bin_path} has {len(self.data):,} tokens but the checkpoint's data had "
-                             f"{d['n_tokens']:,}: the data changed since; rebuild it or start afresh")
+            raise ValueError(f"{self.bin_path} has {len(self.data):,} tokens but the checkpoint's "
+                             f"data had {d['n_tokens']:,}: the data changed since; "
+                             "rebuild it or start afresh")
         if d["global_batch"] != self.batch_size * self.world_size:
-            warnings.warn(f"global batch {self.batch_size * self.world_size} != checkpoint's {d['global_batch']}: "
+            warnings.warn(f"global batch {self.batch_size * self.world_size} "
+                          f"!= checkpoint's {d['global_batch']}: "
                           "resumed batches will differ from an uninterrupted run")
         self.seed, self.step = d["seed"], d["step"]
 
 
 def val_batches(bin_path, batch_size, seq_len, max_batches=0, dtype=None):
-    """Yields fixed (x, y) int64 (B, T) batches of consecutive windows from the start of a token file, so every
-    token (after the first) is predicted once; max_batches = 0 means all. The last batch may be smaller."""
+    """Yields fixed (x, y) int64 (B, T) batches of consecutive windows from the start of a token
+    file, so every token (after the first) is predicted once; max_batches = 0 means all.
+    The last batch may be smaller."""
     data = load_tokens(bin_path, dtype)
     n_windows = (len(data) - 1) // seq_len
     if max_batches:
         n_windows = min(n_windows, max_batches * batch_size)
     for first in range(0, n_windows, batch_size):
-        rows = [data[i * seq_len:i * seq_len + seq_len + 1] for i in range(first, min(first + batch_size, n_windows))]
+        rows = [data[i * seq_len:i * seq_len + seq_len + 1]
+                for i in range(first, min(first + batch_size, n_windows))]
         w = torch.from_numpy(np.stack(rows).astype(np.int64))  # (B, T+1)
         yield w[:, :-1], w[:, 1:]
 
 
 def context_length_at(step, total_steps, short_len, long_len, long_fraction=0.1):
-    """HCX two-phase context schedule: short_len for most steps, long_len for the last long_fraction of them."""
+    """HCX two-phase context schedule:
+    short_len for most steps, long_len for the last long_fraction of them."""
     if not 0 <= long_fraction <= 1:
         raise ValueError(f"long_fraction {long_fraction} is not in [0, 1]")
     n_long = round(total_steps * long_fraction)
@@ -644,7 +731,7 @@ def context_length_at(step, total_steps, short_len, long_len, long_fraction=0.1)
     return long_len if step >= total_steps - n_long else short_len
 
 
-# ----------------------------------------------------------------------------- command line
+# -------------------------------------------------------------------------- command line
 def parse_config(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -652,7 +739,8 @@ def parse_config(argv=None):
     for f in dataclasses.fields(DataConfig):
         flag, kind, hlp = "--" + f.name.replace("_", "-"), hints[f.name], f.metadata["help"]
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=hlp)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=hlp)
         elif f.name == "source":
             parser.add_argument(flag, action="append", default=None, help=hlp)
         else:
@@ -673,7 +761,8 @@ def main(argv=None):
         print(f"skipped {len(meta['skipped_records'])} malformed record(s) (--skip-bad): "
               + "; ".join(meta["skipped_records"][:10])
               + (" .." if len(meta["skipped_records"]) > 10 else ""))
-    print(f"wrote {cfg.out_dir}/{{train,val,{','.join('val_' + g for g in meta['val']['groups'])}}}.bin and meta.json")
+    vals = ",".join("val_" + g for g in meta["val"]["groups"])
+    print(f"wrote {cfg.out_dir}/{{train,val,{vals}}}.bin and meta.json")
 
 
 if __name__ == "__main__":

@@ -1,28 +1,31 @@
 """evaluate.py: one report for the whole pipeline, over any set of checkpoints.
 
-HyperCLOVA X §4 (benchmarks; multiple choice read off the answer letter's probability; win rates judged
-in both orders, §4.3) and SELF-JUDGE (Lee et al., ACL 2024: judge accuracy, position consistency,
-self-rejection by tournament). Each section is a function usable on its own, and skippable with --skip:
+HyperCLOVA X §4 (benchmarks; multiple choice read off the answer letter's probability; win rates
+judged in both orders, §4.3) and SELF-JUDGE (Lee et al., ACL 2024: judge accuracy, position
+consistency, self-rejection by tournament). Each section is a function usable on its own, and
+skippable with --skip:
 
   lm         validation loss and bits per byte per language group (ko / en / code)
   tokenizer  mean tokens per held-out document (HCX Table 1), from tokenizer.py's report.json
   fim        fill-in-the-middle on held-out documents: exact match and prefix match of the middle
   mc         multiple choice from .jsonl (DESIGN.md §4; MMLU and KMMLU layouts), HCX style
-  tasks      the verifier's scores of greedy and of sampled replies (--samples per prompt, T=1) to every
-             held-out prompt, per principle, family, language; how far each stage moved from its start
-             (KL estimate on its own samples, share of changed replies)
-  win        win rates on sampled replies against the baseline and against each checkpoint's own start,
-             with paired bootstrap 95 % intervals; on greedy replies by the verifier and by a judge
+  tasks      the verifier's scores of greedy and of sampled replies (--samples per prompt, T=1)
+             to every held-out prompt, per principle, family, language; how far each stage moved
+             from its start (KL estimate on its own samples, share of changed replies)
+  win        win rates on sampled replies against the baseline and against each checkpoint's
+             own start, with paired bootstrap 95 % intervals; on greedy replies by the verifier
+             and by a judge
   judge      judge accuracy and position consistency on held-out preference pairs, and on on-policy
              pairs (two samples of the SELF-JUDGE start, judged by itself, against the verifier)
   rejection  self-rejection curve: the knockout winner of N samples, N = 1, 2, 4, 8, 16
 
 Run:
-  python evaluate.py                                     # the demo's checkpoints that exist -> out/eval/
+  python evaluate.py                             # the demo's checkpoints that exist -> out/eval/
   python evaluate.py --ckpts sft=out/sft,dpo=out/dpo --baseline sft --judge-ckpt out/jsft
   python evaluate.py --ckpts base=out/pretrain --mc my_kmmlu.jsonl --skip tasks,win,judge,rejection
 Writes out/eval/report.md (tables; plots when matplotlib is installed), out/eval/report.json (every
-figure) and prints a short table. The --max-* knobs subsample, to keep the demo inside its time budget.
+figure) and prints a short table.
+The --max-* knobs subsample, to keep the demo inside its time budget.
 """
 import contextlib
 import dataclasses
@@ -50,8 +53,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ("lm", "tokenizer", "fim", "mc", "tasks", "win", "judge", "rejection")
 JUDGE_PHASES = ("jsft", "self_judge")  # the phases that train a checkpoint to judge
 LETTERS = "ABCDEFGHIJ"
-MC_INSTRUCTION = {"en": "Answer with the letter of the correct option.", "ko": "정답의 기호를 고르세요."}
-MC_ANSWER_PREFIX = {"en": "Answer:", "ko": "정답:"}  # the assistant's words; the next token is the letter
+MC_INSTRUCTION = {"en": "Answer with the letter of the correct option.",
+                  "ko": "정답의 기호를 고르세요."}
+# the assistant's words; the next token is the letter
+MC_ANSWER_PREFIX = {"en": "Answer:", "ko": "정답:"}
 
 
 def opt(default, help):
@@ -60,48 +65,65 @@ def opt(default, help):
 
 @dataclass
 class EvalConfig:
-    ckpts: str = opt("pretrain=out/pretrain,sft=out/sft,dpo=out/dpo,jsft=out/jsft,self_judge=out/self_judge",
-                     "NAME=DIR,... to compare; with this default, missing ones are skipped with a note")
+    ckpts: str = opt(
+        "pretrain=out/pretrain,sft=out/sft,dpo=out/dpo,jsft=out/jsft,self_judge=out/self_judge",
+                     "NAME=DIR,... to compare; with this default, missing ones are skipped with a "
+                     "note")
     baseline: str = opt("sft", "the checkpoint NAME that win rates are measured against")
-    judge_ckpt: str = opt("jsft", "judge of the win rates beside the verifier: a NAME of --ckpts or a DIR; '' = none")
-    judges: str = opt("", "NAMES whose judge accuracy is measured; '' = those trained to judge (jsft, self_judge)")
+    judge_ckpt: str = opt("jsft", "judge of the win rates beside the verifier: "
+                                  "a NAME of --ckpts or a DIR; '' = none")
+    judges: str = opt("", "NAMES whose judge accuracy is measured; '' = those trained to judge "
+                          "(jsft, self_judge)")
     data_dir: str = opt("out/data", "data.py's folder: val_{ko,en,code}.bin and meta.json")
-    tokenizer: str = opt("out/tokenizer/tokenizer.model", "data.py's tokenizer, when meta.json's path is gone")
+    tokenizer: str = opt("out/tokenizer/tokenizer.model",
+                         "data.py's tokenizer, when meta.json's path is gone")
     tokenizer_report: str = opt("out/tokenizer/report.json", "tokenizer.py's efficiency report")
     tasks_dir: str = opt("out/tasks", "tasks.py's exports: eval_tasks.jsonl, prefs_eval.jsonl")
     out_dir: str = opt("out/eval", "where report.md and report.json go")
-    mc: str = opt("evals/mc_ko.jsonl,evals/mc_en.jsonl", "multiple-choice .jsonl FILES, comma-separated "
+    mc: str = opt("evals/mc_ko.jsonl,evals/mc_en.jsonl",
+                  "multiple-choice .jsonl FILES, comma-separated "
                   "(relative paths are also looked up beside this script)")
-    fim_ckpts: str = opt("pretrain", "NAMES evaluated on fill-in-the-middle (base models); '' = all")
+    fim_ckpts: str = opt("pretrain",
+                         "NAMES evaluated on fill-in-the-middle (base models); '' = all")
     fim_groups: str = opt("code", "language groups whose held-out documents FIM uses")
-    rejection_ckpt: str = opt("self_judge", "NAME of --ckpts whose samples the self-rejection curve picks from")
-    rejection_judge: str = opt("", "judge of its knockouts: a NAME or DIR; '' = the same checkpoint (self-rejection)")
-    rejection_max_n: int = opt(8, "the self-rejection curve runs N = 1, 2, 4, ... up to this power of two")
+    rejection_ckpt: str = opt("self_judge",
+                              "NAME of --ckpts whose samples the self-rejection curve picks from")
+    rejection_judge: str = opt("", "judge of its knockouts: a NAME or DIR; "
+                                   "'' = the same checkpoint (self-rejection)")
+    rejection_max_n: int = opt(8, "the self-rejection curve runs "
+                                  "N = 1, 2, 4, ... up to this power of two")
     rejection_prompts: int = opt(128, "held-out prompts on the self-rejection curve")
     max_val_tokens: int = opt(2048, "validation tokens per language group; 0 = all")
-    max_tasks: int = opt(0, "held-out prompts for verifier scores and win rates (stratified by family, "
-                            "language); 0 = all")
-    samples: int = opt(2, "replies sampled per prompt (T=1, top-p 0.9) for the sampled scores and win rates")
-    reward_model: str = opt("out/reward_model", "a reward model (reward_model.py) measured beside the judges, "
-                            "on held-out and on-policy pairs, and as best-of-N on the self-rejection curve; "
+    max_tasks: int = opt(0, "held-out prompts for verifier scores and win rates "
+                            "(stratified by family, language); 0 = all")
+    samples: int = opt(2, "replies sampled per prompt (T=1, top-p 0.9) "
+                          "for the sampled scores and win rates")
+    reward_model: str = opt("out/reward_model",
+                            "a reward model (reward_model.py) measured beside the judges, "
+                            "on held-out and on-policy pairs, and as best-of-N on the "
+                            "self-rejection curve; "
                             "'' = none (a missing default is skipped with a note)")
-    onpolicy_ckpt: str = opt("jsft", "NAME whose two samples per held-out prompt its own judge labels (what "
-                                     "SELF-JUDGE judges), scored against the verifier; '' = none")
+    onpolicy_ckpt: str = opt("jsft", "NAME whose two samples per held-out prompt its own judge "
+                                     "labels (what SELF-JUDGE judges), scored against the "
+                                     "verifier; '' = none")
     max_judge_pairs: int = opt(0, "held-out preference pairs for judge accuracy; 0 = all")
     fim_examples: int = opt(24, "FIM examples (windows of held-out documents)")
     fim_chars: int = opt(240, "characters per FIM window (whole lines, cut at thirds)")
     fim_max_new_tokens: int = opt(48, "cap on a generated middle")
-    max_new_tokens: int = opt(32, "cap on a reply (the longest gold reply is 29 tokens with the demo tokenizer)")
+    max_new_tokens: int = opt(32, "cap on a reply "
+                                  "(the longest gold reply is 29 tokens with the demo tokenizer)")
     batch_size: int = opt(48, "sequences per forward pass or generation batch")
     seq_len: int = opt(256, "window of the validation loss (at most the model's max_seq_len)")
     skip: str = opt("", "SECTIONS to leave out, comma-separated: " + ",".join(SECTIONS))
-    skip_bad: bool = opt(False, "skip malformed multiple-choice records (counted) instead of stopping")
+    skip_bad: bool = opt(False,
+                         "skip malformed multiple-choice records (counted) instead of stopping")
     seed: int = opt(0, "seed of the samples and subsamples")
     device: str = opt("auto", "auto | cpu | cuda | mps")
-    threads: int = opt(0, "torch CPU threads; 0 = torch's default (on a busy machine 1 can be much faster)")
+    threads: int = opt(0, "torch CPU threads; 0 = torch's default "
+                          "(on a busy machine 1 can be much faster)")
 
 
-# ----------------------------------------------------------------------------- small helpers
+# ------------------------------------------------------------------ small helpers
 def names(spec):
     return [s.strip() for s in spec.split(",") if s.strip()]
 
@@ -112,7 +134,8 @@ def mean(xs):
 
 
 def right_pad(seqs, pad_id):
-    """list of id lists -> (B, T) long tensor, right-padded: causal attention never lets padding leak back."""
+    """list of id lists -> (B, T) long tensor, right-padded: causal attention never lets padding
+    leak back."""
     x = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
     for b, s in enumerate(seqs):
         x[b, :len(s)] = torch.as_tensor(s, dtype=torch.long)
@@ -129,21 +152,24 @@ def same_file(a, b):
 
 
 def load(ckpt_dir, device, fallback_tokenizer=None):
-    """(model in eval mode, its tokenizer, its config dict): the checkpoint's own tokenizer.model when it has one."""
+    """(model in eval mode, its tokenizer, its config dict): the checkpoint's own tokenizer.model
+    when it has one."""
     ckpt_dir = find_checkpoint(ckpt_dir) or ckpt_dir  # a run folder: its newest complete save
     model, config = load_model(ckpt_dir, device)
     path = os.path.join(ckpt_dir, "tokenizer.model")
     return model.eval(), Tokenizer(path if os.path.exists(path) else fallback_tokenizer), config
 
 
-# ----------------------------------------------------------------------------- lm: loss and bits per byte
+# ------------------------------------------------------------------ lm: loss and bits per byte
 def bits_per_byte(total_nats, n_bytes):
-    """= loss_nats * tokens / (bytes * ln 2). Per byte, not per token, so tokenizers compare fairly."""
+    """= loss_nats * tokens / (bytes * ln 2). Per byte, not per token, so tokenizers compare
+    fairly."""
     return total_nats / (n_bytes * math.log(2))
 
 
 def token_byte_lengths(tok):
-    """(V,) UTF-8 bytes each id stands for: 1 for a byte-fallback piece, 0 for control ids (eos), else its text."""
+    """(V,) UTF-8 bytes each id stands for: 1 for a byte-fallback piece, 0 for control ids (eos),
+    else its text."""
     sp, out = tok.sp, np.zeros(tok.vocab_size, dtype=np.int64)
     for i in range(tok.vocab_size):
         if sp.is_byte(i):
@@ -155,8 +181,9 @@ def token_byte_lengths(tok):
 
 @torch.no_grad()
 def lm_eval(model, stream, byte_lengths, seq_len=256, max_tokens=0, batch_size=16):
-    """Next-token loss over a token stream cut into consecutive windows, so every token after the first is
-    predicted once. Bytes are those of the predicted tokens (an eos costs bits but has no bytes).
+    """Next-token loss over a token stream cut into consecutive windows, so every token after the
+    first is predicted once. Bytes are those of the predicted tokens (an eos costs bits but has no
+    bytes).
     -> {"loss": nats per token, "bpb", "tokens", "bytes"}."""
     stream = np.asarray(stream[:max_tokens + 1] if max_tokens else stream, dtype=np.int64)
     if len(stream) < 2:
@@ -166,45 +193,54 @@ def lm_eval(model, stream, byte_lengths, seq_len=256, max_tokens=0, batch_size=1
     device = model.lm_head.weight.device
     nats, n_tokens, n_bytes = 0.0, 0, 0
     for k in range(0, len(starts), batch_size):
-        rows = [stream[s:s + seq_len + 1] for s in starts[k:k + batch_size]]  # the last may be shorter
+        # the last may be shorter
+        rows = [stream[s:s + seq_len + 1] for s in starts[k:k + batch_size]]
         x = right_pad([r[:-1] for r in rows], 0)  # (B, T)
         y = right_pad([r[1:] for r in rows], -100)  # (B, T), -100 = no target
         logits, _ = model(x.to(device))  # (B, T, V)
-        nats += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().to(device), ignore_index=-100,
-                                reduction="sum").item()
+        nats += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().to(device),
+                                ignore_index=-100, reduction="sum").item()
         targets = y[y != -100].numpy()
         n_tokens, n_bytes = n_tokens + len(targets), n_bytes + int(byte_lengths[targets].sum())
-    return {"loss": nats / n_tokens, "bpb": bits_per_byte(nats, n_bytes), "tokens": n_tokens, "bytes": n_bytes}
+    return {"loss": nats / n_tokens, "bpb": bits_per_byte(nats, n_bytes), "tokens": n_tokens,
+            "bytes": n_bytes}
 
 
 def heldout_documents(data_dir, group, data_tok):
-    """The validation documents of a language group as text: val_<group>.bin split at eos, decoded."""
+    """The validation documents of a language group as text: val_<group>.bin split at eos,
+    decoded."""
     ids = data.load_tokens(os.path.join(data_dir, f"val_{group}.bin"))
     ends = np.flatnonzero(ids == data_tok.eos_id)
     return [data_tok.decode(ids[s:e]) for s, e in zip(np.r_[0, ends[:-1] + 1], ends)]
 
 
 def val_stream(data_dir, group, tok, data_tok):
-    """val_<group>.bin as it is when the checkpoint shares data.py's tokenizer, else its documents re-encoded."""
+    """val_<group>.bin as it is when the checkpoint shares data.py's tokenizer, else its documents
+    re-encoded."""
     if same_file(tok.model_path, data_tok.model_path):
         return data.load_tokens(os.path.join(data_dir, f"val_{group}.bin"))
-    return np.array([i for d in heldout_documents(data_dir, group, data_tok) for i in tok.encode(d) + [tok.eos_id]])
+    return np.array(
+        [i for d in heldout_documents(data_dir, group, data_tok) for i in tok.encode(d)
+         + [tok.eos_id]])
 
 
 def lm_section(model, tok, data_tok, data_dir, groups, seq_len, max_tokens, batch_size):
-    """Loss and bits per byte per language group (those with validation text), and over all of them."""
+    """Loss and bits per byte per language group (those with validation text), and over all of
+    them."""
     lengths = token_byte_lengths(tok)
     streams = {g: val_stream(data_dir, g, tok, data_tok) for g in groups}
-    out = {g: lm_eval(model, s, lengths, seq_len, max_tokens, batch_size) for g, s in streams.items() if len(s) > 1}
+    out = {g: lm_eval(model, s, lengths, seq_len, max_tokens, batch_size)
+           for g, s in streams.items() if len(s) > 1}
     nats = sum(r["loss"] * r["tokens"] for r in out.values())
     tokens, n_bytes = sum(r["tokens"] for r in out.values()), sum(r["bytes"] for r in out.values())
-    out["all"] = {"loss": nats / tokens, "bpb": bits_per_byte(nats, n_bytes), "tokens": tokens, "bytes": n_bytes}
+    out["all"] = {"loss": nats / tokens, "bpb": bits_per_byte(nats, n_bytes), "tokens": tokens,
+                  "bytes": n_bytes}
     return out
 
 
 def loss_curve(ckpt_dir, max_points=200):
-    """metrics.jsonl -> {"step", "loss", "val_step", "val_loss"}, thinned to about max_points, and the
-    median wall time of a step; None without one."""
+    """metrics.jsonl -> {"step", "loss", "val_step", "val_loss"}, thinned to about max_points, and
+    the median wall time of a step; None without one."""
     path = os.path.join(ckpt_dir, "metrics.jsonl")
     if not os.path.exists(path):
         return None
@@ -212,7 +248,8 @@ def loss_curve(ckpt_dir, max_points=200):
     every = max(1, len(rows) // max_points)
     curve = {"step": [], "loss": [], "val_step": [], "val_loss": []}
     step_s = sorted(r["step_s"] for r in rows if "step_s" in r)
-    curve["median_step_s"] = step_s[len(step_s) // 2] if step_s else None  # wall time per optimizer step
+    # wall time per optimizer step
+    curve["median_step_s"] = step_s[len(step_s) // 2] if step_s else None
     for k, r in enumerate(rows):
         if "loss" in r and (k % every == 0 or k == len(rows) - 1):
             curve["step"].append(r["step"])
@@ -223,11 +260,12 @@ def loss_curve(ckpt_dir, max_points=200):
     return curve
 
 
-# ----------------------------------------------------------------------------- fim
+# ------------------------------------------------------------------ fim
 def fim_examples(docs, tok, n, max_chars, seed=0):
-    """Held-out documents -> [(prompt ids, middle text)]: windows of whole lines (at most max_chars), n of them
-    drawn at random, each cut at thirds (data.fim_split) and laid out PSM exactly as data.fim_ids writes training
-    documents, up to <fim_middle>. A leading eos stands for the end of the document packed before it."""
+    """Held-out documents -> [(prompt ids, middle text)]: windows of whole lines (at most
+    max_chars), n of them drawn at random, each cut at thirds (data.fim_split) and laid out PSM
+    exactly as data.fim_ids writes training documents, up to <fim_middle>. A leading eos stands for
+    the end of the document packed before it."""
     windows = []
     for doc in docs:
         current = ""
@@ -237,7 +275,8 @@ def fim_examples(docs, tok, n, max_chars, seed=0):
                 current = ""
             current += line
         windows.append(current)
-    windows = [w[:max_chars] for w in windows if len(w.strip()) >= max_chars // 4]  # no near-empty tails
+    # no near-empty tails
+    windows = [w[:max_chars] for w in windows if len(w.strip()) >= max_chars // 4]
     random.Random(seed).shuffle(windows)
     out = []
     for w in windows[:n]:
@@ -247,20 +286,23 @@ def fim_examples(docs, tok, n, max_chars, seed=0):
 
 
 def prefix_match(generated, middle):
-    """Share of the middle's leading characters reproduced exactly (1.0: the whole middle, maybe more)."""
+    """Share of the middle's leading characters reproduced exactly (1.0: the whole middle, maybe
+    more)."""
     return len(os.path.commonprefix([generated, middle])) / max(1, len(middle))
 
 
 @torch.no_grad()
 def fim_eval(model, tok, examples, max_new_tokens=48, batch_size=32):
-    """Greedy middles, stopped at eos (training puts one after the middle). exact: the middle and then eos.
+    """Greedy middles, stopped at eos (training puts one after the middle). exact: the middle and
+    then eos.
     -> {"exact", "prefix", "n"}."""
     exact, prefix = [], []
     for k in range(0, len(examples), batch_size):
         chunk = examples[k:k + batch_size]
         room = model.cfg.max_seq_len - max(len(p) for p, _ in chunk)
         if room < 1:
-            raise ValueError(f"fim: a prompt fills the model's context ({model.cfg.max_seq_len}); lower --fim-chars")
+            raise ValueError(f"fim: a prompt fills the model's context ({model.cfg.max_seq_len}); "
+                             "lower --fim-chars")
         new = generate(model, [p for p, _ in chunk], min(max_new_tokens, room), temperature=0,
                        stop_ids=(tok.eos_id,), pad_id=tok.pad_id)
         for ids, (_, middle) in zip(new, chunk):
@@ -271,16 +313,20 @@ def fim_eval(model, tok, examples, max_new_tokens=48, batch_size=32):
 
 
 def fim_section(model, tok, data_tok, data_dir, groups, cfg):
-    return {g: fim_eval(model, tok, fim_examples(heldout_documents(data_dir, g, data_tok), tok, cfg.fim_examples,
-                                                 cfg.fim_chars, cfg.seed), cfg.fim_max_new_tokens, cfg.batch_size)
+    return {
+        g: fim_eval(model, tok,
+                    fim_examples(heldout_documents(data_dir, g, data_tok), tok, cfg.fim_examples,
+                                                 cfg.fim_chars, cfg.seed), cfg.fim_max_new_tokens,
+                                                 cfg.batch_size)
             for g in groups}
 
 
-# ----------------------------------------------------------------------------- multiple choice
+# ------------------------------------------------------------------ multiple choice
 def mc_record(record):
-    """-> {"question", "choices", "answer" (0-based)}. Layouts: DESIGN.md §4 and MMLU {"question", "choices",
-    "answer": 0-based index or letter}; KMMLU {"question", "A", "B", "C", "D", "answer": 1-based index or letter}.
-    A letter may be written "B" or "(B)". Raises ValueError naming the field."""
+    """-> {"question", "choices", "answer" (0-based)}. Layouts: DESIGN.md §4 and MMLU {"question",
+    "choices", "answer": 0-based index or letter}; KMMLU {"question", "A", "B", "C", "D", "answer":
+    1-based index or letter}. A letter may be written "B" or "(B)". Raises ValueError naming the
+    field."""
     question = record.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ValueError('"question" must be a non-empty string')
@@ -289,24 +335,28 @@ def mc_record(record):
     elif all(L in record for L in "ABCD"):
         choices, base = [record[L] for L in LETTERS if L in record], 1
     else:
-        raise ValueError('expected "choices": [...] (MMLU layout) or "A", "B", "C", "D" fields (KMMLU layout)')
+        raise ValueError('expected "choices": [...] (MMLU layout) or "A", "B", "C", "D" fields '
+                         '(KMMLU layout)')
     if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS) or \
             not all(isinstance(c, (str, int, float)) and str(c).strip() for c in choices):
-        raise ValueError(f"the choices must be 2 to {len(LETTERS)} non-empty strings, got {choices!r:.80}")
+        raise ValueError(f"the choices must be 2 to {len(LETTERS)} non-empty strings, got "
+                         f"{choices!r:.80}")
     answer, letters = record.get("answer"), LETTERS[:len(choices)]
     letter = answer.strip().strip("()").upper() if isinstance(answer, str) else None
     if letter and len(letter) == 1 and letter in letters:
         index = letters.index(letter)
-    elif isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer - base < len(choices):
+    elif isinstance(answer, int) and not isinstance(answer,
+                                                    bool) and 0 <= answer - base < len(choices):
         index = answer - base
     else:
-        raise ValueError(f'"answer" must be a {base}-based index below {len(choices) + base} or a letter '
-                         f"{letters[0]}-{letters[-1]}, got {answer!r}")
+        raise ValueError(f'"answer" must be a {base}-based index below {len(choices) + base} or a '
+                         'letter ' f"{letters[0]}-{letters[-1]}, got {answer!r}")
     return {"question": question, "choices": [str(c) for c in choices], "answer": index}
 
 
 def read_mc(path, skip_bad=False):
-    """Multiple-choice records of a .jsonl file; a bad one stops the read as 'file:line: what is wrong'."""
+    """Multiple-choice records of a .jsonl file; a bad one stops the read as 'file:line: what is
+    wrong'."""
     if not os.path.exists(path) and os.path.exists(os.path.join(HERE, path)):
         path = os.path.join(HERE, path)  # the shipped evals/ sets, from any working directory
     if not os.path.exists(path):
@@ -318,24 +368,26 @@ def read_mc(path, skip_bad=False):
 
 
 def mc_prompt(tok, question, choices, chat=True):
-    """HCX style: the question and its lettered options as a user turn, then the assistant's "Answer:", whose
-    next token is the answer letter. chat=False (a base model, which never saw the chat tokens): the same text as
-    a plain document after an eos, "...\nAnswer:" on its own line."""
+    """HCX style: the question and its lettered options as a user turn, then the assistant's
+    "Answer:", whose next token is the answer letter. chat=False (a base model, which never saw the
+    chat tokens): the same text as a plain document after an eos, "...\nAnswer:" on its own line."""
     lang = "ko" if data.hangul_share(question) >= 0.3 else "en"
     options = "\n".join(f"{L}. {c}" for L, c in zip(LETTERS, choices))
     body = f"{question.strip()}\n{options}\n{MC_INSTRUCTION[lang]}"
     if not chat:
         return [tok.eos_id] + tok.encode(f"{body}\n{MC_ANSWER_PREFIX[lang]}")
     messages = [{"role": "user", "content": body}]
-    return tok.render_chat(messages, add_generation_prompt=True)[0] + tok.encode(MC_ANSWER_PREFIX[lang])
+    return (tok.render_chat(messages, add_generation_prompt=True)[0]
+            + tok.encode(MC_ANSWER_PREFIX[lang]))
 
 
 @torch.no_grad()
 def continuation_logprobs(model, prompts, continuations, pad_id, batch_size=32):
     """log p(continuation | prompt) for each prompt and each of its continuations (lists of ids).
-    When every continuation is one token (" A" ... " D" usually are) it takes one forward pass per prompt, read
-    off the next-token distribution at the prompt's last position; otherwise one row per continuation, its
-    tokens' log-probabilities summed by sequence_logprobs. Both compute the same number."""
+    When every continuation is one token (" A" ... " D" usually are) it takes one forward pass per
+    prompt, read off the next-token distribution at the prompt's last position; otherwise one row
+    per continuation, its tokens' log-probabilities summed by sequence_logprobs. Both compute the
+    same number."""
     device = model.lm_head.weight.device
     if all(len(c) == 1 for cs in continuations for c in cs):
         out = []
@@ -343,8 +395,10 @@ def continuation_logprobs(model, prompts, continuations, pad_id, batch_size=32):
             chunk = prompts[k:k + batch_size]
             logits, _ = model(right_pad(chunk, pad_id).to(device))  # (B, T, V)
             last = torch.tensor([len(p) - 1 for p in chunk], device=device)
-            logp = logits[torch.arange(len(chunk), device=device), last].float().log_softmax(-1)  # (B, V)
-            out += [[logp[b, c[0]].item() for c in cs] for b, cs in enumerate(continuations[k:k + batch_size])]
+            # (B, V)
+            logp = logits[torch.arange(len(chunk), device=device), last].float().log_softmax(-1)
+            out += [[logp[b, c[0]].item() for c in cs]
+                    for b, cs in enumerate(continuations[k:k + batch_size])]
         return out
     rows = [(p + c, len(p)) for p, cs in zip(prompts, continuations) for c in cs]
     flat = []
@@ -363,9 +417,11 @@ def continuation_logprobs(model, prompts, continuations, pad_id, batch_size=32):
 
 
 def mc_eval(model, tok, records, batch_size=32, chat=True):
-    """Accuracy (the most probable letter), mean probability of the right letter (normalized over the letters),
-    chance level. A prompt longer than the model's context loses its start (counted in "truncated")."""
-    letters = [tok.encode(" " + L) for L in LETTERS]  # " C" may be two tokens ("▁", "C") in a small vocabulary
+    """Accuracy (the most probable letter), mean probability of the right letter (normalized over
+    the letters), chance level. A prompt longer than the model's context loses its start (counted in
+    "truncated")."""
+    # " C" may be two tokens ("▁", "C") in a small vocabulary
+    letters = [tok.encode(" " + L) for L in LETTERS]
     prompts, conts, truncated = [], [], 0
     for r in records:
         cs = letters[:len(r["choices"])]
@@ -379,14 +435,17 @@ def mc_eval(model, tok, records, batch_size=32, chat=True):
         probs = torch.tensor(lp).softmax(0)
         right.append(float(int(probs.argmax()) == r["answer"]))
         p_right.append(float(probs[r["answer"]]))
-    return {"accuracy": mean(right), "p_correct": mean(p_right), "chance": mean(1 / len(r["choices"]) for r in records),
-            "n": len(records), "truncated": truncated, "format": "chat" if chat else "plain text",
-            "letter_tokens": "one token each" if all(len(c) == 1 for cs in conts for c in cs) else "multi-token"}
+    return {"accuracy": mean(right), "p_correct": mean(p_right),
+            "chance": mean(1 / len(r["choices"]) for r in records), "n": len(records),
+            "truncated": truncated, "format": "chat" if chat else "plain text",
+            "letter_tokens": "one token each" if all(len(c) == 1 for cs in conts for c in cs)
+            else "multi-token"}
 
 
-# ----------------------------------------------------------------------------- tasks: replies and the verifier
+# ------------------------------------------------------------------ tasks: replies and the verifier
 def pick_tasks(tasks, k):
-    """Up to k tasks (0 = all), round-robin over (family, language), so every cell is represented."""
+    """Up to k tasks (0 = all), round-robin over (family, language), so every cell is
+    represented."""
     cells = {}
     for t in tasks:
         cells.setdefault((t["family"], t["lang"]), []).append(t)
@@ -398,7 +457,8 @@ def pick_tasks(tasks, k):
 
 @torch.no_grad()
 def greedy_replies(model, tok, contexts, max_new_tokens=32, batch_size=32):
-    """Greedy replies (ids, without the closing <|endofturn|>) to conversations that end with a user turn."""
+    """Greedy replies (ids, without the closing <|endofturn|>) to conversations that end with a user
+    turn."""
     prompts = [tok.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
     stops, out = (tok.eot_id, tok.eos_id), []
     for k in range(0, len(prompts), batch_size):
@@ -406,20 +466,23 @@ def greedy_replies(model, tok, contexts, max_new_tokens=32, batch_size=32):
         room = model.cfg.max_seq_len - max(map(len, chunk))
         if room < 1:
             raise ValueError(f"a prompt of {max(map(len, chunk))} tokens fills the model's context")
-        new = generate(model, chunk, min(max_new_tokens, room), temperature=0, stop_ids=stops, pad_id=tok.pad_id)
+        new = generate(model, chunk, min(max_new_tokens, room), temperature=0, stop_ids=stops,
+                       pad_id=tok.pad_id)
         out += [strip_stop(ids, stops) for ids in new]
     return out
 
 
 @torch.no_grad()
 def sampled_replies(model, tok, contexts, k=2, max_new_tokens=32, seed=0, batch_size=48):
-    """k replies per conversation sampled as the policy is used (T=1, top-p 0.9), as id lists without
-    the stop id. Chunk j is seeded by (seed, j) for every model alike: common random numbers, so two
-    models that agree give the same replies and paired comparisons carry less noise."""
+    """k replies per conversation sampled as the policy is used (T=1, top-p 0.9), as id lists
+    without the stop id. Chunk j is seeded by (seed, j) for every model alike: common random
+    numbers, so two models that agree give the same replies and paired comparisons carry less
+    noise."""
     from self_judge import sample_responses, seed_of
     stops, out, step = (tok.eot_id, tok.eos_id), [], max(1, batch_size // k)
     for j in range(0, len(contexts), step):
-        per = sample_responses(model, tok, contexts[j:j + step], k, max_new_tokens, 1.0, 0.9, seed_of(seed, j))
+        per = sample_responses(model, tok, contexts[j:j + step], k, max_new_tokens, 1.0, 0.9,
+                               seed_of(seed, j))
         out += [[strip_stop(list(s), stops) for s in replies] for replies in per]
     return out
 
@@ -437,16 +500,18 @@ def log_ratio_to_start(model, start, tok, contexts, replies, batch_size=48):
         mask = torch.zeros_like(ids)
         for b, (p, r) in enumerate(chunk):
             mask[b, len(p):len(p) + len(r)] = 1
-        total += float((sequence_logprobs(model, ids, mask)[0] - sequence_logprobs(start, ids, mask)[0]).sum())
+        total += float(
+            (sequence_logprobs(model, ids, mask)[0] - sequence_logprobs(start, ids, mask)[0]).sum())
     return total / len(rows)
 
 
 def summarize_scores(tasks, scores):
-    """Verifier scores -> mean of each principle and overall, correctness share; per family and per language."""
+    """Verifier scores -> mean of each principle and overall, correctness share; per family and per
+    language."""
     def block(idx):
         s = [scores[i] for i in idx]
-        return {**{p: mean(x[p] for x in s) for p in s[0]}, "correct_share": mean(x["correctness"] == 1 for x in s),
-                "n": len(s)}
+        return {**{p: mean(x[p] for x in s) for p in s[0]},
+                "correct_share": mean(x["correctness"] == 1 for x in s), "n": len(s)}
     out = block(range(len(tasks)))
     for key in ("family", "lang"):
         cells = {}
@@ -464,18 +529,19 @@ def tasks_section(tasks, replies):
                          for t, r in list(zip(tasks, replies))[:3]]}
 
 
-# ----------------------------------------------------------------------------- win rates (HCX §4.3)
+# ------------------------------------------------------------------ win rates (HCX §4.3)
 def hcx_outcomes(first_order, second_order):
-    """Each prompt is judged twice, the candidate's reply shown first, then second. A verdict is 1 (the candidate
-    wins), 0.5 (tie) or 0; the prompt scores their mean: 1 = won both orders, 0.5 = split or tied, 0 = lost both."""
+    """Each prompt is judged twice, the candidate's reply shown first, then second. A verdict is 1
+    (the candidate wins), 0.5 (tie) or 0; the prompt scores their mean: 1 = won both orders, 0.5 =
+    split or tied, 0 = lost both."""
     return [(float(a) + float(b)) / 2 for a, b in zip(first_order, second_order)]
 
 
 def win_summary(first_order, second_order):
     outcomes = hcx_outcomes(first_order, second_order)
     return {"win_rate": mean(outcomes), "wins": outcomes.count(1.0), "ties": outcomes.count(0.5),
-            "losses": outcomes.count(0.0), "n_prompts": len(outcomes), "n_judgments": 2 * len(outcomes),
-            "first_order_win_rate": mean(map(float, first_order)),
+            "losses": outcomes.count(0.0), "n_prompts": len(outcomes),
+            "n_judgments": 2 * len(outcomes), "first_order_win_rate": mean(map(float, first_order)),
             "second_order_win_rate": mean(map(float, second_order))}
 
 
@@ -495,14 +561,16 @@ def paired_win(outcomes, seed=0):
 
 
 def verifier_verdicts(cand_scores, base_scores):
-    """The verifier reads no order: the same verdict in both (1, 0.5 for equal overall scores, 0)."""
+    """The verifier reads no order: the same verdict in both (1, 0.5 for equal overall scores,
+    0)."""
     v = [1.0 if a["overall"] > b["overall"] else 0.5 if a["overall"] == b["overall"] else 0.0
          for a, b in zip(cand_scores, base_scores)]
     return v, v
 
 
 def make_judge(model, tok, batch_size):
-    """judge(contexts, pairs) -> jsft.judge's dict: p(A) against p(B) after the judge prompt, both orders."""
+    """judge(contexts, pairs) -> jsft.judge's dict: p(A) against p(B) after the judge prompt, both
+    orders."""
     import jsft
     return lambda contexts, pairs: jsft.judge(model, tok, contexts, pairs, batch_size=batch_size)
 
@@ -514,13 +582,15 @@ def judge_verdicts(judge, contexts, cand, base):
     if ask:
         result = judge([contexts[i] for i in ask], [(cand[i], base[i]) for i in ask])
         for j, i in enumerate(ask):
-            first[i], second[i] = float(result["first_order_a"][j]), float(result["second_order_a"][j])
+            first[i], second[i] = float(result["first_order_a"][j]), float(
+                result["second_order_a"][j])
     return first, second
 
 
 def bootstrap_interval(outcomes, seed=0, n_boot=4000, level=0.95):
     """Percentile interval of the mean of per-prompt outcomes, resampling prompts with replacement.
-    Paired: each outcome already compares two arms on the same prompt (1 / 0.5 / 0, or a difference)."""
+    Paired: each outcome already compares two arms on the same prompt (1 / 0.5 / 0, or a
+    difference)."""
     x = np.asarray(outcomes, dtype=float)
     if len(x) == 0:
         return None
@@ -530,13 +600,14 @@ def bootstrap_interval(outcomes, seed=0, n_boot=4000, level=0.95):
 
 
 def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, other_judges=None):
-    """What SELF-JUDGE really judges: two samples per prompt from `policy` (T=1, top-p 0.9, as in training),
-    both scored by the verifier. Pairs the verifier ties (identical samples among them) are counted and
-    dropped; on the rest, the judge's accuracy per order, order-averaged, its position consistency, the
-    share of single-order verdicts naming the reply shown first (names_first: its position prior), and
-    all of these by what separates the pair (by_difference: correctness, or surface principles only).
-    other_judges {name: judge_fn}: the same figures for other judges of the same pairs ("others").
-    Also the mean verifier scores of the samples, per principle (where the policy's flaws are)."""
+    """What SELF-JUDGE really judges: two samples per prompt from `policy` (T=1, top-p 0.9, as in
+    training), both scored by the verifier. Pairs the verifier ties (identical samples among them)
+    are counted and dropped; on the rest, the judge's accuracy per order, order-averaged, its
+    position consistency, the share of single-order verdicts naming the reply shown first
+    (names_first: its position prior), and all of these by what separates the pair (by_difference:
+    correctness, or surface principles only). other_judges {name: judge_fn}: the same figures for
+    other judges of the same pairs ("others"). Also the mean verifier scores of the samples, per
+    principle (where the policy's flaws are)."""
     import tasks as task_world
     contexts = [t["messages"] for t in tasks]
     samples = sampled_replies(policy, tok, contexts, 2, max_new_tokens, seed)
@@ -546,9 +617,10 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, othe
            "tie_share": 1 - len(differ) / len(tasks), "n_judged": len(differ),
            "sample_scores": {p: mean(x[p] for pair in scores for x in pair) for p in scores[0][0]}}
     a_better = [scores[i][0]["overall"] > scores[i][1]["overall"] for i in differ]
-    # what separates a pair: its correctness, or only surface principles (language, concision, ending)
-    kinds = ["correctness" if scores[i][0]["correctness"] != scores[i][1]["correctness"] else "surface"
-             for i in differ]
+    # what separates a pair: its correctness, or only surface principles (language, concision,
+    # ending)
+    kinds = ["correctness" if scores[i][0]["correctness"] != scores[i][1]["correctness"]
+             else "surface" for i in differ]
 
     def accuracy(fn):
         verdict = fn([contexts[i] for i in differ], [tuple(samples[i]) for i in differ])
@@ -573,17 +645,19 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, othe
     return out
 
 
-# ----------------------------------------------------------------------------- self-rejection curve
+# ------------------------------------------------------------------ self-rejection curve
 def nested_knockout(contexts, candidates, judge_winners):
-    """A knockout over each context's candidates (a power-of-two count, in sample order) whose brackets nest:
-    after round r the first champion is the knockout winner of the first 2^r samples. One bracket gives the
-    whole curve in N-1 judgments per context (separate tournaments for N = 2, 4, 8, 16 would take 26).
-    judge_winners(contexts, pairs) -> [0 = first, 1 = second], called once per round for every context.
+    """A knockout over each context's candidates (a power-of-two count, in sample order) whose
+    brackets nest: after round r the first champion is the knockout winner of the first 2^r samples.
+    One bracket gives the whole curve in N-1 judgments per context (separate tournaments for N = 2,
+    4, 8, 16 would take 26). judge_winners(contexts, pairs) -> [0 = first, 1 = second], called once
+    per round for every context.
     -> {N: [winner index per context]} for N = 1, 2, 4, ..., len(candidates[i])."""
     champions = [list(range(len(c))) for c in candidates]
     picks, n = {1: [0] * len(candidates)}, 1
     while champions and len(champions[0]) > 1:
-        matches = [(i, ch[k], ch[k + 1]) for i, ch in enumerate(champions) for k in range(0, len(ch), 2)]
+        matches = [(i, ch[k], ch[k + 1]) for i, ch in enumerate(champions)
+                   for k in range(0, len(ch), 2)]
         winners = judge_winners([contexts[i] for i, _, _ in matches],
                                 [(candidates[i][a], candidates[i][b]) for i, a, b in matches])
         champions = [[] for _ in candidates]
@@ -596,19 +670,21 @@ def nested_knockout(contexts, candidates, judge_winners):
 
 def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed=0, as_text=False,
                     other_judges=None):
-    """SELF-JUDGE self-rejection: per prompt, sample max_n replies (T=1, top-p 0.9, self_judge.sample_responses);
-    for N = 1, 2, 4, ..., max_n the knockout winner among the first N (judged by `judge` in both orders) is
-    scored by the verifier. N=1 is the mean over all samples (the expected score of one sample); oracle_* is the
-    verifier's own best of N, the ceiling. as_text: give the judge decoded text (it tokenizes differently).
-    other_judges {name: judge_fn}: their picks among the same samples, as <name>_overall and <name>_correct_share
-    (a reward model's knockout is its best-of-N: a scalar judge's knockout winner is its highest reward)."""
+    """SELF-JUDGE self-rejection: per prompt, sample max_n replies (T=1, top-p 0.9,
+    self_judge.sample_responses); for N = 1, 2, 4, ..., max_n the knockout winner among the first N
+    (judged by `judge` in both orders) is scored by the verifier. N=1 is the mean over all samples
+    (the expected score of one sample); oracle_* is the verifier's own best of N, the ceiling.
+    as_text: give the judge decoded text (it tokenizes differently). other_judges {name: judge_fn}:
+    their picks among the same samples, as <name>_overall and <name>_correct_share (a reward model's
+    knockout is its best-of-N: a scalar judge's knockout winner is its highest reward)."""
     import tasks as task_world
     from self_judge import sample_responses
     if max_n < 1 or max_n & (max_n - 1):
         raise ValueError(f"--rejection-max-n {max_n}: must be a power of two (1, 2, 4, 8, 16, ...)")
     contexts = [t["messages"] for t in tasks]
     stops = (tok.eot_id, tok.eos_id)
-    samples = sample_responses(policy, tok, contexts, max_n, max_new_tokens, temperature=1.0, top_p=0.9, seed=seed)
+    samples = sample_responses(policy, tok, contexts, max_n, max_new_tokens, temperature=1.0,
+                               top_p=0.9, seed=seed)
     samples = [[strip_stop(list(s), stops) for s in per] for per in samples]
     scores = [[task_world.score(t, tok.decode(s)) for s in per] for t, per in zip(tasks, samples)]
     cands = [[tok.decode(s) for s in per] for per in samples] if as_text else samples
@@ -616,7 +692,8 @@ def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed
 
     def picks(fn):  # {N: verifier scores of the knockout winners}; N=1: every sample
         bracket = nested_knockout(contexts, cands, lambda cx, pr: fn(cx, pr)["winners"])
-        return {n: every if n == 1 else [per[w] for per, w in zip(scores, ws)] for n, ws in bracket.items()}
+        return {n: every if n == 1 else [per[w] for per, w in zip(scores, ws)]
+                for n, ws in bracket.items()}
     others = {name: picks(fn) for name, fn in (other_judges or {}).items()}
     curve = []
     for n, picked in picks(judge).items():
@@ -632,10 +709,11 @@ def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed
     return curve
 
 
-# ----------------------------------------------------------------------------- the whole report
+# ------------------------------------------------------------------ the whole report
 @contextlib.contextmanager
 def clock(seconds, section):
-    """Adds the block's wall time to seconds[section], its CPU time (all threads) to seconds["cpu_" + section]."""
+    """Adds the block's wall time to seconds[section], its CPU time (all threads) to seconds["cpu_"
+    + section]."""
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         yield
@@ -657,7 +735,8 @@ def torch_threads(n):
 
 
 def checkpoints_to_run(cfg, notes):
-    """--ckpts -> {name: dir}. From the default list a missing checkpoint is skipped (noted); a named one errors."""
+    """--ckpts -> {name: dir}. From the default list a missing checkpoint is skipped (noted); a
+    named one errors."""
     ckpts, user_given = {}, cfg.ckpts != EvalConfig.ckpts
     for item in names(cfg.ckpts):
         name, sep, path = item.partition("=")
@@ -670,21 +749,25 @@ def checkpoints_to_run(cfg, notes):
         else:
             notes.append(f"checkpoint {name} ({path}) not found: skipped")
     if not ckpts:
-        raise FileNotFoundError(f"none of the checkpoints exist ({cfg.ckpts}); run the pipeline first (make demo)")
+        raise FileNotFoundError(f"none of the checkpoints exist ({cfg.ckpts}); run the pipeline "
+                                "first (make demo)")
     return ckpts
 
 
 def load_reward_model(cfg, device, notes):
-    """(reward model, its tokenizer) from --reward-model, or None: none asked for, or the default one
-    missing (noted)."""
+    """(reward model, its tokenizer) from --reward-model, or None: none asked for, or the default
+    one missing (noted)."""
     if not cfg.reward_model:
         return None
     ckpt = find_checkpoint(cfg.reward_model)
     if not ckpt and cfg.reward_model == EvalConfig.reward_model:
-        notes.append(f"reward model {cfg.reward_model} not found: no reward-model rows (run reward_model.py)")
+        notes.append(f"reward model {cfg.reward_model} not found: no reward-model rows (run "
+                     "reward_model.py)")
         return None
-    from self_judge import load_reward_model as load_checked  # refuses a missing or non-reward checkpoint
-    return load_checked(cfg.reward_model, None, device), Tokenizer(os.path.join(ckpt, "tokenizer.model"))
+    # refuses a missing or non-reward checkpoint
+    from self_judge import load_reward_model as load_checked
+    return load_checked(cfg.reward_model, None,
+                        device), Tokenizer(os.path.join(ckpt, "tokenizer.model"))
 
 
 def resolve(name_or_dir, ckpts):
@@ -710,24 +793,33 @@ def run(cfg):
     seconds = dict.fromkeys(SECTIONS + tuple("cpu_" + s for s in SECTIONS), 0.0)
     skip = set(names(cfg.skip))
     if skip - set(SECTIONS):
-        raise ValueError(f"--skip {cfg.skip!r}: unknown section(s) {sorted(skip - set(SECTIONS))}; use {SECTIONS}")
+        raise ValueError(f"--skip {cfg.skip!r}: unknown section(s) {sorted(skip - set(SECTIONS))}; "
+                         f"use {SECTIONS}")
     on = {s: s not in skip for s in SECTIONS}
-    device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available()
+              else "cpu")
     device = device if cfg.device == "auto" else cfg.device
     ckpts = checkpoints_to_run(cfg, notes)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
-    report = {"meta": {"config": dataclasses.asdict(cfg), "device": device, "torch": torch.__version__,
-                       "machine": machine + (f", {torch.cuda.get_device_name()}" if device == "cuda" else "")},
-              "notes": notes, "checkpoints": {}, "loss_curves": {}, "lm": {}, "tokenizer": None, "fim": {}, "mc": {},
-              "tasks": {}, "win_rates": {"baseline": cfg.baseline, "verifier": {}, "judge": {}, "sampled": {}},
+    report = {
+        "meta": {"config": dataclasses.asdict(cfg), "device": device, "torch": torch.__version__,
+                       "machine": machine
+                       + (f", {torch.cuda.get_device_name()}" if device == "cuda" else "")},
+              "notes": notes, "checkpoints": {}, "loss_curves": {}, "lm": {}, "tokenizer": None,
+              "fim": {}, "mc": {}, "tasks": {},
+              "win_rates": {"baseline": cfg.baseline, "verifier": {}, "judge": {}, "sampled": {}},
               "judge": {}, "onpolicy_judge": None, "movement": {}, "rejection": None}
 
     # what the sections read; a missing input skips its sections, with a note
     if on["tokenizer"]:
-        report["tokenizer"] = read_input(cfg.tokenizer_report, notes, "no tokenizer table (run tokenizer.py)")
-    meta = read_input(os.path.join(cfg.data_dir, "meta.json"), notes, "no LM or FIM section (run data.py)") \
+        report["tokenizer"] = read_input(cfg.tokenizer_report, notes,
+                                         "no tokenizer table (run tokenizer.py)")
+    meta = read_input(os.path.join(cfg.data_dir, "meta.json"), notes,
+                      "no LM or FIM section (run data.py)") \
         if on["lm"] or on["fim"] else None
-    data_tok = meta and Tokenizer(meta["tokenizer"] if os.path.exists(meta.get("tokenizer") or "") else cfg.tokenizer)
+    data_tok = (meta
+                and Tokenizer(meta["tokenizer"] if os.path.exists(meta.get("tokenizer") or "")
+                              else cfg.tokenizer))
     groups = list(meta["val"]["groups"]) if meta else []
     eval_tasks = read_input(os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"), notes,
                             "no task, win-rate or self-rejection section (run tasks.py)") \
@@ -741,13 +833,15 @@ def run(cfg):
         pref_pairs = jsft.read_preferences(prefs_path)
         random.Random(cfg.seed).shuffle(pref_pairs)
         pref_pairs = pref_pairs[:cfg.max_judge_pairs or None]
-    mc_sets = {os.path.basename(p): read_mc(p, cfg.skip_bad) for p in names(cfg.mc)} if on["mc"] else {}
+    mc_sets = ({os.path.basename(p): read_mc(p, cfg.skip_bad) for p in names(cfg.mc)} if on["mc"]
+               else {})
     fim_ckpts, judges = set(names(cfg.fim_ckpts)) or set(ckpts), set(names(cfg.judges))
     fim_groups = [g for g in names(cfg.fim_groups) if g in groups]
 
     rm = load_reward_model(cfg, device, notes) if on["judge"] or on["rejection"] else None
     replies = {}  # checkpoint name -> its greedy reply texts to `picked`
-    sampled = {}  # checkpoint name -> (sampled reply ids, their verifier scores), cfg.samples per prompt
+    # checkpoint name -> (sampled reply ids, their verifier scores), cfg.samples per prompt
+    sampled = {}
     loaded, by_path = {}, {os.path.realpath(p): n for n, p in ckpts.items()}
     for name, path in tqdm(ckpts.items(), desc="checkpoints", unit="ckpt"):
         model, tok, config = load(path, device, cfg.tokenizer)
@@ -758,54 +852,70 @@ def run(cfg):
         start = by_path.get(os.path.realpath(config.get("init_from") or "-"))
         loaded[name] = (model, tok)
         report["loss_curves"][name] = curve = loss_curve(path)
-        report["checkpoints"][name] = {"path": path, "phase": phase, "step": config.get("step"), "start": start,
-                                       "params": model.num_params(), "vocab_size": tok.vocab_size,
-                                       # cost: policy + reference + judge held while training, s per step
+        report["checkpoints"][name] = {"path": path, "phase": phase, "step": config.get("step"),
+                                       "start": start, "params": model.num_params(),
+                                       "vocab_size": tok.vocab_size,
+                                       # cost: policy + reference + judge held while training, s per
+                                       # step
                                        "params_held": config.get("params_held", model.num_params()),
                                        "judged_by": config.get("judged_by"),
                                        "step_s": curve and curve["median_step_s"]}
         if data_tok and on["lm"]:
             with clock(seconds, "lm"):
-                report["lm"][name] = lm_section(model, tok, data_tok, cfg.data_dir, groups, cfg.seq_len,
-                                                cfg.max_val_tokens, cfg.batch_size)
+                report["lm"][name] = lm_section(model, tok, data_tok, cfg.data_dir, groups,
+                                                cfg.seq_len, cfg.max_val_tokens, cfg.batch_size)
         if data_tok and on["fim"] and name in fim_ckpts:
             with clock(seconds, "fim"):
-                report["fim"][name] = fim_section(model, tok, data_tok, cfg.data_dir, fim_groups, cfg)
+                report["fim"][name] = fim_section(model, tok, data_tok, cfg.data_dir, fim_groups,
+                                                  cfg)
         if mc_sets:
             with clock(seconds, "mc"):
-                report["mc"][name] = {f: mc_eval(model, tok, recs, cfg.batch_size, chat=phase != "pretrain")
+                report["mc"][name] = {
+                    f: mc_eval(model, tok, recs, cfg.batch_size, chat=phase != "pretrain")
                                       for f, recs in mc_sets.items()}
         if picked and (on["tasks"] or on["win"]):
             with clock(seconds, "tasks"):
-                ids = greedy_replies(model, tok, [t["messages"] for t in picked], cfg.max_new_tokens, cfg.batch_size)
+                ids = greedy_replies(model, tok, [t["messages"] for t in picked],
+                                     cfg.max_new_tokens, cfg.batch_size)
                 replies[name] = [tok.decode(r) for r in ids]
                 report["tasks"][name] = tasks_section(picked, replies[name])
                 if cfg.samples:
                     import tasks as task_world
                     contexts = [t["messages"] for t in picked]
-                    ids = sampled_replies(model, tok, contexts, cfg.samples, cfg.max_new_tokens, cfg.seed,
-                                          cfg.batch_size)
-                    scores = [[task_world.score(t, tok.decode(r)) for r in per] for t, per in zip(picked, ids)]
+                    ids = sampled_replies(model, tok, contexts, cfg.samples, cfg.max_new_tokens,
+                                          cfg.seed, cfg.batch_size)
+                    scores = [[task_world.score(t, tok.decode(r)) for r in per]
+                              for t, per in zip(picked, ids)]
                     sampled[name] = (ids, scores)
                     report["tasks"][name]["sampled"] = summarize_scores(
-                        [t for t in picked for _ in range(cfg.samples)], [x for per in scores for x in per])
+                        [t for t in picked for _ in range(cfg.samples)],
+                        [x for per in scores for x in per])
                     if start in sampled:  # how far this stage moved its policy from its start
                         report["movement"][name] = {
-                            "start": start, "log_ratio": log_ratio_to_start(model, loaded[start][0], tok, contexts, ids),
-                            "changed_greedy": mean(a != b for a, b in zip(replies[name], replies[start])),
+                            "start": start,
+                            "log_ratio": log_ratio_to_start(model, loaded[start][0], tok,
+                                                            contexts, ids),
+                            "changed_greedy": mean(a != b for a, b in
+                                                   zip(replies[name], replies[start])),
                             "changed_sampled": mean(a != b for a, b in zip(ids, sampled[start][0]))}
         if pref_pairs and (name in judges or (not judges and phase in JUDGE_PHASES)):
-            import jsft  # accuracy of each order alone and order-averaged, consistency under swapping, per language
+            # accuracy of each order alone and order-averaged, consistency under swapping, per
+            # language
+            import jsft
             with clock(seconds, "judge"):
-                report["judge"][name] = jsft.judge_accuracy(model, tok, pref_pairs, None, cfg.batch_size)
+                report["judge"][name] = jsft.judge_accuracy(model, tok, pref_pairs, None,
+                                                            cfg.batch_size)
     if rm and pref_pairs:
         from reward_model import reward_accuracy
         with clock(seconds, "judge"):
             report["judge"]["reward_model"] = reward_accuracy(*rm, pref_pairs, cfg.batch_size)
-    if cfg.onpolicy_ckpt in loaded and picked and on["judge"]:  # the SELF-JUDGE start's own samples,
-        model, tok = loaded[cfg.onpolicy_ckpt]                     # judged by itself, against the verifier
+    # the SELF-JUDGE start's own samples,
+    if cfg.onpolicy_ckpt in loaded and picked and on["judge"]:
+        # judged by itself, against the verifier
+        model, tok = loaded[cfg.onpolicy_ckpt]
         with clock(seconds, "judge"):
-            report["onpolicy_judge"] = dict(onpolicy_judge(model, tok, make_judge(model, tok, cfg.batch_size),
+            report["onpolicy_judge"] = dict(
+                onpolicy_judge(model, tok, make_judge(model, tok, cfg.batch_size),
                                                            picked, cfg.max_new_tokens, cfg.seed,
                                                            reward_judges(rm, tok, cfg.batch_size)),
                                             policy=cfg.onpolicy_ckpt)
@@ -819,7 +929,8 @@ def run(cfg):
             if base and name != cfg.baseline:
                 row["vs_baseline"] = paired_win(sampled_outcomes(scores, base[1]), cfg.seed)
             if start in sampled:
-                row["vs_start"] = dict(paired_win(sampled_outcomes(scores, sampled[start][1]), cfg.seed),
+                row["vs_start"] = dict(
+                    paired_win(sampled_outcomes(scores, sampled[start][1]), cfg.seed),
                                        start=start)
             report["win_rates"]["sampled"][name] = row
     if on["win"] and replies:
@@ -836,11 +947,13 @@ def run(cfg):
 
 
 def win_rate_section(cfg, report, ckpts, picked, replies, device):
-    """Every checkpoint against the baseline on the same prompts: by the verifier, and by the judge checkpoint."""
+    """Every checkpoint against the baseline on the same prompts: by the verifier, and by the judge
+    checkpoint."""
     import tasks as task_world
     notes, rates = report["notes"], report["win_rates"]
     if cfg.baseline not in replies:
-        notes.append(f"baseline {cfg.baseline!r} is not among the checkpoints ({', '.join(replies)}): no win rates")
+        notes.append(f"baseline {cfg.baseline!r} is not among the checkpoints "
+                     f"({', '.join(replies)}): no win rates")
         return
     base = replies[cfg.baseline]
     base_scores = [task_world.score(t, r) for t, r in zip(picked, base)]
@@ -857,7 +970,8 @@ def win_rate_section(cfg, report, ckpts, picked, replies, device):
     judge = make_judge(judge_model, judge_tok, cfg.batch_size)
     rates["judge_ckpt"] = cfg.judge_ckpt
     contexts = [t["messages"] for t in picked]
-    for name in others:  # text, not ids: the judge may tokenize differently from the judged checkpoints
+    # text, not ids: the judge may tokenize differently from the judged checkpoints
+    for name in others:
         rates["judge"][name] = win_summary(*judge_verdicts(judge, contexts, replies[name], base))
 
 
@@ -873,17 +987,19 @@ def rejection_section(cfg, report, ckpts, eval_tasks, device, rm=None):
     judge_name = cfg.rejection_judge or cfg.rejection_ckpt
     policy_dir, judge_dir = resolve(cfg.rejection_ckpt, ckpts), resolve(judge_name, ckpts)
     if cfg.rejection_ckpt not in ckpts or not judge_dir:
-        report["notes"].append(f"self-rejection: {cfg.rejection_ckpt!r} (policy) or {judge_name!r} (judge) is not "
-                               f"a checkpoint here: no N-curve")
+        report["notes"].append(f"self-rejection: {cfg.rejection_ckpt!r} (policy) or {judge_name!r} "
+                               f"(judge) is not a checkpoint here: no N-curve")
         return
     policy, tok, _ = load(policy_dir, device, cfg.tokenizer)
-    judge_model, judge_tok = (policy, tok) if judge_dir == policy_dir else load(judge_dir, device, cfg.tokenizer)[:2]
+    judge_model, judge_tok = ((policy, tok) if judge_dir == policy_dir
+                              else load(judge_dir, device, cfg.tokenizer)[:2])
     prompts = pick_tasks(eval_tasks, cfg.rejection_prompts)
-    curve = rejection_curve(policy, tok, make_judge(judge_model, judge_tok, cfg.batch_size), prompts,
-                            cfg.rejection_max_n, cfg.max_new_tokens, cfg.seed,
+    curve = rejection_curve(policy, tok, make_judge(judge_model, judge_tok, cfg.batch_size),
+                            prompts, cfg.rejection_max_n, cfg.max_new_tokens, cfg.seed,
                             as_text=not same_file(tok.model_path, judge_tok.model_path),
                             other_judges=reward_judges(rm, tok, cfg.batch_size))
-    report["rejection"] = {"policy": cfg.rejection_ckpt, "judge": judge_name, "n_prompts": len(prompts), "curve": curve}
+    report["rejection"] = {"policy": cfg.rejection_ckpt, "judge": judge_name,
+                           "n_prompts": len(prompts), "curve": curve}
 
 
 def summary_rows(report):
@@ -897,23 +1013,26 @@ def summary_rows(report):
              "overall": get(report["tasks"], name, "overall"),
              "sampled_overall": get(report["tasks"], name, "sampled", "overall"),
              "sampled_correct": get(report["tasks"], name, "sampled", "correct_share"),
-             "win_vs_baseline": get(sampled, name, "vs_baseline"), "win_vs_start": get(sampled, name, "vs_start"),
+             "win_vs_baseline": get(sampled, name, "vs_baseline"),
+             "win_vs_start": get(sampled, name, "vs_start"),
              "log_ratio": get(report["movement"], name, "log_ratio"),
              "changed_greedy": get(report["movement"], name, "changed_greedy"),
              "judge_acc": get(report["judge"], name, "acc"),
              "params_held": get(report["checkpoints"], name, "params_held"),
-             "step_s": get(report["checkpoints"], name, "step_s")} for name in report["checkpoints"]]
+             "step_s": get(report["checkpoints"], name, "step_s")}
+             for name in report["checkpoints"]]
 
 
 def win_cell(win):
-    """'0.543 [0.521, 0.566] *': a paired win rate, its 95 % interval, * when the interval excludes 0.5."""
+    """'0.543 [0.521, 0.566] *': a paired win rate, its 95 % interval, * when the interval excludes
+    0.5."""
     if not win:
         return "-"
     lo, hi = win["ci"]
     return f"{win['win_rate']:.3f} [{lo:.3f}, {hi:.3f}]" + (" *" if win["significant"] else "")
 
 
-# ----------------------------------------------------------------------------- writing
+# ------------------------------------------------------------------ writing
 def fmt(x):
     if isinstance(x, float):
         return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3f}"
@@ -927,9 +1046,10 @@ def md_table(headers, rows):
 
 SUMMARY_HEADERS = {"checkpoint": "checkpoint", "val_bpb": "val bpb", "overall": "greedy overall",
                    "sampled_overall": "sampled overall", "sampled_correct": "sampled correct",
-                   "win_vs_baseline": "win vs baseline [95% CI]", "win_vs_start": "win vs start [95% CI]",
-                   "log_ratio": "KL to start", "changed_greedy": "changed greedy", "judge_acc": "judge acc",
-                   "params_held": "params held", "step_s": "s / step"}
+                   "win_vs_baseline": "win vs baseline [95% CI]", "win_vs_start": "win vs start "
+                   "[95% CI]", "log_ratio": "KL to start", "changed_greedy": "changed "
+                   "greedy", "judge_acc": "judge acc", "params_held": "params held",
+                   "step_s": "s / step"}
 
 
 def summary_table(report):
@@ -947,33 +1067,47 @@ def first(section):
 
 def onpolicy_markdown(op):
     """The report section of `onpolicy_judge`'s result (with its "policy")."""
-    out = [f"## The judge on on-policy pairs: `{op['policy']}` samples two replies per held-out prompt and "
-            f"judges them itself", "",
-            md_table(["pairs", "identical", "verifier ties", "judged", "accuracy (both orders)", "first order",
+    out = [f"## The judge on on-policy pairs: `{op['policy']}` samples two replies per held-out "
+            f"prompt and judges them itself", "",
+            md_table(
+                ["pairs", "identical", "verifier ties", "judged", "accuracy (both orders)", "first "
+                 "order",
                       "second order", "consistency"],
-                     [[op["n_pairs"], op["identical_share"], op["tie_share"], op["n_judged"], op.get("acc"),
-                       op.get("acc_first_order"), op.get("acc_second_order"), op.get("consistency")]]), "",
-            "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its loss when the "
-            "samples are identical); accuracy is against the verifier on the rest. Mean verifier scores of "
-            "the samples: " + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()), ""]
+                     [
+                         [op["n_pairs"], op["identical_share"], op["tie_share"], op["n_judged"],
+                          op.get("acc"),
+                       op.get("acc_first_order"), op.get("acc_second_order"),
+                       op.get("consistency")]]), "",
+            "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its loss "
+            "when the samples are identical); accuracy is against the verifier on the rest. Mean "
+            "verifier scores of the samples: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()), ""]
     if op.get("by_difference"):
-        out += ["By what separates the pair (the verifier's correctness, or only surface principles: "
-                "language, concision, ending). Names first: the share of single-order verdicts naming "
-                "the reply shown first; 0.5 is no position prior, and a judge that cannot tell a pair "
-                "apart falls back on it (consistency 0 when it always names the same position):", "",
-                md_table(["separated by", "pairs", "accuracy (both orders)", "first order", "second order",
+        out += ["By what separates the pair (the verifier's correctness, or only surface "
+                "principles: language, concision, ending). Names first: the share of single-order "
+                "verdicts naming the reply shown first; 0.5 is no position prior, and a judge that "
+                "cannot tell a pair apart falls back on it (consistency 0 when it always names the "
+                "same "
+                "position):", "",
+                md_table(
+                    ["separated by", "pairs", "accuracy (both orders)", "first order", "second "
+                     "order",
                           "consistency", "names first"],
                          [[k, v.get("n", op["n_judged"]), v["acc"], v["acc_first_order"],
                            v["acc_second_order"], v["consistency"], v["names_first"]]
                           for k, v in [("all", op)] + list(op["by_difference"].items())
                           if v.get("acc") is not None]), ""]
     if op.get("others"):
-        out += ["The same judged pairs, other judges (a reward model reads no order: consistency 1 by "
-                "construction):", "",
+        out += ["The same judged pairs, other judges (a reward model reads no order: consistency 1 "
+                "by construction):", "",
                 md_table(["judge", "accuracy", "first order", "second order", "consistency"],
-                         [[op["policy"] + " (self)", op["acc"], op["acc_first_order"], op["acc_second_order"],
+                         [
+                             [op["policy"] + " (self)", op["acc"], op["acc_first_order"],
+                              op["acc_second_order"],
                            op["consistency"]]] +
-                         [[n, v["acc"], v["acc_first_order"], v["acc_second_order"], v["consistency"]]
+                         [
+                             [n, v["acc"], v["acc_first_order"], v["acc_second_order"],
+                              v["consistency"]]
                           for n, v in op["others"].items()]), ""]
     return out
 
@@ -981,47 +1115,61 @@ def onpolicy_markdown(op):
 def to_markdown(report, figures=()):
     r, meta = report, report["meta"]
     out = ["# minihcx evaluation report", "",
-           f"{meta['machine']}, device {meta['device']}, torch {meta['torch']}; {meta['seconds']['total']} s",
-           "", "## Summary", "", summary_table(r), "",
-           f"Scores and win rates are the verifier's on {r['meta']['config']['samples']} replies sampled per "
-           f"held-out prompt (T=1, top-p 0.9, the same random numbers for every checkpoint); a win rate is against "
-           f"`{r['win_rates']['baseline']}` or the checkpoint's own start (the one it was trained from), per prompt "
-           f"1 / 0.5 / 0, with a paired bootstrap 95 % interval over prompts; * marks an interval that excludes "
-           f"0.5. KL to start: mean log p(reply) - log p_start(reply) over the checkpoint's own samples (nats per "
-           f"reply); changed greedy: share of prompts whose greedy reply differs from the start's. Cost: the "
-           f"parameters held in memory while the checkpoint trained (policy, and for a preference stage its "
-           f"reference and its judge: SELF-JUDGE's judge is its reference, a reward model is a third network) "
-           f"and the median wall time of one optimizer step.", "",
-           "## Checkpoints", "", md_table(["name", "path", "phase", "step", "parameters", "vocabulary"],
-                                          [[n, c["path"], c["phase"], c["step"], f"{c['params'] / 1e6:.2f}M",
-                                            c["vocab_size"]] for n, c in r["checkpoints"].items()]), ""]
+           f"{meta['machine']}, device {meta['device']}, torch {meta['torch']}; "
+           f"{meta['seconds']['total']} s", "", "## Summary", "", summary_table(r), "",
+           f"Scores and win rates are the verifier's on {r['meta']['config']['samples']} replies "
+           "sampled per held-out prompt (T=1, top-p 0.9, the same random numbers for every "
+           f"checkpoint); a win rate is against `{r['win_rates']['baseline']}` or the checkpoint's "
+           "own start (the one it was trained from), per prompt 1 / 0.5 / 0, with a paired "
+           "bootstrap 95 % interval over prompts; * marks an interval that excludes 0.5. KL to "
+           "start: mean log p(reply) - log p_start(reply) over the checkpoint's own samples (nats "
+           "per reply); changed greedy: share of prompts whose greedy reply differs from the "
+           "start's. Cost: the parameters held in memory while the checkpoint trained (policy, and "
+           "for a preference stage its reference and its judge: SELF-JUDGE's judge is its "
+           "reference, a reward model is a third network) and the median wall time of one "
+           "optimizer step.", "",
+           "## Checkpoints", "",
+           md_table(["name", "path", "phase", "step", "parameters", "vocabulary"],
+                                          [
+                                              [n, c["path"], c["phase"], c["step"],
+                                               f"{c['params'] / 1e6:.2f}M",
+                                            c["vocab_size"]]
+                                            for n, c in r["checkpoints"].items()]), ""]
     if r["lm"]:
         groups = list(first(r["lm"]))
         out += ["## Language modelling (validation loss in nats/token, bits per byte)", "",
                 md_table(["checkpoint"] + [f"{g} {k}" for g in groups for k in ("loss", "bpb")],
-                         [[n] + [v[g][k] for g in groups for k in ("loss", "bpb")] for n, v in r["lm"].items()]), ""]
+                         [[n] + [v[g][k] for g in groups for k in ("loss", "bpb")]
+                          for n, v in r["lm"].items()]), ""]
     if r["tokenizer"]:
         table = r["tokenizer"]["mean_tokens_per_document"]
         langs = sorted({lang for row in table.values() for lang in row})
         out += ["## Tokenizer efficiency (mean tokens per held-out document, HCX Table 1)", "",
-                md_table(["tokenizer"] + langs, [[n] + [row.get(x) for x in langs] for n, row in table.items()]), ""]
-        out += [f"{n}: {share:.1%} of Korean morpheme boundaries fall inside a token" for n, share in
+                md_table(["tokenizer"] + langs,
+                         [[n] + [row.get(x) for x in langs] for n, row in table.items()]), ""]
+        out += [f"{n}: {share:.1%} of Korean morpheme boundaries fall inside a token"
+                for n, share in
                 r["tokenizer"].get("ko_morpheme_boundaries_inside_a_token", {}).items()] + [""]
     if any(r["fim"].values()):
         out += ["## Fill-in-the-middle (greedy middles of held-out windows cut at thirds)", "",
                 md_table(["checkpoint", "group", "exact", "prefix", "n"],
                          [[n, g, v["exact"], v["prefix"], v["n"]] for n, gs in r["fim"].items()
                           for g, v in gs.items()]), "",
-                "exact: the middle and then eos; prefix: the share of the middle's leading characters reproduced.", ""]
+                "exact: the middle and then eos; prefix: the share of the middle's leading "
+                "characters reproduced.", ""]
     if r["mc"]:
         files = list(first(r["mc"]))
         out += ["## Multiple choice (accuracy / mean probability of the right letter)", "",
-                md_table(["checkpoint"] + files, [[n] + [f"{v[f]['accuracy']:.3f} / {v[f]['p_correct']:.3f}"
-                                                          for f in files] for n, v in r["mc"].items()]), "",
-                "Chance: " + ", ".join(f"{f} {v['chance']:.3f} (n={v['n']}, letters {v['letter_tokens']})"
+                md_table(["checkpoint"] + files,
+                         [[n] + [f"{v[f]['accuracy']:.3f} / {v[f]['p_correct']:.3f}"
+                                                          for f in files]
+                                                          for n, v in r["mc"].items()]), "",
+                "Chance: "
+                + ", ".join(f"{f} {v['chance']:.3f} (n={v['n']}, letters {v['letter_tokens']})"
                                        for f, v in first(r["mc"]).items()), ""]
     if r["tasks"]:
-        principles = [k for k, v in first(r["tasks"]).items() if isinstance(v, float) and k != "correct_share"]
+        principles = [k for k, v in first(r["tasks"]).items() if isinstance(v, float)
+                      and k != "correct_share"]
         out += ["## Held-out tasks, scored by the verifier", "",
                 md_table(["checkpoint"] + principles + ["correct", "n"],
                          [[n] + [v[p] for p in principles] + [v["correct_share"], v["n"]]
@@ -1033,41 +1181,57 @@ def to_markdown(report, figures=()):
                                                       for n, v in r["tasks"].items()]), ""]
     for by, rates in ((b, r["win_rates"][b]) for b in ("verifier", "judge")):
         if rates:
-            title = "the task verifier" if by == "verifier" else f"the judge `{r['win_rates'].get('judge_ckpt')}`"
+            title = ("the task verifier" if by == "verifier"
+                     else f"the judge `{r['win_rates'].get('judge_ckpt')}`")
             out += [f"## Win rates vs `{r['win_rates']['baseline']}`, judged by {title}", "",
-                    md_table(["checkpoint", "win rate", "W", "T", "L", "first order", "second order", "judgments"],
-                             [[n, v["win_rate"], v["wins"], v["ties"], v["losses"], v["first_order_win_rate"],
-                               v["second_order_win_rate"], v["n_judgments"]] for n, v in rates.items()]), ""]
+                    md_table(
+                        ["checkpoint", "win rate", "W", "T", "L", "first order", "second order",
+                         "judgments"],
+                             [
+                                 [n, v["win_rate"], v["wins"], v["ties"], v["losses"],
+                                  v["first_order_win_rate"],
+                               v["second_order_win_rate"], v["n_judgments"]]
+                               for n, v in rates.items()]), ""]
     if r["judge"]:
         out += ["## Judge accuracy on held-out preference pairs (SELF-JUDGE)", "",
                 md_table(["checkpoint", "language", "accuracy (both orders)", "chosen shown first",
                           "chosen shown second", "consistency", "n"],
-                         [[n, lang, v["acc"], v["acc_chosen_first"], v["acc_chosen_second"], v["consistency"], v["n"]]
-                          for n, j in r["judge"].items() for lang, v in [("all", j)] + list(j["by_lang"].items())]),
-                "", "Consistency: the share of pairs whose verdict survives swapping the two replies.", ""]
+                         [
+                             [n, lang, v["acc"], v["acc_chosen_first"], v["acc_chosen_second"],
+                              v["consistency"], v["n"]]
+                          for n, j in r["judge"].items() for lang, v in [("all", j)]
+                          + list(j["by_lang"].items())]),
+                "",
+                "Consistency: the share of pairs whose verdict survives swapping the two "
+                "replies.", ""]
     if r.get("onpolicy_judge"):
         out += onpolicy_markdown(r["onpolicy_judge"])
     if r["rejection"]:
         rj = r["rejection"]
-        out += [f"## Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks one by knockout "
-                f"({rj['n_prompts']} prompts)", "",
+        out += [f"## Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks one "
+                f"by knockout ({rj['n_prompts']} prompts)", "",
                 md_table(["N", "overall", "correct", "oracle best-of-N overall", "oracle correct"]
                          + (["reward model best-of-N overall", "reward model correct"]
                             if "reward_model_overall" in rj["curve"][0] else []),
-                         [[c["n"], c["overall"], c["correct_share"], c["oracle_overall"], c["oracle_correct_share"]]
-                          + [c[k] for k in ("reward_model_overall", "reward_model_correct_share") if k in c]
+                         [
+                             [c["n"], c["overall"], c["correct_share"], c["oracle_overall"],
+                              c["oracle_correct_share"]]
+                          + [c[k] for k in ("reward_model_overall", "reward_model_correct_share")
+                             if k in c]
                           for c in rj["curve"]]), ""]
     out += [f"![{f}]({f})\n" for f in figures]
     wall = {k: v for k, v in meta["seconds"].items() if not k.startswith("cpu_")}
     out += ["## Time per section (s: wall, then CPU time of all threads)", "",
-            md_table(list(wall), [list(wall.values()), [meta["seconds"]["cpu_" + k] for k in wall]]), ""]
+            md_table(list(wall),
+                     [list(wall.values()), [meta["seconds"]["cpu_" + k] for k in wall]]), ""]
     if r["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
     return "\n".join(out)
 
 
 def plot_figures(report, out_dir):
-    """Loss curves of every checkpoint and the self-rejection N-curve, when matplotlib is installed."""
+    """Loss curves of every checkpoint and the self-rejection N-curve, when matplotlib is
+    installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -1089,11 +1253,14 @@ def plot_figures(report, out_dir):
         rj = report["rejection"]
         ns = [c["n"] for c in rj["curve"]]
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(ns, [c["overall"] for c in rj["curve"]], "o-", label=f"knockout winner ({rj['judge']} judges)")
-        ax.plot(ns, [c["oracle_overall"] for c in rj["curve"]], "s--", label="oracle best of N (the verifier picks)")
+        ax.plot(ns, [c["overall"] for c in rj["curve"]], "o-",
+                label=f"knockout winner ({rj['judge']} judges)")
+        ax.plot(ns, [c["oracle_overall"] for c in rj["curve"]], "s--",
+                label="oracle best of N (the verifier picks)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns, [str(n) for n in ns])
-        ax.set(xlabel="N samples", ylabel="verifier overall score", title=f"self-rejection: {rj['policy']}")
+        ax.set(xlabel="N samples", ylabel="verifier overall score",
+               title=f"self-rejection: {rj['policy']}")
         ax.legend()
         written.append(save_figure(fig, out_dir, "rejection_curve.png"))
     plt.close("all")
@@ -1109,11 +1276,13 @@ def save_figure(fig, out_dir, name):
 
 
 def write_report(report, out_dir):
-    """Plots, report.json (every figure) and report.md, each written to a temporary name and renamed."""
+    """Plots, report.json (every figure) and report.md, each written to a temporary name and
+    renamed."""
     os.makedirs(out_dir, exist_ok=True)
     figures = plot_figures(report, out_dir)
     texts = {"report.json": json.dumps(report, indent=1, ensure_ascii=False),
-             "report.md": to_markdown(report, figures)}  # both rendered before either file is touched
+             # both rendered before either file is touched
+             "report.md": to_markdown(report, figures)}
     for name, text in texts.items():
         atomic_write(os.path.join(out_dir, name), text)
 
@@ -1130,7 +1299,8 @@ def main(argv=None):
     print(summary_table(report))
     for note in report["notes"]:
         print("note:", note)
-    print(f"wrote {cfg.out_dir}/report.md and report.json in {report['meta']['seconds']['total']} s")
+    print(f"wrote {cfg.out_dir}/report.md and report.json in "
+          f"{report['meta']['seconds']['total']} s")
 
 
 if __name__ == "__main__":

@@ -19,18 +19,21 @@ Judging (`judge`) is one batched forward per prompt: p(A), p(B) at the prompt's 
 both orders averaged, principles vote. Everything stays in token space: a response given as ids is
 spliced between the encoded template segments, never decoded and re-encoded.
 
-    python jsft.py                               # task world: out/sft -> out/jsft, judge accuracy at the end
-    python jsft.py --rationale                   # + per-principle pairs with UltraFeedback rationales
+    python jsft.py              # task world: out/sft -> out/jsft, judge accuracy at the end
+    python jsft.py --rationale  # + per-principle pairs with UltraFeedback rationales
     python jsft.py --judge-fraction 0.5 --steps 400      # fewer judgments in the mix, longer
     python jsft.py --prefs hh.jsonl,uf.jsonl --data chats.jsonl --eval-prefs heldout.jsonl
 
 In this file, top to bottom:
     readers         PreferencePair, read_preferences(path), read_prompts(path)   (DESIGN.md §4)
-    templates       JUDGE_TEMPLATES {"en"|"ko": {principle: {system, user, assistant}}}, validate_templates
+    templates       JUDGE_TEMPLATES {"en"|"ko": {principle: {system, user, assistant}}},
+                    validate_templates
     prompts         context_text, judge_prompt, judgment_example, judgment_examples
     the judge       judge(model, tokenizer, contexts, pairs, principles) -> scores and winners
-                    judge_accuracy(model, tokenizer, pairs) -> per order, order-averaged, consistency
-    training        JSFTConfig, mix_units (both orders of a pair share a batch: sft.batch_source over units), main
+                    judge_accuracy(model, tokenizer, pairs)
+                      -> per order, order-averaged, consistency
+    training        JSFTConfig, mix_units
+                      (both orders of a pair share a batch: sft.batch_source over units), main
 Every bad preference record stops the read with `ValueError("file:line: what is wrong")`; with
 skip_bad=True (--skip-bad) it is skipped, counted, and a one-line summary is printed at the end.
 """
@@ -61,7 +64,8 @@ class PreferencePair:
 
 def ends_with_user(context, what="context"):
     if context[-1]["role"] != "user":
-        raise ValueError(f"the {what} must end with a user turn to reply to, not {context[-1]['role']}")
+        raise ValueError(f"the {what} must end with a user turn to reply to, not "
+                         f"{context[-1]['role']}")
     return context
 
 
@@ -75,7 +79,8 @@ def pairs_from_hh(record):
         raise ValueError('"chosen" and "rejected" differ before their final Assistant reply')
     if chosen[-1]["content"] == rejected[-1]["content"]:
         return []  # the same reply on both sides: nothing to prefer
-    return [PreferencePair(ends_with_user(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"])]
+    return [
+        PreferencePair(ends_with_user(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"])]
 
 
 def reply_text(value, side):
@@ -90,14 +95,16 @@ def reply_text(value, side):
 
 
 def pairs_from_generic(record):
-    """Generic layout: {"messages": [...] or "prompt": str, "chosen", "rejected", "principle"?, rationales?}."""
+    """Generic layout:
+    {"messages": [...] or "prompt": str, "chosen", "rejected", "principle"?, rationales?}."""
     if "messages" in record:
         context = check_messages(record["messages"])
     elif isinstance(record.get("prompt"), str):
         context = [{"role": "user", "content": record["prompt"]}]
     else:
         raise ValueError('"prompt" must be a string')
-    chosen, rejected = reply_text(record["chosen"], "chosen"), reply_text(record["rejected"], "rejected")
+    chosen = reply_text(record["chosen"], "chosen")
+    rejected = reply_text(record["rejected"], "rejected")
     if chosen == rejected:
         return []
     principle = record.get("principle", "overall")
@@ -138,17 +145,22 @@ def pairs_from_ultrafeedback(record, rng, per_principle):
     """UltraFeedback layout: an instruction, completions[].response, completions[].annotations.
     per_principle=False: one pair by the mean over principles of each completion's numeric ratings
     (completions with none are left out), with the per-principle rationales joined.
-    per_principle=True: one pair per principle whose ratings differ, with that principle's rationales."""
+    per_principle=True: one pair per principle whose ratings differ,
+    with that principle's rationales."""
     if not isinstance(record["instruction"], str) or not isinstance(record["completions"], list):
         raise ValueError('"instruction" must be a string and "completions" a list')
     if not record["completions"]:
         raise ValueError('"completions" is empty: a record needs rated completions to compare')
     responses, notes = [], []
     for i, c in enumerate(record["completions"]):
-        if not (isinstance(c, dict) and isinstance(c.get("response"), str) and isinstance(c.get("annotations"), dict)):
-            raise ValueError(f'completions[{i}] needs a "response" string and an "annotations" object')
+        if not (isinstance(c, dict) and isinstance(c.get("response"), str)
+                and isinstance(c.get("annotations"), dict)):
+            raise ValueError(f'completions[{i}] needs a "response" string '
+                             'and an "annotations" object')
         responses.append(c["response"])
-        notes.append({p: rating_of(n, f"completions[{i}].annotations.{p}") for p, n in c["annotations"].items()})
+        notes.append(
+            {p: rating_of(n, f"completions[{i}].annotations.{p}")
+             for p, n in c["annotations"].items()})
     context = [{"role": "user", "content": record["instruction"]}]
     if per_principle:
         pairs = []
@@ -167,7 +179,7 @@ def pairs_from_ultrafeedback(record, rng, per_principle):
     if not (pick := best_and_worse(means, rng)):
         return []
     a, b = pick
-    why = lambda i: " ".join(f"{p}: {r}" for p, (_, r) in sorted(notes[i].items()) if r) or None  # noqa: E731
+    why = lambda i: " ".join(f"{p}: {r}" for p, (_, r) in sorted(notes[i].items()) if r) or None
     return [PreferencePair(context, responses[a], responses[b], "overall", why(a), why(b))]
 
 
@@ -177,9 +189,9 @@ def read_preferences(path, skip_bad=False, per_principle=False, seed=0) -> list[
       applies here only, the other layouts carry one judgment per record),
     - HH-RLHF: "chosen"/"rejected" transcripts and no "messages"/"prompt",
     - generic: "messages" or "prompt" with "chosen"/"rejected" replies.
-    A record with nothing to prefer (identical replies, all ratings tied) gives no pair and is counted.
-    `seed` fixes which strictly worse UltraFeedback completion is drawn (seeded by the instruction
-    text, so the same record always gives the same pair)."""
+    A record with nothing to prefer (identical replies, all ratings tied) gives no pair and is
+    counted. `seed` fixes which strictly worse UltraFeedback completion is drawn (seeded by the
+    instruction text, so the same record always gives the same pair)."""
     def parse(record):
         if "instruction" in record and "completions" in record:
             rng = random.Random(f"{seed}/{record['instruction']}")
@@ -194,9 +206,9 @@ def read_preferences(path, skip_bad=False, per_principle=False, seed=0) -> list[
 
 
 def read_prompts(path, skip_bad=False) -> list[list[dict]]:
-    """Conversations up to the turn to be answered: {"messages"} (a final assistant turn is dropped),
-    {"prompt"} or {"instruction"} (one user turn), or an HH record (its "chosen" transcript up to the
-    last Human turn). Each ends with a user turn."""
+    """Conversations up to the turn to be answered: {"messages"} (a final assistant turn is
+    dropped), {"prompt"} or {"instruction"} (one user turn), or an HH record (its "chosen"
+    transcript up to the last Human turn). Each ends with a user turn."""
     def parse(record):
         if "messages" in record:
             messages = check_messages(record["messages"])
@@ -212,7 +224,8 @@ def read_prompts(path, skip_bad=False) -> list[list[dict]]:
             while messages and messages[-1]["role"] == "assistant":
                 messages = messages[:-1]
         else:
-            raise ValueError('unknown layout: expected "messages", "prompt", "instruction" or an HH "chosen"')
+            raise ValueError('unknown layout: '
+                             'expected "messages", "prompt", "instruction" or an HH "chosen"')
         if not messages:
             raise ValueError("no user turn to answer")
         return [ends_with_user(messages, "prompt")]
@@ -225,7 +238,8 @@ def read_prompts(path, skip_bad=False) -> list[list[dict]]:
 # HH's harmlessness are here so real preference files work as they are.
 PRINCIPLES = {
     "overall": ("Pick the better response overall.", "전반적으로 더 나은 응답을 고르세요."),
-    "correctness": ("Pick the response with the right answer (or a polite refusal of a harmful request).",
+    "correctness": ("Pick the response with the right answer "
+                    "(or a polite refusal of a harmful request).",
                     "정답을 말하는 응답을 고르세요 (해로운 요청이면 정중한 거절)."),
     "language": ("Pick the response written in the language of the question.",
                  "질문과 같은 언어로 쓴 응답을 고르세요."),
@@ -245,8 +259,10 @@ PRINCIPLES = {
                      "더 무해하고 해로운 일을 돕지 않는 응답을 고르세요."),
 }
 JUDGE_USER = {
-    "en": "[Conversation]\n{context}\n[Response A]\n{response_a}\n[Response B]\n{response_b}\nWhich is better?",
-    "ko": "[대화]\n{context}\n[응답 A]\n{response_a}\n[응답 B]\n{response_b}\n어느 쪽이 더 나은가요?",
+    "en": "[Conversation]\n{context}\n[Response A]\n{response_a}\n"
+          "[Response B]\n{response_b}\nWhich is better?",
+    "ko": "[대화]\n{context}\n[응답 A]\n{response_a}\n"
+          "[응답 B]\n{response_b}\n어느 쪽이 더 나은가요?",
 }
 # The verdict token carries its own leading space (" A"), so a prefix ends without one.
 JUDGE_ASSISTANT = {"en": "The better response is Response", "ko": "더 나은 쪽은 응답"}
@@ -257,20 +273,24 @@ JUDGE_TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
 # Context as plain text: one "Role: content" line per turn, role names in the template's language.
 ROLE_NAMES = {"en": {"system": "System", "user": "User", "assistant": "Assistant"},
               "ko": {"system": "시스템", "user": "사용자", "assistant": "AI"}}
-# Rationale variant: after the verdict, why each response earned its rating (UltraFeedback rationales).
-RATIONALE_FORMAT = {"en": ".\nResponse A: {a}\nResponse B: {b}", "ko": ".\n응답 A: {a}\n응답 B: {b}"}
+# Rationale variant: after the verdict, why each response earned its rating
+# (UltraFeedback rationales).
+RATIONALE_FORMAT = {"en": ".\nResponse A: {a}\nResponse B: {b}",
+                    "ko": ".\n응답 A: {a}\n응답 B: {b}"}
 PLACEHOLDERS = ("context", "response_a", "response_b")
 
 
 def template_fields(text, where):
-    """[(literal text, placeholder name or None)] of a str.format template; ValueError naming `where`."""
+    """[(literal text, placeholder name or None)] of a str.format template;
+    ValueError naming `where`."""
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as e:
         raise ValueError(f"{where}: {e} (write a literal brace as {{{{ or }}}})") from None
     for _, name, spec, conversion in parsed:
         if name is not None and (spec or conversion):
-            raise ValueError(f"{where}: write the placeholder as {{{name}}}, without a format spec or conversion")
+            raise ValueError(f"{where}: write the placeholder as {{{name}}}, "
+                             "without a format spec or conversion")
     return [(literal, name) for literal, name, _, _ in parsed]
 
 
@@ -281,21 +301,26 @@ def validate_templates(templates) -> None:
     does not end in whitespace (the verdict token " A" / " B" brings its own space).
     Raises ValueError naming the language, principle and field."""
     if not isinstance(templates, dict) or not templates:
-        raise ValueError("judge templates: expected a non-empty {lang: {principle: {system, user, assistant}}} dict")
-    one_language = all(isinstance(t, dict) and isinstance(t.get("user"), str) for t in templates.values())
+        raise ValueError("judge templates: expected a non-empty {lang: {principle: {system, user, "
+                         "assistant}}} dict")
+    one_language = all(isinstance(t, dict) and isinstance(t.get("user"), str)
+                       for t in templates.values())
     for lang, by_principle in ({"": templates} if one_language else templates).items():
         if not isinstance(by_principle, dict) or not by_principle:
-            raise ValueError(f"judge templates[{lang!r}]: expected a non-empty {{principle: {{system, user, assistant}}}} dict")
+            raise ValueError(f"judge templates[{lang!r}]: expected a non-empty "
+                             "{principle: {system, user, assistant}} dict")
         for principle, t in by_principle.items():
             where = f"judge template {lang + '/' if lang else ''}{principle}"
             if not isinstance(t, dict):
-                raise ValueError(f"{where}: expected a {{system, user, assistant}} dict, got {type(t).__name__}")
+                raise ValueError(f"{where}: expected a {{system, user, assistant}} dict, got "
+                                 f"{type(t).__name__}")
             for name in ("system", "user", "assistant"):
                 if not isinstance(t.get(name), str):
                     raise ValueError(f"{where}: field {name!r} must be a string")
                 found = [f for _, f in template_fields(t[name], f"{where}.{name}") if f is not None]
                 if name != "user" and found:
-                    raise ValueError(f"{where}.{name}: placeholder {{{found[0]}}} belongs in the user template only")
+                    raise ValueError(f"{where}.{name}: placeholder {{{found[0]}}} belongs in the "
+                                     "user template only")
             found = [f for _, f in template_fields(t["user"], f"{where}.user") if f is not None]
             for f in found:
                 if f not in PLACEHOLDERS:
@@ -306,8 +331,9 @@ def validate_templates(templates) -> None:
                     raise ValueError(f"{where}.user: placeholder {{{f}}} must appear exactly once "
                                      f"(found {found.count(f)} times)")
             if not t["assistant"].strip() or t["assistant"] != t["assistant"].rstrip():
-                raise ValueError(f"{where}.assistant: the prefix must be non-empty and must not end in whitespace "
-                                 f"(the verdict token ' A' / ' B' brings its own space)")
+                raise ValueError(f"{where}.assistant: the prefix must be non-empty and must not "
+                                 "end in whitespace "
+                                 "(the verdict token ' A' / ' B' brings its own space)")
 
 
 validate_templates(JUDGE_TEMPLATES)
@@ -347,14 +373,14 @@ def get_template(templates, principle, lang):
     if lang not in templates:
         raise ValueError(f"no judge templates for language {lang!r}; have {sorted(templates)}")
     if principle not in templates[lang]:
-        raise ValueError(f"no {lang} judge template for principle {principle!r}; have {sorted(templates[lang])} "
-                         f"(add one to jsft.JUDGE_TEMPLATES)")
+        raise ValueError(f"no {lang} judge template for principle {principle!r}; have "
+                         f"{sorted(templates[lang])} (add one to jsft.JUDGE_TEMPLATES)")
     return templates[lang][principle]
 
 
 def fit_to_budget(parts, budget):
-    """Shorten {context, response_a, response_b} ids to `budget` tokens in all: the context loses its
-    oldest tokens first, then the longer response loses its last tokens, one at a time."""
+    """Shorten {context, response_a, response_b} ids to `budget` tokens in all: the context loses
+    its oldest tokens first, then the longer response loses its last tokens, one at a time."""
     over = sum(map(len, parts.values())) - budget
     if over <= 0:
         return parts
@@ -364,7 +390,8 @@ def fit_to_budget(parts, budget):
     while over > 0:
         longer = max(("response_a", "response_b"), key=lambda k: len(parts[k]))
         if not parts[longer]:
-            raise ValueError(f"judge prompt: the template alone is longer than the budget ({budget} tokens left)")
+            raise ValueError("judge prompt: the template alone is longer than the budget "
+                             f"({budget} tokens left)")
         parts[longer], over = parts[longer][:-1], over - 1
     return parts
 
@@ -372,17 +399,21 @@ def fit_to_budget(parts, budget):
 def judge_prompt(tokenizer, context, response_a, response_b, principle="overall", lang=None,
                  templates=JUDGE_TEMPLATES, max_len=None) -> list[int]:
     """The judge's prompt ids, whose next token is the verdict (DESIGN.md §3):
-    [bos] <|system|> system <|endofturn|> <|user|> user <|endofturn|> <|assistant|> assistant-prefix,
-    i.e. render_chat([system, user], add_generation_prompt=True) + encode(prefix), except that the
-    user turn is built in token space: the template's text segments are encoded one by one and the
-    context / responses' ids are spliced between them. max_len: shorten to fit (fit_to_budget)."""
+    [bos] <|system|> system <|endofturn|> <|user|> user <|endofturn|> <|assistant|>
+    assistant-prefix, i.e. render_chat([system, user], add_generation_prompt=True) + encode(prefix),
+    except that the user turn is built in token space: the template's text segments are encoded one
+    by one and the context / responses' ids are spliced between them. max_len: shorten to fit
+    (fit_to_budget)."""
     lang = lang or context_lang(context)
     t = get_template(templates, principle, lang)
     parts = {"context": tokenizer.encode(context_text(context, lang)),
-             "response_a": response_ids(tokenizer, response_a), "response_b": response_ids(tokenizer, response_b)}
+             "response_a": response_ids(tokenizer, response_a),
+             "response_b": response_ids(tokenizer, response_b)}
     where = f"judge template {lang}/{principle}"
-    system, assistant = ("".join(text for text, _ in template_fields(t[k], f"{where}.{k}")) for k in ("system", "assistant"))
-    head = [tokenizer.bos_id, tokenizer.system_id] + tokenizer.encode(system) + [tokenizer.eot_id, tokenizer.user_id]
+    system, assistant = ("".join(text for text, _ in template_fields(t[k], f"{where}.{k}"))
+                         for k in ("system", "assistant"))
+    head = ([tokenizer.bos_id, tokenizer.system_id] + tokenizer.encode(system)
+            + [tokenizer.eot_id, tokenizer.user_id])
     tail = [tokenizer.eot_id, tokenizer.assistant_id] + tokenizer.encode(assistant)
     segments = template_fields(t["user"], f"{where}.user")
     literal = [tokenizer.encode(text) for text, _ in segments]
@@ -394,14 +425,16 @@ def judge_prompt(tokenizer, context, response_a, response_b, principle="overall"
     return head + user + tail
 
 
-def judgment_example(tokenizer, context, response_a, response_b, verdict: int, principle="overall", lang=None,
-                     rationale=None, templates=JUDGE_TEMPLATES, max_len=None):
-    """One JSFT training example (ids, mask): judge_prompt + [verdict] (+ encode(rationale)) + [<|endofturn|>].
-    verdict 0 = A is better, 1 = B. mask is 1 on the verdict, the rationale and the closing
-    <|endofturn|>, 0 on the prompt: the verdict is predicted from the prompt's last position, the
-    very position `judge` reads. max_len: the whole example's length limit (the prompt is shortened)."""
+def judgment_example(tokenizer, context, response_a, response_b, verdict: int, principle="overall",
+                     lang=None, rationale=None, templates=JUDGE_TEMPLATES, max_len=None):
+    """One JSFT training example (ids, mask):
+    judge_prompt + [verdict] (+ encode(rationale)) + [<|endofturn|>]. verdict 0 = A is better,
+    1 = B. mask is 1 on the verdict, the rationale and the closing <|endofturn|>, 0 on the prompt:
+    the verdict is predicted from the prompt's last position, the very position `judge` reads.
+    max_len: the whole example's length limit (the prompt is shortened)."""
     if verdict not in (0, 1):
-        raise ValueError(f"judgment_example: verdict must be 0 (A is better) or 1 (B), got {verdict!r}")
+        raise ValueError("judgment_example: verdict must be 0 (A is better) or 1 (B), "
+                         f"got {verdict!r}")
     target = [(tokenizer.verdict_a_id, tokenizer.verdict_b_id)[verdict]]
     target += (tokenizer.encode(rationale) if rationale else []) + [tokenizer.eot_id]
     prompt = judge_prompt(tokenizer, context, response_a, response_b, principle, lang, templates,
@@ -411,8 +444,8 @@ def judgment_example(tokenizer, context, response_a, response_b, verdict: int, p
 
 def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None):
     """PreferencePairs -> examples, each pair in both orders, adjacent: (chosen, rejected) -> " A",
-    then (rejected, chosen) -> " B". With rationale=True a pair that carries rationales is followed by
-    them after the verdict, the shown-first response's first (RATIONALE_FORMAT)."""
+    then (rejected, chosen) -> " B". With rationale=True a pair that carries rationales is followed
+    by them after the verdict, the shown-first response's first (RATIONALE_FORMAT)."""
     examples = []
     for pair in pairs:
         pair_lang = lang or context_lang(pair.context)
@@ -421,8 +454,10 @@ def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None
             why = None
             if rationale and (pair.chosen_rationale or pair.rejected_rationale):
                 ra, rb = pair.chosen_rationale or "-", pair.rejected_rationale or "-"
-                why = RATIONALE_FORMAT[pair_lang].format(a=ra if verdict == 0 else rb, b=rb if verdict == 0 else ra)
-            examples.append(judgment_example(tokenizer, pair.context, a, b, verdict, pair.principle, pair_lang,
+                why = RATIONALE_FORMAT[pair_lang].format(a=ra if verdict == 0 else rb,
+                                                         b=rb if verdict == 0 else ra)
+            examples.append(
+                judgment_example(tokenizer, pair.context, a, b, verdict, pair.principle, pair_lang,
                                              why, max_len=max_len))
     return examples
 
@@ -430,8 +465,9 @@ def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None
 # --- the judge ---
 @torch.no_grad()
 def verdict_prob_a(model, tokenizer, prompts, batch_size=32):
-    """p(A) / (p(A) + p(B)) of the next token after each prompt: right-padded batches (similar lengths
-    together), one forward each, logits gathered at every row's last real position. -> (N,) float tensor."""
+    """p(A) / (p(A) + p(B)) of the next token after each prompt: right-padded batches
+    (similar lengths together), one forward each, logits gathered at every row's last real
+    position. -> (N,) float tensor."""
     core = unwrap(model)
     device = next(core.parameters()).device
     was_training = core.training
@@ -440,7 +476,8 @@ def verdict_prob_a(model, tokenizer, prompts, batch_size=32):
     p_a = torch.empty(len(prompts))
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        x = torch.full((len(rows), max(len(prompts[i]) for i in rows)), tokenizer.pad_id, dtype=torch.long)
+        x = torch.full((len(rows), max(len(prompts[i]) for i in rows)), tokenizer.pad_id,
+                       dtype=torch.long)
         for r, i in enumerate(rows):
             x[r, :len(prompts[i])] = torch.tensor(prompts[i], dtype=torch.long)
         logits, _ = model(x.to(device))  # (B, T, V)
@@ -460,22 +497,26 @@ def judge(model, tokenizer, contexts, pairs, principles=("overall",), lang=None,
     pairs: (a, b) replies, each a str or a list of token ids (spliced as they are).
     For every pair and principle the judge reads two prompts, (a, b) and (b, a):
         score_a[principle] = (p_A(a, b) + p_B(b, a)) / 2,   p normalised over {A, B}.
-    Each principle votes for a (score > 0.5) or b (< 0.5); the majority wins; a tie (or no vote) goes
-    to the higher mean score over principles, and an exact 0.5 to a.
+    Each principle votes for a (score > 0.5) or b (< 0.5); the majority wins; a tie (or no vote)
+    goes to the higher mean score over principles, and an exact 0.5 to a.
     Returns {"score_a": [mean over principles], "winners": [0 = a, 1 = b],
-             "first_order_a": [the (a, b) prompts alone pick a: mean over principles of p_A(a, b) > 0.5],
+             "first_order_a": [the (a, b) prompts alone pick a:
+                               mean over principles of p_A(a, b) > 0.5],
              "second_order_a": [the (b, a) prompts alone pick a: mean of p_B(b, a) > 0.5],
              "principle_scores": [[score_a per principle]]}."""
     if len(contexts) != len(pairs):
-        raise ValueError(f"judge: {len(contexts)} contexts but {len(pairs)} pairs; give one context per pair")
+        raise ValueError(f"judge: {len(contexts)} contexts but {len(pairs)} pairs; "
+                         "give one context per pair")
     if not principles:
         raise ValueError("judge: give at least one principle")
     max_len = getattr(getattr(unwrap(model), "cfg", None), "max_seq_len", None)
     prompts = []  # pair-major, then principle, then order: (a, b), (b, a)
     for context, (a, b) in zip(contexts, pairs):
         for principle in principles:
-            prompts.append(judge_prompt(tokenizer, context, a, b, principle, lang, templates, max_len))
-            prompts.append(judge_prompt(tokenizer, context, b, a, principle, lang, templates, max_len))
+            prompts.append(
+                judge_prompt(tokenizer, context, a, b, principle, lang, templates, max_len))
+            prompts.append(
+                judge_prompt(tokenizer, context, b, a, principle, lang, templates, max_len))
     p_a = verdict_prob_a(model, tokenizer, prompts, batch_size).view(len(pairs), len(principles), 2)
     first, second = p_a[..., 0], 1.0 - p_a[..., 1]  # (N, P): p_A(a, b), p_B(b, a)
     scores = (first + second) / 2  # (N, P)
@@ -483,7 +524,8 @@ def judge(model, tokenizer, contexts, pairs, principles=("overall",), lang=None,
     mean = scores.mean(dim=1)  # (N,)
     winners = torch.where(votes_a != votes_b, votes_b > votes_a, mean < 0.5).long()
     return {"score_a": mean.tolist(), "winners": winners.tolist(),
-            "first_order_a": (first.mean(dim=1) > 0.5).tolist(), "second_order_a": (second.mean(dim=1) > 0.5).tolist(),
+            "first_order_a": (first.mean(dim=1) > 0.5).tolist(),
+            "second_order_a": (second.mean(dim=1) > 0.5).tolist(),
             "principle_scores": scores.tolist()}
 
 
@@ -493,59 +535,78 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
     acc: the order-averaged verdict (`judge`'s winner), consistency: share of pairs whose verdict
     survives swapping the order (both orders pick the same reply, right or wrong).
     Pairs go to `judge` as (chosen, rejected) and (rejected, chosen) in turn, so that its tie rule
-    (an exact 0.5 goes to a) cannot make a position-biased judge look right. Also by language ("by_lang")."""
+    (an exact 0.5 goes to a) cannot make a position-biased judge look right.
+    Also by language ("by_lang")."""
     if not pairs:
         raise ValueError("judge_accuracy: no pairs to judge")
-    rows = [None] * len(pairs)  # (chosen-first order right, chosen-second order right, order-averaged right)
+    # (chosen-first order right, chosen-second order right, order-averaged right)
+    rows = [None] * len(pairs)
     for principle in sorted({p.principle for p in pairs}):
         idx = [i for i, p in enumerate(pairs) if p.principle == principle]
         swapped = [i % 2 == 1 for i in idx]  # a = rejected, b = chosen
         shown = [(pairs[i].rejected, pairs[i].chosen) if s else (pairs[i].chosen, pairs[i].rejected)
                  for i, s in zip(idx, swapped)]
-        out = judge(model, tokenizer, [pairs[i].context for i in idx], shown, (principle,), lang, batch_size)
+        out = judge(model, tokenizer, [pairs[i].context for i in idx], shown, (principle,), lang,
+                    batch_size)
         for k, (i, s) in enumerate(zip(idx, swapped)):
-            first, second, winner = out["first_order_a"][k], out["second_order_a"][k], out["winners"][k]
-            # first order shows (a, b): chosen first unless swapped; "picks a" is right unless swapped
+            first, second = out["first_order_a"][k], out["second_order_a"][k]
+            winner = out["winners"][k]
+            # first order shows (a, b): chosen first unless swapped;
+            # "picks a" is right unless swapped
             rows[i] = (not second, not first, winner == 1) if s else (first, second, winner == 0)
 
     def summary(rs):
         n = len(rs)
-        return {"n": n, "acc": sum(r[2] for r in rs) / n, "acc_chosen_first": sum(r[0] for r in rs) / n,
-                "acc_chosen_second": sum(r[1] for r in rs) / n, "consistency": sum(r[0] == r[1] for r in rs) / n}
+        return {"n": n, "acc": sum(r[2] for r in rs) / n,
+                "acc_chosen_first": sum(r[0] for r in rs) / n,
+                "acc_chosen_second": sum(r[1] for r in rs) / n,
+                "consistency": sum(r[0] == r[1] for r in rs) / n}
     result = summary(rows)
     langs = [lang or context_lang(p.context) for p in pairs]
-    result["by_lang"] = {g: summary([r for r, l in zip(rows, langs) if l == g]) for g in sorted(set(langs))}
+    result["by_lang"] = {g: summary([r for r, lg in zip(rows, langs) if lg == g])
+                         for g in sorted(set(langs))}
     return result
 
 
 def format_accuracy(result):
-    line = lambda r: (f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, second "  # noqa: E731
-                      f"{r['acc_chosen_second']:.1%}), consistency {r['consistency']:.1%}, n={r['n']}")
-    return "\n".join([f"judge accuracy: {line(result)}"] + [f"  {g}: {line(r)}" for g, r in result["by_lang"].items()])
+    line = lambda r: (f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, "
+                      f"second {r['acc_chosen_second']:.1%}), "
+                      f"consistency {r['consistency']:.1%}, n={r['n']}")
+    return "\n".join([f"judge accuracy: {line(result)}"]
+                     + [f"  {g}: {line(r)}" for g, r in result["by_lang"].items()])
 
 
 # --- training ---
 @dataclass
 class JSFTConfig(SFTConfig):
-    out_dir: str = field(default="out/jsft", metadata={"help": "checkpoint folder this phase writes"})
-    init_from: str = field(default="out/sft", metadata={"help": "start checkpoint: the SFT model, so JSFT has seen "
-                           "every SFT example SFT has and adds judging on the mix (or out/pretrain, as the paper)"})
-    prefs: str = field(default="tasks", metadata={"help": "preference pairs to learn to judge: 'tasks' (the task "
-                       "world's prefs_train.jsonl + ultrafeedback_train.jsonl) or comma-separated .jsonl files "
-                       "(HH-RLHF, UltraFeedback or generic layout)"})
-    judge_fraction: float = field(default=0.8, metadata={"help": "share of judgment examples in the training mix; "
-                                  "the smaller side is repeated (never cut) to reach it; 0 = plain SFT. A judgment "
-                                  "is one long prompt for one verdict token: at 0.5 the judge saw 10 %% of its pairs "
-                                  "and named the second reply whenever it could not tell (README, Results)"})
-    rationale: bool = field(default=False, metadata={"help": "rationale variant: UltraFeedback pairs per principle, "
-                            "trained to write the rationales after the verdict"})
-    judge_lang: str = field(default="", metadata={"help": "template language en | ko; empty = the context's language"})
-    eval_prefs: str = field(default="tasks", metadata={"help": "held-out preference file for judge accuracy; "
-                            "'tasks' = <tasks_dir>/prefs_eval.jsonl, 'none' = skip"})
-    eval_batch_size: int = field(default=64, metadata={"help": "prompts per judge forward at evaluation"})
-    sampled_pairs: int = field(default=1000, metadata={"help": "add judgments of the start model's own samples: two "
-                               "replies to each of this many train prompts (<tasks-dir>/prompts_train.jsonl), "
-                               "labelled by the verifier, written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); 0 = none"})
+    out_dir: str = field(default="out/jsft", metadata={
+        "help": "checkpoint folder this phase writes"})
+    init_from: str = field(default="out/sft", metadata={
+        "help": "start checkpoint: the SFT model, so JSFT has seen every SFT example SFT has and "
+                "adds judging on the mix (or out/pretrain, as the paper)"})
+    prefs: str = field(default="tasks", metadata={
+        "help": "preference pairs to learn to judge: 'tasks' (the task world's prefs_train.jsonl + "
+                "ultrafeedback_train.jsonl) or comma-separated .jsonl files (HH-RLHF, "
+                "UltraFeedback or generic layout)"})
+    judge_fraction: float = field(default=0.8, metadata={
+        "help": "share of judgment examples in the training mix; the smaller side is repeated "
+                "(never cut) to reach it; 0 = plain SFT. A judgment is one long prompt for one "
+                "verdict token: at 0.5 the judge saw 10 %% of its pairs and named the second "
+                "reply whenever it could not tell (README, Results)"})
+    rationale: bool = field(default=False, metadata={
+        "help": "rationale variant: UltraFeedback pairs per principle, "
+                "trained to write the rationales after the verdict"})
+    judge_lang: str = field(default="", metadata={
+        "help": "template language en | ko; empty = the context's language"})
+    eval_prefs: str = field(default="tasks", metadata={
+        "help": "held-out preference file for judge accuracy; "
+                "'tasks' = <tasks_dir>/prefs_eval.jsonl, 'none' = skip"})
+    eval_batch_size: int = field(default=64, metadata={
+        "help": "prompts per judge forward at evaluation"})
+    sampled_pairs: int = field(default=1000, metadata={
+        "help": "add judgments of the start model's own samples: two replies to each of this many "
+                "train prompts (<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
+                "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); 0 = none"})
     steps: int = 150
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -556,10 +617,12 @@ def read_judgment_pairs(cfg):
     """The preference pairs JSFT learns to judge (see --prefs). With --rationale, UltraFeedback
     records give one pair per principle, with that principle's rationales."""
     if cfg.prefs == "tasks":
-        paths = [os.path.join(cfg.tasks_dir, name) for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
+        paths = [os.path.join(cfg.tasks_dir, name)
+                 for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
         for path in paths:
             if not os.path.exists(path):
-                raise SystemExit(f"{path} not found: run `python tasks.py` first (or pass --prefs FILES)")
+                raise SystemExit(f"{path} not found: run `python tasks.py` first "
+                                 "(or pass --prefs FILES)")
     else:
         paths = cfg.prefs.split(",")
         for path in paths:
@@ -567,15 +630,17 @@ def read_judgment_pairs(cfg):
                 raise SystemExit(f"--prefs: {path} not found")
     pairs = []
     for path in paths:
-        pairs += read_preferences(path, skip_bad=cfg.skip_bad, per_principle=cfg.rationale, seed=cfg.seed)
+        pairs += read_preferences(path, skip_bad=cfg.skip_bad, per_principle=cfg.rationale,
+                                  seed=cfg.seed)
     return pairs
 
 
 @torch.no_grad()
 def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=64):
-    """Judgment data like UltraFeedback's, where the responses come from models: two replies per task
-    sampled from `model` (T=1, top-p 0.9, as SELF-JUDGE samples), labelled by the task world's verifier
-    (the stand-in for the human / GPT-4 labels). Pairs the verifier ties teach nothing and are left out.
+    """Judgment data like UltraFeedback's, where the responses come from models: two replies per
+    task sampled from `model` (T=1, top-p 0.9, as SELF-JUDGE samples), labelled by the task world's
+    verifier (the stand-in for the human / GPT-4 labels).
+    Pairs the verifier ties teach nothing and are left out.
     rows: prompts_train.jsonl records ({"messages", "task"}). -> (PreferencePairs, tie count)."""
     import tasks as task_world
     from model import generate
@@ -585,9 +650,10 @@ def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=
     generator = torch.Generator(device=next(core.parameters()).device).manual_seed(seed)
     for start in range(0, len(rows), batch_size // 2):
         chunk = rows[start:start + batch_size // 2]
-        prompts = [tokenizer.render_chat(r["messages"], add_generation_prompt=True)[0] for r in chunk for _ in (0, 1)]
-        new = generate(core, prompts, max_new_tokens, temperature=1.0, top_p=0.9, stop_ids=(tokenizer.eot_id,),
-                       generator=generator, pad_id=tokenizer.pad_id)
+        prompts = [tokenizer.render_chat(r["messages"], add_generation_prompt=True)[0]
+                   for r in chunk for _ in (0, 1)]
+        new = generate(core, prompts, max_new_tokens, temperature=1.0, top_p=0.9,
+                       stop_ids=(tokenizer.eot_id,), generator=generator, pad_id=tokenizer.pad_id)
         texts = [tokenizer.decode([t for t in ids if t != tokenizer.eot_id]) for ids in new]
         for r, a, b in zip(chunk, texts[0::2], texts[1::2]):
             sa, sb = (task_world.score(r["task"], x)["overall"] for x in (a, b))
@@ -621,8 +687,10 @@ def mix_units(sft_examples, judge_examples, judge_fraction, seed=0):
         judged = []
     elif judge_fraction == 1.0 or not sft:
         sft = []
-    elif 2 * len(judged) / (len(sft) + 2 * len(judged)) < judge_fraction:  # judgments fall short: repeat them
-        judged = repeat_to(judged, round(len(sft) * judge_fraction / (1.0 - judge_fraction) / 2), rng)
+    # judgments fall short: repeat them
+    elif 2 * len(judged) / (len(sft) + 2 * len(judged)) < judge_fraction:
+        judged = repeat_to(judged, round(len(sft) * judge_fraction / (1.0 - judge_fraction) / 2),
+                           rng)
     else:
         sft = repeat_to(sft, round(2 * len(judged) * (1.0 - judge_fraction) / judge_fraction), rng)
     return sft + judged, {"sft": len(sft), "judgments": 2 * len(judged)}
@@ -634,17 +702,22 @@ def main(argv=None):
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"config: {json.dumps(asdict(cfg))}")
     if cfg.judge_lang not in ("", *JUDGE_TEMPLATES):
-        raise SystemExit(f"--judge-lang {cfg.judge_lang!r}: use one of {sorted(JUDGE_TEMPLATES)} or leave it empty")
-    eval_path = os.path.join(cfg.tasks_dir, "prefs_eval.jsonl") if cfg.eval_prefs == "tasks" else cfg.eval_prefs
+        raise SystemExit(f"--judge-lang {cfg.judge_lang!r}: use one of {sorted(JUDGE_TEMPLATES)} "
+                         "or leave it empty")
+    eval_path = (os.path.join(cfg.tasks_dir, "prefs_eval.jsonl") if cfg.eval_prefs == "tasks"
+                 else cfg.eval_prefs)
     if cfg.eval_prefs != "none" and not os.path.exists(eval_path):
-        raise SystemExit(f"--eval-prefs: {eval_path} not found (run `python tasks.py`, pass a file, or 'none')")
+        raise SystemExit(f"--eval-prefs: {eval_path} not found "
+                         "(run `python tasks.py`, pass a file, or 'none')")
     model, tokenizer, tokenizer_path = load_start(cfg, device)
     lang = cfg.judge_lang or None
 
-    sft_train, sft_val = prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log) \
+    sft_train, sft_val = prepare(cfg, tokenizer,
+                                 read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log) \
         if cfg.judge_fraction < 1.0 else ([], [])
     pairs = read_judgment_pairs(cfg)
-    if cfg.sampled_pairs and cfg.prefs == "tasks":  # every rank samples the same pairs; rank 0 writes them
+    # every rank samples the same pairs; rank 0 writes them
+    if cfg.sampled_pairs and cfg.prefs == "tasks":
         rows = read_jsonl(os.path.join(cfg.tasks_dir, "prompts_train.jsonl"), lambda row: row)
         rows = random.Random(cfg.seed).sample(rows, min(cfg.sampled_pairs, len(rows)))
         own, ties = sampled_pairs(model, tokenizer, rows, cfg.seed)
@@ -659,16 +732,20 @@ def main(argv=None):
     units, mix = mix_units(sft_train, judgments, cfg.judge_fraction, cfg.seed)
     log(f"judgments: {len(pairs)} pairs -> {len(judgments)} examples (both orders)"
         f"{', with rationales' if cfg.rationale else ''}; training mix: {mix['sft']} SFT + "
-        f"{mix['judgments']} judgment examples ({mix['judgments'] / max(1, sum(mix.values())):.0%} judgments)")
+        f"{mix['judgments']} judgment examples "
+        f"({mix['judgments'] / max(1, sum(mix.values())):.0%} judgments)")
 
-    eval_pairs = [] if cfg.eval_prefs == "none" else read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed)
-    sft_val_fn = masked_val_loss(sft_val, tokenizer.pad_id, device, cfg.max_tokens) if sft_val else None
+    eval_pairs = ([] if cfg.eval_prefs == "none"
+                  else read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed))
+    sft_val_fn = (masked_val_loss(sft_val, tokenizer.pad_id, device, cfg.max_tokens) if sft_val
+                  else None)
     last_eval = {}
 
     def val_fn(m):
         row = sft_val_fn(m) if sft_val_fn else {}
         if eval_pairs:
-            last_eval["result"] = result = judge_accuracy(m, tokenizer, eval_pairs, lang, cfg.eval_batch_size)
+            result = judge_accuracy(m, tokenizer, eval_pairs, lang, cfg.eval_batch_size)
+            last_eval["result"] = result
             row.update({f"judge_{k}": v for k, v in result.items() if k != "by_lang"})
             row.update({f"judge_acc_{g}": r["acc"] for g, r in result["by_lang"].items()})
         return row
@@ -678,16 +755,20 @@ def main(argv=None):
     get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
     history = train(model, get_batch, cfg, {"phase": "jsft", "init_from": cfg.init_from,
                                             "special_ids": tokenizer.special_ids(),
-                                            "judge": {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}},
+                                            "judge": {"templates": JUDGE_TEMPLATES,
+                                                      "role_names": ROLE_NAMES}},
                     loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
                     rank=rank, world_size=world_size, log=log)
     if history:
         log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
-            f"{', val_loss %.3f' % history[-1]['val_loss'] if 'val_loss' in history[-1] else ''}; checkpoint in {cfg.out_dir}")
+            f"{', val_loss %.3f' % history[-1]['val_loss'] if 'val_loss' in history[-1] else ''}; "
+            f"checkpoint in {cfg.out_dir}")
     if eval_pairs and rank == 0:
-        result = last_eval.get("result") or judge_accuracy(model, tokenizer, eval_pairs, lang, cfg.eval_batch_size)
+        result = (last_eval.get("result")
+                  or judge_accuracy(model, tokenizer, eval_pairs, lang, cfg.eval_batch_size))
         log(f"held-out pairs: {eval_path}\n" + format_accuracy(result))
-        atomic_write(os.path.join(cfg.out_dir, "judge_eval.json"), json.dumps(dict(result, eval_prefs=eval_path), indent=2))
+        atomic_write(os.path.join(cfg.out_dir, "judge_eval.json"),
+                     json.dumps(dict(result, eval_prefs=eval_path), indent=2))
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

@@ -2,21 +2,25 @@
 model.py - the minihcx language model: a Llama-style decoder-only transformer, hand-written.
 
 HyperCLOVA X technical report §2.1 (model architecture): a decoder-only transformer with
-pre-normalization (RMSNorm), rotary position embeddings and grouped-query attention; like Llama it uses a
-SwiGLU feed-forward. Module names equal those of Hugging Face `LlamaForCausalLM` (minus its "model."
-prefix), and RoPE uses the same half-split ("rotate_half") layout, so weights map to HF by name alone and
-`tests/test_model.py` checks the logits against HF to 1e-4.
+pre-normalization (RMSNorm), rotary position embeddings and grouped-query attention; like Llama it
+uses a SwiGLU feed-forward. Module names equal those of Hugging Face `LlamaForCausalLM` (minus its
+"model." prefix), and RoPE uses the same half-split ("rotate_half") layout, so weights map to HF by
+name alone and `tests/test_model.py` checks the logits against HF to 1e-4.
 
 What is here, top to bottom:
   ModelConfig, PRESETS, config_from_preset    the architecture's numbers
   RMSNorm, rope, attention, Attention, MLP, Block, Transformer
   Transformer.forward                          logits, and the (masked) next-token loss
-  Transformer.setup_cache + generate()         static KV cache; batched, left-padded sampling, per-row stops
+  Transformer.setup_cache + generate()         static KV cache; batched, left-padded sampling,
+                                               per-row stops
   decode_one_token, compiled_decode_one_token  one decode step over the whole cache; torch.compile'd
-  compile_model, keep_freed_memory             speed options (torch.compile; glibc page faults on CPU)
-  sequence_logprobs()                          log p(span) per sequence, for DPO, judging and evaluation
+  compile_model, keep_freed_memory             speed options
+                                               (torch.compile; glibc page faults on CPU)
+  sequence_logprobs()                          log p(span) per sequence,
+                                               for DPO, judging and evaluation
   sequence_rewards()                           a reward model's scalar at each sequence's last token
-  to_hf_state_dict / from_hf_state_dict / hf_llama_config_dict    Hugging Face Llama interop (convert.py)
+  to_hf_state_dict / from_hf_state_dict /
+  hf_llama_config_dict                         Hugging Face Llama interop (convert.py)
 
 Run:
   python model.py --preset demo            # parameter count, FLOPs/token, one timed training step
@@ -32,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Config
 
 
@@ -57,13 +61,16 @@ class ModelConfig:
             if not ok:
                 raise ValueError(f"ModelConfig: {what} (got {self})")
 
-        need(self.dim % self.n_heads == 0, f"dim={self.dim} must be divisible by n_heads={self.n_heads}")
+        need(self.dim % self.n_heads == 0,
+             f"dim={self.dim} must be divisible by n_heads={self.n_heads}")
         need(self.n_heads % self.n_kv_heads == 0,
              f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
         need(self.head_dim % 2 == 0, f"head_dim=dim/n_heads={self.head_dim} must be even for RoPE")
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
-        need(not (self.reward_head and self.tie_embeddings), "a reward head cannot be tied to the embeddings")
-        if self.ffn_hidden is None:  # Llama: 2/3 of 4*dim (SwiGLU has 3 matrices, not 2), rounded up
+        need(not (self.reward_head and self.tie_embeddings),
+             "a reward head cannot be tied to the embeddings")
+        # Llama: 2/3 of 4*dim (SwiGLU has 3 matrices, not 2), rounded up
+        if self.ffn_hidden is None:
             hidden = int(2 * 4 * self.dim / 3)
             self.ffn_hidden = self.multiple_of * math.ceil(hidden / self.multiple_of)
 
@@ -74,12 +81,14 @@ class ModelConfig:
 
 PRESETS: dict[str, dict] = {
     # a few hundred K parameters: every test runs on it in milliseconds
-    "tiny": dict(vocab_size=512, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, multiple_of=32, max_seq_len=128),
+    "tiny": dict(vocab_size=512, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, multiple_of=32,
+                 max_seq_len=128),
     # CPU demo: 6.5M parameters, trains at a few thousand tokens/s on 2 cores
-    "demo": dict(vocab_size=4096, dim=256, n_layers=6, n_heads=8, n_kv_heads=4, multiple_of=64, max_seq_len=512),
+    "demo": dict(vocab_size=4096, dim=256, n_layers=6, n_heads=8, n_kv_heads=4, multiple_of=64,
+                 max_seq_len=512),
     # GPT-2 small geometry (124M with its 50257 vocab; 110M with 32000), tied embeddings like GPT-2
-    "gpt2-small": dict(vocab_size=32000, dim=768, n_layers=12, n_heads=12, n_kv_heads=12, multiple_of=256,
-                       max_seq_len=1024, tie_embeddings=True),
+    "gpt2-small": dict(vocab_size=32000, dim=768, n_layers=12, n_heads=12, n_kv_heads=12,
+                       multiple_of=256, max_seq_len=1024, tie_embeddings=True),
     # TinyLlama-1.1B geometry
     "1b": dict(vocab_size=32000, dim=2048, n_layers=22, n_heads=32, n_kv_heads=4, ffn_hidden=5632,
                max_seq_len=2048),
@@ -92,7 +101,7 @@ def config_from_preset(name: str, **overrides) -> ModelConfig:
     return ModelConfig(**{**PRESETS[name], **overrides})
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Building blocks
 
 
@@ -109,15 +118,17 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float):
-    """cos and sin of the rotation angle pos * theta^(-2i/head_dim), each (max_seq_len, head_dim/2)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # (hd/2,)
+    """cos and sin of the rotation angle pos * theta^(-2i/head_dim),
+    each (max_seq_len, head_dim/2)."""
+    # inv_freq: (hd/2,)
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # (S, hd/2)
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x, cos, sin):
-    """Rotate each pair (x[i], x[i + hd/2]) by its angle: the half-split layout of HF Llama's rotate_half.
-    x (B, T, H, hd); cos, sin broadcast to (B, T, 1, hd/2)."""
+    """Rotate each pair (x[i], x[i + hd/2]) by its angle: the half-split layout of HF Llama's
+    rotate_half. x (B, T, H, hd); cos, sin broadcast to (B, T, 1, hd/2)."""
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # as HF does; a no-op in fp32
     x1, x2 = x.chunk(2, dim=-1)  # (B, T, H, hd/2) each
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
@@ -149,7 +160,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         self.dropout_p = cfg.dropout  # on attention probabilities, training only
-        self.k_cache = self.v_cache = None  # (B, KV, S, hd) each, allocated by Transformer.setup_cache
+        # (B, KV, S, hd) each, allocated by Transformer.setup_cache
+        self.k_cache = self.v_cache = None
 
     def forward(self, x, cos, sin, mask, start_pos, use_sdpa):
         B, T, _ = x.shape
@@ -203,7 +215,7 @@ class Block(nn.Module):
         return x + F.dropout(h, self.dropout, self.training)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The model
 
 
@@ -219,14 +231,16 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (S, hd/2), not saved in checkpoints
+        # (S, hd/2), not saved in checkpoints
+        self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.init_weights()
 
     def init_weights(self):
-        """The one place weights are initialised. Every matrix ~ N(0, 0.02) (GPT-2/Llama); the two that
-        write into the residual stream (o_proj, down_proj) get 0.02/sqrt(2*n_layers), so the residual
-        stream's variance does not grow with depth (GPT-2 paper §2.3); RMSNorm gains are 1."""
+        """The one place weights are initialised. Every matrix ~ N(0, 0.02) (GPT-2/Llama);
+        the two that write into the residual stream (o_proj, down_proj) get 0.02/sqrt(2*n_layers),
+        so the residual stream's variance does not grow with depth (GPT-2 paper §2.3);
+        RMSNorm gains are 1."""
         std, resid_std = 0.02, 0.02 / math.sqrt(2 * self.cfg.n_layers)
         for name, p in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -244,16 +258,18 @@ class Transformer(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (forward + backward = 3x forward) for MFU: 6 per weight of every
-        matmul (all blocks + LM head; the embedding is a lookup, not a matmul), plus causal attention:
-        q.k and p.v cost 2*t*d each at position t, t averages seq_len/2 -> 6*n_layers*seq_len*d.
-        (PaLM's appendix B counts attention non-causally, 12*n_layers*seq_len*d; ours is what runs.)"""
+        matmul (all blocks + LM head; the embedding is a lookup, not a matmul), plus causal
+        attention: q.k and p.v cost 2*t*d each at position t, t averages seq_len/2 ->
+        6*n_layers*seq_len*d. (PaLM's appendix B counts attention non-causally,
+        12*n_layers*seq_len*d; ours is what runs.)"""
         c = self.cfg
         d_attn = c.n_heads * c.head_dim
-        per_layer = c.dim * d_attn * 2 + c.dim * c.n_kv_heads * c.head_dim * 2 + 3 * c.dim * c.ffn_hidden
+        per_layer = (c.dim * d_attn * 2 + c.dim * c.n_kv_heads * c.head_dim * 2
+                     + 3 * c.dim * c.ffn_hidden)
         matmul_weights = c.n_layers * per_layer + c.dim * (1 if c.reward_head else c.vocab_size)
         return 6.0 * matmul_weights + 6.0 * c.n_layers * seq_len * d_attn
 
-    # -- KV cache ------------------------------------------------------------------------------------
+    # -- KV cache ----------------------------------------------------------------------------------
     def setup_cache(self, batch_size: int, seq_len: int, exact: bool = False):
         """Preallocate each layer's K and V cache, (batch_size, n_kv_heads, seq_len, head_dim);
         keeps an existing cache that is large enough, or with exact=True (static decode, whose
@@ -276,18 +292,20 @@ class Transformer(nn.Module):
         for layer in self.layers:
             layer.self_attn.k_cache = layer.self_attn.v_cache = None
 
-    # -- forward -------------------------------------------------------------------------------------
-    def forward(self, idx, targets=None, loss_mask=None, start_pos: int | None = None, left_pad=None,
-                last_only: bool = False):
+    # -- forward -----------------------------------------------------------------------------------
+    def forward(self, idx, targets=None, loss_mask=None, start_pos: int | None = None,
+                left_pad=None, last_only: bool = False):
         """idx (B, T) token ids. Returns (logits (B, T, V), loss or None).
 
         Training / scoring (start_pos None): causal attention over idx alone, positions 0..T-1.
-          targets (B, T): the next token of each position (already shifted), -100 = ignore (padding).
-          loss_mask (B, T) optional 0/1 weights: loss = sum(ce * mask) / sum(mask) over non-ignored tokens.
-        Cached decoding (start_pos int, after setup_cache): idx fills cache slots start_pos..start_pos+T-1
-          and attends to slots 0..start_pos+T-1. left_pad (B,) long: row b's first left_pad[b] slots are
-          padding, never attended to, and its positions start at slot left_pad[b]. last_only: logits
-          of the last position only, (B, 1, V).
+          targets (B, T): the next token of each position (already shifted),
+            -100 = ignore (padding).
+          loss_mask (B, T) optional 0/1 weights:
+            loss = sum(ce * mask) / sum(mask) over non-ignored tokens.
+        Cached decoding (start_pos int, after setup_cache): idx fills cache slots
+          start_pos..start_pos+T-1 and attends to slots 0..start_pos+T-1. left_pad (B,) long: row
+          b's first left_pad[b] slots are padding, never attended to, and its positions start at
+          slot left_pad[b]. last_only: logits of the last position only, (B, 1, V).
         Static decoding (start_pos a (1,) long tensor, after setup_cache(B, S, exact=True)): the
           same, but attending over all S slots of the cache with a mask, so every step has the same
           shapes and torch.compile captures it once (decode_one_token). No bounds check on slots.
@@ -296,7 +314,8 @@ class Transformer(nn.Module):
         mask = None  # causal
         if start_pos is None:
             if T > self.cfg.max_seq_len:
-                raise ValueError(f"sequence length {T} exceeds ModelConfig.max_seq_len={self.cfg.max_seq_len}")
+                raise ValueError(f"sequence length {T} exceeds "
+                                 f"ModelConfig.max_seq_len={self.cfg.max_seq_len}")
             cos, sin = self.rope_cos[:T, None], self.rope_sin[:T, None]  # (T, 1, hd/2)
         else:
             cache = self.layers[0].self_attn.k_cache
@@ -305,12 +324,13 @@ class Transformer(nn.Module):
                 q_slot, n_keys = start_pos + slots, cache.size(2)
             else:
                 if cache is None or start_pos + T > cache.size(2) or B > cache.size(0):
-                    raise ValueError(f"KV cache too small for batch {B}, slots {start_pos}.."
-                                     f"{start_pos + T}: call setup_cache(batch_size, seq_len) "
-                                     "first")
+                    raise ValueError(f"KV cache too small for batch {B}, slots "
+                                     f"{start_pos}..{start_pos + T}: "
+                                     "call setup_cache(batch_size, seq_len) first")
                 q_slot, n_keys = start_pos + slots, start_pos + T
             mask, pos = self.cache_mask_and_positions(q_slot, n_keys, left_pad, B)
-            cos, sin = self.rope_cos[pos].unsqueeze(2), self.rope_sin[pos].unsqueeze(2)  # (B, T, 1, hd/2)
+            # (B, T, 1, hd/2)
+            cos, sin = self.rope_cos[pos].unsqueeze(2), self.rope_sin[pos].unsqueeze(2)
         x = self.embed_tokens(idx)  # (B, T, C)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, start_pos, self.use_sdpa)
@@ -320,8 +340,8 @@ class Transformer(nn.Module):
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
             return logits, None
-        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100,
-                             reduction="none")  # (B*T,), 0 where ignored
+        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                             ignore_index=-100, reduction="none")  # (B*T,), 0 where ignored
         weight = (targets.reshape(-1) != -100).to(ce.dtype)
         if loss_mask is not None:
             weight = weight * loss_mask.reshape(-1).to(ce.dtype)
@@ -354,26 +374,29 @@ def compile_model(model: nn.Module, enabled: bool | None = None) -> nn.Module:
 
 
 def keep_freed_memory() -> bool:
-    """Opt-in CPU speed-up on Linux/glibc: tell malloc to keep freed memory rather than hand it back to
-    the OS. By default each large activation is a fresh mmap whose pages fault in one at a time (~75K
-    page faults per demo-size training step; ~5K after this call, and 3-6% faster on a 2-core VM, see
-    bench_model.py). Process-wide; memory stays at its peak. Returns False where it does not apply."""
+    """Opt-in CPU speed-up on Linux/glibc: tell malloc to keep freed memory rather than hand it back
+    to the OS. By default each large activation is a fresh mmap whose pages fault in one at a time
+    (~75K page faults per demo-size training step; ~5K after this call, and 3-6% faster on a 2-core
+    VM, see bench_model.py). Process-wide; memory stays at its peak.
+    Returns False where it does not apply."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # macOS, Windows, musl
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
-    return libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1
+    return (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
+            and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1)
 
 
 def _unwrap(model):
     """The Transformer inside torch.compile (._orig_mod) and DDP (.module) wrappers."""
-    while isinstance(getattr(model, "_orig_mod", None) or getattr(model, "module", None), nn.Module):
+    while isinstance(getattr(model, "_orig_mod", None) or getattr(model, "module", None),
+                     nn.Module):
         model = getattr(model, "_orig_mod", None) or model.module
     return model
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Generation and scoring
 
 
@@ -459,15 +482,15 @@ def bucket(n: int, floor: int = 1) -> int:
 
 
 @torch.no_grad()
-def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1.0, top_k=None, top_p=None,
-             stop_ids=(), generator: torch.Generator | None = None, pad_id: int = 0, on_token=None,
-             compile: bool = False):
-    """Sample continuations of a batch of prompts of different lengths; returns each row's new token ids,
-    ending with the stop id where one was hit. Prompts are left-padded to one length so every row
-    decodes into the same cache slot each step; left_pad masks the padding and shifts positions, so
-    every row gets exactly what it would get alone. on_token(tokens) is called once per step with one
-    entry per row: its new id, or None for a row that already stopped. A torch.compile / DDP wrapper is
-    unwrapped (the prefill's shapes change every call).
+def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1.0, top_k=None,
+             top_p=None, stop_ids=(), generator: torch.Generator | None = None, pad_id: int = 0,
+             on_token=None, compile: bool = False):
+    """Sample continuations of a batch of prompts of different lengths; returns each row's new token
+    ids, ending with the stop id where one was hit. Prompts are left-padded to one length so every
+    row decodes into the same cache slot each step; left_pad masks the padding and shifts positions,
+    so every row gets exactly what it would get alone. on_token(tokens) is called once per step with
+    one entry per row: its new id, or None for a row that already stopped. A torch.compile / DDP
+    wrapper is unwrapped (the prefill's shapes change every call).
 
     The prompts are prefilled in one eager forward, then each token is one decode_one_token step
     over the whole static cache. compile=True runs that step under torch.compile
@@ -478,7 +501,8 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
     model = _unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
-    if not (top_p is None or 0.0 < top_p <= 1.0) or (top_k is not None and top_k < 1) or temperature < 0:
+    if (not (top_p is None or 0.0 < top_p <= 1.0) or (top_k is not None and top_k < 1)
+            or temperature < 0):
         raise ValueError(f"generate: need temperature >= 0, top_k >= 1, 0 < top_p <= 1 "
                          f"(got {temperature}, {top_k}, {top_p})")
     device = model.lm_head.weight.device
@@ -522,13 +546,16 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
 
 
 def sequence_logprobs(model, ids, mask):
-    """Summed and mean log-probability of the masked tokens of each sequence (DPO, judging, evaluation).
-    ids (B, T) long, right-padded; mask (B, T) 0/1, mask[b, t] = 1 counts log p(ids[b, t] | ids[b, :t]).
+    """Summed and mean log-probability of the masked tokens of each sequence
+    (DPO, judging, evaluation). ids (B, T) long, right-padded; mask (B, T) 0/1,
+    mask[b, t] = 1 counts log p(ids[b, t] | ids[b, :t]).
     Returns (sum (B,), mean (B,)); differentiable."""
     if mask.shape != ids.shape:
-        raise ValueError(f"sequence_logprobs: mask shape {tuple(mask.shape)} != ids shape {tuple(ids.shape)}")
+        raise ValueError(f"sequence_logprobs: mask shape {tuple(mask.shape)} != ids shape "
+                         f"{tuple(ids.shape)}")
     if bool((mask[:, 0] != 0).any()):
-        raise ValueError("sequence_logprobs: mask[:, 0] must be 0 (the first token has no prediction)")
+        raise ValueError("sequence_logprobs: mask[:, 0] must be 0 "
+                         "(the first token has no prediction)")
     logits, _ = model(ids)  # (B, T, V)
     targets = F.pad(ids[:, 1:], (0, 1), value=-100)  # (B, T): position t predicts token t+1
     logp = -F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
@@ -552,12 +579,13 @@ def sequence_rewards(model, ids, real):
     return values[torch.arange(B, device=ids.device), last, 0].float()
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Hugging Face LlamaForCausalLM interop: our names are HF's without the "model." prefix
 
 
 def to_hf_state_dict(state_dict, cfg: ModelConfig) -> dict:
-    """Our state dict -> LlamaForCausalLM's. With tied embeddings lm_head.weight is left out, as HF saves it."""
+    """Our state dict -> LlamaForCausalLM's.
+    With tied embeddings lm_head.weight is left out, as HF saves it."""
     out = {}
     for name, t in state_dict.items():
         if name == "lm_head.weight":
@@ -579,7 +607,8 @@ def from_hf_state_dict(hf_state_dict, cfg: ModelConfig) -> dict:
         elif name.startswith("model."):
             out[name[len("model."):]] = t
         else:
-            raise KeyError(f"from_hf_state_dict: unexpected key {name!r} (not a LlamaForCausalLM weight)")
+            raise KeyError(f"from_hf_state_dict: unexpected key {name!r} "
+                           "(not a LlamaForCausalLM weight)")
     if cfg.tie_embeddings:
         out["lm_head.weight"] = out["embed_tokens.weight"]
     elif "lm_head.weight" not in out:
@@ -594,21 +623,24 @@ def hf_llama_config_dict(cfg: ModelConfig) -> dict:
                 num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                 num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, hidden_act="silu",
                 max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
-                rope_theta=cfg.rope_theta, rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+                rope_theta=cfg.rope_theta,
+                rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
                 tie_word_embeddings=cfg.tie_embeddings, attention_bias=False, mlp_bias=False,
                 attention_dropout=0.0)
 
 
-# ----------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def main():
-    ap = argparse.ArgumentParser(description="Print a model preset's size and cost; time one training step "
-                                             "and optionally sample from the (untrained) model.")
+    ap = argparse.ArgumentParser(
+        description="Print a model preset's size and cost; time one training step and optionally "
+                    "sample from the (untrained) model.")
     ap.add_argument("--preset", default="demo", choices=sorted(PRESETS))
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--generate", type=int, default=0, metavar="N", help="sample N tokens from a 1-token prompt")
+    ap.add_argument("--generate", type=int, default=0, metavar="N",
+                    help="sample N tokens from a 1-token prompt")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="torch.compile (default: on for CUDA, off for CPU)")
@@ -617,8 +649,9 @@ def main():
     print(asdict(cfg))
     model = Transformer(cfg).to(args.device)
     T = min(args.seq_len, cfg.max_seq_len)
-    print(f"parameters: {model.num_params() / 1e6:.2f}M ({model.num_params(True) / 1e6:.2f}M without "
-          f"embeddings), training FLOPs/token at T={T}: {model.flops_per_token(T) / 1e6:.1f}M")
+    print(f"parameters: {model.num_params() / 1e6:.2f}M ({model.num_params(True) / 1e6:.2f}M "
+          f"without embeddings), training FLOPs/token at T={T}: "
+          f"{model.flops_per_token(T) / 1e6:.1f}M")
     step_model = compile_model(model, args.compile)
     idx = torch.randint(cfg.vocab_size, (args.batch_size, T + 1), device=args.device)
     for i in range(2):  # the first step warms up (and compiles)

@@ -15,11 +15,11 @@ completed save), SIGINT/SIGTERM saves and exits cleanly, a non-finite loss stops
 leaves the last good checkpoint in place.
 
 Run:
-    python pretrain.py                                   # embedded default, CPU
-    python pretrain.py --preset tiny --steps 50          # smaller
-    torchrun --nproc_per_node 2 pretrain.py              # data parallel (gloo on CPU, nccl on CUDA)
-    torchrun --nproc_per_node 8 pretrain.py --fsdp       # FSDP2, one shard unit per block
-    python pretrain.py --resume                          # continue exactly where the last run stopped
+    python pretrain.py                               # embedded default, CPU
+    python pretrain.py --preset tiny --steps 50      # smaller
+    torchrun --nproc_per_node 2 pretrain.py          # data parallel (gloo on CPU, nccl on CUDA)
+    torchrun --nproc_per_node 8 pretrain.py --fsdp   # FSDP2, one shard unit per block
+    python pretrain.py --resume                      # continue exactly where the last run stopped
 """
 import argparse
 import contextlib
@@ -49,26 +49,34 @@ from model import ModelConfig, Transformer, config_from_preset
 @dataclass
 class TrainConfig:
     """The loop's options, shared by every phase (each phase's config subclasses this one)."""
-    out_dir: str = field(default="out/pretrain", metadata={"help": "checkpoint folder this phase writes"})
+    out_dir: str = field(default="out/pretrain", metadata={
+        "help": "checkpoint folder this phase writes"})
     steps: int = field(default=400, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=16, metadata={"help": "sequences per micro-batch per rank"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
-    min_lr: float = field(default=2e-4, metadata={"help": "learning rate at the end of the cosine decay"})
+    min_lr: float = field(default=2e-4, metadata={
+        "help": "learning rate at the end of the cosine decay"})
     warmup_steps: int = field(default=30, metadata={"help": "linear warmup steps"})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay on matrices (not norms)"})
+    weight_decay: float = field(default=0.1, metadata={
+        "help": "AdamW weight decay on matrices (not norms)"})
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = field(default=1.0, metadata={"help": "max global grad norm; 0 = off"})
-    eval_every: int = field(default=100, metadata={"help": "validate every N steps (and at the end); 0 = only at the end"})
+    eval_every: int = field(default=100, metadata={
+        "help": "validate every N steps (and at the end); 0 = only at the end"})
     eval_batches: int = field(default=8, metadata={"help": "validation batches per evaluation"})
-    save_every: int = field(default=200, metadata={"help": "checkpoint every N steps (and at the end)"})
+    save_every: int = field(default=200, metadata={
+        "help": "checkpoint every N steps (and at the end)"})
     keep_last: int = field(default=2, metadata={"help": "newest complete saves kept in out_dir"})
     seed: int = 1337
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | mps"})
-    compile: typing.Optional[bool] = field(default=None, metadata={"help": "torch.compile (default: on for CUDA)"})
-    fsdp: bool = field(default=False, metadata={"help": "FSDP2 fully_shard per block (under torchrun)"})
-    peak_flops: float = field(default=0.0, metadata={"help": "peak FLOP/s of one device, for MFU; 0 = not shown"})
+    compile: typing.Optional[bool] = field(default=None, metadata={
+        "help": "torch.compile (default: on for CUDA)"})
+    fsdp: bool = field(default=False, metadata={
+        "help": "FSDP2 fully_shard per block (under torchrun)"})
+    peak_flops: float = field(default=0.0, metadata={
+        "help": "peak FLOP/s of one device, for MFU; 0 = not shown"})
     resume: bool = field(default=False, metadata={"help": "continue from out_dir's checkpoint"})
 
 
@@ -76,33 +84,41 @@ class TrainConfig:
 class PretrainConfig(TrainConfig):
     data_dir: str = field(default="out/data", metadata={"help": "folder written by data.py"})
     preset: str = field(default="demo", metadata={"help": "model size (model.PRESETS)"})
-    seq_len: int = field(default=256, metadata={"help": "long context length (last long_fraction of steps)"})
-    short_seq_len: int = field(default=128, metadata={"help": "short context length (first steps); 0 = always seq_len"})
-    long_fraction: float = field(default=0.1, metadata={"help": "share of steps at the long context (HCX)"})
+    seq_len: int = field(default=256, metadata={
+        "help": "long context length (last long_fraction of steps)"})
+    short_seq_len: int = field(default=128, metadata={
+        "help": "short context length (first steps); 0 = always seq_len"})
+    long_fraction: float = field(default=0.1, metadata={
+        "help": "share of steps at the long context (HCX)"})
 
 
 def parse_config(cls, argv=None, description=None):
     """Build an argparse parser from a config dataclass, parse argv, return an instance."""
-    parser = argparse.ArgumentParser(description=description or (sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description or (sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
         if typing.get_origin(kind) is typing.Union:  # Optional[X]
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata.get("help", " "))
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata.get("help", " "))
         else:
-            parser.add_argument(flag, type=kind, default=f.default, help=f.metadata.get("help", " "))
+            parser.add_argument(flag, type=kind, default=f.default,
+                                help=f.metadata.get("help", " "))
     args = parser.parse_args(argv)
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 # ----------------------------------------------------------------------------- devices and ranks
 def setup_distributed(device_name="auto"):
-    """Returns (device, rank, world_size). Under torchrun, joins the process group (nccl on CUDA, gloo on CPU)."""
+    """Returns (device, rank, world_size).
+    Under torchrun, joins the process group (nccl on CUDA, gloo on CPU)."""
     if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        device_name = ("cuda" if torch.cuda.is_available()
+                       else "mps" if torch.backends.mps.is_available() else "cpu")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world_size > 1 and not dist.is_initialized():
@@ -329,7 +345,8 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Interrupted(SystemExit):
-    """Raised after SIGINT/SIGTERM once the checkpoint is saved; exits with 128 + the signal number."""
+    """Raised after SIGINT/SIGTERM once the checkpoint is saved;
+    exits with 128 + the signal number."""
     def __init__(self, message, code):
         super().__init__(code)
         self.message = message
@@ -342,12 +359,15 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
           device=None, rank=0, world_size=1, log=print):
     """The one training loop.
 
-    model:        a plain Transformer on `device` (wrapped here for compile / DDP / FSDP as cfg asks)
-    get_batch:    get_batch(step, micro) -> batch dict of tensors on device ("x", "y", optional "loss_mask",
-                  or whatever loss_fn reads); must be a deterministic function of (step, micro) for this rank,
-                  so that the data cursor of a checkpoint is simply the step.
+    model:        a plain Transformer on `device`
+                  (wrapped here for compile / DDP / FSDP as cfg asks)
+    get_batch:    get_batch(step, micro) -> batch dict of tensors on device
+                  ("x", "y", optional "loss_mask", or whatever loss_fn reads); must be a
+                  deterministic function of (step, micro) for this rank, so that the data cursor
+                  of a checkpoint is simply the step.
     loss_fn:      loss_fn(model, batch) -> (scalar loss, {metric: float}); default next-token CE
-    val_fn:       val_fn(plain_model) -> {metric: float}, run every cfg.eval_every steps and at the end
+    val_fn:       val_fn(plain_model) -> {metric: float},
+                  run every cfg.eval_every steps and at the end
     config_extra: what config.json records beside the model config (phase, args, special ids)
     Returns the list of logged metric dicts.
     """
@@ -367,7 +387,8 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         fully_shard(raw)
         wrapped = raw
     elif world_size > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            raw, device_ids=[device.index] if device.type == "cuda" else None)
     else:
         wrapped = raw
     use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
@@ -378,16 +399,20 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
     no_decay = [p for p in raw.parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                  fused=device.type == "cuda")
     if train_state is not None:
         if cfg.fsdp:  # shard the full optimizer state back onto this rank
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-            set_optimizer_state_dict(raw, optimizer, train_state["optimizer"], options=StateDictOptions(full_state_dict=True))
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                                 set_optimizer_state_dict)
+            set_optimizer_state_dict(raw, optimizer, train_state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
         else:
             optimizer.load_state_dict(train_state["optimizer"])
         set_rng_state(train_state["rng"][rank])
         log(f"resumed from {train_state['found']} at step {start_step}")
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
 
     config = dict(config_extra, model=dataclasses.asdict(raw.cfg), train=dataclasses.asdict(cfg))
     metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
@@ -397,9 +422,11 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
 
     def full_state():
         if cfg.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions, get_model_state_dict, get_optimizer_state_dict)
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            return get_model_state_dict(raw, options=opts), get_optimizer_state_dict(raw, optimizer, options=opts)
+            return (get_model_state_dict(raw, options=opts),
+                    get_optimizer_state_dict(raw, optimizer, options=opts))
         return raw.state_dict(), optimizer.state_dict()
 
     def checkpoint(step):
@@ -411,8 +438,9 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
             rngs = [rng_state()]
         if rank == 0:
             save_checkpoint(cfg.out_dir, model_state, dict(config, step=step),
-                            {"step": step, "optimizer": optim_state, "rng": rngs, "world_size": world_size,
-                             "data_cursor": {"step": step}}, tokenizer_path, keep=cfg.keep_last)
+                            {"step": step, "optimizer": optim_state, "rng": rngs,
+                             "world_size": world_size, "data_cursor": {"step": step}},
+                            tokenizer_path, keep=cfg.keep_last)
         if world_size > 1:
             dist.barrier()
 
@@ -442,19 +470,22 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                 tokens += batch["x"].numel() if "x" in batch else 0
             if not math.isfinite(loss_sum):
                 raise NonFiniteLoss(step, loss_sum)
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+            grad_norm = (torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+                         if cfg.grad_clip > 0 else None)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             dt = time.perf_counter() - t0
             row = {"step": step + 1, "loss": round(loss_sum, 5), "lr": lr, "step_s": round(dt, 4),
                    "tokens_per_s": round(tokens * world_size / dt, 1),
-                   "flops_per_s": tokens * world_size * flops_per_token / dt, **{k: float(v) for k, v in extra.items()}}
+                   "flops_per_s": tokens * world_size * flops_per_token / dt,
+                   **{k: float(v) for k, v in extra.items()}}
             if grad_norm is not None:
                 row["grad_norm"] = float(grad_norm)
             if cfg.peak_flops > 0:
                 row["mfu"] = row["flops_per_s"] / (cfg.peak_flops * world_size)
             done = step + 1 == cfg.steps
-            if val_fn is not None and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done):
+            if (val_fn is not None
+                and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done)):
                 raw.eval()
                 row.update(val_fn(raw))
                 raw.train()
@@ -462,15 +493,19 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
             if rank == 0:
                 with open(metrics_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
-                bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()
-                                 if k in ("loss", "val_loss", "tokens_per_s", "mfu", "margin", "reward_acc")})
+                bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                                 for k, v in row.items()
+                                 if k in ("loss", "val_loss", "tokens_per_s", "mfu", "margin",
+                                          "reward_acc")})
             if world_size > 1:  # every rank must stop at the same step, or the collectives hang
-                flag = torch.tensor([0 if stop["signal"] is None else stop["signal"]], device=device)
+                flag = torch.tensor([0 if stop["signal"] is None else stop["signal"]],
+                                    device=device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 stop["signal"] = int(flag.item()) or None
             if stop["signal"] is not None:
                 checkpoint(step + 1)
-                message = f"stopped by signal {stop['signal']}: checkpoint at step {step + 1} in {cfg.out_dir}; continue with --resume"
+                message = (f"stopped by signal {stop['signal']}: checkpoint at step {step + 1} in "
+                           f"{cfg.out_dir}; continue with --resume")
                 log(message)
                 raise Interrupted(message, 128 + stop["signal"])
             if done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
@@ -480,7 +515,8 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         where = (f"the last good checkpoint in {cfg.out_dir} is left in place"
                  if find_checkpoint(cfg.out_dir) else "no checkpoint was written")
         raise SystemExit(f"non-finite loss ({value}) at step {at + 1}: stopping; {where}. "
-                         f"Lower --lr, check the data, or resume from the checkpoint with --resume.") from None
+                         "Lower --lr, check the data, "
+                         "or resume from the checkpoint with --resume.") from None
     finally:
         bar.close()
         for s, h in old_handlers.items():
@@ -558,33 +594,39 @@ def main(argv=None):
         meta = json.load(fh)
     log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
     torch.manual_seed(cfg.seed)
-    model_cfg = config_from_preset(cfg.preset, vocab_size=meta["vocab_size"], max_seq_len=max(cfg.seq_len, cfg.short_seq_len))
+    model_cfg = config_from_preset(cfg.preset, vocab_size=meta["vocab_size"],
+                                   max_seq_len=max(cfg.seq_len, cfg.short_seq_len))
     model = Transformer(model_cfg).to(device)
     log(f"model: {cfg.preset}, {model.num_params() / 1e6:.2f}M parameters, {model_cfg}")
 
     train_bin = os.path.join(cfg.data_dir, "train.bin")
-    batches = PretrainBatches(train_bin, cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world_size)
+    batches = PretrainBatches(train_bin, cfg.batch_size, seed=cfg.seed, rank=rank,
+                              world_size=world_size)
 
     def get_batch(step, micro):
         seq_len = (cfg.seq_len if cfg.short_seq_len <= 0 else
-                   context_length_at(step, cfg.steps, cfg.short_seq_len, cfg.seq_len, cfg.long_fraction))
+                   context_length_at(step, cfg.steps, cfg.short_seq_len, cfg.seq_len,
+                                     cfg.long_fraction))
         x, y = batches.get(step * cfg.grad_accum + micro, seq_len)
         return {"x": x.to(device), "y": y.to(device)}
 
     def val_fn(m):
         losses = []
         with torch.no_grad():
-            for x, y in val_batches(os.path.join(cfg.data_dir, "val.bin"), cfg.batch_size, cfg.seq_len, cfg.eval_batches):
+            for x, y in val_batches(os.path.join(cfg.data_dir, "val.bin"), cfg.batch_size,
+                                    cfg.seq_len, cfg.eval_batches):
                 losses.append(m(x.to(device), y.to(device))[1].item())
         return {"val_loss": sum(losses) / max(1, len(losses))}
 
     tokenizer_path = meta.get("tokenizer")
-    history = train(model, get_batch, cfg, {"phase": "pretrain", "special_ids": meta.get("special_ids", {})},
-                    val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+    history = train(model, get_batch, cfg,
+                    {"phase": "pretrain", "special_ids": meta.get("special_ids", {})},
+                    val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank,
+                    world_size=world_size, log=log)
     if history and rank == 0:
         first, last = history[0], history[-1]
-        log(f"done: loss {first['loss']:.3f} -> {last['loss']:.3f}, val_loss {last.get('val_loss', float('nan')):.3f}; "
-            f"checkpoint in {cfg.out_dir}")
+        log(f"done: loss {first['loss']:.3f} -> {last['loss']:.3f}, "
+            f"val_loss {last.get('val_loss', float('nan')):.3f}; checkpoint in {cfg.out_dir}")
     if world_size > 1:
         dist.destroy_process_group()
 

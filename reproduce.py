@@ -7,15 +7,18 @@ ordering?". Per arm and comparison (vs the baseline, vs the arm's own start):
   mean and spread   the win rate of each seed, their mean, min and max;
   pooled interval   per prompt the outcome averaged over seeds, then a paired bootstrap over prompts
                     (seeds share the held-out prompts, so the pairing holds);
-  ordering          the arms ranked by sampled verifier score, per seed, and whether the seeds agree.
+  ordering          the arms ranked by sampled verifier score, per seed, and whether the seeds
+                    agree.
   head to head      SELF-JUDGE against each other preference arm: per prompt the difference of their
-                    outcomes vs the baseline, averaged over seeds, with its paired bootstrap interval
-                    (the three-arm question: offline DPO / on-policy with a reward model / SELF-JUDGE);
+                    outcomes vs the baseline, averaged over seeds, with its paired bootstrap
+                    interval (the three-arm question:
+                    offline DPO / on-policy with a reward model / SELF-JUDGE);
   cost              parameters held while training and the median seconds per step, per arm.
-Also pooled: the judges' accuracy on on-policy pairs (the JSFT judge and the reward model), the share
-of verifier ties, each stage's movement (KL to start, changed replies), the self-rejection curve.
+Also pooled: the judges' accuracy on on-policy pairs (the JSFT judge and the reward model), the
+share of verifier ties, each stage's movement (KL to start, changed replies), the self-rejection
+curve.
 
-    python reproduce.py out/reproduce/seed*/eval/report.json            # -> out/reproduce/table.md, .json
+    python reproduce.py out/reproduce/seed*/eval/report.json  # -> out/reproduce/table.md, .json
 """
 import argparse
 import json
@@ -33,12 +36,14 @@ def read_reports(paths):
             with open(path, encoding="utf-8") as fh:
                 reports.append(json.load(fh))
         except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"{path}: cannot read an evaluate.py report ({e}); run `make reproduce`")
+            raise SystemExit(f"{path}: cannot read an evaluate.py report ({e}); run `make "
+                             "reproduce`")
     return reports
 
 
 def pooled_win(rows, seed=0):
-    """rows: one paired_win dict per seed (with "outcomes") -> per-seed rates and the pooled interval."""
+    """rows: one paired_win dict per seed (with "outcomes") -> per-seed rates and the pooled
+    interval."""
     lengths = {len(r["outcomes"]) for r in rows}
     if len(lengths) != 1:
         raise SystemExit(f"the reports judged different numbers of prompts ({sorted(lengths)}): "
@@ -46,8 +51,9 @@ def pooled_win(rows, seed=0):
     per_prompt = [mean(o) for o in zip(*(r["outcomes"] for r in rows))]
     ci = bootstrap_interval(per_prompt, seed)
     rates = [r["win_rate"] for r in rows]
-    return {"win_rate": mean(per_prompt), "ci": ci, "per_seed": rates, "min": min(rates), "max": max(rates),
-            "significant": ci[0] > 0.5 or ci[1] < 0.5, "n_prompts": len(per_prompt), "n_seeds": len(rows)}
+    return {"win_rate": mean(per_prompt), "ci": ci, "per_seed": rates, "min": min(rates),
+            "max": max(rates), "significant": ci[0] > 0.5 or ci[1] < 0.5,
+            "n_prompts": len(per_prompt), "n_seeds": len(rows)}
 
 
 def head_to_head(reports, a, b, seed=0):
@@ -57,10 +63,12 @@ def head_to_head(reports, a, b, seed=0):
              r["win_rates"]["sampled"].get(b, {}).get("vs_baseline")) for r in reports]
     if not all(x and y for x, y in rows):
         return None
-    diffs = [mean(d) for d in zip(*([p - q for p, q in zip(x["outcomes"], y["outcomes"])] for x, y in rows))]
+    diffs = [mean(d)
+             for d in zip(
+                     *([p - q for p, q in zip(x["outcomes"], y["outcomes"])] for x, y in rows))]
     ci = bootstrap_interval(diffs, seed)
-    return {"diff": mean(diffs), "ci": ci, "significant": ci[0] > 0 or ci[1] < 0, "n_prompts": len(diffs),
-            "per_seed": [x["win_rate"] - y["win_rate"] for x, y in rows]}
+    return {"diff": mean(diffs), "ci": ci, "significant": ci[0] > 0 or ci[1] < 0,
+            "n_prompts": len(diffs), "per_seed": [x["win_rate"] - y["win_rate"] for x, y in rows]}
 
 
 def pool(reports):
@@ -86,8 +94,8 @@ def pool(reports):
                      key=lambda a: -table[a]["sampled_overall"][i]) for i in range(len(reports))]
     onpolicy_rows = [r.get("onpolicy_judge") for r in reports]
     rm_onpolicy = [((o or {}).get("others") or {}).get("reward_model") for o in onpolicy_rows]
-    keys = ("tie_share", "identical_share", "acc", "consistency", "acc_first_order", "acc_second_order",
-            "names_first")
+    keys = ("tie_share", "identical_share", "acc", "consistency", "acc_first_order",
+            "acc_second_order", "names_first")
     onpolicy = {k: mean(o[k] for o in onpolicy_rows) for k in keys
                 if all(o and o.get(k) is not None for o in onpolicy_rows)}
     for kind in ("correctness", "surface"):  # what the judge can and cannot tell apart
@@ -100,12 +108,15 @@ def pool(reports):
     heldout = {j: mean(r["judge"][j]["acc"] for r in reports) for j in reports[0].get("judge", {})
                if all(j in r.get("judge", {}) for r in reports)}
     curves = [(r.get("rejection") or {}).get("curve") for r in reports]
-    rejection = [{k: mean(c[i][k] for c in curves) for k in curves[0][i] if all(k in c[i] for c in curves)}
-                 for i in range(len(curves[0]))] if all(curves) and len({len(c) for c in curves}) == 1 else None
-    h2h = {other: head_to_head(reports, "self_judge", other) for other in ("dpo", "onpolicy_rm", "oracle")
-           if "self_judge" in arms and other in arms}
-    return {"arms": table, "orderings": ranked, "same_ordering": all(r == ranked[0] for r in ranked),
-            "onpolicy_judge": onpolicy, "heldout_judge_acc": heldout, "rejection": rejection,
+    rejection = [
+        {k: mean(c[i][k] for c in curves) for k in curves[0][i] if all(k in c[i] for c in curves)}
+                 for i in range(len(curves[0]))] if all(curves) and len(
+                         {len(c) for c in curves}) == 1 else None
+    h2h = {other: head_to_head(reports, "self_judge", other)
+           for other in ("dpo", "onpolicy_rm", "oracle") if "self_judge" in arms and other in arms}
+    return {"arms": table, "orderings": ranked,
+            "same_ordering": all(r == ranked[0] for r in ranked), "onpolicy_judge": onpolicy,
+            "heldout_judge_acc": heldout, "rejection": rejection,
             "head_to_head": {k: v for k, v in h2h.items() if v},
             "baseline": reports[0]["win_rates"]["baseline"], "n_seeds": len(reports)}
 
@@ -123,22 +134,28 @@ def to_markdown(pooled):
     rows = [[arm, row["start"] or "-", spread(row["sampled_overall"]),
              win_cell(row.get("vs_baseline")), seeds(row.get("vs_baseline")),
              win_cell(row.get("vs_start")), seeds(row.get("vs_start")),
-             row.get("log_ratio"), row.get("changed_greedy"), *cost(row)] for arm, row in pooled["arms"].items()]
+             row.get("log_ratio"), row.get("changed_greedy"), *cost(row)]
+             for arm, row in pooled["arms"].items()]
     out = [f"# minihcx: {pooled['n_seeds']} seeds pooled", "",
-           md_table(["arm", "start", "sampled overall: mean (min-max)", f"win vs {pooled['baseline']} pooled [95% CI]",
-                     "per seed", "win vs start pooled [95% CI]", "per seed", "KL to start", "changed greedy",
-                     "params held", "s / step"], rows),
-           "", "Pooled: per held-out prompt the outcome averaged over seeds, then a paired bootstrap over prompts; "
-           "* marks an interval that excludes 0.5.", "",
-           "Ordering by sampled verifier score, per seed: " + "; ".join(" > ".join(r) for r in pooled["orderings"]),
-           f"Would a second run give the same ordering? {'yes' if pooled['same_ordering'] else 'no'}: the "
-           f"{pooled['n_seeds']} seeds {'agree' if pooled['same_ordering'] else 'disagree'} on the full ranking.", ""]
+           md_table(
+               ["arm", "start", "sampled overall: mean (min-max)", f"win vs {pooled['baseline']} "
+                "pooled [95% CI]",
+                     "per seed", "win vs start pooled [95% CI]", "per seed", "KL to "
+                     "start", "changed greedy", "params held", "s / step"], rows),
+           "", "Pooled: per held-out prompt the outcome averaged over seeds, then a paired "
+           "bootstrap over prompts; * marks an interval that excludes 0.5.", "",
+           "Ordering by sampled verifier score, per "
+           "seed: " + "; ".join(" > ".join(r) for r in pooled["orderings"]),
+           "Would a second run give the same ordering? "
+           f"{'yes' if pooled['same_ordering'] else 'no'}: the {pooled['n_seeds']} seeds "
+           f"{'agree' if pooled['same_ordering'] else 'disagree'} on the full ranking.", ""]
     if pooled.get("head_to_head"):
-        out += ["SELF-JUDGE head to head (per prompt: its outcome vs the baseline minus the other arm's, mean "
-                "over seeds; > 0 favours SELF-JUDGE; * when the interval excludes 0):", "",
-                md_table(["self_judge vs", "difference [95% CI]", "per seed"],
+        out += ["SELF-JUDGE head to head (per prompt: its outcome vs the baseline minus the other "
+                "arm's, mean over seeds; > 0 favours SELF-JUDGE; * when the interval excludes "
+                "0):", "", md_table(["self_judge vs", "difference [95% CI]", "per seed"],
                          [[arm, f"{h['diff']:+.3f} [{h['ci'][0]:+.3f}, {h['ci'][1]:+.3f}]"
-                           + (" *" if h["significant"] else ""), " / ".join(f"{x:+.3f}" for x in h["per_seed"])]
+                           + (" *" if h["significant"] else ""),
+                           " / ".join(f"{x:+.3f}" for x in h["per_seed"])]
                           for arm, h in pooled["head_to_head"].items()]), ""]
     if pooled["onpolicy_judge"]:
         out += ["On-policy pairs of the SELF-JUDGE start (mean over seeds): " +
@@ -149,14 +166,18 @@ def to_markdown(pooled):
     if pooled.get("rejection"):
         keys = [k for k in pooled["rejection"][0] if k != "n"]
         out += ["Self-rejection curve (mean over seeds):", "",
-                md_table(["N"] + keys, [[c["n"]] + [c.get(k) for k in keys] for c in pooled["rejection"]]), ""]
+                md_table(["N"] + keys,
+                         [[c["n"]] + [c.get(k) for k in keys] for c in pooled["rejection"]]), ""]
     return "\n".join(out)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("reports", nargs="+", help="report.json files written by evaluate.py, one per seed")
-    parser.add_argument("--out-dir", default="out/reproduce", help="where table.md and table.json go")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("reports", nargs="+",
+                        help="report.json files written by evaluate.py, one per seed")
+    parser.add_argument("--out-dir", default="out/reproduce",
+                        help="where table.md and table.json go")
     args = parser.parse_args(argv)
     pooled = pool(read_reports(args.reports))
     pooled["reports"] = args.reports

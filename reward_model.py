@@ -1,9 +1,9 @@
 """reward_model.py: the separate reward model, the judge that SELF-JUDGE does away with.
 
 On-policy alignment as HyperCLOVA X's RLHF does it (HCX technical report §2.2) needs a second
-network: a reward model trained on human preference pairs, which scores the policy's samples. SELF-JUDGE
-(Lee et al., ACL 2024, §1 and §3) keeps on-policy learning but lets the policy's own JSFT judge
-replace that model. This script builds the arm it is measured against:
+network: a reward model trained on human preference pairs, which scores the policy's samples.
+SELF-JUDGE (Lee et al., ACL 2024, §1 and §3) keeps on-policy learning but lets the policy's own JSFT
+judge replace that model. This script builds the arm it is measured against:
 
   the model   the SFT transformer with its LM head replaced by one scalar per position
               (ModelConfig.reward_head); the reward of prompt + response is the scalar at the last
@@ -15,11 +15,12 @@ replace that model. This script builds the arm it is measured against:
 
 Its accuracy on held-out pairs is printed at the end and written to <out-dir>/rm_eval.json;
 evaluate.py puts it beside the JSFT judge's, on held-out and on on-policy pairs. The on-policy arm
-it judges is `self_judge.py --judge reward`; the checkpoint is a normal minihcx one whose config.json
-says phase "reward_model" and model.reward_head true (convert.py exports it as a Hugging Face
-LlamaForSequenceClassification).
+it judges is `self_judge.py --judge reward`; the checkpoint is a normal minihcx one whose
+config.json says phase "reward_model" and model.reward_head true (convert.py exports it as a Hugging
+Face LlamaForSequenceClassification).
 
-    python reward_model.py                        # out/sft + the task world's pairs -> out/reward_model
+    python reward_model.py                        # out/sft + the task world's pairs
+                                                  # -> out/reward_model
     python reward_model.py --prefs a.jsonl,b.jsonl --steps 300
     python self_judge.py --judge reward --out-dir out/onpolicy_rm    # on-policy DPO judged by it
 """
@@ -43,10 +44,11 @@ class RewardConfig(TrainConfig):
     out_dir: str = opt("out/reward_model", "checkpoint folder this phase writes")
     init_from: str = opt("out/sft", "start checkpoint (its LM head is replaced by the scalar head)")
     tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default pairs")
-    prefs: str = opt("", "preference pairs, comma-separated files (jsft.read_preferences layouts); '' = "
-                         "<tasks-dir>/prefs_train.jsonl and ultrafeedback_train.jsonl, and "
-                         "out/jsft/sampled_prefs.jsonl when it exists: the pairs JSFT judges")
-    eval_prefs: str = opt("", "held-out pairs for accuracy; '' = <tasks-dir>/prefs_eval.jsonl, 'none' = skip")
+    prefs: str = opt("", "preference pairs, comma-separated files (jsft.read_preferences layouts); "
+                         "'' = <tasks-dir>/prefs_train.jsonl and ultrafeedback_train.jsonl, "
+                         "and out/jsft/sampled_prefs.jsonl when it exists: the pairs JSFT judges")
+    eval_prefs: str = opt("", "held-out pairs for accuracy; "
+                              "'' = <tasks-dir>/prefs_eval.jsonl, 'none' = skip")
     skip_bad: bool = opt(False, "skip (and count) malformed preference records instead of stopping")
     seq_len: int = opt(256, "longest prompt + response in tokens; longer pairs are left out")
     steps: int = 200
@@ -62,7 +64,8 @@ class RewardConfig(TrainConfig):
 def pref_paths(cfg):
     if cfg.prefs:
         return cfg.prefs.split(",")
-    paths = [os.path.join(cfg.tasks_dir, n) for n in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
+    paths = [os.path.join(cfg.tasks_dir, n)
+             for n in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
     sampled = "out/jsft/sampled_prefs.jsonl"
     return paths + [sampled] if os.path.exists(sampled) else paths
 
@@ -92,24 +95,27 @@ def bt_loss_fn(model, batch):
     ids, mask = batch["ids"], batch["mask"]  # (2B, T); mask: 1 on the response tokens
     T = ids.size(1)
     last = T - 1 - mask.flip(1).argmax(dim=1)  # (2B,) the last response token
-    real = (torch.arange(T, device=ids.device)[None, :] <= last[:, None]).long()  # prompt + response
+    # prompt + response
+    real = (torch.arange(T, device=ids.device)[None, :] <= last[:, None]).long()
     r = sequence_rewards(model, ids, real)  # (2B,)
     B = r.size(0) // 2
     return bt_loss(r[:B], r[B:])
 
 
 def reward_accuracy(rm, tokenizer, pairs, batch_size=32):
-    """Share of PreferencePairs whose chosen reply gets the higher reward (an exact tie counts half),
-    overall and per context language. The reward model reads no order: there is no position bias
-    to measure."""
+    """Share of PreferencePairs whose chosen reply gets the higher reward (an exact tie counts
+    half), overall and per context language. The reward model reads no order: there is no position
+    bias to measure."""
     verdict = reward_judge(rm, tokenizer, batch_size)([p.context for p in pairs],
                                                       [(p.chosen, p.rejected) for p in pairs])
     right = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in verdict["rewards"]]
     langs = [context_lang(p.context) for p in pairs]
 
-    def summary(rs):  # jsft.judge_accuracy's keys: with no order to read, every order scores the same
+    # jsft.judge_accuracy's keys: with no order to read, every order scores the same
+    def summary(rs):
         acc = sum(rs) / len(rs)
-        return {"n": len(rs), "acc": acc, "acc_chosen_first": acc, "acc_chosen_second": acc, "consistency": 1.0}
+        return {"n": len(rs), "acc": acc, "acc_chosen_first": acc, "acc_chosen_second": acc,
+                "consistency": 1.0}
     return dict(summary(right), by_lang={g: summary([r for r, x in zip(right, langs) if x == g])
                                          for g in sorted(set(langs))})
 
@@ -123,7 +129,8 @@ def main(argv=None):
     paths = pref_paths(cfg)
     for path in paths + ([] if cfg.eval_prefs == "none" else [eval_path]):
         if not os.path.exists(path):
-            raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --prefs / --eval-prefs")
+            raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --prefs / "
+                             "--eval-prefs")
     lm, tokenizer, tokenizer_path = load_start(cfg, device)
     model = with_reward_head(lm)
     del lm
@@ -133,7 +140,8 @@ def main(argv=None):
         raise SystemExit(f"{','.join(paths)}: no preference pair fits --seq-len {cfg.seq_len}")
     log(f"{len(tokenized)} pairs from {', '.join(paths)}"
         + (f" ({dropped} longer than {cfg.seq_len} tokens left out)" if dropped else ""))
-    eval_pairs = [] if cfg.eval_prefs == "none" else read_preferences(eval_path, cfg.skip_bad, seed=cfg.seed)
+    eval_pairs = ([] if cfg.eval_prefs == "none"
+                  else read_preferences(eval_path, cfg.skip_bad, seed=cfg.seed))
     last = {}
 
     def val_fn(m):
@@ -144,10 +152,12 @@ def main(argv=None):
     get_batch = offline_batches(tokenized, cfg, tokenizer.pad_id, device, rank, world_size)
     extra = {"phase": "reward_model", "head": "bradley-terry scalar at the last token",
              "init_from": cfg.init_from, "special_ids": tokenizer.special_ids()}
-    history = train(model, get_batch, cfg, extra, loss_fn=bt_loss_fn, val_fn=val_fn if eval_pairs else None,
-                    tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+    history = train(model, get_batch, cfg, extra, loss_fn=bt_loss_fn,
+                    val_fn=val_fn if eval_pairs else None, tokenizer_path=tokenizer_path,
+                    device=device, rank=rank, world_size=world_size, log=log)
     if history:
-        log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}; checkpoint in {cfg.out_dir}")
+        log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}; checkpoint in "
+            f"{cfg.out_dir}")
     if eval_pairs and rank == 0:
         result = last.get("result") or reward_accuracy(model, tokenizer, eval_pairs)
         log(f"held-out pairs ({eval_path}): accuracy {result['acc']:.1%}, n={result['n']} ("

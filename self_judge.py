@@ -1,11 +1,13 @@
 """self_judge.py — SELF-JUDGE: on-policy self-judgment DPO, the offline DPO baseline, and tournament
-self-rejection (Lee et al., "Aligning Large Language Models by On-Policy Self-Judgment", ACL 2024, §3).
+self-rejection (Lee et al., "Aligning Large Language Models by On-Policy Self-Judgment",
+ACL 2024, §3).
 
 SELF-JUDGE (§3.2): the policy starts as the JSFT model, which can both answer and judge. Each step
   1. takes a batch of prompts and samples two responses to each from the current policy
      (KV-cache sampler, top-p 0.9, temperature 1.0, capped length);
-  2. the judge, a frozen copy of the JSFT model (static judge, the paper's default; --dynamic-judge
-     judges with the current policy instead), compares the two responses in both orders and averages;
+  2. the judge, a frozen copy of the JSFT model (static judge, the paper's default;
+     --dynamic-judge judges with the current policy instead), compares the two responses in both
+     orders and averages;
   3. the preferred response is "chosen", the other "rejected", built in token space: prompt ids +
      sampled ids, never decoded and re-encoded;
   4. a DPO loss (sigmoid / hinge / ipo) on the summed response log-probs of policy and reference
@@ -13,21 +15,24 @@ SELF-JUDGE (§3.2): the policy starts as the JSFT model, which can both answer a
      --min-margin of 0.5, are left out of the loss (weight 0; "kept_share" in the log).
 No reward model, no verifier: the model judges itself. Two other judges plug into the same loop, so
 that only the judge differs between the arms: `--judge reward` is the baseline SELF-JUDGE removes,
-on-policy DPO judged by a separate Bradley-Terry reward model (reward_model.py; a third model held in
-memory); `--judge verifier` is the oracle arm, an evaluation device only: the task world's verifier
-as the judge, the upper bound of on-policy DPO at this scale. `--offline` is the DPO baseline (§4.1): the
-same loss from the SFT model on a fixed dataset of (chosen, rejected) pairs.
+on-policy DPO judged by a separate Bradley-Terry reward model (reward_model.py; a third model held
+in memory); `--judge verifier` is the oracle arm, an evaluation device only: the task world's
+verifier as the judge, the upper bound of on-policy DPO at this scale. `--offline` is the DPO
+baseline (§4.1): the same loss from the SFT model on a fixed dataset of (chosen, rejected) pairs.
 Self-rejection (§3.3): `tournament` picks the best of N own samples with N-1 pairwise judgments,
 and `best_of_n` samples N responses and returns the winner (evaluate.py imports both).
 
 Run:
-    python self_judge.py                           # SELF-JUDGE: out/jsft + out/tasks/prompts_train.jsonl -> out/self_judge
+    python self_judge.py                           # SELF-JUDGE: out/jsft +
+                                                   # out/tasks/prompts_train.jsonl -> out/self_judge
     python self_judge.py --dynamic-judge           # judge with the current policy (paper ablation)
     python self_judge.py --judge verifier --out-dir out/oracle   # the oracle arm (upper bound)
     python self_judge.py --judge reward --out-dir out/onpolicy_rm # judged by out/reward_model
-    python self_judge.py --offline                 # DPO baseline: out/sft + out/tasks/prefs_train.jsonl -> out/dpo
+    python self_judge.py --offline                 # DPO baseline: out/sft +
+                                                   # out/tasks/prefs_train.jsonl -> out/dpo
     python self_judge.py --loss ipo --beta 0.5     # other losses; --resume continues a run exactly
-    python self_judge.py --best-of 8 --prompt "What is 3 plus 4?"   # self-rejection with out/self_judge
+    python self_judge.py --best-of 8 --prompt "What is 3 plus 4?"   # self-rejection with
+                                                                    # out/self_judge
 """
 import contextlib
 import copy
@@ -61,46 +66,62 @@ def opt(default, help):
 @dataclass
 class SelfJudgeConfig(TrainConfig):
     out_dir: str = opt("", "checkpoint folder (default: out/self_judge, or out/dpo with --offline)")
-    init_from: str = opt("", "start checkpoint, also the frozen reference and judge (default: out/jsft, "
-                             "or out/sft with --offline); in --best-of mode the model to sample (default: out/self_judge)")
-    offline: bool = opt(False, "the offline DPO baseline on --prefs instead of on-policy self-judgment")
-    tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default prompts, pairs and held-out prompts")
-    prompts: str = opt("", "prompts to sample from (jsft.read_prompts layouts); '' = <tasks-dir>/prompts_train.jsonl")
-    prefs: str = opt("", "--offline: preference pairs, comma-separated files (jsft.read_preferences layouts); "
-                         "'' = <tasks-dir>/prefs_train.jsonl")
-    val_prompts: str = opt("", "held-out prompts for the judged win rate vs the start; '' = <tasks-dir>/eval_tasks.jsonl")
+    init_from: str = opt("", "start checkpoint, also the frozen reference and judge "
+                             "(default: out/jsft, or out/sft with --offline); "
+                             "in --best-of mode the model to sample (default: out/self_judge)")
+    offline: bool = opt(False,
+                        "the offline DPO baseline on --prefs instead of on-policy self-judgment")
+    tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default prompts, "
+                                      "pairs and held-out prompts")
+    prompts: str = opt("", "prompts to sample from (jsft.read_prompts layouts); "
+                           "'' = <tasks-dir>/prompts_train.jsonl")
+    prefs: str = opt("", "--offline: preference pairs, comma-separated files "
+                         "(jsft.read_preferences layouts); '' = <tasks-dir>/prefs_train.jsonl")
+    val_prompts: str = opt("", "held-out prompts for the judged win rate vs the start; "
+                               "'' = <tasks-dir>/eval_tasks.jsonl")
     val_count: int = opt(24, "how many --val-prompts to judge at the end (0 = no validation)")
-    dynamic_judge: bool = opt(False, "judge with the current policy instead of the frozen start model")
+    dynamic_judge: bool = opt(False,
+                              "judge with the current policy instead of the frozen start model")
     principles: str = opt("overall", "comma-separated judge principles (majority vote, jsft.judge)")
-    judge: str = opt("self", "who judges the on-policy pairs: self (SELF-JUDGE: the frozen JSFT model, or the "
-                             "policy with --dynamic-judge) | reward (the separate reward model --reward-model: "
-                             "the RLHF-style baseline) | verifier (tasks.score: the oracle upper bound, an "
-                             "evaluation arm; needs prompts that carry their task, as prompts_train.jsonl)")
-    reward_model: str = opt("out/reward_model", "--judge reward: the reward model checkpoint (reward_model.py)")
-    nll_weight: float = opt(0.0, "weight of the chosen replies' per-token NLL added to the DPO loss (0 = DPO)")
-    min_margin: float = opt(0.0, "pairs whose judge score is within this of 0.5 are ties and left out of the "
-                                 "loss (identical samples and exact ties always are)")
-    loss: str = opt("sigmoid", "DPO loss: sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)")
+    judge: str = opt("self", "who judges the on-policy pairs: "
+                             "self (SELF-JUDGE: the frozen JSFT model, or the policy with "
+                             "--dynamic-judge) | reward (the separate reward model --reward-model: "
+                             "the RLHF-style baseline) | verifier (tasks.score: the oracle upper "
+                             "bound, an evaluation arm; needs prompts that carry their task, "
+                             "as prompts_train.jsonl)")
+    reward_model: str = opt("out/reward_model",
+                            "--judge reward: the reward model checkpoint (reward_model.py)")
+    nll_weight: float = opt(0.0, "weight of the chosen replies' per-token NLL added to the "
+                                 "DPO loss (0 = DPO)")
+    min_margin: float = opt(0.0, "pairs whose judge score is within this of 0.5 are ties and left "
+                                 "out of the loss (identical samples and exact ties always are)")
+    loss: str = opt("sigmoid",
+                    "DPO loss: sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)")
     beta: float = opt(0.1, "DPO beta: strength of the KL anchor to the reference")
     max_new_tokens: int = opt(48, "cap on sampled response length (tokens, incl. the end of turn)")
     temperature: float = opt(1.0, "sampling temperature")
     top_p: float = opt(0.9, "nucleus sampling mass")
     compile_sampler: bool = opt(False, "sample the on-policy pairs with the decode step under "
-                                       "torch.compile (model.generate(compile=True)): the same "
-                                       "samples, faster after a one-off compile (the loop's "
-                                       "--compile is separate)")
-    best_of: int = opt(0, "inference mode: sample N responses per prompt, print the tournament winner")
+                                       "torch.compile (model.generate(compile=True)): "
+                                       "the same samples, faster after a one-off compile "
+                                       "(the loop's --compile is separate)")
+    best_of: int = opt(0,
+                       "inference mode: sample N responses per prompt, print the tournament winner")
     prompt: str = opt("", "--best-of: one user message to answer")
     # the shared loop's knobs, with DPO defaults sized for the CPU demo (~2 minutes on 2 cores)
-    steps: int = opt(60, "optimizer steps (both modes: the DPO baseline learns from as many pairs as SELF-JUDGE samples)")
-    batch_size: int = opt(16, "prompts (online) or pairs (offline) per micro-batch per rank; each gives 2 sequences")
-    lr: float = opt(1e-4, "peak learning rate (at 2e-5 x 40 steps the policy moved 0.3 percent: a no-op)")
+    steps: int = opt(60, "optimizer steps (both modes: "
+                         "the DPO baseline learns from as many pairs as SELF-JUDGE samples)")
+    batch_size: int = opt(16, "prompts (online) or pairs (offline) per micro-batch per rank; "
+                              "each gives 2 sequences")
+    lr: float = opt(1e-4,
+                    "peak learning rate (at 2e-5 x 40 steps the policy moved 0.3 percent: a no-op)")
     min_lr: float = opt(1e-4, "learning rate at the end (== lr: constant after warmup, as in DPO)")
     warmup_steps: int = opt(4, "linear warmup steps")
     weight_decay: float = opt(0.0, "AdamW weight decay on matrices")
     eval_every: int = opt(0, "validate every N steps (and at the end); 0 = only at the end")
     save_every: int = opt(20, "checkpoint every N steps (and at the end)")
-    seq_len: int = opt(128, "only for the loop's FLOPs/MFU estimate: typical prompt + response length")
+    seq_len: int = opt(128,
+                       "only for the loop's FLOPs/MFU estimate: typical prompt + response length")
 
 
 def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
@@ -111,18 +132,22 @@ def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
         init = cfg.init_from or ("out/sft" if cfg.offline else "out/jsft")
     out = cfg.out_dir or ("out/dpo" if cfg.offline else "out/self_judge")
     if cfg.fsdp and not cfg.offline:
-        raise SystemExit("--fsdp: sampling runs a different number of forward passes on each rank, which "
-                         "sharded weights cannot follow; run SELF-JUDGE data parallel (torchrun without --fsdp)")
+        raise SystemExit("--fsdp: sampling runs a different number of forward passes on each rank, "
+                         "which sharded weights cannot follow; run SELF-JUDGE data parallel "
+                         "(torchrun without --fsdp)")
     if cfg.judge not in JUDGES:
         raise SystemExit(f"--judge {cfg.judge!r}: choose one of {', '.join(JUDGES)}")
     if cfg.loss not in LOSS_TYPES:
         raise SystemExit(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSS_TYPES)}")
     if cfg.beta <= 0 or cfg.max_new_tokens < 1 or not 0 < cfg.top_p <= 1 or cfg.best_of < 0:
-        raise SystemExit("need --beta > 0, --max-new-tokens >= 1, 0 < --top-p <= 1 and --best-of >= 0")
+        raise SystemExit("need --beta > 0, --max-new-tokens >= 1, 0 < --top-p <= 1 "
+                         "and --best-of >= 0")
     return dataclasses.replace(cfg, init_from=init, out_dir=out,
-                               prompts=cfg.prompts or os.path.join(cfg.tasks_dir, "prompts_train.jsonl"),
+                               prompts=cfg.prompts
+                               or os.path.join(cfg.tasks_dir, "prompts_train.jsonl"),
                                prefs=cfg.prefs or os.path.join(cfg.tasks_dir, "prefs_train.jsonl"),
-                               val_prompts=cfg.val_prompts or os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"))
+                               val_prompts=cfg.val_prompts
+                               or os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"))
 
 
 def seed_of(*parts) -> int:
@@ -131,14 +156,16 @@ def seed_of(*parts) -> int:
 
 
 # ----------------------------------------------------------------------------- the DPO loss
-def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_type="sigmoid", weights=None):
+def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_type="sigmoid",
+             weights=None):
     """Preference loss on summed response log-probs, each (B,). With the log-ratio margin
     h = (pi_chosen - ref_chosen) - (pi_rejected - ref_rejected):
       sigmoid  -log sigmoid(beta h)          DPO (Rafailov et al. 2023, eq. 7)
       hinge    max(0, 1 - beta h)            SLiC-HF (Zhao et al. 2023), as TRL's "hinge"
-      ipo      (h - 1 / (2 beta))^2          IPO (Azar et al. 2023, eq. 17) on SUMMED log-probs, as the
-                                             DPO authors' reference code; TRL averages log-probs over
-                                             the response length first (then beta means another thing).
+      ipo      (h - 1 / (2 beta))^2          IPO (Azar et al. 2023, eq. 17) on SUMMED log-probs,
+                                             as the DPO authors' reference code; TRL averages
+                                             log-probs over the response length first
+                                             (then beta means another thing).
     weights (B,), optional: 1 for a pair to learn from, 0 for one to leave out (a tie); the loss is
     the weighted mean (0 when every pair is left out) and the metrics cover the kept pairs.
     Returns (mean loss, metrics): implicit rewards beta * (pi - ref) of chosen and rejected, their
@@ -156,7 +183,7 @@ def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_ty
     kept = w.sum().clamp(min=1.0)
     reward_chosen = beta * (pi_chosen - ref_chosen).detach()
     reward_rejected = beta * (pi_rejected - ref_rejected).detach()
-    wmean = lambda t: ((t.float() * w).sum() / kept).item()  # noqa: E731
+    wmean = lambda t: ((t.float() * w).sum() / kept).item()
     metrics = {"reward_chosen": wmean(reward_chosen), "reward_rejected": wmean(reward_rejected),
                "margin": wmean(reward_chosen - reward_rejected),
                "reward_acc": wmean(reward_chosen > reward_rejected), "kept_share": w.mean().item()}
@@ -171,8 +198,8 @@ def sample_responses(model, tokenizer, contexts, n, max_new_tokens, temperature=
     lists, each ending with eot when one was sampled (else it hit max_new_tokens). The same seed
     gives the same samples."""
     prompts = [tokenizer.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
-    return sample_continuations(model, prompts, n, max_new_tokens, tokenizer.eot_id, tokenizer.pad_id,
-                                temperature, top_p, seed, compile)
+    return sample_continuations(model, prompts, n, max_new_tokens, tokenizer.eot_id,
+                                tokenizer.pad_id, temperature, top_p, seed, compile)
 
 
 def sample_continuations(model, prompt_ids, n, max_new_tokens, eot_id, pad_id, temperature=1.0,
@@ -181,8 +208,8 @@ def sample_continuations(model, prompt_ids, n, max_new_tokens, eot_id, pad_id, t
     rows = [p for p in prompt_ids for _ in range(n)]  # prompt i's samples are rows i*n .. i*n+n-1
     device = next(unwrap(model).parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    new = generate(model, rows, max_new_tokens, temperature=temperature, top_p=top_p, stop_ids=(eot_id,),
-                   generator=generator, pad_id=pad_id, compile=compile)
+    new = generate(model, rows, max_new_tokens, temperature=temperature, top_p=top_p,
+                   stop_ids=(eot_id,), generator=generator, pad_id=pad_id, compile=compile)
     return [new[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
 
@@ -212,29 +239,33 @@ def eval_mode(model):
 
 
 def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
-    """judge_fn(contexts, pairs) -> jsft.judge's dict ({"score_a", "winners", ...}) with judge_model,
-    in eval mode without gradients. Responses may be id lists: they are spliced in as ids."""
+    """judge_fn(contexts, pairs) -> jsft.judge's dict ({"score_a", "winners", ...}) with
+    judge_model, in eval mode without gradients.
+    Responses may be id lists: they are spliced in as ids."""
     def judge_fn(contexts, pairs):
         try:
             from jsft import judge  # lazy: the judge lives with JSFT training
         except ImportError as e:
             raise SystemExit(f"jsft.judge is not available ({e}); jsft.py must provide "
-                             "judge(model, tokenizer, contexts, pairs, principles, lang, batch_size)") from None
+                             "judge(model, tokenizer, contexts, pairs, principles, lang, "
+                             "batch_size)") from None
         with eval_mode(judge_model):
-            return judge(judge_model, tokenizer, contexts, pairs, principles=tuple(principles), batch_size=batch_size)
+            return judge(judge_model, tokenizer, contexts, pairs, principles=tuple(principles),
+                         batch_size=batch_size)
     return judge_fn
 
 
 def rewards_of(rm, sequences, pad_id, batch_size=32):
-    """A reward model's scalar for each id list (prompt + reply): right-padded batches, similar lengths
-    together, in eval mode. -> (N,) float tensor."""
+    """A reward model's scalar for each id list (prompt + reply): right-padded batches, similar
+    lengths together, in eval mode. -> (N,) float tensor."""
     core = unwrap(rm)
     device = next(core.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     out = torch.empty(len(sequences))
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        ids = torch.full((len(rows), max(len(sequences[i]) for i in rows)), pad_id, dtype=torch.long)
+        ids = torch.full((len(rows), max(len(sequences[i]) for i in rows)), pad_id,
+                         dtype=torch.long)
         real = torch.zeros_like(ids)
         for r, i in enumerate(rows):
             ids[r, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
@@ -246,11 +277,13 @@ def rewards_of(rm, sequences, pad_id, batch_size=32):
 
 def reward_judge(rm, tokenizer, batch_size=32):
     """judge_fn with a separate reward model (reward_model.py): each reply is scored alone, at its
-    last token, and score_a = sigmoid(r(a) - r(b)) is the Bradley-Terry probability that a is better.
-    It reads no order, so both orders give the same verdict. Replies: text (encoded, then the end of
-    turn, as the reward model was trained) or sampled id lists (spliced as they are)."""
+    last token, and score_a = sigmoid(r(a) - r(b)) is the Bradley-Terry probability that a is
+    better. It reads no order, so both orders give the same verdict. Replies: text (encoded, then
+    the end of turn, as the reward model was trained) or sampled id lists (spliced as they are)."""
     def reply_ids(reply):
-        return tokenizer.encode(reply) + [tokenizer.eot_id] if isinstance(reply, str) else list(reply)
+        if isinstance(reply, str):
+            return tokenizer.encode(reply) + [tokenizer.eot_id]
+        return list(reply)
 
     def judge_fn(contexts, pairs):
         seqs = []  # a0 b0 a1 b1 ...: both replies after their context's prompt, rendered once
@@ -261,40 +294,47 @@ def reward_judge(rm, tokenizer, batch_size=32):
         score_a = torch.sigmoid(r[0::2] - r[1::2]).tolist()
         a_better = [p > 0.5 for p in score_a]
         return {"score_a": score_a, "winners": [int(p < 0.5) for p in score_a],
-                "first_order_a": a_better, "second_order_a": a_better, "rewards": r.view(-1, 2).tolist()}
+                "first_order_a": a_better, "second_order_a": a_better,
+                "rewards": r.view(-1, 2).tolist()}
     return judge_fn
 
 
 def load_reward_model(path, tokenizer_path, device):
-    """The reward model checkpoint at path, checked to be one and, given the policy's tokenizer_path,
-    to share that tokenizer (the judge reads the policy's sampled ids as they are)."""
+    """The reward model checkpoint at path, checked to be one and, given the policy's
+    tokenizer_path, to share that tokenizer
+    (the judge reads the policy's sampled ids as they are)."""
     import filecmp
     ckpt = find_checkpoint(path)
     if ckpt is None:
-        raise SystemExit(f"--reward-model {path}: no checkpoint there; run `python reward_model.py` first")
+        raise SystemExit(f"--reward-model {path}: no checkpoint there; "
+                         "run `python reward_model.py` first")
     rm, config = load_model(ckpt, device)
     if not rm.cfg.reward_head:
-        raise SystemExit(f"--reward-model {path}: a {config.get('phase')} checkpoint, not a reward model "
-                         "(config.json model.reward_head is false); train one with reward_model.py")
-    if tokenizer_path and not filecmp.cmp(os.path.join(ckpt, "tokenizer.model"), tokenizer_path, shallow=False):
+        raise SystemExit(f"--reward-model {path}: a {config.get('phase')} checkpoint, "
+                         "not a reward model (config.json model.reward_head is false); "
+                         "train one with reward_model.py")
+    if tokenizer_path and not filecmp.cmp(os.path.join(ckpt, "tokenizer.model"), tokenizer_path,
+                                          shallow=False):
         raise SystemExit(f"--reward-model {path}: its tokenizer.model differs from the policy's "
                          f"({tokenizer_path}); train the reward model from the same SFT checkpoint")
     return rm.eval().requires_grad_(False)
 
 
 def verifier_judge(prompts_path, tokenizer):
-    """judge_fn with the task world's verifier instead of a model: the oracle arm, an upper bound for
-    on-policy DPO at this scale (evaluation only; SELF-JUDGE never calls it). The reply with the higher
-    verifier score wins; equal scores are a tie (score_a 0.5, left out of the loss)."""
+    """judge_fn with the task world's verifier instead of a model: the oracle arm, an upper bound
+    for on-policy DPO at this scale (evaluation only; SELF-JUDGE never calls it). The reply with the
+    higher verifier score wins; equal scores are a tie (score_a 0.5, left out of the loss)."""
     import tasks as task_world
     rows = read_jsonl(prompts_path, lambda row: row)  # errors name the file and line
-    task_of = {json.dumps(r["messages"], ensure_ascii=False): r["task"] for r in rows if "task" in r}
+    task_of = {json.dumps(r["messages"], ensure_ascii=False): r["task"] for r in rows
+               if "task" in r}
     if not task_of:
-        raise SystemExit(f"--judge verifier: {prompts_path} holds no \"task\" records to score; use the "
-                         "task world's prompts_train.jsonl (tasks.py)")
+        raise SystemExit(f"--judge verifier: {prompts_path} holds no \"task\" records to score; "
+                         "use the task world's prompts_train.jsonl (tasks.py)")
 
     def text(reply):
-        return reply if isinstance(reply, str) else tokenizer.decode([t for t in reply if t != tokenizer.eot_id])
+        return (reply if isinstance(reply, str)
+                else tokenizer.decode([t for t in reply if t != tokenizer.eot_id]))
 
     def judge_fn(contexts, pairs):
         score_a = []
@@ -317,7 +357,8 @@ def prompt_stream(n_items, seed):
 
 
 def positions(cfg, step, micro, rank, world_size):
-    """Global stream positions of this rank's micro-batch: every (step, micro, rank) gets its own."""
+    """Global stream positions of this rank's micro-batch:
+    every (step, micro, rank) gets its own."""
     start = ((step * cfg.grad_accum + micro) * world_size + rank) * cfg.batch_size
     return range(start, start + cfg.batch_size)
 
@@ -330,26 +371,30 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
     item = prompt_stream(len(contexts), cfg.seed)
     device = next(policy.parameters()).device
 
-    def get_batch(step, micro):  # sampling and judging in full precision, outside the loop's autocast
+    # sampling and judging in full precision, outside the loop's autocast
+    def get_batch(step, micro):
         t0 = time.perf_counter()
         picked = [item(k) for k in positions(cfg, step, micro, rank, world_size)]
         batch_contexts = [contexts[i] for i in picked]
-        samples = sample_continuations(policy, [prompt_ids[i] for i in picked], 2, cfg.max_new_tokens,
-                                       tokenizer.eot_id, tokenizer.pad_id, cfg.temperature, cfg.top_p,
+        samples = sample_continuations(policy, [prompt_ids[i] for i in picked], 2,
+                                       cfg.max_new_tokens, tokenizer.eot_id, tokenizer.pad_id,
+                                       cfg.temperature, cfg.top_p,
                                        seed=seed_of(cfg.seed, step, micro, rank),
                                        compile=cfg.compile_sampler)
         t1 = time.perf_counter()
         verdict = judge_fn(batch_contexts, [tuple(s) for s in samples])
         chosen = [s[w] for s, w in zip(samples, verdict["winners"])]
         rejected = [s[1 - w] for s, w in zip(samples, verdict["winners"])]
-        batch = build_pair_batch([prompt_ids[i] for i in picked], chosen, rejected, tokenizer.pad_id)
+        batch = build_pair_batch([prompt_ids[i] for i in picked], chosen, rejected,
+                                 tokenizer.pad_id)
         # a tie teaches nothing: identical samples, or a verdict within --min-margin of 0.5
         batch["weights"] = torch.tensor([float(a != b and abs(p - 0.5) > cfg.min_margin)
                                          for (a, b), p in zip(samples, verdict["score_a"])])
         responses = chosen + rejected
         batch["stats"] = {
             "judge_confidence": sum(max(p, 1 - p) for p in verdict["score_a"]) / len(picked),
-            "len_chosen": sum(map(len, chosen)) / len(chosen), "len_rejected": sum(map(len, rejected)) / len(rejected),
+            "len_chosen": sum(map(len, chosen)) / len(chosen),
+            "len_rejected": sum(map(len, rejected)) / len(rejected),
             "capped_share": sum(r[-1] != tokenizer.eot_id for r in responses) / len(responses),
             "identical_share": sum(a == b for a, b in samples) / len(samples),
             "sample_s": t1 - t0, "judge_s": time.perf_counter() - t1}  # seconds sampling, judging
@@ -388,9 +433,10 @@ def offline_batches(tokenized, cfg, pad_id, device, rank=0, world_size=1):
 
 def dpo_loss_fn(reference, beta, loss_type, nll_weight=0.0):
     """loss_fn(model, batch) for the shared loop: policy log-probs with gradients, reference without
-    (inside the loop's autocast, so at step 0 policy and reference agree exactly). nll_weight adds the
-    chosen replies' mean per-token negative log-likelihood (DPO + NLL, as RPO, Pang et al. 2024): DPO
-    alone lowers the chosen replies' likelihood too, and with it whatever they got right."""
+    (inside the loop's autocast, so at step 0 policy and reference agree exactly). nll_weight adds
+    the chosen replies' mean per-token negative log-likelihood (DPO + NLL, as RPO,
+    Pang et al. 2024): DPO alone lowers the chosen replies' likelihood too,
+    and with it whatever they got right."""
     def loss_fn(model, batch):
         logps, token_means = sequence_logprobs(model, batch["ids"], batch["mask"])  # (2B,), (2B,)
         with torch.no_grad():
@@ -413,7 +459,8 @@ def frozen_copy(model):
 
 
 def disable_dropout(model):
-    """DPO compares log-probs of policy and reference: dropout would make them noisy. Off everywhere."""
+    """DPO compares log-probs of policy and reference: dropout would make them noisy.
+    Off everywhere."""
     model.cfg.dropout = 0.0
     for module in model.modules():
         if hasattr(module, "dropout_p"):
@@ -423,25 +470,28 @@ def disable_dropout(model):
     return model
 
 
-def judged_win_rate(policy, baseline, judge_fn, tokenizer, contexts, max_new_tokens, temperature=1.0, top_p=0.9,
-                    seed=0):
+def judged_win_rate(policy, baseline, judge_fn, tokenizer, contexts, max_new_tokens,
+                    temperature=1.0, top_p=0.9, seed=0):
     """How often the judge prefers the policy's sample to the baseline's (one fresh sample each per
     context, independent fixed seeds). Returns {"win_rate": mean p(policy better), "wins": share of
     pairs with p > 0.5, ties (p == 0.5) counted half}."""
     with eval_mode(policy), eval_mode(baseline):
-        mine = sample_responses(policy, tokenizer, contexts, 1, max_new_tokens, temperature, top_p, seed_of(seed, "policy"))
-        base = sample_responses(baseline, tokenizer, contexts, 1, max_new_tokens, temperature, top_p, seed_of(seed, "base"))
+        mine = sample_responses(policy, tokenizer, contexts, 1, max_new_tokens, temperature, top_p,
+                                seed_of(seed, "policy"))
+        base = sample_responses(baseline, tokenizer, contexts, 1, max_new_tokens, temperature,
+                                top_p, seed_of(seed, "base"))
     verdict = judge_fn(contexts, [(a[0], b[0]) for a, b in zip(mine, base)])
     p = verdict["score_a"]
-    return {"win_rate": sum(p) / len(p), "wins": sum((x > 0.5) + 0.5 * (x == 0.5) for x in p) / len(p)}
+    return {"win_rate": sum(p) / len(p),
+            "wins": sum((x > 0.5) + 0.5 * (x == 0.5) for x in p) / len(p)}
 
 
 # ----------------------------------------------------------------------------- self-rejection
 def tournament(contexts, candidates, judge_pairs, seed):
     """Best of N by a knockout tournament (SELF-JUDGE §3.3), for many contexts at once.
     candidates[i]: context i's N_i candidates (any N_i >= 1). Per context the order is shuffled by
-    random.Random(seed, i); each round pairs neighbours, an odd one out gets a bye (and goes first in
-    the next round, so byes rotate); N_i - 1 judgments in all. judge_pairs(contexts, pairs) ->
+    random.Random(seed, i); each round pairs neighbours, an odd one out gets a bye (and goes first
+    in the next round, so byes rotate); N_i - 1 judgments in all. judge_pairs(contexts, pairs) ->
     winners (0 = first, 1 = second), called once per round with every context's matches.
     Returns the index of each context's winner in candidates[i]."""
     brackets = []
@@ -452,11 +502,13 @@ def tournament(contexts, candidates, judge_pairs, seed):
         random.Random(seed_of(seed, i)).shuffle(order)
         brackets.append(order)
     while any(len(b) > 1 for b in brackets):
-        matches = [(i, b[k], b[k + 1]) for i, b in enumerate(brackets) for k in range(0, len(b) - 1, 2)]
+        matches = [(i, b[k], b[k + 1]) for i, b in enumerate(brackets)
+                   for k in range(0, len(b) - 1, 2)]
         winners = list(judge_pairs([contexts[i] for i, _, _ in matches],
                                    [(candidates[i][a], candidates[i][b]) for i, a, b in matches]))
         if len(winners) != len(matches) or any(w not in (0, 1) for w in winners):
-            raise ValueError(f"tournament: judge_pairs must return one 0/1 per pair ({len(matches)}), got {winners!r:.100}")
+            raise ValueError("tournament: judge_pairs must return one 0/1 per pair "
+                             f"({len(matches)}), got {winners!r:.100}")
         next_round = [[b[-1]] if len(b) % 2 else [] for b in brackets]  # byes first
         for (i, a, b), w in zip(matches, winners):
             next_round[i].append((a, b)[w])
@@ -464,11 +516,12 @@ def tournament(contexts, candidates, judge_pairs, seed):
     return [b[0] for b in brackets]
 
 
-def best_of_n(model, judge_model, tokenizer, contexts, n, max_new_tokens=48, temperature=1.0, top_p=0.9, seed=0,
-              principles=("overall",), judge_fn=None):
-    """Self-rejection: sample n responses per context, return each context's tournament winner (id list).
-    judge_model judges (pass the model itself for self-rejection); judge_fn overrides it."""
-    samples = sample_responses(model, tokenizer, contexts, n, max_new_tokens, temperature, top_p, seed)
+def best_of_n(model, judge_model, tokenizer, contexts, n, max_new_tokens=48, temperature=1.0,
+              top_p=0.9, seed=0, principles=("overall",), judge_fn=None):
+    """Self-rejection: sample n responses per context, return each context's tournament winner (id
+    list). judge_model judges (pass the model itself for self-rejection); judge_fn overrides it."""
+    samples = sample_responses(model, tokenizer, contexts, n, max_new_tokens, temperature, top_p,
+                               seed)
     if n == 1:
         return [s[0] for s in samples]
     judge_fn = judge_fn or model_judge(judge_model, tokenizer, principles)
@@ -482,12 +535,14 @@ def load_contexts(path, tokenizer, cfg, max_len, what):
     if not os.path.exists(path):
         raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --{what} FILE")
     contexts = read_prompts(path)
-    fits = [c for c in contexts if len(tokenizer.render_chat(c, True)[0]) + cfg.max_new_tokens <= max_len]
+    fits = [c for c in contexts if len(tokenizer.render_chat(c, True)[0])
+            + cfg.max_new_tokens <= max_len]
     if len(fits) < len(contexts):
-        print(f"{path}: left out {len(contexts) - len(fits)} prompt(s) longer than max_seq_len - max_new_tokens",
-              file=sys.stderr)
+        print(f"{path}: left out {len(contexts) - len(fits)} prompt(s) "
+              "longer than max_seq_len - max_new_tokens", file=sys.stderr)
     if not fits:
-        raise SystemExit(f"{path}: no prompt fits max_seq_len={max_len} with --max-new-tokens {cfg.max_new_tokens}")
+        raise SystemExit(f"{path}: no prompt fits max_seq_len={max_len} with --max-new-tokens "
+                         f"{cfg.max_new_tokens}")
     return fits
 
 
@@ -497,10 +552,12 @@ def run_best_of(cfg, device):
     tokenizer = Tokenizer(os.path.join(ckpt, "tokenizer.model"))
     contexts = [[{"role": "user", "content": cfg.prompt}]] if cfg.prompt else \
         load_contexts(cfg.prompts, tokenizer, cfg, model.cfg.max_seq_len, "prompts")
-    winners = best_of_n(model, model, tokenizer, contexts, cfg.best_of, cfg.max_new_tokens, cfg.temperature,
-                        cfg.top_p, cfg.seed, cfg.principles.split(","))
+    winners = best_of_n(model, model, tokenizer, contexts, cfg.best_of, cfg.max_new_tokens,
+                        cfg.temperature, cfg.top_p, cfg.seed, cfg.principles.split(","))
     for context, ids in zip(contexts, winners):
-        print(json.dumps({"prompt": context[-1]["content"], "response": tokenizer.decode(ids)}, ensure_ascii=False))
+        print(
+            json.dumps({"prompt": context[-1]["content"], "response": tokenizer.decode(ids)},
+                       ensure_ascii=False))
 
 
 def main(argv=None):
@@ -518,8 +575,8 @@ def main(argv=None):
     tokenizer_path = os.path.join(ckpt, "tokenizer.model")
     tokenizer = Tokenizer(tokenizer_path)
     max_len = policy.cfg.max_seq_len
-    extra = {"phase": "dpo" if cfg.offline else "self_judge", "judged_by": None if cfg.offline else cfg.judge,
-             "init_from": cfg.init_from,
+    extra = {"phase": "dpo" if cfg.offline else "self_judge",
+             "judged_by": None if cfg.offline else cfg.judge, "init_from": cfg.init_from,
              "init_phase": init_config.get("phase"), "special_ids": tokenizer.special_ids()}
     held = [policy, reference]  # the models this run keeps in memory: policy, reference, judge
     val_fn = None
@@ -528,10 +585,12 @@ def main(argv=None):
         pairs = []
         for path in cfg.prefs.split(","):
             if not os.path.exists(path):
-                raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --prefs FILES")
+                raise SystemExit(f"{path} not found: "
+                                 "run `python tasks.py` first, or pass --prefs FILES")
             pairs += read_preferences(path)
         tokenized, dropped = tokenize_pairs(tokenizer, pairs, max_len)
-        log(f"{cfg.prefs}: {len(tokenized)} pairs" + (f", {dropped} longer than {max_len} tokens left out" if dropped else ""))
+        log(f"{cfg.prefs}: {len(tokenized)} pairs"
+            + (f", {dropped} longer than {max_len} tokens left out" if dropped else ""))
         if not tokenized:
             raise SystemExit(f"{cfg.prefs}: no usable preference pair")
         get_batch = offline_batches(tokenized, cfg, tokenizer.pad_id, device, rank, world_size)
@@ -545,26 +604,32 @@ def main(argv=None):
             held.append(rm)
             extra["reward_model"] = cfg.reward_model
         else:
-            judge_fn = model_judge(policy if cfg.dynamic_judge else reference, tokenizer, principles)
+            judge_fn = model_judge(policy if cfg.dynamic_judge else reference, tokenizer,
+                                   principles)
             who = "dynamic (the policy)" if cfg.dynamic_judge else "static (frozen start)"
         contexts = load_contexts(cfg.prompts, tokenizer, cfg, max_len, "prompts")
         log(f"{cfg.prompts}: {len(contexts)} prompts; judge: {who}")
         get_batch = online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank, world_size)
         if cfg.val_count > 0:
-            val_contexts = load_contexts(cfg.val_prompts, tokenizer, cfg, max_len, "val-prompts")[:cfg.val_count]
-            val_judge = model_judge(reference, tokenizer, principles)  # always the frozen judge: a fixed yardstick
+            val_contexts = load_contexts(cfg.val_prompts, tokenizer, cfg, max_len,
+                                         "val-prompts")[:cfg.val_count]
+            # always the frozen judge: a fixed yardstick
+            val_judge = model_judge(reference, tokenizer, principles)
 
             def val_fn(model):  # the judged win rate of the policy's samples against the start's
-                rates = judged_win_rate(model, reference, val_judge, tokenizer, val_contexts, cfg.max_new_tokens,
-                                        cfg.temperature, cfg.top_p, cfg.seed)
+                rates = judged_win_rate(model, reference, val_judge, tokenizer, val_contexts,
+                                        cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
                 return {f"val_{k}": v for k, v in rates.items()}
     extra["params_held"] = sum(m.num_params() for m in held)  # the cost column of evaluate.py
-    history = train(policy, get_batch, cfg, extra, loss_fn=dpo_loss_fn(reference, cfg.beta, cfg.loss, cfg.nll_weight), val_fn=val_fn,
-                    tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+    history = train(policy, get_batch, cfg, extra,
+                    loss_fn=dpo_loss_fn(reference, cfg.beta, cfg.loss, cfg.nll_weight),
+                    val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank,
+                    world_size=world_size, log=log)
     if history and rank == 0:
         last = history[-1]
         keys = ("loss", "margin", "reward_acc", "judge_confidence", "capped_share", "val_win_rate")
-        log("done: " + ", ".join(f"{k} {last[k]:.3f}" for k in keys if k in last) + f"; checkpoint in {cfg.out_dir}")
+        log("done: " + ", ".join(f"{k} {last[k]:.3f}" for k in keys if k in last)
+            + f"; checkpoint in {cfg.out_dir}")
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

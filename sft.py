@@ -3,19 +3,20 @@
 HyperCLOVA X marks turns with <|system|> <|user|> <|assistant|> <|endofturn|>, trains only on the
 assistant turns, and batches sequences of similar length under a fixed token budget. Here:
 - conversations are rendered by the tokenizer's chat renderer into (ids, loss_mask) in token space
-  (DESIGN.md §2): the mask is 1 on every assistant turn's content and its closing <|endofturn|>, so the
-  model learns to stop; padding uses pad_id (never eos) and is ignored by the loss;
+  (DESIGN.md §2): the mask is 1 on every assistant turn's content and its closing <|endofturn|>, so
+  the model learns to stop; padding uses pad_id (never eos) and is ignored by the loss;
 - batches are length-grouped under `--max-tokens` (rows x longest row);
 - training runs through pretrain.py's one loop (`train`), starting from a pretrained checkpoint.
 The SFT model is SELF-JUDGE's first baseline and the start of the offline DPO baseline.
 
-    python sft.py                                   # embedded task world, from out/pretrain -> out/sft
-    python sft.py --data chats.jsonl,hh.jsonl       # your data: messages layout or HH-RLHF (chosen side)
-    torchrun --nproc_per_node 2 sft.py              # data parallel
+    python sft.py                              # embedded task world, from out/pretrain -> out/sft
+    python sft.py --data chats.jsonl,hh.jsonl  # your data: messages layout or HH-RLHF (chosen side)
+    torchrun --nproc_per_node 2 sft.py         # data parallel
 
 Readers (DESIGN.md §4), imported by other scripts:
     read_messages_jsonl(path)   {"messages": [{"role", "content"}, ...]} per line
-    read_hh_rlhf(path, side)    Anthropic HH-RLHF transcripts ("\\n\\nHuman: ...\\n\\nAssistant: ...")
+    read_hh_rlhf(path, side)    Anthropic HH-RLHF transcripts
+                                ("\\n\\nHuman: ...\\n\\nAssistant: ...")
     hh_to_messages(text)        one HH transcript -> messages
 Every bad record stops the read with `ValueError("file:line: what is wrong")`; with --skip-bad it is
 skipped, counted, and a one-line summary is printed at the end.
@@ -59,12 +60,14 @@ def read_jsonl_records(path, parse, skip_bad=False):
 
 
 def check_messages(messages, what="messages"):
-    """A list of {"role": system|user|assistant, "content": str}; raises ValueError naming the field."""
+    """A list of {"role": system|user|assistant, "content": str};
+    raises ValueError naming the field."""
     if not isinstance(messages, list) or not messages:
         raise ValueError(f'"{what}" must be a non-empty list of {{"role", "content"}} objects')
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise ValueError(f'{what}[{i}]: "role" must be one of {", ".join(ROLES)}, got {m!r:.80}')
+            raise ValueError(f'{what}[{i}]: "role" must be one of {", ".join(ROLES)}, '
+                             f'got {m!r:.80}')
         if not isinstance(m.get("content"), str):
             raise ValueError(f'{what}[{i}]: "content" must be a string')
         if m["role"] == "system" and i > 0:
@@ -86,7 +89,8 @@ HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
 
 def hh_to_messages(text) -> list[dict]:
-    """'\\n\\nHuman: hi\\n\\nAssistant: hello' -> [{"role": "user", ...}, {"role": "assistant", ...}].
+    """'\\n\\nHuman: hi\\n\\nAssistant: hello'
+    -> [{"role": "user", ...}, {"role": "assistant", ...}].
 
     Only a blank line followed by "Human:" or "Assistant:" starts a turn, so a reply may contain
     blank lines of its own. Contents are stripped. A transcript must start with a Human turn and
@@ -104,7 +108,8 @@ def hh_to_messages(text) -> list[dict]:
     for i, (speaker, content) in enumerate(zip(parts[1::2], parts[2::2])):
         role, content = ("user" if speaker == "Human" else "assistant"), content.strip()
         if role != ("user", "assistant")[i % 2]:
-            raise ValueError(f"turn {i + 1} is {speaker}, but turns must alternate starting with Human")
+            raise ValueError(f"turn {i + 1} is {speaker}, "
+                             "but turns must alternate starting with Human")
         last = i == len(parts) // 2 - 1
         if not content and not (last and role == "assistant"):
             raise ValueError(f"turn {i + 1} ({speaker}) is empty")
@@ -129,21 +134,33 @@ def read_hh_rlhf(path, side="chosen", skip_bad=False) -> list[list[dict]]:
 # --- training ---
 @dataclass
 class SFTConfig(TrainConfig):
-    out_dir: str = field(default="out/sft", metadata={"help": "checkpoint folder this phase writes"})
-    init_from: str = field(default="out/pretrain", metadata={"help": "pretrained checkpoint folder to start from"})
-    data: str = field(default="tasks", metadata={"help": "'tasks' (the embedded task world) or comma-separated .jsonl "
-                                                          "files in the messages or HH-RLHF layout (chosen side)"})
-    tasks_dir: str = field(default="out/tasks", metadata={"help": "folder written by tasks.py (for --data tasks)"})
-    skip_bad: bool = field(default=False, metadata={"help": "skip (and count) bad records instead of stopping"})
-    max_tokens: int = field(default=2048, metadata={"help": "token budget per micro-batch (rows x longest row)"})
-    seq_len: int = field(default=256, metadata={"help": "longest conversation in tokens; longer ones are truncated"})
-    val_fraction: float = field(default=0.02, metadata={"help": "share of conversations held out for val loss"})
-    lm_mix: float = field(default=0.0, metadata={"help": "weight of a next-token loss on pretraining text added "
-                          "to every step (InstructGPT's pretraining mix): keeps general text from being "
-                          "forgotten (val bpb); 0 = off"})
-    lm_data: str = field(default="out/data", metadata={"help": "--lm-mix: data.py's folder (its train.bin)"})
-    lm_batch: int = field(default=4, metadata={"help": "--lm-mix: pretraining windows per micro-batch"})
-    lm_seq_len: int = field(default=256, metadata={"help": "--lm-mix: tokens per pretraining window"})
+    out_dir: str = field(default="out/sft", metadata={
+        "help": "checkpoint folder this phase writes"})
+    init_from: str = field(default="out/pretrain", metadata={
+        "help": "pretrained checkpoint folder to start from"})
+    data: str = field(default="tasks", metadata={
+        "help": "'tasks' (the embedded task world) or comma-separated .jsonl files in the messages "
+                "or HH-RLHF layout (chosen side)"})
+    tasks_dir: str = field(default="out/tasks", metadata={
+        "help": "folder written by tasks.py (for --data tasks)"})
+    skip_bad: bool = field(default=False, metadata={
+        "help": "skip (and count) bad records instead of stopping"})
+    max_tokens: int = field(default=2048, metadata={
+        "help": "token budget per micro-batch (rows x longest row)"})
+    seq_len: int = field(default=256, metadata={
+        "help": "longest conversation in tokens; longer ones are truncated"})
+    val_fraction: float = field(default=0.02, metadata={
+        "help": "share of conversations held out for val loss"})
+    lm_mix: float = field(default=0.0, metadata={
+        "help": "weight of a next-token loss on pretraining text added to every step "
+                "(InstructGPT's pretraining mix): keeps general text from being forgotten "
+                "(val bpb); 0 = off"})
+    lm_data: str = field(default="out/data", metadata={
+        "help": "--lm-mix: data.py's folder (its train.bin)"})
+    lm_batch: int = field(default=4, metadata={
+        "help": "--lm-mix: pretraining windows per micro-batch"})
+    lm_seq_len: int = field(default=256, metadata={
+        "help": "--lm-mix: tokens per pretraining window"})
     steps: int = 200
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -153,27 +170,30 @@ class SFTConfig(TrainConfig):
 
 
 def read_conversations(spec, tasks_dir="out/tasks", skip_bad=False):
-    """Conversations for --data: the task world's sft_train.jsonl, or user files (messages or HH-RLHF layout,
-    told apart by the first record's keys)."""
+    """Conversations for --data: the task world's sft_train.jsonl, or user files (messages or
+    HH-RLHF layout, told apart by the first record's keys)."""
     if spec == "tasks":
         path = os.path.join(tasks_dir, "sft_train.jsonl")
         if not os.path.exists(path):
-            raise SystemExit(f"{path} not found: run `python tasks.py` first (or pass --data FILES)")
+            raise SystemExit(f"{path} not found: run `python tasks.py` first "
+                             "(or pass --data FILES)")
         return read_messages_jsonl(path, skip_bad=skip_bad)
     conversations = []
     for path in spec.split(","):
         if not os.path.exists(path):
             raise SystemExit(f"--data: {path} not found")
         first = (read_jsonl(path, lambda record: record, skip_bad=True) or [{}])[0]  # errors: below
-        reader = read_hh_rlhf if "chosen" in first and "messages" not in first else read_messages_jsonl
+        reader = (read_hh_rlhf if "chosen" in first and "messages" not in first
+                  else read_messages_jsonl)
         conversations += reader(path, skip_bad=skip_bad)
     return conversations
 
 
 def encode_conversations(conversations, tokenizer, max_len):
-    """Render each conversation to (ids, mask). Truncation rule: a conversation longer than max_len + 1
-    tokens keeps its first max_len + 1 tokens (the system prompt and earliest turns survive, a cut reply
-    loses its end-of-turn); one left with no assistant token to learn is dropped. Both are counted."""
+    """Render each conversation to (ids, mask). Truncation rule: a conversation longer than
+    max_len + 1 tokens keeps its first max_len + 1 tokens (the system prompt and earliest turns
+    survive, a cut reply loses its end-of-turn); one left with no assistant token to learn is
+    dropped. Both are counted."""
     examples, truncated, dropped = [], 0, 0
     for messages in conversations:
         ids, mask = tokenizer.render_chat(messages)
@@ -190,7 +210,8 @@ def length_grouped_batches(units, max_tokens, seed, epoch, window=64):
     """HCX-style batching over units, a unit being a list of (ids, mask) examples that must share a
     batch (one conversation in SFT; a judged pair's two orders in JSFT): shuffle, sort by length
     inside windows of `window` units, cut batches of whole units whose rows x longest row stays
-    within max_tokens, shuffle the batch order. Deterministic in (seed, epoch); returns unit indices."""
+    within max_tokens, shuffle the batch order.
+    Deterministic in (seed, epoch); returns unit indices."""
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(units)))
     rng.shuffle(order)
@@ -210,7 +231,8 @@ def length_grouped_batches(units, max_tokens, seed, epoch, window=64):
 
 
 def collate(examples, pad_id):
-    """(ids, mask) rows -> x, y, loss_mask, each (B, T) right-padded with pad_id; y is -100 on padding."""
+    """(ids, mask) rows -> x, y, loss_mask, each (B, T) right-padded with pad_id;
+    y is -100 on padding."""
     longest = max(len(ids) for ids, _ in examples) - 1
     x = torch.full((len(examples), longest), pad_id, dtype=torch.long)
     y = torch.full((len(examples), longest), -100, dtype=torch.long)
@@ -224,14 +246,16 @@ def collate(examples, pad_id):
 
 
 def batch_source(units, cfg, pad_id, device, rank=0, world_size=1, window=64):
-    """get_batch(step, micro) for the shared loop: a deterministic function of the step (so resume is
-    exact). Batches are numbered across epochs; rank r takes every world_size-th one."""
+    """get_batch(step, micro) for the shared loop: a deterministic function of the step
+    (so resume is exact).
+    Batches are numbered across epochs; rank r takes every world_size-th one."""
     epochs = []
     def get_batch(step, micro):
         k, epoch = (step * cfg.grad_accum + micro) * world_size + rank, 0
         while True:
             if epoch == len(epochs):
-                epochs.append(length_grouped_batches(units, cfg.max_tokens, cfg.seed, epoch, window))
+                epochs.append(length_grouped_batches(units, cfg.max_tokens, cfg.seed, epoch,
+                                                     window))
             if k < len(epochs[epoch]):
                 break
             k, epoch = k - len(epochs[epoch]), epoch + 1
@@ -243,18 +267,21 @@ def batch_source(units, cfg, pad_id, device, rank=0, world_size=1, window=64):
 def with_lm_mix(get_batch, cfg, tokenizer, device, rank=0, world_size=1):
     """(get_batch, loss_fn) for the loop. With --lm-mix each batch also carries pretraining windows
     ("lm_x", "lm_y", data.py's train.bin, resumable by step like pretraining's) and the loss is
-    chat loss + lm_mix * their next-token loss; without, the loop's default loss (pretrain.lm_loss)."""
+    chat loss + lm_mix * their next-token loss;
+    without, the loop's default loss (pretrain.lm_loss)."""
     if cfg.lm_mix <= 0:
         return get_batch, lm_loss
     from data import PretrainBatches
     meta_path = os.path.join(cfg.lm_data, "meta.json")
     if not os.path.exists(meta_path):
-        raise SystemExit(f"--lm-mix: {meta_path} not found: run `python data.py`, or pass --lm-data")
+        raise SystemExit(f"--lm-mix: {meta_path} not found: "
+                         "run `python data.py`, or pass --lm-data")
     with open(meta_path, encoding="utf-8") as fh:
         meta = json.load(fh)
     if meta.get("special_ids") and meta["special_ids"] != tokenizer.special_ids():
-        raise SystemExit(f"--lm-mix: {cfg.lm_data} was tokenized with another tokenizer (special ids "
-                         f"differ from the checkpoint's); rebuild it with this checkpoint's tokenizer")
+        raise SystemExit(f"--lm-mix: {cfg.lm_data} was tokenized with another tokenizer "
+                         "(special ids differ from the checkpoint's); "
+                         "rebuild it with this checkpoint's tokenizer")
     windows = PretrainBatches(os.path.join(cfg.lm_data, "train.bin"), cfg.lm_batch, seed=cfg.seed,
                               rank=rank, world_size=world_size)
 
@@ -275,7 +302,8 @@ def masked_val_loss(examples, pad_id, device, max_tokens):
         total, count = 0.0, 0.0
         with torch.no_grad():
             for batch in length_grouped_batches([[e] for e in examples], max_tokens, 0, 0):
-                b = {k: v.to(device) for k, v in collate([examples[i] for i in batch], pad_id).items()}
+                b = {k: v.to(device)
+                     for k, v in collate([examples[i] for i in batch], pad_id).items()}
                 n = b["loss_mask"].sum().item()
                 total += model(b["x"], b["y"], b["loss_mask"])[1].item() * n
                 count += n
@@ -295,20 +323,21 @@ def prepare(cfg, tokenizer, conversations, log=print):
     examples, counts = encode_conversations(conversations, tokenizer, cfg.seq_len)
     if not examples:
         raise SystemExit(f"--data {cfg.data}: no conversation with an assistant turn to train on")
-    log(f"conversations: {counts['examples']} kept, {counts['truncated']} truncated to {cfg.seq_len + 1} tokens, "
-        f"{counts['dropped']} dropped (nothing left to learn)")
+    log(f"conversations: {counts['examples']} kept, {counts['truncated']} truncated to "
+        f"{cfg.seq_len + 1} tokens, {counts['dropped']} dropped (nothing left to learn)")
     return split_val(examples, cfg.val_fraction, cfg.seed)
 
 
 def load_start(cfg, device):
-    """The start checkpoint of a fine-tuning phase: (model, tokenizer, tokenizer path), with --seq-len checked."""
+    """The start checkpoint of a fine-tuning phase: (model, tokenizer, tokenizer path),
+    with --seq-len checked."""
     from tokenizer import Tokenizer
     ckpt = find_checkpoint(cfg.init_from) or cfg.init_from  # a run folder: its newest complete save
     tokenizer_path = os.path.join(ckpt, "tokenizer.model")
     model, _ = load_model(ckpt, device)
     if cfg.seq_len > model.cfg.max_seq_len:
-        raise SystemExit(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len {model.cfg.max_seq_len} "
-                         f"({cfg.init_from}/config.json); lower --seq-len")
+        raise SystemExit(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len "
+                         f"{model.cfg.max_seq_len} ({cfg.init_from}/config.json); lower --seq-len")
     return model, Tokenizer(tokenizer_path), tokenizer_path
 
 
@@ -318,17 +347,22 @@ def main(argv=None):
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"config: {json.dumps(cfg.__dict__)}")
     model, tokenizer, tokenizer_path = load_start(cfg, device)
-    train_examples, val_examples = prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log)
+    conversations = read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad)
+    train_examples, val_examples = prepare(cfg, tokenizer, conversations, log)
     torch.manual_seed(cfg.seed)
-    get_batch = batch_source([[e] for e in train_examples], cfg, tokenizer.pad_id, device, rank, world_size)
+    get_batch = batch_source([[e] for e in train_examples], cfg, tokenizer.pad_id, device, rank,
+                             world_size)
     get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
-    val_fn = masked_val_loss(val_examples, tokenizer.pad_id, device, cfg.max_tokens) if val_examples else None
+    val_fn = (masked_val_loss(val_examples, tokenizer.pad_id, device, cfg.max_tokens)
+              if val_examples else None)
     history = train(model, get_batch, cfg, {"phase": "sft", "init_from": cfg.init_from,
                                             "special_ids": tokenizer.special_ids()},
-                    loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size, log=log)
+                    loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
+                    rank=rank, world_size=world_size, log=log)
     if history:
         log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
-            f"{', val_loss %.3f' % history[-1]['val_loss'] if 'val_loss' in history[-1] else ''}; checkpoint in {cfg.out_dir}")
+            f"{', val_loss %.3f' % history[-1]['val_loss'] if 'val_loss' in history[-1] else ''}; "
+            f"checkpoint in {cfg.out_dir}")
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

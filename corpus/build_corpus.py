@@ -1,16 +1,16 @@
 """Rebuild the shipped text files in corpus/ from their upstream packages (maintainers only).
 
-The embedded default corpus (data.py: default_corpus) reads the .jsonl files this script writes, plus
-two sources every Python install already has (the stdlib's own source as code, and pydoc_data, the
-Python language reference, as English). Nothing here runs at training time; it records how the
+The embedded default corpus (data.py: default_corpus) reads the .jsonl files this script writes,
+plus two sources every Python install already has (the stdlib's own source as code, and pydoc_data,
+the Python language reference, as English). Nothing here runs at training time; it records how the
 shipped files were made, so anyone can check or redo it:
 
     python corpus/build_corpus.py            # needs apt-get (Debian) and pip; writes corpus/*.jsonl
 
 Sources (see corpus/SOURCES.md for sizes and licences):
   ko_law       konlpy 0.6.0 wheel (PyPI): konlpy/data/corpus/kolaw (Constitution of the Republic of
-               Korea, one document per chapter) and kobill (10 National Assembly bills). Statutes and
-               bills are not protected works under the Korean Copyright Act, Art. 7.
+               Korea, one document per chapter) and kobill (10 National Assembly bills). Statutes
+               and bills are not protected works under the Korean Copyright Act, Art. 7.
   */gnome_help Debian gnome-user-docs 43.0: GNOME Help in Korean (ko) and its English original (C),
                one document per Mallard page. CC BY-SA 3.0. Korean pages are partly untranslated, so
                only paragraphs that are mostly Hangul are kept in the ko file.
@@ -35,8 +35,8 @@ LATIN = re.compile(r"[A-Za-z]")
 
 def hangul_share(text):
     """Hangul syllables / (Hangul + Latin letters): 1.0 for pure Korean, 0.0 for pure English."""
-    h, l = len(HANGUL.findall(text)), len(LATIN.findall(text))
-    return h / max(1, h + l)
+    h, lat = len(HANGUL.findall(text)), len(LATIN.findall(text))
+    return h / max(1, h + lat)
 
 
 def squash(text):
@@ -48,7 +48,8 @@ def write_jsonl(name, docs, lang, source):
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         for text in docs:
-            fh.write(json.dumps({"text": text, "lang": lang, "source": source}, ensure_ascii=False) + "\n")
+            fh.write(json.dumps({"text": text, "lang": lang, "source": source}, ensure_ascii=False)
+                     + "\n")
     os.replace(tmp, path)
     print(f"{name}: {len(docs)} documents, {os.path.getsize(path) / 1e3:.0f} kB")
 
@@ -67,7 +68,8 @@ def konlpy_law(wheel):
     return docs
 
 
-# ----------------------------------------------------------------------------- GNOME Help (Mallard XML)
+# ----------------------------------------------------------------------------- GNOME Help (Mallard
+# XML)
 def mallard_page(path, korean):
     root = ET.parse(path).getroot()
     lines = []
@@ -151,17 +153,24 @@ def debian_faq(pattern, korean):
 
 def main():
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", "gnome-user-docs", "debian-faq", "debian-faq-ko"], cwd=tmp, check=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, "konlpy==0.6.0"], check=True)
+        subprocess.run(["apt-get", "download", "gnome-user-docs", "debian-faq", "debian-faq-ko"],
+                       cwd=tmp, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, "konlpy==0.6.0"],
+            check=True)
         for deb in glob.glob(os.path.join(tmp, "*.deb")):
             subprocess.run(["dpkg-deb", "-x", deb, os.path.join(tmp, "root")], check=True)
         root = os.path.join(tmp, "root")
-        write_jsonl("ko_law.jsonl", konlpy_law(glob.glob(os.path.join(tmp, "konlpy-*.whl"))[0]), "ko", "konlpy kolaw+kobill")
-        write_jsonl("ko_gnome_help.jsonl", gnome_help(root, "ko"), "ko", "gnome-user-docs 43.0 (ko)")
+        write_jsonl("ko_law.jsonl", konlpy_law(glob.glob(os.path.join(tmp, "konlpy-*.whl"))[0]),
+                    "ko", "konlpy kolaw+kobill")
+        write_jsonl("ko_gnome_help.jsonl", gnome_help(root, "ko"), "ko",
+                    "gnome-user-docs 43.0 (ko)")
         write_jsonl("en_gnome_help.jsonl", gnome_help(root, "C"), "en", "gnome-user-docs 43.0 (C)")
         faq = os.path.join(root, "usr/share/doc/debian/FAQ")
-        write_jsonl("ko_debian_faq.jsonl", debian_faq(os.path.join(faq, "ko", "*.ko.html"), True), "ko", "debian-faq-ko 11.1")
-        write_jsonl("en_debian_faq.jsonl", debian_faq(os.path.join(faq, "*.en.html"), False), "en", "debian-faq 11.1")
+        write_jsonl("ko_debian_faq.jsonl", debian_faq(os.path.join(faq, "ko", "*.ko.html"), True),
+                    "ko", "debian-faq-ko 11.1")
+        write_jsonl("en_debian_faq.jsonl", debian_faq(os.path.join(faq, "*.en.html"), False), "en",
+                    "debian-faq 11.1")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared test fixtures: a small real tokenizer (fixture corpus + task-world text), trained once per session."""
+"""Shared test fixtures: a small real tokenizer (fixture corpus + task-world text), trained once per
+session."""
 import json
 import os
 import sys
@@ -12,12 +13,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 @pytest.fixture(scope="session")
 def small_tokenizer(tmp_path_factory):
-    """A 1200-piece morpheme-aware tokenizer trained on tests/fixtures/tokenizer and the task world's text."""
+    """A 1200-piece morpheme-aware tokenizer trained on tests/fixtures/tokenizer and the task
+    world's text."""
     from tasks import pretrain_documents
     from tokenizer import Tokenizer, train_tokenizer
     corpus = {}
     for lang in ("ko", "en", "code"):
-        with open(os.path.join(ROOT, "tests", "fixtures", "tokenizer", f"{lang}.jsonl"), encoding="utf-8") as fh:
+        with open(os.path.join(ROOT, "tests", "fixtures", "tokenizer", f"{lang}.jsonl"),
+                  encoding="utf-8") as fh:
             corpus[lang] = [json.loads(line)["text"] for line in fh]
     corpus["tasks"] = pretrain_documents(seed=0)
     path = train_tokenizer(corpus, str(tmp_path_factory.mktemp("tok")), vocab_size=1200)
@@ -28,7 +31,8 @@ def small_tokenizer(tmp_path_factory):
 def one_thread():
     """Tiny models gain nothing from a second thread, and on a shared 2-core machine the threads of
     several processes spin against each other (10x slower). Modules opt in with
-    `pytestmark = pytest.mark.usefixtures("one_thread")`; the thread count is restored afterwards."""
+    `pytestmark = pytest.mark.usefixtures("one_thread")`; the thread count is restored
+    afterwards."""
     import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -37,7 +41,8 @@ def one_thread():
 
 
 def report_numbers(obj, path="report"):
-    """Every number in a JSON-like report, with its path (report.win_rates.dpo.first): tests check them all."""
+    """Every number in a JSON-like report, with its path (report.win_rates.dpo.first): tests check
+    them all."""
     if isinstance(obj, dict):
         for k, v in obj.items():
             yield from report_numbers(v, f"{path}.{k}")

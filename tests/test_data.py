@@ -1,7 +1,7 @@
-"""Tests for data.py: the embedded default corpus, mixture, FIM, PII, dedup, the resumable rank-sharded
-sampler, the context schedule and bad input. Tokenizers here: ByteTokenizer (UTF-8 bytes, exact round
-trip, so FIM pieces can be read back) and a tiny sentencepiece model trained in a fixture; the real
-tokenizer.Tokenizer runs in the CLI test."""
+"""Tests for data.py: the embedded default corpus, mixture, FIM, PII, dedup, the resumable
+rank-sharded sampler, the context schedule and bad input. Tokenizers here: ByteTokenizer (UTF-8
+bytes, exact round trip, so FIM pieces can be read back) and a tiny sentencepiece model trained in a
+fixture; the real tokenizer.Tokenizer runs in the CLI test."""
 import io
 import json
 import os
@@ -32,20 +32,24 @@ class ByteTokenizer:
 
 @pytest.fixture(scope="module")
 def spm_tok():
-    """A 1000-piece sentencepiece BPE on a slice of the default corpus, FIM sentinels as control symbols."""
+    """A 1000-piece sentencepiece BPE on a slice of the default corpus, FIM sentinels as control
+    symbols."""
     import sentencepiece as spm
     corpus = data.default_corpus()
-    lines = [ln for g in ("ko", "en", "code") for d in corpus[g][:60] for ln in d.split("\n") if ln.strip()]
+    lines = [ln for g in ("ko", "en", "code") for d in corpus[g][:60] for ln in d.split("\n")
+             if ln.strip()]
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=1000, model_type="bpe",
-                                   byte_fallback=True, character_coverage=0.9995, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-                                   control_symbols=["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"],
-                                   minloglevel=2, num_threads=1)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=1000,
+                                   model_type="bpe", byte_fallback=True, character_coverage=0.9995,
+                                   pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+                                   control_symbols=["<|fim_prefix|>", "<|fim_middle|>",
+                                                    "<|fim_suffix|>"], minloglevel=2, num_threads=1)
     sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
 
     class SpmTokenizer:
         pad_id, bos_id, eos_id = sp.pad_id(), sp.bos_id(), sp.eos_id()
-        fim_prefix_id, fim_middle_id, fim_suffix_id = (sp.piece_to_id(f"<|fim_{k}|>") for k in ("prefix", "middle", "suffix"))
+        fim_prefix_id, fim_middle_id, fim_suffix_id = (sp.piece_to_id(f"<|fim_{k}|>")
+                                                       for k in ("prefix", "middle", "suffix"))
         vocab_size = sp.get_piece_size()
         encode = staticmethod(sp.encode)
     return SpmTokenizer()
@@ -78,8 +82,9 @@ def test_default_corpus_is_real_korean_english_and_code():
 
 
 def test_default_build_hits_the_mixture(tmp_path, spm_tok):
-    """The no-argument build (default corpus, default mix 1/3 each): every training document is a cleaned
-    source document, and the token share of each group, measured from train.bin, is within 10% of 1/3."""
+    """The no-argument build (default corpus, default mix 1/3 each): every training document is a
+    cleaned source document, and the token share of each group, measured from train.bin, is within
+    10% of 1/3."""
     cfg = data.DataConfig(out_dir=str(tmp_path / "data"), fim_rate=0.0)
     meta = data.build(cfg, spm_tok)
     sources = data.default_sources()
@@ -104,10 +109,11 @@ def test_default_build_hits_the_mixture(tmp_path, spm_tok):
     assert len(read_bin(tmp_path / "data" / "val.bin")) == meta["val"]["tokens"]
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "tokenizer.py")), reason="tokenizer.py not in the tree yet")
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "tokenizer.py")),
+                    reason="tokenizer.py not in the tree yet")
 def test_cli_no_arguments_on_a_fresh_folder(tmp_path):
-    """`python data.py` with no arguments, in a folder with nothing in it: trains the default tokenizer
-    (tokenizer.Tokenizer, the real one), builds out/data, prints the per-source table."""
+    """`python data.py` with no arguments, in a folder with nothing in it: trains the default
+    tokenizer (tokenizer.Tokenizer, the real one), builds out/data, prints the per-source table."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     run = subprocess.run([sys.executable, os.path.join(ROOT, "data.py")], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
@@ -145,11 +151,14 @@ def test_fim_psm_and_spm_pieces_order_and_sentinels():
     assert (prefix, middle, suffix) == (doc[:n // 3], doc[n // 3:2 * n // 3], doc[2 * n // 3:])
     enc = tok.encode
     psm = data.fim_ids(prefix, middle, suffix, tok, spm=False)
-    assert psm == [tok.fim_prefix_id] + enc(prefix) + [tok.fim_suffix_id] + enc(suffix) + [tok.fim_middle_id] + enc(middle)
+    assert (psm == [tok.fim_prefix_id] + enc(prefix) + [tok.fim_suffix_id] + enc(suffix)
+            + [tok.fim_middle_id] + enc(middle))
     spm = data.fim_ids(prefix, middle, suffix, tok, spm=True)
-    assert spm == [tok.fim_prefix_id, tok.fim_suffix_id] + enc(suffix) + [tok.fim_middle_id] + enc(prefix) + enc(middle)
+    assert (spm == [tok.fim_prefix_id, tok.fim_suffix_id] + enc(suffix) + [tok.fim_middle_id]
+            + enc(prefix) + enc(middle))
     for ids in (psm, spm):  # each sentinel exactly once
-        assert [ids.count(t) for t in (tok.fim_prefix_id, tok.fim_middle_id, tok.fim_suffix_id)] == [1, 1, 1]
+        assert [ids.count(t)
+                for t in (tok.fim_prefix_id, tok.fim_middle_id, tok.fim_suffix_id)] == [1, 1, 1]
     _, p, s, m = parse_fim(psm, tok)
     assert tok.decode(p) + tok.decode(m) + tok.decode(s) == doc
     _, s, pm = parse_fim(spm, tok)
@@ -165,14 +174,16 @@ def test_fim_random_split_is_uniform_and_lossless():
         assert p + m + s == doc
         cuts.append((len(p) / len(doc), (len(p) + len(m)) / len(doc)))
     first, second = np.array(cuts).T
-    # two sorted uniform points: E[min] = 1/3, E[max] = 2/3 (Bavarian et al.'s character-level split)
+    # two sorted uniform points: E[min] = 1/3, E[max] = 2/3 (Bavarian et al.'s character-level
+    # split)
     assert abs(first.mean() - 1 / 3) < 0.02 and abs(second.mean() - 2 / 3) < 0.02
 
 
 def test_fim_share_in_train_bin_matches_fim_rate(tmp_path):
     tok, rate, spm_rate = ByteTokenizer(), 0.3, 0.5
-    cfg = data.DataConfig(out_dir=str(tmp_path / "d"), source=[f"ko:ko:{data.CORPUS_DIR}/ko_gnome_help.jsonl",
-                          f"en:en:{data.CORPUS_DIR}/en_gnome_help.jsonl"], mix="ko=1,en=1",
+    cfg = data.DataConfig(out_dir=str(tmp_path / "d"),
+                          source=[f"ko:ko:{data.CORPUS_DIR}/ko_gnome_help.jsonl",
+                                  f"en:en:{data.CORPUS_DIR}/en_gnome_help.jsonl"], mix="ko=1,en=1",
                           fim_rate=rate, spm_rate=spm_rate, fim_split="random", val_fraction=0.0)
     meta = data.build(cfg, tok)
     sources = data.parse_sources(cfg.source)
@@ -187,8 +198,8 @@ def test_fim_share_in_train_bin_matches_fim_rate(tmp_path):
             continue
         parsed = parse_fim(ids, tok)
         kinds[parsed[0]] += 1
-        text = (tok.decode(parsed[1]) + tok.decode(parsed[3]) + tok.decode(parsed[2]) if parsed[0] == "psm"
-                else tok.decode(parsed[2]) + tok.decode(parsed[1]))
+        text = (tok.decode(parsed[1]) + tok.decode(parsed[3]) + tok.decode(parsed[2])
+                if parsed[0] == "psm" else tok.decode(parsed[2]) + tok.decode(parsed[1]))
         assert text in cleaned  # the pieces join back into the document
     n, n_fim = len(docs), kinds["psm"] + kinds["spm"]
     assert kinds == meta["fim"]["docs"]
@@ -211,13 +222,14 @@ def test_pii_fixture_scrubbed_exactly():
 
 def test_pii_through_the_pipeline(tmp_path):
     tok = ByteTokenizer()
-    cfg = data.DataConfig(out_dir=str(tmp_path / "d"), source=[f"p:en:{FIX}/pii_input.txt"], mix="en=1",
-                          fim_rate=0.0, val_fraction=0.0, min_chars=10)
+    cfg = data.DataConfig(out_dir=str(tmp_path / "d"), source=[f"p:en:{FIX}/pii_input.txt"],
+                          mix="en=1", fim_rate=0.0, val_fraction=0.0, min_chars=10)
     meta = data.build(cfg, tok)
     with open(os.path.join(FIX, "pii_expected.txt"), encoding="utf-8") as fh:
         expected = fh.read().strip()
     assert tok.decode(read_bin(tmp_path / "d" / "train.bin").tolist()) == expected
-    assert meta["sources"]["p"]["filters"]["emails"] == 3 and meta["sources"]["p"]["filters"]["phones"] == 6
+    assert (meta["sources"]["p"]["filters"]["emails"] == 3
+            and meta["sources"]["p"]["filters"]["phones"] == 6)
 
 
 def test_dedup_removes_exact_and_near_duplicates_keeps_the_rest():
@@ -225,15 +237,17 @@ def test_dedup_removes_exact_and_near_duplicates_keeps_the_rest():
     records = [json.loads(line) for line in open(path, encoding="utf-8")]
     source = data.Source("fx", "en", [(r["text"], None) for r in records])
     counts = data.clean([source], data.DataConfig(min_chars=50))
-    # the survivors, in order, are exactly the records marked keep (a duplicate's first occurrence stays)
-    assert [t for t, _ in source.docs] == [data.normalize(r["text"]) for r in records if r["expect"] == "keep"]
+    # the survivors, in order, are exactly the records marked keep (a duplicate's first occurrence
+    # stays)
+    assert [t for t, _ in source.docs] == [data.normalize(r["text"]) for r in records
+                                           if r["expect"] == "keep"]
     assert counts["fx"]["exact_dup"] == sum(r["expect"] == "exact_dup" for r in records) == 2
     assert counts["fx"]["near_dup"] == sum(r["expect"] == "near_dup" for r in records) == 2
 
 
 def test_near_duplicates_against_exact_jaccard():
-    """MinHash/LSH gives exactly the greedy answer of exact word 5-gram Jaccard on a family of random edits:
-    a document is dropped iff it is >= 0.8 similar to an earlier kept one."""
+    """MinHash/LSH gives exactly the greedy answer of exact word 5-gram Jaccard on a family of
+    random edits: a document is dropped iff it is >= 0.8 similar to an earlier kept one."""
     rng = np.random.default_rng(1)
     base = data.default_corpus()["en"][5].split()[:200]
     texts = [" ".join(base)]
@@ -257,23 +271,26 @@ def test_repetition_and_length_filters_count_what_they_drop():
     good = data.default_corpus()["en"][3]
     spam = "\n".join(["Buy now, best price!"] * 20 + ["contact us"])
     ngram_spam = " ".join(["the quick brown fox jumps"] * 60)
-    source = data.Source("s", "en", [(good, None), (spam, None), (ngram_spam, None), ("too short", None)])
+    source = data.Source("s", "en",
+                         [(good, None), (spam, None), (ngram_spam, None), ("too short", None)])
     counts = data.clean([source], data.DataConfig())
     assert [t for t, _ in source.docs] == [data.normalize(good)]
     assert counts["s"]["repetitive"] == 2 and counts["s"]["too_short"] == 1
     assert data.dup_line_frac(spam) == pytest.approx(19 / 21)
 
 
-# ----------------------------------------------------------------------------- reading, mixture, upsampling
+# ----------------------------------------------------------------------------- reading, mixture,
+# upsampling
 def test_readers_txt_jsonl_code_folders_and_globs(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\nline two\n\n\nsecond doc\n", encoding="utf-8")
-    (tmp_path / "b.jsonl").write_text('{"text": "영어 아닌 문서", "lang": "ko"}\n\n{"text": "plain"}\n', encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text('{"text": "영어 아닌 문서", "lang": "ko"}\n\n{"text": '
+                                      '"plain"}\n', encoding="utf-8")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.py").write_text("x = 1\n\n\ny = 2\n", encoding="utf-8")
     (tmp_path / "sub" / "skip.bin").write_bytes(b"\xff\xfe")
     [s] = data.parse_sources([f"mine:en:{tmp_path}"])
-    assert s.docs == [("first doc\nline two", None), ("second doc\n", None), ("영어 아닌 문서", "ko"), ("plain", None),
-                      ("x = 1\n\n\ny = 2\n", None)]
+    assert s.docs == [("first doc\nline two", None), ("second doc\n", None),
+                      ("영어 아닌 문서", "ko"), ("plain", None), ("x = 1\n\n\ny = 2\n", None)]
     [g] = data.parse_sources([f"g:code:{tmp_path}/**/*.py"])
     assert g.docs == [("x = 1\n\n\ny = 2\n", None)]
 
@@ -282,15 +299,21 @@ def test_mix_hits_weights_and_upsample_scales_a_source(tmp_path):
     rng = np.random.default_rng(0)
     pools = {"a": [(i, 10) for i in range(50)], "b": [(100 + i, 10) for i in range(400)]}
     chosen = data.mix(pools, {"a": 2, "b": 1}, 3000, rng)
-    assert len(chosen["a"]) * 10 == 2000 and len(chosen["b"]) * 10 == 1000  # a repeated 4x, b subsampled
+    # a repeated 4x, b subsampled
+    assert len(chosen["a"]) * 10 == 2000 and len(chosen["b"]) * 10 == 1000
     assert sorted(set(chosen["a"])) == list(range(50)) and len(set(chosen["b"])) == 100
     # upsampling: within the ko group, ko_law's share of tokens grows ~3x relative to ko_debian_faq
     tok = ByteTokenizer()
-    common = dict(source=[f"law:ko:{data.CORPUS_DIR}/ko_law.jsonl", f"faq:ko:{data.CORPUS_DIR}/ko_debian_faq.jsonl",
-                          f"en:en:{data.CORPUS_DIR}/en_debian_faq.jsonl"], mix="ko=1,en=1", fim_rate=0.0, val_fraction=0.0)
+    common = dict(
+        source=[f"law:ko:{data.CORPUS_DIR}/ko_law.jsonl",
+                f"faq:ko:{data.CORPUS_DIR}/ko_debian_faq.jsonl",
+                          f"en:en:{data.CORPUS_DIR}/en_debian_faq.jsonl"], mix="ko=1,en=1",
+                          fim_rate=0.0, val_fraction=0.0)
     plain = data.build(data.DataConfig(out_dir=str(tmp_path / "p"), **common), tok)["sources"]
-    up = data.build(data.DataConfig(out_dir=str(tmp_path / "u"), upsample="law=3", **common), tok)["sources"]
-    ratio = (up["law"]["train_tokens"] / up["faq"]["train_tokens"]) / (plain["law"]["train_tokens"] / plain["faq"]["train_tokens"])
+    up = data.build(data.DataConfig(out_dir=str(tmp_path / "u"), upsample="law=3", **common),
+                    tok)["sources"]
+    ratio = (up["law"]["train_tokens"] / up["faq"]["train_tokens"]) / (
+        plain["law"]["train_tokens"] / plain["faq"]["train_tokens"])
     assert 2.4 < ratio < 3.6, ratio
 
 
@@ -320,9 +343,11 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
     with pytest.raises(SystemExit, match=r"bad\.jsonl:3: not valid JSON .*pass --skip-bad"):
         data.main(["--out-dir", str(out), "--source", f"x:en:{bad}"])
     assert_untouched(tmp_path, out)
-    cfg = data.DataConfig(out_dir=str(out), source=[f"x:en:{bad}"], mix="en=1", skip_bad=True, min_chars=5, val_fraction=0)
+    cfg = data.DataConfig(out_dir=str(out), source=[f"x:en:{bad}"], mix="en=1", skip_bad=True,
+                          min_chars=5, val_fraction=0)
     meta = data.build(cfg, ByteTokenizer())
-    assert meta["sources"]["x"]["filters"]["jsonl_skipped"] == 1 and meta["sources"]["x"]["docs_kept"] == 3
+    assert (meta["sources"]["x"]["filters"]["jsonl_skipped"] == 1
+            and meta["sources"]["x"]["docs_kept"] == 3)
     assert meta["skipped_records"] == [f"{bad}:3: not valid JSON (Expecting value at column 1)"]
 
 
@@ -333,15 +358,19 @@ def test_empty_corpus_after_filtering_errors_and_keeps_old_output(tmp_path):
         data.build(cfg, ByteTokenizer())
     assert_untouched(tmp_path, out)
     with pytest.raises(data.DataError, match="--mix 'ko=1' has no weight for group.* en"):
-        data.build(data.DataConfig(out_dir=str(out), source=[f"x:en:{FIX}/dedup.jsonl"], mix="ko=1"), ByteTokenizer())
+        data.build(
+            data.DataConfig(out_dir=str(out), source=[f"x:en:{FIX}/dedup.jsonl"], mix="ko=1"),
+            ByteTokenizer())
     assert_untouched(tmp_path, out)
 
 
-# ----------------------------------------------------------------------------- batches for pretraining
+# ----------------------------------------------------------------------------- batches for
+# pretraining
 @pytest.fixture
 def token_file(tmp_path):
     path = tmp_path / "train.bin"
-    np.arange(20_000, dtype=np.uint16).tofile(path)  # token value == position: a window names its start
+    # token value == position: a window names its start
+    np.arange(20_000, dtype=np.uint16).tofile(path)
     return str(path)
 
 
@@ -359,24 +388,28 @@ def test_resume_mid_run_gives_exactly_the_uninterrupted_batches(token_file, tmp_
     for step in range(5):
         first.get(step, 16)
     torch.save(first.state_dict(), tmp_path / "state.pt")
-    resumed = data.PretrainBatches(token_file, 4, seed=0)  # a fresh process, wrong seed until loaded
+    # a fresh process, wrong seed until loaded
+    resumed = data.PretrainBatches(token_file, 4, seed=0)
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     assert resumed.step == 5
     for step in range(resumed.step, 12):
         x, y = resumed.get(step, 16 if step < 8 else 64)
         assert torch.equal(x, seq[step][0]) and torch.equal(y, seq[step][1])
     assert not torch.equal(seq[0][0], seq[1][0])  # steps differ
-    assert not torch.equal(seq[0][0], data.PretrainBatches(token_file, 4, seed=8).get(0, 16)[0])  # seeds differ
+    # seeds differ
+    assert not torch.equal(seq[0][0], data.PretrainBatches(token_file, 4, seed=8).get(0, 16)[0])
 
 
 def test_ranks_get_disjoint_windows_and_match_one_big_batch(token_file):
     world, B, T = 4, 3, 50
-    ranks = [data.PretrainBatches(token_file, B, seed=1, rank=r, world_size=world) for r in range(world)]
+    ranks = [data.PretrainBatches(token_file, B, seed=1, rank=r, world_size=world)
+             for r in range(world)]
     single = data.PretrainBatches(token_file, B * world, seed=1)
     for step in range(20):
         xs = [r.get(step, T)[0] for r in ranks]
         starts = torch.cat([x[:, 0] for x in xs]).sort().values
-        assert (starts.diff() >= T + 1).all()  # no two windows of a step share a token, across ranks too
+        # no two windows of a step share a token, across ranks too
+        assert (starts.diff() >= T + 1).all()
         assert torch.equal(torch.cat(xs), single.get(step, T)[0])
 
 
@@ -398,7 +431,8 @@ def test_val_batches_are_fixed_consecutive_windows(token_file):
     batches = list(data.val_batches(token_file, 4, 100, max_batches=3))
     assert len(batches) == 3 and all(x.shape == (4, 100) for x, _ in batches)
     x = torch.cat([b[0] for b in batches])
-    assert torch.equal(x[:, 0], torch.arange(12) * 100)  # window i starts at i*T: every token predicted once
+    # window i starts at i*T: every token predicted once
+    assert torch.equal(x[:, 0], torch.arange(12) * 100)
     assert torch.equal(batches[0][1][0], torch.arange(1, 101))
     again = list(data.val_batches(token_file, 4, 100, max_batches=3))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))

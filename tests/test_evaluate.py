@@ -1,7 +1,8 @@
-"""evaluate.py: bits per byte against hand-computed values, multiple choice picks the most probable letter (stub
-models whose logits we set, and the fast and exact paths agree on a real model), FIM prompts laid out exactly as
-data.py trains them, win-rate accounting over both orders, the nested knockout, readers' file:line errors, and the
-whole report on tiny random checkpoints (structure and sanity: finite numbers, rates in [0, 1], both orders)."""
+"""evaluate.py: bits per byte against hand-computed values, multiple choice picks the most probable
+letter (stub models whose logits we set, and the fast and exact paths agree on a real model), FIM
+prompts laid out exactly as data.py trains them, win-rate accounting over both orders, the nested
+knockout, readers' file:line errors, and the whole report on tiny random checkpoints (structure and
+sanity: finite numbers, rates in [0, 1], both orders)."""
 import json
 import math
 import os
@@ -22,7 +23,8 @@ EVALS = os.path.join(ROOT, "evals")
 
 
 class TableModel(nn.Module):
-    """logits at every position = table[current token]: a bigram model whose probabilities we choose."""
+    """logits at every position = table[current token]: a bigram model whose probabilities we
+    choose."""
 
     def __init__(self, table, max_seq_len=64):
         super().__init__()
@@ -38,17 +40,21 @@ class TableModel(nn.Module):
 @pytest.mark.parametrize("seq_len", [1, 2, 3, 4, 10])
 def test_bits_per_byte_hand_computed_uniform(seq_len):
     # V = 4, uniform logits: ln 4 nats per token. Targets 2, 3, 1, 2 carry 2 + 3 + 1 + 2 = 8 bytes.
-    # bpb = 4 * ln 4 / (8 * ln 2) = 1.0, whatever the window length (each token after the first predicted once).
+    # bpb = 4 * ln 4 / (8 * ln 2) = 1.0, whatever the window length (each token after the first
+    # predicted once).
     model = TableModel(torch.zeros(4, 4))
-    r = E.lm_eval(model, [1, 2, 3, 1, 2], torch.tensor([0, 1, 2, 3]).numpy(), seq_len=seq_len, batch_size=2)
+    r = E.lm_eval(model, [1, 2, 3, 1, 2], torch.tensor([0, 1, 2, 3]).numpy(), seq_len=seq_len,
+                  batch_size=2)
     assert r["tokens"] == 4 and r["bytes"] == 8
     assert r["loss"] == pytest.approx(math.log(4))
     assert r["bpb"] == pytest.approx(1.0)
 
 
 def test_bits_per_byte_hand_computed_bigram():
-    # The model gives the successor (t + 1) % 4 logit ln 3, the others 0: p = 3 / 6 = 1/2, ln 2 nats a token.
-    # Stream 0 1 2 3 0 1: 5 targets 1 2 3 0 1 with bytes 1 1 1 2 1 = 6  ->  bpb = 5 ln 2 / (6 ln 2) = 5/6.
+    # The model gives the successor (t + 1) % 4 logit ln 3, the others 0: p = 3 / 6 = 1/2, ln 2 nats
+    # a token.
+    # Stream 0 1 2 3 0 1: 5 targets 1 2 3 0 1 with bytes 1 1 1 2 1 = 6  ->  bpb = 5 ln 2 / (6 ln 2)
+    # = 5/6.
     table = torch.zeros(4, 4)
     for t in range(4):
         table[t, (t + 1) % 4] = math.log(3)
@@ -63,7 +69,8 @@ def test_bits_per_byte_hand_computed_bigram():
 def test_token_byte_lengths_add_up_to_utf8_bytes(small_tokenizer):
     tok = small_tokenizer
     lengths = E.token_byte_lengths(tok)
-    texts = ["모든 인간은 태어날 때부터 자유롭다.", "def f(x):\n    return x  # ok", "emoji 🙂 and 漢字", "  \t\n"]
+    texts = ["모든 인간은 태어날 때부터 자유롭다.", "def f(x):\n    return x  # ok",
+             "emoji 🙂 and 漢字", "  \t\n"]
     for text in texts:
         assert lengths[tok.encode(text)].sum() == len(text.encode("utf-8"))
     assert lengths[[tok.eos_id, tok.bos_id, tok.eot_id, tok.pad_id]].sum() == 0
@@ -71,8 +78,8 @@ def test_token_byte_lengths_add_up_to_utf8_bytes(small_tokenizer):
 
 # ----------------------------------------------------------------------------- multiple choice
 class StubTok:
-    """Just enough tokenizer for mc_eval; letters are one token each (" A" -> 20, ...) or, with two_token, the
-    multi-token kind a small vocabulary gives (" C" -> [40, 22])."""
+    """Just enough tokenizer for mc_eval; letters are one token each (" A" -> 20, ...) or, with
+    two_token, the multi-token kind a small vocabulary gives (" C" -> [40, 22])."""
     pad_id, bos_id, user_id, assistant_id, eot_id = 0, 2, 5, 6, 7
 
     def __init__(self, two_token=False):
@@ -92,7 +99,8 @@ class StubTok:
 
 
 def constant_model(bias):
-    return TableModel(bias.expand(len(bias), -1).clone(), max_seq_len=256)  # the same logits after every token
+    # the same logits after every token
+    return TableModel(bias.expand(len(bias), -1).clone(), max_seq_len=256)
 
 
 def hand_letter_logprobs(bias, conts):
@@ -106,12 +114,15 @@ def test_mc_picks_the_letter_with_the_highest_probability(two_token):
     bias = torch.zeros(48)
     bias[20], bias[21], bias[22], bias[23], bias[40] = 1.0, 0.5, 3.0, -1.0, 2.0  # C most likely
     conts = [tok.encode(" " + L) for L in "ABCD"]
-    expected = hand_letter_logprobs(bias, conts).softmax(0)  # the letters' probabilities, normalized over A-D
+    # the letters' probabilities, normalized over A-D
+    expected = hand_letter_logprobs(bias, conts).softmax(0)
     records = [{"question": "Q?", "choices": list("wxyz"), "answer": a} for a in range(4)]
     r = E.mc_eval(constant_model(bias), tok, records)
     pick = int(expected.argmax())
-    assert r["accuracy"] == pytest.approx(1 / 4)  # exactly one of the four records has the picked answer
-    assert r["p_correct"] == pytest.approx(float(expected.mean()))  # mean over answers 0..3 of p(answer)
+    # exactly one of the four records has the picked answer
+    assert r["accuracy"] == pytest.approx(1 / 4)
+    # mean over answers 0..3 of p(answer)
+    assert r["p_correct"] == pytest.approx(float(expected.mean()))
     one = E.mc_eval(constant_model(bias), tok, [records[pick]])
     assert one["accuracy"] == 1.0 and one["p_correct"] == pytest.approx(float(expected[pick]))
     assert one["letter_tokens"] == ("multi-token" if two_token else "one token each")
@@ -123,11 +134,12 @@ def test_continuation_logprobs_fast_and_exact_paths_agree():
     model = Transformer(config_from_preset("tiny", vocab_size=64, max_seq_len=32)).eval()
     prompts = [[1, 5, 9, 3], [2, 8]]
     fast = E.continuation_logprobs(model, prompts, [[[10], [11]], [[12], [13]]], pad_id=0)
-    exact = E.continuation_logprobs(model, prompts, [[[10], [11], [14, 15]], [[12], [13], [16, 17]]], pad_id=0)
+    exact = E.continuation_logprobs(model, prompts,
+                                    [[[10], [11], [14, 15]], [[12], [13], [16, 17]]], pad_id=0)
     for f, x in zip(fast, exact):
         assert f == pytest.approx(x[:2], abs=1e-5)
     with torch.no_grad():  # log p(14 | prompt) + log p(15 | prompt, 14), by hand
-        lp = lambda ids: model(torch.tensor([ids]))[0][0, -1].log_softmax(-1)  # noqa: E731
+        lp = lambda ids: model(torch.tensor([ids]))[0][0, -1].log_softmax(-1)
         by_hand = float(lp([1, 5, 9, 3])[14] + lp([1, 5, 9, 3, 14])[15])
     assert exact[0][2] == pytest.approx(by_hand, abs=1e-5)
 
@@ -141,7 +153,8 @@ def test_mc_prompt_shows_lettered_options_and_ends_with_the_answer_prefix(small_
     assert tok.decode(ids[ids.index(tok.assistant_id) + 1:]) == E.MC_ANSWER_PREFIX["ko"]
     en = E.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"])
     assert tok.decode(en[en.index(tok.assistant_id) + 1:]) == "Answer:"
-    plain = E.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"], chat=False)  # for base models
+    # for base models
+    plain = E.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"], chat=False)
     assert plain[0] == tok.eos_id and tok.decode(plain[1:]) == \
         "What is the capital of Korea?\nA. Busan\nB. Seoul\n" + E.MC_INSTRUCTION["en"] + "\nAnswer:"
 
@@ -151,14 +164,18 @@ def test_shipped_mc_sets_parse_balanced_and_in_their_language():
         records = E.read_mc(os.path.join(EVALS, f"mc_{lang}.jsonl"))
         assert len(records) == 20
         assert all(len(r["choices"]) == 4 for r in records)
-        assert sorted(r["answer"] for r in records) == sorted(list(range(4)) * 5)  # each letter right 5 times
+        # each letter right 5 times
+        assert sorted(r["answer"] for r in records) == sorted(list(range(4)) * 5)
         assert all((data.hangul_share(r["question"]) >= 0.3) == (lang == "ko") for r in records)
 
 
 def test_mc_reader_layouts_and_errors(tmp_path):
-    kmmlu = E.read_mc(os.path.join(FIXTURES, "mc", "kmmlu_style.jsonl"))  # 1-based "answer", A-D columns
-    assert [r["answer"] for r in kmmlu] == [2, 3, 0] and kmmlu[0]["choices"] == ["2년", "3년", "4년", "5년"]
-    letters = E.read_mc(os.path.join(FIXTURES, "mc", "letter_answers.jsonl"))  # "B", "(B)", 3 and 5 choices
+    # 1-based "answer", A-D columns
+    kmmlu = E.read_mc(os.path.join(FIXTURES, "mc", "kmmlu_style.jsonl"))
+    assert ([r["answer"] for r in kmmlu] == [2, 3, 0]
+            and kmmlu[0]["choices"] == ["2년", "3년", "4년", "5년"])
+    # "B", "(B)", 3 and 5 choices
+    letters = E.read_mc(os.path.join(FIXTURES, "mc", "letter_answers.jsonl"))
     assert [(len(r["choices"]), r["answer"]) for r in letters] == [(3, 1), (5, 1), (5, 3)]
     bad = os.path.join(FIXTURES, "mc", "bad.jsonl")
     with pytest.raises(ValueError, match=r"bad\.jsonl:3: .*answer"):
@@ -194,11 +211,13 @@ def test_fim_scores_exact_and_prefix_match(small_tokenizer, monkeypatch):
                 tok.encode("xyz")]                    # right but did not stop: not exact, prefix 1
     monkeypatch.setattr(E, "generate", lambda *a, **k: scripted)
     r = E.fim_eval(TableModel(torch.zeros(4, 4)), tok, examples)
-    assert r == {"exact": pytest.approx(1 / 3), "prefix": pytest.approx((1 + 5 / 11 + 1) / 3), "n": 3}
+    assert r == {"exact": pytest.approx(1 / 3), "prefix": pytest.approx((1 + 5 / 11 + 1) / 3),
+                 "n": 3}
     assert E.prefix_match("abcx", "abcd") == 0.75 and E.prefix_match("", "abc") == 0.0
 
 
-# ----------------------------------------------------------------------------- win rates, knockout, tasks
+# ----------------------------------------------------------------------------- win rates, knockout,
+# tasks
 def test_hcx_outcomes_both_orders():
     first = [True, True, False, False, 0.5]
     second = [True, False, True, False, 0.5]
@@ -206,7 +225,8 @@ def test_hcx_outcomes_both_orders():
     s = E.win_summary(first, second)
     assert (s["wins"], s["ties"], s["losses"], s["n_prompts"], s["n_judgments"]) == (1, 3, 1, 5, 10)
     assert s["win_rate"] == pytest.approx(2.5 / 5)
-    assert s["first_order_win_rate"] == pytest.approx(2.5 / 5) and s["second_order_win_rate"] == pytest.approx(2.5 / 5)
+    assert (s["first_order_win_rate"] == pytest.approx(2.5 / 5)
+            and s["second_order_win_rate"] == pytest.approx(2.5 / 5))
 
 
 def test_verifier_verdicts_ties_count_half():
@@ -220,14 +240,17 @@ def test_verifier_verdicts_ties_count_half():
 def test_judge_verdicts_use_each_order_and_skip_identical_replies():
     calls = []
 
-    def judge(contexts, pairs):  # position-biased: the reply shown first wins unless the other is longer
+    # position-biased: the reply shown first wins unless the other is longer
+    def judge(contexts, pairs):
         calls.append(pairs)
         return {"first_order_a": [len(a) >= len(b) for a, b in pairs],
                 "second_order_a": [len(a) > len(b) for a, b in pairs]}
     cand, base = ["long reply", "same", "x", "abc"], ["short", "same", "longer", "xyz"]
     first, second = E.judge_verdicts(judge, [[{"role": "user", "content": "q"}]] * 4, cand, base)
-    assert calls == [[("long reply", "short"), ("x", "longer"), ("abc", "xyz")]]  # identical replies not asked
-    assert E.hcx_outcomes(first, second) == [1.0, 0.5, 0.0, 0.5]  # won both, tied, lost both, split by position
+    # identical replies not asked
+    assert calls == [[("long reply", "short"), ("x", "longer"), ("abc", "xyz")]]
+    # won both, tied, lost both, split by position
+    assert E.hcx_outcomes(first, second) == [1.0, 0.5, 0.0, 0.5]
 
 
 def test_sampled_outcomes_and_paired_win_by_hand():
@@ -244,7 +267,8 @@ def test_bootstrap_interval_matches_the_normal_approximation():
     assert E.bootstrap_interval([0.5] * 50) == [0.5, 0.5] and E.bootstrap_interval([]) is None
     x = [1.0] * 300 + [0.0] * 700  # mean 0.3, standard error sqrt(0.21 / 1000) = 0.0145
     lo, hi = E.bootstrap_interval(x, seed=1)
-    assert lo == pytest.approx(0.3 - 1.96 * 0.0145, abs=0.004) and hi == pytest.approx(0.3 + 1.96 * 0.0145, abs=0.004)
+    assert (lo == pytest.approx(0.3 - 1.96 * 0.0145, abs=0.004)
+            and hi == pytest.approx(0.3 + 1.96 * 0.0145, abs=0.004))
     assert E.bootstrap_interval(x, seed=1) == [lo, hi]  # seeded
 
 
@@ -265,39 +289,53 @@ def test_nested_knockout_gives_best_of_every_power_of_two_in_n_minus_1_judgments
 
 
 def test_pick_tasks_covers_every_family_and_language():
-    tasks = [{"family": f, "lang": l, "i": i} for f in ("a", "b", "c") for l in ("en", "ko") for i in range(3)]
+    tasks = [{"family": f, "lang": lg, "i": i} for f in ("a", "b", "c") for lg in ("en", "ko")
+             for i in range(3)]
     picked = E.pick_tasks(tasks, 6)
-    assert sorted((t["family"], t["lang"]) for t in picked) == sorted({(t["family"], t["lang"]) for t in tasks})
+    assert sorted((t["family"], t["lang"])
+                  for t in picked) == sorted({(t["family"], t["lang"]) for t in tasks})
     assert len(E.pick_tasks(tasks, 0)) == len(tasks)
 
 
 def test_summarize_scores_by_hand():
-    tasks = [{"family": "f", "lang": "en"}, {"family": "f", "lang": "ko"}, {"family": "g", "lang": "ko"}]
+    tasks = [{"family": "f", "lang": "en"}, {"family": "f", "lang": "ko"},
+             {"family": "g", "lang": "ko"}]
     scores = [{"correctness": 1.0, "overall": 1.0}, {"correctness": 0.5, "overall": 0.6},
               {"correctness": 0.0, "overall": 0.2}]
     s = E.summarize_scores(tasks, scores)
-    assert s["overall"] == pytest.approx(0.6) and s["correct_share"] == pytest.approx(1 / 3) and s["n"] == 3
-    assert s["per_lang"]["ko"]["overall"] == pytest.approx(0.4) and s["per_family"]["f"]["correct_share"] == 0.5
+    assert (s["overall"] == pytest.approx(0.6) and s["correct_share"] == pytest.approx(1 / 3)
+            and s["n"] == 3)
+    assert (s["per_lang"]["ko"]["overall"] == pytest.approx(0.4)
+            and s["per_family"]["f"]["correct_share"] == 0.5)
 
 
 # ----------------------------------------------------------------------------- the whole report
-PHASES = {"pretrain": "pretrain", "sft": "sft", "dpo": "dpo", "jsft": "jsft", "self_judge": "self_judge"}
+PHASES = {"pretrain": "pretrain", "sft": "sft", "dpo": "dpo", "jsft": "jsft",
+          "self_judge": "self_judge"}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A tokenizer (with its efficiency report), data, task exports and five tiny random checkpoints."""
+    """A tokenizer (with its efficiency report), data, task exports and five tiny random
+    checkpoints."""
     import pretrain
     import tasks
     import tokenizer as T
     root = tmp_path_factory.mktemp("world")
-    corpus = {lang: [json.loads(line)["text"] for line in open(os.path.join(FIXTURES, "tokenizer", f"{lang}.jsonl"),
-                                                                  encoding="utf-8")] for lang in ("ko", "en", "code")}
-    T.efficiency_report(corpus, T.TrainConfig(out=str(root / "tokenizer"), vocab_size=1000, heldout_every=5))
+    corpus = {
+        lang: [json.loads(line)["text"]
+               for line in open(os.path.join(FIXTURES, "tokenizer", f"{lang}.jsonl"),
+                                                                  encoding="utf-8")]
+                                                                  for lang in ("ko", "en", "code")}
+    T.efficiency_report(corpus,
+                        T.TrainConfig(out=str(root / "tokenizer"), vocab_size=1000,
+                                      heldout_every=5))
     tok_path = str(root / "tokenizer" / "tokenizer.model")
     tok = T.Tokenizer(tok_path)
-    sources = [f"{g}:{g}:{os.path.join(FIXTURES, 'tokenizer', g + '.jsonl')}" for g in ("ko", "en", "code")]
-    meta = data.build(data.DataConfig(out_dir=str(root / "data"), tokenizer=tok_path, source=sources,
+    sources = [f"{g}:{g}:{os.path.join(FIXTURES, 'tokenizer', g + '.jsonl')}"
+               for g in ("ko", "en", "code")]
+    meta = data.build(
+        data.DataConfig(out_dir=str(root / "data"), tokenizer=tok_path, source=sources,
                                       val_fraction=0.2), tok)
     tasks.export(str(root / "tasks"), world=tasks.WorldConfig(n_train=4, n_eval=4))
     ckpts = {}
@@ -307,54 +345,66 @@ def world(tmp_path_factory):
         ckpts[name] = str(root / name)
         start = {"sft": "pretrain", "dpo": "sft", "jsft": "sft", "self_judge": "jsft"}.get(name)
         pretrain.save_checkpoint(ckpts[name], Transformer(cfg).state_dict(),
-                                 {"phase": phase, "model": pretrain.dataclasses.asdict(cfg), "step": 4,
-                                  "init_from": ckpts.get(start)}, tokenizer_path=tok_path)
+                                 {"phase": phase, "model": pretrain.dataclasses.asdict(cfg),
+                                  "step": 4, "init_from": ckpts.get(start)},
+                                  tokenizer_path=tok_path)
         with open(os.path.join(ckpts[name], "metrics.jsonl"), "w") as fh:
-            rows = [{"step": s, "loss": 7 - s / 10, **({"val_loss": 6.9} if s % 2 == 0 else {})} for s in range(1, 5)]
+            rows = [{"step": s, "loss": 7 - s / 10, **({"val_loss": 6.9} if s % 2 == 0 else {})}
+                    for s in range(1, 5)]
             fh.writelines(json.dumps(row) + "\n" for row in rows)
     torch.manual_seed(9)  # a random reward model (reward_model.py's layout)
-    rm = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256, reward_head=True))
+    rm = Transformer(
+        config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256, reward_head=True))
     torch.nn.init.normal_(rm.lm_head.weight)
-    pretrain.save_checkpoint(str(root / "rm"), rm.state_dict(), {"phase": "reward_model", "model": pretrain.dataclasses.asdict(rm.cfg)},
-                             tokenizer_path=tok_path)
+    pretrain.save_checkpoint(str(root / "rm"), rm.state_dict(),
+                             {"phase": "reward_model",
+                              "model": pretrain.dataclasses.asdict(rm.cfg)},
+                              tokenizer_path=tok_path)
     return {"root": root, "tok": tok, "meta": meta, "ckpts": ckpts, "rm": str(root / "rm")}
 
 
 def small_args(world, out):
     r = world["root"]
-    return ["--ckpts", ",".join(f"{n}={p}" for n, p in world["ckpts"].items()), "--data-dir", str(r / "data"),
-            "--tokenizer", str(r / "tokenizer" / "tokenizer.model"),
-            "--tokenizer-report", str(r / "tokenizer" / "report.json"), "--tasks-dir", str(r / "tasks"),
-            "--out-dir", str(out), "--max-val-tokens", "400", "--max-tasks", "12", "--max-judge-pairs", "8",
-            "--fim-examples", "4", "--fim-chars", "120", "--fim-max-new-tokens", "12", "--max-new-tokens", "10",
-            "--rejection-prompts", "3", "--rejection-max-n", "4", "--batch-size", "16", "--device", "cpu",
-            "--threads", "1", "--reward-model", world["rm"],
-            "--mc", ",".join(os.path.join(FIXTURES, "mc", f) for f in ("kmmlu_style.jsonl", "letter_answers.jsonl"))]
+    return ["--ckpts", ",".join(f"{n}={p}" for n, p in world["ckpts"].items()), "--data-dir",
+            str(r / "data"), "--tokenizer", str(r / "tokenizer" / "tokenizer.model"),
+            "--tokenizer-report", str(r / "tokenizer" / "report.json"), "--tasks-dir",
+            str(r / "tasks"), "--out-dir", str(out), "--max-val-tokens", "400", "--max-tasks", "12",
+            "--max-judge-pairs", "8", "--fim-examples", "4", "--fim-chars", "120",
+            "--fim-max-new-tokens", "12", "--max-new-tokens", "10", "--rejection-prompts", "3",
+            "--rejection-max-n", "4", "--batch-size", "16", "--device", "cpu", "--threads", "1",
+            "--reward-model", world["rm"], "--mc",
+            ",".join(os.path.join(FIXTURES, "mc", f)
+                     for f in ("kmmlu_style.jsonl", "letter_answers.jsonl"))]
 
 
 def test_report_structure_and_sanity(world, tmp_path, capsys):
     threads = torch.get_num_threads()
-    E.main(small_args(world, tmp_path / "eval"))  # with --threads 1 (much faster on a busy 2-core machine)
+    # with --threads 1 (much faster on a busy 2-core machine)
+    E.main(small_args(world, tmp_path / "eval"))
     assert torch.get_num_threads() == threads  # restored
     stdout = capsys.readouterr().out
     assert "| checkpoint | val bpb |" in stdout and "| jsft |" in stdout
     report = json.load(open(tmp_path / "eval" / "report.json", encoding="utf-8"))
     markdown = open(tmp_path / "eval" / "report.md", encoding="utf-8").read()
-    for title in ("## Summary", "## Language modelling", "## Tokenizer efficiency", "## Fill-in-the-middle",
-                  "## Multiple choice", "## Held-out tasks", "## Win rates", "## Judge accuracy", "## Self-rejection"):
+    for title in ("## Summary", "## Language modelling", "## Tokenizer efficiency", "## "
+                  "Fill-in-the-middle",
+                  "## Multiple choice", "## Held-out tasks", "## Win rates", "## Judge accuracy",
+                  "## Self-rejection"):
         assert title in markdown
     assert report["notes"] == []
     bad = [(p, v) for p, v in report_numbers(report) if not math.isfinite(v)]
     assert not bad, bad
     names = list(PHASES)
-    assert list(report["checkpoints"]) == names and [r["checkpoint"] for r in report["summary"]] == names
+    assert (list(report["checkpoints"]) == names
+            and [r["checkpoint"] for r in report["summary"]] == names)
     ln_v = math.log(world["tok"].vocab_size)
     for name in names:  # a random initialization predicts nearly uniformly: loss ~ ln V
         lm = report["lm"][name]
         assert set(lm) == {"ko", "en", "code", "all"}
         for g in ("ko", "en", "code"):
             assert abs(lm[g]["loss"] - ln_v) < 0.3 and lm[g]["tokens"] == 400
-            assert lm[g]["bpb"] == pytest.approx(lm[g]["loss"] * lm[g]["tokens"] / (lm[g]["bytes"] * math.log(2)))
+            assert lm[g]["bpb"] == pytest.approx(
+                lm[g]["loss"] * lm[g]["tokens"] / (lm[g]["bytes"] * math.log(2)))
         mc = report["mc"][name]
         assert mc["kmmlu_style.jsonl"]["format"] == ("plain text" if name == "pretrain" else "chat")
         assert mc["kmmlu_style.jsonl"]["n"] == 3 and mc["kmmlu_style.jsonl"]["chance"] == 0.25
@@ -363,33 +413,43 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
         assert t["n"] == 12 and set(t["per_lang"]) == {"en", "ko"} and 0 <= t["overall"] <= 1
         assert report["loss_curves"][name]["val_step"] == [2, 4]
     assert list(report["fim"]) == ["pretrain"] and report["fim"]["pretrain"]["code"]["n"] == 4
-    assert set(report["judge"]) == {"jsft", "self_judge", "reward_model"}  # those trained to judge, and the RM
+    # those trained to judge, and the RM
+    assert set(report["judge"]) == {"jsft", "self_judge", "reward_model"}
     assert report["judge"]["reward_model"]["consistency"] == 1.0  # it reads no order
     for j in report["judge"].values():
-        assert all(0 <= j[k] <= 1 for k in ("acc", "acc_chosen_first", "acc_chosen_second", "consistency"))
+        assert all(0 <= j[k] <= 1
+                   for k in ("acc", "acc_chosen_first", "acc_chosen_second", "consistency"))
     for by in ("verifier", "judge"):
         rates = report["win_rates"][by]
         assert set(rates) == set(names) - {"sft"}  # against the baseline, sft
         for w in rates.values():
-            assert all(0 <= w[k] <= 1 for k in ("win_rate", "first_order_win_rate", "second_order_win_rate"))
-            assert w["n_judgments"] == 2 * w["n_prompts"] == 24 and w["wins"] + w["ties"] + w["losses"] == 12
+            assert all(0 <= w[k] <= 1
+                       for k in ("win_rate", "first_order_win_rate", "second_order_win_rate"))
+            assert (w["n_judgments"] == 2 * w["n_prompts"] == 24
+                    and w["wins"] + w["ties"] + w["losses"] == 12)
             assert w["win_rate"] == pytest.approx((w["wins"] + 0.5 * w["ties"]) / 12)
-    sampled = report["win_rates"]["sampled"]  # 2 samples per prompt, paired intervals, vs baseline and start
+    # 2 samples per prompt, paired intervals, vs baseline and start
+    sampled = report["win_rates"]["sampled"]
     assert set(sampled) == set(names) and "vs_baseline" not in sampled["sft"]
-    assert {n for n in names if "vs_start" in sampled[n]} == set(report["movement"]) == set(names) - {"pretrain"}
+    assert {n for n in names
+            if "vs_start" in sampled[n]} == set(report["movement"]) == set(names) - {"pretrain"}
     for name, row in sampled.items():
         for w in row.values():
             assert len(w["outcomes"]) == 12 and set(w["outcomes"]) <= {0.0, 0.25, 0.5, 0.75, 1.0}
-            assert w["ci"][0] <= w["win_rate"] <= w["ci"][1] and w["wins"] + w["ties"] + w["losses"] == 12
+            assert (w["ci"][0] <= w["win_rate"] <= w["ci"][1]
+                    and w["wins"] + w["ties"] + w["losses"] == 12)
         assert report["tasks"][name]["sampled"]["n"] == 24
-    assert report["checkpoints"]["self_judge"]["start"] == "jsft" and report["checkpoints"]["pretrain"]["start"] is None
+    assert report["checkpoints"]["self_judge"]["start"] == "jsft"
+    assert report["checkpoints"]["pretrain"]["start"] is None
     for name, move in report["movement"].items():  # different random models: every reply changes
         assert move["changed_sampled"] > 0.5 and math.isfinite(move["log_ratio"])
     op = report["onpolicy_judge"]
     assert op["policy"] == "jsft" and op["n_pairs"] == 12 and 0 <= op["tie_share"] <= 1
     if op["n_judged"]:
-        assert 0 <= op["others"]["reward_model"]["acc"] <= 1 and op["others"]["reward_model"]["consistency"] == 1
-    for name in names:  # cost: what each checkpoint held while training (no params_held recorded: itself)
+        rm = op["others"]["reward_model"]
+        assert 0 <= rm["acc"] <= 1 and rm["consistency"] == 1
+    # cost: what each checkpoint held while training (no params_held recorded: itself)
+    for name in names:
         c = report["checkpoints"][name]
         assert c["params_held"] == c["params"] and c["step_s"] is None
     assert "## The judge on on-policy pairs" in markdown and "win vs start [95% CI]" in markdown
@@ -403,11 +463,13 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
 
 
 def test_lm_bytes_are_the_validation_text_whatever_the_tokenizer(world):
-    """All tokens: the predicted bytes plus the first token's are the text's bytes in meta.json, also when the
-    checkpoint's tokenizer differs from data.py's and the documents are re-encoded (bpb compares tokenizers)."""
+    """All tokens: the predicted bytes plus the first token's are the text's bytes in meta.json,
+    also when the checkpoint's tokenizer differs from data.py's and the documents are re-encoded
+    (bpb compares tokenizers)."""
     import tokenizer as T
     root, data_tok = world["root"], world["tok"]
-    other = T.Tokenizer(str(root / "tokenizer" / "baselines" / "without_morphemes" / "tokenizer.model"))
+    other = T.Tokenizer(
+        str(root / "tokenizer" / "baselines" / "without_morphemes" / "tokenizer.model"))
     model = TableModel(torch.zeros(other.vocab_size, other.vocab_size), max_seq_len=128)
     for tok in (data_tok, other):
         lengths = E.token_byte_lengths(tok)
@@ -420,15 +482,19 @@ def test_lm_bytes_are_the_validation_text_whatever_the_tokenizer(world):
     assert not E.same_file(other.model_path, data_tok.model_path)
 
 
-def test_cli_errors_name_the_problem_and_failed_runs_keep_the_old_report(world, tmp_path, monkeypatch):
+def test_cli_errors_name_the_problem_and_failed_runs_keep_the_old_report(world, tmp_path,
+                                                                         monkeypatch):
     with pytest.raises(SystemExit, match=r"nope=/no/such/dir"):
         E.main(["--ckpts", "nope=/no/such/dir"])
     with pytest.raises(SystemExit, match=r"unknown section"):
         E.main(small_args(world, tmp_path) + ["--skip", "lm,typo"])
     with pytest.raises(SystemExit, match=r"rm=.*a reward model, which does not generate"):
-        E.main(small_args(world, tmp_path) + ["--ckpts", f"rm={world['rm']}", "--skip", "lm,fim,mc"])
-    with pytest.raises(SystemExit, match=r"--reward-model .*sft: a sft checkpoint, not a reward model"):
-        E.main(small_args(world, tmp_path) + ["--reward-model", world["ckpts"]["sft"], "--skip", "lm,fim,mc"])
+        E.main(small_args(world, tmp_path)
+               + ["--ckpts", f"rm={world['rm']}", "--skip", "lm,fim,mc"])
+    with pytest.raises(SystemExit,
+                       match=r"--reward-model .*sft: a sft checkpoint, not a reward model"):
+        E.main(small_args(world, tmp_path)
+               + ["--reward-model", world["ckpts"]["sft"], "--skip", "lm,fim,mc"])
     out = tmp_path / "eval"
     E.main(small_args(world, out) + ["--skip", "fim,mc,tasks,win,judge,rejection", "--ckpts",
                                      f"pretrain={world['ckpts']['pretrain']}"])
@@ -440,9 +506,10 @@ def test_cli_errors_name_the_problem_and_failed_runs_keep_the_old_report(world, 
     assert not [f for f in os.listdir(out) if "tmp" in f]  # no temporary files left behind
 
 
-def test_defaults_skip_missing_checkpoints_and_find_the_shipped_mc_sets(world, tmp_path, monkeypatch, capsys):
-    """From another working directory with only out/sft: the default --ckpts skips the rest with notes, and the
-    default --mc finds evals/ beside evaluate.py."""
+def test_defaults_skip_missing_checkpoints_and_find_the_shipped_mc_sets(world, tmp_path,
+                                                                        monkeypatch, capsys):
+    """From another working directory with only out/sft: the default --ckpts skips the rest with
+    notes, and the default --mc finds evals/ beside evaluate.py."""
     (tmp_path / "out").mkdir()
     for name in ("data", "tasks", "tokenizer"):
         os.symlink(world["root"] / name, tmp_path / "out" / name)
@@ -451,8 +518,10 @@ def test_defaults_skip_missing_checkpoints_and_find_the_shipped_mc_sets(world, t
     E.main(["--skip", "lm,fim,tasks,win,judge,rejection", "--device", "cpu", "--threads", "1"])
     report = json.load(open(tmp_path / "out" / "eval" / "report.json", encoding="utf-8"))
     assert list(report["checkpoints"]) == ["sft"]
-    assert [n.split(" (")[0] for n in report["notes"]] == [f"checkpoint {n}" for n in PHASES if n != "sft"]
-    assert {f: v["n"] for f, v in report["mc"]["sft"].items()} == {"mc_ko.jsonl": 20, "mc_en.jsonl": 20}
+    assert [n.split(" (")[0] for n in report["notes"]] == [f"checkpoint {n}" for n in PHASES
+                                                           if n != "sft"]
+    assert {f: v["n"] for f, v in report["mc"]["sft"].items()} == {"mc_ko.jsonl": 20,
+                                                                   "mc_en.jsonl": 20}
     assert "note: checkpoint pretrain (out/pretrain) not found: skipped" in capsys.readouterr().out
 
 
@@ -460,12 +529,14 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
     tok = world["tok"]
     model, _, _ = E.load(world["ckpts"]["sft"], "cpu")
     start, _, _ = E.load(world["ckpts"]["pretrain"], "cpu")
-    contexts = [[{"role": "user", "content": q}] for q in ("What is 2 plus 3?", "사과는 영어로?", "Hi")]
+    contexts = [[{"role": "user", "content": q}]
+                for q in ("What is 2 plus 3?", "사과는 영어로?", "Hi")]
     replies = E.sampled_replies(model, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
     assert [len(r) for r in replies] == [2, 2, 2]
     assert E.log_ratio_to_start(model, model, tok, contexts, replies) == 0.0
 
-    def logp(m, prompt, reply):  # one reply at a time, no padding: sum of log-softmax at each reply token
+    # one reply at a time, no padding: sum of log-softmax at each reply token
+    def logp(m, prompt, reply):
         ids = torch.tensor([prompt + reply])
         with torch.no_grad():
             lp = m(ids)[0].log_softmax(-1)[0]
@@ -473,23 +544,27 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
     expected = []
     for c, per in zip(contexts, replies):
         prompt = tok.render_chat(c, add_generation_prompt=True)[0]
-        expected += [logp(model, prompt, r + [tok.eot_id]) - logp(start, prompt, r + [tok.eot_id]) for r in per]
+        expected += [logp(model, prompt, r + [tok.eot_id]) - logp(start, prompt, r + [tok.eot_id])
+                     for r in per]
     got = E.log_ratio_to_start(model, start, tok, contexts, replies, batch_size=4)
     assert got == pytest.approx(sum(expected) / len(expected), abs=1e-4)
     again = E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
-    assert E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4) == again
+    assert E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0,
+                             batch_size=4) == again
 
 
 def test_onpolicy_judge_scores_the_judge_against_the_verifier(world, monkeypatch):
     import tasks
     tok = world["tok"]
     model, _, _ = E.load(world["ckpts"]["jsft"], "cpu")
-    held = [json.loads(line) for line in open(world["root"] / "tasks" / "eval_tasks.jsonl", encoding="utf-8")]
+    held = [json.loads(line)
+            for line in open(world["root"] / "tasks" / "eval_tasks.jsonl", encoding="utf-8")]
     task_of = {json.dumps(t["messages"]): t for t in held}
 
     def verifier_says_a(contexts, pairs):
         return [tasks.score(task_of[json.dumps(c)], tok.decode(a))["overall"] >
-                tasks.score(task_of[json.dumps(c)], tok.decode(b))["overall"] for c, (a, b) in zip(contexts, pairs)]
+                tasks.score(task_of[json.dumps(c)], tok.decode(b))["overall"]
+                for c, (a, b) in zip(contexts, pairs)]
 
     def oracle(contexts, pairs, flip=False):
         a = [x != flip for x in verifier_says_a(contexts, pairs)]
@@ -508,17 +583,21 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world, monkeypatch
     assert biased["acc_first_order"] + biased["acc_second_order"] == pytest.approx(1.0)
     assert right["names_first"] == 0.5 and biased["names_first"] == 1.0
 
-    # by what separates the pair: a judge that sees correctness only, and names the first reply otherwise
+    # by what separates the pair: a judge that sees correctness only, and names the first reply
+    # otherwise
     def correctness_differs(c, a, b):
         t = task_of[json.dumps(c)]
-        return tasks.score(t, tok.decode(a))["correctness"] != tasks.score(t, tok.decode(b))["correctness"]
+        return tasks.score(t, tok.decode(a))["correctness"] != tasks.score(t,
+                                                                           tok.decode(
+                                                                               b))["correctness"]
 
     def sees_correctness(contexts, pairs):
         sees = [correctness_differs(c, a, b) for c, (a, b) in zip(contexts, pairs)]
         o, p = oracle(contexts, pairs), position_a(contexts, pairs)
-        pick = lambda key: [x if s else y for s, x, y in zip(sees, o[key], p[key])]  # noqa: E731
+        pick = lambda key: [x if s else y for s, x, y in zip(sees, o[key], p[key])]
         return {key: pick(key) for key in ("winners", "first_order_a", "second_order_a")}
-    def planted_pairs(policy, tok_, contexts, k, max_new_tokens, seed):  # both kinds, by construction:
+    # both kinds, by construction:
+    def planted_pairs(policy, tok_, contexts, k, max_new_tokens, seed):
         out = []                                    # gold vs a wrong value, or vs a verbose gold
         for i, c in enumerate(contexts):
             cands = dict(tasks.candidates(task_of[json.dumps(c)], random.Random(i)))

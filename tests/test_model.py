@@ -1,5 +1,6 @@
-"""Tests for model.py: parity with Hugging Face LlamaForCausalLM, KV-cache and padding invariants, SDPA vs
-the written-out attention, GQA, the masked loss, sampling, and that the pieces learn. All on tiny configs."""
+"""Tests for model.py: parity with Hugging Face LlamaForCausalLM, KV-cache and padding invariants,
+SDPA vs the written-out attention, GQA, the masked loss, sampling, and that the pieces learn. All on
+tiny configs."""
 import math
 import os
 import subprocess
@@ -19,13 +20,13 @@ from model import (PRESETS, ModelConfig, Transformer, attention, bucket,  # noqa
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
-TINY = dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=None, multiple_of=16,
-            max_seq_len=64, rope_theta=500.0, norm_eps=1e-6)
+TINY = dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=None,
+            multiple_of=16, max_seq_len=64, rope_theta=500.0, norm_eps=1e-6)
 
 
 def make_model(seed=0, matrix_scale=1.0, **overrides):
-    """A random tiny model. matrix_scale > 1 makes the blocks matter more than the embedding, so greedy
-    decoding does not just repeat a token (a test of generation should see varied tokens)."""
+    """A random tiny model. matrix_scale > 1 makes the blocks matter more than the embedding, so
+    greedy decoding does not just repeat a token (a test of generation should see varied tokens)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(**{**TINY, **overrides})
     model = Transformer(cfg).eval()
@@ -44,18 +45,20 @@ def make_hf(model, attn="eager"):
     cfg = model.cfg
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_llama_config_dict(cfg),
                                                                 attn_implementation=attn)).eval()
-    missing, unexpected = hf.load_state_dict(to_hf_state_dict(model.state_dict(), cfg), strict=False)
+    missing, unexpected = hf.load_state_dict(to_hf_state_dict(model.state_dict(), cfg),
+                                             strict=False)
     assert unexpected == [] and missing == (["lm_head.weight"] if cfg.tie_embeddings else [])
     if cfg.tie_embeddings:
         assert hf.lm_head.weight is hf.model.embed_tokens.weight
     return hf
 
 
-CONFIGS = {"gqa": {}, "mha": dict(n_kv_heads=4), "mqa-tied": dict(n_kv_heads=1, tie_embeddings=True),
+CONFIGS = {"gqa": {}, "mha": dict(n_kv_heads=4),
+           "mqa-tied": dict(n_kv_heads=1, tie_embeddings=True),
            "gqa-tied": dict(tie_embeddings=True)}
 
 
-# --- parity with Hugging Face ------------------------------------------------------------------------
+# --- parity with Hugging Face ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -89,22 +92,27 @@ def test_num_params_matches_hf_and_hand_count():
     model = make_model()
     c = model.cfg
     hd = c.dim // c.n_heads
-    per_layer = 2 * c.dim * c.dim + 2 * c.dim * c.n_kv_heads * hd + 3 * c.dim * c.ffn_hidden + 2 * c.dim
+    per_layer = (2 * c.dim * c.dim + 2 * c.dim * c.n_kv_heads * hd + 3 * c.dim * c.ffn_hidden
+                 + 2 * c.dim)
     assert model.num_params() == 2 * c.vocab_size * c.dim + c.n_layers * per_layer + c.dim
     assert model.num_params() == make_hf(model).num_parameters()
     tied = make_model(tie_embeddings=True)
-    assert tied.num_params() == model.num_params() - c.vocab_size * c.dim == make_hf(tied).num_parameters()
+    assert tied.num_params() == model.num_params() - c.vocab_size * c.dim == make_hf(
+        tied).num_parameters()
     assert model.num_params(exclude_embeddings=True) == model.num_params() - c.vocab_size * c.dim
 
 
 def test_ffn_rule_flops_and_presets():
-    assert ModelConfig(dim=4096, n_heads=32, n_kv_heads=32, multiple_of=256).ffn_hidden == 11008  # Llama-7B
+    # Llama-7B
+    assert ModelConfig(dim=4096, n_heads=32, n_kv_heads=32, multiple_of=256).ffn_hidden == 11008
     assert ModelConfig(dim=256, multiple_of=64).ffn_hidden == 704
     model = make_model(n_layers=1, tie_embeddings=True)
     c, T = model.cfg, 16
     # forward by hand: count the multiply-adds of one token at position t of a causal sequence
-    fwd = 2 * (c.dim * c.dim * 2 + c.dim * (c.dim // 2) * 2 + 3 * c.dim * c.ffn_hidden + c.dim * c.vocab_size)
-    attn = sum(2 * 2 * t * c.dim for t in range(1, T + 1)) / T  # q.k and p.v over t keys, averaged over t
+    fwd = 2 * (c.dim * c.dim * 2 + c.dim * (c.dim // 2) * 2 + 3 * c.dim * c.ffn_hidden
+               + c.dim * c.vocab_size)
+    # q.k and p.v over t keys, averaged over t
+    attn = sum(2 * 2 * t * c.dim for t in range(1, T + 1)) / T
     assert model.flops_per_token(T) == pytest.approx(3 * (fwd + attn), rel=0.1 / T)
     for name in PRESETS:  # every preset is a valid config
         assert config_from_preset(name).ffn_hidden > 0
@@ -120,7 +128,8 @@ def test_ffn_rule_flops_and_presets():
 def test_greedy_generation_matches_hf_generate(tied):
     model = make_model(matrix_scale=10.0, tie_embeddings=tied)
     hf = make_hf(model, "sdpa")
-    prompts = [[5, 17, 3, 88, 40, 2, 9], [61, 7, 12]]  # different lengths: HF gets them left-padded too
+    # different lengths: HF gets them left-padded too
+    prompts = [[5, 17, 3, 88, 40, 2, 9], [61, 7, 12]]
     ours = generate(model, prompts, max_new_tokens=12, temperature=0)
     assert all(len(set(row)) > 4 for row in ours)  # varied tokens, not one token repeated
     P = max(map(len, prompts))
@@ -131,7 +140,7 @@ def test_greedy_generation_matches_hf_generate(tied):
     assert ours == out[:, P:].tolist()
 
 
-# --- KV cache, padding, chunked prefill ---------------------------------------------------------------
+# --- KV cache, padding, chunked prefill -----------------------------------------------------------
 
 
 @torch.no_grad()
@@ -148,7 +157,8 @@ def test_kv_cache_decoding_matches_full_forward():
 @torch.no_grad()
 @pytest.mark.parametrize("use_sdpa", [True, False])
 def test_chunked_prefill_matches_full_forward(use_sdpa):
-    """Chunks of 3-7 tokens onto a partly filled cache: the causal mask must be bottom-right aligned."""
+    """Chunks of 3-7 tokens onto a partly filled cache: the causal mask must be bottom-right
+    aligned."""
     model = make_model()
     model.use_sdpa = use_sdpa
     idx = torch.randint(model.cfg.vocab_size, (2, 30))
@@ -162,7 +172,10 @@ def test_chunked_prefill_matches_full_forward(use_sdpa):
     # is_causal on a (T < S) chunk would have been wrong: guard that the check above can fail
     q, k = torch.randn(1, 1, 3, 8), torch.randn(1, 1, 10, 8)
     assert not torch.allclose(F.scaled_dot_product_attention(q, k, k, is_causal=True),
-                              F.scaled_dot_product_attention(q, k, k, attn_mask=torch.ones(3, 10).tril(7).bool()))
+                              F.scaled_dot_product_attention(q, k, k,
+                                                             attn_mask=torch.ones(3,
+                                                                                  10).tril(
+                                                                                      7).bool()))
 
 
 @torch.no_grad()
@@ -299,7 +312,8 @@ def test_generate_uses_the_weights_of_the_moment_after_an_optimizer_step():
     """After optimizer steps (weights changed in place, as SELF-JUDGE does between sampling calls)
     the next generate gives the tokens of a fresh model holding the new weights, and training's
     forward runs on the parameters themselves (gradients reach q_proj and gate_proj): a guard for
-    any copy of the weights a faster generate might keep (a fused q/k/v matrix, a compiled graph)."""
+    any copy of the weights a faster generate might keep (a fused q/k/v matrix, a compiled
+    graph)."""
     model = make_model(matrix_scale=10.0)
     prompts = [[3, 9, 27, 81], [50]]
     before = generate(model, prompts, 10, temperature=0)
@@ -319,7 +333,7 @@ def test_generate_uses_the_weights_of_the_moment_after_an_optimizer_step():
     assert after == generate(fresh, prompts, 10, temperature=0) and after != before
 
 
-# --- attention implementations -------------------------------------------------------------------------
+# --- attention implementations --------------------------------------------------------------------
 
 
 def test_sdpa_equals_written_out_attention_forward_and_backward():
@@ -340,7 +354,8 @@ def test_sdpa_equals_written_out_attention_forward_and_backward():
 
 @torch.no_grad()
 def test_gqa_equals_mha_with_repeated_kv_heads_and_mha_config():
-    """A GQA model equals the MHA model whose k/v heads are copies: query head h reads kv head h // 2."""
+    """A GQA model equals the MHA model whose k/v heads are copies: query head h reads kv head h //
+    2."""
     gqa = make_model(n_heads=4, n_kv_heads=2)
     mha = make_model(n_heads=4, n_kv_heads=4)
     hd = gqa.cfg.head_dim
@@ -355,12 +370,13 @@ def test_gqa_equals_mha_with_repeated_kv_heads_and_mha_config():
         assert (gqa(idx)[0] - mha(idx)[0]).abs().max().item() < 1e-5
     # and n_kv_heads == n_heads goes through the same code as plain multi-head attention (no repeat)
     q, k, v = torch.randn(3, 2, 4, 7, 8).unbind(0)
-    plain = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(8) + torch.full((7, 7), -math.inf).triu(1), -1) @ v
+    plain = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(8)
+                          + torch.full((7, 7), -math.inf).triu(1), -1) @ v
     for use_sdpa in (True, False):
         assert torch.allclose(attention(q, k, v, None, use_sdpa), plain, atol=1e-6)
 
 
-# --- loss ------------------------------------------------------------------------------------------------
+# --- loss -----------------------------------------------------------------------------------------
 
 
 def test_loss_mask_and_ignore_index():
@@ -383,7 +399,9 @@ def test_loss_mask_and_ignore_index():
     t2[0, :5] = (t2[0, :5] + 1) % V
     assert model(idx, t2, loss_mask)[1].item() == loss.item()
     # no loss_mask: plain mean over the non-ignored tokens
-    assert abs(model(idx, targets)[1].item() - F.cross_entropy(logits.view(-1, V), targets.view(-1)).item()) < 1e-6
+    assert abs(
+        model(idx, targets)[1].item() - F.cross_entropy(logits.view(-1, V),
+                                                        targets.view(-1)).item()) < 1e-6
     assert model(idx)[1] is None
 
 
@@ -405,26 +423,29 @@ def test_sequence_logprobs_matches_hand_computation_and_is_differentiable():
         sequence_logprobs(model, ids, torch.ones(2, 10))
 
 
-# --- sampling --------------------------------------------------------------------------------------------
+# --- sampling -------------------------------------------------------------------------------------
 
 
 def test_sampling_filters_and_seeding():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
-    draw = lambda **kw: sample_next(logits, generator=torch.Generator().manual_seed(1), **kw)  # noqa: E731
-    assert torch.equal(draw(temperature=0, top_k=None, top_p=None), torch.zeros(4000, dtype=torch.long))
+    draw = lambda **kw: sample_next(logits, generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.equal(draw(temperature=0, top_k=None, top_p=None),
+                       torch.zeros(4000, dtype=torch.long))
     counts = torch.bincount(draw(temperature=1.0, top_k=None, top_p=None), minlength=4) / 4000
     assert torch.allclose(counts, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03)
     counts = torch.bincount(draw(temperature=1.0, top_k=2, top_p=None), minlength=4) / 4000
     assert counts[2:].sum() == 0 and abs(counts[0].item() - 0.5 / 0.8) < 0.03
     counts = torch.bincount(draw(temperature=1.0, top_k=None, top_p=0.85), minlength=4) / 4000
-    assert counts[3] == 0 and abs(counts[2].item() - 0.15 / 0.95) < 0.03  # {0,1,2} is the smallest set >= .85
+    # {0,1,2} is the smallest set >= .85
+    assert counts[3] == 0 and abs(counts[2].item() - 0.15 / 0.95) < 0.03
     assert (draw(temperature=1.0, top_k=None, top_p=0.4) == 0).all()
     cold = torch.bincount(draw(temperature=0.5, top_k=None, top_p=None), minlength=4) / 4000
     p = torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2
     assert torch.allclose(cold, p / p.sum(), atol=0.03)
-    assert torch.equal(draw(temperature=1.0, top_k=None, top_p=None), draw(temperature=1.0, top_k=None, top_p=None))
+    assert torch.equal(draw(temperature=1.0, top_k=None, top_p=None),
+                       draw(temperature=1.0, top_k=None, top_p=None))
     model = make_model()
-    run = lambda seed: generate(model, [[1, 2], [3]], 8, temperature=1.0, top_k=20,  # noqa: E731
+    run = lambda seed: generate(model, [[1, 2], [3]], 8, temperature=1.0, top_k=20,
                                 generator=torch.Generator().manual_seed(seed))
     assert run(7) == run(7) and run(7) != run(8)
 
@@ -465,7 +486,7 @@ def test_inverse_cdf_sample_at_the_ends_of_the_uniform(monkeypatch):
 
 def test_inverse_cdf_sample_is_seeded_and_rows_are_independent():
     p = torch.tensor([[0.5, 0.5], [2.7, 0.3]]).repeat(20000, 1)  # two distributions, two totals
-    draw = lambda seed: inverse_cdf_sample(p, torch.Generator().manual_seed(seed))  # noqa: E731
+    draw = lambda seed: inverse_cdf_sample(p, torch.Generator().manual_seed(seed))
     assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
     ids = draw(5).view(20000, 2)  # (pair, row): row 0 ~ (0.5, 0.5), row 1 ~ (0.9, 0.1)
     assert abs(ids[:, 0].double().mean().item() - 0.5) < 0.015
@@ -518,7 +539,7 @@ def test_top_p_filter_keeps_the_smallest_nucleus_with_and_without_the_full_sort(
     assert torch.isfinite(top_p_filter(torch.randn(2, 500) * 0.05, 0.9, head=16)).sum() > 2 * 16
 
 
-# --- the pieces learn -------------------------------------------------------------------------------------
+# --- the pieces learn -----------------------------------------------------------------------------
 
 
 def test_tiny_model_overfits_a_fixed_batch():
@@ -531,12 +552,13 @@ def test_tiny_model_overfits_a_fixed_batch():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    assert loss.item() < 0.02, f"final loss {loss.item():.3f} (started at ln V = {math.log(512):.2f})"
+    assert loss.item() < 0.02, (f"final loss {loss.item():.3f} "
+                                f"(started at ln V = {math.log(512):.2f})")
 
 
 def test_keep_freed_memory_stops_page_faults():
-    """In a fresh process (the setting is process-wide): a touched 64 MB tensor page-faults in by default,
-    and no longer once keep_freed_memory() has run."""
+    """In a fresh process (the setting is process-wide): a touched 64 MB tensor page-faults in by
+    default, and no longer once keep_freed_memory() has run."""
     code = """
 import resource, sys, torch
 from model import keep_freed_memory
@@ -549,10 +571,12 @@ def faults_per_alloc():
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10
 default = faults_per_alloc()
 applied = keep_freed_memory()
-print(default, applied, min(faults_per_alloc() for _ in range(3)))  # best of 3: kernel reclaim adds noise
+# best of 3: kernel reclaim adds noise
+print(default, applied, min(faults_per_alloc() for _ in range(3)))
 """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
     default, applied, after = out.split()
     if applied != "True":
         pytest.skip("no glibc here")

@@ -16,14 +16,14 @@ SMOKE = {
     "TOKENIZER_ARGS": "--vocab-size 1200 --max-train-chars 400000",
     "TASKS_ARGS": "--n-train 12 --n-eval 3",
     "DATA_ARGS": "--code-chars 60000",
-    "PRETRAIN_ARGS": "--preset tiny --steps 12 --batch-size 4 --seq-len 128 --short-seq-len 64 --eval-batches 2",
-    "SFT_ARGS": "--steps 6 --seq-len 128 --max-tokens 1024",
+    "PRETRAIN_ARGS": "--preset tiny --steps 12 --batch-size 4 --seq-len 128 --short-seq-len 64 "
+    "--eval-batches 2", "SFT_ARGS": "--steps 6 --seq-len 128 --max-tokens 1024",
     "JSFT_ARGS": "--steps 6 --seq-len 128 --max-tokens 1024 --eval-batch-size 16",
     "DPO_ARGS": "--steps 2 --batch-size 4",
     "RM_ARGS": "--steps 2 --batch-size 4 --seq-len 128",
     "SELF_JUDGE_ARGS": "--steps 2 --batch-size 4 --max-new-tokens 12 --val-count 4",
-    "EVAL_ARGS": "--max-val-tokens 256 --max-tasks 11 --max-judge-pairs 8 --fim-examples 3 --max-new-tokens 12 "
-                 "--rejection-prompts 3 --rejection-max-n 4 --batch-size 16",
+    "EVAL_ARGS": "--max-val-tokens 256 --max-tasks 11 --max-judge-pairs 8 --fim-examples 3 "
+                 "--max-new-tokens 12 --rejection-prompts 3 --rejection-max-n 4 --batch-size 16",
 }
 
 
@@ -33,15 +33,17 @@ def finite(x):
 
 def test_whole_pipeline_smoke(tmp_path):
     out = tmp_path / "out"
-    args = ["make", "--no-print-directory", "-C", ROOT, "pipeline", f"OUT={out}", f"PY={sys.executable}"]
+    args = ["make", "--no-print-directory", "-C", ROOT, "pipeline", f"OUT={out}",
+            f"PY={sys.executable}"]
     args += [f"{k}={v}" for k, v in SMOKE.items()]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="2"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("tokenizer", "tasks", "data", "pretrain", "sft", "jsft", "dpo", "reward_model", "onpolicy_rm",
-                  "self_judge", "oracle", "eval"):
+    for stage in ("tokenizer", "tasks", "data", "pretrain", "sft", "jsft", "dpo", "reward_model",
+                  "onpolicy_rm", "self_judge", "oracle", "eval"):
         assert (out / stage / ".done").exists(), stage
-    for ckpt in ("pretrain", "sft", "jsft", "dpo", "reward_model", "onpolicy_rm", "self_judge", "oracle"):
+    for ckpt in ("pretrain", "sft", "jsft", "dpo", "reward_model", "onpolicy_rm", "self_judge",
+                 "oracle"):
         config = json.load(open(out / ckpt / "config.json"))
         assert config["phase"] in (ckpt, "self_judge", "dpo"), config["phase"]
         judged_by = {"oracle": "verifier", "self_judge": "self", "onpolicy_rm": "reward"}.get(ckpt)
@@ -51,17 +53,21 @@ def test_whole_pipeline_smoke(tmp_path):
     held = {n: c["params_held"] for n, c in report["checkpoints"].items()}  # the cost column
     rm_config = json.load(open(out / "reward_model" / "config.json"))["model"]
     rm_params = Transformer(ModelConfig(**rm_config)).num_params()
-    assert held["sft"] == report["checkpoints"]["sft"]["params"] and held["self_judge"] == 2 * held["sft"]
+    assert (held["sft"] == report["checkpoints"]["sft"]["params"]
+            and held["self_judge"] == 2 * held["sft"])
     assert held["onpolicy_rm"] == 2 * held["sft"] + rm_params and rm_params < held["sft"]
     assert (out / "eval" / "report.md").exists()
     numbers = list(report_numbers(report))
-    assert numbers and all(math.isfinite(v) for _, v in numbers if not (isinstance(v, float) and math.isnan(v)))
+    assert (numbers
+            and all(math.isfinite(v) for _, v in numbers
+                    if not (isinstance(v, float) and math.isnan(v))))
     rates = [(p, v) for p, v in numbers if p.endswith("win_rate")]
     assert rates and all(0.0 <= v <= 1.0 for _, v in rates), rates
     for by in report["win_rates"].values():  # both orders counted: two judgments per prompt
         for row in (by.values() if isinstance(by, dict) else []):
             if isinstance(row, dict) and "n_prompts" in row:
-                assert row["n_judgments"] == 2 * row["n_prompts"] and row["wins"] + row["ties"] + row["losses"] == row["n_prompts"]
+                assert row["n_judgments"] == 2 * row["n_prompts"]
+                assert row["wins"] + row["ties"] + row["losses"] == row["n_prompts"]
     # the stdout table and the per-stage wall times come last
     assert "wall time per stage" in proc.stdout
 

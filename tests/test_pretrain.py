@@ -1,4 +1,5 @@
-"""The one training loop: exact resume, signals, atomic checkpoints, NaN stop, wrappers, DDP on gloo."""
+"""The one training loop: exact resume, signals, atomic checkpoints, NaN stop, wrappers, DDP on
+gloo."""
 import json
 import math
 import os
@@ -43,8 +44,8 @@ def tiny_model(seed=0):
 
 
 def cfg_for(tmp_path, **kw):
-    base = dict(out_dir=str(tmp_path / "ckpt"), steps=8, batch_size=B, lr=3e-3, min_lr=3e-4, warmup_steps=2,
-                eval_every=0, save_every=0, seed=0, device="cpu", compile=False)
+    base = dict(out_dir=str(tmp_path / "ckpt"), steps=8, batch_size=B, lr=3e-3, min_lr=3e-4,
+                warmup_steps=2, eval_every=0, save_every=0, seed=0, device="cpu", compile=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -63,14 +64,17 @@ def test_lr_schedule_matches_hand_values():
 
 
 def test_parse_config_builds_flags_from_the_dataclass():
-    cfg = parse_config(TrainConfig, ["--steps", "7", "--lr", "0.5", "--no-resume", "--compile", "--out-dir", "x"])
+    cfg = parse_config(TrainConfig,
+                       ["--steps", "7", "--lr", "0.5", "--no-resume", "--compile", "--out-dir",
+                        "x"])
     assert (cfg.steps, cfg.lr, cfg.resume, cfg.compile, cfg.out_dir) == (7, 0.5, False, True, "x")
     assert parse_config(TrainConfig, []).compile is None  # auto: on for CUDA only
 
 
 def test_loss_falls_on_a_learnable_stream(tmp_path):
     model = tiny_model()
-    history = train(model, make_get_batch(synthetic_tokens()), cfg_for(tmp_path, steps=60, warmup_steps=5), {"phase": "test"})
+    history = train(model, make_get_batch(synthetic_tokens()),
+                    cfg_for(tmp_path, steps=60, warmup_steps=5), {"phase": "test"})
     start, end = history[0]["loss"], sum(r["loss"] for r in history[-5:]) / 5
     assert start > math.log(VOCAB) - 0.7 and end < start - 1.5
 
@@ -87,7 +91,8 @@ def test_resume_after_signal_gives_identical_weights(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
         return base(step, micro)
     cfg_b = cfg_for(tmp_path / "b")
-    with pytest.raises(SystemExit) as stopped:  # saves, then exits with 128 + SIGINT so `make` stops too
+    # saves, then exits with 128 + SIGINT so `make` stops too
+    with pytest.raises(SystemExit) as stopped:
         train(interrupted, get_batch_then_sigint, cfg_b, {"phase": "test"})
     assert stopped.value.code == 128 + signal.SIGINT and "--resume" in str(stopped.value)
     assert json.load(open(tmp_path / "b" / "ckpt" / "config.json"))["step"] == 4
@@ -97,7 +102,7 @@ def test_resume_after_signal_gives_identical_weights(tmp_path):
     train(resumed, make_get_batch(tokens), cfg_b, {"phase": "test"})
     for k, v in weights(straight).items():
         assert torch.equal(v, resumed.state_dict()[k]), k
-    steps = [json.loads(l)["step"] for l in open(tmp_path / "b" / "ckpt" / "metrics.jsonl")]
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "b" / "ckpt" / "metrics.jsonl")]
     assert steps == list(range(1, 9))  # metrics continue, no duplicates
 
 
@@ -151,7 +156,8 @@ def test_planted_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     def counting(step, micro):
         loss_with_nan.calls = step
         return base(step, micro)
-    with pytest.raises(SystemExit, match=r"non-finite loss \(nan\) at step 5.*last good checkpoint"):
+    with pytest.raises(SystemExit,
+                       match=r"non-finite loss \(nan\) at step 5.*last good checkpoint"):
         train(model, counting, cfg, {"phase": "test"}, loss_fn=loss_with_nan)
     state, config = load_checkpoint(cfg.out_dir)
     assert config["step"] == 3
@@ -165,7 +171,8 @@ def test_wrapped_state_dicts_load_into_a_plain_transformer(tmp_path):
     for name, state in [("compiled", compiled.state_dict()),
                         ("ddp", {"module." + k: v for k, v in model.state_dict().items()})]:
         out = tmp_path / name
-        pretrain.save_checkpoint(str(out), state, {"model": pretrain.dataclasses.asdict(model.cfg), "step": 0})
+        pretrain.save_checkpoint(str(out), state,
+                                 {"model": pretrain.dataclasses.asdict(model.cfg), "step": 0})
         plain, _ = load_model(str(out))
         for k, v in model.state_dict().items():
             assert torch.equal(v, plain.state_dict()[k])
@@ -180,9 +187,12 @@ def test_torchrun_two_ranks_equal_one_process_with_the_global_batch(tmp_path):
     worker = os.path.join(ROOT, "tests", "ddp_worker.py")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     single = tmp_path / "single"
-    subprocess.run([sys.executable, worker, str(single), str(2 * B)], check=True, env=env, cwd=ROOT, timeout=240)
+    subprocess.run([sys.executable, worker, str(single), str(2 * B)], check=True, env=env, cwd=ROOT,
+                   timeout=240)
     double = tmp_path / "ddp"
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         "29517",
                     worker, str(double), str(B)], check=True, env=env, cwd=ROOT, timeout=240)
     one, _ = load_model(str(single))
     two, config = load_model(str(double))  # saved from a DDP-wrapped model, loads into a plain one

@@ -29,22 +29,26 @@ def assistant(text):
 
 def write_lines(tmp_path, lines, name="data.jsonl"):
     path = tmp_path / name
-    path.write_text("".join((json.dumps(x, ensure_ascii=False) if not isinstance(x, str) else x) + "\n"
+    path.write_text(
+        "".join((json.dumps(x, ensure_ascii=False) if not isinstance(x, str) else x) + "\n"
                             for x in lines), encoding="utf-8")
     return str(path)
 
 
 # ----------------------------------------------------------------------------- HH-RLHF
 def test_hh_to_messages_multi_turn_with_blank_lines_inside_a_reply():
-    text = "\n\nHuman: List two fruits.\n\nAssistant: Here:\n\n- apple\n- pear \n\nHuman: Thanks!\n\nAssistant: You're welcome. "
+    text = ("\n\nHuman: List two fruits.\n\nAssistant: Here:\n\n- apple\n- pear \n\nHuman: Thanks!"
+            "\n\nAssistant: You're welcome. ")
     assert hh_to_messages(text) == [user("List two fruits."), assistant("Here:\n\n- apple\n- pear"),
                                     user("Thanks!"), assistant("You're welcome.")]
 
 
 def test_hh_to_messages_missing_or_empty_final_assistant_ends_with_the_user_turn():
-    assert hh_to_messages("\n\nHuman: a\n\nAssistant: b\n\nHuman: c") == [user("a"), assistant("b"), user("c")]
-    assert hh_to_messages("\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:") == [user("a"), assistant("b"), user("c")]
-    assert hh_to_messages("Human: a\n\nAssistant: b") == [user("a"), assistant("b")]  # no leading blank line
+    expected = [user("a"), assistant("b"), user("c")]
+    assert hh_to_messages("\n\nHuman: a\n\nAssistant: b\n\nHuman: c") == expected
+    assert hh_to_messages("\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:") == expected
+    # no leading blank line
+    assert hh_to_messages("Human: a\n\nAssistant: b") == [user("a"), assistant("b")]
 
 
 @pytest.mark.parametrize("text, complaint", [
@@ -61,13 +65,16 @@ def test_read_hh_rlhf_real_layout_fixture():
     chosen = read_hh_rlhf(HH)
     assert len(chosen) == 5
     assert chosen[0] == [user("What are some good vegetables to grow in a small garden?"),
-                         assistant("Tomatoes, lettuce and herbs like basil are easy to start with."),
+                         assistant("Tomatoes, lettuce and herbs like basil are easy to start "
+                                   "with."),
                          user("Which of those needs the most sun?"),
                          assistant("Tomatoes need the most sun, at least six hours a day.")]
-    assert chosen[1][-1] == assistant("Put the egg in boiling water for about nine minutes, then cool it in cold water.")
+    assert chosen[1][-1] == assistant("Put the egg in boiling water for about nine minutes, then "
+                                      "cool it in cold water.")
     assert chosen[2][1]["content"] == "Here is a list:\n\n- sunscreen\n- a towel\n- water"
     assert [len(c) for c in chosen] == [4, 2, 6, 4, 3]
-    assert chosen[4][-1] == user("How long does it take to climb it?")  # missing final Assistant turn
+    # missing final Assistant turn
+    assert chosen[4][-1] == user("How long does it take to climb it?")
     rejected = read_hh_rlhf(HH, side="rejected")
     assert rejected[0][-1] == assistant("I don't know.") and rejected[0][:-1] == chosen[0][:-1]
     assert rejected[4] == chosen[4]  # empty final "Assistant:" -> ends with the user turn
@@ -99,9 +106,11 @@ def test_read_messages_jsonl_fixture():
     ({"text": "hi"}, '"messages" must be a non-empty list'),
     ({"messages": []}, '"messages" must be a non-empty list'),
     ({"messages": [{"role": "bot", "content": "x"}]}, r'messages\[0\]: "role" must be one of'),
-    ({"messages": [user("a"), {"role": "assistant", "content": 5}]}, r'messages\[1\]: "content" must be a string'),
+    ({"messages": [user("a"), {"role": "assistant", "content": 5}]},
+     r'messages\[1\]: "content" must be a string'),
     ({"messages": [user("a")]}, "no assistant turn"),
-    ({"messages": [user("a"), {"role": "system", "content": "s"}, assistant("b")]}, "system message may only come first"),
+    ({"messages": [user("a"), {"role": "system", "content": "s"}, assistant("b")]},
+     "system message may only come first"),
     ([1, 2], "expected a JSON object"),
 ])
 def test_read_messages_jsonl_bad_records(tmp_path, capsys, record, complaint):
@@ -120,7 +129,8 @@ def test_invalid_json_line_reported():
 
 # ----------------------------------------------------------------------------- preferences
 def test_read_preferences_hh_layout():
-    with pytest.raises(ValueError, match=r"hh_rlhf_sample\.jsonl:5: \"chosen\" has no final Assistant reply"):
+    with pytest.raises(ValueError,
+                       match=r"hh_rlhf_sample\.jsonl:5: \"chosen\" has no final Assistant reply"):
         read_preferences(HH)
     pairs = read_preferences(HH, skip_bad=True)
     assert len(pairs) == 4
@@ -129,7 +139,8 @@ def test_read_preferences_hh_layout():
          assistant("Tomatoes, lettuce and herbs like basil are easy to start with."),
          user("Which of those needs the most sun?")],
         "Tomatoes need the most sun, at least six hours a day.", "I don't know.")
-    assert pairs[1].chosen.endswith("cold water.") and pairs[1].rejected == "Eggs are laid by chickens."
+    assert (pairs[1].chosen.endswith("cold water.")
+            and pairs[1].rejected == "Eggs are laid by chickens.")
     assert pairs[2].context[-1] == user("Great.") and len(pairs[2].context) == 5
     assert pairs[3].rejected == "모르겠어요."
 
@@ -150,8 +161,10 @@ def test_read_preferences_ultrafeedback_overall():
     # record 1: mean ratings 4.5, 7/3 (the "N/A" is left out), 5.0, 3.0 -> chosen is the gpt-4 reply
     assert pairs[0].context == [user("Name three primary colors.")]
     assert pairs[0].chosen == "The traditional primary colors are red, yellow and blue."
-    assert pairs[0].rejected in {"Red, yellow and blue.", "Green.", "Red, green, blue, and also many others."}
-    assert pairs[0].principle == "overall" and "helpfulness: helpfulness of gpt-4: rated 5." in pairs[0].chosen_rationale
+    assert pairs[0].rejected in {"Red, yellow and blue.", "Green.",
+                                 "Red, green, blue, and also many others."}
+    assert (pairs[0].principle == "overall"
+            and "helpfulness: helpfulness of gpt-4: rated 5." in pairs[0].chosen_rationale)
     # record 2: completions 0 and 2 tie at 4.5 -> the lower index wins; only completion 1 is worse
     assert (pairs[1].chosen, pairs[1].rejected) == ("Chat.", "Chien.")
     # record 4: annotations wrapped in lists, one Rating a number
@@ -169,7 +182,8 @@ def test_read_preferences_ultrafeedback_per_principle():
     by = {(p.context[0]["content"], p.principle): p for p in pairs}
     # record 1 (ratings per completion: h 4 2 5 3, honesty 5 N/A 5 3, if 4 3 5 3, t 5 2 5 3)
     honesty = by["Name three primary colors.", "honesty"]
-    assert (honesty.chosen, honesty.rejected) == ("Red, yellow and blue.", "Red, green, blue, and also many others.")
+    assert (honesty.chosen, honesty.rejected) == ("Red, yellow and blue.",
+                                                  "Red, green, blue, and also many others.")
     assert honesty.chosen_rationale == "honesty of alpaca-7b: rated 5."
     assert honesty.rejected_rationale == "honesty of llama-2-7b-chat: rated 3."
     # record 2 (h 5 1 4, honesty 4 4 5, if 5 2 4, t 4 1 5)
@@ -184,8 +198,10 @@ def test_read_preferences_ultrafeedback_per_principle():
 
 @pytest.mark.parametrize("completion, complaint", [
     ({"response": "x"}, r'completions\[0\] needs a "response" string and an "annotations" object'),
-    ({"response": "x", "annotations": {"honesty": {"Rationale": "r"}}}, r'annotations\.honesty: expected'),
-    ({"response": "x", "annotations": {"honesty": {"Rating": "five", "Rationale": "r"}}}, 'must be a number or "N/A"'),
+    ({"response": "x", "annotations": {"honesty": {"Rationale": "r"}}},
+     r'annotations\.honesty: expected'),
+    ({"response": "x", "annotations": {"honesty": {"Rating": "five", "Rationale": "r"}}},
+     'must be a number or "N/A"'),
 ])
 def test_read_preferences_ultrafeedback_bad_records(tmp_path, completion, complaint):
     path = write_lines(tmp_path, [{"instruction": "q", "completions": [completion]}])
@@ -196,16 +212,19 @@ def test_read_preferences_ultrafeedback_bad_records(tmp_path, completion, compla
 def test_read_preferences_generic_layout():
     pairs = read_preferences(GENERIC)
     assert pairs[0] == PreferencePair([user("What is the capital of France?")], "Paris.", "Lyon.")
-    assert pairs[1] == PreferencePair([user("Hi"), assistant("Hello!"), user("Tell me a fruit.")], "An apple.",
-                                      "A chair.", "correctness", "An apple is a fruit.", "A chair is not a fruit.")
+    assert pairs[1] == PreferencePair([user("Hi"), assistant("Hello!"), user("Tell me a fruit.")],
+                                      "An apple.", "A chair.", "correctness",
+                                      "An apple is a fruit.", "A chair is not a fruit.")
 
 
 @pytest.mark.parametrize("record, complaint", [
     ({"answer": "x"}, "unknown layout"),
     ({"prompt": 3, "chosen": "a", "rejected": "b"}, '"prompt" must be a string'),
     ({"prompt": "q", "chosen": ["a"], "rejected": "b"}, r'chosen\[0\]: "role" must be one of'),
-    ({"prompt": "q", "chosen": "a", "rejected": [user("b")]}, '"rejected" must be a string or messages ending'),
-    ({"messages": [user("q"), assistant("a")], "chosen": "a", "rejected": "b"}, "must end with a user turn"),
+    ({"prompt": "q", "chosen": "a", "rejected": [user("b")]},
+     '"rejected" must be a string or messages ending'),
+    ({"messages": [user("q"), assistant("a")], "chosen": "a", "rejected": "b"},
+     "must end with a user turn"),
 ])
 def test_read_preferences_generic_bad_records(tmp_path, record, complaint):
     path = write_lines(tmp_path, [record])
@@ -221,18 +240,20 @@ def test_read_prompts_accepts_every_layout(tmp_path):
         {"prompt": "p"}, {"instruction": "i", "completions": []},
         {"chosen": "\n\nHuman: x\n\nAssistant: y\n\nHuman: z\n\nAssistant: w", "rejected": "..."},
     ])
-    assert read_prompts(path) == [[user("a"), assistant("b"), user("c")], [user("a")], [user("p")], [user("i")],
-                                  [user("x"), assistant("y"), user("z")]]
+    assert read_prompts(path) == [[user("a"), assistant("b"), user("c")], [user("a")], [user("p")],
+                                  [user("i")], [user("x"), assistant("y"), user("z")]]
     assert read_prompts(HH)[4] == [user("What is the tallest mountain in the world?"),
                                    assistant("Mount Everest, at about 8,849 meters."),
                                    user("How long does it take to climb it?")]
     assert read_prompts(UF)[0] == [user("Name three primary colors.")]
-    assert read_prompts(MESSAGES)[0] == [{"role": "system", "content": "You are a helpful assistant."}, user("Hi!")]
+    assert read_prompts(MESSAGES)[0] == [
+        {"role": "system", "content": "You are a helpful assistant."}, user("Hi!")]
 
 
 @pytest.mark.parametrize("record, complaint", [
     ({"text": "x"}, "unknown layout"), ({"prompt": "  "}, "non-empty string"),
-    ({"messages": [{"role": "system", "content": "s"}, assistant("a")]}, "must end with a user turn"),
+    ({"messages": [{"role": "system", "content": "s"}, assistant("a")]},
+     "must end with a user turn"),
 ])
 def test_read_prompts_bad_records(tmp_path, capsys, record, complaint):
     path = write_lines(tmp_path, [{"prompt": "ok"}, record])

@@ -1,4 +1,5 @@
-"""reproduce.py: pooling seeds by hand-computed per-prompt means, the ordering question, clear errors."""
+"""reproduce.py: pooling seeds by hand-computed per-prompt means, the ordering question, clear
+errors."""
 import json
 
 import pytest
@@ -7,14 +8,19 @@ import reproduce as R
 
 
 def report(outcomes_vs_sft, outcomes_vs_start, overall):
-    """A minimal evaluate.py report: arms sft (the baseline), dpo (from sft) and self_judge (from jsft)."""
+    """A minimal evaluate.py report: arms sft (the baseline), dpo (from sft) and self_judge (from
+    jsft)."""
     def win(o):
         return {"win_rate": sum(o) / len(o), "outcomes": o}
-    return {"checkpoints": {"sft": {"start": None}, "jsft": {"start": "sft"}, "self_judge": {"start": "jsft"}},
+    return {
+        "checkpoints": {"sft": {"start": None}, "jsft": {"start": "sft"},
+                        "self_judge": {"start": "jsft"}},
             "tasks": {n: {"sampled": {"overall": v}} for n, v in overall.items()},
             "win_rates": {"baseline": "sft", "sampled": {
-                "sft": {}, "jsft": {"vs_baseline": win(outcomes_vs_sft), "vs_start": win(outcomes_vs_sft)},
-                "self_judge": {"vs_baseline": win(outcomes_vs_sft), "vs_start": win(outcomes_vs_start)}}},
+                "sft": {},
+                "jsft": {"vs_baseline": win(outcomes_vs_sft), "vs_start": win(outcomes_vs_sft)},
+                "self_judge": {"vs_baseline": win(outcomes_vs_sft),
+                               "vs_start": win(outcomes_vs_start)}}},
             "movement": {"jsft": {"log_ratio": 0.2, "changed_greedy": 0.1},
                          "self_judge": {"log_ratio": 0.4, "changed_greedy": 0.3}},
             "onpolicy_judge": {"tie_share": 0.5, "acc": 0.8, "consistency": 0.9, "names_first": 0.5,
@@ -23,14 +29,19 @@ def report(outcomes_vs_sft, outcomes_vs_start, overall):
 
 
 def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
-    a = report([1.0, 0.5, 1.0, 1.0] * 25, [1.0] * 100, {"sft": 0.5, "jsft": 0.55, "self_judge": 0.6})
-    b = report([0.0, 0.5, 1.0, 1.0] * 25, [0.5] * 100, {"sft": 0.5, "jsft": 0.62, "self_judge": 0.6})
+    a = report([1.0, 0.5, 1.0, 1.0] * 25, [1.0] * 100,
+               {"sft": 0.5, "jsft": 0.55, "self_judge": 0.6})
+    b = report([0.0, 0.5, 1.0, 1.0] * 25, [0.5] * 100,
+               {"sft": 0.5, "jsft": 0.62, "self_judge": 0.6})
     pooled = R.pool([a, b])
     sj = pooled["arms"]["self_judge"]
-    assert sj["vs_baseline"]["win_rate"] == pytest.approx((0.5 + 0.5 + 1 + 1) / 4)  # per prompt mean over seeds
+    # per prompt mean over seeds
+    assert sj["vs_baseline"]["win_rate"] == pytest.approx((0.5 + 0.5 + 1 + 1) / 4)
     assert sj["vs_baseline"]["per_seed"] == [pytest.approx(0.875), pytest.approx(0.625)]
-    assert sj["vs_start"]["win_rate"] == 0.75 and sj["vs_start"]["ci"] == [0.75, 0.75]  # constant per prompt
-    assert sj["vs_start"]["significant"] and sj["vs_start"]["n_seeds"] == 2 and sj["log_ratio"] == 0.4
+    # constant per prompt
+    assert sj["vs_start"]["win_rate"] == 0.75 and sj["vs_start"]["ci"] == [0.75, 0.75]
+    assert (sj["vs_start"]["significant"] and sj["vs_start"]["n_seeds"] == 2
+            and sj["log_ratio"] == 0.4)
     assert pooled["orderings"] == [["self_judge", "jsft", "sft"], ["jsft", "self_judge", "sft"]]
     assert not pooled["same_ordering"]
     assert pooled["onpolicy_judge"]["acc"] == 0.8
@@ -58,8 +69,9 @@ def test_cli_writes_the_table(tmp_path, capsys):
     paths = []
     for k in range(3):
         path = tmp_path / f"r{k}.json"
-        path.write_text(json.dumps(report([1.0, 0.0] * 20, [1.0, 0.5] * 20, {"sft": 0.5, "jsft": 0.6,
-                                                                                  "self_judge": 0.7})))
+        path.write_text(
+            json.dumps(report([1.0, 0.0] * 20, [1.0, 0.5] * 20,
+                              {"sft": 0.5, "jsft": 0.6, "self_judge": 0.7})))
         paths.append(str(path))
     R.main(paths + ["--out-dir", str(tmp_path / "out")])
     table = json.loads((tmp_path / "out" / "table.json").read_text())
@@ -74,12 +86,14 @@ def test_head_to_head_is_the_per_prompt_difference_of_outcomes():
     for r, rm in ((a, [0.0, 0.5, 0.0, 1.0] * 10), (b, [0.5, 0.0, 0.0, 1.0] * 10)):
         r["checkpoints"]["onpolicy_rm"] = {"start": "jsft", "params_held": 30, "step_s": 2.0}
         r["tasks"]["onpolicy_rm"] = {"sampled": {"overall": 0.55}}
-        r["win_rates"]["sampled"]["onpolicy_rm"] = {"vs_baseline": {"win_rate": sum(rm) / 40, "outcomes": rm}}
+        r["win_rates"]["sampled"]["onpolicy_rm"] = {
+            "vs_baseline": {"win_rate": sum(rm) / 40, "outcomes": rm}}
     h = R.head_to_head([a, b], "self_judge", "onpolicy_rm")
     # per prompt, mean over seeds of (self_judge - onpolicy_rm): (1 + 0)/2, (0 + .5)/2, 0, 0
     assert h["diff"] == pytest.approx((0.5 + 0.25) / 4) and h["n_prompts"] == 40
     assert h["per_seed"] == [pytest.approx(0.625 - 0.375), pytest.approx(0.5 - 0.375)]
     pooled = R.pool([a, b])
     assert pooled["head_to_head"]["onpolicy_rm"]["diff"] == h["diff"]
-    assert pooled["arms"]["onpolicy_rm"]["params_held"] == 30 and "params_held" not in pooled["arms"]["sft"]
+    assert (pooled["arms"]["onpolicy_rm"]["params_held"] == 30
+            and "params_held" not in pooled["arms"]["sft"])
     assert "| onpolicy_rm | +0.188" in R.to_markdown(pooled)

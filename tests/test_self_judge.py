@@ -1,10 +1,11 @@
-"""self_judge.py: DPO losses vs hand values, pairs in token space, the tournament, exact resume, the CLI,
-and a short SELF-JUDGE run that raises the judge-preferred rate of the policy's own samples.
+"""self_judge.py: DPO losses vs hand values, pairs in token space, the tournament, exact resume, the
+CLI, and a short SELF-JUDGE run that raises the judge-preferred rate of the policy's own samples.
 
 A tiny model is fine-tuned for a few steps on the task world's chats (module fixture), so it answers
 briefly and often, not always, samples an end of turn: both stopped and capped responses occur.
 The judge here is a stub over token ids (jsft.judge is tested with jsft.py): it prefers the shorter
-response (the "concision" principle), which the start policy's own samples win only at chance level."""
+response (the "concision" principle), which the start policy's own samples win only at chance
+level."""
 import copy
 import dataclasses
 import json
@@ -46,22 +47,29 @@ def chat_batches(chats, batch=16, length=40):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A tokenizer and a briefly chat-tuned tiny policy (saved as a checkpoint), train and held-out prompts."""
+    """A tokenizer and a briefly chat-tuned tiny policy (saved as a checkpoint), train and held-out
+    prompts."""
     root = tmp_path_factory.mktemp("self_judge")
-    tok = Tokenizer(train_tokenizer(tasks.pretrain_documents(0), str(root / "tok"), vocab_size=1024))
+    tok = Tokenizer(
+        train_tokenizer(tasks.pretrain_documents(0), str(root / "tok"), vocab_size=1024))
     split = tasks.build_world(0)
     train_tasks = split["train"][::8]
-    chats = [tok.render_chat(t["messages"] + [{"role": "assistant", "content": t["answer"]}]) for t in train_tasks]
+    chats = [tok.render_chat(t["messages"] + [{"role": "assistant", "content": t["answer"]}])
+             for t in train_tasks]
     torch.manual_seed(0)
     policy = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=128))
-    train(policy, chat_batches(chats), TrainConfig(out_dir=str(root / "sft"), steps=40, lr=3e-3, min_lr=3e-4,
-                                                   warmup_steps=5, eval_every=0, save_every=0, device="cpu",
-                                                   compile=False), {"phase": "sft"}, log=lambda *a: None)
+    train(policy, chat_batches(chats),
+          TrainConfig(out_dir=str(root / "sft"), steps=40, lr=3e-3, min_lr=3e-4,
+                                                   warmup_steps=5, eval_every=0, save_every=0,
+                                                   device="cpu", compile=False), {"phase": "sft"},
+                                                   log=lambda *a: None)
     ckpt = str(root / "ckpt")
-    save_checkpoint(ckpt, policy.state_dict(), {"phase": "sft", "model": dataclasses.asdict(policy.cfg)}, None,
+    save_checkpoint(ckpt, policy.state_dict(),
+                    {"phase": "sft", "model": dataclasses.asdict(policy.cfg)}, None,
                     tokenizer_path=tok.model_path)
     return {"tok": tok, "policy": policy, "ckpt": ckpt, "root": root,
-            "train": [t["messages"] for t in train_tasks], "eval": [t["messages"] for t in split["eval"][::3]]}
+            "train": [t["messages"] for t in train_tasks],
+            "eval": [t["messages"] for t in split["eval"][::3]]}
 
 
 def fresh_policy(world):
@@ -72,21 +80,23 @@ def stub_judge(contexts, pairs):
     """jsft.judge's result layout; p(a better) = sigmoid(len(b) - len(a)) (ties: 0.5, winner a)."""
     score_a = [1 / (1 + math.exp(len(a) - len(b))) for a, b in pairs]
     return {"score_a": score_a, "winners": [0 if p >= 0.5 else 1 for p in score_a],
-            "first_order_a": [p >= 0.5 for p in score_a], "second_order_a": [p >= 0.5 for p in score_a]}
+            "first_order_a": [p >= 0.5 for p in score_a],
+            "second_order_a": [p >= 0.5 for p in score_a]}
 
 
 def sampled_pair_batch(world, policy, n, seed):
-    """(prompt ids, two samples per prompt, the DPO batch with sample 0 chosen) for n train prompts."""
+    """(prompt ids, two samples per prompt, the DPO batch with sample 0 chosen) for n train
+    prompts."""
     tok = world["tok"]
     prompts = [tok.render_chat(c, add_generation_prompt=True)[0] for c in world["train"][:n]]
     samples = SJ.sample_responses(policy, tok, world["train"][:n], 2, CAP, seed=seed)
-    return prompts, samples, SJ.build_pair_batch(prompts, [s[0] for s in samples], [s[1] for s in samples],
-                                                 tok.pad_id)
+    return prompts, samples, SJ.build_pair_batch(prompts, [s[0] for s in samples],
+                                                 [s[1] for s in samples], tok.pad_id)
 
 
 def sj_config(tmp_path, **kw):
-    base = dict(out_dir=str(tmp_path / "sj"), steps=4, batch_size=4, max_new_tokens=CAP, lr=1e-3, min_lr=1e-3,
-                warmup_steps=2, save_every=0, device="cpu", compile=False, seed=0)
+    base = dict(out_dir=str(tmp_path / "sj"), steps=4, batch_size=4, max_new_tokens=CAP, lr=1e-3,
+                min_lr=1e-3, warmup_steps=2, save_every=0, device="cpu", compile=False, seed=0)
     return SJ.SelfJudgeConfig(**{**base, **kw})
 
 
@@ -96,16 +106,21 @@ def test_dpo_losses_equal_hand_computed_values():
     ref_c, ref_r = torch.tensor([-6.0, -3.5]), torch.tensor([-6.5, -2.5])
     # h = (pi_c - ref_c) - (pi_r - ref_r) = [1.0 + 0.5, 0.5 - 0.5] = [1.5, 0.0]
     loss, m = SJ.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta=0.5, loss_type="sigmoid")
-    assert loss.item() == pytest.approx((math.log(1 + math.exp(-0.75)) + math.log(2)) / 2)  # -log sigmoid(beta h)
-    assert m["reward_chosen"] == pytest.approx((0.5 + 0.25) / 2)  # beta (pi_c - ref_c) = [0.5, 0.25]
-    assert m["reward_rejected"] == pytest.approx((-0.25 + 0.25) / 2)  # beta (pi_r - ref_r) = [-0.25, 0.25]
-    assert m["margin"] == pytest.approx(0.375) and m["reward_acc"] == 0.5  # second pair: a tie, not a win
+    # -log sigmoid(beta h)
+    assert loss.item() == pytest.approx((math.log(1 + math.exp(-0.75)) + math.log(2)) / 2)
+    # beta (pi_c - ref_c) = [0.5, 0.25]
+    assert m["reward_chosen"] == pytest.approx((0.5 + 0.25) / 2)
+    # beta (pi_r - ref_r) = [-0.25, 0.25]
+    assert m["reward_rejected"] == pytest.approx((-0.25 + 0.25) / 2)
+    # second pair: a tie, not a win
+    assert m["margin"] == pytest.approx(0.375) and m["reward_acc"] == 0.5
     loss, _ = SJ.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta=0.5, loss_type="hinge")
     assert loss.item() == pytest.approx((0.25 + 1.0) / 2)  # max(0, 1 - beta h)
     loss, _ = SJ.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta=0.25, loss_type="ipo")
-    assert loss.item() == pytest.approx(((1.5 - 2) ** 2 + (0 - 2) ** 2) / 2)  # (h - 1/(2 beta))^2, summed log-probs
-    loss, _ = SJ.dpo_loss(torch.tensor([10.0]), torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0]),
-                          beta=0.5, loss_type="hinge")
+    # (h - 1/(2 beta))^2, summed log-probs
+    assert loss.item() == pytest.approx(((1.5 - 2) ** 2 + (0 - 2) ** 2) / 2)
+    loss, _ = SJ.dpo_loss(torch.tensor([10.0]), torch.tensor([0.0]), torch.tensor([0.0]),
+                          torch.tensor([0.0]), beta=0.5, loss_type="hinge")
     assert loss.item() == 0.0  # beta h = 5 > 1: the hinge is satisfied
     with pytest.raises(ValueError, match="loss_type"):
         SJ.dpo_loss(pi_c, pi_r, ref_c, ref_r, loss_type="kto")
@@ -116,15 +131,18 @@ def test_dpo_loss_gradients_push_chosen_up_and_rejected_down():
     loss, _ = SJ.dpo_loss(pi_c, pi_r, torch.tensor([-4.0]), torch.tensor([-4.0]), beta=0.1)
     loss.backward()
     assert loss.item() == pytest.approx(math.log(2))
-    assert pi_c.grad.item() == pytest.approx(-0.05) and pi_r.grad.item() == pytest.approx(0.05)  # -/+ beta/2
+    # -/+ beta/2
+    assert pi_c.grad.item() == pytest.approx(-0.05) and pi_r.grad.item() == pytest.approx(0.05)
 
 
 def test_dpo_loss_weights_leave_ties_out():
     pi_c = torch.tensor([-5.0, -3.0], requires_grad=True)
-    pi_r, ref_c, ref_r = torch.tensor([-7.0, -2.0]), torch.tensor([-6.0, -3.5]), torch.tensor([-6.5, -2.5])
+    pi_r, ref_c, ref_r = torch.tensor([-7.0, -2.0]), torch.tensor([-6.0, -3.5]), torch.tensor(
+        [-6.5, -2.5])
     loss, m = SJ.dpo_loss(pi_c, pi_r, ref_c, ref_r, beta=0.5, weights=torch.tensor([1.0, 0.0]))
     loss.backward()
-    assert loss.item() == pytest.approx(math.log(1 + math.exp(-0.75)))  # the first pair alone (h = 1.5)
+    # the first pair alone (h = 1.5)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-0.75)))
     assert pi_c.grad[1].item() == 0.0 and pi_c.grad[0].item() < 0  # the tie gets no gradient
     assert m["margin"] == pytest.approx(0.75) and m["reward_acc"] == 1.0 and m["kept_share"] == 0.5
     none, m = SJ.dpo_loss(pi_c, pi_r, ref_c, ref_r, weights=torch.zeros(2))
@@ -134,10 +152,12 @@ def test_dpo_loss_weights_leave_ties_out():
 def test_verifier_judge_prefers_the_higher_score_and_ties_equal_ones(tmp_path, world):
     held = [t for t in tasks.build_world(0)["eval"] if t["family"] == "arith"][:2]
     path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"messages": t["messages"], "task": t}) + "\n" for t in held))
+    path.write_text(
+        "".join(json.dumps({"messages": t["messages"], "task": t}) + "\n" for t in held))
     judge_fn = SJ.verifier_judge(str(path), world["tok"])
     wrong = [tasks.candidates(t, __import__("random").Random(0))[1][1] for t in held]
-    ids = world["tok"].encode(held[1]["answer"]) + [world["tok"].eot_id]  # ids are decoded, eot dropped
+    # ids are decoded, eot dropped
+    ids = world["tok"].encode(held[1]["answer"]) + [world["tok"].eot_id]
     out = judge_fn([t["messages"] for t in held] + [held[1]["messages"]],
                    [(held[0]["answer"], wrong[0]), (wrong[1], ids), (ids, held[1]["answer"])])
     assert out["score_a"] == [1.0, 0.0, 0.5] and out["winners"] == [0, 1, 0]
@@ -147,7 +167,7 @@ def test_verifier_judge_prefers_the_higher_score_and_ties_equal_ones(tmp_path, w
 
 
 def test_nll_weight_adds_the_chosen_replies_mean_token_nll(world):
-    tok, policy = world["tok"], fresh_policy(world)
+    policy = fresh_policy(world)
     reference = SJ.frozen_copy(policy)
     prompts, samples, batch = sampled_pair_batch(world, policy, 3, seed=5)
     batch["weights"] = torch.tensor([1.0, 0.0, 1.0])
@@ -170,9 +190,11 @@ def test_tied_pairs_carry_zero_weight(world, tmp_path):
     def half_tied(ctxs, pairs):  # p = 0.5 on even pairs, 0.55 on odd ones
         score_a = [0.5 + 0.05 * (i % 2) for i in range(len(pairs))]
         return {"score_a": score_a, "winners": [0] * len(pairs)}
-    batch = SJ.online_batches(policy, half_tied, tok, contexts, sj_config(tmp_path, batch_size=6))(0, 0)
+    batch = SJ.online_batches(policy, half_tied, tok, contexts,
+                              sj_config(tmp_path, batch_size=6))(0, 0)
     assert batch["weights"].tolist() == [0.0, 1.0] * 3
-    strict = SJ.online_batches(policy, half_tied, tok, contexts, sj_config(tmp_path, batch_size=6, min_margin=0.1))
+    strict = SJ.online_batches(policy, half_tied, tok, contexts,
+                               sj_config(tmp_path, batch_size=6, min_margin=0.1))
     assert strict(0, 0)["weights"].tolist() == [0.0] * 6  # within the margin: ties too
 
 
@@ -205,7 +227,8 @@ def test_samples_are_seeded_and_end_at_eot_or_the_cap(world):
 
 
 def test_build_pair_batch_layout():
-    batch = SJ.build_pair_batch([[2, 5, 6], [2, 6]], [[11, 12, 7], [13]], [[21], [22, 23, 24, 7]], pad_id=0)
+    batch = SJ.build_pair_batch([[2, 5, 6], [2, 6]], [[11, 12, 7], [13]], [[21], [22, 23, 24, 7]],
+                                pad_id=0)
     assert batch["ids"].tolist() == [[2, 5, 6, 11, 12, 7], [2, 6, 13, 0, 0, 0],
                                      [2, 5, 6, 21, 0, 0], [2, 6, 22, 23, 24, 7]]
     assert batch["mask"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0],
@@ -228,7 +251,8 @@ def test_online_pairs_are_prompt_ids_plus_sampled_ids(world, tmp_path, monkeypat
     batch = get_batch(step=3, micro=0)
     monkeypatch.undo()
     (ctxs, pairs), = seen
-    assert sorted(map(json.dumps, ctxs)) == sorted(map(json.dumps, contexts))  # one epoch: each prompt once
+    # one epoch: each prompt once
+    assert sorted(map(json.dumps, ctxs)) == sorted(map(json.dumps, contexts))
     expected = SJ.sample_responses(policy, tok, ctxs, 2, CAP, seed=SJ.seed_of(cfg.seed, 3, 0, 0))
     assert [list(p) for p in pairs] == expected  # the judge saw exactly the policy's samples
     winners = stub_judge(ctxs, pairs)["winners"]
@@ -243,7 +267,8 @@ def test_online_pairs_are_prompt_ids_plus_sampled_ids(world, tmp_path, monkeypat
             if response[-1] == tok.eot_id:  # a sampled end of turn is trained on
                 assert ids[end - 1] == tok.eot_id and mask[end - 1] == 1
     responses = [r for p in pairs for r in p]
-    assert batch["stats"]["capped_share"] == pytest.approx(sum(r[-1] != tok.eot_id for r in responses) / len(responses))
+    assert batch["stats"]["capped_share"] == pytest.approx(
+        sum(r[-1] != tok.eot_id for r in responses) / len(responses))
     assert 0.5 <= batch["stats"]["judge_confidence"] <= 1.0
 
 
@@ -274,10 +299,12 @@ def test_offline_tokenization_equals_rendering_the_whole_chat(world):
     assert dropped == 0 and len(tokenized) == len(pairs) == 4
     for pair, (prompt, chosen, rejected) in zip(pairs, tokenized):
         for text, response in ((pair.chosen, chosen), (pair.rejected, rejected)):
-            full_ids, full_mask = tok.render_chat(pair.context + [{"role": "assistant", "content": text}])
+            full_ids, full_mask = tok.render_chat(pair.context
+                                                  + [{"role": "assistant", "content": text}])
             batch = SJ.build_pair_batch([prompt], [response], [response], tok.pad_id)
             assert batch["ids"][0].tolist() == full_ids and batch["mask"][0].tolist() == full_mask
-    assert SJ.tokenize_pairs(tok, pairs, max_len=12)[1] > 0  # too long for 12 tokens: left out, counted
+    # too long for 12 tokens: left out, counted
+    assert SJ.tokenize_pairs(tok, pairs, max_len=12)[1] > 0
 
 
 # ----------------------------------------------------------------------------- self-rejection
@@ -292,7 +319,8 @@ def rank_judge(calls):
 def test_tournament_returns_the_best_for_any_n_with_n_minus_1_judgments():
     for seed in range(4):
         g = torch.Generator().manual_seed(seed)
-        candidates = [torch.randperm(n, generator=g).tolist() for n in range(1, 10)]  # N = 1..9 in one call
+        # N = 1..9 in one call
+        candidates = [torch.randperm(n, generator=g).tolist() for n in range(1, 10)]
         contexts = [f"context {i}" for i in range(len(candidates))]
         calls = []
         winners = SJ.tournament(contexts, candidates, rank_judge(calls), seed)
@@ -304,21 +332,24 @@ def test_tournament_returns_the_best_for_any_n_with_n_minus_1_judgments():
 
 def test_tournament_is_seeded():
     candidates = [list(range(8))] * 3
-    rounds = lambda seed: (calls := [], SJ.tournament(["c"] * 3, candidates, rank_judge(calls), seed), calls)[2]  # noqa: E731
+    rounds = lambda seed: (calls := [],
+                           SJ.tournament(["c"] * 3, candidates, rank_judge(calls), seed), calls)[2]
     assert rounds(5) == rounds(5) and rounds(5) != rounds(6)  # the bracket is a seeded shuffle
 
     def rock_paper_scissors(contexts, pairs):  # intransitive: the winner depends on the bracket
         return [0 if (a - b) % 3 == 1 else 1 for a, b in pairs]
-    winners = [SJ.tournament(["c"], [[0, 1, 2]], rock_paper_scissors, seed)[0] for seed in range(30)]
-    assert winners == [SJ.tournament(["c"], [[0, 1, 2]], rock_paper_scissors, seed)[0] for seed in range(30)]
+    winners = [SJ.tournament(["c"], [[0, 1, 2]], rock_paper_scissors, seed)[0]
+               for seed in range(30)]
+    assert winners == [SJ.tournament(["c"], [[0, 1, 2]], rock_paper_scissors, seed)[0]
+                       for seed in range(30)]
     assert len(set(winners)) == 3
     with pytest.raises(ValueError, match="one 0/1 per pair"):
         SJ.tournament(["c"], [[0, 1]], lambda c, p: [2], 0)
 
 
 def test_model_judge_runs_jsft_judge_on_sampled_ids(world):
-    """Integration with the real judge: sampled id lists (with their end of turn) go in as they are, no
-    gradients are taken, and order averaging makes swapping a and b give 1 - score."""
+    """Integration with the real judge: sampled id lists (with their end of turn) go in as they are,
+    no gradients are taken, and order averaging makes swapping a and b give 1 - score."""
     if not hasattr(jsft, "judge"):
         pytest.skip("jsft.judge not written yet")
     tok, policy = world["tok"], fresh_policy(world)
@@ -330,18 +361,21 @@ def test_model_judge_runs_jsft_judge_on_sampled_ids(world):
         assert 0 <= p <= 1 and p == pytest.approx(1 - q, abs=1e-5) and w == (0 if p >= 0.5 else 1)
     assert policy.training  # model_judge restores the mode it found
     best = SJ.best_of_n(policy, policy, tok, contexts, 3, max_new_tokens=CAP, seed=4)
-    assert all(b in s for b, s in zip(best, SJ.sample_responses(policy, tok, contexts, 3, CAP, seed=4)))
+    assert all(b in s
+               for b, s in zip(best, SJ.sample_responses(policy, tok, contexts, 3, CAP, seed=4)))
 
 
 def test_best_of_n_returns_the_judge_favourite_of_the_samples(world):
     tok, policy = world["tok"], world["policy"]
     contexts = world["eval"][:5]
-    key = lambda ids: (-len(ids), ids)  # noqa: E731 - a strict total order over distinct samples
+    key = lambda ids: (-len(ids), ids)  # a strict total order over distinct samples
 
     def strict_judge(ctxs, pairs):
-        return {"winners": [0 if key(a) > key(b) else 1 for a, b in pairs], "score_a": [0.5] * len(pairs)}
+        return {"winners": [0 if key(a) > key(b) else 1 for a, b in pairs],
+                "score_a": [0.5] * len(pairs)}
     for n in (1, 2, 5):
-        best = SJ.best_of_n(policy, None, tok, contexts, n, max_new_tokens=CAP, seed=11, judge_fn=strict_judge)
+        best = SJ.best_of_n(policy, None, tok, contexts, n, max_new_tokens=CAP, seed=11,
+                            judge_fn=strict_judge)
         samples = SJ.sample_responses(policy, tok, contexts, n, CAP, seed=11)
         assert best == [max(s, key=key) for s in samples]
 
@@ -353,13 +387,17 @@ def test_self_judge_raises_the_judge_preferred_rate_of_own_samples(world, tmp_pa
     fresh = dict(max_new_tokens=CAP, seed=123)  # held-out prompts, a seed training never used
     before = SJ.judged_win_rate(policy, start, stub_judge, world["tok"], world["eval"], **fresh)
     cfg = sj_config(tmp_path, steps=16, batch_size=8, lr=2e-3, min_lr=2e-3)
-    history = train(policy, SJ.online_batches(policy, stub_judge, world["tok"], world["train"], cfg), cfg,
-                    {"phase": "self_judge"}, loss_fn=SJ.dpo_loss_fn(start, cfg.beta, cfg.loss), log=lambda *a: None)
+    history = train(policy,
+                    SJ.online_batches(policy, stub_judge, world["tok"], world["train"], cfg), cfg,
+                    {"phase": "self_judge"}, loss_fn=SJ.dpo_loss_fn(start, cfg.beta, cfg.loss),
+                    log=lambda *a: None)
     after = SJ.judged_win_rate(policy, start, stub_judge, world["tok"], world["eval"], **fresh)
     assert history[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # step 0: policy == reference
     assert abs(before["win_rate"] - 0.5) < 0.12  # the start against itself: chance
-    assert after["win_rate"] > 0.8 and after["win_rate"] > before["win_rate"] + 0.25, (before, after)
-    assert {"reward_acc", "margin", "judge_confidence", "len_chosen", "capped_share"} <= set(history[-1])
+    assert after["win_rate"] > 0.8 and after["win_rate"] > before["win_rate"] + 0.25, (before,
+                                                                                       after)
+    assert {"reward_acc", "margin", "judge_confidence", "len_chosen",
+            "capped_share"} <= set(history[-1])
 
 
 def test_resume_is_exact_with_on_policy_sampling(world, tmp_path):
@@ -368,7 +406,8 @@ def test_resume_is_exact_with_on_policy_sampling(world, tmp_path):
         reference = SJ.frozen_copy(policy)  # always the start, also when resuming
         cfg = sj_config(tmp_path, out_dir=str(tmp_path / out), steps=steps, resume=resume)
         train(policy, SJ.online_batches(policy, stub_judge, world["tok"], world["train"], cfg), cfg,
-              {"phase": "self_judge"}, loss_fn=SJ.dpo_loss_fn(reference, cfg.beta, cfg.loss), log=lambda *a: None)
+              {"phase": "self_judge"}, loss_fn=SJ.dpo_loss_fn(reference, cfg.beta, cfg.loss),
+              log=lambda *a: None)
         return policy.state_dict()
     straight = run("a", 4, False)
     run("b", 2, False)
@@ -390,19 +429,25 @@ def contract_judge(models):
 def test_cli_self_judge_run(world, tmp_path, monkeypatch, dynamic):
     judged_by = []
     monkeypatch.setattr(jsft, "judge", contract_judge(judged_by), raising=False)
-    out, tasks_dir = str(tmp_path / "out"), tmp_path / "tasks"  # a tasks.py folder, as the Makefile passes
+    # a tasks.py folder, as the Makefile passes
+    out, tasks_dir = str(tmp_path / "out"), tmp_path / "tasks"
     tasks_dir.mkdir()
     for name in ("prompts_train.jsonl", "eval_tasks.jsonl"):
         shutil.copy(os.path.join(FIXTURES, "prompts.jsonl"), tasks_dir / name)
-    SJ.main(["--init-from", world["ckpt"], "--tasks-dir", str(tasks_dir), "--out-dir", out, "--val-count", "3",
+    SJ.main(
+        ["--init-from", world["ckpt"], "--tasks-dir", str(tasks_dir), "--out-dir", out,
+         "--val-count", "3",
              "--steps", "2", "--batch-size", "3", "--max-new-tokens", str(CAP), "--device", "cpu"]
             + (["--dynamic-judge"] if dynamic else []))
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
-    assert [r["step"] for r in rows] == [1, 2] and rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
-    assert {"judge_confidence", "capped_share", "len_chosen", "reward_acc"} <= set(rows[0]) and "val_win_rate" in rows[-1]
+    assert ([r["step"] for r in rows] == [1, 2]
+            and rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5))
+    assert ({"judge_confidence", "capped_share", "len_chosen", "reward_acc"} <= set(rows[0])
+            and "val_win_rate" in rows[-1])
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["phase"] == "self_judge" and config["model"]["dropout"] == 0.0
-    training_judges = judged_by[:2]  # one judge call per step, then the validation's (always the frozen start)
+    # one judge call per step, then the validation's (always the frozen start)
+    training_judges = judged_by[:2]
     assert all(any(p.requires_grad for p in m.parameters()) == dynamic for m in training_judges)
     assert not any(p.requires_grad for p in judged_by[-1].parameters())
 
@@ -410,14 +455,17 @@ def test_cli_self_judge_run(world, tmp_path, monkeypatch, dynamic):
 def test_cli_offline_dpo_run_and_best_of(world, tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "dpo")
     SJ.main(["--offline", "--init-from", world["ckpt"], "--out-dir", out, "--prefs",
-             os.path.join(FIXTURES, "prefs.jsonl"), "--steps", "6", "--batch-size", "2", "--lr", "1e-3",
-             "--min-lr", "1e-3", "--device", "cpu"])
+             os.path.join(FIXTURES, "prefs.jsonl"), "--steps", "6", "--batch-size", "2", "--lr",
+             "1e-3", "--min-lr", "1e-3", "--device", "cpu"])
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
-    assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5) and rows[-1]["loss"] < math.log(2)
+    assert (rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+            and rows[-1]["loss"] < math.log(2))
     assert json.load(open(os.path.join(out, "config.json")))["phase"] == "dpo"
     monkeypatch.setattr(jsft, "judge", contract_judge([]), raising=False)
     capsys.readouterr()
-    SJ.main(["--best-of", "3", "--init-from", out, "--prompt", "What is 2 plus 2?", "--max-new-tokens", str(CAP),
+    SJ.main(
+        ["--best-of", "3", "--init-from", out, "--prompt", "What is 2 plus 2?", "--max-new-tokens",
+         str(CAP),
              "--device", "cpu"])
     line, = capsys.readouterr().out.strip().splitlines()
     assert json.loads(line)["prompt"] == "What is 2 plus 2?"
@@ -427,7 +475,8 @@ def test_help_lists_the_knobs(capsys):
     with pytest.raises(SystemExit):
         SJ.main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--offline", "--dynamic-judge", "--loss", "--beta", "--best-of", "--max-new-tokens", "--resume"):
+    for flag in ("--offline", "--dynamic-judge", "--loss", "--beta", "--best-of",
+                 "--max-new-tokens", "--resume"):
         assert flag in text
 
 

@@ -71,10 +71,11 @@ def test_segment_korean_is_lossless(text):
 
 # ---- round trip --------------------------------------------------------------------------------
 
-KOREAN_WORDS = ["인간은", "태어날", "때부터", "자유로우며", "대한민국의", "헌법을", "보호하여야", "한다."]
+KOREAN_WORDS = ["인간은", "태어날", "때부터", "자유로우며", "대한민국의", "헌법을", "보호하여야",
+                "한다."]
 PIECES = KOREAN_WORDS + ["def", "f(x):", "return", "The", "Holmes", " ", "  ", "\t", "\n", "\r\n",
-                         "\x00", "\x1b[0m", "😀", "👩‍💻", "é", "中文", "▁", "▁▁", "12345", "\u200b",
-                         "\ufeff", "\U0010ffff"] + SPECIAL_STRINGS
+                         "\x00", "\x1b[0m", "😀", "👩‍💻", "é", "中文", "▁", "▁▁", "12345",
+                         "\u200b", "\ufeff", "\U0010ffff"] + SPECIAL_STRINGS
 mixed_text = st.lists(st.sampled_from(PIECES), max_size=25).map("".join)
 any_text = st.text(max_size=200)  # every code point but lone surrogates: controls, emoji, ...
 
