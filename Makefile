@@ -85,7 +85,7 @@ reproduce: $(SETUP)
 	@$(MAKE) --no-print-directory $(SEED_RUNS) PY=$(PY) OUT=$(OUT)
 	$(PY) reproduce.py --out-dir $(OUT)/reproduce $(SEED_RUNS:.done=report.json)
 
-$(OUT)/reproduce/seed%/eval/.done:
+$(OUT)/reproduce/seed%/eval/.done: $(BASE)/pretrain/.done  # a rebuilt base reruns the seeds
 	@d=$(OUT)/reproduce/seed$*; mkdir -p $$d; \
 	for x in tokenizer tasks data pretrain; do ln -sfn $(abspath $(BASE))/$$x $$d/$$x; done; \
 	$(MAKE) --no-print-directory pipeline PY=$(PY) OUT=$$d SEED_ARGS="--seed $*" EVAL_ARGS="$(REPRODUCE_EVAL_ARGS)"
