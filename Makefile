@@ -81,9 +81,12 @@ BASE      := $(OUT)/reproduce/base
 SEED_RUNS := $(foreach s,$(SEEDS),$(OUT)/reproduce/seed$(s)/eval/.done)
 
 reproduce: $(SETUP)
-	@$(MAKE) --no-print-directory $(BASE)/pretrain/.done PY=$(PY) OUT=$(BASE)
 	@$(MAKE) --no-print-directory $(SEED_RUNS) PY=$(PY) OUT=$(OUT)
 	$(PY) reproduce.py --out-dir $(OUT)/reproduce $(SEED_RUNS:.done=report.json)
+
+# the shared base: the pipeline's first stages, with $(BASE) as their OUT
+$(BASE)/pretrain/.done:
+	@$(MAKE) --no-print-directory $@ PY=$(PY) OUT=$(BASE)
 
 $(OUT)/reproduce/seed%/eval/.done: $(BASE)/pretrain/.done  # a rebuilt base reruns the seeds
 	@d=$(OUT)/reproduce/seed$*; mkdir -p $$d; \
