@@ -45,7 +45,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from pretrain import atomic_write, parse_config, setup_distributed, train, unwrap
+from model import unwrap
+from pretrain import atomic_write, parse_config, setup_distributed, train
 from sft import (SFTConfig, batch_source, check_messages, load_start, hh_to_messages, with_lm_mix,
                  masked_val_loss, prepare, read_conversations, read_jsonl_records)
 from tokenizer import read_jsonl

@@ -388,7 +388,7 @@ def keep_freed_memory() -> bool:
             and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1)
 
 
-def _unwrap(model):
+def unwrap(model):
     """The Transformer inside torch.compile (._orig_mod) and DDP (.module) wrappers."""
     while isinstance(getattr(model, "_orig_mod", None) or getattr(model, "module", None),
                      nn.Module):
@@ -498,7 +498,7 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
     sampling stays eager, so the same generator gives the same samples either way. Eager is the
     default: on CPU compiling costs 15-30 s per shape and pays only over many calls (SELF-JUDGE's
     sampler, evaluation), not for one reply; bench_model.py measures it (see its docstring)."""
-    model = _unwrap(model)
+    model = unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
     if (not (top_p is None or 0.0 < top_p <= 1.0) or (top_k is not None and top_k < 1)

@@ -130,17 +130,6 @@ def setup_distributed(device_name="auto"):
     return torch.device(device_name), rank, world_size
 
 
-def unwrap(model):
-    """The plain Transformer inside torch.compile / DDP wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
-
-
 def rng_state():
     """Every RNG state, as tensors and plain types: a checkpoint loads with weights_only=True."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()

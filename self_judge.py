@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from model import generate, sequence_logprobs, sequence_rewards
+from model import generate, sequence_logprobs, sequence_rewards, unwrap
 from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
-                      train, unwrap)
+                      train)
 from tokenizer import Tokenizer, read_jsonl
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")

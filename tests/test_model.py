@@ -581,3 +581,16 @@ print(default, applied, min(faults_per_alloc() for _ in range(3)))
     if applied != "True":
         pytest.skip("no glibc here")
     assert float(default) > 8000 and float(after) < float(default) / 4, out
+
+
+def test_unwrap_finds_the_transformer_inside_compile_and_ddp_wrappers():
+    from model import unwrap
+    model = Transformer(config_from_preset("tiny"))
+    compiled = torch.compile(model)  # an OptimizedModule: ._orig_mod, compiled only when called
+
+    class DDPLike(torch.nn.Module):  # DistributedDataParallel keeps the wrapped module in .module
+        def __init__(self, inner):
+            super().__init__()
+            self.module = inner
+    assert unwrap(model) is model and unwrap(compiled) is model
+    assert unwrap(DDPLike(compiled)) is model and unwrap(torch.compile(DDPLike(model))) is model
