@@ -634,11 +634,10 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, othe
                     "consistency": mean(f == s for _, f, s, _, _ in rs),
                     # single-order verdicts naming the reply shown first: 0.5 for no position prior
                     "names_first": mean((f + (not s)) / 2 for _, f, s, _, _ in rs)}
-        out = block(rows)
-        del out["n"]
-        out["by_difference"] = {k: block([r for r in rows if r[4] == k])
-                                for k in ("correctness", "surface") if k in kinds}
-        return out
+        result = block(rows)
+        result["by_difference"] = {k: block([r for r in rows if r[4] == k])
+                                   for k in ("correctness", "surface") if k in kinds}
+        return result
     if differ:
         out.update(accuracy(judge_fn))
         out["others"] = {name: accuracy(fn) for name, fn in (other_judges or {}).items()}
@@ -1083,20 +1082,17 @@ def onpolicy_markdown(op):
             "verifier scores of the samples: "
             + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()), ""]
     if op.get("by_difference"):
+        headers = ["separated by", "pairs", "accuracy (both orders)", "first order",
+                   "second order", "consistency", "names first"]
+        rows = [[k, v["n"], v["acc"], v["acc_first_order"], v["acc_second_order"],
+                 v["consistency"], v["names_first"]]
+                for k, v in [("all", op)] + list(op["by_difference"].items())
+                if v.get("acc") is not None]
         out += ["By what separates the pair (the verifier's correctness, or only surface "
                 "principles: language, concision, ending). Names first: the share of single-order "
                 "verdicts naming the reply shown first; 0.5 is no position prior, and a judge that "
                 "cannot tell a pair apart falls back on it (consistency 0 when it always names the "
-                "same "
-                "position):", "",
-                md_table(
-                    ["separated by", "pairs", "accuracy (both orders)", "first order", "second "
-                     "order",
-                          "consistency", "names first"],
-                         [[k, v.get("n", op["n_judged"]), v["acc"], v["acc_first_order"],
-                           v["acc_second_order"], v["consistency"], v["names_first"]]
-                          for k, v in [("all", op)] + list(op["by_difference"].items())
-                          if v.get("acc") is not None]), ""]
+                "same position):", "", md_table(headers, rows), ""]
     if op.get("others"):
         out += ["The same judged pairs, other judges (a reward model reads no order: consistency 1 "
                 "by construction):", "",
