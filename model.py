@@ -405,12 +405,16 @@ def nucleus(probs, top_p: float, head: int = 64):
     probs (B, V) -> top (B, n) descending, ids (B, n) their token ids, keep (B, n) bool: the
     nucleus, a prefix of each row (the top token always in it). Sorting all V tokens is the slow
     part (8 ms for 32 x 4096 on one CPU core, as much as a decode step), and a nucleus usually lies
-    among the `head` most likely tokens, which topk finds in ~1 ms: then n = head; the full sort
-    (n = V) runs only when some row's nucleus is wider."""
+    among the `head` most likely tokens, which topk finds in ~1 ms: then n = head. Only the rows
+    whose nucleus is wider are sorted in full; then n = V and the other rows end in zeros
+    (a batch of 48 sorted in full took 14 ms a step, its few wide rows take ~3)."""
     top, ids = probs.topk(min(head, probs.size(-1)), dim=-1)  # (B, head), descending
     cum = top.cumsum(dim=-1)
-    if bool((cum[:, -1] < top_p).any()):  # a nucleus wider than head: sort every token
-        top, ids = probs.sort(dim=-1, descending=True)
+    wide = cum[:, -1] < top_p  # (B,) rows whose nucleus is wider than head
+    if bool(wide.any()):  # sort every token of those rows; the others' tails are zeros
+        pad = (0, probs.size(-1) - top.size(-1))
+        top, ids = F.pad(top, pad), F.pad(ids, pad)  # (B, V)
+        top[wide], ids[wide] = probs[wide].sort(dim=-1, descending=True)
         cum = top.cumsum(dim=-1)
     return top, ids, (cum - top) < top_p  # keep while the mass before a token is < top_p
 

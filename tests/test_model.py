@@ -521,9 +521,11 @@ def test_sampling_never_leaves_the_top_k_or_the_nucleus():
 
 def test_top_p_filter_keeps_the_smallest_nucleus_with_and_without_the_full_sort():
     """The nucleus by hand, row by row: walk the tokens from the most likely down, keep each while
-    the mass before it is < top_p. Peaked rows have it in the topk head; flat rows need the sort."""
+    the mass before it is < top_p. Peaked rows have it in the topk head; flat rows need the sort;
+    a batch mixing both sorts only its flat rows."""
     torch.manual_seed(0)
-    for scale, top_p in [(8.0, 0.9), (0.05, 0.9), (3.0, 0.5), (1.0, 0.99)]:  # head-sized to wide
+    mixed = torch.tensor([8.0, 0.05, 3.0, 0.05, 8.0, 1.0])[:, None]  # per-row scales
+    for scale, top_p in [(8.0, 0.9), (0.05, 0.9), (3.0, 0.5), (1.0, 0.99), (mixed, 0.9)]:
         logits = torch.randn(6, 500) * scale
         got = top_p_filter(logits, top_p, head=16)
         for row, out in zip(logits, got):
