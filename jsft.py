@@ -44,6 +44,7 @@ import string
 from dataclasses import asdict, dataclass, field
 
 import torch
+from tqdm import tqdm
 
 from model import unwrap
 from pretrain import atomic_write, parse_config, setup_distributed, train
@@ -637,7 +638,8 @@ def read_judgment_pairs(cfg):
 
 
 @torch.no_grad()
-def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=64):
+def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=64,
+                  progress=True):
     """Judgment data like UltraFeedback's, where the responses come from models: two replies per
     task sampled from `model` (T=1, top-p 0.9, as SELF-JUDGE samples), labelled by the task world's
     verifier (the stand-in for the human / GPT-4 labels).
@@ -649,7 +651,8 @@ def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=
     was_training = core.training
     core.eval()
     generator = torch.Generator(device=next(core.parameters()).device).manual_seed(seed)
-    for start in range(0, len(rows), batch_size // 2):
+    starts = range(0, len(rows), batch_size // 2)
+    for start in tqdm(starts, desc="sampling judgment pairs", unit="batch", disable=not progress):
         chunk = rows[start:start + batch_size // 2]
         prompts = [tokenizer.render_chat(r["messages"], add_generation_prompt=True)[0]
                    for r in chunk for _ in (0, 1)]
@@ -721,7 +724,7 @@ def main(argv=None):
     if cfg.sampled_pairs and cfg.prefs == "tasks":
         rows = read_jsonl(os.path.join(cfg.tasks_dir, "prompts_train.jsonl"), lambda row: row)
         rows = random.Random(cfg.seed).sample(rows, min(cfg.sampled_pairs, len(rows)))
-        own, ties = sampled_pairs(model, tokenizer, rows, cfg.seed)
+        own, ties = sampled_pairs(model, tokenizer, rows, cfg.seed, progress=rank == 0)
         log(f"sampled pairs: {len(own)} from {len(rows)} prompts ({ties} verifier ties left out)")
         if rank == 0:
             os.makedirs(cfg.out_dir, exist_ok=True)
