@@ -821,8 +821,9 @@ def run(cfg):
                               else cfg.tokenizer))
     groups = list(meta["val"]["groups"]) if meta else []
     eval_tasks = read_input(os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"), notes,
-                            "no task, win-rate or self-rejection section (run tasks.py)") \
-        if on["tasks"] or on["win"] or on["rejection"] else None
+                            "no task, win-rate, on-policy judge or self-rejection section "
+                            "(run tasks.py)") \
+        if on["tasks"] or on["win"] or on["judge"] or on["rejection"] else None
     picked = pick_tasks(eval_tasks or [], cfg.max_tasks)
     pref_pairs, prefs_path = [], os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
     if on["judge"] and not os.path.exists(prefs_path):
