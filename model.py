@@ -14,8 +14,7 @@ What is here, top to bottom:
   Transformer.setup_cache + generate()         static KV cache; batched, left-padded sampling,
                                                per-row stops
   decode_one_token, compiled_decode_one_token  one decode step over the whole cache; torch.compile'd
-  compile_model, keep_freed_memory             speed options
-                                               (torch.compile; glibc page faults on CPU)
+  compile_model                                torch.compile, by default on CUDA only
   sequence_logprobs()                          log p(span) per sequence,
                                                for DPO, judging and evaluation
   sequence_rewards()                           a reward model's scalar at each sequence's last token
@@ -27,7 +26,6 @@ Run:
   python model.py --preset tiny --generate 16
 """
 import argparse
-import ctypes
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -371,21 +369,6 @@ def compile_model(model: nn.Module, enabled: bool | None = None) -> nn.Module:
     if enabled is None:
         enabled = next(model.parameters()).is_cuda
     return torch.compile(model) if enabled else model
-
-
-def keep_freed_memory() -> bool:
-    """Opt-in CPU speed-up on Linux/glibc: tell malloc to keep freed memory rather than hand it back
-    to the OS. By default each large activation is a fresh mmap whose pages fault in one at a time
-    (~75K page faults per demo-size training step; ~5K after this call, and 3-6% faster on a 2-core
-    VM, see bench_model.py). Process-wide; memory stays at its peak.
-    Returns False where it does not apply."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # macOS, Windows, musl
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
-    return (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
-            and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1)
 
 
 def unwrap(model):
