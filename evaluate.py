@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import data
-from model import generate, sequence_logprobs
+from model import generate, last_position_logits, right_pad, sequence_logprobs
 from pretrain import atomic_write, find_checkpoint, load_model, parse_config
 from sft import read_jsonl_records
 from tokenizer import Tokenizer, read_jsonl
@@ -131,15 +131,6 @@ def names(spec):
 def mean(xs):
     xs = list(xs)
     return sum(xs) / len(xs) if xs else None  # None: nothing to average (null in report.json)
-
-
-def right_pad(seqs, pad_id):
-    """list of id lists -> (B, T) long tensor, right-padded: causal attention never lets padding
-    leak back."""
-    x = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        x[b, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return x
 
 
 def strip_stop(ids, stops):
@@ -393,10 +384,7 @@ def continuation_logprobs(model, prompts, continuations, pad_id, batch_size=32):
         out = []
         for k in range(0, len(prompts), batch_size):
             chunk = prompts[k:k + batch_size]
-            logits, _ = model(right_pad(chunk, pad_id).to(device))  # (B, T, V)
-            last = torch.tensor([len(p) - 1 for p in chunk], device=device)
-            # (B, V)
-            logp = logits[torch.arange(len(chunk), device=device), last].float().log_softmax(-1)
+            logp = last_position_logits(model, chunk, pad_id).float().log_softmax(-1)  # (B, V)
             out += [[logp[b, c[0]].item() for c in cs]
                     for b, cs in enumerate(continuations[k:k + batch_size])]
         return out

@@ -34,7 +34,6 @@ Run:
     python self_judge.py --best-of 8 --prompt "What is 3 plus 4?"   # self-rejection with
                                                                     # out/self_judge
 """
-import contextlib
 import copy
 import dataclasses
 import functools
@@ -49,7 +48,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from model import generate, sequence_logprobs, sequence_rewards, unwrap
+from model import eval_mode, generate, sequence_logprobs, sequence_rewards, unwrap
 from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
                       train)
 from tokenizer import Tokenizer, read_jsonl
@@ -225,17 +224,6 @@ def build_pair_batch(prompt_ids, chosen, rejected, pad_id):
         ids[b, :len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
         mask[b, len(p):len(p) + len(r)] = 1
     return {"ids": ids, "mask": mask, "x": ids}
-
-
-@contextlib.contextmanager
-def eval_mode(model):
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was)
 
 
 def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
