@@ -556,13 +556,6 @@ def verifier_verdicts(cand_scores, base_scores):
     return v, v
 
 
-def make_judge(model, tok, batch_size):
-    """judge(contexts, pairs) -> jsft.judge's dict: p(A) against p(B) after the judge prompt, both
-    orders."""
-    import jsft
-    return lambda contexts, pairs: jsft.judge(model, tok, contexts, pairs, batch_size=batch_size)
-
-
 def judge_verdicts(judge, contexts, cand, base):
     """Each order's verdict for the candidate; identical replies tie without asking the judge."""
     first, second = [0.5] * len(cand), [0.5] * len(cand)
@@ -640,19 +633,10 @@ def nested_knockout(contexts, candidates, judge_winners):
     4, 8, 16 would take 26). judge_winners(contexts, pairs) -> [0 = first, 1 = second], called once
     per round for every context.
     -> {N: [winner index per context]} for N = 1, 2, 4, ..., len(candidates[i])."""
-    champions = [list(range(len(c))) for c in candidates]
-    picks, n = {1: [0] * len(candidates)}, 1
-    while champions and len(champions[0]) > 1:
-        matches = [(i, ch[k], ch[k + 1]) for i, ch in enumerate(champions)
-                   for k in range(0, len(ch), 2)]
-        winners = judge_winners([contexts[i] for i, _, _ in matches],
-                                [(candidates[i][a], candidates[i][b]) for i, a, b in matches])
-        champions = [[] for _ in candidates]
-        for (i, a, b), w in zip(matches, winners):
-            champions[i].append((a, b)[w])
-        n *= 2
-        picks[n] = [ch[0] for ch in champions]
-    return picks
+    from self_judge import knockout
+    rounds = knockout(contexts, candidates, judge_winners,
+                      [list(range(len(c))) for c in candidates])  # in sample order
+    return {2 ** r: [b[0] for b in brackets] for r, brackets in enumerate(rounds)}
 
 
 def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed=0, as_text=False,
@@ -899,13 +883,14 @@ def run(cfg):
     # the SELF-JUDGE start's own samples,
     if cfg.onpolicy_ckpt in loaded and picked and on["judge"]:
         # judged by itself, against the verifier
+        from self_judge import model_judge
         model, tok = loaded[cfg.onpolicy_ckpt]
         with clock(seconds, "judge"):
             report["onpolicy_judge"] = dict(
-                onpolicy_judge(model, tok, make_judge(model, tok, cfg.batch_size),
-                                                           picked, cfg.max_new_tokens, cfg.seed,
-                                                           reward_judges(rm, tok, cfg.batch_size)),
-                                            policy=cfg.onpolicy_ckpt)
+                onpolicy_judge(model, tok, model_judge(model, tok, batch_size=cfg.batch_size),
+                               picked, cfg.max_new_tokens, cfg.seed,
+                               reward_judges(rm, tok, cfg.batch_size)),
+                policy=cfg.onpolicy_ckpt)
     loaded.clear()
 
     if on["win"] and sampled:
@@ -953,8 +938,9 @@ def win_rate_section(cfg, report, ckpts, picked, replies, device):
         notes.append(f"judge {cfg.judge_ckpt!r} not found: win rates by the verifier only")
     if not judge_dir or not others:
         return
+    from self_judge import model_judge
     judge_model, judge_tok, _ = load(judge_dir, device, cfg.tokenizer)
-    judge = make_judge(judge_model, judge_tok, cfg.batch_size)
+    judge = model_judge(judge_model, judge_tok, batch_size=cfg.batch_size)
     rates["judge_ckpt"] = cfg.judge_ckpt
     contexts = [t["messages"] for t in picked]
     # text, not ids: the judge may tokenize differently from the judged checkpoints
@@ -980,9 +966,11 @@ def rejection_section(cfg, report, ckpts, eval_tasks, device, rm=None):
     policy, tok, _ = load(policy_dir, device, cfg.tokenizer)
     judge_model, judge_tok = ((policy, tok) if judge_dir == policy_dir
                               else load(judge_dir, device, cfg.tokenizer)[:2])
+    from self_judge import model_judge
     prompts = pick_tasks(eval_tasks, cfg.rejection_prompts)
-    curve = rejection_curve(policy, tok, make_judge(judge_model, judge_tok, cfg.batch_size),
-                            prompts, cfg.rejection_max_n, cfg.max_new_tokens, cfg.seed,
+    judge = model_judge(judge_model, judge_tok, batch_size=cfg.batch_size)
+    curve = rejection_curve(policy, tok, judge, prompts, cfg.rejection_max_n, cfg.max_new_tokens,
+                            cfg.seed,
                             as_text=not same_file(tok.model_path, judge_tok.model_path),
                             other_judges=reward_judges(rm, tok, cfg.batch_size))
     report["rejection"] = {"policy": cfg.rejection_ckpt, "judge": judge_name,

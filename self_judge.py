@@ -19,8 +19,9 @@ on-policy DPO judged by a separate Bradley-Terry reward model (reward_model.py; 
 in memory); `--judge verifier` is the oracle arm, an evaluation device only: the task world's
 verifier as the judge, the upper bound of on-policy DPO at this scale. `--offline` is the DPO
 baseline (§4.1): the same loss from the SFT model on a fixed dataset of (chosen, rejected) pairs.
-Self-rejection (§3.3): `tournament` picks the best of N own samples with N-1 pairwise judgments,
-and `best_of_n` samples N responses and returns the winner (evaluate.py imports both).
+Self-rejection (§3.3): `tournament` picks the best of N own samples with N-1 pairwise judgments
+(the rounds are `knockout`, which evaluate.py's N-curve runs too), and `best_of_n` samples N
+responses and returns the winner.
 
 Run:
     python self_judge.py                           # SELF-JUDGE: out/jsft +
@@ -475,20 +476,14 @@ def judged_win_rate(policy, baseline, judge_fn, tokenizer, contexts, max_new_tok
 
 
 # ----------------------------------------------------------------------------- self-rejection
-def tournament(contexts, candidates, judge_pairs, seed):
-    """Best of N by a knockout tournament (SELF-JUDGE §3.3), for many contexts at once.
-    candidates[i]: context i's N_i candidates (any N_i >= 1). Per context the order is shuffled by
-    random.Random(seed, i); each round pairs neighbours, an odd one out gets a bye (and goes first
-    in the next round, so byes rotate); N_i - 1 judgments in all. judge_pairs(contexts, pairs) ->
-    winners (0 = first, 1 = second), called once per round with every context's matches.
-    Returns the index of each context's winner in candidates[i]."""
-    brackets = []
-    for i, cands in enumerate(candidates):
-        if not cands:
-            raise ValueError(f"tournament: context {i} has no candidates")
-        order = list(range(len(cands)))
-        random.Random(seed_of(seed, i)).shuffle(order)
-        brackets.append(order)
+def knockout(contexts, candidates, judge_pairs, brackets):
+    """Knockout rounds for many contexts at once (SELF-JUDGE §3.3). brackets[i]: context i's
+    candidate indices in bracket order. Each round pairs neighbours, an odd one out gets a bye (and
+    goes first in the next round, so byes rotate); N_i - 1 judgments in all. judge_pairs(contexts,
+    pairs) -> winners (0 = first, 1 = second), called once per round with every context's matches.
+    Returns the brackets before each round and after the last: rounds[r][i] is what is left of
+    context i's field after r rounds, and rounds[-1][i] is [its winner]."""
+    rounds = [brackets]
     while any(len(b) > 1 for b in brackets):
         matches = [(i, b[k], b[k + 1]) for i, b in enumerate(brackets)
                    for k in range(0, len(b) - 1, 2)]
@@ -501,7 +496,22 @@ def tournament(contexts, candidates, judge_pairs, seed):
         for (i, a, b), w in zip(matches, winners):
             next_round[i].append((a, b)[w])
         brackets = next_round
-    return [b[0] for b in brackets]
+        rounds.append(brackets)
+    return rounds
+
+
+def tournament(contexts, candidates, judge_pairs, seed):
+    """Best of N by a knockout tournament, for many contexts at once. candidates[i]: context i's
+    N_i candidates (any N_i >= 1); per context the bracket order is shuffled by
+    random.Random(seed, i). Returns the index of each context's winner in candidates[i]."""
+    brackets = []
+    for i, cands in enumerate(candidates):
+        if not cands:
+            raise ValueError(f"tournament: context {i} has no candidates")
+        order = list(range(len(cands)))
+        random.Random(seed_of(seed, i)).shuffle(order)
+        brackets.append(order)
+    return [b[0] for b in knockout(contexts, candidates, judge_pairs, brackets)[-1]]
 
 
 def best_of_n(model, judge_model, tokenizer, contexts, n, max_new_tokens=48, temperature=1.0,
