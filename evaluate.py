@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import data
-from model import generate, sequence_logprobs
+from model import generate, last_position_logits, right_pad, sequence_logprobs
 from pretrain import atomic_write, find_checkpoint, load_model, parse_config
 from sft import read_jsonl_records
 from tokenizer import Tokenizer, read_jsonl
@@ -131,15 +131,6 @@ def names(spec):
 def mean(xs):
     xs = list(xs)
     return sum(xs) / len(xs) if xs else None  # None: nothing to average (null in report.json)
-
-
-def right_pad(seqs, pad_id):
-    """list of id lists -> (B, T) long tensor, right-padded: causal attention never lets padding
-    leak back."""
-    x = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        x[b, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return x
 
 
 def strip_stop(ids, stops):
@@ -393,10 +384,7 @@ def continuation_logprobs(model, prompts, continuations, pad_id, batch_size=32):
         out = []
         for k in range(0, len(prompts), batch_size):
             chunk = prompts[k:k + batch_size]
-            logits, _ = model(right_pad(chunk, pad_id).to(device))  # (B, T, V)
-            last = torch.tensor([len(p) - 1 for p in chunk], device=device)
-            # (B, V)
-            logp = logits[torch.arange(len(chunk), device=device), last].float().log_softmax(-1)
+            logp = last_position_logits(model, chunk, pad_id).float().log_softmax(-1)  # (B, V)
             out += [[logp[b, c[0]].item() for c in cs]
                     for b, cs in enumerate(continuations[k:k + batch_size])]
         return out
@@ -568,13 +556,6 @@ def verifier_verdicts(cand_scores, base_scores):
     return v, v
 
 
-def make_judge(model, tok, batch_size):
-    """judge(contexts, pairs) -> jsft.judge's dict: p(A) against p(B) after the judge prompt, both
-    orders."""
-    import jsft
-    return lambda contexts, pairs: jsft.judge(model, tok, contexts, pairs, batch_size=batch_size)
-
-
 def judge_verdicts(judge, contexts, cand, base):
     """Each order's verdict for the candidate; identical replies tie without asking the judge."""
     first, second = [0.5] * len(cand), [0.5] * len(cand)
@@ -652,19 +633,10 @@ def nested_knockout(contexts, candidates, judge_winners):
     4, 8, 16 would take 26). judge_winners(contexts, pairs) -> [0 = first, 1 = second], called once
     per round for every context.
     -> {N: [winner index per context]} for N = 1, 2, 4, ..., len(candidates[i])."""
-    champions = [list(range(len(c))) for c in candidates]
-    picks, n = {1: [0] * len(candidates)}, 1
-    while champions and len(champions[0]) > 1:
-        matches = [(i, ch[k], ch[k + 1]) for i, ch in enumerate(champions)
-                   for k in range(0, len(ch), 2)]
-        winners = judge_winners([contexts[i] for i, _, _ in matches],
-                                [(candidates[i][a], candidates[i][b]) for i, a, b in matches])
-        champions = [[] for _ in candidates]
-        for (i, a, b), w in zip(matches, winners):
-            champions[i].append((a, b)[w])
-        n *= 2
-        picks[n] = [ch[0] for ch in champions]
-    return picks
+    from self_judge import knockout
+    rounds = knockout(contexts, candidates, judge_winners,
+                      [list(range(len(c))) for c in candidates])  # in sample order
+    return {2 ** r: [b[0] for b in brackets] for r, brackets in enumerate(rounds)}
 
 
 def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed=0, as_text=False,
@@ -912,13 +884,14 @@ def run(cfg):
     # the SELF-JUDGE start's own samples,
     if cfg.onpolicy_ckpt in loaded and picked and on["judge"]:
         # judged by itself, against the verifier
+        from self_judge import model_judge
         model, tok = loaded[cfg.onpolicy_ckpt]
         with clock(seconds, "judge"):
             report["onpolicy_judge"] = dict(
-                onpolicy_judge(model, tok, make_judge(model, tok, cfg.batch_size),
-                                                           picked, cfg.max_new_tokens, cfg.seed,
-                                                           reward_judges(rm, tok, cfg.batch_size)),
-                                            policy=cfg.onpolicy_ckpt)
+                onpolicy_judge(model, tok, model_judge(model, tok, batch_size=cfg.batch_size),
+                               picked, cfg.max_new_tokens, cfg.seed,
+                               reward_judges(rm, tok, cfg.batch_size)),
+                policy=cfg.onpolicy_ckpt)
     loaded.clear()
 
     if on["win"] and sampled:
@@ -966,8 +939,9 @@ def win_rate_section(cfg, report, ckpts, picked, replies, device):
         notes.append(f"judge {cfg.judge_ckpt!r} not found: win rates by the verifier only")
     if not judge_dir or not others:
         return
+    from self_judge import model_judge
     judge_model, judge_tok, _ = load(judge_dir, device, cfg.tokenizer)
-    judge = make_judge(judge_model, judge_tok, cfg.batch_size)
+    judge = model_judge(judge_model, judge_tok, batch_size=cfg.batch_size)
     rates["judge_ckpt"] = cfg.judge_ckpt
     contexts = [t["messages"] for t in picked]
     # text, not ids: the judge may tokenize differently from the judged checkpoints
@@ -993,9 +967,11 @@ def rejection_section(cfg, report, ckpts, eval_tasks, device, rm=None):
     policy, tok, _ = load(policy_dir, device, cfg.tokenizer)
     judge_model, judge_tok = ((policy, tok) if judge_dir == policy_dir
                               else load(judge_dir, device, cfg.tokenizer)[:2])
+    from self_judge import model_judge
     prompts = pick_tasks(eval_tasks, cfg.rejection_prompts)
-    curve = rejection_curve(policy, tok, make_judge(judge_model, judge_tok, cfg.batch_size),
-                            prompts, cfg.rejection_max_n, cfg.max_new_tokens, cfg.seed,
+    judge = model_judge(judge_model, judge_tok, batch_size=cfg.batch_size)
+    curve = rejection_curve(policy, tok, judge, prompts, cfg.rejection_max_n, cfg.max_new_tokens,
+                            cfg.seed,
                             as_text=not same_file(tok.model_path, judge_tok.model_path),
                             other_judges=reward_judges(rm, tok, cfg.batch_size))
     report["rejection"] = {"policy": cfg.rejection_ckpt, "judge": judge_name,
@@ -1044,6 +1020,20 @@ def md_table(headers, rows):
     return "\n".join(lines + ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows])
 
 
+def keyed_table(lead, columns, rows, optional=()):
+    """md_table of rows that are dicts: lead, the headers of the columns that name a row; columns,
+    {key: header} of the cells read from its dict; rows, (naming cells, dict) pairs. A key in
+    optional may be missing (an empty cell, "-"); any other must be there."""
+    return md_table(lead + list(columns.values()),
+                    [list(names) + [d.get(k) if k in optional else d[k] for k in columns]
+                     for names, d in rows])
+
+
+def section(title, table, *notes):
+    """A report section: its heading, its table, then paragraphs, each followed by a blank line."""
+    return [f"## {title}", "", table, ""] + [line for note in notes for line in (note, "")]
+
+
 SUMMARY_HEADERS = {"checkpoint": "checkpoint", "val_bpb": "val bpb", "overall": "greedy overall",
                    "sampled_overall": "sampled overall", "sampled_correct": "sampled correct",
                    "win_vs_baseline": "win vs baseline [95% CI]", "win_vs_start": "win vs start "
@@ -1065,162 +1055,148 @@ def first(section):
     return next(iter(section.values()))
 
 
+# a judge's accuracy in each order, and how often the two orders agree
+ORDERS = {"acc_first_order": "first order", "acc_second_order": "second order",
+          "consistency": "consistency"}
+TABLES = {  # {key: header} of each table's cells read from a report dict, in column order
+    "checkpoints": {"path": "path", "phase": "phase", "step": "step", "params": "parameters",
+                    "vocab_size": "vocabulary"},
+    "fim": {"exact": "exact", "prefix": "prefix", "n": "n"},
+    "win_rates": {"win_rate": "win rate", "wins": "W", "ties": "T", "losses": "L",
+                  "first_order_win_rate": "first order", "second_order_win_rate": "second order",
+                  "n_judgments": "judgments"},
+    "judge": {"acc": "accuracy (both orders)", "acc_chosen_first": "chosen shown first",
+              "acc_chosen_second": "chosen shown second", "consistency": "consistency", "n": "n"},
+    "rejection": {"n": "N", "overall": "overall", "correct_share": "correct",
+                  "oracle_overall": "oracle best-of-N overall",
+                  "oracle_correct_share": "oracle correct"},
+    "rejection_rm": {"reward_model_overall": "reward model best-of-N overall",
+                     "reward_model_correct_share": "reward model correct"},
+    "onpolicy": {"n_pairs": "pairs", "identical_share": "identical", "tie_share": "verifier ties",
+                 "n_judged": "judged", "acc": "accuracy (both orders)", **ORDERS},
+    "by_difference": {"n": "pairs", "acc": "accuracy (both orders)", **ORDERS,
+                      "names_first": "names first"},
+    "other_judges": {"acc": "accuracy", **ORDERS},
+}
+
+
 def onpolicy_markdown(op):
     """The report section of `onpolicy_judge`'s result (with its "policy")."""
-    out = [f"## The judge on on-policy pairs: `{op['policy']}` samples two replies per held-out "
-            f"prompt and judges them itself", "",
-            md_table(
-                ["pairs", "identical", "verifier ties", "judged", "accuracy (both orders)", "first "
-                 "order",
-                      "second order", "consistency"],
-                     [
-                         [op["n_pairs"], op["identical_share"], op["tie_share"], op["n_judged"],
-                          op.get("acc"),
-                       op.get("acc_first_order"), op.get("acc_second_order"),
-                       op.get("consistency")]]), "",
-            "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its loss "
-            "when the samples are identical); accuracy is against the verifier on the rest. Mean "
-            "verifier scores of the samples: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()), ""]
+    out = section(f"The judge on on-policy pairs: `{op['policy']}` samples two replies per "
+                  "held-out prompt and judges them itself",
+                  keyed_table([], TABLES["onpolicy"], [([], op)], optional=("acc", *ORDERS)),
+                  "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its "
+                  "loss when the samples are identical); accuracy is against the verifier on the "
+                  "rest. Mean verifier scores of the samples: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()))
     if op.get("by_difference"):
-        headers = ["separated by", "pairs", "accuracy (both orders)", "first order",
-                   "second order", "consistency", "names first"]
-        rows = [[k, v["n"], v["acc"], v["acc_first_order"], v["acc_second_order"],
-                 v["consistency"], v["names_first"]]
-                for k, v in [("all", op)] + list(op["by_difference"].items())
+        rows = [([k], v) for k, v in [("all", op)] + list(op["by_difference"].items())
                 if v.get("acc") is not None]
         out += ["By what separates the pair (the verifier's correctness, or only surface "
                 "principles: language, concision, ending). Names first: the share of single-order "
                 "verdicts naming the reply shown first; 0.5 is no position prior, and a judge that "
                 "cannot tell a pair apart falls back on it (consistency 0 when it always names the "
-                "same position):", "", md_table(headers, rows), ""]
+                "same position):", "", keyed_table(["separated by"], TABLES["by_difference"], rows),
+                ""]
     if op.get("others"):
+        rows = [([op["policy"] + " (self)"], op)] + [([n], v) for n, v in op["others"].items()]
         out += ["The same judged pairs, other judges (a reward model reads no order: consistency 1 "
-                "by construction):", "",
-                md_table(["judge", "accuracy", "first order", "second order", "consistency"],
-                         [
-                             [op["policy"] + " (self)", op["acc"], op["acc_first_order"],
-                              op["acc_second_order"],
-                           op["consistency"]]] +
-                         [
-                             [n, v["acc"], v["acc_first_order"], v["acc_second_order"],
-                              v["consistency"]]
-                          for n, v in op["others"].items()]), ""]
+                "by construction):", "", keyed_table(["judge"], TABLES["other_judges"], rows), ""]
     return out
+
+
+SUMMARY_NOTE = (
+    "Scores and win rates are the verifier's on {samples} replies sampled per held-out prompt "
+    "(T=1, top-p 0.9, the same random numbers for every checkpoint); a win rate is against "
+    "`{baseline}` or the checkpoint's own start (the one it was trained from), per prompt 1 / 0.5 "
+    "/ 0, with a paired bootstrap 95 % interval over prompts; * marks an interval that excludes "
+    "0.5. KL to start: mean log p(reply) - log p_start(reply) over the checkpoint's own samples "
+    "(nats per reply); changed greedy: share of prompts whose greedy reply differs from the "
+    "start's. Cost: the parameters held in memory while the checkpoint trained (policy, and for a "
+    "preference stage its reference and its judge: SELF-JUDGE's judge is its reference, a reward "
+    "model is a third network) and the median wall time of one optimizer step.")
 
 
 def to_markdown(report, figures=()):
     r, meta = report, report["meta"]
     out = ["# minihcx evaluation report", "",
            f"{meta['machine']}, device {meta['device']}, torch {meta['torch']}; "
-           f"{meta['seconds']['total']} s", "", "## Summary", "", summary_table(r), "",
-           f"Scores and win rates are the verifier's on {r['meta']['config']['samples']} replies "
-           "sampled per held-out prompt (T=1, top-p 0.9, the same random numbers for every "
-           f"checkpoint); a win rate is against `{r['win_rates']['baseline']}` or the checkpoint's "
-           "own start (the one it was trained from), per prompt 1 / 0.5 / 0, with a paired "
-           "bootstrap 95 % interval over prompts; * marks an interval that excludes 0.5. KL to "
-           "start: mean log p(reply) - log p_start(reply) over the checkpoint's own samples (nats "
-           "per reply); changed greedy: share of prompts whose greedy reply differs from the "
-           "start's. Cost: the parameters held in memory while the checkpoint trained (policy, and "
-           "for a preference stage its reference and its judge: SELF-JUDGE's judge is its "
-           "reference, a reward model is a third network) and the median wall time of one "
-           "optimizer step.", "",
-           "## Checkpoints", "",
-           md_table(["name", "path", "phase", "step", "parameters", "vocabulary"],
-                                          [
-                                              [n, c["path"], c["phase"], c["step"],
-                                               f"{c['params'] / 1e6:.2f}M",
-                                            c["vocab_size"]]
-                                            for n, c in r["checkpoints"].items()]), ""]
+           f"{meta['seconds']['total']} s", ""]
+    out += section("Summary", summary_table(r),
+                   SUMMARY_NOTE.format(samples=meta["config"]["samples"],
+                                       baseline=r["win_rates"]["baseline"]))
+    out += section("Checkpoints", keyed_table(
+        ["name"], TABLES["checkpoints"],
+        [([n], {**c, "params": f"{c['params'] / 1e6:.2f}M"}) for n, c in r["checkpoints"].items()]))
     if r["lm"]:
-        groups = list(first(r["lm"]))
-        out += ["## Language modelling (validation loss in nats/token, bits per byte)", "",
-                md_table(["checkpoint"] + [f"{g} {k}" for g in groups for k in ("loss", "bpb")],
-                         [[n] + [v[g][k] for g in groups for k in ("loss", "bpb")]
-                          for n, v in r["lm"].items()]), ""]
+        cells = [(g, k) for g in first(r["lm"]) for k in ("loss", "bpb")]
+        cols = {f"{g} {k}": f"{g} {k}" for g, k in cells}
+        rows = [([n], {f"{g} {k}": v[g][k] for g, k in cells}) for n, v in r["lm"].items()]
+        out += section("Language modelling (validation loss in nats/token, bits per byte)",
+                       keyed_table(["checkpoint"], cols, rows))
     if r["tokenizer"]:
         table = r["tokenizer"]["mean_tokens_per_document"]
         langs = sorted({lang for row in table.values() for lang in row})
-        out += ["## Tokenizer efficiency (mean tokens per held-out document, HCX Table 1)", "",
-                md_table(["tokenizer"] + langs,
-                         [[n] + [row.get(x) for x in langs] for n, row in table.items()]), ""]
+        out += section("Tokenizer efficiency (mean tokens per held-out document, HCX Table 1)",
+                       keyed_table(["tokenizer"], {x: x for x in langs},
+                                   [([n], row) for n, row in table.items()], optional=langs))
         out += [f"{n}: {share:.1%} of Korean morpheme boundaries fall inside a token"
                 for n, share in
                 r["tokenizer"].get("ko_morpheme_boundaries_inside_a_token", {}).items()] + [""]
     if any(r["fim"].values()):
-        out += ["## Fill-in-the-middle (greedy middles of held-out windows cut at thirds)", "",
-                md_table(["checkpoint", "group", "exact", "prefix", "n"],
-                         [[n, g, v["exact"], v["prefix"], v["n"]] for n, gs in r["fim"].items()
-                          for g, v in gs.items()]), "",
-                "exact: the middle and then eos; prefix: the share of the middle's leading "
-                "characters reproduced.", ""]
+        rows = [([n, g], v) for n, gs in r["fim"].items() for g, v in gs.items()]
+        out += section("Fill-in-the-middle (greedy middles of held-out windows cut at thirds)",
+                       keyed_table(["checkpoint", "group"], TABLES["fim"], rows),
+                       "exact: the middle and then eos; prefix: the share of the middle's leading "
+                       "characters reproduced.")
     if r["mc"]:
         files = list(first(r["mc"]))
-        out += ["## Multiple choice (accuracy / mean probability of the right letter)", "",
-                md_table(["checkpoint"] + files,
-                         [[n] + [f"{v[f]['accuracy']:.3f} / {v[f]['p_correct']:.3f}"
-                                                          for f in files]
-                                                          for n, v in r["mc"].items()]), "",
-                "Chance: "
-                + ", ".join(f"{f} {v['chance']:.3f} (n={v['n']}, letters {v['letter_tokens']})"
-                                       for f, v in first(r["mc"]).items()), ""]
+        rows = [([n], {f: f"{v[f]['accuracy']:.3f} / {v[f]['p_correct']:.3f}" for f in files})
+                for n, v in r["mc"].items()]
+        out += section("Multiple choice (accuracy / mean probability of the right letter)",
+                       keyed_table(["checkpoint"], {f: f for f in files}, rows),
+                       "Chance: " + ", ".join(
+                           f"{f} {v['chance']:.3f} (n={v['n']}, letters {v['letter_tokens']})"
+                           for f, v in first(r["mc"]).items()))
     if r["tasks"]:
         principles = [k for k, v in first(r["tasks"]).items() if isinstance(v, float)
                       and k != "correct_share"]
-        out += ["## Held-out tasks, scored by the verifier", "",
-                md_table(["checkpoint"] + principles + ["correct", "n"],
-                         [[n] + [v[p] for p in principles] + [v["correct_share"], v["n"]]
-                          for n, v in r["tasks"].items()]), ""]
+        cols = {**{p: p for p in principles}, "correct_share": "correct", "n": "n"}
+        out += section("Held-out tasks, scored by the verifier",
+                       keyed_table(["checkpoint"], cols, [([n], v) for n, v in r["tasks"].items()]))
         for key in ("per_lang", "per_family"):
             cells = list(first(r["tasks"])[key])
+            rows = [([n], {c: v[key][c]["overall"] for c in cells}) for n, v in r["tasks"].items()]
             out += [f"Overall score {key.replace('_', ' ')}:", "",
-                    md_table(["checkpoint"] + cells, [[n] + [v[key][c]["overall"] for c in cells]
-                                                      for n, v in r["tasks"].items()]), ""]
-    for by, rates in ((b, r["win_rates"][b]) for b in ("verifier", "judge")):
-        if rates:
+                    keyed_table(["checkpoint"], {c: c for c in cells}, rows), ""]
+    for by in ("verifier", "judge"):
+        if r["win_rates"][by]:
             title = ("the task verifier" if by == "verifier"
                      else f"the judge `{r['win_rates'].get('judge_ckpt')}`")
-            out += [f"## Win rates vs `{r['win_rates']['baseline']}`, judged by {title}", "",
-                    md_table(
-                        ["checkpoint", "win rate", "W", "T", "L", "first order", "second order",
-                         "judgments"],
-                             [
-                                 [n, v["win_rate"], v["wins"], v["ties"], v["losses"],
-                                  v["first_order_win_rate"],
-                               v["second_order_win_rate"], v["n_judgments"]]
-                               for n, v in rates.items()]), ""]
+            out += section(f"Win rates vs `{r['win_rates']['baseline']}`, judged by {title}",
+                           keyed_table(["checkpoint"], TABLES["win_rates"],
+                                       [([n], v) for n, v in r["win_rates"][by].items()]))
     if r["judge"]:
-        out += ["## Judge accuracy on held-out preference pairs (SELF-JUDGE)", "",
-                md_table(["checkpoint", "language", "accuracy (both orders)", "chosen shown first",
-                          "chosen shown second", "consistency", "n"],
-                         [
-                             [n, lang, v["acc"], v["acc_chosen_first"], v["acc_chosen_second"],
-                              v["consistency"], v["n"]]
-                          for n, j in r["judge"].items() for lang, v in [("all", j)]
-                          + list(j["by_lang"].items())]),
-                "",
-                "Consistency: the share of pairs whose verdict survives swapping the two "
-                "replies.", ""]
+        rows = [([n, lang], v) for n, j in r["judge"].items()
+                for lang, v in [("all", j)] + list(j["by_lang"].items())]
+        out += section("Judge accuracy on held-out preference pairs (SELF-JUDGE)",
+                       keyed_table(["checkpoint", "language"], TABLES["judge"], rows),
+                       "Consistency: the share of pairs whose verdict survives swapping the two "
+                       "replies.")
     if r.get("onpolicy_judge"):
         out += onpolicy_markdown(r["onpolicy_judge"])
     if r["rejection"]:
         rj = r["rejection"]
-        out += [f"## Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks one "
-                f"by knockout ({rj['n_prompts']} prompts)", "",
-                md_table(["N", "overall", "correct", "oracle best-of-N overall", "oracle correct"]
-                         + (["reward model best-of-N overall", "reward model correct"]
-                            if "reward_model_overall" in rj["curve"][0] else []),
-                         [
-                             [c["n"], c["overall"], c["correct_share"], c["oracle_overall"],
-                              c["oracle_correct_share"]]
-                          + [c[k] for k in ("reward_model_overall", "reward_model_correct_share")
-                             if k in c]
-                          for c in rj["curve"]]), ""]
+        cols = {**TABLES["rejection"], **(TABLES["rejection_rm"]
+                                          if "reward_model_overall" in rj["curve"][0] else {})}
+        out += section(f"Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks "
+                       f"one by knockout ({rj['n_prompts']} prompts)",
+                       keyed_table([], cols, [([], c) for c in rj["curve"]]))
     out += [f"![{f}]({f})\n" for f in figures]
     wall = {k: v for k, v in meta["seconds"].items() if not k.startswith("cpu_")}
-    out += ["## Time per section (s: wall, then CPU time of all threads)", "",
-            md_table(list(wall),
-                     [list(wall.values()), [meta["seconds"]["cpu_" + k] for k in wall]]), ""]
+    out += section("Time per section (s: wall, then CPU time of all threads)",
+                   md_table(list(wall), [list(wall.values()),
+                                         [meta["seconds"]["cpu_" + k] for k in wall]]))
     if r["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
     return "\n".join(out)

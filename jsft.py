@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
-from model import unwrap
+from model import eval_mode, last_position_logits, unwrap
 from pretrain import atomic_write, parse_config, setup_distributed, train
 from sft import (SFTConfig, batch_source, check_messages, load_start, hh_to_messages, with_lm_mix,
                  masked_val_loss, prepare, read_conversations, read_jsonl_records)
@@ -465,29 +465,18 @@ def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None
 
 
 # --- the judge ---
-@torch.no_grad()
 def verdict_prob_a(model, tokenizer, prompts, batch_size=32):
     """p(A) / (p(A) + p(B)) of the next token after each prompt: right-padded batches
     (similar lengths together), one forward each, logits gathered at every row's last real
     position. -> (N,) float tensor."""
-    core = unwrap(model)
-    device = next(core.parameters()).device
-    was_training = core.training
-    core.eval()
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     p_a = torch.empty(len(prompts))
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        x = torch.full((len(rows), max(len(prompts[i]) for i in rows)), tokenizer.pad_id,
-                       dtype=torch.long)
-        for r, i in enumerate(rows):
-            x[r, :len(prompts[i])] = torch.tensor(prompts[i], dtype=torch.long)
-        logits, _ = model(x.to(device))  # (B, T, V)
-        last = torch.tensor([len(prompts[i]) - 1 for i in rows], device=logits.device)  # (B,)
-        at_last = logits[torch.arange(len(rows), device=logits.device), last]  # (B, V)
-        ab = at_last[:, [tokenizer.verdict_a_id, tokenizer.verdict_b_id]].float()  # (B, 2)
-        p_a[rows] = ab.softmax(dim=-1)[:, 0].cpu()
-    core.train(was_training)
+    with eval_mode(unwrap(model)):
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            at_last = last_position_logits(model, [prompts[i] for i in rows], tokenizer.pad_id)
+            ab = at_last[:, [tokenizer.verdict_a_id, tokenizer.verdict_b_id]].float()  # (B, 2)
+            p_a[rows] = ab.softmax(dim=-1)[:, 0].cpu()
     return p_a
 
 
@@ -648,24 +637,24 @@ def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=
     import tasks as task_world
     from model import generate
     core, pairs, ties = unwrap(model), [], 0
-    was_training = core.training
-    core.eval()
     generator = torch.Generator(device=next(core.parameters()).device).manual_seed(seed)
     starts = range(0, len(rows), batch_size // 2)
-    for start in tqdm(starts, desc="sampling judgment pairs", unit="batch", disable=not progress):
-        chunk = rows[start:start + batch_size // 2]
-        prompts = [tokenizer.render_chat(r["messages"], add_generation_prompt=True)[0]
-                   for r in chunk for _ in (0, 1)]
-        new = generate(core, prompts, max_new_tokens, temperature=1.0, top_p=0.9,
-                       stop_ids=(tokenizer.eot_id,), generator=generator, pad_id=tokenizer.pad_id)
-        texts = [tokenizer.decode([t for t in ids if t != tokenizer.eot_id]) for ids in new]
-        for r, a, b in zip(chunk, texts[0::2], texts[1::2]):
-            sa, sb = (task_world.score(r["task"], x)["overall"] for x in (a, b))
-            if sa == sb:
-                ties += 1
-            else:
-                pairs.append(PreferencePair(r["messages"], *((a, b) if sa > sb else (b, a))))
-    core.train(was_training)
+    with eval_mode(core):
+        for start in tqdm(starts, desc="sampling judgment pairs", unit="batch",
+                          disable=not progress):
+            chunk = rows[start:start + batch_size // 2]
+            prompts = [tokenizer.render_chat(r["messages"], add_generation_prompt=True)[0]
+                       for r in chunk for _ in (0, 1)]
+            new = generate(core, prompts, max_new_tokens, temperature=1.0, top_p=0.9,
+                           stop_ids=(tokenizer.eot_id,), generator=generator,
+                           pad_id=tokenizer.pad_id)
+            texts = [tokenizer.decode([t for t in ids if t != tokenizer.eot_id]) for ids in new]
+            for r, a, b in zip(chunk, texts[0::2], texts[1::2]):
+                sa, sb = (task_world.score(r["task"], x)["overall"] for x in (a, b))
+                if sa == sb:
+                    ties += 1
+                else:
+                    pairs.append(PreferencePair(r["messages"], *((a, b) if sa > sb else (b, a))))
     return pairs, ties
 
 

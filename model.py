@@ -14,11 +14,13 @@ What is here, top to bottom:
   Transformer.setup_cache + generate()         static KV cache; batched, left-padded sampling,
                                                per-row stops
   decode_one_token, compiled_decode_one_token  one decode step over the whole cache; torch.compile'd
-  compile_model, keep_freed_memory             speed options
-                                               (torch.compile; glibc page faults on CPU)
+  compile_model                                torch.compile, by default on CUDA only
+  eval_mode, unwrap                            eval mode without gradients for a block; the
+                                               module inside compile / DDP wrappers
   sequence_logprobs()                          log p(span) per sequence,
                                                for DPO, judging and evaluation
   sequence_rewards()                           a reward model's scalar at each sequence's last token
+  right_pad, last_position_logits              next-token logits after each of a batch of prompts
   to_hf_state_dict / from_hf_state_dict /
   hf_llama_config_dict                         Hugging Face Llama interop (convert.py)
 
@@ -27,7 +29,7 @@ Run:
   python model.py --preset tiny --generate 16
 """
 import argparse
-import ctypes
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -373,19 +375,17 @@ def compile_model(model: nn.Module, enabled: bool | None = None) -> nn.Module:
     return torch.compile(model) if enabled else model
 
 
-def keep_freed_memory() -> bool:
-    """Opt-in CPU speed-up on Linux/glibc: tell malloc to keep freed memory rather than hand it back
-    to the OS. By default each large activation is a fresh mmap whose pages fault in one at a time
-    (~75K page faults per demo-size training step; ~5K after this call, and 3-6% faster on a 2-core
-    VM, see bench_model.py). Process-wide; memory stays at its peak.
-    Returns False where it does not apply."""
+@contextlib.contextmanager
+def eval_mode(model):
+    """with eval_mode(model): the block runs in eval mode (no dropout) without gradients; the mode
+    the model had is restored afterwards."""
+    was = model.training
+    model.eval()
     try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # macOS, Windows, musl
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
-    return (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
-            and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1)
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was)
 
 
 def unwrap(model):
@@ -581,6 +581,23 @@ def sequence_rewards(model, ids, real):
     values, _ = model(ids)  # (B, T, 1)
     last = real.sum(dim=1) - 1  # (B,) the last real position, now that every row starts at 0
     return values[torch.arange(B, device=ids.device), last, 0].float()
+
+
+def right_pad(seqs, pad_id):
+    """list of id lists -> (B, T) long tensor, right-padded: causal attention never lets padding
+    leak back."""
+    x = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
+    for b, s in enumerate(seqs):
+        x[b, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return x
+
+
+def last_position_logits(model, prompts, pad_id):
+    """Next-token logits (B, V) after each prompt (id lists): one forward over the prompts
+    right-padded, read at each row's last real position (judging, multiple choice)."""
+    logits, _ = model(right_pad(prompts, pad_id).to(next(unwrap(model).parameters()).device))
+    last = torch.tensor([len(p) - 1 for p in prompts], device=logits.device)  # (B,)
+    return logits[torch.arange(len(prompts), device=logits.device), last]  # (B, V)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ on-policy DPO judged by a separate Bradley-Terry reward model (reward_model.py; 
 in memory); `--judge verifier` is the oracle arm, an evaluation device only: the task world's
 verifier as the judge, the upper bound of on-policy DPO at this scale. `--offline` is the DPO
 baseline (§4.1): the same loss from the SFT model on a fixed dataset of (chosen, rejected) pairs.
-Self-rejection (§3.3): `tournament` picks the best of N own samples with N-1 pairwise judgments,
-and `best_of_n` samples N responses and returns the winner (evaluate.py imports both).
+Self-rejection (§3.3): `tournament` picks the best of N own samples with N-1 pairwise judgments
+(the rounds are `knockout`, which evaluate.py's N-curve runs too), and `best_of_n` samples N
+responses and returns the winner.
 
 Run:
     python self_judge.py                           # SELF-JUDGE: out/jsft +
@@ -34,7 +35,6 @@ Run:
     python self_judge.py --best-of 8 --prompt "What is 3 plus 4?"   # self-rejection with
                                                                     # out/self_judge
 """
-import contextlib
 import copy
 import dataclasses
 import functools
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from model import generate, sequence_logprobs, sequence_rewards, unwrap
+from model import eval_mode, generate, sequence_logprobs, sequence_rewards, unwrap
 from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
                       train)
 from tokenizer import Tokenizer, read_jsonl
@@ -225,17 +225,6 @@ def build_pair_batch(prompt_ids, chosen, rejected, pad_id):
         ids[b, :len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
         mask[b, len(p):len(p) + len(r)] = 1
     return {"ids": ids, "mask": mask, "x": ids}
-
-
-@contextlib.contextmanager
-def eval_mode(model):
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was)
 
 
 def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
@@ -487,20 +476,14 @@ def judged_win_rate(policy, baseline, judge_fn, tokenizer, contexts, max_new_tok
 
 
 # ----------------------------------------------------------------------------- self-rejection
-def tournament(contexts, candidates, judge_pairs, seed):
-    """Best of N by a knockout tournament (SELF-JUDGE §3.3), for many contexts at once.
-    candidates[i]: context i's N_i candidates (any N_i >= 1). Per context the order is shuffled by
-    random.Random(seed, i); each round pairs neighbours, an odd one out gets a bye (and goes first
-    in the next round, so byes rotate); N_i - 1 judgments in all. judge_pairs(contexts, pairs) ->
-    winners (0 = first, 1 = second), called once per round with every context's matches.
-    Returns the index of each context's winner in candidates[i]."""
-    brackets = []
-    for i, cands in enumerate(candidates):
-        if not cands:
-            raise ValueError(f"tournament: context {i} has no candidates")
-        order = list(range(len(cands)))
-        random.Random(seed_of(seed, i)).shuffle(order)
-        brackets.append(order)
+def knockout(contexts, candidates, judge_pairs, brackets):
+    """Knockout rounds for many contexts at once (SELF-JUDGE §3.3). brackets[i]: context i's
+    candidate indices in bracket order. Each round pairs neighbours, an odd one out gets a bye (and
+    goes first in the next round, so byes rotate); N_i - 1 judgments in all. judge_pairs(contexts,
+    pairs) -> winners (0 = first, 1 = second), called once per round with every context's matches.
+    Returns the brackets before each round and after the last: rounds[r][i] is what is left of
+    context i's field after r rounds, and rounds[-1][i] is [its winner]."""
+    rounds = [brackets]
     while any(len(b) > 1 for b in brackets):
         matches = [(i, b[k], b[k + 1]) for i, b in enumerate(brackets)
                    for k in range(0, len(b) - 1, 2)]
@@ -513,7 +496,22 @@ def tournament(contexts, candidates, judge_pairs, seed):
         for (i, a, b), w in zip(matches, winners):
             next_round[i].append((a, b)[w])
         brackets = next_round
-    return [b[0] for b in brackets]
+        rounds.append(brackets)
+    return rounds
+
+
+def tournament(contexts, candidates, judge_pairs, seed):
+    """Best of N by a knockout tournament, for many contexts at once. candidates[i]: context i's
+    N_i candidates (any N_i >= 1); per context the bracket order is shuffled by
+    random.Random(seed, i). Returns the index of each context's winner in candidates[i]."""
+    brackets = []
+    for i, cands in enumerate(candidates):
+        if not cands:
+            raise ValueError(f"tournament: context {i} has no candidates")
+        order = list(range(len(cands)))
+        random.Random(seed_of(seed, i)).shuffle(order)
+        brackets.append(order)
+    return [b[0] for b in knockout(contexts, candidates, judge_pairs, brackets)[-1]]
 
 
 def best_of_n(model, judge_model, tokenizer, contexts, n, max_new_tokens=48, temperature=1.0,

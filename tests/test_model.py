@@ -563,7 +563,7 @@ def test_keep_freed_memory_stops_page_faults():
     default, and no longer once keep_freed_memory() has run."""
     code = """
 import resource, sys, torch
-from model import keep_freed_memory
+from bench_model import keep_freed_memory
 def faults_per_alloc():
     for _ in range(5):  # let the heap settle
         torch.empty(16 << 20).fill_(1.0)
