@@ -377,3 +377,12 @@ def test_help_shows_every_knob(capsys):
     printed = capsys.readouterr().out
     for f in dataclasses.fields(T.TrainConfig):
         assert "--" + f.name.replace("_", "-") in printed
+
+
+def test_hangul_share_counts_over_the_named_letters():
+    text = "한국 abc ÉÉ 漢字 123"  # 2 Hangul syllables, 3 ASCII Latin, 2 other Latin, 2 hanja
+    assert T.hangul_share(text) == 2 / 9  # of="letters": every str.isalpha letter
+    assert T.hangul_share(text, of="hangul+latin") == 2 / 5
+    assert T.hangul_share("123 !?") == 0 == T.hangul_share("", of="hangul+latin")
+    with pytest.raises(ValueError, match="of must be"):
+        T.hangul_share(text, of="latin")
