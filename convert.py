@@ -41,7 +41,8 @@ import torch
 
 from model import (ModelConfig, Transformer, from_hf_state_dict, hf_llama_config_dict,
                    to_hf_state_dict)
-from pretrain import find_checkpoint, load_checkpoint, load_tensors, save_checkpoint, write_file
+from pretrain import find_checkpoint, load_checkpoint, load_tensors, save_checkpoint
+from readers import write_file
 from tokenizer import SPECIAL_PIECES, Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -62,7 +63,7 @@ def have_safetensors():
 
 
 def _stage_files(out_dir, files):
-    """Write {name: content} (text, or write_fn(path): pretrain.write_file) to temporary names in
+    """Write {name: content} (text, or write_fn(path): readers.write_file) to temporary names in
     out_dir, then rename them all into place: a failure while writing leaves whatever out_dir held
     before untouched."""
     os.makedirs(out_dir, exist_ok=True)

@@ -23,14 +23,12 @@ the batch at a step is a function of (seed, step)), val_batches and context_leng
 """
 import argparse
 import dataclasses
-import functools
 import glob
 import hashlib
 import json
 import os
 import re
 import shutil
-import sysconfig
 import time
 import typing
 import unicodedata
@@ -42,11 +40,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tokenizer import read_jsonl, read_text, text_record
+from readers import DataError, Source, read_file
+from tokenizer import default_sources
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CORPUS_DIR = os.path.join(HERE, "corpus")
-GROUPS = ("ko", "en", "code")
 CODE_EXTS = {".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".js", ".ts", ".go", ".rs", ".java",
              ".sh", ".rb"}
 TEXT_EXTS = {".txt", ".md", ".jsonl"} | CODE_EXTS
@@ -92,33 +88,8 @@ class DataConfig:
     seed: int = field(default=0, metadata={"help": "seed for split, mixture and FIM"})
 
 
-class DataError(Exception):
-    """Bad input; the message names the file (and line) and what to fix."""
-
-
-# -------------------------------------------------------------------------- reading
-def read_text_file(path):
-    try:
-        return read_text(path)
-    except ValueError as e:
-        raise DataError(f"{e} or leave it out") from None
-
-
-def read_file(path, skip_bad=False, skipped=None):
-    """One file -> list of (text, lang or None). .jsonl: one {"text", "lang"?} per line;
-    .txt/.md: documents separated by blank lines; anything else (code): the whole file is one
-    document. A bad .jsonl line stops the read, or with skip_bad is left out,
-    its "file:line: what" added to `skipped`."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext != ".jsonl":
-        text = read_text_file(path)
-        if ext in (".txt", ".md"):
-            return [(d, None) for d in re.split(r"\n\s*\n", text) if d.strip()]
-        return [(text, None)] if text.strip() else []
-    try:
-        return read_jsonl(path, text_record, skip_bad, skipped)
-    except ValueError as e:
-        raise DataError(f"{e}; fix it or pass --skip-bad") from None
+# -------------------------------------------------------------------------- reading --source specs
+# (the file readers and the default corpus: readers.read_file, tokenizer.default_sources)
 
 
 def expand_paths(spec, where):
@@ -141,17 +112,6 @@ def expand_paths(spec, where):
     return paths
 
 
-@dataclass
-class Source:
-    name: str
-    group: str  # language group the mixture weights apply to: ko | en | code | any other name
-    docs: list  # list of (text, lang or None); a record's lang overrides the group
-    origin: str = ""
-    skipped: list = field(default_factory=list)  # "file:line: what" of each skipped bad .jsonl line
-    # written by this project (tasks.py): exempt from the length and repetition filters
-    curated: bool = False
-
-
 def parse_sources(specs, skip_bad=False):
     sources = []
     for spec in specs:
@@ -166,92 +126,6 @@ def parse_sources(specs, skip_bad=False):
                 for d in read_file(f, skip_bad, skipped)]
         sources.append(Source(name, group, docs, paths, skipped))
     return sources
-
-
-# -------------------------------------------------------------------------- embedded default corpus
-def stdlib_code(max_chars):
-    """Python's own standard library source (PSF licence):
-    a stable pseudo-random choice of modules."""
-    root = sysconfig.get_paths()["stdlib"]
-    skip = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "__pycache__"}
-    files = []
-    for d, dirs, fs in os.walk(root):
-        # prune: never walk into tests or installed packages
-        dirs[:] = sorted(x for x in dirs if x not in skip)
-        files += [os.path.join(d, f) for f in fs if f.endswith(".py")]
-    # same order on every machine
-    files.sort(key=lambda p: zlib.crc32(os.path.relpath(p, root).encode()))
-    docs, total = [], 0
-    for path in files:
-        if total >= max_chars:
-            break
-        try:
-            text = read_text_file(path)
-        except DataError:
-            continue
-        if 1_000 <= len(text) <= 60_000:
-            docs.append(text)
-            total += len(text)
-    return docs
-
-
-def pydoc_topics():
-    """The Python language reference as plain English text (stdlib pydoc_data, PSF licence)."""
-    try:
-        from pydoc_data.topics import topics
-    except ImportError:
-        warnings.warn("pydoc_data is not installed with this Python: "
-                      "the default English corpus is smaller")
-        return []
-    return [topics[k] for k in sorted(topics)]
-
-
-def task_documents():
-    """The bilingual instruction world of tasks.py rendered as text, when tasks.py exists."""
-    try:
-        import tasks
-    except ImportError:
-        return []
-    return list(tasks.pretrain_documents(seed=0))
-
-
-def hangul_share(text):
-    """Hangul syllables / (Hangul + Latin letters)."""
-    h = len(re.findall(r"[\uac00-\ud7a3]", text))
-    return h / max(1, h + len(re.findall(r"[A-Za-z]", text)))
-
-
-@functools.lru_cache(maxsize=4)
-def _default_sources(code_chars):
-    sources = []
-    for name in ("ko_law", "ko_gnome_help", "ko_debian_faq", "en_gnome_help", "en_debian_faq"):
-        path = os.path.join(CORPUS_DIR, name + ".jsonl")
-        sources.append(Source(name, name[:2], [(t, None) for t, _ in read_file(path)],
-                              f"corpus/{name}.jsonl"))
-    sources.append(Source("en_python_reference", "en", [(t, None) for t in pydoc_topics()],
-                          "stdlib pydoc_data"))
-    sources.append(Source("code_python_stdlib", "code",
-                          [(t, None) for t in stdlib_code(code_chars)], "stdlib *.py"))
-    task_docs = task_documents()
-    for group in ("ko", "en"):
-        docs = [(t, None) for t in task_docs if (hangul_share(t) >= 0.3) == (group == "ko")]
-        if docs:
-            sources.append(Source(f"tasks_{group}", group, docs, "tasks.pretrain_documents",
-                                  curated=True))
-    return tuple(sources)
-
-
-def default_sources(code_chars=1_000_000):
-    return [dataclasses.replace(s, docs=list(s.docs)) for s in _default_sources(code_chars)]
-
-
-def default_corpus():
-    """{"ko": [...], "en": [...], "code": [...]}:
-    the embedded default documents, offline, cached per process."""
-    corpus = {g: [] for g in GROUPS}
-    for s in default_sources():
-        corpus.setdefault(s.group, []).extend(t for t, _ in s.docs)
-    return corpus
 
 
 # -------------------------------------------------------------------------- cleaning

@@ -45,14 +45,12 @@ from tqdm import tqdm
 
 import data
 from model import generate, last_position_logits, right_pad, sequence_logprobs
-from pretrain import atomic_write, find_checkpoint, load_model, parse_config
-from sft import read_jsonl_records
-from tokenizer import Tokenizer, read_jsonl
+from pretrain import find_checkpoint, load_model, parse_config
+from readers import LETTERS, atomic_write, read_jsonl, read_mc
+from tokenizer import Tokenizer, hangul_share
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 SECTIONS = ("lm", "tokenizer", "fim", "mc", "tasks", "win", "judge", "rejection")
 JUDGE_PHASES = ("jsft", "self_judge")  # the phases that train a checkpoint to judge
-LETTERS = "ABCDEFGHIJ"
 MC_INSTRUCTION = {"en": "Answer with the letter of the correct option.",
                   "ko": "정답의 기호를 고르세요."}
 # the assistant's words; the next token is the letter
@@ -313,56 +311,13 @@ def fim_section(model, tok, data_tok, data_dir, groups, cfg):
 
 
 # ------------------------------------------------------------------ multiple choice
-def mc_record(record):
-    """-> {"question", "choices", "answer" (0-based)}. Layouts: DESIGN.md §4 and MMLU {"question",
-    "choices", "answer": 0-based index or letter}; KMMLU {"question", "A", "B", "C", "D", "answer":
-    1-based index or letter}. A letter may be written "B" or "(B)". Raises ValueError naming the
-    field."""
-    question = record.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError('"question" must be a non-empty string')
-    if "choices" in record:
-        choices, base = record["choices"], 0
-    elif all(L in record for L in "ABCD"):
-        choices, base = [record[L] for L in LETTERS if L in record], 1
-    else:
-        raise ValueError('expected "choices": [...] (MMLU layout) or "A", "B", "C", "D" fields '
-                         '(KMMLU layout)')
-    if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS) or \
-            not all(isinstance(c, (str, int, float)) and str(c).strip() for c in choices):
-        raise ValueError(f"the choices must be 2 to {len(LETTERS)} non-empty strings, got "
-                         f"{choices!r:.80}")
-    answer, letters = record.get("answer"), LETTERS[:len(choices)]
-    letter = answer.strip().strip("()").upper() if isinstance(answer, str) else None
-    if letter and len(letter) == 1 and letter in letters:
-        index = letters.index(letter)
-    elif isinstance(answer, int) and not isinstance(answer,
-                                                    bool) and 0 <= answer - base < len(choices):
-        index = answer - base
-    else:
-        raise ValueError(f'"answer" must be a {base}-based index below {len(choices) + base} or a '
-                         'letter ' f"{letters[0]}-{letters[-1]}, got {answer!r}")
-    return {"question": question, "choices": [str(c) for c in choices], "answer": index}
-
-
-def read_mc(path, skip_bad=False):
-    """Multiple-choice records of a .jsonl file; a bad one stops the read as 'file:line: what is
-    wrong'."""
-    if not os.path.exists(path) and os.path.exists(os.path.join(HERE, path)):
-        path = os.path.join(HERE, path)  # the shipped evals/ sets, from any working directory
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such multiple-choice file (--mc)")
-    records = read_jsonl_records(path, lambda r: [mc_record(r)], skip_bad)
-    if not records:
-        raise ValueError(f"{path}: no multiple-choice records")
-    return records
 
 
 def mc_prompt(tok, question, choices, chat=True):
     """HCX style: the question and its lettered options as a user turn, then the assistant's
     "Answer:", whose next token is the answer letter. chat=False (a base model, which never saw the
     chat tokens): the same text as a plain document after an eos, "...\nAnswer:" on its own line."""
-    lang = "ko" if data.hangul_share(question) >= 0.3 else "en"
+    lang = "ko" if hangul_share(question, of="hangul+latin") >= 0.3 else "en"
     options = "\n".join(f"{L}. {c}" for L, c in zip(LETTERS, choices))
     body = f"{question.strip()}\n{options}\n{MC_INSTRUCTION[lang]}"
     if not chat:
@@ -1241,10 +1196,8 @@ def plot_figures(report, out_dir):
 
 
 def save_figure(fig, out_dir, name):
-    tmp = os.path.join(out_dir, f".{name}.tmp{os.getpid()}.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, os.path.join(out_dir, name))
+    atomic_write(os.path.join(out_dir, name), lambda path: fig.savefig(path, dpi=100, format="png"))
     return name
 
 

@@ -43,6 +43,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from model import ModelConfig, Transformer, config_from_preset
+from readers import atomic_write, fsync, write_file
 
 
 # ----------------------------------------------------------------------------- options
@@ -159,39 +160,6 @@ def set_rng_state(state):
 # step_000120, and only then published; the saves older than the newest --keep-last are removed
 # after that. A kill at any instant therefore leaves `latest` on a complete save (as PyTorch
 # Distributed Checkpoint and torchtune do: write everything, then publish with one rename).
-
-
-def write_file(path, content):
-    """content: text (written as UTF-8) or write_fn(path) for anything else (torch.save, a copy)."""
-    if isinstance(content, str):
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(content)
-    else:
-        content(path)
-
-
-def fsync(path):
-    """Flush a file, or a folder's entries (the renames into it), to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, content):
-    """Write `content` (see write_file) to a temporary name, fsync it, then rename it over `path`:
-    a crash leaves the old file or the new one, never half of one (the next write reuses the
-    temporary name)."""
-    tmp = f"{path}.tmp"
-    try:
-        write_file(tmp, content)
-        fsync(tmp)
-        os.replace(tmp, path)
-        fsync(os.path.dirname(os.path.abspath(path)))
-    finally:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
 
 
 def step_folders(run_dir):

@@ -26,7 +26,7 @@ import os
 import sys
 
 from evaluate import bootstrap_interval, mean, md_table, win_cell
-from pretrain import atomic_write
+from readers import atomic_write
 
 
 def read_reports(paths):

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from jsft import context_lang, read_preferences
+from jsft import context_lang
 from model import Transformer, sequence_rewards
-from pretrain import TrainConfig, atomic_write, parse_config, setup_distributed, train
+from pretrain import TrainConfig, parse_config, setup_distributed, train
+from readers import atomic_write, read_preferences
 from self_judge import offline_batches, opt, reward_judge, tokenize_pairs
 from sft import load_start
 
@@ -44,7 +45,8 @@ class RewardConfig(TrainConfig):
     out_dir: str = opt("out/reward_model", "checkpoint folder this phase writes")
     init_from: str = opt("out/sft", "start checkpoint (its LM head is replaced by the scalar head)")
     tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default pairs")
-    prefs: str = opt("", "preference pairs, comma-separated files (jsft.read_preferences layouts); "
+    prefs: str = opt("", "preference pairs, comma-separated files "
+                         "(readers.read_preferences layouts); "
                          "'' = <tasks-dir>/prefs_train.jsonl and ultrafeedback_train.jsonl, "
                          "and out/jsft/sampled_prefs.jsonl when it exists: the pairs JSFT judges")
     eval_prefs: str = opt("", "held-out pairs for accuracy; "

@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from model import eval_mode, generate, sequence_logprobs, sequence_rewards, unwrap
 from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
                       train)
-from tokenizer import Tokenizer, read_jsonl
+from readers import read_jsonl, read_preferences, read_prompts
+from tokenizer import Tokenizer
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 JUDGES = ("self", "reward", "verifier")
@@ -73,10 +74,10 @@ class SelfJudgeConfig(TrainConfig):
                         "the offline DPO baseline on --prefs instead of on-policy self-judgment")
     tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default prompts, "
                                       "pairs and held-out prompts")
-    prompts: str = opt("", "prompts to sample from (jsft.read_prompts layouts); "
+    prompts: str = opt("", "prompts to sample from (readers.read_prompts layouts); "
                            "'' = <tasks-dir>/prompts_train.jsonl")
     prefs: str = opt("", "--offline: preference pairs, comma-separated files "
-                         "(jsft.read_preferences layouts); '' = <tasks-dir>/prefs_train.jsonl")
+                         "(readers.read_preferences layouts); '' = <tasks-dir>/prefs_train.jsonl")
     val_prompts: str = opt("", "held-out prompts for the judged win rate vs the start; "
                                "'' = <tasks-dir>/eval_tasks.jsonl")
     val_count: int = opt(24, "how many --val-prompts to judge at the end (0 = no validation)")
@@ -529,7 +530,6 @@ def best_of_n(model, judge_model, tokenizer, contexts, n, max_new_tokens=48, tem
 
 # ----------------------------------------------------------------------------- CLI
 def load_contexts(path, tokenizer, cfg, max_len, what):
-    from jsft import read_prompts
     if not os.path.exists(path):
         raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --{what} FILE")
     contexts = read_prompts(path)
@@ -579,7 +579,6 @@ def main(argv=None):
     held = [policy, reference]  # the models this run keeps in memory: policy, reference, judge
     val_fn = None
     if cfg.offline:
-        from jsft import read_preferences
         pairs = []
         for path in cfg.prefs.split(","):
             if not os.path.exists(path):

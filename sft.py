@@ -13,122 +13,20 @@ The SFT model is SELF-JUDGE's first baseline and the start of the offline DPO ba
     python sft.py --data chats.jsonl,hh.jsonl  # your data: messages layout or HH-RLHF (chosen side)
     torchrun --nproc_per_node 2 sft.py         # data parallel
 
-Readers (DESIGN.md §4), imported by other scripts:
-    read_messages_jsonl(path)   {"messages": [{"role", "content"}, ...]} per line
-    read_hh_rlhf(path, side)    Anthropic HH-RLHF transcripts
-                                ("\\n\\nHuman: ...\\n\\nAssistant: ...")
-    hh_to_messages(text)        one HH transcript -> messages
-Every bad record stops the read with `ValueError("file:line: what is wrong")`; with --skip-bad it is
+--data is read by readers.read_conversations (the messages layout or HH-RLHF, DESIGN.md §4): every
+bad record stops the read with `ValueError("file:line: what is wrong")`; with --skip-bad it is
 skipped, counted, and a one-line summary is printed at the end.
 """
 import json
 import os
 import random
-import re
-import sys
 from dataclasses import dataclass, field
 
 import torch
 
 from pretrain import (TrainConfig, find_checkpoint, load_model, lm_loss, parse_config,
                       setup_distributed, train)
-from tokenizer import read_jsonl
-
-# --- readers ---
-ROLES = ("system", "user", "assistant")
-
-
-def read_jsonl_records(path, parse, skip_bad=False):
-    """Calls parse(record) on each JSON line of `path` (tokenizer.read_jsonl: a line that is not
-    UTF-8 or not JSON is an error too) and returns the concatenated lists it returns.
-
-    parse raises ValueError("what is wrong") for a bad record: it becomes "path:line: what is wrong"
-    and stops the read, or with skip_bad=True the record is skipped and counted. Blank lines are
-    ignored. A record for which parse returns [] (say, a preference pair with nothing to prefer) is
-    counted as "gave nothing", which is not an error."""
-    skipped = []
-    per_record = read_jsonl(path, parse, skip_bad, skipped)
-    empty = sum(not items for items in per_record)
-    notes = []
-    if skipped:
-        notes.append(f"skipped {len(skipped)} bad record(s), the first: {skipped[0]}")
-    if empty:
-        notes.append(f"{empty} record(s) gave nothing")
-    if notes:
-        print(f"{path}: " + "; ".join(notes), file=sys.stderr)
-    return [item for items in per_record for item in items]
-
-
-def check_messages(messages, what="messages"):
-    """A list of {"role": system|user|assistant, "content": str};
-    raises ValueError naming the field."""
-    if not isinstance(messages, list) or not messages:
-        raise ValueError(f'"{what}" must be a non-empty list of {{"role", "content"}} objects')
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise ValueError(f'{what}[{i}]: "role" must be one of {", ".join(ROLES)}, '
-                             f'got {m!r:.80}')
-        if not isinstance(m.get("content"), str):
-            raise ValueError(f'{what}[{i}]: "content" must be a string')
-        if m["role"] == "system" and i > 0:
-            raise ValueError(f"{what}[{i}]: a system message may only come first")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
-def read_messages_jsonl(path, skip_bad=False) -> list[list[dict]]:
-    """Chat conversations, one {"messages": [...]} per line; each must contain an assistant turn."""
-    def parse(record):
-        messages = check_messages(record.get("messages"))
-        if not any(m["role"] == "assistant" for m in messages):
-            raise ValueError("the conversation has no assistant turn to learn from")
-        return [messages]
-    return read_jsonl_records(path, parse, skip_bad)
-
-
-HH_TURN = re.compile(r"\n\n(Human|Assistant):")
-
-
-def hh_to_messages(text) -> list[dict]:
-    """'\\n\\nHuman: hi\\n\\nAssistant: hello'
-    -> [{"role": "user", ...}, {"role": "assistant", ...}].
-
-    Only a blank line followed by "Human:" or "Assistant:" starts a turn, so a reply may contain
-    blank lines of its own. Contents are stripped. A transcript must start with a Human turn and
-    alternate. A missing or empty final Assistant turn is allowed: the conversation then ends with
-    the user turn (a prompt still to be answered); read_hh_rlhf returns it that way."""
-    if not isinstance(text, str):
-        raise ValueError(f"an HH transcript must be a string, got {type(text).__name__}")
-    text = "\n\n" + text.lstrip() if text.lstrip().startswith(("Human:", "Assistant:")) else text
-    parts = HH_TURN.split(text)  # [before, role, content, role, content, ...]
-    if len(parts) < 3:
-        raise ValueError('no "\\n\\nHuman:" / "\\n\\nAssistant:" turns found')
-    if parts[0].strip():
-        raise ValueError(f'text before the first "\\n\\nHuman:" turn: {parts[0].strip()!r:.60}')
-    messages = []
-    for i, (speaker, content) in enumerate(zip(parts[1::2], parts[2::2])):
-        role, content = ("user" if speaker == "Human" else "assistant"), content.strip()
-        if role != ("user", "assistant")[i % 2]:
-            raise ValueError(f"turn {i + 1} is {speaker}, "
-                             "but turns must alternate starting with Human")
-        last = i == len(parts) // 2 - 1
-        if not content and not (last and role == "assistant"):
-            raise ValueError(f"turn {i + 1} ({speaker}) is empty")
-        if content:
-            messages.append({"role": role, "content": content})
-    return messages
-
-
-def read_hh_rlhf(path, side="chosen", skip_bad=False) -> list[list[dict]]:
-    """The `side` ("chosen" or "rejected") transcript of each HH-RLHF record, as messages.
-    A record whose final Assistant turn is missing or empty comes back ending with its user turn."""
-    if side not in ("chosen", "rejected"):
-        raise ValueError(f'read_hh_rlhf: side must be "chosen" or "rejected", got {side!r}')
-
-    def parse(record):
-        if not isinstance(record.get(side), str):
-            raise ValueError(f'"{side}" must be a transcript string')
-        return [hh_to_messages(record[side])]
-    return read_jsonl_records(path, parse, skip_bad)
+from readers import read_conversations
 
 
 # --- training ---
@@ -167,26 +65,6 @@ class SFTConfig(TrainConfig):
     warmup_steps: int = 20
     eval_every: int = 0
     save_every: int = 0
-
-
-def read_conversations(spec, tasks_dir="out/tasks", skip_bad=False):
-    """Conversations for --data: the task world's sft_train.jsonl, or user files (messages or
-    HH-RLHF layout, told apart by the first record's keys)."""
-    if spec == "tasks":
-        path = os.path.join(tasks_dir, "sft_train.jsonl")
-        if not os.path.exists(path):
-            raise SystemExit(f"{path} not found: run `python tasks.py` first "
-                             "(or pass --data FILES)")
-        return read_messages_jsonl(path, skip_bad=skip_bad)
-    conversations = []
-    for path in spec.split(","):
-        if not os.path.exists(path):
-            raise SystemExit(f"--data: {path} not found")
-        first = (read_jsonl(path, lambda record: record, skip_bad=True) or [{}])[0]  # errors: below
-        reader = (read_hh_rlhf if "chosen" in first and "messages" not in first
-                  else read_messages_jsonl)
-        conversations += reader(path, skip_bad=skip_bad)
-    return conversations
 
 
 def encode_conversations(conversations, tokenizer, max_len):

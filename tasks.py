@@ -40,6 +40,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
+from readers import atomic_write
+
 # ----------------------------------------------------------------------------- built-in tables
 # (English, Korean). Words avoid the fixed words of the reply templates ("word", "number", ...).
 LEXICON = [tuple(pair.split(":")) for pair in """
@@ -773,14 +775,6 @@ def jsonl(rows):
     return [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
 
 
-def write_atomic(path, lines):
-    """Write to a temporary name, then rename: a failed run never leaves a half-written file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
-
-
 def export(out_dir="out/tasks", seed=0, world: WorldConfig | None = None) -> dict:
     """Writes the world in the formats real data uses (DESIGN.md §4); returns counts."""
     world = world or WorldConfig()
@@ -823,7 +817,7 @@ def export(out_dir="out/tasks", seed=0, world: WorldConfig | None = None) -> dic
     }
     os.makedirs(out_dir, exist_ok=True)
     for name, lines in files.items():
-        write_atomic(os.path.join(out_dir, name), lines)
+        atomic_write(os.path.join(out_dir, name), "".join(lines))
     per_family = {
         split: {f: dict(Counter(t["lang"] for t in ts if t["family"] == f)) for f in FAMILIES}
                   for split, ts in split_tasks.items()}

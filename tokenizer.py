@@ -19,14 +19,14 @@ What a reader learns here:
      English-centric tokenizer of the same vocabulary size.
 
 Run:
-  python tokenizer.py                     # default corpus (data.default_corpus) -> out/tokenizer
+  python tokenizer.py                     # default corpus (default_corpus) -> out/tokenizer
   python tokenizer.py train --input 'corpus/*.jsonl' --vocab-size 8192 --out out/tok
   python tokenizer.py encode "모든 인간은 태어날 때부터 자유롭다."   # show the pieces
 The demo vocabulary is 4096 (ids fit uint16); HyperCLOVA X uses 100k (--vocab-size 100000).
 """
 import argparse
 import dataclasses
-import glob
+import functools
 import io
 import json
 import os
@@ -34,10 +34,16 @@ import random
 import re
 import struct
 import sys
+import sysconfig
+import warnings
+import zlib
 from dataclasses import dataclass
 
 import sentencepiece as spm
 from tqdm import tqdm
+
+from readers import (ROLES, DataError, Source, atomic_write, read_documents, read_file,
+                     read_text_file)
 
 # -----------------------------------------------------------------------------------------------
 # Special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model this script trains.
@@ -53,7 +59,6 @@ SPECIAL_PIECES = {  # attribute name -> piece; position in this dict == id
 # whenever the rules below change.
 SEGMENTATION_MARKERS = {True: "<|seg:morpheme-v1|>", False: "<|seg:none|>"}
 VERDICT_PIECES = {"verdict_a": "\u2581A", "verdict_b": "\u2581B"}  # " A" and " B" (SELF-JUDGE)
-ROLES = ("system", "user", "assistant")
 SPACE_SYMBOL = "\u2581"  # sentencepiece writes a space as "▁"
 
 # -----------------------------------------------------------------------------------------------
@@ -240,102 +245,25 @@ class Tokenizer:
         return ids, mask
 
 # -----------------------------------------------------------------------------------------------
-# Reading a corpus: .txt (documents separated by a blank line) or .jsonl ({"text", "lang"?}),
-# directories and globs (DESIGN.md §4).
+# A corpus by language: {lang: [documents]}
 
 
-def read_text(path):
-    """A whole UTF-8 text file (a leading BOM dropped). A byte that is not UTF-8 raises ValueError
-    naming the file and line."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        bad = raw[e.start:e.start + 1]
-        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {e.start}: {bad!r}); convert "
-                         f"the file to UTF-8") from None
-
-
-def read_jsonl(path, parse, skip_bad=False, skipped=None):
-    """[parse(record) for each JSON object line of `path`], the one JSONL reader of every script.
-    A line that is not UTF-8, not JSON or not an object, or whose parse raises ValueError("what is
-    wrong"), stops the read with ValueError("path:line: what is wrong"); with skip_bad it is left
-    out and its message appended to `skipped`. Blank lines are ignored and a leading BOM dropped."""
-    out = []
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                try:
-                    line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
-                except UnicodeDecodeError as e:
-                    bad = raw[e.start:e.start + 1]
-                    raise ValueError(f"not valid UTF-8 (byte {bad!r} at column {e.start + 1}); "
-                                     f"convert the file to UTF-8") from None
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(record, dict):
-                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-                out.append(parse(record))
-            except ValueError as e:
-                if not skip_bad:
-                    raise ValueError(f"{path}:{n}: {e}") from None
-                if skipped is not None:
-                    skipped.append(f"{path}:{n}: {e}")
-    return out
-
-
-def text_record(record):
-    """A corpus .jsonl record {"text": str, "lang"?: str} -> (text, lang or None)."""
-    if not isinstance(record.get("text"), str):
-        raise ValueError('expected an object with a "text" string')
-    if record.get("lang") is not None and not isinstance(record["lang"], str):
-        raise ValueError('"lang" must be a string')
-    return record["text"], record.get("lang")
-
-
-def read_documents(paths, skip_bad=False):
-    """-> list of (text, lang or None). Errors name the file (and line) and say what to fix; with
-    skip_bad a bad .jsonl line is left out and counted on stderr."""
-    files = []
-    for p in paths:
-        p = os.fspath(p)
-        if os.path.isdir(p):
-            found = sorted(glob.glob(os.path.join(p, "**", "*.txt"), recursive=True)
-                           + glob.glob(os.path.join(p, "**", "*.jsonl"), recursive=True))
-        elif glob.has_magic(p):
-            found = sorted(glob.glob(p, recursive=True))
-        else:
-            found = [p]
-        if not found:
-            raise FileNotFoundError(f"{p}: no .txt or .jsonl files match")
-        files += found
-    docs, skipped = [], []
-    for path in files:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such file")
-        if path.endswith(".jsonl"):
-            docs += read_jsonl(path, text_record, skip_bad, skipped)
-        else:
-            text = read_text(path).strip("\n")
-            blocks = re.split(r"\n(?:[ \t]*\n)+", text)  # blank line(s) between
-            docs += [(d, None) for d in blocks if d.strip()]
-    if skipped:
-        print(f"skipped {len(skipped)} bad record(s), the first: {skipped[0]}", file=sys.stderr)
-    if not any(d.strip() for d, _ in docs):
-        raise ValueError(f"empty corpus: no text in {', '.join(files)}")
-    return docs
+def hangul_share(text, of="letters"):
+    """The share of Hangul syllables (가-힣) in `text`, 0 when it has none of the letters counted:
+    of="letters": among all its letters (str.isalpha: every script, jamo and hanja included);
+    of="hangul+latin": among its Hangul syllables and ASCII Latin letters only (other scripts are
+    left out). Kept apart on purpose: each caller's 0.3 cut was set with its own denominator."""
+    hangul = sum("\uac00" <= c <= "\ud7a3" for c in text)
+    if of == "letters":
+        return hangul / max(1, sum(c.isalpha() for c in text))
+    if of == "hangul+latin":
+        return hangul / max(1, hangul + len(re.findall(r"[A-Za-z]", text)))
+    raise ValueError(f'hangul_share: of must be "letters" or "hangul+latin", got {of!r}')
 
 
 def guess_lang(text):
     """ko / code / en, for files without a "lang" field (report grouping only)."""
-    letters = [c for c in text if c.isalpha()]
-    if letters and sum("\uac00" <= c <= "\ud7a3" for c in letters) / len(letters) > 0.3:
+    if hangul_share(text) > 0.3:
         return "ko"
     lines = [ln for ln in text.splitlines() if ln.strip()]
     codey = sum(ln.startswith((" ", "\t")) or ln.rstrip().endswith((":", "{", "}", ";", ")"))
@@ -366,6 +294,94 @@ def as_corpus(texts_or_files):
         else:
             docs.append((item, None))
     return group_by_lang(docs + (read_documents(paths) if paths else []))
+
+# -----------------------------------------------------------------------------------------------
+# The embedded default corpus: real text that ships with the project (corpus/SOURCES.md), Python's
+# own library and language reference, and the task world; what `python tokenizer.py` trains on and
+# `python data.py` builds from when given no input.
+
+CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+GROUPS = ("ko", "en", "code")
+
+
+def stdlib_code(max_chars):
+    """Python's own standard library source (PSF licence):
+    a stable pseudo-random choice of modules."""
+    root = sysconfig.get_paths()["stdlib"]
+    skip = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "__pycache__"}
+    files = []
+    for d, dirs, fs in os.walk(root):
+        # prune: never walk into tests or installed packages
+        dirs[:] = sorted(x for x in dirs if x not in skip)
+        files += [os.path.join(d, f) for f in fs if f.endswith(".py")]
+    # same order on every machine
+    files.sort(key=lambda p: zlib.crc32(os.path.relpath(p, root).encode()))
+    docs, total = [], 0
+    for path in files:
+        if total >= max_chars:
+            break
+        try:
+            text = read_text_file(path)
+        except DataError:
+            continue
+        if 1_000 <= len(text) <= 60_000:
+            docs.append(text)
+            total += len(text)
+    return docs
+
+
+def pydoc_topics():
+    """The Python language reference as plain English text (stdlib pydoc_data, PSF licence)."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        warnings.warn("pydoc_data is not installed with this Python: "
+                      "the default English corpus is smaller")
+        return []
+    return [topics[k] for k in sorted(topics)]
+
+
+def task_documents():
+    """The bilingual instruction world of tasks.py rendered as text, when tasks.py exists."""
+    try:
+        import tasks
+    except ImportError:
+        return []
+    return list(tasks.pretrain_documents(seed=0))
+
+
+@functools.lru_cache(maxsize=4)
+def _default_sources(code_chars):
+    sources = []
+    for name in ("ko_law", "ko_gnome_help", "ko_debian_faq", "en_gnome_help", "en_debian_faq"):
+        path = os.path.join(CORPUS_DIR, name + ".jsonl")
+        sources.append(Source(name, name[:2], [(t, None) for t, _ in read_file(path)],
+                              f"corpus/{name}.jsonl"))
+    sources.append(Source("en_python_reference", "en", [(t, None) for t in pydoc_topics()],
+                          "stdlib pydoc_data"))
+    sources.append(Source("code_python_stdlib", "code",
+                          [(t, None) for t in stdlib_code(code_chars)], "stdlib *.py"))
+    task_docs = task_documents()
+    for group in ("ko", "en"):
+        docs = [(t, None) for t in task_docs
+                if (hangul_share(t, of="hangul+latin") >= 0.3) == (group == "ko")]
+        if docs:
+            sources.append(Source(f"tasks_{group}", group, docs, "tasks.pretrain_documents",
+                                  curated=True))
+    return tuple(sources)
+
+
+def default_sources(code_chars=1_000_000):
+    return [dataclasses.replace(s, docs=list(s.docs)) for s in _default_sources(code_chars)]
+
+
+def default_corpus():
+    """{"ko": [...], "en": [...], "code": [...]}:
+    the embedded default documents, offline, cached per process."""
+    corpus = {g: [] for g in GROUPS}
+    for s in default_sources():
+        corpus.setdefault(s.group, []).extend(t for t, _ in s.docs)
+    return corpus
 
 # -----------------------------------------------------------------------------------------------
 # Training
@@ -431,15 +447,6 @@ def _ensure_pieces(model, pieces):
             model += b"\x0a" + _varint(len(msg)) + msg
             low -= 1.0
     return model
-
-
-def _write_atomic(path, data):
-    """Write to a temporary name, then rename: a failed run never leaves half a file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def _sample(corpus, max_chars, seed):
@@ -516,10 +523,10 @@ def train_tokenizer(texts_or_files, out_dir, vocab_size=4096, morpheme_aware=Tru
         "trained_on": {"documents": len(docs), "chars": sum(map(len, docs)),
                        "corpus_documents": {lang: len(d) for lang, d in sorted(corpus.items())}},
     }
-    _write_atomic(model_path, model_bytes)
-    _write_atomic(os.path.join(out_dir, "tokenizer.vocab"), vocab)
-    _write_atomic(os.path.join(out_dir, "meta.json"),
-                  json.dumps(meta, indent=2, ensure_ascii=False))
+    os.makedirs(out_dir or ".", exist_ok=True)
+    atomic_write(model_path, model_bytes)
+    atomic_write(os.path.join(out_dir, "tokenizer.vocab"), vocab)
+    atomic_write(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2, ensure_ascii=False))
     return model_path
 
 # -----------------------------------------------------------------------------------------------
@@ -600,7 +607,7 @@ def efficiency_report(corpus, cfg):
         if heldout.get("ko"):
             report.setdefault("ko_morpheme_boundaries_inside_a_token", {})[name] = \
                 boundaries_inside_tokens(tok, heldout["ko"])
-    _write_atomic(os.path.join(cfg.out, "report.json"), json.dumps(report, indent=2))
+    atomic_write(os.path.join(cfg.out, "report.json"), json.dumps(report, indent=2))
     return report
 
 
@@ -631,7 +638,7 @@ def main(argv=None):
         "train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         help="train a tokenizer and write the efficiency report (default command)")
     p_train.add_argument("--input", nargs="+", help="files, dirs or globs (.txt/.jsonl); "
-                         "default: data.default_corpus()")
+                         "default: default_corpus()")
     p_train.add_argument("--skip-bad", action="store_true",
                          help="skip (and count) bad --input .jsonl lines instead of stopping")
     for f in dataclasses.fields(TrainConfig):
@@ -668,12 +675,7 @@ def run(args):
     if args.input:
         corpus = group_by_lang(read_documents(args.input, args.skip_bad))
     else:
-        try:
-            import data  # lazily: data.py imports tokenizer.py too
-        except ImportError as e:
-            sys.exit(f"tokenizer.py: no --input given and data.py cannot be imported ({e}); "
-                     f"pass --input FILES")
-        corpus = data.default_corpus()
+        corpus = default_corpus()
     print("corpus:", {lang: f"{len(d)} docs, {sum(map(len, d))} chars"
                       for lang, d in sorted(corpus.items())})
     if cfg.report:

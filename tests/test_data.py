@@ -13,6 +13,8 @@ import pytest
 import torch
 
 import data
+from readers import Source
+from tokenizer import CORPUS_DIR, default_corpus, default_sources, hangul_share
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +37,7 @@ def spm_tok():
     """A 1000-piece sentencepiece BPE on a slice of the default corpus, FIM sentinels as control
     symbols."""
     import sentencepiece as spm
-    corpus = data.default_corpus()
+    corpus = default_corpus()
     lines = [ln for g in ("ko", "en", "code") for d in corpus[g][:60] for ln in d.split("\n")
              if ln.strip()]
     buf = io.BytesIO()
@@ -67,12 +69,12 @@ def read_bin(path, dtype=np.uint16):
 
 # ----------------------------------------------------------------------------- the embedded default
 def test_default_corpus_is_real_korean_english_and_code():
-    corpus = data.default_corpus()
+    corpus = default_corpus()
     assert {"ko", "en", "code"} <= set(corpus)
     for group in ("ko", "en", "code"):
         assert sum(len(d.encode()) for d in corpus[group]) > 500_000, group  # 0.5 MB or more each
-    ko_share = np.mean([data.hangul_share(d) for d in corpus["ko"]])
-    en_share = np.mean([data.hangul_share(d) for d in corpus["en"]])
+    ko_share = np.mean([hangul_share(d, of="hangul+latin") for d in corpus["ko"]])
+    en_share = np.mean([hangul_share(d, of="hangul+latin") for d in corpus["en"]])
     assert ko_share > 0.8 and en_share < 0.05
     en_words = " ".join(corpus["en"]).lower().split()
     assert en_words.count("the") / len(en_words) > 0.03  # English prose: "the" is ~5% of words
@@ -87,7 +89,7 @@ def test_default_build_hits_the_mixture(tmp_path, spm_tok):
     10% of 1/3."""
     cfg = data.DataConfig(out_dir=str(tmp_path / "data"), fim_rate=0.0)
     meta = data.build(cfg, spm_tok)
-    sources = data.default_sources()
+    sources = default_sources()
     data.clean(sources, cfg)
     group_of = {tuple(spm_tok.encode(t)): g for s in sources for t, g in s.docs}
     docs = split_docs(read_bin(tmp_path / "data" / "train.bin"), spm_tok.eos_id)
@@ -182,8 +184,8 @@ def test_fim_random_split_is_uniform_and_lossless():
 def test_fim_share_in_train_bin_matches_fim_rate(tmp_path):
     tok, rate, spm_rate = ByteTokenizer(), 0.3, 0.5
     cfg = data.DataConfig(out_dir=str(tmp_path / "d"),
-                          source=[f"ko:ko:{data.CORPUS_DIR}/ko_gnome_help.jsonl",
-                                  f"en:en:{data.CORPUS_DIR}/en_gnome_help.jsonl"], mix="ko=1,en=1",
+                          source=[f"ko:ko:{CORPUS_DIR}/ko_gnome_help.jsonl",
+                                  f"en:en:{CORPUS_DIR}/en_gnome_help.jsonl"], mix="ko=1,en=1",
                           fim_rate=rate, spm_rate=spm_rate, fim_split="random", val_fraction=0.0)
     meta = data.build(cfg, tok)
     sources = data.parse_sources(cfg.source)
@@ -235,7 +237,7 @@ def test_pii_through_the_pipeline(tmp_path):
 def test_dedup_removes_exact_and_near_duplicates_keeps_the_rest():
     path = os.path.join(FIX, "dedup.jsonl")
     records = [json.loads(line) for line in open(path, encoding="utf-8")]
-    source = data.Source("fx", "en", [(r["text"], None) for r in records])
+    source = Source("fx", "en", [(r["text"], None) for r in records])
     counts = data.clean([source], data.DataConfig(min_chars=50))
     # the survivors, in order, are exactly the records marked keep (a duplicate's first occurrence
     # stays)
@@ -249,7 +251,7 @@ def test_near_duplicates_against_exact_jaccard():
     """MinHash/LSH gives exactly the greedy answer of exact word 5-gram Jaccard on a family of
     random edits: a document is dropped iff it is >= 0.8 similar to an earlier kept one."""
     rng = np.random.default_rng(1)
-    base = data.default_corpus()["en"][5].split()[:200]
+    base = default_corpus()["en"][5].split()[:200]
     texts = [" ".join(base)]
     for k in range(40):
         w = list(base)
@@ -268,10 +270,10 @@ def test_near_duplicates_against_exact_jaccard():
 
 
 def test_repetition_and_length_filters_count_what_they_drop():
-    good = data.default_corpus()["en"][3]
+    good = default_corpus()["en"][3]
     spam = "\n".join(["Buy now, best price!"] * 20 + ["contact us"])
     ngram_spam = " ".join(["the quick brown fox jumps"] * 60)
-    source = data.Source("s", "en",
+    source = Source("s", "en",
                          [(good, None), (spam, None), (ngram_spam, None), ("too short", None)])
     counts = data.clean([source], data.DataConfig())
     assert [t for t, _ in source.docs] == [data.normalize(good)]
@@ -305,9 +307,9 @@ def test_mix_hits_weights_and_upsample_scales_a_source(tmp_path):
     # upsampling: within the ko group, ko_law's share of tokens grows ~3x relative to ko_debian_faq
     tok = ByteTokenizer()
     common = dict(
-        source=[f"law:ko:{data.CORPUS_DIR}/ko_law.jsonl",
-                f"faq:ko:{data.CORPUS_DIR}/ko_debian_faq.jsonl",
-                          f"en:en:{data.CORPUS_DIR}/en_debian_faq.jsonl"], mix="ko=1,en=1",
+        source=[f"law:ko:{CORPUS_DIR}/ko_law.jsonl",
+                f"faq:ko:{CORPUS_DIR}/ko_debian_faq.jsonl",
+                          f"en:en:{CORPUS_DIR}/en_debian_faq.jsonl"], mix="ko=1,en=1",
                           fim_rate=0.0, val_fraction=0.0)
     plain = data.build(data.DataConfig(out_dir=str(tmp_path / "p"), **common), tok)["sources"]
     up = data.build(data.DataConfig(out_dir=str(tmp_path / "u"), upsample="law=3", **common),

@@ -16,6 +16,8 @@ import data
 import evaluate as E
 from conftest import report_numbers
 from model import Transformer, config_from_preset
+from readers import read_mc
+from tokenizer import hangul_share
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -161,28 +163,29 @@ def test_mc_prompt_shows_lettered_options_and_ends_with_the_answer_prefix(small_
 
 def test_shipped_mc_sets_parse_balanced_and_in_their_language():
     for lang in ("ko", "en"):
-        records = E.read_mc(os.path.join(EVALS, f"mc_{lang}.jsonl"))
+        records = read_mc(os.path.join(EVALS, f"mc_{lang}.jsonl"))
         assert len(records) == 20
         assert all(len(r["choices"]) == 4 for r in records)
         # each letter right 5 times
         assert sorted(r["answer"] for r in records) == sorted(list(range(4)) * 5)
-        assert all((data.hangul_share(r["question"]) >= 0.3) == (lang == "ko") for r in records)
+        assert all((hangul_share(r["question"], of="hangul+latin") >= 0.3) == (lang == "ko")
+                   for r in records)
 
 
 def test_mc_reader_layouts_and_errors(tmp_path):
     # 1-based "answer", A-D columns
-    kmmlu = E.read_mc(os.path.join(FIXTURES, "mc", "kmmlu_style.jsonl"))
+    kmmlu = read_mc(os.path.join(FIXTURES, "mc", "kmmlu_style.jsonl"))
     assert ([r["answer"] for r in kmmlu] == [2, 3, 0]
             and kmmlu[0]["choices"] == ["2년", "3년", "4년", "5년"])
     # "B", "(B)", 3 and 5 choices
-    letters = E.read_mc(os.path.join(FIXTURES, "mc", "letter_answers.jsonl"))
+    letters = read_mc(os.path.join(FIXTURES, "mc", "letter_answers.jsonl"))
     assert [(len(r["choices"]), r["answer"]) for r in letters] == [(3, 1), (5, 1), (5, 3)]
     bad = os.path.join(FIXTURES, "mc", "bad.jsonl")
     with pytest.raises(ValueError, match=r"bad\.jsonl:3: .*answer"):
-        E.read_mc(bad)
-    assert len(E.read_mc(bad, skip_bad=True)) == 1  # lines 3 and 4 skipped, counted on stderr
+        read_mc(bad)
+    assert len(read_mc(bad, skip_bad=True)) == 1  # lines 3 and 4 skipped, counted on stderr
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
-        E.read_mc(str(tmp_path / "nope.jsonl"))
+        read_mc(str(tmp_path / "nope.jsonl"))
 
 
 # ----------------------------------------------------------------------------- fill-in-the-middle

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import jsft
-from jsft import (JUDGE_TEMPLATES, PreferencePair, judge, judge_accuracy, judge_prompt,
-                  judgment_example, judgment_examples, mix_units, read_preferences,
-                  validate_templates)
+from jsft import (JUDGE_TEMPLATES, judge, judge_accuracy, judge_prompt, judgment_example,
+                  judgment_examples, mix_units, validate_templates)
 from model import Transformer, config_from_preset
 from pretrain import load_model, save_checkpoint
+from readers import PreferencePair, read_preferences
 from sft import collate, length_grouped_batches
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "jsft")

@@ -6,11 +6,9 @@ import sys
 
 import pytest
 
-import data
-from evaluate import read_mc
-from jsft import PreferencePair, read_preferences, read_prompts
-from sft import hh_to_messages, read_conversations, read_hh_rlhf, read_messages_jsonl
-from tokenizer import read_documents
+import readers
+from readers import (PreferencePair, hh_to_messages, read_conversations, read_documents,
+                     read_hh_rlhf, read_mc, read_messages_jsonl, read_preferences, read_prompts)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "readers")
 HH = os.path.join(FIXTURES, "hh_rlhf_sample.jsonl")
@@ -271,8 +269,8 @@ def read_corpus_jsonl(path, skip_bad):
 def read_data_jsonl(path, skip_bad):
     skipped = []
     try:
-        docs = data.read_file(path, skip_bad, skipped)
-    except data.DataError as e:
+        docs = readers.read_file(path, skip_bad, skipped)
+    except readers.DataError as e:
         raise ValueError(str(e)) from None
     if skipped:
         print(f"skipped {len(skipped)} bad record(s), the first: {skipped[0]}", file=sys.stderr)
@@ -333,11 +331,11 @@ def test_every_reader_names_file_and_line_and_skip_bad_skips_the_bad(tmp_path, c
     assert f"skipped {len(wrong)} bad record(s), the first: {path}:2: not valid UTF-8" in err
 
 
-@pytest.mark.parametrize("reader", [lambda p: read_documents([p]), data.read_text_file])
+@pytest.mark.parametrize("reader", [lambda p: read_documents([p]), readers.read_text_file])
 def test_corpus_text_that_is_not_utf8_names_file_and_line(tmp_path, reader):
     path = tmp_path / "notes.txt"
     path.write_bytes("first\n\nsecond 문서\ncaf\xe9\n".encode("utf-8")[:-6] + b"caf\xe9\n")
-    with pytest.raises((ValueError, data.DataError), match=r"notes\.txt:4: not valid UTF-8"):
+    with pytest.raises((ValueError, readers.DataError), match=r"notes\.txt:4: not valid UTF-8"):
         reader(str(path))
     path.write_bytes(b"\xef\xbb\xbf" + "첫 문서\n".encode())
     assert "\ufeff" not in str(reader(str(path)))  # a BOM is not text

@@ -16,7 +16,7 @@ import torch
 import reward_model as RM
 import self_judge as SJ
 import tasks
-from jsft import PreferencePair
+from readers import PreferencePair
 from model import Transformer, config_from_preset, sequence_rewards
 from pretrain import TrainConfig, load_model, save_checkpoint, train
 from tokenizer import Tokenizer, train_tokenizer

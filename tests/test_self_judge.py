@@ -21,6 +21,7 @@ import self_judge as SJ
 import tasks
 from model import Transformer, config_from_preset, sequence_logprobs
 from pretrain import TrainConfig, parse_config, save_checkpoint, train
+from readers import read_preferences, read_prompts
 from tokenizer import Tokenizer, train_tokenizer
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "self_judge")
@@ -185,7 +186,7 @@ def test_nll_weight_adds_the_chosen_replies_mean_token_nll(world):
 
 def test_tied_pairs_carry_zero_weight(world, tmp_path):
     tok, policy = world["tok"], fresh_policy(world)
-    contexts = jsft.read_prompts(os.path.join(FIXTURES, "prompts.jsonl"))
+    contexts = read_prompts(os.path.join(FIXTURES, "prompts.jsonl"))
 
     def half_tied(ctxs, pairs):  # p = 0.5 on even pairs, 0.55 on odd ones
         score_a = [0.5 + 0.05 * (i % 2) for i in range(len(pairs))]
@@ -237,7 +238,7 @@ def test_build_pair_batch_layout():
 
 def test_online_pairs_are_prompt_ids_plus_sampled_ids(world, tmp_path, monkeypatch):
     tok, policy = world["tok"], fresh_policy(world)
-    contexts = jsft.read_prompts(os.path.join(FIXTURES, "prompts.jsonl"))
+    contexts = read_prompts(os.path.join(FIXTURES, "prompts.jsonl"))
     cfg = sj_config(tmp_path, batch_size=6)
     seen = []
 
@@ -277,7 +278,7 @@ def test_compile_sampler_reaches_generate_and_stats_time_sampling_and_judging_ap
     """--compile-sampler samples the pairs with generate(compile=True), whose tokens test_model
     checks against eager decoding; here generate runs eager (one compile test is enough)."""
     tok, policy = world["tok"], world["policy"]
-    contexts = jsft.read_prompts(os.path.join(FIXTURES, "prompts.jsonl"))
+    contexts = read_prompts(os.path.join(FIXTURES, "prompts.jsonl"))
     calls, real_generate = [], SJ.generate
 
     def recording_generate(*args, compile=False, **kwargs):
@@ -294,7 +295,7 @@ def test_compile_sampler_reaches_generate_and_stats_time_sampling_and_judging_ap
 
 def test_offline_tokenization_equals_rendering_the_whole_chat(world):
     tok = world["tok"]
-    pairs = jsft.read_preferences(os.path.join(FIXTURES, "prefs.jsonl"))
+    pairs = read_preferences(os.path.join(FIXTURES, "prefs.jsonl"))
     tokenized, dropped = SJ.tokenize_pairs(tok, pairs, max_len=128)
     assert dropped == 0 and len(tokenized) == len(pairs) == 4
     for pair, (prompt, chosen, rejected) in zip(pairs, tokenized):

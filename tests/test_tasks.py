@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import tasks
-from jsft import read_preferences, read_prompts
-from sft import read_hh_rlhf, read_messages_jsonl
+from readers import read_hh_rlhf, read_messages_jsonl, read_preferences, read_prompts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORLD = tasks.build_world(seed=0)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import tokenizer as T  # noqa: E402
+from readers import read_documents  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizer")
 VOCAB = 2000
@@ -343,10 +344,10 @@ def test_reads_txt_dirs_and_globs(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("first doc\nline two\n\n  \nsecond doc\n")
     (tmp_path / "d" / "b.jsonl").write_text('{"text": "한국어 문서입니다.", "lang": "ko"}\n\n')
-    docs = T.read_documents([str(tmp_path / "d")])
+    docs = read_documents([str(tmp_path / "d")])
     assert docs == [("first doc\nline two", None), ("second doc", None),
                     ("한국어 문서입니다.", "ko")]
-    assert T.read_documents([str(tmp_path / "d" / "*.jsonl")]) == [("한국어 문서입니다.", "ko")]
+    assert read_documents([str(tmp_path / "d" / "*.jsonl")]) == [("한국어 문서입니다.", "ko")]
     corpus = T.as_corpus([str(tmp_path / "d"), "an inline English document", "2*3?", "a.txt?"])
     assert corpus == {"en": ["an inline English document", "2*3?", "a.txt?", "first doc\nline two",
                              "second doc"], "ko": ["한국어 문서입니다."]}
@@ -362,10 +363,8 @@ def test_cli_train_and_encode(tmp_path, capsys, monkeypatch):
     T.main(["encode", "인간은 <|user|> A", "--model", os.path.join(out, "tokenizer.model")])
     printed = capsys.readouterr().out
     assert "morphemes: 인간|은 <|user|> A" in printed and "▁<" in printed and "tokens:" in printed
-    # the default input is data.default_corpus(), imported lazily
-    fake = type(sys)("data")
-    fake.default_corpus = load_fixture_corpus
-    monkeypatch.setitem(sys.modules, "data", fake)
+    # the default input is default_corpus()
+    monkeypatch.setattr(T, "default_corpus", load_fixture_corpus)
     T.main(["--out", str(tmp_path / "default"), "--vocab-size", "1500", "--heldout-every", "5"])
     assert "c_english_centric" in capsys.readouterr().out
     assert os.path.isfile(tmp_path / "default" / "report.json")
@@ -378,3 +377,12 @@ def test_help_shows_every_knob(capsys):
     printed = capsys.readouterr().out
     for f in dataclasses.fields(T.TrainConfig):
         assert "--" + f.name.replace("_", "-") in printed
+
+
+def test_hangul_share_counts_over_the_named_letters():
+    text = "한국 abc ÉÉ 漢字 123"  # 2 Hangul syllables, 3 ASCII Latin, 2 other Latin, 2 hanja
+    assert T.hangul_share(text) == 2 / 9  # of="letters": every str.isalpha letter
+    assert T.hangul_share(text, of="hangul+latin") == 2 / 5
+    assert T.hangul_share("123 !?") == 0 == T.hangul_share("", of="hangul+latin")
+    with pytest.raises(ValueError, match="of must be"):
+        T.hangul_share(text, of="latin")

@@ -1,0 +1,560 @@
+"""readers.py: every input reader of the project, in one place, and the one atomic file writer.
+Nothing here trains or tokenizes; the scripts import what they read with from here (DESIGN.md §4).
+
+    read_text(path)               a whole UTF-8 file (BOM dropped)
+    read_jsonl(path, parse)       the one JSONL reader: parse(record) per line, errors "file:line"
+    read_documents(paths)         corpus files, folders, globs (tokenizer.py): .txt (blank-line
+                                  separated) and .jsonl {"text", "lang"?} -> [(text, lang or None)]
+    read_file(path), Source       one corpus file of a data.py --source; a named set of documents
+    read_messages_jsonl(path)     {"messages": [{"role", "content"}, ...]} per line (sft.py)
+    read_hh_rlhf(path, side)      Anthropic HH-RLHF transcripts ("\\n\\nHuman: ...")
+    hh_to_messages(text)          one HH transcript -> messages
+    read_conversations(spec)      sft.py's --data: the task world or user files
+    read_preferences(path)        preference pairs: UltraFeedback, HH-RLHF, generic (jsft.py)
+    read_prompts(path)            conversations up to the turn to answer (self_judge.py)
+    read_mc(path)                 multiple-choice records, MMLU and KMMLU layouts (evaluate.py)
+    atomic_write(path, content)   text, bytes or write_fn(path): temporary name, fsync, rename
+
+Every bad record stops the read with `ValueError("file:line: what is wrong")`; with skip_bad=True
+(--skip-bad) it is skipped, counted, and a one-line summary is printed at the end. This module
+imports no other module of the project.
+"""
+import glob
+import json
+import os
+import random
+import re
+import sys
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# -----------------------------------------------------------------------------------------------
+# Writing: the one atomic file writer (pretrain.py's checkpoints use write_file and fsync too)
+
+
+def write_file(path, content):
+    """content: text (written as UTF-8), bytes, or write_fn(path) for anything else (torch.save, a
+    copy)."""
+    if isinstance(content, str):
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(content)
+    elif isinstance(content, bytes):
+        with open(path, "wb") as fh:
+            fh.write(content)
+    else:
+        content(path)
+
+
+def fsync(path):
+    """Flush a file, or a folder's entries (the renames into it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, content):
+    """Write `content` (see write_file) to a temporary name, fsync it, then rename it over `path`:
+    a crash leaves the old file or the new one, never half of one. The temporary name carries the
+    process id, so two processes writing the same file never write into one temporary file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write_file(tmp, content)
+        fsync(tmp)
+        os.replace(tmp, path)
+        fsync(os.path.dirname(os.path.abspath(path)))
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+
+
+# -----------------------------------------------------------------------------------------------
+# Text and JSONL: the readers every other reader goes through
+
+
+def read_text(path):
+    """A whole UTF-8 text file (a leading BOM dropped). A byte that is not UTF-8 raises ValueError
+    naming the file and line."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        bad = raw[e.start:e.start + 1]
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {e.start}: {bad!r}); convert "
+                         f"the file to UTF-8") from None
+
+
+def read_jsonl(path, parse, skip_bad=False, skipped=None):
+    """[parse(record) for each JSON object line of `path`], the one JSONL reader of every script.
+    A line that is not UTF-8, not JSON or not an object, or whose parse raises ValueError("what is
+    wrong"), stops the read with ValueError("path:line: what is wrong"); with skip_bad it is left
+    out and its message appended to `skipped`. Blank lines are ignored and a leading BOM dropped."""
+    out = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                try:
+                    line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    bad = raw[e.start:e.start + 1]
+                    raise ValueError(f"not valid UTF-8 (byte {bad!r} at column {e.start + 1}); "
+                                     f"convert the file to UTF-8") from None
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+                out.append(parse(record))
+            except ValueError as e:
+                if not skip_bad:
+                    raise ValueError(f"{path}:{n}: {e}") from None
+                if skipped is not None:
+                    skipped.append(f"{path}:{n}: {e}")
+    return out
+
+
+def read_jsonl_records(path, parse, skip_bad=False):
+    """Calls parse(record) on each JSON line of `path` (read_jsonl: a line that is not
+    UTF-8 or not JSON is an error too) and returns the concatenated lists it returns.
+
+    parse raises ValueError("what is wrong") for a bad record: it becomes "path:line: what is wrong"
+    and stops the read, or with skip_bad=True the record is skipped and counted. Blank lines are
+    ignored. A record for which parse returns [] (say, a preference pair with nothing to prefer) is
+    counted as "gave nothing", which is not an error."""
+    skipped = []
+    per_record = read_jsonl(path, parse, skip_bad, skipped)
+    empty = sum(not items for items in per_record)
+    notes = []
+    if skipped:
+        notes.append(f"skipped {len(skipped)} bad record(s), the first: {skipped[0]}")
+    if empty:
+        notes.append(f"{empty} record(s) gave nothing")
+    if notes:
+        print(f"{path}: " + "; ".join(notes), file=sys.stderr)
+    return [item for items in per_record for item in items]
+
+
+# -----------------------------------------------------------------------------------------------
+# Corpus documents: .txt (documents separated by a blank line) or .jsonl ({"text", "lang"?}),
+# directories and globs (DESIGN.md §4); tokenizer.py and data.py
+
+
+def text_record(record):
+    """A corpus .jsonl record {"text": str, "lang"?: str} -> (text, lang or None)."""
+    if not isinstance(record.get("text"), str):
+        raise ValueError('expected an object with a "text" string')
+    if record.get("lang") is not None and not isinstance(record["lang"], str):
+        raise ValueError('"lang" must be a string')
+    return record["text"], record.get("lang")
+
+
+def read_documents(paths, skip_bad=False):
+    """-> list of (text, lang or None). Errors name the file (and line) and say what to fix; with
+    skip_bad a bad .jsonl line is left out and counted on stderr."""
+    files = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            found = sorted(glob.glob(os.path.join(p, "**", "*.txt"), recursive=True)
+                           + glob.glob(os.path.join(p, "**", "*.jsonl"), recursive=True))
+        elif glob.has_magic(p):
+            found = sorted(glob.glob(p, recursive=True))
+        else:
+            found = [p]
+        if not found:
+            raise FileNotFoundError(f"{p}: no .txt or .jsonl files match")
+        files += found
+    docs, skipped = [], []
+    for path in files:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        if path.endswith(".jsonl"):
+            docs += read_jsonl(path, text_record, skip_bad, skipped)
+        else:
+            text = read_text(path).strip("\n")
+            blocks = re.split(r"\n(?:[ \t]*\n)+", text)  # blank line(s) between
+            docs += [(d, None) for d in blocks if d.strip()]
+    if skipped:
+        print(f"skipped {len(skipped)} bad record(s), the first: {skipped[0]}", file=sys.stderr)
+    if not any(d.strip() for d, _ in docs):
+        raise ValueError(f"empty corpus: no text in {', '.join(files)}")
+    return docs
+
+
+class DataError(Exception):
+    """Bad input; the message names the file (and line) and what to fix."""
+
+
+def read_text_file(path):
+    try:
+        return read_text(path)
+    except ValueError as e:
+        raise DataError(f"{e} or leave it out") from None
+
+
+def read_file(path, skip_bad=False, skipped=None):
+    """One file -> list of (text, lang or None). .jsonl: one {"text", "lang"?} per line;
+    .txt/.md: documents separated by blank lines; anything else (code): the whole file is one
+    document. A bad .jsonl line stops the read, or with skip_bad is left out,
+    its "file:line: what" added to `skipped`."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext != ".jsonl":
+        text = read_text_file(path)
+        if ext in (".txt", ".md"):
+            return [(d, None) for d in re.split(r"\n\s*\n", text) if d.strip()]
+        return [(text, None)] if text.strip() else []
+    try:
+        return read_jsonl(path, text_record, skip_bad, skipped)
+    except ValueError as e:
+        raise DataError(f"{e}; fix it or pass --skip-bad") from None
+
+
+@dataclass
+class Source:
+    name: str
+    group: str  # language group the mixture weights apply to: ko | en | code | any other name
+    docs: list  # list of (text, lang or None); a record's lang overrides the group
+    origin: str = ""
+    skipped: list = field(default_factory=list)  # "file:line: what" of each skipped bad .jsonl line
+    # written by this project (tasks.py): exempt from the length and repetition filters
+    curated: bool = False
+
+
+# -----------------------------------------------------------------------------------------------
+# Chat conversations: the messages layout and HH-RLHF transcripts (sft.py)
+
+ROLES = ("system", "user", "assistant")
+
+
+def check_messages(messages, what="messages"):
+    """A list of {"role": system|user|assistant, "content": str};
+    raises ValueError naming the field."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f'"{what}" must be a non-empty list of {{"role", "content"}} objects')
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise ValueError(f'{what}[{i}]: "role" must be one of {", ".join(ROLES)}, '
+                             f'got {m!r:.80}')
+        if not isinstance(m.get("content"), str):
+            raise ValueError(f'{what}[{i}]: "content" must be a string')
+        if m["role"] == "system" and i > 0:
+            raise ValueError(f"{what}[{i}]: a system message may only come first")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def read_messages_jsonl(path, skip_bad=False) -> list[list[dict]]:
+    """Chat conversations, one {"messages": [...]} per line; each must contain an assistant turn."""
+    def parse(record):
+        messages = check_messages(record.get("messages"))
+        if not any(m["role"] == "assistant" for m in messages):
+            raise ValueError("the conversation has no assistant turn to learn from")
+        return [messages]
+    return read_jsonl_records(path, parse, skip_bad)
+
+HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def hh_to_messages(text) -> list[dict]:
+    """'\\n\\nHuman: hi\\n\\nAssistant: hello'
+    -> [{"role": "user", ...}, {"role": "assistant", ...}].
+
+    Only a blank line followed by "Human:" or "Assistant:" starts a turn, so a reply may contain
+    blank lines of its own. Contents are stripped. A transcript must start with a Human turn and
+    alternate. A missing or empty final Assistant turn is allowed: the conversation then ends with
+    the user turn (a prompt still to be answered); read_hh_rlhf returns it that way."""
+    if not isinstance(text, str):
+        raise ValueError(f"an HH transcript must be a string, got {type(text).__name__}")
+    text = "\n\n" + text.lstrip() if text.lstrip().startswith(("Human:", "Assistant:")) else text
+    parts = HH_TURN.split(text)  # [before, role, content, role, content, ...]
+    if len(parts) < 3:
+        raise ValueError('no "\\n\\nHuman:" / "\\n\\nAssistant:" turns found')
+    if parts[0].strip():
+        raise ValueError(f'text before the first "\\n\\nHuman:" turn: {parts[0].strip()!r:.60}')
+    messages = []
+    for i, (speaker, content) in enumerate(zip(parts[1::2], parts[2::2])):
+        role, content = ("user" if speaker == "Human" else "assistant"), content.strip()
+        if role != ("user", "assistant")[i % 2]:
+            raise ValueError(f"turn {i + 1} is {speaker}, "
+                             "but turns must alternate starting with Human")
+        last = i == len(parts) // 2 - 1
+        if not content and not (last and role == "assistant"):
+            raise ValueError(f"turn {i + 1} ({speaker}) is empty")
+        if content:
+            messages.append({"role": role, "content": content})
+    return messages
+
+
+def read_hh_rlhf(path, side="chosen", skip_bad=False) -> list[list[dict]]:
+    """The `side` ("chosen" or "rejected") transcript of each HH-RLHF record, as messages.
+    A record whose final Assistant turn is missing or empty comes back ending with its user turn."""
+    if side not in ("chosen", "rejected"):
+        raise ValueError(f'read_hh_rlhf: side must be "chosen" or "rejected", got {side!r}')
+
+    def parse(record):
+        if not isinstance(record.get(side), str):
+            raise ValueError(f'"{side}" must be a transcript string')
+        return [hh_to_messages(record[side])]
+    return read_jsonl_records(path, parse, skip_bad)
+
+
+def read_conversations(spec, tasks_dir="out/tasks", skip_bad=False):
+    """Conversations for --data: the task world's sft_train.jsonl, or user files (messages or
+    HH-RLHF layout, told apart by the first record's keys)."""
+    if spec == "tasks":
+        path = os.path.join(tasks_dir, "sft_train.jsonl")
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} not found: run `python tasks.py` first "
+                             "(or pass --data FILES)")
+        return read_messages_jsonl(path, skip_bad=skip_bad)
+    conversations = []
+    for path in spec.split(","):
+        if not os.path.exists(path):
+            raise SystemExit(f"--data: {path} not found")
+        first = (read_jsonl(path, lambda record: record, skip_bad=True) or [{}])[0]  # errors: below
+        reader = (read_hh_rlhf if "chosen" in first and "messages" not in first
+                  else read_messages_jsonl)
+        conversations += reader(path, skip_bad=skip_bad)
+    return conversations
+
+
+# -----------------------------------------------------------------------------------------------
+# Preference pairs and prompts (jsft.py, reward_model.py, self_judge.py)
+
+
+@dataclass
+class PreferencePair:
+    context: list[dict]              # the messages before the judged reply, ending with a user turn
+    chosen: str                      # the better reply
+    rejected: str                    # the worse reply
+    principle: str = "overall"       # what "better" is about
+    chosen_rationale: str | None = None
+    rejected_rationale: str | None = None
+
+
+def ends_with_user(context, what="context"):
+    if context[-1]["role"] != "user":
+        raise ValueError(f"the {what} must end with a user turn to reply to, not "
+                         f"{context[-1]['role']}")
+    return context
+
+
+def pairs_from_hh(record):
+    """HH layout: two transcripts that share every turn but the final Assistant reply."""
+    chosen, rejected = hh_to_messages(record["chosen"]), hh_to_messages(record["rejected"])
+    for side, msgs in (("chosen", chosen), ("rejected", rejected)):
+        if msgs[-1]["role"] != "assistant":
+            raise ValueError(f'"{side}" has no final Assistant reply to compare')
+    if chosen[:-1] != rejected[:-1]:
+        raise ValueError('"chosen" and "rejected" differ before their final Assistant reply')
+    if chosen[-1]["content"] == rejected[-1]["content"]:
+        return []  # the same reply on both sides: nothing to prefer
+    return [
+        PreferencePair(ends_with_user(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"])]
+
+
+def reply_text(value, side):
+    """A generic chosen/rejected: a string, or messages whose last turn is the assistant reply."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value:
+        last = check_messages(value, side)[-1]
+        if last["role"] == "assistant":
+            return last["content"]
+    raise ValueError(f'"{side}" must be a string or messages ending with an assistant turn')
+
+
+def pairs_from_generic(record):
+    """Generic layout:
+    {"messages": [...] or "prompt": str, "chosen", "rejected", "principle"?, rationales?}."""
+    if "messages" in record:
+        context = check_messages(record["messages"])
+    elif isinstance(record.get("prompt"), str):
+        context = [{"role": "user", "content": record["prompt"]}]
+    else:
+        raise ValueError('"prompt" must be a string')
+    chosen = reply_text(record["chosen"], "chosen")
+    rejected = reply_text(record["rejected"], "rejected")
+    if chosen == rejected:
+        return []
+    principle = record.get("principle", "overall")
+    if not isinstance(principle, str):
+        raise ValueError('"principle" must be a string')
+    return [PreferencePair(ends_with_user(context), chosen, rejected, principle,
+                           record.get("chosen_rationale"), record.get("rejected_rationale"))]
+
+
+def rating_of(note, where):
+    """An UltraFeedback annotation -> (rating or None for "N/A", rationale). Real files hold the
+    Rating as a string ("4"), sometimes "N/A"; some dumps wrap the annotation in a one-item list."""
+    if isinstance(note, list) and len(note) == 1:
+        note = note[0]
+    if not isinstance(note, dict) or "Rating" not in note:
+        raise ValueError(f'{where}: expected {{"Rating": ..., "Rationale": ...}}')
+    rating, rationale = note["Rating"], note.get("Rationale")
+    if isinstance(rating, str) and rating.strip().upper() in ("N/A", "NA", ""):
+        return None, rationale
+    try:
+        return float(rating), rationale
+    except (TypeError, ValueError):
+        raise ValueError(f'{where}: "Rating" must be a number or "N/A", got {rating!r}') from None
+
+
+def best_and_worse(ratings, rng):
+    """ratings: {completion index: value}. Chosen: the highest rating, ties to the lower index.
+    Rejected: one of the strictly lower-rated completions, drawn by the record's seeded rng
+    (varied difficulty, as in the binarized UltraFeedback of Zephyr). None when all ratings tie."""
+    if not ratings:
+        return None
+    best = min(ratings, key=lambda i: (-ratings[i], i))
+    worse = sorted(i for i in ratings if ratings[i] < ratings[best])
+    return (best, rng.choice(worse)) if worse else None
+
+
+def pairs_from_ultrafeedback(record, rng, per_principle):
+    """UltraFeedback layout: an instruction, completions[].response, completions[].annotations.
+    per_principle=False: one pair by the mean over principles of each completion's numeric ratings
+    (completions with none are left out), with the per-principle rationales joined.
+    per_principle=True: one pair per principle whose ratings differ,
+    with that principle's rationales."""
+    if not isinstance(record["instruction"], str) or not isinstance(record["completions"], list):
+        raise ValueError('"instruction" must be a string and "completions" a list')
+    if not record["completions"]:
+        raise ValueError('"completions" is empty: a record needs rated completions to compare')
+    responses, notes = [], []
+    for i, c in enumerate(record["completions"]):
+        if not (isinstance(c, dict) and isinstance(c.get("response"), str)
+                and isinstance(c.get("annotations"), dict)):
+            raise ValueError(f'completions[{i}] needs a "response" string '
+                             'and an "annotations" object')
+        responses.append(c["response"])
+        notes.append(
+            {p: rating_of(n, f"completions[{i}].annotations.{p}")
+             for p, n in c["annotations"].items()})
+    context = [{"role": "user", "content": record["instruction"]}]
+    if per_principle:
+        pairs = []
+        for p in sorted({p for n in notes for p in n}):
+            ratings = {i: n[p][0] for i, n in enumerate(notes) if p in n and n[p][0] is not None}
+            if pick := best_and_worse(ratings, rng):
+                a, b = pick
+                pairs.append(PreferencePair(list(context), responses[a], responses[b], p,
+                                            notes[a][p][1], notes[b][p][1]))
+        return pairs
+    means = {}
+    for i, n in enumerate(notes):
+        rated = [value for value, _ in n.values() if value is not None]
+        if rated:
+            means[i] = sum(rated) / len(rated)
+    if not (pick := best_and_worse(means, rng)):
+        return []
+    a, b = pick
+    why = lambda i: " ".join(f"{p}: {r}" for p, (_, r) in sorted(notes[i].items()) if r) or None
+    return [PreferencePair(context, responses[a], responses[b], "overall", why(a), why(b))]
+
+
+def read_preferences(path, skip_bad=False, per_principle=False, seed=0) -> list[PreferencePair]:
+    """Preference pairs, the layout detected per record:
+    - UltraFeedback: "instruction" + "completions" (see pairs_from_ultrafeedback; per_principle
+      applies here only, the other layouts carry one judgment per record),
+    - HH-RLHF: "chosen"/"rejected" transcripts and no "messages"/"prompt",
+    - generic: "messages" or "prompt" with "chosen"/"rejected" replies.
+    A record with nothing to prefer (identical replies, all ratings tied) gives no pair and is
+    counted. `seed` fixes which strictly worse UltraFeedback completion is drawn (seeded by the
+    instruction text, so the same record always gives the same pair)."""
+    def parse(record):
+        if "instruction" in record and "completions" in record:
+            rng = random.Random(f"{seed}/{record['instruction']}")
+            return pairs_from_ultrafeedback(record, rng, per_principle)
+        if "chosen" not in record or "rejected" not in record:
+            raise ValueError('unknown layout: expected "chosen"/"rejected" (HH-RLHF or generic) or '
+                             '"instruction"/"completions" (UltraFeedback)')
+        if "messages" in record or "prompt" in record:
+            return pairs_from_generic(record)
+        return pairs_from_hh(record)
+    return read_jsonl_records(path, parse, skip_bad)
+
+
+def read_prompts(path, skip_bad=False) -> list[list[dict]]:
+    """Conversations up to the turn to be answered: {"messages"} (a final assistant turn is
+    dropped), {"prompt"} or {"instruction"} (one user turn), or an HH record (its "chosen"
+    transcript up to the last Human turn). Each ends with a user turn."""
+    def parse(record):
+        if "messages" in record:
+            messages = check_messages(record["messages"])
+            if messages[-1]["role"] == "assistant":
+                messages = messages[:-1]
+        elif "prompt" in record or "instruction" in record:
+            text = record.get("prompt", record.get("instruction"))
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError('"prompt" / "instruction" must be a non-empty string')
+            messages = [{"role": "user", "content": text}]
+        elif "chosen" in record:
+            messages = hh_to_messages(record["chosen"])
+            while messages and messages[-1]["role"] == "assistant":
+                messages = messages[:-1]
+        else:
+            raise ValueError('unknown layout: '
+                             'expected "messages", "prompt", "instruction" or an HH "chosen"')
+        if not messages:
+            raise ValueError("no user turn to answer")
+        return [ends_with_user(messages, "prompt")]
+    return read_jsonl_records(path, parse, skip_bad)
+
+
+# -----------------------------------------------------------------------------------------------
+# Multiple choice (evaluate.py)
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def mc_record(record):
+    """-> {"question", "choices", "answer" (0-based)}. Layouts: DESIGN.md §4 and MMLU {"question",
+    "choices", "answer": 0-based index or letter}; KMMLU {"question", "A", "B", "C", "D", "answer":
+    1-based index or letter}. A letter may be written "B" or "(B)". Raises ValueError naming the
+    field."""
+    question = record.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError('"question" must be a non-empty string')
+    if "choices" in record:
+        choices, base = record["choices"], 0
+    elif all(L in record for L in "ABCD"):
+        choices, base = [record[L] for L in LETTERS if L in record], 1
+    else:
+        raise ValueError('expected "choices": [...] (MMLU layout) or "A", "B", "C", "D" fields '
+                         '(KMMLU layout)')
+    if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS) or \
+            not all(isinstance(c, (str, int, float)) and str(c).strip() for c in choices):
+        raise ValueError(f"the choices must be 2 to {len(LETTERS)} non-empty strings, got "
+                         f"{choices!r:.80}")
+    answer, letters = record.get("answer"), LETTERS[:len(choices)]
+    letter = answer.strip().strip("()").upper() if isinstance(answer, str) else None
+    if letter and len(letter) == 1 and letter in letters:
+        index = letters.index(letter)
+    elif isinstance(answer, int) and not isinstance(answer,
+                                                    bool) and 0 <= answer - base < len(choices):
+        index = answer - base
+    else:
+        raise ValueError(f'"answer" must be a {base}-based index below {len(choices) + base} or a '
+                         'letter ' f"{letters[0]}-{letters[-1]}, got {answer!r}")
+    return {"question": question, "choices": [str(c) for c in choices], "answer": index}
+
+
+def read_mc(path, skip_bad=False):
+    """Multiple-choice records of a .jsonl file; a bad one stops the read as 'file:line: what is
+    wrong'."""
+    if not os.path.exists(path) and os.path.exists(os.path.join(HERE, path)):
+        path = os.path.join(HERE, path)  # the shipped evals/ sets, from any working directory
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such multiple-choice file (--mc)")
+    records = read_jsonl_records(path, lambda r: [mc_record(r)], skip_bad)
+    if not records:
+        raise ValueError(f"{path}: no multiple-choice records")
+    return records
