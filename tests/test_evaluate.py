@@ -465,6 +465,15 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
     assert report["meta"]["seconds"]["total"] > 0
 
 
+def test_judge_section_alone_still_judges_on_policy_pairs(world, tmp_path):
+    """--skip everything but the judge: the on-policy judge still reads the held-out tasks."""
+    E.main(small_args(world, tmp_path / "eval")
+           + ["--skip", "lm,tokenizer,fim,mc,tasks,win,rejection"])
+    report = json.load(open(tmp_path / "eval" / "report.json", encoding="utf-8"))
+    assert report["onpolicy_judge"]["n_pairs"] == 12 and report["tasks"] == {}
+    assert set(report["judge"]) == {"jsft", "self_judge", "reward_model"}
+
+
 def test_lm_bytes_are_the_validation_text_whatever_the_tokenizer(world):
     """All tokens: the predicted bytes plus the first token's are the text's bytes in meta.json,
     also when the checkpoint's tokenizer differs from data.py's and the documents are re-encoded
