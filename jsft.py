@@ -412,7 +412,7 @@ class JSFTConfig(SFTConfig):
         "help": "add judgments of the start model's own samples: two replies to each of this many "
                 "train prompts (<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
                 "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); 0 = none"})
-    steps: int = 150
+    steps: int = 300
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 10
