@@ -46,11 +46,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
+from corpus import hangul_share
 from model import eval_mode, last_position_logits, unwrap
 from pretrain import parse_config, setup_distributed, train
 from readers import PreferencePair, atomic_write, read_conversations, read_jsonl, read_preferences
 from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, with_lm_mix
-from tokenizer import hangul_share
 
 
 # --- judge templates ---
