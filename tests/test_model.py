@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from convert import from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict  # noqa: E402
 from model import (PRESETS, ModelConfig, Transformer, attention, bucket,  # noqa: E402
-                   compile_model, config_from_preset, decode_one_token, from_hf_state_dict,
-                   generate, hf_llama_config_dict, inverse_cdf_sample, sample_next,
-                   sequence_logprobs, to_hf_state_dict, top_p_filter)
+                   compile_model, config_from_preset, decode_one_token, generate,
+                   inverse_cdf_sample, sample_next, sequence_logprobs, top_p_filter)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
