@@ -418,14 +418,6 @@ def nucleus(probs, top_p: float, head: int = 64):
     return top, ids, (cum - top) < top_p  # keep while the mass before a token is < top_p
 
 
-def top_p_filter(logits, top_p: float, head: int = 64):
-    """Nucleus filter: the logits of each row's nucleus (see nucleus), -inf elsewhere.
-    logits (B, V) -> (B, V)."""
-    _, ids, keep = nucleus(logits.softmax(dim=-1), top_p, head)
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, ids, keep)  # in vocab order
-    return logits.masked_fill(~keep, float("-inf"))
-
-
 def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator):
     """logits (B, V) -> next token ids (B,). temperature 0 = greedy. With top_p, the draw is over
     the nucleus's probabilities alone (n <= head of them, already sorted), not all V."""
