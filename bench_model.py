@@ -37,8 +37,8 @@ import time
 
 import torch
 
-from model import (Transformer, compile_model, config_from_preset, generate, hf_llama_config_dict,
-                   to_hf_state_dict)
+from convert import hf_llama_config_dict, to_hf_state_dict
+from model import Transformer, compile_model, config_from_preset, generate
 
 
 def keep_freed_memory() -> bool:

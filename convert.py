@@ -1,8 +1,8 @@
 """convert.py: a minihcx checkpoint to the Hugging Face Llama layout and back.
 
 model.py *is* Llama (pre-norm RMSNorm, half-split RoPE, GQA, SwiGLU, no biases), so conversion is
-renaming: the one name mapping lives in model.py (to_hf_state_dict / from_hf_state_dict /
-hf_llama_config_dict) and the parity tests use the same one. What this script adds is the folders:
+renaming: the one name mapping lives here (to_hf_state_dict / from_hf_state_dict /
+hf_llama_config_dict) and the parity tests use the same one. Around it, this script adds folders:
 
   minihcx checkpoint (DESIGN.md §1)           Hugging Face folder (transformers, vLLM, llama.cpp
                                               read it)
@@ -39,8 +39,7 @@ import sys
 import sentencepiece as spm
 import torch
 
-from model import (ModelConfig, Transformer, from_hf_state_dict, hf_llama_config_dict,
-                   to_hf_state_dict)
+from model import ModelConfig, Transformer
 from pretrain import find_checkpoint, load_checkpoint, load_tensors, save_checkpoint
 from readers import write_file
 from tokenizer import SPECIAL_PIECES, Tokenizer
@@ -52,6 +51,56 @@ CHAT_TEMPLATE = (  # DESIGN.md §2, as Tokenizer.render_chat builds it in token 
     "{{ bos_token }}{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>' + message['content'] + '<|endofturn|>' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Hugging Face LlamaForCausalLM interop: our names are HF's without the "model." prefix
+
+
+def to_hf_state_dict(state_dict, cfg: ModelConfig) -> dict:
+    """Our state dict -> LlamaForCausalLM's.
+    With tied embeddings lm_head.weight is left out, as HF saves it."""
+    out = {}
+    for name, t in state_dict.items():
+        if name == "lm_head.weight":
+            if not cfg.tie_embeddings:
+                out[name] = t
+        else:
+            out["model." + name] = t
+    return out
+
+
+def from_hf_state_dict(hf_state_dict, cfg: ModelConfig) -> dict:
+    """LlamaForCausalLM's state dict -> ours. Drops rotary inv_freq buffers (we recompute them)."""
+    out = {}
+    for name, t in hf_state_dict.items():
+        if name.endswith("rotary_emb.inv_freq"):
+            continue
+        if name == "lm_head.weight":
+            out[name] = t
+        elif name.startswith("model."):
+            out[name[len("model."):]] = t
+        else:
+            raise KeyError(f"from_hf_state_dict: unexpected key {name!r} "
+                           "(not a LlamaForCausalLM weight)")
+    if cfg.tie_embeddings:
+        out["lm_head.weight"] = out["embed_tokens.weight"]
+    elif "lm_head.weight" not in out:
+        raise KeyError("from_hf_state_dict: no lm_head.weight but cfg.tie_embeddings is False")
+    return out
+
+
+def hf_llama_config_dict(cfg: ModelConfig) -> dict:
+    """transformers.LlamaConfig kwargs describing the same model (rope_theta for transformers 4,
+    rope_parameters for 5)."""
+    return dict(vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.ffn_hidden,
+                num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, hidden_act="silu",
+                max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
+                rope_theta=cfg.rope_theta,
+                rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+                tie_word_embeddings=cfg.tie_embeddings, attention_bias=False, mlp_bias=False,
+                attention_dropout=0.0)
 
 
 def have_safetensors():

@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from readers import DataError, Source, read_file
-from tokenizer import default_sources
+from corpus import default_sources
 
 CODE_EXTS = {".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".js", ".ts", ".go", ".rs", ".java",
              ".sh", ".rb"}
@@ -89,7 +89,7 @@ class DataConfig:
 
 
 # -------------------------------------------------------------------------- reading --source specs
-# (the file readers and the default corpus: readers.read_file, tokenizer.default_sources)
+# (the file readers and the default corpus: readers.read_file, corpus.default_sources)
 
 
 def expand_paths(spec, where):

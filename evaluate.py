@@ -44,10 +44,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import data
+from corpus import hangul_share
 from model import generate, last_position_logits, right_pad, sequence_logprobs
 from pretrain import find_checkpoint, load_model, parse_config
 from readers import LETTERS, atomic_write, read_jsonl, read_mc
-from tokenizer import Tokenizer, hangul_share
+from tokenizer import Tokenizer
 
 SECTIONS = ("lm", "tokenizer", "fim", "mc", "tasks", "win", "judge", "rejection")
 JUDGE_PHASES = ("jsft", "self_judge")  # the phases that train a checkpoint to judge

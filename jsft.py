@@ -46,11 +46,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
+from corpus import hangul_share
 from model import eval_mode, last_position_logits, unwrap
 from pretrain import parse_config, setup_distributed, train
 from readers import PreferencePair, atomic_write, read_conversations, read_jsonl, read_preferences
 from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, with_lm_mix
-from tokenizer import hangul_share
 
 
 # --- judge templates ---
@@ -272,9 +272,8 @@ def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None
                 ra, rb = pair.chosen_rationale or "-", pair.rejected_rationale or "-"
                 why = RATIONALE_FORMAT[pair_lang].format(a=ra if verdict == 0 else rb,
                                                          b=rb if verdict == 0 else ra)
-            examples.append(
-                judgment_example(tokenizer, pair.context, a, b, verdict, pair.principle, pair_lang,
-                                             why, max_len=max_len))
+            examples.append(judgment_example(tokenizer, pair.context, a, b, verdict, pair.principle,
+                                             pair_lang, why, max_len=max_len))
     return examples
 
 
@@ -441,8 +440,7 @@ def read_judgment_pairs(cfg):
 
 
 @torch.no_grad()
-def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=64,
-                  progress=True):
+def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=64, progress=True):
     """Judgment data like UltraFeedback's, where the responses come from models: two replies per
     task sampled from `model` (T=1, top-p 0.9, as SELF-JUDGE samples), labelled by the task world's
     verifier (the stand-in for the human / GPT-4 labels).

@@ -21,8 +21,7 @@ What is here, top to bottom:
                                                for DPO, judging and evaluation
   sequence_rewards()                           a reward model's scalar at each sequence's last token
   right_pad, last_position_logits              next-token logits after each of a batch of prompts
-  to_hf_state_dict / from_hf_state_dict /
-  hf_llama_config_dict                         Hugging Face Llama interop (convert.py)
+(The Hugging Face name mapping, to_hf_state_dict / from_hf_state_dict, lives in convert.py.)
 
 Run:
   python model.py --preset demo            # parameter count, FLOPs/token, one timed training step
@@ -419,14 +418,6 @@ def nucleus(probs, top_p: float, head: int = 64):
     return top, ids, (cum - top) < top_p  # keep while the mass before a token is < top_p
 
 
-def top_p_filter(logits, top_p: float, head: int = 64):
-    """Nucleus filter: the logits of each row's nucleus (see nucleus), -inf elsewhere.
-    logits (B, V) -> (B, V)."""
-    _, ids, keep = nucleus(logits.softmax(dim=-1), top_p, head)
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, ids, keep)  # in vocab order
-    return logits.masked_fill(~keep, float("-inf"))
-
-
 def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator):
     """logits (B, V) -> next token ids (B,). temperature 0 = greedy. With top_p, the draw is over
     the nucleus's probabilities alone (n <= head of them, already sorted), not all V."""
@@ -598,56 +589,6 @@ def last_position_logits(model, prompts, pad_id):
     logits, _ = model(right_pad(prompts, pad_id).to(next(unwrap(model).parameters()).device))
     last = torch.tensor([len(p) - 1 for p in prompts], device=logits.device)  # (B,)
     return logits[torch.arange(len(prompts), device=logits.device), last]  # (B, V)
-
-
-# --------------------------------------------------------------------------------------------------
-# Hugging Face LlamaForCausalLM interop: our names are HF's without the "model." prefix
-
-
-def to_hf_state_dict(state_dict, cfg: ModelConfig) -> dict:
-    """Our state dict -> LlamaForCausalLM's.
-    With tied embeddings lm_head.weight is left out, as HF saves it."""
-    out = {}
-    for name, t in state_dict.items():
-        if name == "lm_head.weight":
-            if not cfg.tie_embeddings:
-                out[name] = t
-        else:
-            out["model." + name] = t
-    return out
-
-
-def from_hf_state_dict(hf_state_dict, cfg: ModelConfig) -> dict:
-    """LlamaForCausalLM's state dict -> ours. Drops rotary inv_freq buffers (we recompute them)."""
-    out = {}
-    for name, t in hf_state_dict.items():
-        if name.endswith("rotary_emb.inv_freq"):
-            continue
-        if name == "lm_head.weight":
-            out[name] = t
-        elif name.startswith("model."):
-            out[name[len("model."):]] = t
-        else:
-            raise KeyError(f"from_hf_state_dict: unexpected key {name!r} "
-                           "(not a LlamaForCausalLM weight)")
-    if cfg.tie_embeddings:
-        out["lm_head.weight"] = out["embed_tokens.weight"]
-    elif "lm_head.weight" not in out:
-        raise KeyError("from_hf_state_dict: no lm_head.weight but cfg.tie_embeddings is False")
-    return out
-
-
-def hf_llama_config_dict(cfg: ModelConfig) -> dict:
-    """transformers.LlamaConfig kwargs describing the same model (rope_theta for transformers 4,
-    rope_parameters for 5)."""
-    return dict(vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.ffn_hidden,
-                num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, hidden_act="silu",
-                max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
-                rope_theta=cfg.rope_theta,
-                rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-                tie_word_embeddings=cfg.tie_embeddings, attention_bias=False, mlp_bias=False,
-                attention_dropout=0.0)
 
 
 # --------------------------------------------------------------------------------------------------

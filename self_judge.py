@@ -553,9 +553,8 @@ def run_best_of(cfg, device):
     winners = best_of_n(model, model, tokenizer, contexts, cfg.best_of, cfg.max_new_tokens,
                         cfg.temperature, cfg.top_p, cfg.seed, cfg.principles.split(","))
     for context, ids in zip(contexts, winners):
-        print(
-            json.dumps({"prompt": context[-1]["content"], "response": tokenizer.decode(ids)},
-                       ensure_ascii=False))
+        print(json.dumps({"prompt": context[-1]["content"], "response": tokenizer.decode(ids)},
+                         ensure_ascii=False))
 
 
 def main(argv=None):

@@ -19,14 +19,13 @@ What a reader learns here:
      English-centric tokenizer of the same vocabulary size.
 
 Run:
-  python tokenizer.py                     # default corpus (default_corpus) -> out/tokenizer
+  python tokenizer.py                     # default corpus (corpus.py) -> out/tokenizer
   python tokenizer.py train --input 'corpus/*.jsonl' --vocab-size 8192 --out out/tok
   python tokenizer.py encode "모든 인간은 태어날 때부터 자유롭다."   # show the pieces
 The demo vocabulary is 4096 (ids fit uint16); HyperCLOVA X uses 100k (--vocab-size 100000).
 """
 import argparse
 import dataclasses
-import functools
 import io
 import json
 import os
@@ -34,16 +33,13 @@ import random
 import re
 import struct
 import sys
-import sysconfig
-import warnings
-import zlib
 from dataclasses import dataclass
 
 import sentencepiece as spm
 from tqdm import tqdm
 
-from readers import (ROLES, DataError, Source, atomic_write, read_documents, read_file,
-                     read_text_file)
+from corpus import default_corpus, hangul_share
+from readers import ROLES, atomic_write, read_documents
 
 # -----------------------------------------------------------------------------------------------
 # Special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model this script trains.
@@ -248,19 +244,6 @@ class Tokenizer:
 # A corpus by language: {lang: [documents]}
 
 
-def hangul_share(text, of="letters"):
-    """The share of Hangul syllables (가-힣) in `text`, 0 when it has none of the letters counted:
-    of="letters": among all its letters (str.isalpha: every script, jamo and hanja included);
-    of="hangul+latin": among its Hangul syllables and ASCII Latin letters only (other scripts are
-    left out). Kept apart on purpose: each caller's 0.3 cut was set with its own denominator."""
-    hangul = sum("\uac00" <= c <= "\ud7a3" for c in text)
-    if of == "letters":
-        return hangul / max(1, sum(c.isalpha() for c in text))
-    if of == "hangul+latin":
-        return hangul / max(1, hangul + len(re.findall(r"[A-Za-z]", text)))
-    raise ValueError(f'hangul_share: of must be "letters" or "hangul+latin", got {of!r}')
-
-
 def guess_lang(text):
     """ko / code / en, for files without a "lang" field (report grouping only)."""
     if hangul_share(text) > 0.3:
@@ -294,94 +277,6 @@ def as_corpus(texts_or_files):
         else:
             docs.append((item, None))
     return group_by_lang(docs + (read_documents(paths) if paths else []))
-
-# -----------------------------------------------------------------------------------------------
-# The embedded default corpus: real text that ships with the project (corpus/SOURCES.md), Python's
-# own library and language reference, and the task world; what `python tokenizer.py` trains on and
-# `python data.py` builds from when given no input.
-
-CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
-GROUPS = ("ko", "en", "code")
-
-
-def stdlib_code(max_chars):
-    """Python's own standard library source (PSF licence):
-    a stable pseudo-random choice of modules."""
-    root = sysconfig.get_paths()["stdlib"]
-    skip = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "__pycache__"}
-    files = []
-    for d, dirs, fs in os.walk(root):
-        # prune: never walk into tests or installed packages
-        dirs[:] = sorted(x for x in dirs if x not in skip)
-        files += [os.path.join(d, f) for f in fs if f.endswith(".py")]
-    # same order on every machine
-    files.sort(key=lambda p: zlib.crc32(os.path.relpath(p, root).encode()))
-    docs, total = [], 0
-    for path in files:
-        if total >= max_chars:
-            break
-        try:
-            text = read_text_file(path)
-        except DataError:
-            continue
-        if 1_000 <= len(text) <= 60_000:
-            docs.append(text)
-            total += len(text)
-    return docs
-
-
-def pydoc_topics():
-    """The Python language reference as plain English text (stdlib pydoc_data, PSF licence)."""
-    try:
-        from pydoc_data.topics import topics
-    except ImportError:
-        warnings.warn("pydoc_data is not installed with this Python: "
-                      "the default English corpus is smaller")
-        return []
-    return [topics[k] for k in sorted(topics)]
-
-
-def task_documents():
-    """The bilingual instruction world of tasks.py rendered as text, when tasks.py exists."""
-    try:
-        import tasks
-    except ImportError:
-        return []
-    return list(tasks.pretrain_documents(seed=0))
-
-
-@functools.lru_cache(maxsize=4)
-def _default_sources(code_chars):
-    sources = []
-    for name in ("ko_law", "ko_gnome_help", "ko_debian_faq", "en_gnome_help", "en_debian_faq"):
-        path = os.path.join(CORPUS_DIR, name + ".jsonl")
-        sources.append(Source(name, name[:2], [(t, None) for t, _ in read_file(path)],
-                              f"corpus/{name}.jsonl"))
-    sources.append(Source("en_python_reference", "en", [(t, None) for t in pydoc_topics()],
-                          "stdlib pydoc_data"))
-    sources.append(Source("code_python_stdlib", "code",
-                          [(t, None) for t in stdlib_code(code_chars)], "stdlib *.py"))
-    task_docs = task_documents()
-    for group in ("ko", "en"):
-        docs = [(t, None) for t in task_docs
-                if (hangul_share(t, of="hangul+latin") >= 0.3) == (group == "ko")]
-        if docs:
-            sources.append(Source(f"tasks_{group}", group, docs, "tasks.pretrain_documents",
-                                  curated=True))
-    return tuple(sources)
-
-
-def default_sources(code_chars=1_000_000):
-    return [dataclasses.replace(s, docs=list(s.docs)) for s in _default_sources(code_chars)]
-
-
-def default_corpus():
-    """{"ko": [...], "en": [...], "code": [...]}:
-    the embedded default documents, offline, cached per process."""
-    corpus = {g: [] for g in GROUPS}
-    for s in default_sources():
-        corpus.setdefault(s.group, []).extend(t for t, _ in s.docs)
-    return corpus
 
 # -----------------------------------------------------------------------------------------------
 # Training

@@ -1,6 +1,6 @@
 """Rebuild the shipped text files in corpus/ from their upstream packages (maintainers only).
 
-The embedded default corpus (data.py: default_corpus) reads the .jsonl files this script writes,
+The embedded default corpus (corpus.py: default_corpus) reads the .jsonl files this script writes,
 plus two sources every Python install already has (the stdlib's own source as code, and pydoc_data,
 the Python language reference, as English). Nothing here runs at training time; it records how the
 shipped files were made, so anyone can check or redo it:

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import data
+from corpus import CORPUS_DIR, default_corpus, default_sources, hangul_share
 from readers import Source
-from tokenizer import CORPUS_DIR, default_corpus, default_sources, hangul_share
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,9 +15,9 @@ import torch.nn as nn
 import data
 import evaluate as E
 from conftest import report_numbers
+from corpus import hangul_share
 from model import Transformer, config_from_preset
 from readers import read_mc
-from tokenizer import hangul_share
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")

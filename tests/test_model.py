@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from convert import from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict  # noqa: E402
 from model import (PRESETS, ModelConfig, Transformer, attention, bucket,  # noqa: E402
-                   compile_model, config_from_preset, decode_one_token, from_hf_state_dict,
-                   generate, hf_llama_config_dict, inverse_cdf_sample, sample_next,
-                   sequence_logprobs, to_hf_state_dict, top_p_filter)
+                   compile_model, config_from_preset, decode_one_token, generate,
+                   inverse_cdf_sample, nucleus, sample_next, sequence_logprobs)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -495,6 +495,14 @@ def test_inverse_cdf_sample_is_seeded_and_rows_are_independent():
     assert torch.allclose(joint, torch.tensor([[0.45, 0.05], [0.45, 0.05]]), atol=0.012)
     same = inverse_cdf_sample(torch.full((20000, 2), 0.5), torch.Generator().manual_seed(6))
     assert abs((same[0::2] == same[1::2]).double().mean().item() - 0.5) < 0.015  # one u per row
+
+
+def top_p_filter(logits, top_p: float, head: int = 64):
+    """Nucleus filter: the logits of each row's nucleus (model.nucleus), -inf elsewhere.
+    logits (B, V) -> (B, V)."""
+    _, ids, keep = nucleus(logits.softmax(dim=-1), top_p, head)
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, ids, keep)  # in vocab order
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 def test_sampling_never_leaves_the_top_k_or_the_nucleus():
