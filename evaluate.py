@@ -47,7 +47,7 @@ import data
 from corpus import hangul_share
 from model import generate, last_position_logits, right_pad, sequence_logprobs
 from pretrain import find_checkpoint, load_model, parse_config
-from readers import LETTERS, atomic_write, read_jsonl, read_mc
+from readers import LETTERS, atomic_write, read_jsonl, read_mc, read_preferences
 from tokenizer import Tokenizer
 
 SECTIONS = ("lm", "tokenizer", "fim", "mc", "tasks", "win", "judge", "rejection")
@@ -757,8 +757,7 @@ def run(cfg):
     if on["judge"] and not os.path.exists(prefs_path):
         notes.append(f"{prefs_path} not found: no judge accuracy (run tasks.py)")
     elif on["judge"]:
-        import jsft
-        pref_pairs = jsft.read_preferences(prefs_path)
+        pref_pairs = read_preferences(prefs_path)
         random.Random(cfg.seed).shuffle(pref_pairs)
         pref_pairs = pref_pairs[:cfg.max_judge_pairs or None]
     mc_sets = ({os.path.basename(p): read_mc(p, cfg.skip_bad) for p in names(cfg.mc)} if on["mc"]
