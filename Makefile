@@ -84,11 +84,9 @@ reproduce: $(SETUP)
 	@$(MAKE) --no-print-directory $(SEED_RUNS) PY=$(PY) OUT=$(OUT)
 	$(PY) reproduce.py --out-dir $(OUT)/reproduce $(SEED_RUNS:.done=report.json)
 
-# the shared base: the pipeline's first stages, with $(BASE) as their OUT. They run before any seed,
-# alone, so they use every core even under `OMP_NUM_THREADS=1 make -j3 reproduce`
-BASE_THREADS ?= $(shell env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1)
+# the shared base: the pipeline's first stages, with $(BASE) as their OUT
 $(BASE)/pretrain/.done:
-	@OMP_NUM_THREADS=$(BASE_THREADS) $(MAKE) --no-print-directory $@ PY=$(PY) OUT=$(BASE)
+	@$(MAKE) --no-print-directory $@ PY=$(PY) OUT=$(BASE)
 
 $(OUT)/reproduce/seed%/eval/.done: $(BASE)/pretrain/.done  # a rebuilt base reruns the seeds
 	@d=$(OUT)/reproduce/seed$*; mkdir -p $$d; \
