@@ -512,11 +512,9 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
     left_pad = torch.tensor([P - len(p) for p in prompts] + [P - 1] * (rows - B), device=device)
     model.setup_cache(rows, S, exact=True)
     step_fn = compiled_decode_one_token(device) if compile else decode_one_token
-    was_training = model.training
-    model.eval()
     stop = set(stop_ids)
     new_tokens, done = [[] for _ in range(B)], [False] * B
-    try:
+    with eval_mode(model):
         logits, _ = model(idx, start_pos=0, left_pad=left_pad, last_only=True)  # prefill
         logits = logits[:, -1]  # (rows, V)
         for step in range(max_new_tokens):
@@ -535,8 +533,6 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
             next_ids = F.pad(next_ids, (0, rows - B), value=pad_id)[:, None]  # (rows, 1)
             input_pos = torch.tensor([P + step], device=device)  # the cache slot of next_ids
             logits = step_fn(model, next_ids, input_pos, left_pad)  # (rows, V)
-    finally:
-        model.train(was_training)
     return new_tokens
 
 

@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from model import eval_mode, generate, sequence_logprobs, sequence_rewards, unwrap
+from model import (eval_mode, generate, right_pad, sequence_logprobs, sequence_rewards,
+                   unwrap)
 from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
                       train)
 from readers import read_jsonl, read_preferences, read_prompts
@@ -254,12 +255,8 @@ def rewards_of(rm, sequences, pad_id, batch_size=32):
     out = torch.empty(len(sequences))
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        ids = torch.full((len(rows), max(len(sequences[i]) for i in rows)), pad_id,
-                         dtype=torch.long)
-        real = torch.zeros_like(ids)
-        for r, i in enumerate(rows):
-            ids[r, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
-            real[r, :len(sequences[i])] = 1
+        ids = right_pad([sequences[i] for i in rows], pad_id)
+        real = right_pad([[1] * len(sequences[i]) for i in rows], 0)  # 1 on each row's tokens
         with eval_mode(core):
             out[rows] = sequence_rewards(core, ids.to(device), real.to(device)).cpu()
     return out
