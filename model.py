@@ -138,18 +138,25 @@ def apply_rope(x, cos, sin):
 def attention(q, k, v, mask, use_sdpa: bool, dropout_p: float = 0.0):
     """softmax(q k^T / sqrt(hd) + mask) v with grouped-query heads.
     q (B, H, T, hd); k, v (B, KV, S, hd), KV divides H: query head h reads kv head h // (H/KV).
-    mask: None = causal with T == S, else bool (B, 1, T, S), True = may attend."""
-    if use_sdpa:  # fused kernel: flash / memory-efficient on GPU, flash on CPU
+    mask: None = causal with T == S, else bool (B, 1, T, S), True = may attend.
+    One query per row (T == 1, a decode step) always takes the written-out path: SDPA's CPU kernel
+    costs ~230 us a layer there at batch 8, ~4x the two small matmuls (bench_model.py)."""
+    if use_sdpa and q.size(2) > 1:  # fused kernel: flash / memory-efficient on GPU, flash on CPU
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                               is_causal=mask is None, enable_gqa=True)
-    # the same computation written out, for reading and for the tests
-    n_rep = q.size(1) // k.size(1)
-    k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)  # (B, H, S, hd)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, T, S)
+    # the same computation written out: the n_rep query heads of a kv head form one matrix, so k
+    # and v are read as they are, never repeated
+    B, H, T, hd = q.shape
+    KV, S = k.size(1), k.size(2)
+    q = q.reshape(B, KV, H // KV * T, hd)  # head h = g * n_rep + r sits in group g
+    scores = (q @ k.transpose(-2, -1)).view(B, KV, H // KV, T, S) / math.sqrt(hd)
     if mask is None:
-        mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
-    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-    return F.dropout(probs, dropout_p) @ v  # (B, H, T, hd)
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+    else:
+        mask = mask.unsqueeze(1)  # (B, 1, 1, T, S)
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)  # (B, KV, n_rep, T, S)
+    probs = F.dropout(probs, dropout_p).view(B, KV, H // KV * T, S)
+    return (probs @ v).view(B, H, T, hd)
 
 
 class Attention(nn.Module):

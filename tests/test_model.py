@@ -376,6 +376,23 @@ def test_gqa_equals_mha_with_repeated_kv_heads_and_mha_config():
         assert torch.allclose(attention(q, k, v, None, use_sdpa), plain, atol=1e-6)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("T", [1, 5])
+def test_grouped_attention_with_a_mask_equals_repeated_kv_heads(T):
+    """With a mask (cached decoding) and T queries, attention equals the textbook form: each kv head
+    repeated for its n_rep query heads (head h reads kv head h // n_rep), -inf where the mask is
+    False. T == 1 is the decode step, which skips SDPA."""
+    B, H, KV, S, hd = 3, 6, 2, 9, 8
+    q, k, v = torch.randn(B, H, T, hd), torch.randn(B, KV, S, hd), torch.randn(B, KV, S, hd)
+    mask = torch.rand(B, 1, T, S) < 0.6
+    mask[..., 0] = True  # every query sees at least one key
+    kr, vr = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
+    scores = (q @ kr.transpose(-1, -2)) / math.sqrt(hd)
+    expected = scores.masked_fill(~mask, -math.inf).softmax(-1) @ vr  # (B, H, T, hd)
+    for use_sdpa in (True, False):
+        assert torch.allclose(attention(q, k, v, mask, use_sdpa), expected, atol=1e-5)
+
+
 # --- loss -----------------------------------------------------------------------------------------
 
 
