@@ -23,15 +23,14 @@ What is here, top to bottom:
   right_pad, last_position_logits              next-token logits after each of a batch of prompts
 (The Hugging Face name mapping, to_hf_state_dict / from_hf_state_dict, lives in convert.py.)
 
-Run:
-  python model.py --preset demo            # parameter count, FLOPs/token, one timed training step
-  python model.py --preset tiny --generate 16
+Use (a module, not a script; bench_model.py times it next to HF Llama):
+  model = Transformer(config_from_preset("demo"))   # 6.5M parameters at the demo's vocab 4096
+  logits, loss = model(idx, targets)                # idx, targets (B, T) token ids
+  generate(model, [[1, 2, 3]], max_new_tokens=16, temperature=0)   # [[16 new ids]]
 """
-import argparse
 import contextlib
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -595,44 +594,3 @@ def last_position_logits(model, prompts, pad_id):
 
 
 # --------------------------------------------------------------------------------------------------
-
-
-def main():
-    ap = argparse.ArgumentParser(
-        description="Print a model preset's size and cost; time one training step and optionally "
-                    "sample from the (untrained) model.")
-    ap.add_argument("--preset", default="demo", choices=sorted(PRESETS))
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--generate", type=int, default=0, metavar="N",
-                    help="sample N tokens from a 1-token prompt")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                    help="torch.compile (default: on for CUDA, off for CPU)")
-    args = ap.parse_args()
-    cfg = config_from_preset(args.preset)
-    print(asdict(cfg))
-    model = Transformer(cfg).to(args.device)
-    T = min(args.seq_len, cfg.max_seq_len)
-    print(f"parameters: {model.num_params() / 1e6:.2f}M ({model.num_params(True) / 1e6:.2f}M "
-          f"without embeddings), training FLOPs/token at T={T}: "
-          f"{model.flops_per_token(T) / 1e6:.1f}M")
-    step_model = compile_model(model, args.compile)
-    idx = torch.randint(cfg.vocab_size, (args.batch_size, T + 1), device=args.device)
-    for i in range(2):  # the first step warms up (and compiles)
-        t0 = time.perf_counter()
-        _, loss = step_model(idx[:, :-1], idx[:, 1:])
-        loss.backward()
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-    print(f"loss {loss.item():.3f} (ln V = {math.log(cfg.vocab_size):.3f}), forward+backward "
-          f"{args.batch_size * T / dt:.0f} tokens/s")
-    if args.generate:
-        seeded = torch.Generator(args.device).manual_seed(0)
-        out = generate(model, [[1]], args.generate, temperature=1.0, generator=seeded)
-        print("sampled ids:", out[0])
-
-
-if __name__ == "__main__":
-    main()
