@@ -1,6 +1,5 @@
-"""self_judge.py — SELF-JUDGE: on-policy self-judgment DPO, the offline DPO baseline, and tournament
-self-rejection (Lee et al., "Aligning Large Language Models by On-Policy Self-Judgment",
-ACL 2024, §3).
+"""self_judge.py — SELF-JUDGE: on-policy self-judgment DPO and the offline DPO baseline (Lee et al.,
+"Aligning Large Language Models by On-Policy Self-Judgment", ACL 2024, §3).
 
 SELF-JUDGE (§3.2): the policy starts as the JSFT model, which can both answer and judge. Each step
   1. takes a batch of prompts and samples two responses to each from the current policy
@@ -19,9 +18,8 @@ on-policy DPO judged by a separate Bradley-Terry reward model (reward_model.py; 
 in memory); `--judge verifier` is the oracle arm, an evaluation device only: the task world's
 verifier as the judge, the upper bound of on-policy DPO at this scale. `--offline` is the DPO
 baseline (§4.1): the same loss from the SFT model on a fixed dataset of (chosen, rejected) pairs.
-Self-rejection (§3.3): `tournament` picks the best of N own samples with N-1 pairwise judgments
-(the rounds are `knockout`, which evaluate.py's N-curve runs too), and `best_of_n` samples N
-responses and returns the winner.
+Self-rejection (§3.3) is inference: `python chat.py --best-of N` (chat.tournament, chat.best_of_n);
+its knockout rounds are `knockout` here, which evaluate.py's N-curve runs too.
 
 Run:
     python self_judge.py                           # SELF-JUDGE: out/jsft +
@@ -32,8 +30,6 @@ Run:
     python self_judge.py --offline                 # DPO baseline: out/sft +
                                                    # out/tasks/prefs_train.jsonl -> out/dpo
     python self_judge.py --loss ipo --beta 0.5     # other losses; --resume continues a run exactly
-    python self_judge.py --best-of 8 --prompt "What is 3 plus 4?"   # self-rejection with
-                                                                    # out/self_judge
 """
 import copy
 import dataclasses
@@ -69,8 +65,7 @@ def opt(default, help):
 class SelfJudgeConfig(TrainConfig):
     out_dir: str = opt("", "checkpoint folder (default: out/self_judge, or out/dpo with --offline)")
     init_from: str = opt("", "start checkpoint, also the frozen reference and judge "
-                             "(default: out/jsft, or out/sft with --offline); "
-                             "in --best-of mode the model to sample (default: out/self_judge)")
+                             "(default: out/jsft, or out/sft with --offline)")
     offline: bool = opt(False,
                         "the offline DPO baseline on --prefs instead of on-policy self-judgment")
     tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default prompts, "
@@ -107,9 +102,6 @@ class SelfJudgeConfig(TrainConfig):
                                        "torch.compile (model.generate(compile=True)): "
                                        "the same samples, faster after a one-off compile "
                                        "(the loop's --compile is separate)")
-    best_of: int = opt(0,
-                       "inference mode: sample N responses per prompt, print the tournament winner")
-    prompt: str = opt("", "--best-of: one user message to answer")
     # the shared loop's knobs, with DPO defaults sized for the CPU demo (~2 minutes on 2 cores)
     steps: int = opt(60, "optimizer steps (both modes: "
                          "the DPO baseline learns from as many pairs as SELF-JUDGE samples)")
@@ -128,10 +120,7 @@ class SelfJudgeConfig(TrainConfig):
 
 def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
     """Fill the mode-dependent defaults and check the values."""
-    if cfg.best_of:
-        init = cfg.init_from or "out/self_judge"
-    else:
-        init = cfg.init_from or ("out/sft" if cfg.offline else "out/jsft")
+    init = cfg.init_from or ("out/sft" if cfg.offline else "out/jsft")
     out = cfg.out_dir or ("out/dpo" if cfg.offline else "out/self_judge")
     if cfg.fsdp and not cfg.offline:
         raise SystemExit("--fsdp: sampling runs a different number of forward passes on each rank, "
@@ -141,9 +130,8 @@ def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
         raise SystemExit(f"--judge {cfg.judge!r}: choose one of {', '.join(JUDGES)}")
     if cfg.loss not in LOSS_TYPES:
         raise SystemExit(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSS_TYPES)}")
-    if cfg.beta <= 0 or cfg.max_new_tokens < 1 or not 0 < cfg.top_p <= 1 or cfg.best_of < 0:
-        raise SystemExit("need --beta > 0, --max-new-tokens >= 1, 0 < --top-p <= 1 "
-                         "and --best-of >= 0")
+    if cfg.beta <= 0 or cfg.max_new_tokens < 1 or not 0 < cfg.top_p <= 1:
+        raise SystemExit("need --beta > 0, --max-new-tokens >= 1 and 0 < --top-p <= 1")
     return dataclasses.replace(cfg, init_from=init, out_dir=out,
                                prompts=cfg.prompts
                                or os.path.join(cfg.tasks_dir, "prompts_train.jsonl"),
@@ -498,33 +486,6 @@ def knockout(contexts, candidates, judge_pairs, brackets):
     return rounds
 
 
-def tournament(contexts, candidates, judge_pairs, seed):
-    """Best of N by a knockout tournament, for many contexts at once. candidates[i]: context i's
-    N_i candidates (any N_i >= 1); per context the bracket order is shuffled by
-    random.Random(seed, i). Returns the index of each context's winner in candidates[i]."""
-    brackets = []
-    for i, cands in enumerate(candidates):
-        if not cands:
-            raise ValueError(f"tournament: context {i} has no candidates")
-        order = list(range(len(cands)))
-        random.Random(seed_of(seed, i)).shuffle(order)
-        brackets.append(order)
-    return [b[0] for b in knockout(contexts, candidates, judge_pairs, brackets)[-1]]
-
-
-def best_of_n(model, judge_model, tokenizer, contexts, n, max_new_tokens=48, temperature=1.0,
-              top_p=0.9, seed=0, principles=("overall",), judge_fn=None):
-    """Self-rejection: sample n responses per context, return each context's tournament winner (id
-    list). judge_model judges (pass the model itself for self-rejection); judge_fn overrides it."""
-    samples = sample_responses(model, tokenizer, contexts, n, max_new_tokens, temperature, top_p,
-                               seed)
-    if n == 1:
-        return [s[0] for s in samples]
-    judge_fn = judge_fn or model_judge(judge_model, tokenizer, principles)
-    winners = tournament(contexts, samples, lambda c, p: judge_fn(c, p)["winners"], seed)
-    return [s[w] for s, w in zip(samples, winners)]
-
-
 # ----------------------------------------------------------------------------- CLI
 def load_contexts(path, tokenizer, cfg, max_len, what):
     if not os.path.exists(path):
@@ -541,25 +502,10 @@ def load_contexts(path, tokenizer, cfg, max_len, what):
     return fits
 
 
-def run_best_of(cfg, device):
-    ckpt = find_checkpoint(cfg.init_from) or cfg.init_from  # a run folder: its newest complete save
-    model, _ = load_model(ckpt, device)
-    tokenizer = Tokenizer(os.path.join(ckpt, "tokenizer.model"))
-    contexts = [[{"role": "user", "content": cfg.prompt}]] if cfg.prompt else \
-        load_contexts(cfg.prompts, tokenizer, cfg, model.cfg.max_seq_len, "prompts")
-    winners = best_of_n(model, model, tokenizer, contexts, cfg.best_of, cfg.max_new_tokens,
-                        cfg.temperature, cfg.top_p, cfg.seed, cfg.principles.split(","))
-    for context, ids in zip(contexts, winners):
-        print(json.dumps({"prompt": context[-1]["content"], "response": tokenizer.decode(ids)},
-                         ensure_ascii=False))
-
-
 def main(argv=None):
     cfg = resolve(parse_config(SelfJudgeConfig, argv, description=__doc__.split("\n\n")[0]))
     device, rank, world_size = setup_distributed(cfg.device)
     torch.manual_seed(cfg.seed)
-    if cfg.best_of:
-        return run_best_of(cfg, device)
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
     ckpt = find_checkpoint(cfg.init_from) or cfg.init_from  # a run folder: its newest complete save
