@@ -692,7 +692,7 @@ def load_reward_model(cfg, device, notes):
                      "reward_model.py)")
         return None
     # refuses a missing or non-reward checkpoint
-    from self_judge import load_reward_model as load_checked
+    from reward_model import load_reward_model as load_checked
     return load_checked(cfg.reward_model, None,
                         device), Tokenizer(os.path.join(ckpt, "tokenizer.model"))
 
@@ -906,7 +906,7 @@ def win_rate_section(cfg, report, ckpts, picked, replies, device):
 
 def reward_judges(rm, tok, batch_size):
     """{"reward_model": judge_fn} when a reward model that reads `tok`'s ids is loaded, else {}."""
-    from self_judge import reward_judge
+    from reward_model import reward_judge
     if not rm or not same_file(rm[1].model_path, tok.model_path):
         return {}
     return {"reward_model": reward_judge(rm[0], rm[1], batch_size)}

@@ -25,6 +25,7 @@ Face LlamaForSequenceClassification).
     python self_judge.py --judge reward --out-dir out/onpolicy_rm    # on-policy DPO judged by it
 """
 import dataclasses
+import filecmp
 import json
 import os
 from dataclasses import dataclass
@@ -33,10 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from jsft import context_lang
-from model import Transformer, sequence_rewards
-from pretrain import TrainConfig, parse_config, setup_distributed, train
+from model import Transformer, eval_mode, right_pad, sequence_rewards, unwrap
+from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
+                      train)
 from readers import atomic_write, read_preferences
-from self_judge import offline_batches, opt, reward_judge, tokenize_pairs
+from self_judge import offline_batches, opt, tokenize_pairs
 from sft import load_start
 
 
@@ -102,6 +104,66 @@ def bt_loss_fn(model, batch):
     r = sequence_rewards(model, ids, real)  # (2B,)
     B = r.size(0) // 2
     return bt_loss(r[:B], r[B:])
+
+
+def rewards_of(rm, sequences, pad_id, batch_size=32):
+    """A reward model's scalar for each id list (prompt + reply): right-padded batches, similar
+    lengths together, in eval mode. -> (N,) float tensor."""
+    core = unwrap(rm)
+    device = next(core.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    out = torch.empty(len(sequences))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids = right_pad([sequences[i] for i in rows], pad_id)
+        real = right_pad([[1] * len(sequences[i]) for i in rows], 0)  # 1 on each row's tokens
+        with eval_mode(core):
+            out[rows] = sequence_rewards(core, ids.to(device), real.to(device)).cpu()
+    return out
+
+
+def reward_judge(rm, tokenizer, batch_size=32):
+    """judge_fn with a separate reward model (reward_model.py): each reply is scored alone, at its
+    last token, and score_a = sigmoid(r(a) - r(b)) is the Bradley-Terry probability that a is
+    better. It reads no order, so both orders give the same verdict. Replies: text (encoded, then
+    the end of turn, as the reward model was trained) or sampled id lists (spliced as they are)."""
+    def reply_ids(reply):
+        if isinstance(reply, str):
+            return tokenizer.encode(reply) + [tokenizer.eot_id]
+        return list(reply)
+
+    def judge_fn(contexts, pairs):
+        seqs = []  # a0 b0 a1 b1 ...: both replies after their context's prompt, rendered once
+        for context, pair in zip(contexts, pairs):
+            prompt = tokenizer.render_chat(context, add_generation_prompt=True)[0]
+            seqs += [prompt + reply_ids(reply) for reply in pair]
+        r = rewards_of(rm, seqs, tokenizer.pad_id, batch_size)
+        score_a = torch.sigmoid(r[0::2] - r[1::2]).tolist()
+        a_better = [p > 0.5 for p in score_a]
+        return {"score_a": score_a, "winners": [int(p < 0.5) for p in score_a],
+                "first_order_a": a_better, "second_order_a": a_better,
+                "rewards": r.view(-1, 2).tolist()}
+    return judge_fn
+
+
+def load_reward_model(path, tokenizer_path, device):
+    """The reward model checkpoint at path, checked to be one and, given the policy's
+    tokenizer_path, to share that tokenizer
+    (the judge reads the policy's sampled ids as they are)."""
+    ckpt = find_checkpoint(path)
+    if ckpt is None:
+        raise SystemExit(f"--reward-model {path}: no checkpoint there; "
+                         "run `python reward_model.py` first")
+    rm, config = load_model(ckpt, device)
+    if not rm.cfg.reward_head:
+        raise SystemExit(f"--reward-model {path}: a {config.get('phase')} checkpoint, "
+                         "not a reward model (config.json model.reward_head is false); "
+                         "train one with reward_model.py")
+    if tokenizer_path and not filecmp.cmp(os.path.join(ckpt, "tokenizer.model"), tokenizer_path,
+                                          shallow=False):
+        raise SystemExit(f"--reward-model {path}: its tokenizer.model differs from the policy's "
+                         f"({tokenizer_path}); train the reward model from the same SFT checkpoint")
+    return rm.eval().requires_grad_(False)
 
 
 def reward_accuracy(rm, tokenizer, pairs, batch_size=32):

@@ -14,9 +14,10 @@ SELF-JUDGE (§3.2): the policy starts as the JSFT model, which can both answer a
      --min-margin of 0.5, are left out of the loss (weight 0; "kept_share" in the log).
 No reward model, no verifier: the model judges itself. Two other judges plug into the same loop, so
 that only the judge differs between the arms: `--judge reward` is the baseline SELF-JUDGE removes,
-on-policy DPO judged by a separate Bradley-Terry reward model (reward_model.py; a third model held
-in memory); `--judge verifier` is the oracle arm, an evaluation device only: the task world's
-verifier as the judge, the upper bound of on-policy DPO at this scale. `--offline` is the DPO
+on-policy DPO judged by a separate Bradley-Terry reward model (reward_model.reward_judge; a third
+model held in memory); `--judge verifier` is the oracle arm, an evaluation device only: the task
+world's verifier as the judge (tasks.verifier_judge), the upper bound of on-policy DPO at this
+scale. `--offline` is the DPO
 baseline (§4.1): the same loss from the SFT model on a fixed dataset of (chosen, rejected) pairs.
 Self-rejection (§3.3) is inference: `python chat.py --best-of N` (chat.tournament, chat.best_of_n);
 its knockout rounds are `knockout` here, which evaluate.py's N-curve runs too.
@@ -45,11 +46,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from model import (eval_mode, generate, right_pad, sequence_logprobs, sequence_rewards,
-                   unwrap)
+from model import eval_mode, generate, sequence_logprobs, unwrap
 from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
                       train)
-from readers import read_jsonl, read_preferences, read_prompts
+from readers import read_preferences, read_prompts
 from tokenizer import Tokenizer
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
@@ -234,91 +234,12 @@ def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
     return judge_fn
 
 
-def rewards_of(rm, sequences, pad_id, batch_size=32):
-    """A reward model's scalar for each id list (prompt + reply): right-padded batches, similar
-    lengths together, in eval mode. -> (N,) float tensor."""
-    core = unwrap(rm)
-    device = next(core.parameters()).device
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    out = torch.empty(len(sequences))
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        ids = right_pad([sequences[i] for i in rows], pad_id)
-        real = right_pad([[1] * len(sequences[i]) for i in rows], 0)  # 1 on each row's tokens
-        with eval_mode(core):
-            out[rows] = sequence_rewards(core, ids.to(device), real.to(device)).cpu()
-    return out
 
 
-def reward_judge(rm, tokenizer, batch_size=32):
-    """judge_fn with a separate reward model (reward_model.py): each reply is scored alone, at its
-    last token, and score_a = sigmoid(r(a) - r(b)) is the Bradley-Terry probability that a is
-    better. It reads no order, so both orders give the same verdict. Replies: text (encoded, then
-    the end of turn, as the reward model was trained) or sampled id lists (spliced as they are)."""
-    def reply_ids(reply):
-        if isinstance(reply, str):
-            return tokenizer.encode(reply) + [tokenizer.eot_id]
-        return list(reply)
-
-    def judge_fn(contexts, pairs):
-        seqs = []  # a0 b0 a1 b1 ...: both replies after their context's prompt, rendered once
-        for context, pair in zip(contexts, pairs):
-            prompt = tokenizer.render_chat(context, add_generation_prompt=True)[0]
-            seqs += [prompt + reply_ids(reply) for reply in pair]
-        r = rewards_of(rm, seqs, tokenizer.pad_id, batch_size)
-        score_a = torch.sigmoid(r[0::2] - r[1::2]).tolist()
-        a_better = [p > 0.5 for p in score_a]
-        return {"score_a": score_a, "winners": [int(p < 0.5) for p in score_a],
-                "first_order_a": a_better, "second_order_a": a_better,
-                "rewards": r.view(-1, 2).tolist()}
-    return judge_fn
 
 
-def load_reward_model(path, tokenizer_path, device):
-    """The reward model checkpoint at path, checked to be one and, given the policy's
-    tokenizer_path, to share that tokenizer
-    (the judge reads the policy's sampled ids as they are)."""
-    import filecmp
-    ckpt = find_checkpoint(path)
-    if ckpt is None:
-        raise SystemExit(f"--reward-model {path}: no checkpoint there; "
-                         "run `python reward_model.py` first")
-    rm, config = load_model(ckpt, device)
-    if not rm.cfg.reward_head:
-        raise SystemExit(f"--reward-model {path}: a {config.get('phase')} checkpoint, "
-                         "not a reward model (config.json model.reward_head is false); "
-                         "train one with reward_model.py")
-    if tokenizer_path and not filecmp.cmp(os.path.join(ckpt, "tokenizer.model"), tokenizer_path,
-                                          shallow=False):
-        raise SystemExit(f"--reward-model {path}: its tokenizer.model differs from the policy's "
-                         f"({tokenizer_path}); train the reward model from the same SFT checkpoint")
-    return rm.eval().requires_grad_(False)
 
 
-def verifier_judge(prompts_path, tokenizer):
-    """judge_fn with the task world's verifier instead of a model: the oracle arm, an upper bound
-    for on-policy DPO at this scale (evaluation only; SELF-JUDGE never calls it). The reply with the
-    higher verifier score wins; equal scores are a tie (score_a 0.5, left out of the loss)."""
-    import tasks as task_world
-    rows = read_jsonl(prompts_path, lambda row: row)  # errors name the file and line
-    task_of = {json.dumps(r["messages"], ensure_ascii=False): r["task"] for r in rows
-               if "task" in r}
-    if not task_of:
-        raise SystemExit(f"--judge verifier: {prompts_path} holds no \"task\" records to score; "
-                         "use the task world's prompts_train.jsonl (tasks.py)")
-
-    def text(reply):
-        return (reply if isinstance(reply, str)
-                else tokenizer.decode([t for t in reply if t != tokenizer.eot_id]))
-
-    def judge_fn(contexts, pairs):
-        score_a = []
-        for context, (a, b) in zip(contexts, pairs):
-            task = task_of[json.dumps(context, ensure_ascii=False)]
-            sa, sb = (task_world.score(task, text(r))["overall"] for r in (a, b))
-            score_a.append(1.0 if sa > sb else 0.0 if sa < sb else 0.5)
-        return {"score_a": score_a, "winners": [int(p < 0.5) for p in score_a]}
-    return judge_fn
 
 
 def prompt_stream(n_items, seed):
@@ -536,8 +457,10 @@ def main(argv=None):
     else:
         principles = cfg.principles.split(",")
         if cfg.judge == "verifier":
+            from tasks import verifier_judge  # the task world's verifier as the judge
             judge_fn, who = verifier_judge(cfg.prompts, tokenizer), "the verifier (oracle arm)"
         elif cfg.judge == "reward":
+            from reward_model import load_reward_model, reward_judge  # it imports this file
             rm = load_reward_model(cfg.reward_model, tokenizer_path, device)
             judge_fn, who = reward_judge(rm, tokenizer), f"the reward model {cfg.reward_model}"
             held.append(rm)

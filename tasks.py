@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
-from readers import atomic_write
+from readers import atomic_write, read_jsonl
 
 # ----------------------------------------------------------------------------- built-in tables
 # (English, Korean). Words avoid the fixed words of the reply templates ("word", "number", ...).
@@ -639,6 +639,31 @@ def rationales(task: dict, scores: dict) -> dict[str, str]:
                   "It stops in the middle of a sentence." if e == 0
                   else "Its last sentence is not properly finished.",
     }
+
+
+def verifier_judge(prompts_path, tokenizer):
+    """judge_fn with the task world's verifier instead of a model: the oracle arm, an upper bound
+    for on-policy DPO at this scale (evaluation only; SELF-JUDGE never calls it). The reply with the
+    higher verifier score wins; equal scores are a tie (score_a 0.5, left out of the loss)."""
+    rows = read_jsonl(prompts_path, lambda row: row)  # errors name the file and line
+    task_of = {json.dumps(r["messages"], ensure_ascii=False): r["task"] for r in rows
+               if "task" in r}
+    if not task_of:
+        raise SystemExit(f"--judge verifier: {prompts_path} holds no \"task\" records to score; "
+                         "use the task world's prompts_train.jsonl (tasks.py)")
+
+    def text(reply):
+        return (reply if isinstance(reply, str)
+                else tokenizer.decode([t for t in reply if t != tokenizer.eot_id]))
+
+    def judge_fn(contexts, pairs):
+        score_a = []
+        for context, (a, b) in zip(contexts, pairs):
+            task = task_of[json.dumps(context, ensure_ascii=False)]
+            sa, sb = (score(task, text(r))["overall"] for r in (a, b))
+            score_a.append(1.0 if sa > sb else 0.0 if sa < sb else 0.5)
+        return {"score_a": score_a, "winners": [int(p < 0.5) for p in score_a]}
+    return judge_fn
 
 
 # ----------------------------------------------------------------------------- flawed candidates

@@ -141,8 +141,8 @@ def test_reward_judge_is_order_free_and_bt_calibrated(world):
     contexts = world["prompts"][:3]
     pairs = [("a short reply", "a longer reply with more words"),
              ([40, 41, tok.eot_id], [50, tok.eot_id]), ("same", "same")]
-    out = SJ.reward_judge(rm, tok)(contexts, pairs)
-    swapped = SJ.reward_judge(rm, tok)(contexts, [(b, a) for a, b in pairs])
+    out = RM.reward_judge(rm, tok)(contexts, pairs)
+    swapped = RM.reward_judge(rm, tok)(contexts, [(b, a) for a, b in pairs])
     for p, q, (ra, rb) in zip(out["score_a"], swapped["score_a"], out["rewards"]):
         assert p == pytest.approx(1 - q,
                                   abs=1e-6) and p == pytest.approx(1 / (1 + math.exp(rb - ra)),
@@ -165,8 +165,8 @@ def test_swapping_the_judge_changes_nothing_else_in_the_on_policy_loop(world, tm
     rows.write_text("".join(json.dumps({"messages": c, "task": t}) + "\n" for c, t in
                             zip(prompts, tasks.build_world(0)["train"][::40])), encoding="utf-8")
     batches = []
-    for judge_fn in (SJ.reward_judge(random_rm(world), tok), longer_loses,
-                     SJ.verifier_judge(str(rows), tok)):
+    for judge_fn in (RM.reward_judge(random_rm(world), tok), longer_loses,
+                     tasks.verifier_judge(str(rows), tok)):
         batch = SJ.online_batches(copy.deepcopy(world["lm"]), judge_fn, tok, prompts, cfg)(0, 0)
         batches.append(batch)
     B = len(prompts)

@@ -156,7 +156,7 @@ def test_verifier_judge_prefers_the_higher_score_and_ties_equal_ones(tmp_path, w
     path = tmp_path / "prompts.jsonl"
     path.write_text(
         "".join(json.dumps({"messages": t["messages"], "task": t}) + "\n" for t in held))
-    judge_fn = SJ.verifier_judge(str(path), world["tok"])
+    judge_fn = tasks.verifier_judge(str(path), world["tok"])
     wrong = [tasks.candidates(t, __import__("random").Random(0))[1][1] for t in held]
     # ids are decoded, eot dropped
     ids = world["tok"].encode(held[1]["answer"]) + [world["tok"].eot_id]
@@ -165,7 +165,7 @@ def test_verifier_judge_prefers_the_higher_score_and_ties_equal_ones(tmp_path, w
     assert out["score_a"] == [1.0, 0.0, 0.5] and out["winners"] == [0, 1, 0]
     (tmp_path / "bare.jsonl").write_text(json.dumps({"messages": held[0]["messages"]}) + "\n")
     with pytest.raises(SystemExit, match="task"):
-        SJ.verifier_judge(str(tmp_path / "bare.jsonl"), world["tok"])
+        tasks.verifier_judge(str(tmp_path / "bare.jsonl"), world["tok"])
 
 
 def test_nll_weight_adds_the_chosen_replies_mean_token_nll(world):
