@@ -256,13 +256,12 @@ def clean(sources, cfg):
 def fim_split(text, rng, mode="thirds"):
     """-> (prefix, middle, suffix), joined = text.
     thirds: HCX's P, M, S; random: two uniform cut points."""
+    assert mode in ("thirds", "random"), f"fim split {mode!r}: use thirds or random"
     n = len(text)
     if mode == "thirds":
         i, j = n // 3, 2 * n // 3
-    elif mode == "random":
-        i, j = sorted(rng.integers(0, n + 1, size=2))
     else:
-        raise ValueError(f"fim split {mode!r}: use thirds or random")
+        i, j = sorted(rng.integers(0, n + 1, size=2))
     return text[:i], text[i:j], text[j:]
 
 

@@ -248,9 +248,7 @@ def judgment_example(tokenizer, context, response_a, response_b, verdict: int, p
     1 = B. mask is 1 on the verdict, the rationale and the closing <|endofturn|>, 0 on the prompt:
     the verdict is predicted from the prompt's last position, the very position `judge` reads.
     max_len: the whole example's length limit (the prompt is shortened)."""
-    if verdict not in (0, 1):
-        raise ValueError("judgment_example: verdict must be 0 (A is better) or 1 (B), "
-                         f"got {verdict!r}")
+    assert verdict in (0, 1), f"verdict must be 0 (A is better) or 1 (B), got {verdict!r}"
     target = [(tokenizer.verdict_a_id, tokenizer.verdict_b_id)[verdict]]
     target += (tokenizer.encode(rationale) if rationale else []) + [tokenizer.eot_id]
     prompt = judge_prompt(tokenizer, context, response_a, response_b, principle, lang, templates,
@@ -308,9 +306,7 @@ def judge(model, tokenizer, contexts, pairs, principles=("overall",), lang=None,
                                mean over principles of p_A(a, b) > 0.5],
              "second_order_a": [the (b, a) prompts alone pick a: mean of p_B(b, a) > 0.5],
              "principle_scores": [[score_a per principle]]}."""
-    if len(contexts) != len(pairs):
-        raise ValueError(f"judge: {len(contexts)} contexts but {len(pairs)} pairs; "
-                         "give one context per pair")
+    assert len(contexts) == len(pairs), f"{len(contexts)} contexts but {len(pairs)} pairs"
     if not principles:
         raise ValueError("judge: give at least one principle")
     max_len = getattr(getattr(unwrap(model), "cfg", None), "max_seq_len", None)
@@ -341,8 +337,7 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
     Pairs go to `judge` as (chosen, rejected) and (rejected, chosen) in turn, so that its tie rule
     (an exact 0.5 goes to a) cannot make a position-biased judge look right.
     Also by language ("by_lang")."""
-    if not pairs:
-        raise ValueError("judge_accuracy: no pairs to judge")
+    assert pairs, "judge_accuracy: no pairs to judge"
     # (chosen-first order right, chosen-second order right, order-averaged right)
     rows = [None] * len(pairs)
     for principle in sorted({p.principle for p in pairs}):
@@ -483,8 +478,7 @@ def mix_units(sft_examples, judge_examples, judge_fraction, seed=0):
     repeated, whole units. Returns (units, {"sft": n examples, "judgments": n examples})."""
     if not 0.0 <= judge_fraction <= 1.0:
         raise ValueError(f"--judge-fraction must be in [0, 1], got {judge_fraction}")
-    if len(judge_examples) % 2:
-        raise ValueError("mix_units: judge_examples must hold both orders of every pair, adjacent")
+    assert len(judge_examples) % 2 == 0, "judge_examples must hold both orders of every pair"
     sft = [[ex] for ex in sft_examples]
     judged = [list(judge_examples[i:i + 2]) for i in range(0, len(judge_examples), 2)]
     rng = random.Random(seed)

@@ -185,8 +185,7 @@ class Tokenizer:
 
     def encode(self, text):
         """Plain text -> ids. Never emits a control id, adds no bos/eos; decode(encode(x)) == x."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode expects str, got {type(text).__name__}")
+        assert isinstance(text, str), f"encode expects str, got {type(text).__name__}"
         chunks = _chunks(text, self.morpheme_aware)
         try:
             encoded = iter(self.sp.encode([c for c in chunks if c is not None]))

@@ -180,7 +180,7 @@ def test_long_examples_lose_old_context_first_and_keep_their_target(small_tokeni
     assert "What is 7 plus 5?" in text and "12." in text and "13." in text
     with pytest.raises(ValueError, match="template alone is longer"):
         judgment_example(tok, long_context, "12.", "13.", 0, max_len=20)
-    with pytest.raises(ValueError, match="verdict must be 0"):
+    with pytest.raises(AssertionError, match="verdict must be 0"):
         judgment_example(tok, EN_CONTEXT, "12.", "13.", "A")
 
 
@@ -205,7 +205,7 @@ def test_mix_reaches_the_asked_fraction_keeps_pairs_together_and_cuts_nothing():
     assert mix_units(sft, judged, 1.0)[1] == {"sft": 0, "judgments": 20}
     with pytest.raises(ValueError, match="judge-fraction"):
         mix_units(sft, judged, 1.5)
-    with pytest.raises(ValueError, match="both orders"):
+    with pytest.raises(AssertionError, match="both orders"):
         mix_units(sft, judged[:-1], 0.5)
 
 
