@@ -290,11 +290,13 @@ def parse_weights(spec, what):
     for item in [x for x in spec.split(",") if x.strip()]:
         key, _, value = item.partition("=")
         try:
-            out[key.strip()] = float(value)
-            assert out[key.strip()] >= 0
-        except (ValueError, AssertionError):
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not weight >= 0:  # a negative number or none (not an assert: `python -O` drops those)
             raise DataError(f"{what} {spec!r}: expected NAME=NUMBER,.. with numbers >= 0, "
-                            f"got {item!r}") from None
+                            f"got {item!r}")
+        out[key.strip()] = weight
     return out
 
 

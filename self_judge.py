@@ -17,8 +17,8 @@ that only the judge differs between the arms: `--judge reward` is the baseline S
 on-policy DPO judged by a separate Bradley-Terry reward model (reward_model.reward_judge; a third
 model held in memory); `--judge verifier` is the oracle arm, an evaluation device only: the task
 world's verifier as the judge (tasks.verifier_judge), the upper bound of on-policy DPO at this
-scale. `--offline` is the DPO
-baseline (§4.1): the same loss from the SFT model on a fixed dataset of (chosen, rejected) pairs.
+scale. `--offline` is the DPO baseline (§4.1): the same loss from the SFT model on a fixed dataset
+of (chosen, rejected) pairs.
 Self-rejection (§3.3) is inference: `python chat.py --best-of N` (chat.tournament, chat.best_of_n);
 its knockout rounds are `knockout` here, which evaluate.py's N-curve runs too.
 

@@ -449,3 +449,12 @@ def test_context_length_schedule():
     assert {data.context_length_at(s, 50, 64, 256, long_fraction=0.0) for s in range(50)} == {64}
     with pytest.raises(ValueError):
         data.context_length_at(0, 10, 64, 256, long_fraction=1.5)
+
+
+@pytest.mark.parametrize("bad", ["en=-1", "en=lots", "en=nan", "en"])
+def test_mix_weights_must_be_numbers_at_least_zero(bad):
+    """--mix / --upsample: NAME=NUMBER pairs, numbers >= 0; anything else names the flag and item
+    (a plain `if`, so `python -O` keeps the check)."""
+    assert data.parse_weights("ko=2, en=0.5,", "--mix") == {"ko": 2.0, "en": 0.5}
+    with pytest.raises(data.DataError, match=f"--upsample 'ko=1,{bad}'.*got '{bad}'"):
+        data.parse_weights(f"ko=1,{bad}", "--upsample")
