@@ -25,8 +25,8 @@ spliced between the encoded template segments, never decoded and re-encoded.
     python jsft.py --prefs hh.jsonl,uf.jsonl --data chats.jsonl --eval-prefs heldout.jsonl
 
 In this file, top to bottom:
-    templates       JUDGE_TEMPLATES {"en"|"ko": {principle: {system, user, assistant}}},
-                    validate_templates
+    templates       JUDGE_TEMPLATES {"en"|"ko": {principle: {system, user, assistant}}}, checked
+                    on import by readers.validate_templates
     prompts         context_text, judge_prompt, judgment_example, judgment_examples
     the judge       judge(model, tokenizer, contexts, pairs, principles) -> scores and winners
                     judge_accuracy(model, tokenizer, pairs)
@@ -40,7 +40,6 @@ it is skipped, counted, and a one-line summary is printed at the end.
 import json
 import os
 import random
-import string
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -49,7 +48,8 @@ from tqdm import tqdm
 from corpus import hangul_share
 from model import eval_mode, last_position_logits, unwrap
 from pretrain import parse_config, setup_distributed, train
-from readers import PreferencePair, atomic_write, read_conversations, read_jsonl, read_preferences
+from readers import (PreferencePair, atomic_write, read_conversations, read_jsonl, read_preferences,
+                     template_fields, validate_templates)
 from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, with_lm_mix
 
 
@@ -98,65 +98,6 @@ ROLE_NAMES = {"en": {"system": "System", "user": "User", "assistant": "Assistant
 # (UltraFeedback rationales).
 RATIONALE_FORMAT = {"en": ".\nResponse A: {a}\nResponse B: {b}",
                     "ko": ".\n응답 A: {a}\n응답 B: {b}"}
-PLACEHOLDERS = ("context", "response_a", "response_b")
-
-
-def template_fields(text, where):
-    """[(literal text, placeholder name or None)] of a str.format template;
-    ValueError naming `where`."""
-    try:
-        parsed = list(string.Formatter().parse(text))
-    except ValueError as e:
-        raise ValueError(f"{where}: {e} (write a literal brace as {{{{ or }}}})") from None
-    for _, name, spec, conversion in parsed:
-        if name is not None and (spec or conversion):
-            raise ValueError(f"{where}: write the placeholder as {{{name}}}, "
-                             "without a format spec or conversion")
-    return [(literal, name) for literal, name, _, _ in parsed]
-
-
-def validate_templates(templates) -> None:
-    """Checks {lang: {principle: {system, user, assistant}}} (or one language's {principle: ...}):
-    each field a string; the user template holds {context}, {response_a}, {response_b} exactly once
-    and no other placeholder; system and assistant hold none; the assistant prefix is non-empty and
-    does not end in whitespace (the verdict token " A" / " B" brings its own space).
-    Raises ValueError naming the language, principle and field."""
-    if not isinstance(templates, dict) or not templates:
-        raise ValueError("judge templates: expected a non-empty {lang: {principle: {system, user, "
-                         "assistant}}} dict")
-    one_language = all(isinstance(t, dict) and isinstance(t.get("user"), str)
-                       for t in templates.values())
-    for lang, by_principle in ({"": templates} if one_language else templates).items():
-        if not isinstance(by_principle, dict) or not by_principle:
-            raise ValueError(f"judge templates[{lang!r}]: expected a non-empty "
-                             "{principle: {system, user, assistant}} dict")
-        for principle, t in by_principle.items():
-            where = f"judge template {lang + '/' if lang else ''}{principle}"
-            if not isinstance(t, dict):
-                raise ValueError(f"{where}: expected a {{system, user, assistant}} dict, got "
-                                 f"{type(t).__name__}")
-            for name in ("system", "user", "assistant"):
-                if not isinstance(t.get(name), str):
-                    raise ValueError(f"{where}: field {name!r} must be a string")
-                found = [f for _, f in template_fields(t[name], f"{where}.{name}") if f is not None]
-                if name != "user" and found:
-                    raise ValueError(f"{where}.{name}: placeholder {{{found[0]}}} belongs in the "
-                                     "user template only")
-            found = [f for _, f in template_fields(t["user"], f"{where}.user") if f is not None]
-            for f in found:
-                if f not in PLACEHOLDERS:
-                    raise ValueError(f"{where}.user: unknown placeholder {{{f}}}; use only "
-                                     + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
-            for f in PLACEHOLDERS:
-                if found.count(f) != 1:
-                    raise ValueError(f"{where}.user: placeholder {{{f}}} must appear exactly once "
-                                     f"(found {found.count(f)} times)")
-            if not t["assistant"].strip() or t["assistant"] != t["assistant"].rstrip():
-                raise ValueError(f"{where}.assistant: the prefix must be non-empty and must not "
-                                 "end in whitespace "
-                                 "(the verdict token ' A' / ' B' brings its own space)")
-
-
 validate_templates(JUDGE_TEMPLATES)
 
 
@@ -418,15 +359,12 @@ def read_judgment_pairs(cfg):
     if cfg.prefs == "tasks":
         paths = [os.path.join(cfg.tasks_dir, name)
                  for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
-        for path in paths:
-            if not os.path.exists(path):
-                raise SystemExit(f"{path} not found: run `python tasks.py` first "
-                                 "(or pass --prefs FILES)")
+        hint = "run `python tasks.py` first (or pass --prefs FILES)"
     else:
-        paths = cfg.prefs.split(",")
-        for path in paths:
-            if not os.path.exists(path):
-                raise SystemExit(f"--prefs: {path} not found")
+        paths, hint = cfg.prefs.split(","), "(--prefs)"
+    for path in paths:
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} not found: {hint}")
     pairs = []
     for path in paths:
         pairs += read_preferences(path, skip_bad=cfg.skip_bad, per_principle=cfg.rationale,

@@ -13,6 +13,8 @@ Nothing here trains or tokenizes; the scripts import what they read with from he
     read_preferences(path)        preference pairs: UltraFeedback, HH-RLHF, generic (jsft.py)
     read_prompts(path)            conversations up to the turn to answer (self_judge.py)
     read_mc(path)                 multiple-choice records, MMLU and KMMLU layouts (evaluate.py)
+    validate_templates(t)         judge templates {lang: {principle: {system, user, assistant}}}
+                                  (jsft.py), template_fields: a template's text and placeholders
     atomic_write(path, content)   text, bytes or write_fn(path): temporary name, fsync, rename
 
 Every bad record stops the read with `ValueError("file:line: what is wrong")`; with skip_bad=True
@@ -24,6 +26,7 @@ import json
 import os
 import random
 import re
+import string
 import sys
 from dataclasses import dataclass, field
 
@@ -507,6 +510,69 @@ def read_prompts(path, skip_bad=False) -> list[list[dict]]:
             raise ValueError("no user turn to answer")
         return [ends_with_user(messages, "prompt")]
     return read_jsonl_records(path, parse, skip_bad)
+
+
+# -----------------------------------------------------------------------------------------------
+# Judge templates (jsft.JUDGE_TEMPLATES, or a caller's own): str.format text with placeholders
+
+
+PLACEHOLDERS = ("context", "response_a", "response_b")
+
+
+def template_fields(text, where):
+    """[(literal text, placeholder name or None)] of a str.format template;
+    ValueError naming `where`."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as e:
+        raise ValueError(f"{where}: {e} (write a literal brace as {{{{ or }}}})") from None
+    for _, name, spec, conversion in parsed:
+        if name is not None and (spec or conversion):
+            raise ValueError(f"{where}: write the placeholder as {{{name}}}, "
+                             "without a format spec or conversion")
+    return [(literal, name) for literal, name, _, _ in parsed]
+
+
+def validate_templates(templates) -> None:
+    """Checks {lang: {principle: {system, user, assistant}}} (or one language's {principle: ...}):
+    each field a string; the user template holds {context}, {response_a}, {response_b} exactly once
+    and no other placeholder; system and assistant hold none; the assistant prefix is non-empty and
+    does not end in whitespace (the verdict token " A" / " B" brings its own space).
+    Raises ValueError naming the language, principle and field."""
+    if not isinstance(templates, dict) or not templates:
+        raise ValueError("judge templates: expected a non-empty {lang: {principle: {system, user, "
+                         "assistant}}} dict")
+    one_language = all(isinstance(t, dict) and isinstance(t.get("user"), str)
+                       for t in templates.values())
+    for lang, by_principle in ({"": templates} if one_language else templates).items():
+        if not isinstance(by_principle, dict) or not by_principle:
+            raise ValueError(f"judge templates[{lang!r}]: expected a non-empty "
+                             "{principle: {system, user, assistant}} dict")
+        for principle, t in by_principle.items():
+            where = f"judge template {lang + '/' if lang else ''}{principle}"
+            if not isinstance(t, dict):
+                raise ValueError(f"{where}: expected a {{system, user, assistant}} dict, got "
+                                 f"{type(t).__name__}")
+            for name in ("system", "user", "assistant"):
+                if not isinstance(t.get(name), str):
+                    raise ValueError(f"{where}: field {name!r} must be a string")
+                found = [f for _, f in template_fields(t[name], f"{where}.{name}") if f is not None]
+                if name != "user" and found:
+                    raise ValueError(f"{where}.{name}: placeholder {{{found[0]}}} belongs in the "
+                                     "user template only")
+            found = [f for _, f in template_fields(t["user"], f"{where}.user") if f is not None]
+            for f in found:
+                if f not in PLACEHOLDERS:
+                    raise ValueError(f"{where}.user: unknown placeholder {{{f}}}; use only "
+                                     + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
+            for f in PLACEHOLDERS:
+                if found.count(f) != 1:
+                    raise ValueError(f"{where}.user: placeholder {{{f}}} must appear exactly once "
+                                     f"(found {found.count(f)} times)")
+            if not t["assistant"].strip() or t["assistant"] != t["assistant"].rstrip():
+                raise ValueError(f"{where}.assistant: the prefix must be non-empty and must not "
+                                 "end in whitespace "
+                                 "(the verdict token ' A' / ' B' brings its own space)")
 
 
 # -----------------------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ import torch
 
 import jsft
 from jsft import (JUDGE_TEMPLATES, judge, judge_accuracy, judge_prompt, judgment_example,
-                  judgment_examples, mix_units, validate_templates)
+                  judgment_examples, mix_units)
 from model import Transformer, config_from_preset
 from pretrain import load_model, save_checkpoint
-from readers import PreferencePair, read_preferences
+from readers import PreferencePair, read_preferences, validate_templates
 from sft import collate, length_grouped_batches
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "jsft")
