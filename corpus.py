@@ -11,6 +11,8 @@ builds from when given no input. Offline, no download (corpus/SOURCES.md lists e
     default_corpus()              {"ko": [...], "en": [...], "code": [...]}: all of them by group
     hangul_share(text, of)        the share of Hangul in a text (how tasks_ko/_en are told apart,
                                   and the language guess of tokenizer.py, jsft.py, evaluate.py)
+    as_corpus(texts_or_files)     documents and/or paths -> {lang: [docs]} (tokenizer.py's input);
+                                  group_by_lang and guess_lang fill in a missing "lang"
 
 Run:
   python corpus.py          # one line per source: group, documents, characters, where from
@@ -24,7 +26,7 @@ import sysconfig
 import warnings
 import zlib
 
-from readers import DataError, Source, read_file, read_text_file
+from readers import DataError, Source, read_documents, read_file, read_text_file
 
 
 def hangul_share(text, of="letters"):
@@ -122,6 +124,41 @@ def default_corpus():
     for s in default_sources():
         corpus.setdefault(s.group, []).extend(t for t, _ in s.docs)
     return corpus
+
+
+def guess_lang(text):
+    """ko / code / en, for tokenizer.py's files without a "lang" field (report grouping only)."""
+    if hangul_share(text) > 0.3:
+        return "ko"
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    codey = sum(ln.startswith((" ", "\t")) or ln.rstrip().endswith((":", "{", "}", ";", ")"))
+                for ln in lines)
+    return "code" if lines and codey / len(lines) > 0.4 else "en"
+
+
+def group_by_lang(docs):
+    """[(text, lang or None)] -> {lang: [texts]}; a missing lang is guessed."""
+    corpus = {}
+    for text, lang in docs:
+        corpus.setdefault(lang or guess_lang(text), []).append(text)
+    return corpus
+
+
+def as_corpus(texts_or_files):
+    """{lang: [docs]} | iterable of documents and/or paths -> {lang: [docs]}. A pathlib.Path is
+    a path; so is a str without whitespace that exists or ends in .txt/.jsonl. Other str: text."""
+    if isinstance(texts_or_files, dict):
+        return {lang: list(docs) for lang, docs in texts_or_files.items()}
+    if isinstance(texts_or_files, (str, os.PathLike)):
+        texts_or_files = [texts_or_files]
+    paths, docs = [], []
+    for item in texts_or_files:
+        if isinstance(item, os.PathLike) or (not re.search(r"\s", item) and (
+                os.path.exists(item) or item.endswith((".txt", ".jsonl")))):
+            paths.append(item)
+        else:
+            docs.append((item, None))
+    return group_by_lang(docs + (read_documents(paths) if paths else []))
 
 
 def main():

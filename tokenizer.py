@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import sentencepiece as spm
 from tqdm import tqdm
 
-from corpus import default_corpus, hangul_share
+from corpus import as_corpus, default_corpus, group_by_lang
 from readers import ROLES, atomic_write, read_documents
 
 # -----------------------------------------------------------------------------------------------
@@ -240,44 +240,6 @@ class Tokenizer:
         return ids, mask
 
 # -----------------------------------------------------------------------------------------------
-# A corpus by language: {lang: [documents]}
-
-
-def guess_lang(text):
-    """ko / code / en, for files without a "lang" field (report grouping only)."""
-    if hangul_share(text) > 0.3:
-        return "ko"
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    codey = sum(ln.startswith((" ", "\t")) or ln.rstrip().endswith((":", "{", "}", ";", ")"))
-                for ln in lines)
-    return "code" if lines and codey / len(lines) > 0.4 else "en"
-
-
-def group_by_lang(docs):
-    """[(text, lang or None)] -> {lang: [texts]}; a missing lang is guessed."""
-    corpus = {}
-    for text, lang in docs:
-        corpus.setdefault(lang or guess_lang(text), []).append(text)
-    return corpus
-
-
-def as_corpus(texts_or_files):
-    """{lang: [docs]} | iterable of documents and/or paths -> {lang: [docs]}. A pathlib.Path is
-    a path; so is a str without whitespace that exists or ends in .txt/.jsonl. Other str: text."""
-    if isinstance(texts_or_files, dict):
-        return {lang: list(docs) for lang, docs in texts_or_files.items()}
-    if isinstance(texts_or_files, (str, os.PathLike)):
-        texts_or_files = [texts_or_files]
-    paths, docs = [], []
-    for item in texts_or_files:
-        if isinstance(item, os.PathLike) or (not re.search(r"\s", item) and (
-                os.path.exists(item) or item.endswith((".txt", ".jsonl")))):
-            paths.append(item)
-        else:
-            docs.append((item, None))
-    return group_by_lang(docs + (read_documents(paths) if paths else []))
-
-# -----------------------------------------------------------------------------------------------
 # Training
 
 
@@ -390,7 +352,7 @@ def train_tokenizer(texts_or_files, out_dir, vocab_size=4096, morpheme_aware=Tru
                     character_coverage=0.9995, split_digits=True, max_train_chars=4_000_000,
                     verbose=False):
     """Train a BPE tokenizer into out_dir (tokenizer.model, tokenizer.vocab, meta.json).
-    texts_or_files: {lang: [docs]}, a list of documents, or paths/globs (see as_corpus).
+    texts_or_files: {lang: [docs]}, a list of documents, or paths/globs (see corpus.as_corpus).
     Deterministic: the same input and options give a byte-identical tokenizer.model."""
     corpus = as_corpus(texts_or_files)
     docs = _sample(corpus, max_train_chars, seed)
