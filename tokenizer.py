@@ -27,6 +27,7 @@ The demo vocabulary is 4096 (ids fit uint16); HyperCLOVA X uses 100k (--vocab-si
 import argparse
 import dataclasses
 import io
+import itertools
 import json
 import os
 import random
@@ -180,8 +181,7 @@ class Tokenizer:
                                   for b in SPACE_SYMBOL.encode("utf-8")]
 
     def special_ids(self):
-        names = list(SPECIAL_PIECES) + list(VERDICT_PIECES)
-        return {name: getattr(self, f"{name}_id") for name in names}
+        return {name: getattr(self, f"{name}_id") for name in [*SPECIAL_PIECES, *VERDICT_PIECES]}
 
     def encode(self, text):
         """Plain text -> ids. Never emits a control id, adds no bos/eos; decode(encode(x)) == x."""
@@ -207,14 +207,13 @@ class Tokenizer:
                              f"(0..{self.vocab_size - 1}); was the model's vocabulary padded?")
         if not show_special:
             return b"".join(self._bytes[i] for i in ids).decode("utf-8", errors="replace")
-        parts, run = [], []
-        for i in ids + [None]:
-            if i is None or not self._bytes[i]:  # a control symbol ends a run of text
-                parts.append(b"".join(run).decode("utf-8", errors="replace"))
-                parts.append("" if i is None else self.sp.id_to_piece(i))
-                run = []
+        parts = []  # runs of text decoded as a whole, control symbols by name between them
+        for is_text, run in itertools.groupby(ids, key=lambda i: bool(self._bytes[i])):
+            if is_text:
+                text = b"".join(self._bytes[i] for i in run)
+                parts.append(text.decode("utf-8", errors="replace"))
             else:
-                run.append(self._bytes[i])
+                parts += [self.sp.id_to_piece(i) for i in run]
         return "".join(parts)
 
     def pieces(self, text):
@@ -307,16 +306,15 @@ def _ensure_pieces(model, pieces):
 
 def _sample(corpus, max_chars, seed):
     """Keep whole documents, in a seeded random order, until max_chars; original order kept."""
-    docs = [(lang, k, d) for lang in sorted(corpus) for k, d in enumerate(corpus[lang])]
+    docs = [d for lang in sorted(corpus) for d in corpus[lang]]
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
     keep, total = set(), 0
     for i in order:
-        if total + len(docs[i][2]) > max_chars and keep:
-            continue
-        keep.add(i)
-        total += len(docs[i][2])
-    return [docs[i][2] for i in sorted(keep)]
+        if not keep or total + len(docs[i]) <= max_chars:  # the first one always fits
+            keep.add(i)
+            total += len(docs[i])
+    return [docs[i] for i in sorted(keep)]
 
 
 def train_model_proto(docs, vocab_size=4096, morpheme_aware=True, character_coverage=0.9995,
@@ -409,13 +407,9 @@ def english_centric(corpus, english_share=0.9):
     others = sorted(lang for lang in corpus if lang != "en")
     budget = sum(map(len, en)) * (1 - english_share) / english_share / max(len(others), 1)
     mix = {"en": list(en)}
-    for lang in others:
-        mix[lang], used = [], 0
-        for d in corpus[lang]:
-            if used + len(d) > budget:
-                break
-            mix[lang].append(d)
-            used += len(d)
+    for lang in others:  # the longest prefix of its documents within the budget
+        used = itertools.accumulate(map(len, corpus[lang]))
+        mix[lang] = [d for d, total in zip(corpus[lang], used) if total <= budget]
     return mix
 
 
@@ -428,16 +422,11 @@ def boundaries_inside_tokens(tok, docs):
     """Share of Korean morpheme boundaries (segment_korean) that fall inside a token, i.e.
     where BPE merged a stem with its particle/ending. 0 by construction when morpheme-aware."""
     inside = total = 0
-    for doc in docs:
-        token_ends, pos = set(), 0
-        for i in tok.encode(doc):
-            pos += len(tok._bytes[i])
-            token_ends.add(pos)
-        pos = 0
-        for chunk in segment_korean(doc)[:-1]:
-            pos += len(chunk.encode("utf-8"))
-            total += 1
-            inside += pos not in token_ends
+    for doc in docs:  # byte offsets where tokens end, and where morphemes end (the last aside)
+        token_ends = set(itertools.accumulate(len(tok._bytes[i]) for i in tok.encode(doc)))
+        cuts = list(itertools.accumulate(len(c.encode("utf-8")) for c in segment_korean(doc)[:-1]))
+        total += len(cuts)
+        inside += sum(cut not in token_ends for cut in cuts)
     return round(inside / max(total, 1), 4)
 
 
