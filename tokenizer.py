@@ -42,8 +42,7 @@ from tqdm import tqdm
 from corpus import as_corpus, default_corpus, group_by_lang
 from readers import ROLES, atomic_write, read_documents
 
-# -----------------------------------------------------------------------------------------------
-# Special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model this script trains.
+# -------- special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model trained here
 
 SPECIAL_PIECES = {  # attribute name -> piece; position in this dict == id
     "pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>",
@@ -58,8 +57,7 @@ SEGMENTATION_MARKERS = {True: "<|seg:morpheme-v1|>", False: "<|seg:none|>"}
 VERDICT_PIECES = {"verdict_a": "\u2581A", "verdict_b": "\u2581B"}  # " A" and " B" (SELF-JUDGE)
 SPACE_SYMBOL = "\u2581"  # sentencepiece writes a space as "▁"
 
-# -----------------------------------------------------------------------------------------------
-# Korean morpheme segmentation: a rule set for the common particles (조사) and endings (어미).
+# --- Korean morpheme segmentation: a rule set for the common particles (조사) and endings (어미)
 # A Hangul word is cut before the longest known suffix, at most twice (stem | particle | ending).
 # A stem keeps at least one syllable, two before a one-syllable suffix (국가 "nation" stays
 # whole, 국가가 becomes 국가|가) and before a 하다/되다 form (위하여 is one verb, 보호|하여 is
@@ -126,8 +124,7 @@ def _chunks(text, morpheme_aware):
         out += segment_korean(part) if morpheme_aware else ([part] if part else [])
     return out
 
-# -----------------------------------------------------------------------------------------------
-# The tokenizer
+# --------------------------------------------------------------------------------- the tokenizer
 
 
 class Tokenizer:
@@ -238,8 +235,7 @@ class Tokenizer:
             mask.append(0)
         return ids, mask
 
-# -----------------------------------------------------------------------------------------------
-# Training
+# -------------------------------------------------------------------------------------- training
 
 
 def _opt(default, help):
@@ -383,8 +379,7 @@ def train_tokenizer(texts_or_files, out_dir, vocab_size=4096, morpheme_aware=Tru
     atomic_write(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2, ensure_ascii=False))
     return model_path
 
-# -----------------------------------------------------------------------------------------------
-# Efficiency report (HCX Table 1): mean tokens per held-out document
+# ---------------------------- efficiency report (HCX Table 1): mean tokens per held-out document
 
 
 def split_heldout(corpus, every=10):
@@ -469,8 +464,7 @@ def format_report(report):
         lines.append(f"{name}: {share:.1%} of Korean morpheme boundaries fall inside a token")
     return "\n".join(lines)
 
-# -----------------------------------------------------------------------------------------------
-# CLI
+# ------------------------------------------------------------------------------------------- CLI
 
 
 def main(argv=None):
