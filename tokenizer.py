@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import sentencepiece as spm
 from tqdm import tqdm
 
-from corpus import as_corpus, default_corpus, group_by_lang
+from corpus import as_corpus, default_corpus, english_centric, group_by_lang, split_heldout
 from readers import ROLES, atomic_write, read_documents
 
 # -------- special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model trained here
@@ -380,32 +380,6 @@ def train_tokenizer(texts_or_files, out_dir, vocab_size=4096, morpheme_aware=Tru
     return model_path
 
 # ---------------------------- efficiency report (HCX Table 1): mean tokens per held-out document
-
-
-def split_heldout(corpus, every=10):
-    """Every n-th document of each language (the last one if fewer, none if only one) ->
-    held out; the rest -> train."""
-    train, heldout = {}, {}
-    for lang, docs in corpus.items():
-        held = set(range(every - 1, len(docs), every))
-        if not held and len(docs) > 1:
-            held = {len(docs) - 1}
-        train[lang] = [d for k, d in enumerate(docs) if k not in held]
-        heldout[lang] = [d for k, d in enumerate(docs) if k in held]
-    return train, heldout
-
-
-def english_centric(corpus, english_share=0.9):
-    """Mostly-English training mix, like a LLaMA-style tokenizer: all English, and the other
-    languages together capped at (1 - english_share) of the text, split evenly among them."""
-    en = corpus.get("en", [])
-    others = sorted(lang for lang in corpus if lang != "en")
-    budget = sum(map(len, en)) * (1 - english_share) / english_share / max(len(others), 1)
-    mix = {"en": list(en)}
-    for lang in others:  # the longest prefix of its documents within the budget
-        used = itertools.accumulate(map(len, corpus[lang]))
-        mix[lang] = [d for d, total in zip(corpus[lang], used) if total <= budget]
-    return mix
 
 
 def mean_tokens(tok, heldout):
