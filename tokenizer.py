@@ -330,8 +330,7 @@ def train_model_proto(docs, vocab_size=4096, morpheme_aware=True, character_cove
             normalization_rule_name="identity", add_dummy_prefix=False,
             remove_extra_whitespaces=False, split_digits=split_digits,
             allow_whitespace_only_pieces=True,  # runs of spaces (code indentation) are one piece
-            pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-            control_symbols=controls,
+            pad_id=0, unk_id=1, bos_id=2, eos_id=3, control_symbols=controls,
             hard_vocab_limit=False,  # a small corpus gives a smaller vocabulary, not an error
             num_threads=1,  # determinism: one thread, one order of merges
             minloglevel=0 if verbose else 2)
@@ -485,15 +484,12 @@ def run(args):
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     print("config:", json.dumps(dataclasses.asdict(cfg)))
-    if args.input:
-        corpus = group_by_lang(read_documents(args.input, args.skip_bad))
-    else:
-        corpus = default_corpus()
+    corpus = (group_by_lang(read_documents(args.input, args.skip_bad)) if args.input
+              else default_corpus())
     print("corpus:", {lang: f"{len(d)} docs, {sum(map(len, d))} chars"
                       for lang, d in sorted(corpus.items())})
     if cfg.report:
-        report = efficiency_report(corpus, cfg)
-        print(format_report(report))
+        print(format_report(efficiency_report(corpus, cfg)))
         print(f"wrote {cfg.out}/tokenizer.model, meta.json, report.json")
     else:
         path = train_tokenizer(corpus, cfg.out, cfg.vocab_size, cfg.morpheme_aware, cfg.seed,
