@@ -11,6 +11,10 @@ builds from when given no input. Offline, no download (corpus/SOURCES.md lists e
     default_corpus()              {"ko": [...], "en": [...], "code": [...]}: all of them by group
     hangul_share(text, of)        the share of Hangul in a text (how tasks_ko/_en are told apart,
                                   and the language guess of tokenizer.py, jsft.py, evaluate.py)
+    as_corpus(texts_or_files)     documents and/or paths -> {lang: [docs]} (tokenizer.py's input);
+                                  group_by_lang and guess_lang fill in a missing "lang"
+    split_heldout(corpus, every)  every n-th document of each language held out (tokenizer.py's
+                                  report); english_centric(corpus) its mostly-English baseline mix
 
 Run:
   python corpus.py          # one line per source: group, documents, characters, where from
@@ -18,13 +22,14 @@ Rebuild the shipped files from their upstream packages with corpus/build_corpus.
 """
 import dataclasses
 import functools
+import itertools
 import os
 import re
 import sysconfig
 import warnings
 import zlib
 
-from readers import DataError, Source, read_file, read_text_file
+from readers import DataError, Source, read_documents, read_file, read_text_file
 
 
 def hangul_share(text, of="letters"):
@@ -122,6 +127,68 @@ def default_corpus():
     for s in default_sources():
         corpus.setdefault(s.group, []).extend(t for t, _ in s.docs)
     return corpus
+
+
+# {lang: [docs]}: tokenizer.py's input, and the held-out split and baseline mix of its report
+def guess_lang(text):
+    """ko / code / en, for tokenizer.py's files without a "lang" field (report grouping only)."""
+    if hangul_share(text) > 0.3:
+        return "ko"
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    codey = sum(ln.startswith((" ", "\t")) or ln.rstrip().endswith((":", "{", "}", ";", ")"))
+                for ln in lines)
+    return "code" if lines and codey / len(lines) > 0.4 else "en"
+
+
+def group_by_lang(docs):
+    """[(text, lang or None)] -> {lang: [texts]}; a missing lang is guessed."""
+    corpus = {}
+    for text, lang in docs:
+        corpus.setdefault(lang or guess_lang(text), []).append(text)
+    return corpus
+
+
+def as_corpus(texts_or_files):
+    """{lang: [docs]} | iterable of documents and/or paths -> {lang: [docs]}. A pathlib.Path is
+    a path; so is a str without whitespace that exists or ends in .txt/.jsonl. Other str: text."""
+    if isinstance(texts_or_files, dict):
+        return {lang: list(docs) for lang, docs in texts_or_files.items()}
+    if isinstance(texts_or_files, (str, os.PathLike)):
+        texts_or_files = [texts_or_files]
+    paths, docs = [], []
+    for item in texts_or_files:
+        if isinstance(item, os.PathLike) or (not re.search(r"\s", item) and (
+                os.path.exists(item) or item.endswith((".txt", ".jsonl")))):
+            paths.append(item)
+        else:
+            docs.append((item, None))
+    return group_by_lang(docs + (read_documents(paths) if paths else []))
+
+
+def split_heldout(corpus, every=10):
+    """Every n-th document of each language (the last one if fewer, none if only one) ->
+    held out; the rest -> train."""
+    train, heldout = {}, {}
+    for lang, docs in corpus.items():
+        held = set(range(every - 1, len(docs), every))
+        if not held and len(docs) > 1:
+            held = {len(docs) - 1}
+        train[lang] = [d for k, d in enumerate(docs) if k not in held]
+        heldout[lang] = [d for k, d in enumerate(docs) if k in held]
+    return train, heldout
+
+
+def english_centric(corpus, english_share=0.9):
+    """Mostly-English training mix, like a LLaMA-style tokenizer: all English, and the other
+    languages together capped at (1 - english_share) of the text, split evenly among them."""
+    en = corpus.get("en", [])
+    others = sorted(lang for lang in corpus if lang != "en")
+    budget = sum(map(len, en)) * (1 - english_share) / english_share / max(len(others), 1)
+    mix = {"en": list(en)}
+    for lang in others:  # the longest prefix of its documents within the budget
+        used = itertools.accumulate(map(len, corpus[lang]))
+        mix[lang] = [d for d, total in zip(corpus[lang], used) if total <= budget]
+    return mix
 
 
 def main():

@@ -27,6 +27,7 @@ The demo vocabulary is 4096 (ids fit uint16); HyperCLOVA X uses 100k (--vocab-si
 import argparse
 import dataclasses
 import io
+import itertools
 import json
 import os
 import random
@@ -38,11 +39,10 @@ from dataclasses import dataclass
 import sentencepiece as spm
 from tqdm import tqdm
 
-from corpus import default_corpus, hangul_share
+from corpus import as_corpus, default_corpus, english_centric, group_by_lang, split_heldout
 from readers import ROLES, atomic_write, read_documents
 
-# -----------------------------------------------------------------------------------------------
-# Special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model this script trains.
+# -------- special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model trained here
 
 SPECIAL_PIECES = {  # attribute name -> piece; position in this dict == id
     "pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>",
@@ -57,8 +57,7 @@ SEGMENTATION_MARKERS = {True: "<|seg:morpheme-v1|>", False: "<|seg:none|>"}
 VERDICT_PIECES = {"verdict_a": "\u2581A", "verdict_b": "\u2581B"}  # " A" and " B" (SELF-JUDGE)
 SPACE_SYMBOL = "\u2581"  # sentencepiece writes a space as "▁"
 
-# -----------------------------------------------------------------------------------------------
-# Korean morpheme segmentation: a rule set for the common particles (조사) and endings (어미).
+# --- Korean morpheme segmentation: a rule set for the common particles (조사) and endings (어미)
 # A Hangul word is cut before the longest known suffix, at most twice (stem | particle | ending).
 # A stem keeps at least one syllable, two before a one-syllable suffix (국가 "nation" stays
 # whole, 국가가 becomes 국가|가) and before a 하다/되다 form (위하여 is one verb, 보호|하여 is
@@ -125,8 +124,7 @@ def _chunks(text, morpheme_aware):
         out += segment_korean(part) if morpheme_aware else ([part] if part else [])
     return out
 
-# -----------------------------------------------------------------------------------------------
-# The tokenizer
+# --------------------------------------------------------------------------------- the tokenizer
 
 
 class Tokenizer:
@@ -180,8 +178,7 @@ class Tokenizer:
                                   for b in SPACE_SYMBOL.encode("utf-8")]
 
     def special_ids(self):
-        names = list(SPECIAL_PIECES) + list(VERDICT_PIECES)
-        return {name: getattr(self, f"{name}_id") for name in names}
+        return {name: getattr(self, f"{name}_id") for name in [*SPECIAL_PIECES, *VERDICT_PIECES]}
 
     def encode(self, text):
         """Plain text -> ids. Never emits a control id, adds no bos/eos; decode(encode(x)) == x."""
@@ -207,14 +204,13 @@ class Tokenizer:
                              f"(0..{self.vocab_size - 1}); was the model's vocabulary padded?")
         if not show_special:
             return b"".join(self._bytes[i] for i in ids).decode("utf-8", errors="replace")
-        parts, run = [], []
-        for i in ids + [None]:
-            if i is None or not self._bytes[i]:  # a control symbol ends a run of text
-                parts.append(b"".join(run).decode("utf-8", errors="replace"))
-                parts.append("" if i is None else self.sp.id_to_piece(i))
-                run = []
+        parts = []  # runs of text decoded as a whole, control symbols by name between them
+        for is_text, run in itertools.groupby(ids, key=lambda i: bool(self._bytes[i])):
+            if is_text:
+                text = b"".join(self._bytes[i] for i in run)
+                parts.append(text.decode("utf-8", errors="replace"))
             else:
-                run.append(self._bytes[i])
+                parts += [self.sp.id_to_piece(i) for i in run]
         return "".join(parts)
 
     def pieces(self, text):
@@ -239,46 +235,7 @@ class Tokenizer:
             mask.append(0)
         return ids, mask
 
-# -----------------------------------------------------------------------------------------------
-# A corpus by language: {lang: [documents]}
-
-
-def guess_lang(text):
-    """ko / code / en, for files without a "lang" field (report grouping only)."""
-    if hangul_share(text) > 0.3:
-        return "ko"
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    codey = sum(ln.startswith((" ", "\t")) or ln.rstrip().endswith((":", "{", "}", ";", ")"))
-                for ln in lines)
-    return "code" if lines and codey / len(lines) > 0.4 else "en"
-
-
-def group_by_lang(docs):
-    """[(text, lang or None)] -> {lang: [texts]}; a missing lang is guessed."""
-    corpus = {}
-    for text, lang in docs:
-        corpus.setdefault(lang or guess_lang(text), []).append(text)
-    return corpus
-
-
-def as_corpus(texts_or_files):
-    """{lang: [docs]} | iterable of documents and/or paths -> {lang: [docs]}. A pathlib.Path is
-    a path; so is a str without whitespace that exists or ends in .txt/.jsonl. Other str: text."""
-    if isinstance(texts_or_files, dict):
-        return {lang: list(docs) for lang, docs in texts_or_files.items()}
-    if isinstance(texts_or_files, (str, os.PathLike)):
-        texts_or_files = [texts_or_files]
-    paths, docs = [], []
-    for item in texts_or_files:
-        if isinstance(item, os.PathLike) or (not re.search(r"\s", item) and (
-                os.path.exists(item) or item.endswith((".txt", ".jsonl")))):
-            paths.append(item)
-        else:
-            docs.append((item, None))
-    return group_by_lang(docs + (read_documents(paths) if paths else []))
-
-# -----------------------------------------------------------------------------------------------
-# Training
+# -------------------------------------------------------------------------------------- training
 
 
 def _opt(default, help):
@@ -345,16 +302,15 @@ def _ensure_pieces(model, pieces):
 
 def _sample(corpus, max_chars, seed):
     """Keep whole documents, in a seeded random order, until max_chars; original order kept."""
-    docs = [(lang, k, d) for lang in sorted(corpus) for k, d in enumerate(corpus[lang])]
+    docs = [d for lang in sorted(corpus) for d in corpus[lang]]
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
     keep, total = set(), 0
     for i in order:
-        if total + len(docs[i][2]) > max_chars and keep:
-            continue
-        keep.add(i)
-        total += len(docs[i][2])
-    return [docs[i][2] for i in sorted(keep)]
+        if not keep or total + len(docs[i]) <= max_chars:  # the first one always fits
+            keep.add(i)
+            total += len(docs[i])
+    return [docs[i] for i in sorted(keep)]
 
 
 def train_model_proto(docs, vocab_size=4096, morpheme_aware=True, character_coverage=0.9995,
@@ -374,8 +330,7 @@ def train_model_proto(docs, vocab_size=4096, morpheme_aware=True, character_cove
             normalization_rule_name="identity", add_dummy_prefix=False,
             remove_extra_whitespaces=False, split_digits=split_digits,
             allow_whitespace_only_pieces=True,  # runs of spaces (code indentation) are one piece
-            pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-            control_symbols=controls,
+            pad_id=0, unk_id=1, bos_id=2, eos_id=3, control_symbols=controls,
             hard_vocab_limit=False,  # a small corpus gives a smaller vocabulary, not an error
             num_threads=1,  # determinism: one thread, one order of merges
             minloglevel=0 if verbose else 2)
@@ -390,7 +345,7 @@ def train_tokenizer(texts_or_files, out_dir, vocab_size=4096, morpheme_aware=Tru
                     character_coverage=0.9995, split_digits=True, max_train_chars=4_000_000,
                     verbose=False):
     """Train a BPE tokenizer into out_dir (tokenizer.model, tokenizer.vocab, meta.json).
-    texts_or_files: {lang: [docs]}, a list of documents, or paths/globs (see as_corpus).
+    texts_or_files: {lang: [docs]}, a list of documents, or paths/globs (see corpus.as_corpus).
     Deterministic: the same input and options give a byte-identical tokenizer.model."""
     corpus = as_corpus(texts_or_files)
     docs = _sample(corpus, max_train_chars, seed)
@@ -423,38 +378,7 @@ def train_tokenizer(texts_or_files, out_dir, vocab_size=4096, morpheme_aware=Tru
     atomic_write(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2, ensure_ascii=False))
     return model_path
 
-# -----------------------------------------------------------------------------------------------
-# Efficiency report (HCX Table 1): mean tokens per held-out document
-
-
-def split_heldout(corpus, every=10):
-    """Every n-th document of each language (the last one if fewer, none if only one) ->
-    held out; the rest -> train."""
-    train, heldout = {}, {}
-    for lang, docs in corpus.items():
-        held = set(range(every - 1, len(docs), every))
-        if not held and len(docs) > 1:
-            held = {len(docs) - 1}
-        train[lang] = [d for k, d in enumerate(docs) if k not in held]
-        heldout[lang] = [d for k, d in enumerate(docs) if k in held]
-    return train, heldout
-
-
-def english_centric(corpus, english_share=0.9):
-    """Mostly-English training mix, like a LLaMA-style tokenizer: all English, and the other
-    languages together capped at (1 - english_share) of the text, split evenly among them."""
-    en = corpus.get("en", [])
-    others = sorted(lang for lang in corpus if lang != "en")
-    budget = sum(map(len, en)) * (1 - english_share) / english_share / max(len(others), 1)
-    mix = {"en": list(en)}
-    for lang in others:
-        mix[lang], used = [], 0
-        for d in corpus[lang]:
-            if used + len(d) > budget:
-                break
-            mix[lang].append(d)
-            used += len(d)
-    return mix
+# ---------------------------- efficiency report (HCX Table 1): mean tokens per held-out document
 
 
 def mean_tokens(tok, heldout):
@@ -466,16 +390,11 @@ def boundaries_inside_tokens(tok, docs):
     """Share of Korean morpheme boundaries (segment_korean) that fall inside a token, i.e.
     where BPE merged a stem with its particle/ending. 0 by construction when morpheme-aware."""
     inside = total = 0
-    for doc in docs:
-        token_ends, pos = set(), 0
-        for i in tok.encode(doc):
-            pos += len(tok._bytes[i])
-            token_ends.add(pos)
-        pos = 0
-        for chunk in segment_korean(doc)[:-1]:
-            pos += len(chunk.encode("utf-8"))
-            total += 1
-            inside += pos not in token_ends
+    for doc in docs:  # byte offsets where tokens end, and where morphemes end (the last aside)
+        token_ends = set(itertools.accumulate(len(tok._bytes[i]) for i in tok.encode(doc)))
+        cuts = list(itertools.accumulate(len(c.encode("utf-8")) for c in segment_korean(doc)[:-1]))
+        total += len(cuts)
+        inside += sum(cut not in token_ends for cut in cuts)
     return round(inside / max(total, 1), 4)
 
 
@@ -518,8 +437,7 @@ def format_report(report):
         lines.append(f"{name}: {share:.1%} of Korean morpheme boundaries fall inside a token")
     return "\n".join(lines)
 
-# -----------------------------------------------------------------------------------------------
-# CLI
+# ------------------------------------------------------------------------------------------- CLI
 
 
 def main(argv=None):
@@ -566,15 +484,12 @@ def run(args):
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     print("config:", json.dumps(dataclasses.asdict(cfg)))
-    if args.input:
-        corpus = group_by_lang(read_documents(args.input, args.skip_bad))
-    else:
-        corpus = default_corpus()
+    corpus = (group_by_lang(read_documents(args.input, args.skip_bad)) if args.input
+              else default_corpus())
     print("corpus:", {lang: f"{len(d)} docs, {sum(map(len, d))} chars"
                       for lang, d in sorted(corpus.items())})
     if cfg.report:
-        report = efficiency_report(corpus, cfg)
-        print(format_report(report))
+        print(format_report(efficiency_report(corpus, cfg)))
         print(f"wrote {cfg.out}/tokenizer.model, meta.json, report.json")
     else:
         path = train_tokenizer(corpus, cfg.out, cfg.vocab_size, cfg.morpheme_aware, cfg.seed,

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import tokenizer as T  # noqa: E402
+from corpus import as_corpus, hangul_share  # noqa: E402
 from readers import read_documents  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizer")
@@ -348,7 +349,7 @@ def test_reads_txt_dirs_and_globs(tmp_path):
     assert docs == [("first doc\nline two", None), ("second doc", None),
                     ("한국어 문서입니다.", "ko")]
     assert read_documents([str(tmp_path / "d" / "*.jsonl")]) == [("한국어 문서입니다.", "ko")]
-    corpus = T.as_corpus([str(tmp_path / "d"), "an inline English document", "2*3?", "a.txt?"])
+    corpus = as_corpus([str(tmp_path / "d"), "an inline English document", "2*3?", "a.txt?"])
     assert corpus == {"en": ["an inline English document", "2*3?", "a.txt?", "first doc\nline two",
                              "second doc"], "ko": ["한국어 문서입니다."]}
 
@@ -381,8 +382,8 @@ def test_help_shows_every_knob(capsys):
 
 def test_hangul_share_counts_over_the_named_letters():
     text = "한국 abc ÉÉ 漢字 123"  # 2 Hangul syllables, 3 ASCII Latin, 2 other Latin, 2 hanja
-    assert T.hangul_share(text) == 2 / 9  # of="letters": every str.isalpha letter
-    assert T.hangul_share(text, of="hangul+latin") == 2 / 5
-    assert T.hangul_share("123 !?") == 0 == T.hangul_share("", of="hangul+latin")
+    assert hangul_share(text) == 2 / 9  # of="letters": every str.isalpha letter
+    assert hangul_share(text, of="hangul+latin") == 2 / 5
+    assert hangul_share("123 !?") == 0 == hangul_share("", of="hangul+latin")
     with pytest.raises(ValueError, match="of must be"):
-        T.hangul_share(text, of="latin")
+        hangul_share(text, of="latin")
