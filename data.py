@@ -32,7 +32,6 @@ import shutil
 import time
 import typing
 import unicodedata
-import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -539,7 +538,6 @@ class PretrainBatches:
         self.bin_path, self.batch_size, self.seed = bin_path, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.data = load_tokens(bin_path, dtype)
-        self.step = 0  # the cursor: the next step to serve
 
     def global_starts(self, step, seq_len):
         """(batch_size * world_size,) start offsets of this step's windows of seq_len + 1 tokens."""
@@ -561,23 +559,7 @@ class PretrainBatches:
         # (B, T+1)
         windows = torch.from_numpy(
             np.stack([self.data[s:s + seq_len + 1] for s in starts]).astype(np.int64))
-        self.step = step + 1
         return windows[:, :-1], windows[:, 1:]
-
-    def state_dict(self):
-        return {"seed": self.seed, "step": self.step, "n_tokens": len(self.data),
-                "global_batch": self.batch_size * self.world_size}
-
-    def load_state_dict(self, d):
-        if d["n_tokens"] != len(self.data):
-            raise ValueError(f"{self.bin_path} has {len(self.data):,} tokens but the checkpoint's "
-                             f"data had {d['n_tokens']:,}: the data changed since; "
-                             "rebuild it or start afresh")
-        if d["global_batch"] != self.batch_size * self.world_size:
-            warnings.warn(f"global batch {self.batch_size * self.world_size} "
-                          f"!= checkpoint's {d['global_batch']}: "
-                          "resumed batches will differ from an uninterrupted run")
-        self.seed, self.step = d["seed"], d["step"]
 
 
 def val_batches(bin_path, batch_size, seq_len, max_batches=0, dtype=None):
