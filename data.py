@@ -4,8 +4,8 @@
 HyperCLOVA X pretrains on Korean, multilingual (mostly English) and code in equal thirds, after
 dropping short, repetitive and duplicated documents and scrubbing personal information, and trains
 left-to-right and fill-in-the-middle (FIM, Bavarian et al. 2022) jointly. This script does all of
-that, on the embedded default corpus (real text that ships with the project, see corpus/SOURCES.md)
-or on your own files:
+that, on the embedded default corpus (real text that ships with the project: corpus.py,
+corpus/SOURCES.md) or on your own files (read by readers.read_sources):
 
     python data.py                                        # embedded default -> out/data/
     python data.py --source wiki:ko:'~/kowiki/*.txt' --source docs:en:notes/ \
@@ -23,7 +23,6 @@ the batch at a step is a function of (seed, step)), val_batches and context_leng
 """
 import argparse
 import dataclasses
-import glob
 import hashlib
 import json
 import os
@@ -39,12 +38,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from readers import DataError, Source, read_file
+from readers import DataError, read_sources
 from corpus import default_sources
-
-CODE_EXTS = {".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".js", ".ts", ".go", ".rs", ".java",
-             ".sh", ".rb"}
-TEXT_EXTS = {".txt", ".md", ".jsonl"} | CODE_EXTS
 
 
 @dataclass
@@ -85,46 +80,6 @@ class DataConfig:
     skip_bad: bool = field(default=False, metadata={
         "help": "skip malformed .jsonl lines (counted) instead of stopping"})
     seed: int = field(default=0, metadata={"help": "seed for split, mixture and FIM"})
-
-
-# -------------------------------------------------------------------------- reading --source specs
-# (the file readers and the default corpus: readers.read_file, corpus.default_sources)
-
-
-def expand_paths(spec, where):
-    """A file, a folder (every text/code file under it) or a glob -> sorted file list."""
-    paths = []
-    for pattern in [p for p in spec.split(",") if p]:
-        pattern = os.path.expanduser(pattern)
-        if os.path.isdir(pattern):
-            found = sorted(os.path.join(d, f) for d, _, fs in os.walk(pattern) for f in fs
-                           if os.path.splitext(f)[1].lower() in TEXT_EXTS and not f.startswith("."))
-        elif any(c in pattern for c in "*?["):
-            found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-        elif os.path.isfile(pattern):
-            found = [pattern]
-        else:
-            raise DataError(f"{pattern}: no such file or folder ({where})")
-        if not found:
-            raise DataError(f"{pattern}: matches no text file ({where})")
-        paths += found
-    return paths
-
-
-def parse_sources(specs, skip_bad=False):
-    sources = []
-    for spec in specs:
-        parts = spec.split(":", 2)
-        if len(parts) != 3 or not all(parts):
-            raise DataError(f"--source {spec!r}: expected NAME:GROUP:PATH[,PATH..], e.g. "
-                            "wiki:ko:data/kowiki/")
-        name, group, paths = parts
-        files = expand_paths(paths, f"--source {name}")
-        skipped = []
-        docs = [d for f in tqdm(files, desc=f"read {name}", leave=False)
-                for d in read_file(f, skip_bad, skipped)]
-        sources.append(Source(name, group, docs, paths, skipped))
-    return sources
 
 
 # -------------------------------------------------------------------------- cleaning
@@ -354,7 +309,7 @@ def build(cfg, tok=None):
     t0 = time.time()
     if cfg.fim_split not in ("thirds", "random"):
         raise DataError(f"--fim-split {cfg.fim_split!r}: use thirds or random")
-    sources = (parse_sources(cfg.source, cfg.skip_bad) if cfg.source
+    sources = (read_sources(cfg.source, cfg.skip_bad) if cfg.source
                else default_sources(cfg.code_chars))
     weights = parse_weights(cfg.mix, "--mix")
     upsample = parse_weights(cfg.upsample, "--upsample")

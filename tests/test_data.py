@@ -14,7 +14,7 @@ import torch
 
 import data
 from corpus import CORPUS_DIR, default_corpus, default_sources, hangul_share
-from readers import Source
+from readers import Source, read_sources
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -188,7 +188,7 @@ def test_fim_share_in_train_bin_matches_fim_rate(tmp_path):
                                   f"en:en:{CORPUS_DIR}/en_gnome_help.jsonl"], mix="ko=1,en=1",
                           fim_rate=rate, spm_rate=spm_rate, fim_split="random", val_fraction=0.0)
     meta = data.build(cfg, tok)
-    sources = data.parse_sources(cfg.source)
+    sources = read_sources(cfg.source)
     data.clean(sources, cfg)
     cleaned = {t for s in sources for t, _ in s.docs}
     docs = [list(d) for d in split_docs(read_bin(tmp_path / "d" / "train.bin"), tok.eos_id)]
@@ -290,10 +290,10 @@ def test_readers_txt_jsonl_code_folders_and_globs(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.py").write_text("x = 1\n\n\ny = 2\n", encoding="utf-8")
     (tmp_path / "sub" / "skip.bin").write_bytes(b"\xff\xfe")
-    [s] = data.parse_sources([f"mine:en:{tmp_path}"])
+    [s] = read_sources([f"mine:en:{tmp_path}"])
     assert s.docs == [("first doc\nline two", None), ("second doc\n", None),
                       ("영어 아닌 문서", "ko"), ("plain", None), ("x = 1\n\n\ny = 2\n", None)]
-    [g] = data.parse_sources([f"g:code:{tmp_path}/**/*.py"])
+    [g] = read_sources([f"g:code:{tmp_path}/**/*.py"])
     assert g.docs == [("x = 1\n\n\ny = 2\n", None)]
 
 
