@@ -86,7 +86,6 @@ class DataConfig:
 EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24})"
     r"(?![A-Za-z0-9_(@-])")
-EMAIL_PLACEHOLDER = "<EMAIL>"
 PHONE = re.compile(r"""(?<![A-Za-z0-9.+/-])(?:   # not glued to a word, a number or a version string
       \+[1-9]\d{0,2}[ -]?(?:\(0?\d{1,4}\)|\d{1,4})(?:[ -]?\d{2,4}){2,3}  # +82 10-1234-5678,
                                                                          # +1 (555) 123 4567
@@ -100,7 +99,7 @@ PHONE = re.compile(r"""(?<![A-Za-z0-9.+/-])(?:   # not glued to a word, a number
 def scrub_pii(text):
     """-> (text, n_emails, n_phones):
     e-mail local parts become <EMAIL> (the domain stays), phones are removed."""
-    text, n_email = EMAIL.subn(lambda m: EMAIL_PLACEHOLDER + "@" + m.group(1), text)
+    text, n_email = EMAIL.subn(lambda m: "<EMAIL>@" + m.group(1), text)
     text, n_phone = PHONE.subn("", text)
     return text, n_email, n_phone
 
@@ -229,13 +228,13 @@ def fim_ids(prefix, middle, suffix, tok, spm=False):
     return [tok.fim_prefix_id] + p + [tok.fim_suffix_id] + s + [tok.fim_middle_id] + m
 
 
-def document_ids(text, tok, rng, fim_rate, spm_rate, split="thirds", ltr_ids=None):
+def document_ids(text, ltr_ids, tok, rng, cfg):
     """One training document -> (ids ending in eos, kind in {"ltr", "psm", "spm"})."""
-    if rng.random() < fim_rate:
-        spm = rng.random() < spm_rate
-        return (fim_ids(*fim_split(text, rng, split), tok, spm) + [tok.eos_id],
-                "spm" if spm else "psm")
-    return (ltr_ids if ltr_ids is not None else tok.encode(text)) + [tok.eos_id], "ltr"
+    if rng.random() < cfg.fim_rate:
+        spm = rng.random() < cfg.spm_rate
+        ids = fim_ids(*fim_split(text, rng, cfg.fim_split), tok, spm)
+        return ids + [tok.eos_id], "spm" if spm else "psm"
+    return ltr_ids + [tok.eos_id], "ltr"
 
 
 # -------------------------------------------------------------------------- mixture
@@ -262,8 +261,7 @@ def mix(pools, weights, max_tokens, rng):
     if total_w <= 0:
         raise DataError(f"the groups with training documents ({', '.join(pools)}) "
                         "all have mixture weight 0")
-    available = {g: sum(n for _, n in docs) for g, docs in pools.items()}
-    budget = max_tokens or sum(available.values())
+    budget = max_tokens or sum(n for docs in pools.values() for _, n in docs)
     chosen = {}
     for g, docs in pools.items():
         target, picked, got = budget * weights[g] / total_w, [], 0
@@ -298,10 +296,6 @@ def special_ids(tok):
         return {k: int(v) for k, v in tok.special_ids().items()}
     return {k[:-3]: int(getattr(tok, k)) for k in dir(tok)
             if k.endswith("_id") and isinstance(getattr(tok, k), int)}
-
-
-def write_bin(path, ids, dtype):
-    np.asarray(ids, dtype=dtype).tofile(path)
 
 
 def build(cfg, tok=None):
@@ -345,10 +339,9 @@ def build(cfg, tok=None):
                 val_docs[group].append(text)
             else:
                 train_docs.append((text, group, s.name))
+    tok_path = cfg.tokenizer
     if tok is None:
-        tok, cfg_tok = load_tokenizer(cfg.tokenizer, [t for t, _, _ in train_docs])
-    else:
-        cfg_tok = cfg.tokenizer
+        tok, tok_path = load_tokenizer(tok_path, [t for t, _, _ in train_docs])
     dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
 
     ltr = [tok.encode(t) for t, _, _ in tqdm(train_docs, desc="tokenize", leave=False)]
@@ -360,20 +353,19 @@ def build(cfg, tok=None):
     chosen = mix({g: p for g, p in pools.items() if p}, weights, cfg.max_tokens, rng)
 
     order = [i for g in chosen for i in chosen[g]]
+    if not order:  # e.g. a negative --max-tokens
+        raise DataError("the training split is empty: add documents or lower --val-fraction")
     order = [order[k] for k in rng.permutation(len(order))]
     fim_counts = dict.fromkeys(("ltr", "psm", "spm"), 0)
     train_ids, group_tokens, source_tokens = [], {}, {}
     for i in tqdm(order, desc="pack", leave=False):
         text, group, name = train_docs[i]
-        ids, kind = document_ids(text, tok, rng, cfg.fim_rate, cfg.spm_rate, cfg.fim_split, ltr[i])
+        ids, kind = document_ids(text, ltr[i], tok, rng, cfg)
         fim_counts[kind] += 1
         train_ids.append(ids)
         group_tokens[group] = group_tokens.get(group, 0) + len(ids)
         source_tokens[name] = source_tokens.get(name, 0) + len(ids)
-    train_flat = (np.concatenate([np.asarray(x, dtype=dtype) for x in train_ids]) if train_ids
-                  else np.zeros(0, dtype))
-    if len(train_flat) == 0:
-        raise DataError("the training split is empty: add documents or lower --val-fraction")
+    train_flat = np.concatenate([np.asarray(x, dtype=dtype) for x in train_ids])
 
     val_meta, val_flat = {}, []
     for g in groups:
@@ -385,7 +377,7 @@ def build(cfg, tok=None):
     n_train_tokens = int(len(train_flat))
     meta = {
         "vocab_size": int(tok.vocab_size), "dtype": np.dtype(dtype).name,
-        "tokenizer": os.path.abspath(cfg_tok), "special_ids": special_ids(tok),
+        "tokenizer": os.path.abspath(tok_path), "special_ids": special_ids(tok),
         "train": {"tokens": n_train_tokens, "docs": len(order)},
         "val": {"tokens": int(sum(len(v) for v in val_flat)), "groups": val_meta,
                 "note": "tokens include one eos per document; "
@@ -409,24 +401,23 @@ def build(cfg, tok=None):
         "config": dataclasses.asdict(cfg),
         "seconds": round(time.time() - t0, 2),
     }
-    write_out_dir(cfg.out_dir, train_flat, val_flat, groups, dtype, meta)
+    write_out_dir(cfg.out_dir, train_flat, val_flat, groups, meta)
     return meta
 
 
-def write_out_dir(out_dir, train_flat, val_flat, groups, dtype, meta):
+def write_out_dir(out_dir, train_flat, val_flat, groups, meta):
     """Writes everything into a temporary sibling folder, then swaps it in: a failed run never
     leaves a half-written out_dir, and an old good one stays until the new one is complete."""
     out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     tmp = f"{out_dir}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        write_bin(os.path.join(tmp, "train.bin"), train_flat, dtype)
-        write_bin(os.path.join(tmp, "val.bin"), np.concatenate(val_flat) if val_flat else [], dtype)
+        train_flat.tofile(os.path.join(tmp, "train.bin"))
+        np.concatenate(val_flat).tofile(os.path.join(tmp, "val.bin"))
         for g, ids in zip(groups, val_flat):
-            write_bin(os.path.join(tmp, f"val_{g}.bin"), ids, dtype)
+            ids.tofile(os.path.join(tmp, f"val_{g}.bin"))
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as fh:
             json.dump(meta, fh, ensure_ascii=False, indent=1)
         old = f"{out_dir}.old-{os.getpid()}"
