@@ -109,8 +109,7 @@ def normalize(text):
 
 
 def dup_line_frac(text):
-    """Share of non-blank lines that repeat an earlier line of the document
-    (Gopher, Rae et al. 2021)."""
+    """Share of non-blank lines that repeat an earlier line (Gopher, Rae et al. 2021)."""
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
     return 1 - len(set(lines)) / len(lines) if lines else 0.0
 
@@ -133,16 +132,14 @@ MERSENNE_61 = (1 << 61) - 1
 
 
 def minhash(shingle_set, a, b):
-    """(num_perm,) signature: min over shingles of (a*x + b) mod p;
-    a, b, x < 2^32 so uint64 never overflows."""
+    """(num_perm,) signature: min over shingles of (a*x + b) mod p; a, b, x < 2^32: no overflow."""
     x = np.fromiter(shingle_set, dtype=np.uint64, count=len(shingle_set))
     return ((a[:, None] * x[None, :] + b[:, None]) % np.uint64(MERSENNE_61)).min(axis=1)
 
 
 def near_duplicates(texts, threshold=0.8, num_perm=64, bands=16, seed=0):
-    """Indices of documents whose word 5-gram Jaccard similarity with an earlier kept document
-    is >= threshold.
-    MinHash + LSH banding finds candidates; the exact Jaccard of the shingle sets decides."""
+    """Indices of documents whose word 5-gram Jaccard similarity with an earlier kept document is
+    >= threshold. MinHash + LSH banding finds candidates; the exact Jaccard of the sets decides."""
     rng = np.random.default_rng(seed)
     a = rng.integers(1, 1 << 32, num_perm, dtype=np.uint64)
     b = rng.integers(0, 1 << 32, num_perm, dtype=np.uint64)
@@ -166,8 +163,7 @@ FILTERS = ("jsonl_skipped", "emails", "phones", "too_short", "repetitive", "exac
 
 
 def clean(sources, cfg):
-    """Scrub and filter every source in place (documents -> list of (text, group));
-    returns counts per source."""
+    """Scrub and filter sources in place (docs -> [(text, group)]); returns counts per source."""
     counts = {s.name: dict(dict.fromkeys(FILTERS, 0), jsonl_skipped=len(s.skipped))
               for s in sources}
     seen, pool = set(), []  # exact-dup hashes; (source index, doc index) of survivors for near-dup
@@ -207,8 +203,7 @@ def clean(sources, cfg):
 
 # -------------------------------------------------------------------------- fill-in-the-middle
 def fim_split(text, rng, mode="thirds"):
-    """-> (prefix, middle, suffix), joined = text.
-    thirds: HCX's P, M, S; random: two uniform cut points."""
+    """-> (prefix, middle, suffix), joined = text; cut at thirds (HCX) or 2 uniform points."""
     assert mode in ("thirds", "random"), f"fim split {mode!r}: use thirds or random"
     n = len(text)
     if mode == "thirds":
@@ -219,9 +214,8 @@ def fim_split(text, rng, mode="thirds"):
 
 
 def fim_ids(prefix, middle, suffix, tok, spm=False):
-    """PSM: <pre> P <suf> S <mid> M.  SPM: <pre> <suf> S <mid> P M (Bavarian et al. App. D,
-    as CodeLlama and StarCoder do: the prefix runs straight into the middle).
-    The caller appends eos."""
+    """PSM: <pre> P <suf> S <mid> M.  SPM: <pre> <suf> S <mid> P M (Bavarian et al. App. D, as
+    CodeLlama and StarCoder do: the prefix runs into the middle). The caller appends eos."""
     p, m, s = tok.encode(prefix), tok.encode(middle), tok.encode(suffix)
     if spm:
         return [tok.fim_prefix_id, tok.fim_suffix_id] + s + [tok.fim_middle_id] + p + m
@@ -277,8 +271,7 @@ def mix(pools, weights, max_tokens, rng):
 
 # -------------------------------------------------------------------------- building out/data
 def load_tokenizer(path, train_texts):
-    """tokenizer.Tokenizer at path;
-    trains the default one first when the default path has none yet."""
+    """tokenizer.Tokenizer at path; trains the default one first when the default path has none."""
     import tokenizer
     if not os.path.exists(path):
         if os.path.normpath(path) != os.path.normpath(DataConfig.tokenizer):
@@ -290,8 +283,7 @@ def load_tokenizer(path, train_texts):
 
 
 def special_ids(tok):
-    """{"eos": 1, "fim_prefix": 5, ..}: the tokenizer's own special_ids() where it has one, else its
-    *_id attributes."""
+    """{"eos": 1, ..}: the tokenizer's special_ids() where it has one, else its *_id attributes."""
     if hasattr(tok, "special_ids"):
         return {k: int(v) for k, v in tok.special_ids().items()}
     return {k[:-3]: int(getattr(tok, k)) for k in dir(tok)
@@ -456,8 +448,7 @@ def summary(meta):
 
 # -------------------------------------------------------------------------- batches for pretrain.py
 def load_tokens(bin_path, dtype=None):
-    """np.memmap of a token file;
-    dtype from meta.json beside it, else uint16 (nanoGPT's convention)."""
+    """np.memmap of a token file; dtype from meta.json beside it, else uint16 (as nanoGPT)."""
     if not os.path.exists(bin_path):
         raise FileNotFoundError(f"{bin_path}: no token file; run `python data.py` first")
     if dtype is None:
@@ -489,8 +480,7 @@ class PretrainBatches:
         """(batch_size * world_size,) start offsets of this step's windows of seq_len + 1 tokens."""
         n_global, span = self.batch_size * self.world_size, seq_len + 1
         rng = np.random.default_rng([self.seed, step])
-        # a random phase, so window edges move from step to step
-        offset = int(rng.integers(0, span))
+        offset = int(rng.integers(0, span))  # a random phase: window edges move between steps
         n_windows = (len(self.data) - offset) // span
         if n_windows < n_global:
             raise ValueError(f"{self.bin_path}: {len(self.data):,} tokens hold {n_windows} windows "
@@ -502,9 +492,8 @@ class PretrainBatches:
         """-> (x, y) int64 (B, T) for this rank at this step; y is x shifted left by one token."""
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
         starts = self.global_starts(step, seq_len)[lo:hi]
-        # (B, T+1)
-        windows = torch.from_numpy(
-            np.stack([self.data[s:s + seq_len + 1] for s in starts]).astype(np.int64))
+        rows = [self.data[s:s + seq_len + 1] for s in starts]
+        windows = torch.from_numpy(np.stack(rows).astype(np.int64))  # (B, T+1)
         return windows[:, :-1], windows[:, 1:]
 
 
@@ -524,8 +513,7 @@ def val_batches(bin_path, batch_size, seq_len, max_batches=0, dtype=None):
 
 
 def context_length_at(step, total_steps, short_len, long_len, long_fraction=0.1):
-    """HCX two-phase context schedule:
-    short_len for most steps, long_len for the last long_fraction of them."""
+    """HCX two-phase context schedule: short_len, then long_len for the last long_fraction."""
     if not 0 <= long_fraction <= 1:
         raise ValueError(f"long_fraction {long_fraction} is not in [0, 1]")
     n_long = round(total_steps * long_fraction)
