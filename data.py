@@ -4,8 +4,8 @@
 HyperCLOVA X pretrains on Korean, multilingual (mostly English) and code in equal thirds, after
 dropping short, repetitive and duplicated documents and scrubbing personal information, and trains
 left-to-right and fill-in-the-middle (FIM, Bavarian et al. 2022) jointly. This script does all of
-that, on the embedded default corpus (real text that ships with the project, see corpus/SOURCES.md)
-or on your own files:
+that, on the embedded default corpus (real text that ships with the project: corpus.py,
+corpus/SOURCES.md) or on your own files (read by readers.read_sources):
 
     python data.py                                        # embedded default -> out/data/
     python data.py --source wiki:ko:'~/kowiki/*.txt' --source docs:en:notes/ \
@@ -23,7 +23,6 @@ the batch at a step is a function of (seed, step)), val_batches and context_leng
 """
 import argparse
 import dataclasses
-import glob
 import hashlib
 import json
 import os
@@ -32,7 +31,6 @@ import shutil
 import time
 import typing
 import unicodedata
-import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -40,12 +38,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from readers import DataError, Source, read_file
+from readers import DataError, read_sources
 from corpus import default_sources
-
-CODE_EXTS = {".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".js", ".ts", ".go", ".rs", ".java",
-             ".sh", ".rb"}
-TEXT_EXTS = {".txt", ".md", ".jsonl"} | CODE_EXTS
 
 
 @dataclass
@@ -88,51 +82,10 @@ class DataConfig:
     seed: int = field(default=0, metadata={"help": "seed for split, mixture and FIM"})
 
 
-# -------------------------------------------------------------------------- reading --source specs
-# (the file readers and the default corpus: readers.read_file, corpus.default_sources)
-
-
-def expand_paths(spec, where):
-    """A file, a folder (every text/code file under it) or a glob -> sorted file list."""
-    paths = []
-    for pattern in [p for p in spec.split(",") if p]:
-        pattern = os.path.expanduser(pattern)
-        if os.path.isdir(pattern):
-            found = sorted(os.path.join(d, f) for d, _, fs in os.walk(pattern) for f in fs
-                           if os.path.splitext(f)[1].lower() in TEXT_EXTS and not f.startswith("."))
-        elif any(c in pattern for c in "*?["):
-            found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-        elif os.path.isfile(pattern):
-            found = [pattern]
-        else:
-            raise DataError(f"{pattern}: no such file or folder ({where})")
-        if not found:
-            raise DataError(f"{pattern}: matches no text file ({where})")
-        paths += found
-    return paths
-
-
-def parse_sources(specs, skip_bad=False):
-    sources = []
-    for spec in specs:
-        parts = spec.split(":", 2)
-        if len(parts) != 3 or not all(parts):
-            raise DataError(f"--source {spec!r}: expected NAME:GROUP:PATH[,PATH..], e.g. "
-                            "wiki:ko:data/kowiki/")
-        name, group, paths = parts
-        files = expand_paths(paths, f"--source {name}")
-        skipped = []
-        docs = [d for f in tqdm(files, desc=f"read {name}", leave=False)
-                for d in read_file(f, skip_bad, skipped)]
-        sources.append(Source(name, group, docs, paths, skipped))
-    return sources
-
-
 # -------------------------------------------------------------------------- cleaning
 EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24})"
     r"(?![A-Za-z0-9_(@-])")
-EMAIL_PLACEHOLDER = "<EMAIL>"
 PHONE = re.compile(r"""(?<![A-Za-z0-9.+/-])(?:   # not glued to a word, a number or a version string
       \+[1-9]\d{0,2}[ -]?(?:\(0?\d{1,4}\)|\d{1,4})(?:[ -]?\d{2,4}){2,3}  # +82 10-1234-5678,
                                                                          # +1 (555) 123 4567
@@ -146,7 +99,7 @@ PHONE = re.compile(r"""(?<![A-Za-z0-9.+/-])(?:   # not glued to a word, a number
 def scrub_pii(text):
     """-> (text, n_emails, n_phones):
     e-mail local parts become <EMAIL> (the domain stays), phones are removed."""
-    text, n_email = EMAIL.subn(lambda m: EMAIL_PLACEHOLDER + "@" + m.group(1), text)
+    text, n_email = EMAIL.subn(lambda m: "<EMAIL>@" + m.group(1), text)
     text, n_phone = PHONE.subn("", text)
     return text, n_email, n_phone
 
@@ -156,8 +109,7 @@ def normalize(text):
 
 
 def dup_line_frac(text):
-    """Share of non-blank lines that repeat an earlier line of the document
-    (Gopher, Rae et al. 2021)."""
+    """Share of non-blank lines that repeat an earlier line (Gopher, Rae et al. 2021)."""
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
     return 1 - len(set(lines)) / len(lines) if lines else 0.0
 
@@ -180,16 +132,14 @@ MERSENNE_61 = (1 << 61) - 1
 
 
 def minhash(shingle_set, a, b):
-    """(num_perm,) signature: min over shingles of (a*x + b) mod p;
-    a, b, x < 2^32 so uint64 never overflows."""
+    """(num_perm,) signature: min over shingles of (a*x + b) mod p; a, b, x < 2^32: no overflow."""
     x = np.fromiter(shingle_set, dtype=np.uint64, count=len(shingle_set))
     return ((a[:, None] * x[None, :] + b[:, None]) % np.uint64(MERSENNE_61)).min(axis=1)
 
 
 def near_duplicates(texts, threshold=0.8, num_perm=64, bands=16, seed=0):
-    """Indices of documents whose word 5-gram Jaccard similarity with an earlier kept document
-    is >= threshold.
-    MinHash + LSH banding finds candidates; the exact Jaccard of the shingle sets decides."""
+    """Indices of documents whose word 5-gram Jaccard similarity with an earlier kept document is
+    >= threshold. MinHash + LSH banding finds candidates; the exact Jaccard of the sets decides."""
     rng = np.random.default_rng(seed)
     a = rng.integers(1, 1 << 32, num_perm, dtype=np.uint64)
     b = rng.integers(0, 1 << 32, num_perm, dtype=np.uint64)
@@ -213,8 +163,7 @@ FILTERS = ("jsonl_skipped", "emails", "phones", "too_short", "repetitive", "exac
 
 
 def clean(sources, cfg):
-    """Scrub and filter every source in place (documents -> list of (text, group));
-    returns counts per source."""
+    """Scrub and filter sources in place (docs -> [(text, group)]); returns counts per source."""
     counts = {s.name: dict(dict.fromkeys(FILTERS, 0), jsonl_skipped=len(s.skipped))
               for s in sources}
     seen, pool = set(), []  # exact-dup hashes; (source index, doc index) of survivors for near-dup
@@ -254,8 +203,7 @@ def clean(sources, cfg):
 
 # -------------------------------------------------------------------------- fill-in-the-middle
 def fim_split(text, rng, mode="thirds"):
-    """-> (prefix, middle, suffix), joined = text.
-    thirds: HCX's P, M, S; random: two uniform cut points."""
+    """-> (prefix, middle, suffix), joined = text; cut at thirds (HCX) or 2 uniform points."""
     assert mode in ("thirds", "random"), f"fim split {mode!r}: use thirds or random"
     n = len(text)
     if mode == "thirds":
@@ -266,22 +214,21 @@ def fim_split(text, rng, mode="thirds"):
 
 
 def fim_ids(prefix, middle, suffix, tok, spm=False):
-    """PSM: <pre> P <suf> S <mid> M.  SPM: <pre> <suf> S <mid> P M (Bavarian et al. App. D,
-    as CodeLlama and StarCoder do: the prefix runs straight into the middle).
-    The caller appends eos."""
+    """PSM: <pre> P <suf> S <mid> M.  SPM: <pre> <suf> S <mid> P M (Bavarian et al. App. D, as
+    CodeLlama and StarCoder do: the prefix runs into the middle). The caller appends eos."""
     p, m, s = tok.encode(prefix), tok.encode(middle), tok.encode(suffix)
     if spm:
         return [tok.fim_prefix_id, tok.fim_suffix_id] + s + [tok.fim_middle_id] + p + m
     return [tok.fim_prefix_id] + p + [tok.fim_suffix_id] + s + [tok.fim_middle_id] + m
 
 
-def document_ids(text, tok, rng, fim_rate, spm_rate, split="thirds", ltr_ids=None):
+def document_ids(text, ltr_ids, tok, rng, cfg):
     """One training document -> (ids ending in eos, kind in {"ltr", "psm", "spm"})."""
-    if rng.random() < fim_rate:
-        spm = rng.random() < spm_rate
-        return (fim_ids(*fim_split(text, rng, split), tok, spm) + [tok.eos_id],
-                "spm" if spm else "psm")
-    return (ltr_ids if ltr_ids is not None else tok.encode(text)) + [tok.eos_id], "ltr"
+    if rng.random() < cfg.fim_rate:
+        spm = rng.random() < cfg.spm_rate
+        ids = fim_ids(*fim_split(text, rng, cfg.fim_split), tok, spm)
+        return ids + [tok.eos_id], "spm" if spm else "psm"
+    return ltr_ids + [tok.eos_id], "ltr"
 
 
 # -------------------------------------------------------------------------- mixture
@@ -308,8 +255,7 @@ def mix(pools, weights, max_tokens, rng):
     if total_w <= 0:
         raise DataError(f"the groups with training documents ({', '.join(pools)}) "
                         "all have mixture weight 0")
-    available = {g: sum(n for _, n in docs) for g, docs in pools.items()}
-    budget = max_tokens or sum(available.values())
+    budget = max_tokens or sum(n for docs in pools.values() for _, n in docs)
     chosen = {}
     for g, docs in pools.items():
         target, picked, got = budget * weights[g] / total_w, [], 0
@@ -325,8 +271,7 @@ def mix(pools, weights, max_tokens, rng):
 
 # -------------------------------------------------------------------------- building out/data
 def load_tokenizer(path, train_texts):
-    """tokenizer.Tokenizer at path;
-    trains the default one first when the default path has none yet."""
+    """tokenizer.Tokenizer at path; trains the default one first when the default path has none."""
     import tokenizer
     if not os.path.exists(path):
         if os.path.normpath(path) != os.path.normpath(DataConfig.tokenizer):
@@ -338,16 +283,11 @@ def load_tokenizer(path, train_texts):
 
 
 def special_ids(tok):
-    """{"eos": 1, "fim_prefix": 5, ..}: the tokenizer's own special_ids() where it has one, else its
-    *_id attributes."""
+    """{"eos": 1, ..}: the tokenizer's special_ids() where it has one, else its *_id attributes."""
     if hasattr(tok, "special_ids"):
         return {k: int(v) for k, v in tok.special_ids().items()}
     return {k[:-3]: int(getattr(tok, k)) for k in dir(tok)
             if k.endswith("_id") and isinstance(getattr(tok, k), int)}
-
-
-def write_bin(path, ids, dtype):
-    np.asarray(ids, dtype=dtype).tofile(path)
 
 
 def build(cfg, tok=None):
@@ -355,7 +295,7 @@ def build(cfg, tok=None):
     t0 = time.time()
     if cfg.fim_split not in ("thirds", "random"):
         raise DataError(f"--fim-split {cfg.fim_split!r}: use thirds or random")
-    sources = (parse_sources(cfg.source, cfg.skip_bad) if cfg.source
+    sources = (read_sources(cfg.source, cfg.skip_bad) if cfg.source
                else default_sources(cfg.code_chars))
     weights = parse_weights(cfg.mix, "--mix")
     upsample = parse_weights(cfg.upsample, "--upsample")
@@ -391,10 +331,9 @@ def build(cfg, tok=None):
                 val_docs[group].append(text)
             else:
                 train_docs.append((text, group, s.name))
+    tok_path = cfg.tokenizer
     if tok is None:
-        tok, cfg_tok = load_tokenizer(cfg.tokenizer, [t for t, _, _ in train_docs])
-    else:
-        cfg_tok = cfg.tokenizer
+        tok, tok_path = load_tokenizer(tok_path, [t for t, _, _ in train_docs])
     dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
 
     ltr = [tok.encode(t) for t, _, _ in tqdm(train_docs, desc="tokenize", leave=False)]
@@ -406,20 +345,19 @@ def build(cfg, tok=None):
     chosen = mix({g: p for g, p in pools.items() if p}, weights, cfg.max_tokens, rng)
 
     order = [i for g in chosen for i in chosen[g]]
+    if not order:  # e.g. a negative --max-tokens
+        raise DataError("the training split is empty: add documents or lower --val-fraction")
     order = [order[k] for k in rng.permutation(len(order))]
     fim_counts = dict.fromkeys(("ltr", "psm", "spm"), 0)
     train_ids, group_tokens, source_tokens = [], {}, {}
     for i in tqdm(order, desc="pack", leave=False):
         text, group, name = train_docs[i]
-        ids, kind = document_ids(text, tok, rng, cfg.fim_rate, cfg.spm_rate, cfg.fim_split, ltr[i])
+        ids, kind = document_ids(text, ltr[i], tok, rng, cfg)
         fim_counts[kind] += 1
         train_ids.append(ids)
         group_tokens[group] = group_tokens.get(group, 0) + len(ids)
         source_tokens[name] = source_tokens.get(name, 0) + len(ids)
-    train_flat = (np.concatenate([np.asarray(x, dtype=dtype) for x in train_ids]) if train_ids
-                  else np.zeros(0, dtype))
-    if len(train_flat) == 0:
-        raise DataError("the training split is empty: add documents or lower --val-fraction")
+    train_flat = np.concatenate([np.asarray(x, dtype=dtype) for x in train_ids])
 
     val_meta, val_flat = {}, []
     for g in groups:
@@ -431,7 +369,7 @@ def build(cfg, tok=None):
     n_train_tokens = int(len(train_flat))
     meta = {
         "vocab_size": int(tok.vocab_size), "dtype": np.dtype(dtype).name,
-        "tokenizer": os.path.abspath(cfg_tok), "special_ids": special_ids(tok),
+        "tokenizer": os.path.abspath(tok_path), "special_ids": special_ids(tok),
         "train": {"tokens": n_train_tokens, "docs": len(order)},
         "val": {"tokens": int(sum(len(v) for v in val_flat)), "groups": val_meta,
                 "note": "tokens include one eos per document; "
@@ -455,24 +393,23 @@ def build(cfg, tok=None):
         "config": dataclasses.asdict(cfg),
         "seconds": round(time.time() - t0, 2),
     }
-    write_out_dir(cfg.out_dir, train_flat, val_flat, groups, dtype, meta)
+    write_out_dir(cfg.out_dir, train_flat, val_flat, groups, meta)
     return meta
 
 
-def write_out_dir(out_dir, train_flat, val_flat, groups, dtype, meta):
+def write_out_dir(out_dir, train_flat, val_flat, groups, meta):
     """Writes everything into a temporary sibling folder, then swaps it in: a failed run never
     leaves a half-written out_dir, and an old good one stays until the new one is complete."""
     out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     tmp = f"{out_dir}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
-        write_bin(os.path.join(tmp, "train.bin"), train_flat, dtype)
-        write_bin(os.path.join(tmp, "val.bin"), np.concatenate(val_flat) if val_flat else [], dtype)
+        train_flat.tofile(os.path.join(tmp, "train.bin"))
+        np.concatenate(val_flat).tofile(os.path.join(tmp, "val.bin"))
         for g, ids in zip(groups, val_flat):
-            write_bin(os.path.join(tmp, f"val_{g}.bin"), ids, dtype)
+            ids.tofile(os.path.join(tmp, f"val_{g}.bin"))
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as fh:
             json.dump(meta, fh, ensure_ascii=False, indent=1)
         old = f"{out_dir}.old-{os.getpid()}"
@@ -511,8 +448,7 @@ def summary(meta):
 
 # -------------------------------------------------------------------------- batches for pretrain.py
 def load_tokens(bin_path, dtype=None):
-    """np.memmap of a token file;
-    dtype from meta.json beside it, else uint16 (nanoGPT's convention)."""
+    """np.memmap of a token file; dtype from meta.json beside it, else uint16 (as nanoGPT)."""
     if not os.path.exists(bin_path):
         raise FileNotFoundError(f"{bin_path}: no token file; run `python data.py` first")
     if dtype is None:
@@ -539,14 +475,12 @@ class PretrainBatches:
         self.bin_path, self.batch_size, self.seed = bin_path, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.data = load_tokens(bin_path, dtype)
-        self.step = 0  # the cursor: the next step to serve
 
     def global_starts(self, step, seq_len):
         """(batch_size * world_size,) start offsets of this step's windows of seq_len + 1 tokens."""
         n_global, span = self.batch_size * self.world_size, seq_len + 1
         rng = np.random.default_rng([self.seed, step])
-        # a random phase, so window edges move from step to step
-        offset = int(rng.integers(0, span))
+        offset = int(rng.integers(0, span))  # a random phase: window edges move between steps
         n_windows = (len(self.data) - offset) // span
         if n_windows < n_global:
             raise ValueError(f"{self.bin_path}: {len(self.data):,} tokens hold {n_windows} windows "
@@ -558,26 +492,9 @@ class PretrainBatches:
         """-> (x, y) int64 (B, T) for this rank at this step; y is x shifted left by one token."""
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
         starts = self.global_starts(step, seq_len)[lo:hi]
-        # (B, T+1)
-        windows = torch.from_numpy(
-            np.stack([self.data[s:s + seq_len + 1] for s in starts]).astype(np.int64))
-        self.step = step + 1
+        rows = [self.data[s:s + seq_len + 1] for s in starts]
+        windows = torch.from_numpy(np.stack(rows).astype(np.int64))  # (B, T+1)
         return windows[:, :-1], windows[:, 1:]
-
-    def state_dict(self):
-        return {"seed": self.seed, "step": self.step, "n_tokens": len(self.data),
-                "global_batch": self.batch_size * self.world_size}
-
-    def load_state_dict(self, d):
-        if d["n_tokens"] != len(self.data):
-            raise ValueError(f"{self.bin_path} has {len(self.data):,} tokens but the checkpoint's "
-                             f"data had {d['n_tokens']:,}: the data changed since; "
-                             "rebuild it or start afresh")
-        if d["global_batch"] != self.batch_size * self.world_size:
-            warnings.warn(f"global batch {self.batch_size * self.world_size} "
-                          f"!= checkpoint's {d['global_batch']}: "
-                          "resumed batches will differ from an uninterrupted run")
-        self.seed, self.step = d["seed"], d["step"]
 
 
 def val_batches(bin_path, batch_size, seq_len, max_batches=0, dtype=None):
@@ -596,8 +513,7 @@ def val_batches(bin_path, batch_size, seq_len, max_batches=0, dtype=None):
 
 
 def context_length_at(step, total_steps, short_len, long_len, long_fraction=0.1):
-    """HCX two-phase context schedule:
-    short_len for most steps, long_len for the last long_fraction of them."""
+    """HCX two-phase context schedule: short_len, then long_len for the last long_fraction."""
     if not 0 <= long_fraction <= 1:
         raise ValueError(f"long_fraction {long_fraction} is not in [0, 1]")
     n_long = round(total_steps * long_fraction)

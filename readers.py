@@ -6,6 +6,7 @@ Nothing here trains or tokenizes; the scripts import what they read with from he
     read_documents(paths)         corpus files, folders, globs (tokenizer.py): .txt (blank-line
                                   separated) and .jsonl {"text", "lang"?} -> [(text, lang or None)]
     read_file(path), Source       one corpus file of a data.py --source; a named set of documents
+    read_sources(specs)           data.py's --source NAME:GROUP:PATH specs -> [Source]
     read_messages_jsonl(path)     {"messages": [{"role", "content"}, ...]} per line (sft.py)
     read_hh_rlhf(path, side)      Anthropic HH-RLHF transcripts ("\\n\\nHuman: ...")
     hh_to_messages(text)          one HH transcript -> messages
@@ -29,6 +30,8 @@ import re
 import string
 import sys
 from dataclasses import dataclass, field
+
+from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -229,6 +232,48 @@ class Source:
     skipped: list = field(default_factory=list)  # "file:line: what" of each skipped bad .jsonl line
     # written by this project (tasks.py): exempt from the length and repetition filters
     curated: bool = False
+
+
+CODE_EXTS = {".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".js", ".ts", ".go", ".rs", ".java",
+             ".sh", ".rb"}
+TEXT_EXTS = {".txt", ".md", ".jsonl"} | CODE_EXTS
+
+
+def expand_paths(spec, where):
+    """A file, a folder (every text/code file under it) or a glob -> sorted file list."""
+    paths = []
+    for pattern in [p for p in spec.split(",") if p]:
+        pattern = os.path.expanduser(pattern)
+        if os.path.isdir(pattern):
+            found = sorted(os.path.join(d, f) for d, _, fs in os.walk(pattern) for f in fs
+                           if os.path.splitext(f)[1].lower() in TEXT_EXTS and not f.startswith("."))
+        elif any(c in pattern for c in "*?["):
+            found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        elif os.path.isfile(pattern):
+            found = [pattern]
+        else:
+            raise DataError(f"{pattern}: no such file or folder ({where})")
+        if not found:
+            raise DataError(f"{pattern}: matches no text file ({where})")
+        paths += found
+    return paths
+
+
+def read_sources(specs, skip_bad=False):
+    """data.py's --source NAME:GROUP:PATH[,PATH..] specs -> [Source]; files read by read_file."""
+    sources = []
+    for spec in specs:
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not all(parts):
+            raise DataError(f"--source {spec!r}: expected NAME:GROUP:PATH[,PATH..], e.g. "
+                            "wiki:ko:data/kowiki/")
+        name, group, paths = parts
+        files = expand_paths(paths, f"--source {name}")
+        skipped = []
+        docs = [d for f in tqdm(files, desc=f"read {name}", leave=False)
+                for d in read_file(f, skip_bad, skipped)]
+        sources.append(Source(name, group, docs, paths, skipped))
+    return sources
 
 
 # -----------------------------------------------------------------------------------------------
