@@ -47,50 +47,44 @@ from readers import atomic_write, fsync, write_file
 
 
 # ----------------------------------------------------------------------------- options
+def option(default, help):
+    """A config field and its --help text: parse_config makes each field a flag."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """The loop's options, shared by every phase (each phase's config subclasses this one)."""
-    out_dir: str = field(default="out/pretrain", metadata={
-        "help": "checkpoint folder this phase writes"})
-    steps: int = field(default=400, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=16, metadata={"help": "sequences per micro-batch per rank"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
-    min_lr: float = field(default=2e-4, metadata={
-        "help": "learning rate at the end of the cosine decay"})
-    warmup_steps: int = field(default=30, metadata={"help": "linear warmup steps"})
-    weight_decay: float = field(default=0.1, metadata={
-        "help": "AdamW weight decay on matrices (not norms)"})
+    out_dir: str = option("out/pretrain", "checkpoint folder this phase writes")
+    steps: int = option(400, "optimizer steps")
+    batch_size: int = option(16, "sequences per micro-batch per rank")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    lr: float = option(2e-3, "peak learning rate")
+    min_lr: float = option(2e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = option(30, "linear warmup steps")
+    weight_decay: float = option(0.1, "AdamW weight decay on matrices (not norms)")
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = field(default=1.0, metadata={"help": "max global grad norm; 0 = off"})
-    eval_every: int = field(default=100, metadata={
-        "help": "validate every N steps (and at the end); 0 = only at the end"})
-    eval_batches: int = field(default=8, metadata={"help": "validation batches per evaluation"})
-    save_every: int = field(default=200, metadata={
-        "help": "checkpoint every N steps (and at the end)"})
-    keep_last: int = field(default=2, metadata={"help": "newest complete saves kept in out_dir"})
+    grad_clip: float = option(1.0, "max global grad norm; 0 = off")
+    eval_every: int = option(100, "validate every N steps (and at the end); 0 = only at the end")
+    eval_batches: int = option(8, "validation batches per evaluation")
+    save_every: int = option(200, "checkpoint every N steps (and at the end)")
+    keep_last: int = option(2, "newest complete saves kept in out_dir")
     seed: int = 1337
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | mps"})
-    compile: typing.Optional[bool] = field(default=None, metadata={
-        "help": "torch.compile (default: on for CUDA)"})
-    fsdp: bool = field(default=False, metadata={
-        "help": "FSDP2 fully_shard per block (under torchrun)"})
-    peak_flops: float = field(default=0.0, metadata={
-        "help": "peak FLOP/s of one device, for MFU; 0 = not shown"})
-    resume: bool = field(default=False, metadata={"help": "continue from out_dir's checkpoint"})
+    device: str = option("auto", "auto | cpu | cuda | mps")
+    compile: typing.Optional[bool] = option(None, "torch.compile (default: on for CUDA)")
+    fsdp: bool = option(False, "FSDP2 fully_shard per block (under torchrun)")
+    peak_flops: float = option(0.0, "peak FLOP/s of one device, for MFU; 0 = not shown")
+    resume: bool = option(False, "continue from out_dir's checkpoint")
 
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    data_dir: str = field(default="out/data", metadata={"help": "folder written by data.py"})
-    preset: str = field(default="demo", metadata={"help": "model size (model.PRESETS)"})
-    seq_len: int = field(default=256, metadata={
-        "help": "long context length (last long_fraction of steps)"})
-    short_seq_len: int = field(default=128, metadata={
-        "help": "short context length (first steps); 0 = always seq_len"})
-    long_fraction: float = field(default=0.1, metadata={
-        "help": "share of steps at the long context (HCX)"})
+    data_dir: str = option("out/data", "folder written by data.py")
+    preset: str = option("demo", "model size (model.PRESETS)")
+    seq_len: int = option(256, "long context length (last long_fraction of steps)")
+    short_seq_len: int = option(128, "short context length (first steps); 0 = always seq_len")
+    long_fraction: float = option(0.1, "share of steps at the long context (HCX)")
 
 
 def parse_config(cls, argv=None, description=None):
@@ -103,12 +97,8 @@ def parse_config(cls, argv=None, description=None):
         flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
         if typing.get_origin(kind) is typing.Union:  # Optional[X]
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=f.metadata.get("help", " "))
-        else:
-            parser.add_argument(flag, type=kind, default=f.default,
-                                help=f.metadata.get("help", " "))
+        how = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        parser.add_argument(flag, default=f.default, help=f.metadata.get("help", " "), **how)
     args = parser.parse_args(argv)
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
