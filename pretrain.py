@@ -256,12 +256,7 @@ def load_checkpoint(ckpt_dir, device="cpu"):
     with open(os.path.join(found, "config.json"), encoding="utf-8") as fh:
         config = json.load(fh)
     state = load_tensors(os.path.join(found, "model.pt"), device)
-    clean = {}
-    for key, value in state.items():
-        for prefix in ("_orig_mod.", "module."):
-            key = key.replace(prefix, "")
-        clean[key] = value
-    return clean, config
+    return {k.replace("_orig_mod.", "").replace("module.", ""): v for k, v in state.items()}, config
 
 
 def load_model(ckpt_dir, device="cpu"):
@@ -287,13 +282,8 @@ def lm_loss(model, batch):
     return loss, {}
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
 class Interrupted(SystemExit):
-    """Raised after SIGINT/SIGTERM once the checkpoint is saved;
-    exits with 128 + the signal number."""
+    """Raised after SIGINT/SIGTERM once the checkpoint is saved: exits with 128 + the signal."""
     def __init__(self, message, code):
         super().__init__(code)
         self.message = message
@@ -327,17 +317,15 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
             log(f"--resume: no complete save in {cfg.out_dir} yet; starting at step 0")
         else:
             start_step = train_state["step"]
-    if cfg.fsdp:
+    wrapped = raw
+    if cfg.fsdp:  # shards the module in place
         from torch.distributed.fsdp import fully_shard
         for block in raw.layers:
             fully_shard(block)
         fully_shard(raw)
-        wrapped = raw
     elif world_size > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             raw, device_ids=[device.index] if device.type == "cuda" else None)
-    else:
-        wrapped = raw
     use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
     if use_compile:
         wrapped = torch.compile(wrapped)
@@ -378,11 +366,10 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
 
     def checkpoint(step):
         model_state, optim_state = full_state()
-        rngs = [None] * world_size
-        if world_size > 1:
+        rngs = [rng_state()]
+        if world_size > 1:  # every rank's, in rank order
+            rngs = [None] * world_size
             dist.all_gather_object(rngs, rng_state())
-        else:
-            rngs = [rng_state()]
         if rank == 0:
             save_checkpoint(cfg.out_dir, model_state, dict(config, step=step),
                             {"step": step, "optimizer": optim_state, "rng": rngs,
@@ -416,7 +403,11 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                 loss_sum += loss.detach().float().item() / cfg.grad_accum
                 tokens += batch["x"].numel() if "x" in batch else 0
             if not math.isfinite(loss_sum):
-                raise NonFiniteLoss(step, loss_sum)
+                where = (f"the last good checkpoint in {cfg.out_dir} is left in place"
+                         if find_checkpoint(cfg.out_dir) else "no checkpoint was written")
+                raise SystemExit(f"non-finite loss ({loss_sum}) at step {step + 1}: stopping; "
+                                 f"{where}. Lower --lr, check the data, or resume from the "
+                                 "checkpoint with --resume.")
             grad_norm = (torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
                          if cfg.grad_clip > 0 else None)
             optimizer.step()
@@ -457,13 +448,6 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                 raise Interrupted(message, 128 + stop["signal"])
             if done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
                 checkpoint(step + 1)
-    except NonFiniteLoss as exc:
-        at, value = exc.args
-        where = (f"the last good checkpoint in {cfg.out_dir} is left in place"
-                 if find_checkpoint(cfg.out_dir) else "no checkpoint was written")
-        raise SystemExit(f"non-finite loss ({value}) at step {at + 1}: stopping; {where}. "
-                         "Lower --lr, check the data, "
-                         "or resume from the checkpoint with --resume.") from None
     finally:
         bar.close()
         for s, h in old_handlers.items():
@@ -471,23 +455,20 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
     return history
 
 
+@contextlib.contextmanager
 def _grad_sync(wrapped, raw, cfg, world_size, enabled):
     """Skip the gradient all-reduce on non-final micro-steps (it happens once, on the last)."""
     if enabled or world_size == 1:
-        return contextlib.nullcontext()
-    if cfg.fsdp:
-        raw.set_requires_gradient_sync(False)
-        return _restore_sync(raw)
-    ddp = wrapped._orig_mod if hasattr(wrapped, "_orig_mod") else wrapped
-    return ddp.no_sync()
-
-
-@contextlib.contextmanager
-def _restore_sync(raw):
-    try:
         yield
-    finally:
-        raw.set_requires_gradient_sync(True)
+    elif cfg.fsdp:
+        raw.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            raw.set_requires_gradient_sync(True)
+    else:
+        with getattr(wrapped, "_orig_mod", wrapped).no_sync():  # DDP, maybe inside torch.compile
+            yield
 
 
 def _load_train_state(out_dir, raw, world_size):
