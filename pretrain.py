@@ -6,13 +6,11 @@ and a long context for the last ~10% of steps. This file holds the loop every ph
 sft.py and jsft.py call `train()` with their own batches, self_judge.py with its own loss.
 Phases differ in their data and loss, not in their loop.
 
-What the loop does, in order (see `train`): AdamW (decay on matrices only), linear warmup + cosine
-decay, gradient accumulation (DDP `no_sync` / FSDP2 `set_requires_gradient_sync` on the non-final
-micro-steps), gradient clipping, bf16 autocast on CUDA, optional `torch.compile`, periodic
-validation, crash-safe checkpoints with everything needed to resume exactly (one step folder per
-save, published by one atomic rename: a kill at any instant loses only the steps since the last
-completed save), SIGINT/SIGTERM saves and exits cleanly, a non-finite loss stops the run and
-leaves the last good checkpoint in place.
+What the loop does (see `train`): AdamW (decay on matrices only), linear warmup + cosine decay,
+gradient accumulation (one gradient all-reduce, on the last micro-step), gradient clipping, bf16
+autocast on CUDA, optional `torch.compile`, periodic validation, crash-safe checkpoints that resume
+exactly (a kill at any instant loses only the steps since the last completed save), a save and a
+clean exit on SIGINT/SIGTERM, a stop on a non-finite loss that keeps the last good checkpoint.
 
 Run:
     python pretrain.py                               # embedded default, CPU
@@ -105,8 +103,7 @@ def parse_config(cls, argv=None, description=None):
 
 # ----------------------------------------------------------------------------- devices and ranks
 def setup_distributed(device_name="auto"):
-    """Returns (device, rank, world_size).
-    Under torchrun, joins the process group (nccl on CUDA, gloo on CPU)."""
+    """(device, rank, world_size); under torchrun, joins the process group (nccl or gloo)."""
     if device_name == "auto":
         device_name = ("cuda" if torch.cuda.is_available()
                        else "mps" if torch.backends.mps.is_available() else "cpu")
@@ -234,8 +231,7 @@ NUMPY_ARRAY = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np.ndarray(0).__
 
 
 def load_tensors(path, device="cpu", allow=()):
-    """torch.load that can run no code: tensors and plain Python data only (weights_only=True),
-    and the types in `allow`."""
+    """torch.load that runs no code (weights_only=True): tensors, plain data and `allow`."""
     try:
         with torch.serialization.safe_globals(list(allow)):
             return torch.load(path, map_location=device, weights_only=True)
@@ -296,27 +292,22 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
           device=None, rank=0, world_size=1, log=print):
     """The one training loop.
 
-    model:        a plain Transformer on `device`
-                  (wrapped here for compile / DDP / FSDP as cfg asks)
-    get_batch:    get_batch(step, micro) -> batch dict of tensors on device
-                  ("x", "y", optional "loss_mask", or whatever loss_fn reads); must be a
-                  deterministic function of (step, micro) for this rank, so that the data cursor
-                  of a checkpoint is simply the step.
+    model:        a plain Transformer on `device`, wrapped here for compile / DDP / FSDP as cfg asks
+    get_batch:    get_batch(step, micro) -> batch dict of tensors on device ("x", "y", optional
+                  "loss_mask", or whatever loss_fn reads); a deterministic function of (step,
+                  micro) for this rank, so that the data cursor of a checkpoint is simply the step
     loss_fn:      loss_fn(model, batch) -> (scalar loss, {metric: float}); default next-token CE
-    val_fn:       val_fn(plain_model) -> {metric: float},
-                  run every cfg.eval_every steps and at the end
+    val_fn:       val_fn(plain_model) -> {metric: float}, run every cfg.eval_every steps and at end
     config_extra: what config.json records beside the model config (phase, args, special ids)
     Returns the list of logged metric dicts.
     """
     device = device or next(model.parameters()).device
-    raw = model
-    start_step, train_state = 0, None
+    raw, train_state = model, None
     if cfg.resume:  # weights go into the plain module before it is sharded or wrapped
         train_state = _load_train_state(cfg.out_dir, raw, world_size)
         if train_state is None:  # killed before its first save completed: nothing was lost
             log(f"--resume: no complete save in {cfg.out_dir} yet; starting at step 0")
-        else:
-            start_step = train_state["step"]
+    start_step = train_state["step"] if train_state else 0
     wrapped = raw
     if cfg.fsdp:  # shards the module in place
         from torch.distributed.fsdp import fully_shard
@@ -355,17 +346,15 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         os.makedirs(cfg.out_dir, exist_ok=True)
         _truncate_metrics(metrics_path, keep_through=start_step if train_state else -1)
 
-    def full_state():
-        if cfg.fsdp:
+    def checkpoint(step):
+        if cfg.fsdp:  # every rank takes part in gathering the full (unsharded) state
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions, get_model_state_dict, get_optimizer_state_dict)
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            return (get_model_state_dict(raw, options=opts),
-                    get_optimizer_state_dict(raw, optimizer, options=opts))
-        return raw.state_dict(), optimizer.state_dict()
-
-    def checkpoint(step):
-        model_state, optim_state = full_state()
+            model_state = get_model_state_dict(raw, options=opts)
+            optim_state = get_optimizer_state_dict(raw, optimizer, options=opts)
+        else:
+            model_state, optim_state = raw.state_dict(), optimizer.state_dict()
         rngs = [rng_state()]
         if world_size > 1:  # every rank's, in rank order
             rngs = [None] * world_size
@@ -383,7 +372,7 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         stop["signal"] = signum
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    history, step = [], start_step
+    history = []
     flops_per_token = raw.flops_per_token(getattr(cfg, "seq_len", raw.cfg.max_seq_len))
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=rank != 0,
                desc=config_extra.get("phase", "train"), dynamic_ncols=True)
@@ -436,8 +425,7 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                                  if k in ("loss", "val_loss", "tokens_per_s", "mfu", "margin",
                                           "reward_acc")})
             if world_size > 1:  # every rank must stop at the same step, or the collectives hang
-                flag = torch.tensor([0 if stop["signal"] is None else stop["signal"]],
-                                    device=device)
+                flag = torch.tensor([stop["signal"] or 0], device=device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 stop["signal"] = int(flag.item()) or None
             if stop["signal"] is not None:
@@ -527,9 +515,8 @@ def main(argv=None):
     model = Transformer(model_cfg).to(device)
     log(f"model: {cfg.preset}, {model.num_params() / 1e6:.2f}M parameters, {model_cfg}")
 
-    train_bin = os.path.join(cfg.data_dir, "train.bin")
-    batches = PretrainBatches(train_bin, cfg.batch_size, seed=cfg.seed, rank=rank,
-                              world_size=world_size)
+    batches = PretrainBatches(os.path.join(cfg.data_dir, "train.bin"), cfg.batch_size,
+                              seed=cfg.seed, rank=rank, world_size=world_size)
 
     def get_batch(step, micro):
         seq_len = (cfg.seq_len if cfg.short_seq_len <= 0 else
@@ -546,10 +533,9 @@ def main(argv=None):
                 losses.append(m(x.to(device), y.to(device))[1].item())
         return {"val_loss": sum(losses) / max(1, len(losses))}
 
-    tokenizer_path = meta.get("tokenizer")
     history = train(model, get_batch, cfg,
                     {"phase": "pretrain", "special_ids": meta.get("special_ids", {})},
-                    val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank,
+                    val_fn=val_fn, tokenizer_path=meta.get("tokenizer"), device=device, rank=rank,
                     world_size=world_size, log=log)
     if history and rank == 0:
         first, last = history[0], history[-1]
