@@ -41,11 +41,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from model import ModelConfig, Transformer, config_from_preset
-from readers import atomic_write, fsync, write_file
+from readers import atomic_write, fsync, read_jsonl, write_file
 
 
 # ----------------------------------------------------------------------------- options
-def option(default, help):
+def opt(default, help):
     """A config field and its --help text: parse_config makes each field a flag."""
     return field(default=default, metadata={"help": help})
 
@@ -53,36 +53,36 @@ def option(default, help):
 @dataclass
 class TrainConfig:
     """The loop's options, shared by every phase (each phase's config subclasses this one)."""
-    out_dir: str = option("out/pretrain", "checkpoint folder this phase writes")
-    steps: int = option(400, "optimizer steps")
-    batch_size: int = option(16, "sequences per micro-batch per rank")
-    grad_accum: int = option(1, "micro-batches per optimizer step")
-    lr: float = option(2e-3, "peak learning rate")
-    min_lr: float = option(2e-4, "learning rate at the end of the cosine decay")
-    warmup_steps: int = option(30, "linear warmup steps")
-    weight_decay: float = option(0.1, "AdamW weight decay on matrices (not norms)")
+    out_dir: str = opt("out/pretrain", "checkpoint folder this phase writes")
+    steps: int = opt(400, "optimizer steps")
+    batch_size: int = opt(16, "sequences per micro-batch per rank")
+    grad_accum: int = opt(1, "micro-batches per optimizer step")
+    lr: float = opt(2e-3, "peak learning rate")
+    min_lr: float = opt(2e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = opt(30, "linear warmup steps")
+    weight_decay: float = opt(0.1, "AdamW weight decay on matrices (not norms)")
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = option(1.0, "max global grad norm; 0 = off")
-    eval_every: int = option(100, "validate every N steps (and at the end); 0 = only at the end")
-    eval_batches: int = option(8, "validation batches per evaluation")
-    save_every: int = option(200, "checkpoint every N steps (and at the end)")
-    keep_last: int = option(2, "newest complete saves kept in out_dir")
+    grad_clip: float = opt(1.0, "max global grad norm; 0 = off")
+    eval_every: int = opt(100, "validate every N steps (and at the end); 0 = only at the end")
+    eval_batches: int = opt(8, "validation batches per evaluation")
+    save_every: int = opt(200, "checkpoint every N steps (and at the end)")
+    keep_last: int = opt(2, "newest complete saves kept in out_dir")
     seed: int = 1337
-    device: str = option("auto", "auto | cpu | cuda | mps")
-    compile: typing.Optional[bool] = option(None, "torch.compile (default: on for CUDA)")
-    fsdp: bool = option(False, "FSDP2 fully_shard per block (under torchrun)")
-    peak_flops: float = option(0.0, "peak FLOP/s of one device, for MFU; 0 = not shown")
-    resume: bool = option(False, "continue from out_dir's checkpoint")
+    device: str = opt("auto", "auto | cpu | cuda | mps")
+    compile: typing.Optional[bool] = opt(None, "torch.compile (default: on for CUDA)")
+    fsdp: bool = opt(False, "FSDP2 fully_shard per block (under torchrun)")
+    peak_flops: float = opt(0.0, "peak FLOP/s of one device, for MFU; 0 = not shown")
+    resume: bool = opt(False, "continue from out_dir's checkpoint")
 
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    data_dir: str = option("out/data", "folder written by data.py")
-    preset: str = option("demo", "model size (model.PRESETS)")
-    seq_len: int = option(256, "long context length (last long_fraction of steps)")
-    short_seq_len: int = option(128, "short context length (first steps); 0 = always seq_len")
-    long_fraction: float = option(0.1, "share of steps at the long context (HCX)")
+    data_dir: str = opt("out/data", "folder written by data.py")
+    preset: str = opt("demo", "model size (model.PRESETS)")
+    seq_len: int = opt(256, "long context length (last long_fraction of steps)")
+    short_seq_len: int = opt(128, "short context length (first steps); 0 = always seq_len")
+    long_fraction: float = opt(0.1, "share of steps at the long context (HCX)")
 
 
 def parse_config(cls, argv=None, description=None):
@@ -272,6 +272,10 @@ def lr_at(step, cfg):
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
+# what the progress bar shows of a step's metrics (margin, reward_acc: the preference losses)
+BAR_METRICS = ("loss", "val_loss", "tokens_per_s", "mfu", "margin", "reward_acc")
+
+
 def lm_loss(model, batch):
     """The default loss: next-token cross-entropy, masked where the batch has a loss_mask."""
     _, loss = model(batch["x"], batch["y"], batch.get("loss_mask"))
@@ -297,7 +301,7 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                   "loss_mask", or whatever loss_fn reads); a deterministic function of (step,
                   micro) for this rank, so that the data cursor of a checkpoint is simply the step
     loss_fn:      loss_fn(model, batch) -> (scalar loss, {metric: float}); default next-token CE
-    val_fn:       val_fn(plain_model) -> {metric: float}, run every cfg.eval_every steps and at end
+    val_fn:       val_fn(plain_model) -> {metric: float}: every cfg.eval_every steps and at the end
     config_extra: what config.json records beside the model config (phase, args, special ids)
     Returns the list of logged metric dicts.
     """
@@ -421,9 +425,7 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                 with open(metrics_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
                 bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
-                                 for k, v in row.items()
-                                 if k in ("loss", "val_loss", "tokens_per_s", "mfu", "margin",
-                                          "reward_acc")})
+                                 for k, v in row.items() if k in BAR_METRICS})
             if world_size > 1:  # every rank must stop at the same step, or the collectives hang
                 flag = torch.tensor([stop["signal"] or 0], device=device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -485,15 +487,9 @@ def _load_train_state(out_dir, raw, world_size):
 def _truncate_metrics(path, keep_through):
     """A fresh run starts a new metrics.jsonl; a resumed one keeps the rows up to its step."""
     rows = []
-    if keep_through >= 0 and os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    if json.loads(line)["step"] <= keep_through:
-                        rows.append(line.rstrip("\n") + "\n")
-                except (ValueError, KeyError, TypeError):  # a row torn by a kill
-                    pass
-    atomic_write(path, "".join(rows))
+    if keep_through >= 0 and os.path.exists(path):  # a row torn by a kill is left out
+        rows = read_jsonl(path, lambda row: row, skip_bad=True)
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= keep_through))
 
 
 # ----------------------------------------------------------------------------- pretraining
@@ -519,9 +515,8 @@ def main(argv=None):
                               seed=cfg.seed, rank=rank, world_size=world_size)
 
     def get_batch(step, micro):
-        seq_len = (cfg.seq_len if cfg.short_seq_len <= 0 else
-                   context_length_at(step, cfg.steps, cfg.short_seq_len, cfg.seq_len,
-                                     cfg.long_fraction))
+        seq_len = cfg.seq_len if cfg.short_seq_len <= 0 else context_length_at(
+            step, cfg.steps, cfg.short_seq_len, cfg.seq_len, cfg.long_fraction)
         x, y = batches.get(step * cfg.grad_accum + micro, seq_len)
         return {"x": x.to(device), "y": y.to(device)}
 
