@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import random
 import re
 import shutil
@@ -41,7 +40,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from model import ModelConfig, Transformer, config_from_preset
-from readers import atomic_write, fsync, read_jsonl, write_file
+from readers import atomic_write, fsync, load_tensors, read_jsonl, write_file
 
 
 # ----------------------------------------------------------------------------- options
@@ -142,11 +141,9 @@ def set_rng_state(state):
 #     RUN/step_000120/      model.pt  config.json  train_state.pt  tokenizer.model
 #     RUN/latest -> step_000120        publishing a save = replacing this link (one atomic rename)
 #     RUN/model.pt -> latest/model.pt  (the same for each file): tools may keep reading RUN/model.pt
-#     RUN/metrics.jsonl
 # A save is written into RUN/.tmp_step_000120, each file and the folder fsynced, renamed to
-# step_000120, and only then published; the saves older than the newest --keep-last are removed
-# after that. A kill at any instant therefore leaves `latest` on a complete save (as PyTorch
-# Distributed Checkpoint and torchtune do: write everything, then publish with one rename).
+# step_000120, and only then published; older saves past --keep-last are removed after that. So a
+# kill at any instant leaves `latest` on a complete save (as PyTorch's distributed checkpoint does).
 
 
 def step_folders(run_dir):
@@ -224,22 +221,6 @@ def save_checkpoint(run_dir, model_state, config, train_state=None, tokenizer_pa
         if stale or entry.startswith("step_") and entry not in kept:
             _remove_dir(os.path.join(run_dir, entry))
     return final
-
-
-# train_state.pt of the old flat layout holds numpy's RNG state as an array: these rebuild it
-NUMPY_ARRAY = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np.ndarray(0).__reduce__()[0]]
-
-
-def load_tensors(path, device="cpu", allow=()):
-    """torch.load that runs no code (weights_only=True): tensors, plain data and `allow`."""
-    try:
-        with torch.serialization.safe_globals(list(allow)):
-            return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        why = str(e).strip().splitlines()[-1]
-        raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain "
-                         f"data, which no minihcx checkpoint does (nothing in it was run). Written "
-                         f"by another tool or tampered with? ({why:.200})") from None
 
 
 def load_checkpoint(ckpt_dir, device="cpu"):
@@ -459,6 +440,10 @@ def _grad_sync(wrapped, raw, cfg, world_size, enabled):
     else:
         with getattr(wrapped, "_orig_mod", wrapped).no_sync():  # DDP, maybe inside torch.compile
             yield
+
+
+# train_state.pt of the old flat layout holds numpy's RNG state as an array: these rebuild it
+NUMPY_ARRAY = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np.ndarray(0).__reduce__()[0]]
 
 
 def _load_train_state(out_dir, raw, world_size):
