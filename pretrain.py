@@ -6,13 +6,11 @@ and a long context for the last ~10% of steps. This file holds the loop every ph
 sft.py and jsft.py call `train()` with their own batches, self_judge.py with its own loss.
 Phases differ in their data and loss, not in their loop.
 
-What the loop does, in order (see `train`): AdamW (decay on matrices only), linear warmup + cosine
-decay, gradient accumulation (DDP `no_sync` / FSDP2 `set_requires_gradient_sync` on the non-final
-micro-steps), gradient clipping, bf16 autocast on CUDA, optional `torch.compile`, periodic
-validation, crash-safe checkpoints with everything needed to resume exactly (one step folder per
-save, published by one atomic rename: a kill at any instant loses only the steps since the last
-completed save), SIGINT/SIGTERM saves and exits cleanly, a non-finite loss stops the run and
-leaves the last good checkpoint in place.
+What the loop does (see `train`): AdamW (decay on matrices only), linear warmup + cosine decay,
+gradient accumulation (one gradient all-reduce, on the last micro-step), gradient clipping, bf16
+autocast on CUDA, optional `torch.compile`, periodic validation, crash-safe checkpoints that resume
+exactly (a kill at any instant loses only the steps since the last completed save), a save and a
+clean exit on SIGINT/SIGTERM, a stop on a non-finite loss that keeps the last good checkpoint.
 
 Run:
     python pretrain.py                               # embedded default, CPU
@@ -27,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import random
 import re
 import shutil
@@ -43,54 +40,48 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from model import ModelConfig, Transformer, config_from_preset
-from readers import atomic_write, fsync, write_file
+from readers import atomic_write, fsync, load_tensors, read_jsonl, write_file
 
 
 # ----------------------------------------------------------------------------- options
+def opt(default, help):
+    """A config field and its --help text: parse_config makes each field a flag."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """The loop's options, shared by every phase (each phase's config subclasses this one)."""
-    out_dir: str = field(default="out/pretrain", metadata={
-        "help": "checkpoint folder this phase writes"})
-    steps: int = field(default=400, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=16, metadata={"help": "sequences per micro-batch per rank"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
-    min_lr: float = field(default=2e-4, metadata={
-        "help": "learning rate at the end of the cosine decay"})
-    warmup_steps: int = field(default=30, metadata={"help": "linear warmup steps"})
-    weight_decay: float = field(default=0.1, metadata={
-        "help": "AdamW weight decay on matrices (not norms)"})
+    out_dir: str = opt("out/pretrain", "checkpoint folder this phase writes")
+    steps: int = opt(400, "optimizer steps")
+    batch_size: int = opt(16, "sequences per micro-batch per rank")
+    grad_accum: int = opt(1, "micro-batches per optimizer step")
+    lr: float = opt(2e-3, "peak learning rate")
+    min_lr: float = opt(2e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = opt(30, "linear warmup steps")
+    weight_decay: float = opt(0.1, "AdamW weight decay on matrices (not norms)")
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = field(default=1.0, metadata={"help": "max global grad norm; 0 = off"})
-    eval_every: int = field(default=100, metadata={
-        "help": "validate every N steps (and at the end); 0 = only at the end"})
-    eval_batches: int = field(default=8, metadata={"help": "validation batches per evaluation"})
-    save_every: int = field(default=200, metadata={
-        "help": "checkpoint every N steps (and at the end)"})
-    keep_last: int = field(default=2, metadata={"help": "newest complete saves kept in out_dir"})
+    grad_clip: float = opt(1.0, "max global grad norm; 0 = off")
+    eval_every: int = opt(100, "validate every N steps (and at the end); 0 = only at the end")
+    eval_batches: int = opt(8, "validation batches per evaluation")
+    save_every: int = opt(200, "checkpoint every N steps (and at the end)")
+    keep_last: int = opt(2, "newest complete saves kept in out_dir")
     seed: int = 1337
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | mps"})
-    compile: typing.Optional[bool] = field(default=None, metadata={
-        "help": "torch.compile (default: on for CUDA)"})
-    fsdp: bool = field(default=False, metadata={
-        "help": "FSDP2 fully_shard per block (under torchrun)"})
-    peak_flops: float = field(default=0.0, metadata={
-        "help": "peak FLOP/s of one device, for MFU; 0 = not shown"})
-    resume: bool = field(default=False, metadata={"help": "continue from out_dir's checkpoint"})
+    device: str = opt("auto", "auto | cpu | cuda | mps")
+    compile: typing.Optional[bool] = opt(None, "torch.compile (default: on for CUDA)")
+    fsdp: bool = opt(False, "FSDP2 fully_shard per block (under torchrun)")
+    peak_flops: float = opt(0.0, "peak FLOP/s of one device, for MFU; 0 = not shown")
+    resume: bool = opt(False, "continue from out_dir's checkpoint")
 
 
 @dataclass
 class PretrainConfig(TrainConfig):
-    data_dir: str = field(default="out/data", metadata={"help": "folder written by data.py"})
-    preset: str = field(default="demo", metadata={"help": "model size (model.PRESETS)"})
-    seq_len: int = field(default=256, metadata={
-        "help": "long context length (last long_fraction of steps)"})
-    short_seq_len: int = field(default=128, metadata={
-        "help": "short context length (first steps); 0 = always seq_len"})
-    long_fraction: float = field(default=0.1, metadata={
-        "help": "share of steps at the long context (HCX)"})
+    data_dir: str = opt("out/data", "folder written by data.py")
+    preset: str = opt("demo", "model size (model.PRESETS)")
+    seq_len: int = opt(256, "long context length (last long_fraction of steps)")
+    short_seq_len: int = opt(128, "short context length (first steps); 0 = always seq_len")
+    long_fraction: float = opt(0.1, "share of steps at the long context (HCX)")
 
 
 def parse_config(cls, argv=None, description=None):
@@ -103,20 +94,15 @@ def parse_config(cls, argv=None, description=None):
         flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
         if typing.get_origin(kind) is typing.Union:  # Optional[X]
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=f.metadata.get("help", " "))
-        else:
-            parser.add_argument(flag, type=kind, default=f.default,
-                                help=f.metadata.get("help", " "))
+        how = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        parser.add_argument(flag, default=f.default, help=f.metadata.get("help", " "), **how)
     args = parser.parse_args(argv)
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 # ----------------------------------------------------------------------------- devices and ranks
 def setup_distributed(device_name="auto"):
-    """Returns (device, rank, world_size).
-    Under torchrun, joins the process group (nccl on CUDA, gloo on CPU)."""
+    """(device, rank, world_size); under torchrun, joins the process group (nccl or gloo)."""
     if device_name == "auto":
         device_name = ("cuda" if torch.cuda.is_available()
                        else "mps" if torch.backends.mps.is_available() else "cpu")
@@ -155,11 +141,9 @@ def set_rng_state(state):
 #     RUN/step_000120/      model.pt  config.json  train_state.pt  tokenizer.model
 #     RUN/latest -> step_000120        publishing a save = replacing this link (one atomic rename)
 #     RUN/model.pt -> latest/model.pt  (the same for each file): tools may keep reading RUN/model.pt
-#     RUN/metrics.jsonl
 # A save is written into RUN/.tmp_step_000120, each file and the folder fsynced, renamed to
-# step_000120, and only then published; the saves older than the newest --keep-last are removed
-# after that. A kill at any instant therefore leaves `latest` on a complete save (as PyTorch
-# Distributed Checkpoint and torchtune do: write everything, then publish with one rename).
+# step_000120, and only then published; older saves past --keep-last are removed after that. So a
+# kill at any instant leaves `latest` on a complete save (as PyTorch's distributed checkpoint does).
 
 
 def step_folders(run_dir):
@@ -239,23 +223,6 @@ def save_checkpoint(run_dir, model_state, config, train_state=None, tokenizer_pa
     return final
 
 
-# train_state.pt of the old flat layout holds numpy's RNG state as an array: these rebuild it
-NUMPY_ARRAY = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np.ndarray(0).__reduce__()[0]]
-
-
-def load_tensors(path, device="cpu", allow=()):
-    """torch.load that can run no code: tensors and plain Python data only (weights_only=True),
-    and the types in `allow`."""
-    try:
-        with torch.serialization.safe_globals(list(allow)):
-            return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        why = str(e).strip().splitlines()[-1]
-        raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain "
-                         f"data, which no minihcx checkpoint does (nothing in it was run). Written "
-                         f"by another tool or tampered with? ({why:.200})") from None
-
-
 def load_checkpoint(ckpt_dir, device="cpu"):
     """Returns (state_dict, config dict) of a run folder's newest complete save, a step folder,
     or an old flat checkpoint folder. Accepts the wrapper prefixes `_orig_mod.` and `module.`."""
@@ -266,12 +233,7 @@ def load_checkpoint(ckpt_dir, device="cpu"):
     with open(os.path.join(found, "config.json"), encoding="utf-8") as fh:
         config = json.load(fh)
     state = load_tensors(os.path.join(found, "model.pt"), device)
-    clean = {}
-    for key, value in state.items():
-        for prefix in ("_orig_mod.", "module."):
-            key = key.replace(prefix, "")
-        clean[key] = value
-    return clean, config
+    return {k.replace("_orig_mod.", "").replace("module.", ""): v for k, v in state.items()}, config
 
 
 def load_model(ckpt_dir, device="cpu"):
@@ -291,19 +253,18 @@ def lr_at(step, cfg):
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
+# what the progress bar shows of a step's metrics (margin, reward_acc: the preference losses)
+BAR_METRICS = ("loss", "val_loss", "tokens_per_s", "mfu", "margin", "reward_acc")
+
+
 def lm_loss(model, batch):
     """The default loss: next-token cross-entropy, masked where the batch has a loss_mask."""
     _, loss = model(batch["x"], batch["y"], batch.get("loss_mask"))
     return loss, {}
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
 class Interrupted(SystemExit):
-    """Raised after SIGINT/SIGTERM once the checkpoint is saved;
-    exits with 128 + the signal number."""
+    """Raised after SIGINT/SIGTERM once the checkpoint is saved: exits with 128 + the signal."""
     def __init__(self, message, code):
         super().__init__(code)
         self.message = message
@@ -316,38 +277,31 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
           device=None, rank=0, world_size=1, log=print):
     """The one training loop.
 
-    model:        a plain Transformer on `device`
-                  (wrapped here for compile / DDP / FSDP as cfg asks)
-    get_batch:    get_batch(step, micro) -> batch dict of tensors on device
-                  ("x", "y", optional "loss_mask", or whatever loss_fn reads); must be a
-                  deterministic function of (step, micro) for this rank, so that the data cursor
-                  of a checkpoint is simply the step.
+    model:        a plain Transformer on `device`, wrapped here for compile / DDP / FSDP as cfg asks
+    get_batch:    get_batch(step, micro) -> batch dict of tensors on device ("x", "y", optional
+                  "loss_mask", or whatever loss_fn reads); a deterministic function of (step,
+                  micro) for this rank, so that the data cursor of a checkpoint is simply the step
     loss_fn:      loss_fn(model, batch) -> (scalar loss, {metric: float}); default next-token CE
-    val_fn:       val_fn(plain_model) -> {metric: float},
-                  run every cfg.eval_every steps and at the end
+    val_fn:       val_fn(plain_model) -> {metric: float}: every cfg.eval_every steps and at the end
     config_extra: what config.json records beside the model config (phase, args, special ids)
     Returns the list of logged metric dicts.
     """
     device = device or next(model.parameters()).device
-    raw = model
-    start_step, train_state = 0, None
+    raw, train_state = model, None
     if cfg.resume:  # weights go into the plain module before it is sharded or wrapped
         train_state = _load_train_state(cfg.out_dir, raw, world_size)
         if train_state is None:  # killed before its first save completed: nothing was lost
             log(f"--resume: no complete save in {cfg.out_dir} yet; starting at step 0")
-        else:
-            start_step = train_state["step"]
-    if cfg.fsdp:
+    start_step = train_state["step"] if train_state else 0
+    wrapped = raw
+    if cfg.fsdp:  # shards the module in place
         from torch.distributed.fsdp import fully_shard
         for block in raw.layers:
             fully_shard(block)
         fully_shard(raw)
-        wrapped = raw
     elif world_size > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             raw, device_ids=[device.index] if device.type == "cuda" else None)
-    else:
-        wrapped = raw
     use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
     if use_compile:
         wrapped = torch.compile(wrapped)
@@ -377,22 +331,19 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         os.makedirs(cfg.out_dir, exist_ok=True)
         _truncate_metrics(metrics_path, keep_through=start_step if train_state else -1)
 
-    def full_state():
-        if cfg.fsdp:
+    def checkpoint(step):
+        if cfg.fsdp:  # every rank takes part in gathering the full (unsharded) state
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions, get_model_state_dict, get_optimizer_state_dict)
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            return (get_model_state_dict(raw, options=opts),
-                    get_optimizer_state_dict(raw, optimizer, options=opts))
-        return raw.state_dict(), optimizer.state_dict()
-
-    def checkpoint(step):
-        model_state, optim_state = full_state()
-        rngs = [None] * world_size
-        if world_size > 1:
-            dist.all_gather_object(rngs, rng_state())
+            model_state = get_model_state_dict(raw, options=opts)
+            optim_state = get_optimizer_state_dict(raw, optimizer, options=opts)
         else:
-            rngs = [rng_state()]
+            model_state, optim_state = raw.state_dict(), optimizer.state_dict()
+        rngs = [rng_state()]
+        if world_size > 1:  # every rank's, in rank order
+            rngs = [None] * world_size
+            dist.all_gather_object(rngs, rng_state())
         if rank == 0:
             save_checkpoint(cfg.out_dir, model_state, dict(config, step=step),
                             {"step": step, "optimizer": optim_state, "rng": rngs,
@@ -406,7 +357,7 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         stop["signal"] = signum
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    history, step = [], start_step
+    history = []
     flops_per_token = raw.flops_per_token(getattr(cfg, "seq_len", raw.cfg.max_seq_len))
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=rank != 0,
                desc=config_extra.get("phase", "train"), dynamic_ncols=True)
@@ -426,7 +377,11 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                 loss_sum += loss.detach().float().item() / cfg.grad_accum
                 tokens += batch["x"].numel() if "x" in batch else 0
             if not math.isfinite(loss_sum):
-                raise NonFiniteLoss(step, loss_sum)
+                where = (f"the last good checkpoint in {cfg.out_dir} is left in place"
+                         if find_checkpoint(cfg.out_dir) else "no checkpoint was written")
+                raise SystemExit(f"non-finite loss ({loss_sum}) at step {step + 1}: stopping; "
+                                 f"{where}. Lower --lr, check the data, or resume from the "
+                                 "checkpoint with --resume.")
             grad_norm = (torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
                          if cfg.grad_clip > 0 else None)
             optimizer.step()
@@ -451,12 +406,9 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                 with open(metrics_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
                 bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
-                                 for k, v in row.items()
-                                 if k in ("loss", "val_loss", "tokens_per_s", "mfu", "margin",
-                                          "reward_acc")})
+                                 for k, v in row.items() if k in BAR_METRICS})
             if world_size > 1:  # every rank must stop at the same step, or the collectives hang
-                flag = torch.tensor([0 if stop["signal"] is None else stop["signal"]],
-                                    device=device)
+                flag = torch.tensor([stop["signal"] or 0], device=device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 stop["signal"] = int(flag.item()) or None
             if stop["signal"] is not None:
@@ -467,13 +419,6 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                 raise Interrupted(message, 128 + stop["signal"])
             if done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
                 checkpoint(step + 1)
-    except NonFiniteLoss as exc:
-        at, value = exc.args
-        where = (f"the last good checkpoint in {cfg.out_dir} is left in place"
-                 if find_checkpoint(cfg.out_dir) else "no checkpoint was written")
-        raise SystemExit(f"non-finite loss ({value}) at step {at + 1}: stopping; {where}. "
-                         "Lower --lr, check the data, "
-                         "or resume from the checkpoint with --resume.") from None
     finally:
         bar.close()
         for s, h in old_handlers.items():
@@ -481,23 +426,24 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
     return history
 
 
+@contextlib.contextmanager
 def _grad_sync(wrapped, raw, cfg, world_size, enabled):
     """Skip the gradient all-reduce on non-final micro-steps (it happens once, on the last)."""
     if enabled or world_size == 1:
-        return contextlib.nullcontext()
-    if cfg.fsdp:
-        raw.set_requires_gradient_sync(False)
-        return _restore_sync(raw)
-    ddp = wrapped._orig_mod if hasattr(wrapped, "_orig_mod") else wrapped
-    return ddp.no_sync()
-
-
-@contextlib.contextmanager
-def _restore_sync(raw):
-    try:
         yield
-    finally:
-        raw.set_requires_gradient_sync(True)
+    elif cfg.fsdp:
+        raw.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            raw.set_requires_gradient_sync(True)
+    else:
+        with getattr(wrapped, "_orig_mod", wrapped).no_sync():  # DDP, maybe inside torch.compile
+            yield
+
+
+# train_state.pt of the old flat layout holds numpy's RNG state as an array: these rebuild it
+NUMPY_ARRAY = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np.ndarray(0).__reduce__()[0]]
 
 
 def _load_train_state(out_dir, raw, world_size):
@@ -526,15 +472,9 @@ def _load_train_state(out_dir, raw, world_size):
 def _truncate_metrics(path, keep_through):
     """A fresh run starts a new metrics.jsonl; a resumed one keeps the rows up to its step."""
     rows = []
-    if keep_through >= 0 and os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    if json.loads(line)["step"] <= keep_through:
-                        rows.append(line.rstrip("\n") + "\n")
-                except (ValueError, KeyError, TypeError):  # a row torn by a kill
-                    pass
-    atomic_write(path, "".join(rows))
+    if keep_through >= 0 and os.path.exists(path):  # a row torn by a kill is left out
+        rows = read_jsonl(path, lambda row: row, skip_bad=True)
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= keep_through))
 
 
 # ----------------------------------------------------------------------------- pretraining
@@ -556,14 +496,12 @@ def main(argv=None):
     model = Transformer(model_cfg).to(device)
     log(f"model: {cfg.preset}, {model.num_params() / 1e6:.2f}M parameters, {model_cfg}")
 
-    train_bin = os.path.join(cfg.data_dir, "train.bin")
-    batches = PretrainBatches(train_bin, cfg.batch_size, seed=cfg.seed, rank=rank,
-                              world_size=world_size)
+    batches = PretrainBatches(os.path.join(cfg.data_dir, "train.bin"), cfg.batch_size,
+                              seed=cfg.seed, rank=rank, world_size=world_size)
 
     def get_batch(step, micro):
-        seq_len = (cfg.seq_len if cfg.short_seq_len <= 0 else
-                   context_length_at(step, cfg.steps, cfg.short_seq_len, cfg.seq_len,
-                                     cfg.long_fraction))
+        seq_len = cfg.seq_len if cfg.short_seq_len <= 0 else context_length_at(
+            step, cfg.steps, cfg.short_seq_len, cfg.seq_len, cfg.long_fraction)
         x, y = batches.get(step * cfg.grad_accum + micro, seq_len)
         return {"x": x.to(device), "y": y.to(device)}
 
@@ -575,10 +513,9 @@ def main(argv=None):
                 losses.append(m(x.to(device), y.to(device))[1].item())
         return {"val_loss": sum(losses) / max(1, len(losses))}
 
-    tokenizer_path = meta.get("tokenizer")
     history = train(model, get_batch, cfg,
                     {"phase": "pretrain", "special_ids": meta.get("special_ids", {})},
-                    val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank,
+                    val_fn=val_fn, tokenizer_path=meta.get("tokenizer"), device=device, rank=rank,
                     world_size=world_size, log=log)
     if history and rank == 0:
         first, last = history[0], history[-1]

@@ -17,6 +17,7 @@ Nothing here trains or tokenizes; the scripts import what they read with from he
     validate_templates(t)         judge templates {lang: {principle: {system, user, assistant}}}
                                   (jsft.py), template_fields: a template's text and placeholders
     atomic_write(path, content)   text, bytes or write_fn(path): temporary name, fsync, rename
+    load_tensors(path)            a .pt file (checkpoints): tensors and plain data, never code
 
 Every bad record stops the read with `ValueError("file:line: what is wrong")`; with skip_bad=True
 (--skip-bad) it is skipped, counted, and a one-line summary is printed at the end. This module
@@ -25,6 +26,7 @@ imports no other module of the project.
 import glob
 import json
 import os
+import pickle
 import random
 import re
 import string
@@ -669,3 +671,21 @@ def read_mc(path, skip_bad=False):
     if not records:
         raise ValueError(f"{path}: no multiple-choice records")
     return records
+
+
+# -----------------------------------------------------------------------------------------------
+# Tensor files: checkpoints (pretrain.py), PyTorch shards of a Hugging Face folder (convert.py)
+
+
+def load_tensors(path, device="cpu", allow=()):
+    """torch.load that can run no code: tensors and plain Python data only (weights_only=True),
+    and the types in `allow`."""
+    import torch  # here, not at the top: the text readers above need no torch
+    try:
+        with torch.serialization.safe_globals(list(allow)):
+            return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = str(e).strip().splitlines()[-1]
+        raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain "
+                         f"data, which no minihcx checkpoint does (nothing in it was run). Written "
+                         f"by another tool or tampered with? ({why:.200})") from None
