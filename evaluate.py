@@ -36,7 +36,7 @@ import platform
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from tqdm import tqdm
 import data
 from corpus import hangul_share
 from model import generate, last_position_logits, right_pad, sequence_logprobs
-from pretrain import find_checkpoint, load_model, parse_config
+from pretrain import find_checkpoint, load_model, opt, parse_config
 from readers import LETTERS, atomic_write, read_jsonl, read_mc, read_preferences
 from tokenizer import Tokenizer
 
@@ -57,9 +57,6 @@ MC_INSTRUCTION = {"en": "Answer with the letter of the correct option.",
 # the assistant's words; the next token is the letter
 MC_ANSWER_PREFIX = {"en": "Answer:", "ko": "정답:"}
 
-
-def opt(default, help):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

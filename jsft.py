@@ -40,14 +40,14 @@ it is skipped, counted, and a one-line summary is printed at the end.
 import json
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from tqdm import tqdm
 
 from corpus import hangul_share
 from model import eval_mode, last_position_logits, unwrap
-from pretrain import parse_config, setup_distributed, train
+from pretrain import opt, parse_config, setup_distributed, train
 from readers import (PreferencePair, atomic_write, read_conversations, read_jsonl, read_preferences,
                      template_fields, validate_templates)
 from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, with_lm_mix
@@ -319,34 +319,29 @@ def format_accuracy(result):
 # --- training ---
 @dataclass
 class JSFTConfig(SFTConfig):
-    out_dir: str = field(default="out/jsft", metadata={
-        "help": "checkpoint folder this phase writes"})
-    init_from: str = field(default="out/sft", metadata={
-        "help": "start checkpoint: the SFT model, so JSFT has seen every SFT example SFT has and "
-                "adds judging on the mix (or out/pretrain, as the paper)"})
-    prefs: str = field(default="tasks", metadata={
-        "help": "preference pairs to learn to judge: 'tasks' (the task world's prefs_train.jsonl + "
-                "ultrafeedback_train.jsonl) or comma-separated .jsonl files (HH-RLHF, "
-                "UltraFeedback or generic layout)"})
-    judge_fraction: float = field(default=0.8, metadata={
-        "help": "share of judgment examples in the training mix; the smaller side is repeated "
-                "(never cut) to reach it; 0 = plain SFT. A judgment is one long prompt for one "
-                "verdict token: at 0.5 the judge saw 10 %% of its pairs and named the second "
-                "reply whenever it could not tell (README, Results)"})
-    rationale: bool = field(default=False, metadata={
-        "help": "rationale variant: UltraFeedback pairs per principle, "
-                "trained to write the rationales after the verdict"})
-    judge_lang: str = field(default="", metadata={
-        "help": "template language en | ko; empty = the context's language"})
-    eval_prefs: str = field(default="tasks", metadata={
-        "help": "held-out preference file for judge accuracy; "
-                "'tasks' = <tasks_dir>/prefs_eval.jsonl, 'none' = skip"})
-    eval_batch_size: int = field(default=64, metadata={
-        "help": "prompts per judge forward at evaluation"})
-    sampled_pairs: int = field(default=1000, metadata={
-        "help": "add judgments of the start model's own samples: two replies to each of this many "
-                "train prompts (<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
-                "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); 0 = none"})
+    out_dir: str = opt("out/jsft", "checkpoint folder this phase writes")
+    init_from: str = opt("out/sft", "start checkpoint: the SFT model, so JSFT has seen every SFT "
+                                    "example SFT has and adds judging on the mix (or out/pretrain, "
+                                    "as the paper)")
+    prefs: str = opt("tasks", "preference pairs to learn to judge: 'tasks' (the task world's "
+                              "prefs_train.jsonl + ultrafeedback_train.jsonl) or comma-separated "
+                              ".jsonl files (HH-RLHF, UltraFeedback or generic layout)")
+    judge_fraction: float = opt(0.8, "share of judgment examples in the training mix; the smaller "
+                                     "side is repeated (never cut) to reach it; 0 = plain SFT. A "
+                                     "judgment is one long prompt for one verdict token: at 0.5 "
+                                     "the judge saw 10 %% of its pairs and named the second reply "
+                                     "whenever it could not tell (README, Results)")
+    rationale: bool = opt(False, "rationale variant: UltraFeedback pairs per principle, trained to "
+                                 "write the rationales after the verdict")
+    judge_lang: str = opt("", "template language en | ko; empty = the context's language")
+    eval_prefs: str = opt("tasks", "held-out preference file for judge accuracy; 'tasks' = "
+                                   "<tasks_dir>/prefs_eval.jsonl, 'none' = skip")
+    eval_batch_size: int = opt(64, "prompts per judge forward at evaluation")
+    sampled_pairs: int = opt(1000, "add judgments of the start model's own samples: two replies to "
+                                   "each of this many train prompts "
+                                   "(<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
+                                   "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); "
+                                   "0 = none")
     steps: int = 300
     lr: float = 1e-3
     min_lr: float = 1e-4

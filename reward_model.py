@@ -35,10 +35,10 @@ import torch.nn.functional as F
 
 from jsft import context_lang
 from model import Transformer, eval_mode, right_pad, sequence_rewards, unwrap
-from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
-                      train)
+from pretrain import (TrainConfig, find_checkpoint, load_model, opt, parse_config,
+                      setup_distributed, train)
 from readers import atomic_write, read_preferences
-from self_judge import offline_batches, opt, tokenize_pairs
+from self_judge import offline_batches, tokenize_pairs
 from sft import load_start
 
 

@@ -41,14 +41,14 @@ import random
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from model import eval_mode, generate, sequence_logprobs, unwrap
-from pretrain import (TrainConfig, find_checkpoint, load_model, parse_config, setup_distributed,
-                      train)
+from pretrain import (TrainConfig, find_checkpoint, load_model, opt, parse_config,
+                      setup_distributed, train)
 from readers import read_preferences, read_prompts
 from tokenizer import Tokenizer
 
@@ -57,10 +57,6 @@ JUDGES = ("self", "reward", "verifier")
 
 
 # ----------------------------------------------------------------------------- options
-def opt(default, help):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class SelfJudgeConfig(TrainConfig):
     out_dir: str = opt("", "checkpoint folder (default: out/self_judge, or out/dpo with --offline)")

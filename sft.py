@@ -20,11 +20,11 @@ skipped, counted, and a one-line summary is printed at the end.
 import json
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from pretrain import (TrainConfig, find_checkpoint, load_model, lm_loss, parse_config,
+from pretrain import (TrainConfig, find_checkpoint, load_model, lm_loss, opt, parse_config,
                       setup_distributed, train)
 from readers import read_conversations
 
@@ -32,33 +32,21 @@ from readers import read_conversations
 # --- training ---
 @dataclass
 class SFTConfig(TrainConfig):
-    out_dir: str = field(default="out/sft", metadata={
-        "help": "checkpoint folder this phase writes"})
-    init_from: str = field(default="out/pretrain", metadata={
-        "help": "pretrained checkpoint folder to start from"})
-    data: str = field(default="tasks", metadata={
-        "help": "'tasks' (the embedded task world) or comma-separated .jsonl files in the messages "
-                "or HH-RLHF layout (chosen side)"})
-    tasks_dir: str = field(default="out/tasks", metadata={
-        "help": "folder written by tasks.py (for --data tasks)"})
-    skip_bad: bool = field(default=False, metadata={
-        "help": "skip (and count) bad records instead of stopping"})
-    max_tokens: int = field(default=2048, metadata={
-        "help": "token budget per micro-batch (rows x longest row)"})
-    seq_len: int = field(default=256, metadata={
-        "help": "longest conversation in tokens; longer ones are truncated"})
-    val_fraction: float = field(default=0.02, metadata={
-        "help": "share of conversations held out for val loss"})
-    lm_mix: float = field(default=0.0, metadata={
-        "help": "weight of a next-token loss on pretraining text added to every step "
-                "(InstructGPT's pretraining mix): keeps general text from being forgotten "
-                "(val bpb); 0 = off"})
-    lm_data: str = field(default="out/data", metadata={
-        "help": "--lm-mix: data.py's folder (its train.bin)"})
-    lm_batch: int = field(default=4, metadata={
-        "help": "--lm-mix: pretraining windows per micro-batch"})
-    lm_seq_len: int = field(default=256, metadata={
-        "help": "--lm-mix: tokens per pretraining window"})
+    out_dir: str = opt("out/sft", "checkpoint folder this phase writes")
+    init_from: str = opt("out/pretrain", "pretrained checkpoint folder to start from")
+    data: str = opt("tasks", "'tasks' (the embedded task world) or comma-separated .jsonl files in "
+                             "the messages or HH-RLHF layout (chosen side)")
+    tasks_dir: str = opt("out/tasks", "folder written by tasks.py (for --data tasks)")
+    skip_bad: bool = opt(False, "skip (and count) bad records instead of stopping")
+    max_tokens: int = opt(2048, "token budget per micro-batch (rows x longest row)")
+    seq_len: int = opt(256, "longest conversation in tokens; longer ones are truncated")
+    val_fraction: float = opt(0.02, "share of conversations held out for val loss")
+    lm_mix: float = opt(0.0, "weight of a next-token loss on pretraining text added to every step "
+                             "(InstructGPT's pretraining mix): keeps general text from being "
+                             "forgotten (val bpb); 0 = off")
+    lm_data: str = opt("out/data", "--lm-mix: data.py's folder (its train.bin)")
+    lm_batch: int = opt(4, "--lm-mix: pretraining windows per micro-batch")
+    lm_seq_len: int = opt(256, "--lm-mix: tokens per pretraining window")
     steps: int = 200
     lr: float = 1e-3
     min_lr: float = 1e-4
