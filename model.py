@@ -547,12 +547,8 @@ def sequence_logprobs(model, ids, mask):
     (DPO, judging, evaluation). ids (B, T) long, right-padded; mask (B, T) 0/1,
     mask[b, t] = 1 counts log p(ids[b, t] | ids[b, :t]).
     Returns (sum (B,), mean (B,)); differentiable."""
-    if mask.shape != ids.shape:
-        raise ValueError(f"sequence_logprobs: mask shape {tuple(mask.shape)} != ids shape "
-                         f"{tuple(ids.shape)}")
-    if bool((mask[:, 0] != 0).any()):
-        raise ValueError("sequence_logprobs: mask[:, 0] must be 0 "
-                         "(the first token has no prediction)")
+    assert mask.shape == ids.shape, f"mask {tuple(mask.shape)} != ids {tuple(ids.shape)}"
+    assert not mask[:, 0].any(), "mask[:, 0] must be 0: the first token has no prediction"
     logits, _ = model(ids)  # (B, T, V)
     targets = F.pad(ids[:, 1:], (0, 1), value=-100)  # (B, T): position t predicts token t+1
     logp = -F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),

@@ -116,8 +116,6 @@ class SelfJudgeConfig(TrainConfig):
 
 def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
     """Fill the mode-dependent defaults and check the values."""
-    init = cfg.init_from or ("out/sft" if cfg.offline else "out/jsft")
-    out = cfg.out_dir or ("out/dpo" if cfg.offline else "out/self_judge")
     if cfg.fsdp and not cfg.offline:
         raise SystemExit("--fsdp: sampling runs a different number of forward passes on each rank, "
                          "which sharded weights cannot follow; run SELF-JUDGE data parallel "
@@ -128,12 +126,13 @@ def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
         raise SystemExit(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSS_TYPES)}")
     if cfg.beta <= 0 or cfg.max_new_tokens < 1 or not 0 < cfg.top_p <= 1:
         raise SystemExit("need --beta > 0, --max-new-tokens >= 1 and 0 < --top-p <= 1")
-    return dataclasses.replace(cfg, init_from=init, out_dir=out,
-                               prompts=cfg.prompts
-                               or os.path.join(cfg.tasks_dir, "prompts_train.jsonl"),
-                               prefs=cfg.prefs or os.path.join(cfg.tasks_dir, "prefs_train.jsonl"),
-                               val_prompts=cfg.val_prompts
-                               or os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"))
+    in_tasks = lambda name: os.path.join(cfg.tasks_dir, name)
+    return dataclasses.replace(
+        cfg, init_from=cfg.init_from or ("out/sft" if cfg.offline else "out/jsft"),
+        out_dir=cfg.out_dir or ("out/dpo" if cfg.offline else "out/self_judge"),
+        prompts=cfg.prompts or in_tasks("prompts_train.jsonl"),
+        prefs=cfg.prefs or in_tasks("prefs_train.jsonl"),
+        val_prompts=cfg.val_prompts or in_tasks("eval_tasks.jsonl"))
 
 
 def seed_of(*parts) -> int:

@@ -436,7 +436,7 @@ def test_sequence_logprobs_matches_hand_computation_and_is_differentiable():
         assert abs(mean[b].item() - by_hand.item() / mask[b].sum().item()) < 1e-6
     total.sum().backward()
     assert model.lm_head.weight.grad is not None and model.lm_head.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match=r"mask\[:, 0\]"):
+    with pytest.raises(AssertionError, match=r"mask\[:, 0\]"):
         sequence_logprobs(model, ids, torch.ones(2, 10))
 
 
@@ -621,3 +621,14 @@ def test_unwrap_finds_the_transformer_inside_compile_and_ddp_wrappers():
             self.module = inner
     assert unwrap(model) is model and unwrap(compiled) is model
     assert unwrap(DDPLike(compiled)) is model and unwrap(torch.compile(DDPLike(model))) is model
+
+
+def test_sequence_logprobs_refuses_a_mask_of_another_shape():
+    """An internal invariant, a one-line assert (the first-token check is in the test above)."""
+    model = make_model()
+    ids = torch.randint(model.cfg.vocab_size, (2, 6))
+    mask = torch.zeros_like(ids)
+    mask[:, 3:] = 1
+    assert sequence_logprobs(model, ids, mask)[0].shape == (2,)
+    with pytest.raises(AssertionError, match=r"mask \(2, 5\) != ids \(2, 6\)"):
+        sequence_logprobs(model, ids, mask[:, 1:])
