@@ -485,16 +485,11 @@ def main(argv=None):
     torch.manual_seed(cfg.seed)
     get_batch = batch_source(units, cfg, tokenizer.pad_id, device, rank, world_size, window=32)
     get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
-    history = train(model, get_batch, cfg, {"phase": "jsft", "init_from": cfg.init_from,
-                                            "special_ids": tokenizer.special_ids(),
-                                            "judge": {"templates": JUDGE_TEMPLATES,
-                                                      "role_names": ROLE_NAMES}},
-                    loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
-                    rank=rank, world_size=world_size, log=log)
-    if history:
-        log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
-            f"{', val_loss %.3f' % history[-1]['val_loss'] if 'val_loss' in history[-1] else ''}; "
-            f"checkpoint in {cfg.out_dir}")
+    judge_format = {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}
+    train(model, get_batch, cfg, {"phase": "jsft", "init_from": cfg.init_from,
+                                  "special_ids": tokenizer.special_ids(), "judge": judge_format},
+          loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
+          rank=rank, world_size=world_size, log=log)
     if eval_pairs and rank == 0:
         result = (last_eval.get("result")
                   or judge_accuracy(model, tokenizer, eval_pairs, lang, cfg.eval_batch_size))

@@ -255,6 +255,9 @@ def lr_at(step, cfg):
 
 # what the progress bar shows of a step's metrics (margin, reward_acc: the preference losses)
 BAR_METRICS = ("loss", "val_loss", "tokens_per_s", "mfu", "margin", "reward_acc")
+# the last step's metrics on the closing "done:" line, those a phase logs
+DONE_METRICS = ("val_loss", "margin", "reward_acc", "judge_confidence", "capped_share",
+                "val_win_rate")
 
 
 def lm_loss(model, batch):
@@ -423,6 +426,10 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         bar.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
+    if history:
+        shown = [f"loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"]
+        shown += [f"{k} {history[-1][k]:.3f}" for k in DONE_METRICS if k in history[-1]]
+        log(f"done: {', '.join(shown)}; checkpoint in {cfg.out_dir}")
     return history
 
 
@@ -513,14 +520,9 @@ def main(argv=None):
                 losses.append(m(x.to(device), y.to(device))[1].item())
         return {"val_loss": sum(losses) / max(1, len(losses))}
 
-    history = train(model, get_batch, cfg,
-                    {"phase": "pretrain", "special_ids": meta.get("special_ids", {})},
-                    val_fn=val_fn, tokenizer_path=meta.get("tokenizer"), device=device, rank=rank,
-                    world_size=world_size, log=log)
-    if history and rank == 0:
-        first, last = history[0], history[-1]
-        log(f"done: loss {first['loss']:.3f} -> {last['loss']:.3f}, "
-            f"val_loss {last.get('val_loss', float('nan')):.3f}; checkpoint in {cfg.out_dir}")
+    train(model, get_batch, cfg, {"phase": "pretrain", "special_ids": meta.get("special_ids", {})},
+          val_fn=val_fn, tokenizer_path=meta.get("tokenizer"), device=device, rank=rank,
+          world_size=world_size, log=log)
     if world_size > 1:
         dist.destroy_process_group()
 

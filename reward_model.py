@@ -216,12 +216,9 @@ def main(argv=None):
     get_batch = offline_batches(tokenized, cfg, tokenizer.pad_id, device, rank, world_size)
     extra = {"phase": "reward_model", "head": "bradley-terry scalar at the last token",
              "init_from": cfg.init_from, "special_ids": tokenizer.special_ids()}
-    history = train(model, get_batch, cfg, extra, loss_fn=bt_loss_fn,
-                    val_fn=val_fn if eval_pairs else None, tokenizer_path=tokenizer_path,
-                    device=device, rank=rank, world_size=world_size, log=log)
-    if history:
-        log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}; checkpoint in "
-            f"{cfg.out_dir}")
+    train(model, get_batch, cfg, extra, loss_fn=bt_loss_fn,
+          val_fn=val_fn if eval_pairs else None, tokenizer_path=tokenizer_path,
+          device=device, rank=rank, world_size=world_size, log=log)
     if eval_pairs and rank == 0:
         result = last.get("result") or reward_accuracy(model, tokenizer, eval_pairs)
         log(f"held-out pairs ({eval_path}): accuracy {result['acc']:.1%}, n={result['n']} ("

@@ -478,15 +478,10 @@ def main(argv=None):
                                         cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
                 return {f"val_{k}": v for k, v in rates.items()}
     extra["params_held"] = sum(m.num_params() for m in held)  # the cost column of evaluate.py
-    history = train(policy, get_batch, cfg, extra,
-                    loss_fn=dpo_loss_fn(reference, cfg.beta, cfg.loss, cfg.nll_weight),
-                    val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank,
-                    world_size=world_size, log=log)
-    if history and rank == 0:
-        last = history[-1]
-        keys = ("loss", "margin", "reward_acc", "judge_confidence", "capped_share", "val_win_rate")
-        log("done: " + ", ".join(f"{k} {last[k]:.3f}" for k in keys if k in last)
-            + f"; checkpoint in {cfg.out_dir}")
+    train(policy, get_batch, cfg, extra,
+          loss_fn=dpo_loss_fn(reference, cfg.beta, cfg.loss, cfg.nll_weight),
+          val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank,
+          world_size=world_size, log=log)
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

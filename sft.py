@@ -221,14 +221,10 @@ def main(argv=None):
     get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
     val_fn = (masked_val_loss(val_examples, tokenizer.pad_id, device, cfg.max_tokens)
               if val_examples else None)
-    history = train(model, get_batch, cfg, {"phase": "sft", "init_from": cfg.init_from,
-                                            "special_ids": tokenizer.special_ids()},
-                    loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
-                    rank=rank, world_size=world_size, log=log)
-    if history:
-        log(f"done: loss {history[0]['loss']:.3f} -> {history[-1]['loss']:.3f}"
-            f"{', val_loss %.3f' % history[-1]['val_loss'] if 'val_loss' in history[-1] else ''}; "
-            f"checkpoint in {cfg.out_dir}")
+    train(model, get_batch, cfg, {"phase": "sft", "init_from": cfg.init_from,
+                                  "special_ids": tokenizer.special_ids()},
+          loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
+          rank=rank, world_size=world_size, log=log)
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

@@ -79,6 +79,18 @@ def test_loss_falls_on_a_learnable_stream(tmp_path):
     assert start > math.log(VOCAB) - 0.7 and end < start - 1.5
 
 
+
+def test_the_loop_closes_with_one_done_line_of_first_and_last_loss_and_the_last_metrics(tmp_path):
+    """Every phase's closing line comes from train: loss first -> last step, then the last step's
+    DONE_METRICS that the phase logged (val_loss here), then where the checkpoint is."""
+    lines = []
+    history = train(tiny_model(), make_get_batch(synthetic_tokens()),
+                    cfg_for(tmp_path, steps=3, eval_every=3), {"phase": "test"},
+                    val_fn=lambda m: {"val_loss": 1.25}, log=lines.append)
+    first, last = history[0]["loss"], history[-1]["loss"]
+    assert lines[-1] == (f"done: loss {first:.3f} -> {last:.3f}, val_loss 1.250; "
+                         f"checkpoint in {tmp_path / 'ckpt'}")
+
 def test_resume_after_signal_gives_identical_weights(tmp_path):
     tokens = synthetic_tokens()
     straight = tiny_model()
