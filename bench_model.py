@@ -24,10 +24,13 @@ Run:
   python bench_model.py --preset tiny --batch-size 4 --seq-len 64    # a quick smoke run
   python bench_model.py --no-train --threads 1 --stat median --rounds 3    # decode only
 
-Where compiling the decode step pays (demo size, 1 thread on a 2-core VM shared with other jobs,
-cold compile, --stat median): it costs 17-34 s per (batch, cache length) bucket and makes a
-128-token call 1.9x (batch 1), 1.6x (8) and 1.2x (32) faster, so it pays after ~40-100 such calls:
-SELF-JUDGE's sampler and evaluation, not one chat reply, hence eager by default.
+Where compiling the decode step pays (demo size, 1 thread on a 2-core VM, cold compile, --stat
+median; 2026-12-01, commit 3fb8e3b): it costs 10-13 s per (batch, cache length) bucket and makes a
+128-token call 2.0x (batch 1), 1.8x (8) and 1.2x (32) faster than eager, so it pays after ~20-50
+such calls: SELF-JUDGE's sampler and evaluation, not one chat reply, hence eager by default. Against
+HF generate, compiled: 2.1x (batch 1, 41 % of the matvec limit), 1.8x (8), 1.4x (32); eager
+1.0-1.1x. The 43 separate weight matmuls of a batch-1 step alone cost ~0.75 ms (17 us each, 2
+threads), about the whole limit, so 75 % of it is out of reach without fusing the projections.
 """
 import argparse
 import ctypes
