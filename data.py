@@ -21,7 +21,6 @@ pretrain.py imports PretrainBatches (random windows, resumable and rank-sharded 
 the batch at a step is a function of (seed, step)), val_batches and context_length_at
 (HCX two-phase schedule).
 """
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -32,54 +31,40 @@ import time
 import typing
 import unicodedata
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from readers import DataError, read_sources
+from readers import DataError, opt, parse_config, read_sources
 from corpus import default_sources
 
 
 @dataclass
 class DataConfig:
-    out_dir: str = field(default="out/data", metadata={
-        "help": "folder to write train.bin, val.bin, meta.json"})
-    tokenizer: str = field(default="out/tokenizer/tokenizer.model", metadata={
-        "help": "sentencepiece model from tokenizer.py"})
-    source: typing.Optional[list] = field(default=None, metadata={
-        "help": "NAME:GROUP:PATH[,PATH..] (repeat); PATH is a .txt (blank-line separated docs), "
-                ".jsonl ({'text', optional 'lang'}), code file, folder or glob; "
-                "none = embedded default"})
-    mix: str = field(default="ko=1,en=1,code=1", metadata={
-        "help": "token share per language group (normalized); HCX: equal thirds"})
-    upsample: str = field(default="", metadata={
-        "help": "NAME=FACTOR,..: repeat a source's documents within its group"})
-    max_tokens: int = field(default=0, metadata={
-        "help": "training tokens after mixing; 0 = as many as the corpus has"})
-    val_fraction: float = field(default=0.05, metadata={
-        "help": "share of each source's documents held out for validation"})
-    min_chars: int = field(default=200, metadata={
-        "help": "drop documents shorter than this (characters)"})
-    max_dup_line_frac: float = field(default=0.3, metadata={
-        "help": "drop if this share of lines repeat an earlier line"})
-    max_dup_ngram_frac: float = field(default=0.3, metadata={
-        "help": "drop if this share of word 5-grams repeat (not for code)"})
-    near_dup_jaccard: float = field(default=0.8, metadata={
-        "help": "MinHash near-duplicate threshold on word 5-gram shingles"})
-    pii: bool = field(default=True, metadata={"help": "scrub e-mail local parts and phone numbers"})
-    fim_rate: float = field(default=0.5, metadata={
-        "help": "share of training documents turned into fill-in-the-middle"})
-    spm_rate: float = field(default=0.5, metadata={
-        "help": "share of FIM documents in SPM order (the rest PSM)"})
-    fim_split: str = field(default="thirds", metadata={
-        "help": "thirds (HCX) | random (Bavarian et al., uniform points)"})
-    code_chars: int = field(default=1_000_000, metadata={
-        "help": "default corpus: characters of Python stdlib source to use"})
-    skip_bad: bool = field(default=False, metadata={
-        "help": "skip malformed .jsonl lines (counted) instead of stopping"})
-    seed: int = field(default=0, metadata={"help": "seed for split, mixture and FIM"})
+    out_dir: str = opt("out/data", "folder to write train.bin, val.bin, meta.json")
+    tokenizer: str = opt("out/tokenizer/tokenizer.model", "sentencepiece model from tokenizer.py")
+    source: typing.Optional[list] = opt(None, "NAME:GROUP:PATH[,PATH..] (repeat); PATH is a .txt "
+                                              "(blank-line separated docs), .jsonl ({'text', "
+                                              "optional 'lang'}), code file, folder or glob; none "
+                                              "= embedded default")
+    mix: str = opt("ko=1,en=1,code=1",
+                   "token share per language group (normalized); HCX: equal thirds")
+    upsample: str = opt("", "NAME=FACTOR,..: repeat a source's documents within its group")
+    max_tokens: int = opt(0, "training tokens after mixing; 0 = as many as the corpus has")
+    val_fraction: float = opt(0.05, "share of each source's documents held out for validation")
+    min_chars: int = opt(200, "drop documents shorter than this (characters)")
+    max_dup_line_frac: float = opt(0.3, "drop if this share of lines repeat an earlier line")
+    max_dup_ngram_frac: float = opt(0.3, "drop if this share of word 5-grams repeat (not for code)")
+    near_dup_jaccard: float = opt(0.8, "MinHash near-duplicate threshold on word 5-gram shingles")
+    pii: bool = opt(True, "scrub e-mail local parts and phone numbers")
+    fim_rate: float = opt(0.5, "share of training documents turned into fill-in-the-middle")
+    spm_rate: float = opt(0.5, "share of FIM documents in SPM order (the rest PSM)")
+    fim_split: str = opt("thirds", "thirds (HCX) | random (Bavarian et al., uniform points)")
+    code_chars: int = opt(1_000_000, "default corpus: characters of Python stdlib source to use")
+    skip_bad: bool = opt(False, "skip malformed .jsonl lines (counted) instead of stopping")
+    seed: int = opt(0, "seed for split, mixture and FIM")
 
 
 # -------------------------------------------------------------------------- cleaning
@@ -523,25 +508,8 @@ def context_length_at(step, total_steps, short_len, long_len, long_fraction=0.1)
 
 
 # -------------------------------------------------------------------------- command line
-def parse_config(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = typing.get_type_hints(DataConfig)
-    for f in dataclasses.fields(DataConfig):
-        flag, kind, hlp = "--" + f.name.replace("_", "-"), hints[f.name], f.metadata["help"]
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                                help=hlp)
-        elif f.name == "source":
-            parser.add_argument(flag, action="append", default=None, help=hlp)
-        else:
-            parser.add_argument(flag, type=kind, default=f.default, help=hlp)
-    args = parser.parse_args(argv)
-    return DataConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DataConfig)})
-
-
 def main(argv=None):
-    cfg = parse_config(argv)
+    cfg = parse_config(DataConfig, argv)
     print(f"config: {json.dumps(dataclasses.asdict(cfg), ensure_ascii=False)}")
     try:
         meta = build(cfg)

@@ -46,8 +46,8 @@ from tqdm import tqdm
 import data
 from corpus import hangul_share
 from model import generate, last_position_logits, right_pad, sequence_logprobs
-from pretrain import find_checkpoint, load_model, opt, parse_config
-from readers import LETTERS, atomic_write, read_jsonl, read_mc, read_preferences
+from pretrain import find_checkpoint, load_model
+from readers import LETTERS, atomic_write, opt, parse_config, read_jsonl, read_mc, read_preferences
 from tokenizer import Tokenizer
 
 SECTIONS = ("lm", "tokenizer", "fim", "mc", "tasks", "win", "judge", "rejection")

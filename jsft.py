@@ -47,9 +47,9 @@ from tqdm import tqdm
 
 from corpus import hangul_share
 from model import eval_mode, last_position_logits, unwrap
-from pretrain import opt, parse_config, setup_distributed, train
-from readers import (PreferencePair, atomic_write, read_conversations, read_jsonl, read_preferences,
-                     template_fields, validate_templates)
+from pretrain import setup_distributed, train
+from readers import (PreferencePair, atomic_write, opt, parse_config, read_conversations,
+                     read_jsonl, read_preferences, template_fields, validate_templates)
 from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, with_lm_mix
 
 
@@ -316,6 +316,13 @@ def format_accuracy(result):
                      + [f"  {g}: {line(r)}" for g, r in result["by_lang"].items()])
 
 
+def report_heldout(result, eval_path, out_file, log=print):
+    """Print a judge's accuracy on held-out pairs (judge_accuracy's keys) and write it to out_file
+    (judge_eval.json here, rm_eval.json for the reward model), naming the pairs' file."""
+    log(f"held-out pairs: {eval_path}\n" + format_accuracy(result))
+    atomic_write(out_file, json.dumps(dict(result, eval_prefs=eval_path), indent=2))
+
+
 # --- training ---
 @dataclass
 class JSFTConfig(SFTConfig):
@@ -493,9 +500,7 @@ def main(argv=None):
     if eval_pairs and rank == 0:
         result = (last_eval.get("result")
                   or judge_accuracy(model, tokenizer, eval_pairs, lang, cfg.eval_batch_size))
-        log(f"held-out pairs: {eval_path}\n" + format_accuracy(result))
-        atomic_write(os.path.join(cfg.out_dir, "judge_eval.json"),
-                     json.dumps(dict(result, eval_prefs=eval_path), indent=2))
+        report_heldout(result, eval_path, os.path.join(cfg.out_dir, "judge_eval.json"), log)
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

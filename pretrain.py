@@ -19,7 +19,6 @@ Run:
     torchrun --nproc_per_node 8 pretrain.py --fsdp   # FSDP2, one shard unit per block
     python pretrain.py --resume                      # continue exactly where the last run stopped
 """
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -29,10 +28,9 @@ import random
 import re
 import shutil
 import signal
-import sys
 import time
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,15 +38,10 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from model import ModelConfig, Transformer, config_from_preset
-from readers import atomic_write, fsync, load_tensors, read_jsonl, write_file
+from readers import atomic_write, fsync, load_tensors, opt, parse_config, read_jsonl, write_file
 
 
 # ----------------------------------------------------------------------------- options
-def opt(default, help):
-    """A config field and its --help text: parse_config makes each field a flag."""
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class TrainConfig:
     """The loop's options, shared by every phase (each phase's config subclasses this one)."""
@@ -82,22 +75,6 @@ class PretrainConfig(TrainConfig):
     seq_len: int = opt(256, "long context length (last long_fraction of steps)")
     short_seq_len: int = opt(128, "short context length (first steps); 0 = always seq_len")
     long_fraction: float = opt(0.1, "share of steps at the long context (HCX)")
-
-
-def parse_config(cls, argv=None, description=None):
-    """Build an argparse parser from a config dataclass, parse argv, return an instance."""
-    parser = argparse.ArgumentParser(
-        description=description or (sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
-        if typing.get_origin(kind) is typing.Union:  # Optional[X]
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        how = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
-        parser.add_argument(flag, default=f.default, help=f.metadata.get("help", " "), **how)
-    args = parser.parse_args(argv)
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 # ----------------------------------------------------------------------------- devices and ranks

@@ -18,11 +18,14 @@ Nothing here trains or tokenizes; the scripts import what they read with from he
                                   (jsft.py), template_fields: a template's text and placeholders
     atomic_write(path, content)   text, bytes or write_fn(path): temporary name, fsync, rename
     load_tensors(path)            a .pt file (checkpoints): tensors and plain data, never code
+    opt, parse_config(cls, argv)  the command line: a config dataclass's fields are the flags
 
 Every bad record stops the read with `ValueError("file:line: what is wrong")`; with skip_bad=True
 (--skip-bad) it is skipped, counted, and a one-line summary is printed at the end. This module
 imports no other module of the project.
 """
+import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -31,6 +34,7 @@ import random
 import re
 import string
 import sys
+import typing
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -689,3 +693,29 @@ def load_tensors(path, device="cpu", allow=()):
         raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain "
                          f"data, which no minihcx checkpoint does (nothing in it was run). Written "
                          f"by another tool or tampered with? ({why:.200})") from None
+
+
+# -----------------------------------------------------------------------------------------------
+# The command line: each script's flags are the fields of its config dataclass
+
+
+def opt(default, help):
+    """A config field and its --help text: parse_config makes each field a flag."""
+    return field(default=default, metadata={"help": help})
+
+
+def parse_config(cls, argv=None, description=None):
+    """Build an argparse parser from a config dataclass, parse argv, return an instance."""
+    parser = argparse.ArgumentParser(
+        description=description or (sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+        if typing.get_origin(kind) is typing.Union:  # Optional[X]
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        how = ({"action": argparse.BooleanOptionalAction} if kind is bool
+               else {"action": "append"} if kind is list else {"type": kind})  # a repeated flag
+        parser.add_argument(flag, default=f.default, help=f.metadata.get("help", " "), **how)
+    args = parser.parse_args(argv)
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

@@ -33,11 +33,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from jsft import context_lang
+from jsft import context_lang, report_heldout
 from model import Transformer, eval_mode, right_pad, sequence_rewards, unwrap
-from pretrain import (TrainConfig, find_checkpoint, load_model, opt, parse_config,
-                      setup_distributed, train)
-from readers import atomic_write, read_preferences
+from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
+from readers import opt, parse_config, read_preferences
 from self_judge import offline_batches, tokenize_pairs
 from sft import load_start
 
@@ -221,10 +220,7 @@ def main(argv=None):
           device=device, rank=rank, world_size=world_size, log=log)
     if eval_pairs and rank == 0:
         result = last.get("result") or reward_accuracy(model, tokenizer, eval_pairs)
-        log(f"held-out pairs ({eval_path}): accuracy {result['acc']:.1%}, n={result['n']} ("
-            + ", ".join(f"{g} {r['acc']:.1%}" for g, r in result["by_lang"].items()) + ")")
-        atomic_write(os.path.join(cfg.out_dir, "rm_eval.json"),
-                     json.dumps(dict(result, eval_prefs=eval_path), indent=2))
+        report_heldout(result, eval_path, os.path.join(cfg.out_dir, "rm_eval.json"), log)
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

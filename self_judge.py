@@ -47,9 +47,8 @@ import torch
 import torch.nn.functional as F
 
 from model import eval_mode, generate, sequence_logprobs, unwrap
-from pretrain import (TrainConfig, find_checkpoint, load_model, opt, parse_config,
-                      setup_distributed, train)
-from readers import read_preferences, read_prompts
+from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
+from readers import opt, parse_config, read_preferences, read_prompts
 from tokenizer import Tokenizer
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pretrain import (TrainConfig, find_checkpoint, load_model, lm_loss, opt, parse_config,
-                      setup_distributed, train)
-from readers import read_conversations
+from pretrain import TrainConfig, find_checkpoint, load_model, lm_loss, setup_distributed, train
+from readers import opt, parse_config, read_conversations
 
 
 # --- training ---
