@@ -1,5 +1,6 @@
 """corpus.py: the embedded default corpus, what `python tokenizer.py` trains on and `python data.py`
-builds from when given no input. Offline, no download (corpus/SOURCES.md lists every source):
+builds from when given no input: a small stand-in for HyperCLOVA X's pretraining data (HCX §2.1:
+Korean, English and code). Offline, no download (corpus/SOURCES.md lists every source):
 
     ko_law, ko_gnome_help, ko_debian_faq   Korean text shipped in corpus/*.jsonl
     en_gnome_help, en_debian_faq           their English originals (partly parallel to the Korean)
