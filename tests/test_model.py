@@ -305,7 +305,12 @@ def test_compiled_decode_gives_the_same_tokens_and_compiles_once():
         return generate(model, prompts[::-1], 12, temperature=1.0, top_p=0.9,
                         generator=torch.Generator().manual_seed(3), compile=compile)
     assert sample(True) == sample(False)
-    assert dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # compiled once for both
+    with torch.no_grad():  # weights changed in place, as an optimizer step does: the graph reads
+        for p in model.parameters():  # them anew (they are its inputs, not baked-in constants)
+            p.mul_(-1.5)
+    changed = generate(model, prompts, 10, temperature=0)
+    assert changed != eager and generate(model, prompts, 10, temperature=0, compile=True) == changed
+    assert dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # compiled once for all
 
 
 def test_generate_uses_the_weights_of_the_moment_after_an_optimizer_step():
