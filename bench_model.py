@@ -25,7 +25,7 @@ Run:
   python bench_model.py --no-train --threads 1 --stat median --rounds 3    # decode only
 
 Where compiling the decode step pays (demo size, 1 thread on a 2-core VM, cold compile, --stat
-median; 2026-12-01, the C++ wrapper of commit 6f0c1a2): it costs 14-23 s per (batch, cache length)
+median; 2026-12-01, commit 92cdf7e, the C++ wrapper): it costs 14-23 s per (batch, cache length)
 bucket and makes a 128-token call 2.2x (batch 1), 1.8x (8) and 1.2x (32) faster than eager, so it
 pays after ~25-80 such calls: SELF-JUDGE's sampler and evaluation, not one chat reply, hence eager
 by default. Against HF generate, compiled: 2.55x (batch 1, 49 % of the matvec limit), 1.96x (8),
