@@ -316,6 +316,8 @@ def build(cfg, tok=None):
                 val_docs[group].append(text)
             else:
                 train_docs.append((text, group, s.name))
+    if not train_docs:
+        raise DataError("the training split is empty: add documents or lower --val-fraction")
     tok_path = cfg.tokenizer
     if tok is None:
         tok, tok_path = load_tokenizer(tok_path, [t for t, _, _ in train_docs])

@@ -450,3 +450,14 @@ def test_mix_weights_must_be_numbers_at_least_zero(bad):
     assert data.parse_weights("ko=2, en=0.5,", "--mix") == {"ko": 2.0, "en": 0.5}
     with pytest.raises(data.DataError, match=f"--upsample 'ko=1,{bad}'.*got '{bad}'"):
         data.parse_weights(f"ko=1,{bad}", "--upsample")
+
+
+def test_everything_held_out_says_the_training_split_is_empty_and_writes_nothing(tmp_path):
+    """--val-fraction 1 leaves no training document: the error says so (not a mixture-weight
+    complaint about no groups) before any tokenizer is loaded, and the old output stays."""
+    out = existing_good_output(tmp_path)
+    docs = os.path.join(FIX, "dedup.jsonl")
+    with pytest.raises(SystemExit, match="the training split is empty.*--val-fraction"):
+        data.main(["--out-dir", str(out), "--source", f"x:en:{docs}", "--mix", "en=1",
+                   "--val-fraction", "1", "--min-chars", "5", "--tokenizer", "no/such.model"])
+    assert_untouched(tmp_path, out)
