@@ -387,3 +387,14 @@ def test_hangul_share_counts_over_the_named_letters():
     assert hangul_share("123 !?") == 0 == hangul_share("", of="hangul+latin")
     with pytest.raises(ValueError, match="of must be"):
         hangul_share(text, of="latin")
+
+
+def test_training_sample_keeps_whole_documents_within_the_budget_and_never_none():
+    """_sample: whole documents in their original order, total <= max_chars, the same for the same
+    seed; a budget below every document still keeps one (training never gets an empty corpus)."""
+    corpus = {"en": ["a" * 30, "b" * 50, "c" * 20], "ko": ["가" * 40]}
+    kept = T._sample(corpus, 100, seed=1)
+    docs = corpus["en"] + corpus["ko"]
+    assert kept == [d for d in docs if d in kept] and sum(map(len, kept)) <= 100
+    assert kept == T._sample(corpus, 100, seed=1) and len(kept) >= 2
+    assert len(T._sample(corpus, 5, seed=1)) == 1  # below every document: one, not none
