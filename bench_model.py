@@ -30,7 +30,8 @@ bucket and makes a 128-token call 2.2x (batch 1), 1.8x (8) and 1.2x (32) faster 
 pays after ~25-80 such calls: SELF-JUDGE's sampler and evaluation, not one chat reply, hence eager
 by default. Against HF generate, compiled: 2.55x (batch 1, 49 % of the matvec limit), 1.96x (8),
 1.47x (32); eager 1.1-1.2x. The 43 separate weight matmuls of a batch-1 step alone cost ~0.75 ms
-(17 us each, 2 threads), about the whole limit, so 75 % of it is out of reach without fusing them.
+(17 us each in a 2-thread profile), about the whole limit, so 75 % of it is out of reach without
+fusing them.
 """
 import argparse
 import ctypes

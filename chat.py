@@ -8,6 +8,8 @@ reply is sampled with the model's KV-cache generator, streamed token by token, a
 Self-rejection (SELF-JUDGE, Lee et al., ACL 2024, §3.3): with --best-of N each reply is the winner
 of a knockout tournament among N samples (temperature 1, top-p 0.9 unless given), judged by the
 same checkpoint (jsft.judge) in N - 1 pairwise judgments; shown once decided, not streamed.
+It replaces `self_judge.py --best-of` (whose defaults were --seed 1337 and 48 new tokens; here
+--seed 0, --max-new-tokens 128 and --device cpu, like every chat).
 
     python chat.py --ckpt out/self_judge                # interactive; /reset clears, /quit leaves
     python chat.py --ckpt out/sft --system "Be brief."  # with a system prompt

@@ -11,7 +11,7 @@ Korean, English and code). Offline, no download (corpus/SOURCES.md lists every s
     default_sources(code_chars)   [Source]: one named, grouped set of documents per source
     default_corpus()              {"ko": [...], "en": [...], "code": [...]}: all of them by group
     hangul_share(text, of)        the share of Hangul in a text (how tasks_ko/_en are told apart,
-                                  and the language guess of tokenizer.py, jsft.py, evaluate.py)
+                                  and the language guess of guess_lang, jsft.py, evaluate.py)
     as_corpus(texts_or_files)     documents and/or paths -> {lang: [docs]} (tokenizer.py's input);
                                   group_by_lang and guess_lang fill in a missing "lang"
     split_heldout(corpus, every)  every n-th document of each language held out (tokenizer.py's

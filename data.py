@@ -280,6 +280,8 @@ def build(cfg, tok=None):
     t0 = time.time()
     if cfg.fim_split not in ("thirds", "random"):
         raise DataError(f"--fim-split {cfg.fim_split!r}: use thirds or random")
+    if cfg.max_tokens < 0:
+        raise DataError(f"--max-tokens {cfg.max_tokens}: use 0 (as many as the corpus has) or more")
     sources = (read_sources(cfg.source, cfg.skip_bad) if cfg.source
                else default_sources(cfg.code_chars))
     weights = parse_weights(cfg.mix, "--mix")
@@ -332,8 +334,7 @@ def build(cfg, tok=None):
     chosen = mix({g: p for g, p in pools.items() if p}, weights, cfg.max_tokens, rng)
 
     order = [i for g in chosen for i in chosen[g]]
-    if not order:  # e.g. a negative --max-tokens
-        raise DataError("the training split is empty: add documents or lower --val-fraction")
+    assert order, "mix keeps at least one document of a group with training documents"
     order = [order[k] for k in rng.permutation(len(order))]
     fim_counts = dict.fromkeys(("ltr", "psm", "spm"), 0)
     train_ids, group_tokens, source_tokens = [], {}, {}

@@ -58,7 +58,6 @@ MC_INSTRUCTION = {"en": "Answer with the letter of the correct option.",
 MC_ANSWER_PREFIX = {"en": "Answer:", "ko": "정답:"}
 
 
-
 @dataclass
 class EvalConfig:
     ckpts: str = opt(

@@ -309,7 +309,10 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
 
 
 def format_accuracy(result):
-    line = lambda r: (f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, "
+    """judge_accuracy's result as lines; a judge that reads no order (a reward model: "order_free")
+    shows its accuracy alone, its per-order figures being equal by construction."""
+    line = lambda r: (f"acc {r['acc']:.1%}, n={r['n']}" if r.get("order_free") else
+                      f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, "
                       f"second {r['acc_chosen_second']:.1%}), "
                       f"consistency {r['consistency']:.1%}, n={r['n']}")
     return "\n".join([f"judge accuracy: {line(result)}"]
@@ -363,7 +366,7 @@ def read_judgment_pairs(cfg):
                  for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
         hint = "run `python tasks.py` first (or pass --prefs FILES)"
     else:
-        paths, hint = cfg.prefs.split(","), "(--prefs)"
+        paths, hint = cfg.prefs.split(","), "check --prefs"
     for path in paths:
         if not os.path.exists(path):
             raise SystemExit(f"{path} not found: {hint}")

@@ -12,7 +12,7 @@ Nothing here trains or tokenizes; the scripts import what they read with from he
     hh_to_messages(text)          one HH transcript -> messages
     read_conversations(spec)      sft.py's --data: the task world or user files
     read_preferences(path)        preference pairs: UltraFeedback, HH-RLHF, generic (jsft.py)
-    read_prompts(path)            conversations up to the turn to answer (self_judge.py)
+    read_prompts(path)            conversations up to the turn to answer (self_judge.py, chat.py)
     read_mc(path)                 multiple-choice records, MMLU and KMMLU layouts (evaluate.py)
     validate_templates(t)         judge templates {lang: {principle: {system, user, assistant}}}
                                   (jsft.py), template_fields: a template's text and placeholders

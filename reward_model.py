@@ -37,8 +37,7 @@ from jsft import context_lang, report_heldout
 from model import Transformer, eval_mode, right_pad, sequence_rewards, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
 from readers import opt, parse_config, read_preferences
-from self_judge import offline_batches, tokenize_pairs
-from sft import load_start
+from sft import load_start, offline_batches, tokenize_pairs
 
 
 @dataclass
@@ -93,7 +92,7 @@ def bt_loss(r_chosen, r_rejected):
 
 
 def bt_loss_fn(model, batch):
-    """loss_fn for the shared loop on self_judge.build_pair_batch batches: rows 0..B-1 prompt +
+    """loss_fn for the shared loop on sft.build_pair_batch batches: rows 0..B-1 prompt +
     chosen, B..2B-1 prompt + rejected, right-padded; the reward is read at each response's end."""
     ids, mask = batch["ids"], batch["mask"]  # (2B, T); mask: 1 on the response tokens
     T = ids.size(1)
@@ -178,7 +177,7 @@ def reward_accuracy(rm, tokenizer, pairs, batch_size=32):
     def summary(rs):
         acc = sum(rs) / len(rs)
         return {"n": len(rs), "acc": acc, "acc_chosen_first": acc, "acc_chosen_second": acc,
-                "consistency": 1.0}
+                "consistency": 1.0, "order_free": True}
     return dict(summary(right), by_lang={g: summary([r for r, x in zip(right, langs) if x == g])
                                          for g in sorted(set(langs))})
 

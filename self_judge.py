@@ -34,13 +34,10 @@ Run:
 """
 import copy
 import dataclasses
-import functools
 import json
 import os
-import random
 import sys
 import time
-import zlib
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +46,8 @@ import torch.nn.functional as F
 from model import eval_mode, generate, sequence_logprobs, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
 from readers import opt, parse_config, read_preferences, read_prompts
+from reward_model import load_reward_model, reward_judge
+from sft import build_pair_batch, offline_batches, positions, prompt_stream, seed_of, tokenize_pairs
 from tokenizer import Tokenizer
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
@@ -134,11 +133,6 @@ def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
         val_prompts=cfg.val_prompts or in_tasks("eval_tasks.jsonl"))
 
 
-def seed_of(*parts) -> int:
-    """A stable 32-bit seed from any parts, e.g. (seed, step, micro, rank)."""
-    return zlib.crc32("/".join(map(str, parts)).encode())
-
-
 # ----------------------------------------------------------------------------- the DPO loss
 def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_type="sigmoid",
              weights=None):
@@ -197,20 +191,6 @@ def sample_continuations(model, prompt_ids, n, max_new_tokens, eot_id, pad_id, t
     return [new[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
 
-def build_pair_batch(prompt_ids, chosen, rejected, pad_id):
-    """B prompts with a chosen and a rejected response each -> ids (2B, T): rows 0..B-1 are prompt +
-    chosen, rows B..2B-1 prompt + rejected, right-padded with pad_id; mask (2B, T) is 1 exactly on
-    the response tokens (incl. a sampled end of turn). "x" is ids again, for the loop's tokens/s."""
-    rows = [(p, r) for p, r in zip(prompt_ids + prompt_ids, chosen + rejected)]
-    T = max(len(p) + len(r) for p, r in rows)
-    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for b, (p, r) in enumerate(rows):
-        ids[b, :len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
-        mask[b, len(p):len(p) + len(r)] = 1
-    return {"ids": ids, "mask": mask, "x": ids}
-
-
 def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
     """judge_fn(contexts, pairs) -> jsft.judge's dict ({"score_a", "winners", ...}) with
     judge_model, in eval mode without gradients.
@@ -226,31 +206,6 @@ def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
             return judge(judge_model, tokenizer, contexts, pairs, principles=tuple(principles),
                          batch_size=batch_size)
     return judge_fn
-
-
-
-
-
-
-
-
-
-
-def prompt_stream(n_items, seed):
-    """Item index at global position k: epoch k // n_items walks a seeded permutation."""
-    @functools.lru_cache(maxsize=4)
-    def permutation(epoch):
-        order = list(range(n_items))
-        random.Random(seed_of(seed, "epoch", epoch)).shuffle(order)
-        return order
-    return lambda k: permutation(k // n_items)[k % n_items]
-
-
-def positions(cfg, step, micro, rank, world_size):
-    """Global stream positions of this rank's micro-batch:
-    every (step, micro, rank) gets its own."""
-    start = ((step * cfg.grad_accum + micro) * world_size + rank) * cfg.batch_size
-    return range(start, start + cfg.batch_size)
 
 
 def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_size=1):
@@ -288,35 +243,6 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
             "capped_share": sum(r[-1] != tokenizer.eot_id for r in responses) / len(responses),
             "identical_share": sum(a == b for a, b in samples) / len(samples),
             "sample_s": t1 - t0, "judge_s": time.perf_counter() - t1}  # seconds sampling, judging
-        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-    return get_batch
-
-
-def tokenize_pairs(tokenizer, pairs, max_len):
-    """PreferencePairs -> (prompt ids, chosen ids, rejected ids), responses as encode(text) + [eot].
-    Pairs longer than max_len are left out and counted."""
-    out, dropped = [], 0
-    for pair in pairs:
-        prompt = tokenizer.render_chat(pair.context, add_generation_prompt=True)[0]
-        chosen = tokenizer.encode(pair.chosen) + [tokenizer.eot_id]
-        rejected = tokenizer.encode(pair.rejected) + [tokenizer.eot_id]
-        if len(prompt) + max(len(chosen), len(rejected)) > max_len:
-            dropped += 1
-        else:
-            out.append((prompt, chosen, rejected))
-    return out, dropped
-
-
-def offline_batches(tokenized, cfg, pad_id, device, rank=0, world_size=1):
-    """get_batch(step, micro) for the offline DPO baseline: a seeded walk over fixed pairs."""
-    item = prompt_stream(len(tokenized), cfg.seed)
-
-    def get_batch(step, micro):
-        rows = [tokenized[item(k)] for k in positions(cfg, step, micro, rank, world_size)]
-        prompts, chosen, rejected = (list(x) for x in zip(*rows))
-        batch = build_pair_batch(prompts, chosen, rejected, pad_id)
-        batch["stats"] = {"len_chosen": sum(map(len, chosen)) / len(chosen),
-                          "len_rejected": sum(map(len, rejected)) / len(rejected)}
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
     return get_batch
 
@@ -454,7 +380,6 @@ def main(argv=None):
             from tasks import verifier_judge  # the task world's verifier as the judge
             judge_fn, who = verifier_judge(cfg.prompts, tokenizer), "the verifier (oracle arm)"
         elif cfg.judge == "reward":
-            from reward_model import load_reward_model, reward_judge  # it imports this file
             rm = load_reward_model(cfg.reward_model, tokenizer_path, device)
             judge_fn, who = reward_judge(rm, tokenizer), f"the reward model {cfg.reward_model}"
             held.append(rm)

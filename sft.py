@@ -7,7 +7,9 @@ assistant turns, and batches sequences of similar length under a fixed token bud
   the model learns to stop; padding uses pad_id (never eos) and is ignored by the loss;
 - batches are length-grouped under `--max-tokens` (rows x longest row);
 - training runs through pretrain.py's one loop (`train`), starting from a pretrained checkpoint.
-The SFT model is SELF-JUDGE's first baseline and the start of the offline DPO baseline.
+The SFT model is SELF-JUDGE's first baseline and the start of the offline DPO baseline. The
+batches of the later phases that learn from (prompt, chosen, rejected) pairs (DPO, SELF-JUDGE, the
+reward model) are built here too (build_pair_batch, offline_batches), below all of them.
 
     python sft.py                              # embedded task world, from out/pretrain -> out/sft
     python sft.py --data chats.jsonl,hh.jsonl  # your data: messages layout or HH-RLHF (chosen side)
@@ -17,9 +19,11 @@ The SFT model is SELF-JUDGE's first baseline and the start of the offline DPO ba
 bad record stops the read with `ValueError("file:line: what is wrong")`; with --skip-bad it is
 skipped, counted, and a one-line summary is printed at the end.
 """
+import functools
 import json
 import os
 import random
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -204,6 +208,72 @@ def load_start(cfg, device):
         raise SystemExit(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len "
                          f"{model.cfg.max_seq_len} ({cfg.init_from}/config.json); lower --seq-len")
     return model, Tokenizer(tokenizer_path), tokenizer_path
+
+
+# --- preference pairs: (prompt, chosen, rejected) batches for DPO and the reward model ---
+def seed_of(*parts) -> int:
+    """A stable 32-bit seed from any parts, e.g. (seed, step, micro, rank)."""
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def prompt_stream(n_items, seed):
+    """Item index at global position k: epoch k // n_items walks a seeded permutation."""
+    @functools.lru_cache(maxsize=4)
+    def permutation(epoch):
+        order = list(range(n_items))
+        random.Random(seed_of(seed, "epoch", epoch)).shuffle(order)
+        return order
+    return lambda k: permutation(k // n_items)[k % n_items]
+
+
+def positions(cfg, step, micro, rank, world_size):
+    """Global stream positions of this rank's micro-batch:
+    every (step, micro, rank) gets its own."""
+    start = ((step * cfg.grad_accum + micro) * world_size + rank) * cfg.batch_size
+    return range(start, start + cfg.batch_size)
+
+
+def build_pair_batch(prompt_ids, chosen, rejected, pad_id):
+    """B prompts with a chosen and a rejected response each -> ids (2B, T): rows 0..B-1 are prompt +
+    chosen, rows B..2B-1 prompt + rejected, right-padded with pad_id; mask (2B, T) is 1 exactly on
+    the response tokens (incl. a sampled end of turn). "x" is ids again, for the loop's tokens/s."""
+    rows = [(p, r) for p, r in zip(prompt_ids + prompt_ids, chosen + rejected)]
+    T = max(len(p) + len(r) for p, r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    for b, (p, r) in enumerate(rows):
+        ids[b, :len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
+        mask[b, len(p):len(p) + len(r)] = 1
+    return {"ids": ids, "mask": mask, "x": ids}
+
+
+def tokenize_pairs(tokenizer, pairs, max_len):
+    """PreferencePairs -> (prompt ids, chosen ids, rejected ids), responses as encode(text) + [eot].
+    Pairs longer than max_len are left out and counted."""
+    out, dropped = [], 0
+    for pair in pairs:
+        prompt = tokenizer.render_chat(pair.context, add_generation_prompt=True)[0]
+        chosen = tokenizer.encode(pair.chosen) + [tokenizer.eot_id]
+        rejected = tokenizer.encode(pair.rejected) + [tokenizer.eot_id]
+        if len(prompt) + max(len(chosen), len(rejected)) > max_len:
+            dropped += 1
+        else:
+            out.append((prompt, chosen, rejected))
+    return out, dropped
+
+
+def offline_batches(tokenized, cfg, pad_id, device, rank=0, world_size=1):
+    """get_batch(step, micro) for the offline DPO baseline: a seeded walk over fixed pairs."""
+    item = prompt_stream(len(tokenized), cfg.seed)
+
+    def get_batch(step, micro):
+        rows = [tokenized[item(k)] for k in positions(cfg, step, micro, rank, world_size)]
+        prompts, chosen, rejected = (list(x) for x in zip(*rows))
+        batch = build_pair_batch(prompts, chosen, rejected, pad_id)
+        batch["stats"] = {"len_chosen": sum(map(len, chosen)) / len(chosen),
+                          "len_rejected": sum(map(len, rejected)) / len(rejected)}
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return get_batch
 
 
 def main(argv=None):

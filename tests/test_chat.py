@@ -102,7 +102,8 @@ def test_cli_best_of_answers_a_prompt_and_a_file(world, tmp_path, monkeypatch, c
     line, = capsys.readouterr().out.strip().splitlines()
     assert json.loads(line)["prompt"] == "What is 2 plus 2?"
     assert judged_by  # N > 1: the checkpoint judged its samples
-    # the defaults of the old self_judge.py --best-of: temperature 1, top-p 0.9, seed 0
+    # chat.py's best-of defaults: temperature 1, top-p 0.9, seed 0 (the old self_judge.py
+    # --best-of drew with its training seed 1337 and 48 new tokens)
     tok = world["tok"]
     context = [{"role": "user", "content": "What is 2 plus 2?"}]
     winner, = chat.best_of_n(world["policy"], None, tok, [context], 3, CAP, 1.0, 0.9, 0,

@@ -461,3 +461,14 @@ def test_everything_held_out_says_the_training_split_is_empty_and_writes_nothing
         data.main(["--out-dir", str(out), "--source", f"x:en:{docs}", "--mix", "en=1",
                    "--val-fraction", "1", "--min-chars", "5", "--tokenizer", "no/such.model"])
     assert_untouched(tmp_path, out)
+
+
+@pytest.mark.parametrize("flags, complaint", [
+    (["--fim-split", "bogus"], "--fim-split 'bogus': use thirds or random"),
+    (["--max-tokens", "-5"], r"--max-tokens -5: use 0 \(as many as the corpus has\) or more")])
+def test_bad_build_flags_are_named_and_write_nothing(tmp_path, flags, complaint):
+    out = existing_good_output(tmp_path)
+    docs = os.path.join(FIX, "dedup.jsonl")
+    with pytest.raises(SystemExit, match=complaint):
+        data.main(["--out-dir", str(out), "--source", f"x:en:{docs}", "--mix", "en=1"] + flags)
+    assert_untouched(tmp_path, out)

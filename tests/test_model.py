@@ -396,6 +396,9 @@ def test_grouped_attention_with_a_mask_equals_repeated_kv_heads(T):
     expected = scores.masked_fill(~mask, -math.inf).softmax(-1) @ vr  # (B, H, T, hd)
     for use_sdpa in (True, False):
         assert torch.allclose(attention(q, k, v, mask, use_sdpa), expected, atol=1e-5)
+        shared = mask[0, 0]  # a (T, S) mask, the same for every row, as SDPA also takes it
+        expected_shared = scores.masked_fill(~shared, -math.inf).softmax(-1) @ vr
+        assert torch.allclose(attention(q, k, v, shared, use_sdpa), expected_shared, atol=1e-5)
 
 
 # --- loss -----------------------------------------------------------------------------------------

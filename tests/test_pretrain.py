@@ -79,7 +79,6 @@ def test_loss_falls_on_a_learnable_stream(tmp_path):
     assert start > math.log(VOCAB) - 0.7 and end < start - 1.5
 
 
-
 def test_the_loop_closes_with_one_done_line_of_first_and_last_loss_and_the_last_metrics(tmp_path):
     """Every phase's closing line comes from train: loss first -> last step, then the last step's
     DONE_METRICS that the phase logged (val_loss here), then where the checkpoint is."""

@@ -191,7 +191,11 @@ def test_cli_trains_resumes_exactly_and_feeds_self_judge(world, tmp_path, capsys
             and rows[-1]["loss"] < math.log(2))
     config = json.load(open(os.path.join(full, "config.json")))
     assert config["phase"] == "reward_model" and config["model"]["reward_head"] is True
-    assert json.load(open(os.path.join(full, "rm_eval.json")))["n"] == 4
+    held_out = json.load(open(os.path.join(full, "rm_eval.json")))
+    assert held_out["n"] == 4 and held_out["order_free"] is True
+    printed = capsys.readouterr().out  # its accuracy alone: no per-order figures that cannot differ
+    assert f"judge accuracy: acc {held_out['acc']:.1%}, n=4" in printed
+    assert "chosen first" not in printed and "consistency" not in printed
     RM.main(args + ["--out-dir", part, "--steps", "2"])
     RM.main(args + ["--out-dir", part, "--steps", "4", "--resume"])
     a, b = load_model(full)[0].state_dict(), load_model(part)[0].state_dict()
