@@ -37,10 +37,10 @@ import random
 import re
 import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
-from readers import atomic_write, read_jsonl
+from readers import atomic_write, opt, read_jsonl
 
 # ----------------------------------------------------------------------------- built-in tables
 # (English, Korean). Words avoid the fixed words of the reply templates ("word", "number", ...).
@@ -172,24 +172,20 @@ def josa(word, pair: str) -> str:
 LANGS = ("en", "ko")
 
 
-def knob(default, help):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class WorldConfig:
-    n_train: int = knob(300, "tasks per family in the train split (a table family may have fewer)")
-    n_eval: int = knob(80, "tasks per family in the held-out split (a table family may have fewer)")
-    max_number: int = knob(50, "difficulty: numbers are drawn from 1..max_number (at most 4999)")
-    max_items: int = knob(5, "difficulty: longest list to count (from 2) or sort (from 3)")
-    lexicon_size: int = knob(100,
-                             "difficulty: how many lexicon entries exist (at most "
-                             "%d)" % len(LEXICON))
-    eval_fraction: float = knob(0.2, "share of values / table entries held out for evaluation")
-    pretrain_fraction: float = knob(0.5, "share of train tasks also rendered into pretraining text")
-    sft_flaw_rate: float = knob(0.4, "share of SFT replies given one surface flaw (SURFACE_FLAWS): "
-                                "real SFT data is of mixed quality, so the policy's own samples "
-                                "differ in quality")
+    n_train: int = opt(300, "tasks per family in the train split (a table family may have fewer)")
+    n_eval: int = opt(80, "tasks per family in the held-out split (a table family may have fewer)")
+    max_number: int = opt(50, "difficulty: numbers are drawn from 1..max_number (at most 4999)")
+    max_items: int = opt(5, "difficulty: longest list to count (from 2) or sort (from 3)")
+    lexicon_size: int = opt(100,
+                            "difficulty: how many lexicon entries exist (at most "
+                            "%d)" % len(LEXICON))
+    eval_fraction: float = opt(0.2, "share of values / table entries held out for evaluation")
+    pretrain_fraction: float = opt(0.5, "share of train tasks also rendered into pretraining text")
+    sft_flaw_rate: float = opt(0.4, "share of SFT replies given one surface flaw (SURFACE_FLAWS): "
+                               "real SFT data is of mixed quality, so the policy's own samples "
+                               "differ in quality")
 
 
 @dataclass(frozen=True)
@@ -852,11 +848,11 @@ def export(out_dir="out/tasks", seed=0, world: WorldConfig | None = None) -> dic
 # ----------------------------------------------------------------------------- CLI
 @dataclass
 class Config(WorldConfig):
-    out_dir: str = knob("out/tasks", "where the exported files go")
-    seed: int = knob(0, "fixes the whole world: the same seed writes the same files")
-    show: int = knob(0,
-                     "print this many held-out tasks with their candidates and scores; write "
-                     "nothing")
+    out_dir: str = opt("out/tasks", "where the exported files go")
+    seed: int = opt(0, "fixes the whole world: the same seed writes the same files")
+    show: int = opt(0,
+                    "print this many held-out tasks with their candidates and scores; write "
+                    "nothing")
 
 
 def show_examples(n, seed, world):

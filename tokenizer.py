@@ -40,7 +40,7 @@ import sentencepiece as spm
 from tqdm import tqdm
 
 from corpus import as_corpus, default_corpus, english_centric, group_by_lang, split_heldout
-from readers import ROLES, atomic_write, read_documents
+from readers import ROLES, atomic_write, opt, read_documents
 
 # -------- special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model trained here
 
@@ -238,28 +238,24 @@ class Tokenizer:
 # -------------------------------------------------------------------------------------- training
 
 
-def _opt(default, help):
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
 @dataclass
 class TrainConfig:
-    out: str = _opt("out/tokenizer", "output folder: tokenizer.model, .vocab, meta.json, "
-                                     "report.json")
-    vocab_size: int = _opt(4096, "vocabulary size; 4096 for the demo (ids fit uint16), "
-                                 "HyperCLOVA X uses 100k")
-    morpheme_aware: bool = _opt(True, "cut Korean words at morpheme boundaries before BPE")
-    character_coverage: float = _opt(0.9995, "share of characters that get their own piece; "
-                                             "rarer ones fall back to UTF-8 bytes")
-    split_digits: bool = _opt(True, "one token per digit, so numbers never eat the vocabulary "
-                                    "and every number is spelled the same way")
-    max_train_chars: int = _opt(4_000_000, "train on a seeded sample of whole documents "
-                                           "beyond this many characters (keeps training fast)")
-    heldout_every: int = _opt(10, "every n-th document of each language is held out of "
-                                  "training and measured by the report")
-    english_share: float = _opt(0.9, "(c) English-centric baseline: English share of its text")
-    seed: int = _opt(0, "seed of the document sample")
-    report: bool = _opt(True, "also train baselines (b), (c) and write report.json")
+    out: str = opt("out/tokenizer", "output folder: tokenizer.model, .vocab, meta.json, "
+                                    "report.json")
+    vocab_size: int = opt(4096, "vocabulary size; 4096 for the demo (ids fit uint16), "
+                                "HyperCLOVA X uses 100k")
+    morpheme_aware: bool = opt(True, "cut Korean words at morpheme boundaries before BPE")
+    character_coverage: float = opt(0.9995, "share of characters that get their own piece; "
+                                            "rarer ones fall back to UTF-8 bytes")
+    split_digits: bool = opt(True, "one token per digit, so numbers never eat the vocabulary "
+                                   "and every number is spelled the same way")
+    max_train_chars: int = opt(4_000_000, "train on a seeded sample of whole documents "
+                                          "beyond this many characters (keeps training fast)")
+    heldout_every: int = opt(10, "every n-th document of each language is held out of "
+                                 "training and measured by the report")
+    english_share: float = opt(0.9, "(c) English-centric baseline: English share of its text")
+    seed: int = opt(0, "seed of the document sample")
+    report: bool = opt(True, "also train baselines (b), (c) and write report.json")
 
 
 def _training_sentences(docs, morpheme_aware, max_len=1000):
