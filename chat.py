@@ -28,7 +28,8 @@ import torch
 
 from model import generate
 from pretrain import find_checkpoint, load_model
-from self_judge import knockout, load_contexts, model_judge, sample_responses, seed_of
+from self_judge import knockout, load_contexts, model_judge, sample_responses
+from sft import seed_of
 from tokenizer import Tokenizer
 
 
@@ -147,7 +148,8 @@ def main(argv=None):
         sys.stdout.flush()
 
     if args.prompts is not None:
-        contexts = load_contexts(args.prompts, tokenizer, args, model.cfg.max_seq_len, "prompts")
+        contexts = load_contexts(args.prompts, tokenizer, args.max_new_tokens,
+                                 model.cfg.max_seq_len, "prompts")
         winners = best_of_n(model, model, tokenizer, contexts, args.best_of, args.max_new_tokens,
                             temperature, top_p, args.seed, principles)
         for context, ids in zip(contexts, winners):

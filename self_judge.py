@@ -48,6 +48,7 @@ from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed
 from readers import opt, parse_config, read_preferences, read_prompts
 from reward_model import load_reward_model, reward_judge
 from sft import build_pair_batch, offline_batches, positions, prompt_stream, seed_of, tokenize_pairs
+from tasks import verifier_judge
 from tokenizer import Tokenizer
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
@@ -328,18 +329,19 @@ def knockout(contexts, candidates, judge_pairs, brackets):
 
 
 # ----------------------------------------------------------------------------- CLI
-def load_contexts(path, tokenizer, cfg, max_len, what):
+def load_contexts(path, tokenizer, max_new_tokens, max_len, what):
+    """The prompts of `path` (readers.read_prompts) that leave max_new_tokens of room in max_len."""
     if not os.path.exists(path):
         raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --{what} FILE")
     contexts = read_prompts(path)
     fits = [c for c in contexts if len(tokenizer.render_chat(c, True)[0])
-            + cfg.max_new_tokens <= max_len]
+            + max_new_tokens <= max_len]
     if len(fits) < len(contexts):
         print(f"{path}: left out {len(contexts) - len(fits)} prompt(s) "
               "longer than max_seq_len - max_new_tokens", file=sys.stderr)
     if not fits:
         raise SystemExit(f"{path}: no prompt fits max_seq_len={max_len} with --max-new-tokens "
-                         f"{cfg.max_new_tokens}")
+                         f"{max_new_tokens}")
     return fits
 
 
@@ -377,7 +379,6 @@ def main(argv=None):
     else:
         principles = cfg.principles.split(",")
         if cfg.judge == "verifier":
-            from tasks import verifier_judge  # the task world's verifier as the judge
             judge_fn, who = verifier_judge(cfg.prompts, tokenizer), "the verifier (oracle arm)"
         elif cfg.judge == "reward":
             rm = load_reward_model(cfg.reward_model, tokenizer_path, device)
@@ -388,11 +389,11 @@ def main(argv=None):
             judge_fn = model_judge(policy if cfg.dynamic_judge else reference, tokenizer,
                                    principles)
             who = "dynamic (the policy)" if cfg.dynamic_judge else "static (frozen start)"
-        contexts = load_contexts(cfg.prompts, tokenizer, cfg, max_len, "prompts")
+        contexts = load_contexts(cfg.prompts, tokenizer, cfg.max_new_tokens, max_len, "prompts")
         log(f"{cfg.prompts}: {len(contexts)} prompts; judge: {who}")
         get_batch = online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank, world_size)
         if cfg.val_count > 0:
-            val_contexts = load_contexts(cfg.val_prompts, tokenizer, cfg, max_len,
+            val_contexts = load_contexts(cfg.val_prompts, tokenizer, cfg.max_new_tokens, max_len,
                                          "val-prompts")[:cfg.val_count]
             # always the frozen judge: a fixed yardstick
             val_judge = model_judge(reference, tokenizer, principles)

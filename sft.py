@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from model import right_pad
 from pretrain import TrainConfig, find_checkpoint, load_model, lm_loss, setup_distributed, train
 from readers import opt, parse_config, read_conversations
 
@@ -238,11 +239,9 @@ def build_pair_batch(prompt_ids, chosen, rejected, pad_id):
     chosen, rows B..2B-1 prompt + rejected, right-padded with pad_id; mask (2B, T) is 1 exactly on
     the response tokens (incl. a sampled end of turn). "x" is ids again, for the loop's tokens/s."""
     rows = [(p, r) for p, r in zip(prompt_ids + prompt_ids, chosen + rejected)]
-    T = max(len(p) + len(r) for p, r in rows)
-    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
+    ids = right_pad([p + r for p, r in rows], pad_id)
+    mask = torch.zeros_like(ids)
     for b, (p, r) in enumerate(rows):
-        ids[b, :len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
         mask[b, len(p):len(p) + len(r)] = 1
     return {"ids": ids, "mask": mask, "x": ids}
 
