@@ -320,10 +320,11 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
             optim_state = get_optimizer_state_dict(raw, optimizer, options=opts)
         else:
             model_state, optim_state = raw.state_dict(), optimizer.state_dict()
-        rngs = [rng_state()]
         if world_size > 1:  # every rank's, in rank order
             rngs = [None] * world_size
             dist.all_gather_object(rngs, rng_state())
+        else:
+            rngs = [rng_state()]
         if rank == 0:
             save_checkpoint(cfg.out_dir, model_state, dict(config, step=step),
                             {"step": step, "optimizer": optim_state, "rng": rngs,
@@ -458,7 +459,8 @@ def _truncate_metrics(path, keep_through):
     rows = []
     if keep_through >= 0 and os.path.exists(path):  # a row torn by a kill is left out
         rows = read_jsonl(path, lambda row: row, skip_bad=True)
-    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= keep_through))
+    kept = [r for r in rows if r.get("step", math.inf) <= keep_through]  # a row without one: out
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 # ----------------------------------------------------------------------------- pretraining

@@ -714,8 +714,12 @@ def parse_config(cls, argv=None, description=None):
         flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
         if typing.get_origin(kind) is typing.Union:  # Optional[X]
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        how = ({"action": argparse.BooleanOptionalAction} if kind is bool
-               else {"action": "append"} if kind is list else {"type": kind})  # a repeated flag
+        if kind is bool:
+            how = {"action": argparse.BooleanOptionalAction}
+        elif kind is list:  # a repeated flag, e.g. data.py's --source
+            how = {"action": "append"}
+        else:
+            how = {"type": kind}
         parser.add_argument(flag, default=f.default, help=f.metadata.get("help", " "), **how)
     args = parser.parse_args(argv)
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
