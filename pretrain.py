@@ -21,6 +21,7 @@ Run:
 """
 import contextlib
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -456,6 +457,8 @@ def _load_train_state(out_dir, raw, world_size):
 
 def _truncate_metrics(path, keep_through):
     """A fresh run starts a new metrics.jsonl; a resumed one keeps the rows up to its step."""
+    for leftover in glob.glob(glob.escape(path) + ".tmp*"):  # a kill in an earlier rewrite
+        os.remove(leftover)
     rows = []
     if keep_through >= 0 and os.path.exists(path):  # a row torn by a kill is left out
         rows = read_jsonl(path, lambda row: row, skip_bad=True)

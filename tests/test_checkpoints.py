@@ -289,12 +289,14 @@ def test_resume_of_a_run_killed_before_its_first_save_starts_at_step_0(tmp_path)
     assert_clean_layout(cfg.out_dir, 2, saves=1)  # saved at the end only
 
 
-def test_resume_drops_a_metrics_row_torn_by_a_kill(tmp_path):
+def test_resume_drops_a_metrics_row_torn_by_a_kill_and_a_killed_rewrite(tmp_path):
     tokens = synthetic_tokens()
     cfg = cfg_for(tmp_path, steps=3, save_every=1)
     train(tiny_model(), make_get_batch(tokens), cfg, {"phase": "test"})
     with open(os.path.join(cfg.out_dir, "metrics.jsonl"), "a", encoding="utf-8") as fh:
         fh.write('{"step": 4, "lo')
+    with open(os.path.join(cfg.out_dir, "metrics.jsonl.tmp4242"), "w") as fh:
+        fh.write('{"step": 1}\n')  # what a kill inside an earlier resume's rewrite leaves
     assert evaluate.loss_curve(cfg.out_dir)["step"] == [1, 2, 3]  # evaluate reads past it too
     cfg.steps, cfg.resume = 4, True
     train(tiny_model(), make_get_batch(tokens), cfg, {"phase": "test"})
