@@ -29,9 +29,14 @@ median; 2026-12-01, commit 92cdf7e, the C++ wrapper): it costs 14-23 s per (batc
 bucket and makes a 128-token call 2.2x (batch 1), 1.8x (8) and 1.2x (32) faster than eager, so it
 pays after ~25-80 such calls: SELF-JUDGE's sampler and evaluation, not one chat reply, hence eager
 by default. Against HF generate, compiled: 2.55x (batch 1, 49 % of the matvec limit), 1.96x (8),
-1.47x (32); eager 1.1-1.2x. The 43 separate weight matmuls of a batch-1 step alone cost ~0.75 ms
-(17 us each in a 2-thread profile), about the whole limit, so 75 % of it is out of reach without
-fusing them.
+1.47x (32); eager 1.1-1.2x. Where a compiled batch-1 step goes (torch.profiler with inductor's
+kernel profile, 1 thread, commit 55ea7d6): the 43 weight matmuls ~75 %, TorchDynamo's guard check
+~0.13 ms a call (~7 %), the attention's 12 batched matmuls ~0.19 ms. Fusing the weights would not
+close the gap: one q/k/v matmul instead of three saves 6 us a layer at batch 1 and one gate/up
+matmul nothing (a 256-wide microbench with the weights in cache), 32 us a step in all (< 2 %). The
+matmuls read the 26 MB of weights from memory each step, as the limit does, at ~65 % of its speed
+(~1.4 of 1.85 ms): 75 % of the limit would leave ~0.3 ms for all the rest of a step, out of reach
+in fp32 on this CPU.
 """
 import argparse
 import ctypes
