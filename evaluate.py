@@ -636,14 +636,12 @@ def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed
 # ------------------------------------------------------------------ the whole report
 @contextlib.contextmanager
 def clock(seconds, section):
-    """Adds the block's wall time to seconds[section], its CPU time (all threads) to seconds["cpu_"
-    + section]."""
-    wall, cpu = time.perf_counter(), time.process_time()
+    """Adds the block's wall time to seconds[section]."""
+    start = time.perf_counter()
     try:
         yield
     finally:
-        seconds[section] += time.perf_counter() - wall
-        seconds["cpu_" + section] += time.process_time() - cpu
+        seconds[section] += time.perf_counter() - start
 
 
 @contextlib.contextmanager
@@ -713,8 +711,8 @@ def read_input(path, notes, missing):
 
 def run(cfg):
     """Every section for every checkpoint -> the report (what report.json holds)."""
-    t_start, cpu_start, notes = time.perf_counter(), time.process_time(), []
-    seconds = dict.fromkeys(SECTIONS + tuple("cpu_" + s for s in SECTIONS), 0.0)
+    t_start, notes = time.perf_counter(), []
+    seconds = dict.fromkeys(SECTIONS, 0.0)
     skip = set(names(cfg.skip))
     if skip - set(SECTIONS):
         raise ValueError(f"--skip {cfg.skip!r}: unknown section(s) {sorted(skip - set(SECTIONS))}; "
@@ -866,8 +864,7 @@ def run(cfg):
             rejection_section(cfg, report, ckpts, eval_tasks, device, rm)
     report["summary"] = summary_rows(report)
     report["meta"]["seconds"] = {**{s: round(v, 2) for s, v in seconds.items()},
-                                 "total": round(time.perf_counter() - t_start, 2),
-                                 "cpu_total": round(time.process_time() - cpu_start, 2)}
+                                 "total": round(time.perf_counter() - t_start, 2)}
     return report
 
 
@@ -1145,10 +1142,8 @@ def to_markdown(report, figures=()):
                        f"one by knockout ({rj['n_prompts']} prompts)",
                        keyed_table([], cols, [([], c) for c in rj["curve"]]))
     out += [f"![{f}]({f})\n" for f in figures]
-    wall = {k: v for k, v in meta["seconds"].items() if not k.startswith("cpu_")}
-    out += section("Time per section (s: wall, then CPU time of all threads)",
-                   md_table(list(wall), [list(wall.values()),
-                                         [meta["seconds"]["cpu_" + k] for k in wall]]))
+    out += section("Wall time per section (s)",
+                   md_table(list(meta["seconds"]), [list(meta["seconds"].values())]))
     if r["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
     return "\n".join(out)

@@ -462,7 +462,9 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
         assert c["oracle_overall"] >= c["overall"] - 1e-9 and 0 <= c["correct_share"] <= 1
         assert c["oracle_overall"] >= c["reward_model_overall"] - 1e-9
     assert report["tokenizer"]["mean_tokens_per_document"]["a_this_tokenizer"]
-    assert report["meta"]["seconds"]["total"] > 0
+    seconds = report["meta"]["seconds"]  # wall time per section: disjoint parts of the total
+    assert set(seconds) == set(E.SECTIONS) | {"total"} and "## Wall time per section" in markdown
+    assert 0 < sum(seconds[s] for s in E.SECTIONS) <= seconds["total"] + 0.01 * len(E.SECTIONS)
 
 
 def test_judge_section_alone_still_judges_on_policy_pairs(world, tmp_path):
