@@ -310,6 +310,10 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
     metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
     if rank == 0:
         os.makedirs(cfg.out_dir, exist_ok=True)
+        # what readers.atomic_write leaves (FILE.tmp<pid>) when a kill lands mid-write: metrics'
+        # rewrite below, a phase's reports; only rank 0 writes here, and none of it is running
+        for leftover in glob.glob(os.path.join(glob.escape(cfg.out_dir), "*.tmp[0-9]*")):
+            os.remove(leftover)
         _truncate_metrics(metrics_path, keep_through=start_step if train_state else -1)
 
     def checkpoint(step):
@@ -457,8 +461,6 @@ def _load_train_state(out_dir, raw, world_size):
 
 def _truncate_metrics(path, keep_through):
     """A fresh run starts a new metrics.jsonl; a resumed one keeps the rows up to its step."""
-    for leftover in glob.glob(glob.escape(path) + ".tmp*"):  # a kill in an earlier rewrite
-        os.remove(leftover)
     rows = []
     if keep_through >= 0 and os.path.exists(path):  # a row torn by a kill is left out
         rows = read_jsonl(path, lambda row: row, skip_bad=True)

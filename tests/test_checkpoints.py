@@ -295,8 +295,9 @@ def test_resume_drops_a_metrics_row_torn_by_a_kill_and_a_killed_rewrite(tmp_path
     train(tiny_model(), make_get_batch(tokens), cfg, {"phase": "test"})
     with open(os.path.join(cfg.out_dir, "metrics.jsonl"), "a", encoding="utf-8") as fh:
         fh.write('{"step": 4, "lo')
-    with open(os.path.join(cfg.out_dir, "metrics.jsonl.tmp4242"), "w") as fh:
-        fh.write('{"step": 1}\n')  # what a kill inside an earlier resume's rewrite leaves
+    for name in ("metrics.jsonl.tmp4242", "judge_eval.json.tmp77"):  # what killed writes leave
+        with open(os.path.join(cfg.out_dir, name), "w") as fh:
+            fh.write('{"step": 1}\n')
     assert evaluate.loss_curve(cfg.out_dir)["step"] == [1, 2, 3]  # evaluate reads past it too
     cfg.steps, cfg.resume = 4, True
     train(tiny_model(), make_get_batch(tokens), cfg, {"phase": "test"})
