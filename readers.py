@@ -608,18 +608,19 @@ def validate_templates(templates) -> None:
                 if not isinstance(t.get(name), str):
                     raise ValueError(f"{where}: field {name!r} must be a string")
                 found = [f for _, f in template_fields(t[name], f"{where}.{name}") if f is not None]
-                if name != "user" and found:
+                if name == "user":
+                    user_fields = found
+                elif found:
                     raise ValueError(f"{where}.{name}: placeholder {{{found[0]}}} belongs in the "
                                      "user template only")
-            found = [f for _, f in template_fields(t["user"], f"{where}.user") if f is not None]
-            for f in found:
+            for f in user_fields:
                 if f not in PLACEHOLDERS:
                     raise ValueError(f"{where}.user: unknown placeholder {{{f}}}; use only "
                                      + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
             for f in PLACEHOLDERS:
-                if found.count(f) != 1:
+                if user_fields.count(f) != 1:
                     raise ValueError(f"{where}.user: placeholder {{{f}}} must appear exactly once "
-                                     f"(found {found.count(f)} times)")
+                                     f"(found {user_fields.count(f)} times)")
             if not t["assistant"].strip() or t["assistant"] != t["assistant"].rstrip():
                 raise ValueError(f"{where}.assistant: the prefix must be non-empty and must not "
                                  "end in whitespace "
