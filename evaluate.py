@@ -28,6 +28,7 @@ figure) and prints a short table.
 The --max-* knobs subsample, to keep the demo inside its time budget.
 """
 import contextlib
+import filecmp
 import dataclasses
 import json
 import math
@@ -132,11 +133,6 @@ def strip_stop(ids, stops):
     return ids[:-1] if ids and ids[-1] in stops else ids
 
 
-def same_file(a, b):
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        return fa.read() == fb.read()
-
-
 def load(ckpt_dir, device, fallback_tokenizer=None):
     """(model in eval mode, its tokenizer, its config dict): the checkpoint's own tokenizer.model
     when it has one."""
@@ -203,7 +199,7 @@ def heldout_documents(data_dir, group, data_tok):
 def val_stream(data_dir, group, tok, data_tok):
     """val_<group>.bin as it is when the checkpoint shares data.py's tokenizer, else its documents
     re-encoded."""
-    if same_file(tok.model_path, data_tok.model_path):
+    if filecmp.cmp(tok.model_path, data_tok.model_path, shallow=False):
         return data.load_tokens(os.path.join(data_dir, f"val_{group}.bin"))
     return np.array(
         [i for d in heldout_documents(data_dir, group, data_tok) for i in tok.encode(d)
@@ -901,7 +897,7 @@ def win_rate_section(cfg, report, ckpts, picked, replies, device):
 def reward_judges(rm, tok, batch_size):
     """{"reward_model": judge_fn} when a reward model that reads `tok`'s ids is loaded, else {}."""
     from reward_model import reward_judge
-    if not rm or not same_file(rm[1].model_path, tok.model_path):
+    if not rm or not filecmp.cmp(rm[1].model_path, tok.model_path, shallow=False):
         return {}
     return {"reward_model": reward_judge(rm[0], rm[1], batch_size)}
 
@@ -919,9 +915,9 @@ def rejection_section(cfg, report, ckpts, eval_tasks, device, rm=None):
     from self_judge import model_judge
     prompts = pick_tasks(eval_tasks, cfg.rejection_prompts)
     judge = model_judge(judge_model, judge_tok, batch_size=cfg.batch_size)
+    same_tokenizer = filecmp.cmp(tok.model_path, judge_tok.model_path, shallow=False)
     curve = rejection_curve(policy, tok, judge, prompts, cfg.rejection_max_n, cfg.max_new_tokens,
-                            cfg.seed,
-                            as_text=not same_file(tok.model_path, judge_tok.model_path),
+                            cfg.seed, as_text=not same_tokenizer,
                             other_judges=reward_judges(rm, tok, cfg.batch_size))
     report["rejection"] = {"policy": cfg.rejection_ckpt, "judge": judge_name,
                            "n_prompts": len(prompts), "curve": curve}
