@@ -139,7 +139,9 @@ def apply_rope(x, cos, sin):
 def attention(q, k, v, mask, use_sdpa: bool, dropout_p: float = 0.0):
     """softmax(q k^T / sqrt(hd) + mask) v with grouped-query heads.
     q (B, H, T, hd); k, v (B, KV, S, hd), KV divides H: query head h reads kv head h // (H/KV).
-    mask: None = causal with T == S, else bool (B, 1, T, S) or (T, S), True = may attend.
+    mask: None = causal with T == S, else (B, 1, T, S) or (T, S), as SDPA takes it: bool (True =
+    may attend) or float, added to the scores (0 or -inf; the model's cached forward builds it once
+    for all layers: a masked_fill per layer cost ~40 us of a ~300 us decode attention).
     On CPU one query per row (T == 1, a decode step) takes the written-out path: SDPA's CPU kernel
     costs ~230 us a layer there at batch 8, ~4x the two small matmuls (bench_model.py)."""
     if use_sdpa and (q.size(2) > 1 or not q.is_cpu):  # fused kernel: flash / memory-efficient
@@ -156,9 +158,18 @@ def attention(q, k, v, mask, use_sdpa: bool, dropout_p: float = 0.0):
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
     else:
         mask = mask.unsqueeze(-3)  # (B, 1, 1, T, S) or (1, T, S): the same for every n_rep
-    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)  # (B, KV, n_rep, T, S)
+    if mask.dtype == torch.bool:
+        mask = additive_mask(mask, scores.dtype)
+    probs = (scores + mask).softmax(dim=-1)  # (B, KV, n_rep, T, S)
     probs = F.dropout(probs, dropout_p).view(B, KV, n_rep * T, S)
     return (probs @ v).view(B, H, T, hd)
+
+
+def additive_mask(allowed, dtype):
+    """A bool mask (True = may attend) as the float one that is added to attention scores:
+    0 where allowed, -inf elsewhere."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, float("-inf"))
 
 
 class Attention(nn.Module):
@@ -170,7 +181,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         self.dropout_p = cfg.dropout  # on attention probabilities, training only
-        # (B, KV, S, hd) each, allocated by Transformer.setup_cache
+        # (B, KV, S, hd) each, allocated by Transformer.setup_cache; k_cache is a transposed view
+        # of a (B, KV, hd, S) tensor, so the decode step's q @ k^T reads it in order
         self.k_cache = self.v_cache = None
 
     def forward(self, x, cos, sin, mask, start_pos, use_sdpa):
@@ -189,7 +201,8 @@ class Attention(nn.Module):
             end = start_pos + T
             self.k_cache[:B, :, start_pos:end] = k
             self.v_cache[:B, :, start_pos:end] = v
-            k, v = self.k_cache[:B, :, :end], self.v_cache[:B, :, :end]  # (B, KV, end, hd)
+            if start_pos > 0:  # else the cache holds just k and v (a prefill reads them as made)
+                k, v = self.k_cache[:B, :, :end], self.v_cache[:B, :, :end]  # (B, KV, end, hd)
         y = attention(q, k, v, mask, use_sdpa, self.dropout_p if self.training else 0.0)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
 
@@ -295,7 +308,8 @@ class Transformer(nn.Module):
             fits = c is not None and c.device == w.device and c.dtype == w.dtype and (
                 c.shape == shape if exact else c.size(0) >= batch_size and c.size(2) >= seq_len)
             if not fits:
-                a.k_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
+                a.k_cache = torch.zeros(shape[:2] + shape[:1:-1], dtype=w.dtype,
+                                        device=w.device).transpose(-2, -1)  # (B, KV, hd, S) stored
                 a.v_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
 
     def free_cache(self):
@@ -338,7 +352,8 @@ class Transformer(nn.Module):
                                      f"{start_pos}..{start_pos + T}: "
                                      "call setup_cache(batch_size, seq_len) first")
                 q_slot, n_keys = start_pos + slots, start_pos + T
-            mask, pos = self.cache_mask_and_positions(q_slot, n_keys, left_pad, B)
+            allowed, pos = self.cache_mask_and_positions(q_slot, n_keys, left_pad, B)
+            mask = additive_mask(allowed, self.lm_head.weight.dtype)  # once for all layers
             # (B, T, 1, hd/2)
             cos, sin = self.rope_cos[pos].unsqueeze(2), self.rope_sin[pos].unsqueeze(2)
         x = self.embed_tokens(idx)  # (B, T, C)

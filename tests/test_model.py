@@ -394,11 +394,15 @@ def test_grouped_attention_with_a_mask_equals_repeated_kv_heads(T):
     kr, vr = k.repeat_interleave(H // KV, dim=1), v.repeat_interleave(H // KV, dim=1)
     scores = (q @ kr.transpose(-1, -2)) / math.sqrt(hd)
     expected = scores.masked_fill(~mask, -math.inf).softmax(-1) @ vr  # (B, H, T, hd)
+    shared = mask[0, 0]  # a (T, S) mask, the same for every row, as SDPA also takes it
+    expected_shared = scores.masked_fill(~shared, -math.inf).softmax(-1) @ vr
+    # bool (True = may attend), or float and added to the scores, as the cached forward passes it
+    additive = lambda m: torch.zeros(m.shape).masked_fill(~m, -math.inf)
     for use_sdpa in (True, False):
-        assert torch.allclose(attention(q, k, v, mask, use_sdpa), expected, atol=1e-5)
-        shared = mask[0, 0]  # a (T, S) mask, the same for every row, as SDPA also takes it
-        expected_shared = scores.masked_fill(~shared, -math.inf).softmax(-1) @ vr
-        assert torch.allclose(attention(q, k, v, shared, use_sdpa), expected_shared, atol=1e-5)
+        for form in (lambda m: m, additive):
+            assert torch.allclose(attention(q, k, v, form(mask), use_sdpa), expected, atol=1e-5)
+            assert torch.allclose(attention(q, k, v, form(shared), use_sdpa), expected_shared,
+                                  atol=1e-5)
 
 
 # --- loss -----------------------------------------------------------------------------------------
