@@ -672,7 +672,7 @@ def checkpoints_to_run(cfg, notes):
     return ckpts
 
 
-def load_reward_model(cfg, device, notes):
+def optional_reward_model(cfg, device, notes):
     """(reward model, its tokenizer) from --reward-model, or None: none asked for, or the default
     one missing (noted)."""
     if not cfg.reward_model:
@@ -683,9 +683,9 @@ def load_reward_model(cfg, device, notes):
                      "reward_model.py)")
         return None
     # refuses a missing or non-reward checkpoint
-    from reward_model import load_reward_model as load_checked
-    return load_checked(cfg.reward_model, None,
-                        device), Tokenizer(os.path.join(ckpt, "tokenizer.model"))
+    from reward_model import load_reward_model
+    return (load_reward_model(cfg.reward_model, None, device),
+            Tokenizer(os.path.join(ckpt, "tokenizer.model")))
 
 
 def resolve(name_or_dir, ckpts):
@@ -756,7 +756,7 @@ def run(cfg):
     fim_ckpts, judges = set(names(cfg.fim_ckpts)) or set(ckpts), set(names(cfg.judges))
     fim_groups = [g for g in names(cfg.fim_groups) if g in groups]
 
-    rm = load_reward_model(cfg, device, notes) if on["judge"] or on["rejection"] else None
+    rm = optional_reward_model(cfg, device, notes) if on["judge"] or on["rejection"] else None
     replies = {}  # checkpoint name -> its greedy reply texts to `picked`
     # checkpoint name -> (sampled reply ids, their verifier scores), cfg.samples per prompt
     sampled = {}
