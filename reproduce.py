@@ -7,8 +7,9 @@ ordering?". Per arm and comparison (vs the baseline, vs the arm's own start):
   mean and spread   the win rate of each seed, their mean, min and max;
   pooled interval   per prompt the outcome averaged over seeds, then a paired bootstrap over prompts
                     (seeds share the held-out prompts, so the pairing holds);
-  ordering          the arms ranked by sampled verifier score, per seed, and whether the seeds
-                    agree.
+  ordering          the arms ranked by sampled verifier score, per seed, whether the seeds
+                    agree, and for each pair of arms in how many seeds the one above is above
+                    (the orders every seed agrees on are what a second run would likely repeat).
   head to head      SELF-JUDGE against each other preference arm: per prompt the difference of their
                     outcomes vs the baseline, averaged over seeds, with its paired bootstrap
                     interval (the three-arm question:
@@ -92,6 +93,13 @@ def pool(reports):
         table[arm] = row
     ranked = [sorted((a for a in arms if table[a]["sampled_overall"][i] is not None),
                      key=lambda a: -table[a]["sampled_overall"][i]) for i in range(len(reports))]
+    # each pair of arms, the one above in more seeds first: in how many seeds it is above
+    above = {}
+    for i, a in enumerate(arms):
+        for b in arms[i + 1:]:
+            k = sum(r.index(a) < r.index(b) for r in ranked if a in r and b in r)
+            n = sum(a in r and b in r for r in ranked)
+            above[f"{a} > {b}" if 2 * k >= n else f"{b} > {a}"] = [max(k, n - k), n]
     onpolicy_rows = [r.get("onpolicy_judge") for r in reports]
     rm_onpolicy = [((o or {}).get("others") or {}).get("reward_model") for o in onpolicy_rows]
     keys = ("tie_share", "identical_share", "acc", "consistency", "acc_first_order",
@@ -114,7 +122,7 @@ def pool(reports):
                          {len(c) for c in curves}) == 1 else None
     h2h = {other: head_to_head(reports, "self_judge", other)
            for other in ("dpo", "onpolicy_rm", "oracle") if "self_judge" in arms and other in arms}
-    return {"arms": table, "orderings": ranked,
+    return {"arms": table, "orderings": ranked, "pairwise": above,
             "same_ordering": all(r == ranked[0] for r in ranked), "onpolicy_judge": onpolicy,
             "heldout_judge_acc": heldout, "rejection": rejection,
             "head_to_head": {k: v for k, v in h2h.items() if v},
@@ -136,6 +144,8 @@ def to_markdown(pooled):
              win_cell(row.get("vs_start")), seeds(row.get("vs_start")),
              row.get("log_ratio"), row.get("changed_greedy"), *cost(row)]
              for arm, row in pooled["arms"].items()]
+    pairs = pooled["pairwise"]
+    split = any(k < n for k, n in pairs.values())
     out = [f"# minihcx: {pooled['n_seeds']} seeds pooled", "",
            md_table(
                ["arm", "start", "sampled overall: mean (min-max)", f"win vs {pooled['baseline']} "
@@ -148,7 +158,10 @@ def to_markdown(pooled):
            "seed: " + "; ".join(" > ".join(r) for r in pooled["orderings"]),
            "Would a second run give the same ordering? "
            f"{'yes' if pooled['same_ordering'] else 'no'}: the {pooled['n_seeds']} seeds "
-           f"{'agree' if pooled['same_ordering'] else 'disagree'} on the full ranking.", ""]
+           f"{'agree' if pooled['same_ordering'] else 'disagree'} on the full ranking. "
+           f"Pairwise they agree on {sum(k == n for k, n in pairs.values())} of {len(pairs)} "
+           "orders" + ("; split: " + ", ".join(f"{p} in {k} of {n}" for p, (k, n) in pairs.items()
+                                                if k < n) if split else "") + ".", ""]
     if pooled.get("head_to_head"):
         out += ["SELF-JUDGE head to head (per prompt: its outcome vs the baseline minus the other "
                 "arm's, mean over seeds; > 0 favours SELF-JUDGE; * when the interval excludes "

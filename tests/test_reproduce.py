@@ -44,6 +44,9 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
             and sj["log_ratio"] == 0.4)
     assert pooled["orderings"] == [["self_judge", "jsft", "sft"], ["jsft", "self_judge", "sft"]]
     assert not pooled["same_ordering"]
+    # per pair: the arm above in more seeds first (a tie: the earlier arm), [seeds, of seeds]
+    assert pooled["pairwise"] == {"jsft > sft": [2, 2], "self_judge > sft": [2, 2],
+                                  "jsft > self_judge": [1, 2]}
     assert pooled["onpolicy_judge"]["acc"] == 0.8
     b["onpolicy_judge"]["by_difference"]["correctness"]["names_first"] = 0.1
     pooled = R.pool([a, b])  # the per-kind figures pooled too, where every seed has them
@@ -52,7 +55,9 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
     assert "surface_acc" not in pooled["onpolicy_judge"]
     text = R.to_markdown(pooled)
     assert "Would a second run give the same ordering? no" in text and "0.875 / 0.625" in text
+    assert "agree on 2 of 3 orders; split: jsft > self_judge in 1 of 2." in text
     assert R.pool([a, a])["same_ordering"]
+    assert "agree on 3 of 3 orders." in R.to_markdown(R.pool([a, a]))
 
 
 def test_pooling_refuses_reports_over_different_prompts(tmp_path):
