@@ -1,6 +1,7 @@
 """
 bench_model.py - throughput of model.py next to Hugging Face LlamaForCausalLM holding the same
-weights.
+weights. A tool, not a paper section: it times the HCX §2.1 model that every stage trains and
+samples.
 
 Prints, for the CPU demo size (6 layers, dim 256, GQA 8/4, vocab 4096, T=256, B=16, 2 threads by
 default):

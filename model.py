@@ -311,7 +311,8 @@ class Transformer(nn.Module):
                 # on CPU, K is stored (B, KV, hd, S): the written-out decode step's q @ k^T then
                 # reads it in order (2.7x faster than through a transposed view at batch 32). GPU
                 # decode goes through SDPA, whose fused kernels want hd contiguous.
-                a.k_cache = (torch.zeros(shape[:2] + shape[:1:-1], dtype=w.dtype).transpose(-2, -1)
+                stored = (*shape[:2], shape[3], shape[2])  # (B, KV, hd, S)
+                a.k_cache = (torch.zeros(stored, dtype=w.dtype, device=w.device).transpose(-2, -1)
                              if w.is_cpu else torch.zeros_like(a.v_cache))
 
     def free_cache(self):
