@@ -26,8 +26,9 @@ import json
 import os
 import sys
 
-from evaluate import bootstrap_interval, mean, md_table, win_cell
+from evaluate import bootstrap_interval, mean
 from readers import atomic_write
+from report import md_table, win_cell
 
 
 def read_reports(paths):

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 import data
 import evaluate as E
+import report as report_md
 from conftest import report_numbers
 from corpus import hangul_share
 from model import Transformer, config_from_preset
@@ -396,6 +397,10 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
                   "## Self-rejection"):
         assert title in markdown
     assert report["notes"] == []
+    figures = [f for f in ("loss_curves.png", "rejection_curve.png")  # when matplotlib is there
+               if (tmp_path / "eval" / f).exists()]
+    # report.md renders from report.json alone
+    assert report_md.to_markdown(report, figures) == markdown
     bad = [(p, v) for p, v in report_numbers(report) if not math.isfinite(v)]
     assert not bad, bad
     names = list(PHASES)
@@ -514,7 +519,7 @@ def test_cli_errors_name_the_problem_and_failed_runs_keep_the_old_report(world, 
     E.main(small_args(world, out) + ["--skip", "fim,mc,tasks,win,judge,rejection", "--ckpts",
                                      f"pretrain={world['ckpts']['pretrain']}"])
     before = {f: (out / f).read_bytes() for f in ("report.json", "report.md")}
-    monkeypatch.setattr(E, "to_markdown", lambda *a: 1 / 0)
+    monkeypatch.setattr(report_md, "to_markdown", lambda *a: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         E.main(small_args(world, out) + ["--skip", "lm,fim,mc,tasks,win,judge,rejection"])
     assert {f: (out / f).read_bytes() for f in before} == before
@@ -629,5 +634,5 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world, monkeypatch
     assert by["surface"]["consistency"] == 0.0 and by["surface"]["names_first"] == 1.0
     n_c = by["correctness"]["n"]
     assert split["consistency"] == pytest.approx(n_c / split["n_judged"])
-    text = "\n".join(E.onpolicy_markdown(dict(split, policy="jsft")))
+    text = "\n".join(report_md.onpolicy_markdown(dict(split, policy="jsft")))
     assert f"| all | {split['n_judged']} |" in text and f"| correctness | {n_c} | 1.000 |" in text
