@@ -13,13 +13,14 @@ import pytest
 import torch
 import torch.nn as nn
 
+import benchmarks as B
 import data
 import evaluate as E
 import report as report_md
 from conftest import report_numbers
 from corpus import hangul_share
 from model import Transformer, config_from_preset
-from readers import read_mc
+from readers import LETTERS, read_mc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -47,7 +48,7 @@ def test_bits_per_byte_hand_computed_uniform(seq_len):
     # bpb = 4 * ln 4 / (8 * ln 2) = 1.0, whatever the window length (each token after the first
     # predicted once).
     model = TableModel(torch.zeros(4, 4))
-    r = E.lm_eval(model, [1, 2, 3, 1, 2], torch.tensor([0, 1, 2, 3]).numpy(), seq_len=seq_len,
+    r = B.lm_eval(model, [1, 2, 3, 1, 2], torch.tensor([0, 1, 2, 3]).numpy(), seq_len=seq_len,
                   batch_size=2)
     assert r["tokens"] == 4 and r["bytes"] == 8
     assert r["loss"] == pytest.approx(math.log(4))
@@ -63,16 +64,16 @@ def test_bits_per_byte_hand_computed_bigram():
     for t in range(4):
         table[t, (t + 1) % 4] = math.log(3)
     stream, lengths = [0, 1, 2, 3, 0, 1], torch.tensor([2, 1, 1, 1]).numpy()
-    r = E.lm_eval(TableModel(table), stream, lengths, seq_len=2)
+    r = B.lm_eval(TableModel(table), stream, lengths, seq_len=2)
     assert r["loss"] == pytest.approx(math.log(2))
     assert r["bpb"] == pytest.approx(5 / 6)
-    assert E.lm_eval(TableModel(table), stream, lengths, max_tokens=2)["tokens"] == 2
-    assert E.bits_per_byte(8 * math.log(2), 4) == pytest.approx(2.0)
+    assert B.lm_eval(TableModel(table), stream, lengths, max_tokens=2)["tokens"] == 2
+    assert B.bits_per_byte(8 * math.log(2), 4) == pytest.approx(2.0)
 
 
 def test_token_byte_lengths_add_up_to_utf8_bytes(small_tokenizer):
     tok = small_tokenizer
-    lengths = E.token_byte_lengths(tok)
+    lengths = B.token_byte_lengths(tok)
     texts = ["모든 인간은 태어날 때부터 자유롭다.", "def f(x):\n    return x  # ok",
              "emoji 🙂 and 漢字", "  \t\n"]
     for text in texts:
@@ -90,8 +91,8 @@ class StubTok:
         self.two_token = two_token
 
     def encode(self, text):
-        if len(text) == 2 and text[0] == " " and text[1] in E.LETTERS:
-            k = E.LETTERS.index(text[1])
+        if len(text) == 2 and text[0] == " " and text[1] in LETTERS:
+            k = LETTERS.index(text[1])
             return [40, 20 + k] if self.two_token and k >= 2 else [20 + k]
         return [30 + ord(c) % 8 for c in text]
 
@@ -121,13 +122,13 @@ def test_mc_picks_the_letter_with_the_highest_probability(two_token):
     # the letters' probabilities, normalized over A-D
     expected = hand_letter_logprobs(bias, conts).softmax(0)
     records = [{"question": "Q?", "choices": list("wxyz"), "answer": a} for a in range(4)]
-    r = E.mc_eval(constant_model(bias), tok, records)
+    r = B.mc_eval(constant_model(bias), tok, records)
     pick = int(expected.argmax())
     # exactly one of the four records has the picked answer
     assert r["accuracy"] == pytest.approx(1 / 4)
     # mean over answers 0..3 of p(answer)
     assert r["p_correct"] == pytest.approx(float(expected.mean()))
-    one = E.mc_eval(constant_model(bias), tok, [records[pick]])
+    one = B.mc_eval(constant_model(bias), tok, [records[pick]])
     assert one["accuracy"] == 1.0 and one["p_correct"] == pytest.approx(float(expected[pick]))
     assert one["letter_tokens"] == ("multi-token" if two_token else "one token each")
     assert r["chance"] == 0.25
@@ -137,8 +138,8 @@ def test_continuation_logprobs_fast_and_exact_paths_agree():
     torch.manual_seed(0)
     model = Transformer(config_from_preset("tiny", vocab_size=64, max_seq_len=32)).eval()
     prompts = [[1, 5, 9, 3], [2, 8]]
-    fast = E.continuation_logprobs(model, prompts, [[[10], [11]], [[12], [13]]], pad_id=0)
-    exact = E.continuation_logprobs(model, prompts,
+    fast = B.continuation_logprobs(model, prompts, [[[10], [11]], [[12], [13]]], pad_id=0)
+    exact = B.continuation_logprobs(model, prompts,
                                     [[[10], [11], [14, 15]], [[12], [13], [16, 17]]], pad_id=0)
     for f, x in zip(fast, exact):
         assert f == pytest.approx(x[:2], abs=1e-5)
@@ -150,17 +151,17 @@ def test_continuation_logprobs_fast_and_exact_paths_agree():
 
 def test_mc_prompt_shows_lettered_options_and_ends_with_the_answer_prefix(small_tokenizer):
     tok = small_tokenizer
-    ids = E.mc_prompt(tok, "대한민국의 수도는?", ["부산", "서울"])
+    ids = B.mc_prompt(tok, "대한민국의 수도는?", ["부산", "서울"])
     assert ids[:2] == [tok.bos_id, tok.user_id] and tok.assistant_id in ids
     assert tok.decode(ids[ids.index(tok.user_id) + 1:ids.index(tok.eot_id)]) == \
-        "대한민국의 수도는?\nA. 부산\nB. 서울\n" + E.MC_INSTRUCTION["ko"]
-    assert tok.decode(ids[ids.index(tok.assistant_id) + 1:]) == E.MC_ANSWER_PREFIX["ko"]
-    en = E.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"])
+        "대한민국의 수도는?\nA. 부산\nB. 서울\n" + B.MC_INSTRUCTION["ko"]
+    assert tok.decode(ids[ids.index(tok.assistant_id) + 1:]) == B.MC_ANSWER_PREFIX["ko"]
+    en = B.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"])
     assert tok.decode(en[en.index(tok.assistant_id) + 1:]) == "Answer:"
     # for base models
-    plain = E.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"], chat=False)
+    plain = B.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"], chat=False)
     assert plain[0] == tok.eos_id and tok.decode(plain[1:]) == \
-        "What is the capital of Korea?\nA. Busan\nB. Seoul\n" + E.MC_INSTRUCTION["en"] + "\nAnswer:"
+        "What is the capital of Korea?\nA. Busan\nB. Seoul\n" + B.MC_INSTRUCTION["en"] + "\nAnswer:"
 
 
 def test_shipped_mc_sets_parse_balanced_and_in_their_language():
@@ -196,7 +197,7 @@ CODE_DOC = "".join(f"def f{i}(x):\n    return x * {i} + {i * i}\n\n" for i in ra
 
 def test_fim_prompts_are_data_py_psm_layout_of_thirds_of_whole_line_windows(small_tokenizer):
     tok = small_tokenizer
-    examples = E.fim_examples([CODE_DOC, "a short line\n" * 20], tok, n=6, max_chars=90, seed=1)
+    examples = B.fim_examples([CODE_DOC, "a short line\n" * 20], tok, n=6, max_chars=90, seed=1)
     assert len(examples) == 6
     for prompt, middle in examples:
         assert prompt[:2] == [tok.eos_id, tok.fim_prefix_id] and prompt[-1] == tok.fim_middle_id
@@ -214,11 +215,11 @@ def test_fim_scores_exact_and_prefix_match(small_tokenizer, monkeypatch):
     scripted = [tok.encode("abcdef") + [tok.eos_id],  # right and stopped: exact
                 tok.encode("hello"),                  # 5 of 11 characters
                 tok.encode("xyz")]                    # right but did not stop: not exact, prefix 1
-    monkeypatch.setattr(E, "generate", lambda *a, **k: scripted)
-    r = E.fim_eval(TableModel(torch.zeros(4, 4)), tok, examples)
+    monkeypatch.setattr(B, "generate", lambda *a, **k: scripted)
+    r = B.fim_eval(TableModel(torch.zeros(4, 4)), tok, examples)
     assert r == {"exact": pytest.approx(1 / 3), "prefix": pytest.approx((1 + 5 / 11 + 1) / 3),
                  "n": 3}
-    assert E.prefix_match("abcx", "abcd") == 0.75 and E.prefix_match("", "abc") == 0.0
+    assert B.prefix_match("abcx", "abcd") == 0.75 and B.prefix_match("", "abc") == 0.0
 
 
 # ----------------------------------------------------------------------------- win rates, knockout,
@@ -492,10 +493,10 @@ def test_lm_bytes_are_the_validation_text_whatever_the_tokenizer(world):
         str(root / "tokenizer" / "baselines" / "without_morphemes" / "tokenizer.model"))
     model = TableModel(torch.zeros(other.vocab_size, other.vocab_size), max_seq_len=128)
     for tok in (data_tok, other):
-        lengths = E.token_byte_lengths(tok)
+        lengths = B.token_byte_lengths(tok)
         for g in ("ko", "en", "code"):
-            stream = E.val_stream(str(root / "data"), g, tok, data_tok)
-            r = E.lm_eval(model, stream, lengths, seq_len=128, batch_size=64)
+            stream = B.val_stream(str(root / "data"), g, tok, data_tok)
+            r = B.lm_eval(model, stream, lengths, seq_len=128, batch_size=64)
             assert r["bytes"] + lengths[stream[0]] == world["meta"]["val"]["groups"][g]["bytes"]
             if tok is data_tok:
                 assert r["tokens"] + 1 == world["meta"]["val"]["groups"][g]["tokens"]
