@@ -26,7 +26,8 @@ import json
 import os
 import sys
 
-from evaluate import bootstrap_interval, mean
+from benchmarks import mean
+from evaluate import bootstrap_interval
 from readers import atomic_write
 from report import md_table, win_cell
 
@@ -94,13 +95,17 @@ def pool(reports):
         table[arm] = row
     ranked = [sorted((a for a in arms if table[a]["sampled_overall"][i] is not None),
                      key=lambda a: -table[a]["sampled_overall"][i]) for i in range(len(reports))]
-    # each pair of arms, the one above in more seeds first: in how many seeds it is above
+    # each pair of arms scored in some seed, the one above in more seeds first: [the seeds where it
+    # is strictly above, the seeds where both are scored]; an order holds when it is above in all
     above = {}
     for i, a in enumerate(arms):
         for b in arms[i + 1:]:
-            k = sum(r.index(a) < r.index(b) for r in ranked if a in r and b in r)
-            n = sum(a in r and b in r for r in ranked)
-            above[f"{a} > {b}" if 2 * k >= n else f"{b} > {a}"] = [max(k, n - k), n]
+            both = [(x, y) for x, y in zip(table[a]["sampled_overall"],
+                                           table[b]["sampled_overall"])
+                    if x is not None and y is not None]
+            k, k_b = sum(x > y for x, y in both), sum(y > x for x, y in both)
+            if both:
+                above[f"{a} > {b}" if k >= k_b else f"{b} > {a}"] = [max(k, k_b), len(both)]
     onpolicy_rows = [r.get("onpolicy_judge") for r in reports]
     rm_onpolicy = [((o or {}).get("others") or {}).get("reward_model") for o in onpolicy_rows]
     keys = ("tie_share", "identical_share", "acc", "consistency", "acc_first_order",
@@ -145,8 +150,9 @@ def to_markdown(pooled):
              win_cell(row.get("vs_start")), seeds(row.get("vs_start")),
              row.get("log_ratio"), row.get("changed_greedy"), *cost(row)]
              for arm, row in pooled["arms"].items()]
-    pairs = pooled["pairwise"]
-    split = any(k < n for k, n in pairs.values())
+    pairs, n_seeds = pooled["pairwise"], pooled["n_seeds"]
+    split = [f"{p} in {k} of {n_seeds}" + (f" (both scored in {n})" if n < n_seeds else "")
+             for p, (k, n) in pairs.items() if k < n_seeds]
     out = [f"# minihcx: {pooled['n_seeds']} seeds pooled", "",
            md_table(
                ["arm", "start", "sampled overall: mean (min-max)", f"win vs {pooled['baseline']} "
@@ -160,9 +166,8 @@ def to_markdown(pooled):
            "Would a second run give the same ordering? "
            f"{'yes' if pooled['same_ordering'] else 'no'}: the {pooled['n_seeds']} seeds "
            f"{'agree' if pooled['same_ordering'] else 'disagree'} on the full ranking. "
-           f"Pairwise they agree on {sum(k == n for k, n in pairs.values())} of {len(pairs)} "
-           "orders" + ("; split: " + ", ".join(f"{p} in {k} of {n}" for p, (k, n) in pairs.items()
-                                                if k < n) if split else "") + ".", ""]
+           f"Pairwise they agree on {len(pairs) - len(split)} of {len(pairs)} orders"
+           + ("; split: " + ", ".join(split) if split else "") + ".", ""]
     if pooled.get("head_to_head"):
         out += ["SELF-JUDGE head to head (per prompt: its outcome vs the baseline minus the other "
                 "arm's, mean over seeds; > 0 favours SELF-JUDGE; * when the interval excludes "

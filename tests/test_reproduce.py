@@ -58,6 +58,15 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
     assert "agree on 2 of 3 orders; split: jsft > self_judge in 1 of 2." in text
     assert R.pool([a, a])["same_ordering"]
     assert "agree on 3 of 3 orders." in R.to_markdown(R.pool([a, a]))
+    # an arm not scored in a seed, and a tie, hold no order there
+    c = report([1.0] * 100, [1.0] * 100, {"sft": 0.5, "self_judge": 0.5})
+    mixed = R.pool([a, c])
+    assert mixed["pairwise"] == {"jsft > sft": [1, 1], "self_judge > sft": [1, 2],
+                                 "self_judge > jsft": [1, 1]}
+    assert ("agree on 0 of 3 orders; split: jsft > sft in 1 of 2 (both scored in 1), "
+            "self_judge > sft in 1 of 2, self_judge > jsft in 1 of 2 (both scored in 1)."
+            in R.to_markdown(mixed))
+    assert R.pool([c, c])["pairwise"] == {"sft > self_judge": [0, 2]}  # a tie in every seed
 
 
 def test_pooling_refuses_reports_over_different_prompts(tmp_path):
