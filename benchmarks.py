@@ -168,12 +168,11 @@ def fim_eval(model, tok, examples, max_new_tokens=48, batch_size=32):
     return {"exact": mean(exact), "prefix": mean(prefix), "n": len(examples)}
 
 
-def fim_section(model, tok, data_tok, data_dir, groups, cfg):
-    return {
-        g: fim_eval(model, tok,
-                    fim_examples(heldout_documents(data_dir, g, data_tok), tok, cfg.fim_examples,
-                                                 cfg.fim_chars, cfg.seed), cfg.fim_max_new_tokens,
-                                                 cfg.batch_size)
+def fim_section(model, tok, data_tok, data_dir, groups, n, max_chars, max_new_tokens, batch_size,
+                seed=0):
+    """fim_eval on n held-out windows (max_chars each) of every language group."""
+    return {g: fim_eval(model, tok, fim_examples(heldout_documents(data_dir, g, data_tok), tok, n,
+                                                 max_chars, seed), max_new_tokens, batch_size)
             for g in groups}
 
 

@@ -51,6 +51,8 @@ from tokenizer import Tokenizer
 
 SECTIONS = ("lm", "tokenizer", "fim", "mc", "tasks", "win", "judge", "rejection")
 JUDGE_PHASES = ("jsft", "self_judge")  # the phases that train a checkpoint to judge
+
+
 @dataclass
 class EvalConfig:
     ckpts: str = opt(
@@ -557,8 +559,9 @@ def run(cfg):
                                                 cfg.seq_len, cfg.max_val_tokens, cfg.batch_size)
         if data_tok and on["fim"] and name in fim_ckpts:
             with clock(seconds, "fim"):
-                report["fim"][name] = fim_section(model, tok, data_tok, cfg.data_dir, fim_groups,
-                                                  cfg)
+                report["fim"][name] = fim_section(
+                    model, tok, data_tok, cfg.data_dir, fim_groups, cfg.fim_examples, cfg.fim_chars,
+                    cfg.fim_max_new_tokens, cfg.batch_size, cfg.seed)
         if mc_sets:
             with clock(seconds, "mc"):
                 report["mc"][name] = {

@@ -309,7 +309,7 @@ class Transformer(nn.Module):
             if not fits:
                 a.v_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
                 # on CPU, K is stored (B, KV, hd, S): the written-out decode step's q @ k^T then
-                # reads it in order (2.7x faster than through a transposed view at batch 32). GPU
+                # reads it in order (2.7x faster than over a (B, KV, S, hd) cache at batch 32). GPU
                 # decode goes through SDPA, whose fused kernels want hd contiguous.
                 stored = (*shape[:2], shape[3], shape[2])  # (B, KV, hd, S)
                 a.k_cache = (torch.zeros(stored, dtype=w.dtype, device=w.device).transpose(-2, -1)

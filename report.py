@@ -5,11 +5,11 @@ No paper section of its own: it renders what evaluate.py measured (HCX §4.3's w
 their intervals, SELF-JUDGE's judge accuracy and self-rejection curve, ...). Everything here reads
 a report dict (report.json's content) and computes nothing new, so a report can be re-rendered from
 its JSON alone:
-  md_table, keyed_table, section, win_cell    Markdown building blocks
-  TABLES                                      {key: header} of each table's columns
+  win_cell, md_table, keyed_table, section        Markdown building blocks
+  TABLES                                          {key: header} of each table's columns
   summary_table, onpolicy_markdown, to_markdown   the report's text
-  plot_figures                                loss curves and the N-curve (when matplotlib is there)
-  write_report                                report.json, report.md and the figures, crash-safe
+  plot_figures                                    loss curves and the N-curve (with matplotlib)
+  write_report                                    report.json, report.md and figures, crash-safe
 
 Use (a module, not a script):
   import json, report
@@ -21,6 +21,7 @@ import os
 from readers import atomic_write
 
 
+# ------------------------------------------------------------------ Markdown
 def win_cell(win):
     """'0.543 [0.521, 0.566] *': a paired win rate, its 95 % interval, * when the interval excludes
     0.5."""
@@ -30,7 +31,6 @@ def win_cell(win):
     return f"{win['win_rate']:.3f} [{lo:.3f}, {hi:.3f}]" + (" *" if win["significant"] else "")
 
 
-# ------------------------------------------------------------------ writing
 def fmt(x):
     if isinstance(x, float):
         return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3f}"

@@ -1,8 +1,9 @@
-"""evaluate.py: bits per byte against hand-computed values, multiple choice picks the most probable
-letter (stub models whose logits we set, and the fast and exact paths agree on a real model), FIM
-prompts laid out exactly as data.py trains them, win-rate accounting over both orders, the nested
-knockout, readers' file:line errors, and the whole report on tiny random checkpoints (structure and
-sanity: finite numbers, rates in [0, 1], both orders)."""
+"""evaluate.py and the modules it runs (benchmarks.py, report.py): bits per byte against
+hand-computed values, multiple choice picks the most probable letter (stub models whose logits we
+set, and the fast and exact paths agree on a real model), FIM prompts laid out exactly as data.py
+trains them, win-rate accounting over both orders, the nested knockout, readers' file:line errors,
+and the whole report on tiny random checkpoints (structure and sanity: finite numbers, rates in
+[0, 1], both orders; report.md renders from report.json alone)."""
 import filecmp
 import json
 import math
