@@ -321,7 +321,7 @@ class Transformer(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------------
     def forward(self, idx, targets=None, loss_mask=None, start_pos: int | None = None,
-                left_pad=None, last_only: bool = False):
+                left_pad=None, last_only=False):
         """idx (B, T) token ids. Returns (logits (B, T, V), loss or None).
 
         Training / scoring (start_pos None): causal attention over idx alone, positions 0..T-1.
@@ -332,7 +332,9 @@ class Transformer(nn.Module):
         Cached decoding (start_pos int, after setup_cache): idx fills cache slots
           start_pos..start_pos+T-1 and attends to slots 0..start_pos+T-1. left_pad (B,) long: row
           b's first left_pad[b] slots are padding, never attended to, and its positions start at
-          slot left_pad[b]. last_only: logits of the last position only, (B, 1, V).
+          slot left_pad[b].
+        last_only: logits of the last position only, (B, 1, V); or a (B,) long tensor, the position
+          to read in each row (right-padded prompts of different lengths), also (B, 1, V).
         Static decoding (start_pos a (1,) long tensor, after setup_cache(B, S, exact=True)): the
           same, but attending over all S slots of the cache with a mask, so every step has the same
           shapes and torch.compile captures it once (decode_one_token). No bounds check on slots.
@@ -363,7 +365,9 @@ class Transformer(nn.Module):
         for layer in self.layers:
             x = layer(x, cos, sin, mask, start_pos, self.use_sdpa)
         x = self.norm(x)
-        if last_only:
+        if torch.is_tensor(last_only):  # the LM head at one position per row, not at all T
+            x = x[torch.arange(B, device=x.device), last_only].unsqueeze(1)  # (B, 1, C)
+        elif last_only:
             x = x[:, -1:]
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
@@ -611,9 +615,10 @@ def right_pad(seqs, pad_id):
 def last_position_logits(model, prompts, pad_id):
     """Next-token logits (B, V) after each prompt (id lists): one forward over the prompts
     right-padded, read at each row's last real position (judging, multiple choice)."""
-    logits, _ = model(right_pad(prompts, pad_id).to(next(unwrap(model).parameters()).device))
-    last = torch.tensor([len(p) - 1 for p in prompts], device=logits.device)  # (B,)
-    return logits[torch.arange(len(prompts), device=logits.device), last]  # (B, V)
+    device = next(unwrap(model).parameters()).device
+    last = torch.tensor([len(p) - 1 for p in prompts], device=device)  # (B,)
+    logits, _ = model(right_pad(prompts, pad_id).to(device), last_only=last)  # (B, 1, V)
+    return logits[:, 0]  # (B, V)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -38,8 +38,11 @@ class TableModel(nn.Module):
         self.cfg = config_from_preset("tiny", vocab_size=table.size(0), max_seq_len=max_seq_len)
         self.lm_head = nn.Linear(1, 1)  # evaluate reads the device from lm_head.weight
 
-    def forward(self, idx, targets=None, loss_mask=None, **kw):
-        return self.table[idx], None  # (B, T, V)
+    def forward(self, idx, targets=None, loss_mask=None, last_only=False, **kw):
+        logits = self.table[idx]  # (B, T, V)
+        if torch.is_tensor(last_only):  # one position per row, as Transformer.forward reads it
+            return logits[torch.arange(len(idx)), last_only].unsqueeze(1), None
+        return (logits[:, -1:] if last_only else logits), None
 
 
 # ----------------------------------------------------------------------------- bits per byte

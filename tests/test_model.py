@@ -14,7 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from convert import from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict  # noqa: E402
 from model import (PRESETS, ModelConfig, Transformer, attention, bucket,  # noqa: E402
                    compile_model, config_from_preset, decode_one_token, generate,
-                   inverse_cdf_sample, nucleus, sample_next, sequence_logprobs)
+                   inverse_cdf_sample, last_position_logits, nucleus, sample_next,
+                   sequence_logprobs)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -215,6 +216,27 @@ def test_right_padded_batch_equals_each_row_alone():
         assert (logits[b, :len(r)] - alone[0]).abs().max().item() < 1e-5
         s1, m1 = sequence_logprobs(model, r[None], mask[b:b + 1, :len(r)])
         assert torch.allclose(s[b], s1[0], atol=1e-5) and torch.allclose(m[b], m1[0], atol=1e-6)
+
+
+def test_last_position_logits_of_right_padded_prompts_equal_each_prompt_alone():
+    """Judging and multiple choice read one position per prompt: the LM head runs there only
+    (last_only as a (B,) tensor), which must give the full forward's logits at that position."""
+    model = make_model()
+    prompts = [torch.randint(1, model.cfg.vocab_size, (n,)).tolist() for n in (9, 4, 1, 7)]
+    with torch.no_grad():
+        got = last_position_logits(model, prompts, pad_id=0)
+        assert got.shape == (4, model.cfg.vocab_size)
+        for b, p in enumerate(prompts):
+            alone, _ = model(torch.tensor([p]))
+            assert (got[b] - alone[0, -1]).abs().max().item() < 1e-5
+        ids = torch.zeros(4, 9, dtype=torch.long)
+        for b, p in enumerate(prompts):
+            ids[b, :len(p)] = torch.tensor(p)
+        full, _ = model(ids)
+        at = torch.tensor([3, 0, 8, 5])  # any position per row, not only the last real one
+        picked, _ = model(ids, last_only=at)
+        assert picked.shape == (4, 1, model.cfg.vocab_size)
+        assert torch.allclose(picked[:, 0], full[torch.arange(4), at], atol=1e-6)
 
 
 def test_batched_generation_equals_each_row_alone_and_stops_per_row():
