@@ -109,10 +109,10 @@ $(OUT)/pretrain/.done: $(OUT)/data/.done
 	$(call stage,$(PY) pretrain.py --data-dir $(OUT)/data --out-dir $(OUT)/pretrain $(PRETRAIN_ARGS))
 
 $(OUT)/sft/.done: $(OUT)/pretrain/.done
-	$(call stage,$(PY) sft.py --init-from $(OUT)/pretrain --tasks-dir $(OUT)/tasks --out-dir $(OUT)/sft $(SEED_ARGS) $(SFT_ARGS))
+	$(call stage,$(PY) sft.py --init-from $(OUT)/pretrain --tasks-dir $(OUT)/tasks --out-dir $(OUT)/sft --lm-data $(OUT)/data $(SEED_ARGS) $(SFT_ARGS))
 
 $(OUT)/jsft/.done: $(OUT)/sft/.done
-	$(call stage,$(PY) jsft.py --init-from $(OUT)/sft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/jsft $(SEED_ARGS) $(JSFT_ARGS))
+	$(call stage,$(PY) jsft.py --init-from $(OUT)/sft --tasks-dir $(OUT)/tasks --out-dir $(OUT)/jsft --lm-data $(OUT)/data $(SEED_ARGS) $(JSFT_ARGS))
 
 # the offline baseline learns from the pairs JSFT's judge learned from: the task world's and the sampled ones
 DPO_PREFS = $(OUT)/tasks/prefs_train.jsonl,$(OUT)/tasks/ultrafeedback_train.jsonl,$(OUT)/jsft/sampled_prefs.jsonl

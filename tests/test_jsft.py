@@ -372,7 +372,7 @@ def test_tiny_jsft_learns_to_judge_held_out_fixture_pairs(small_tokenizer, tmp_p
                "--prefs", os.path.join(FIX, "prefs_train.jsonl"), "--eval-prefs",
                os.path.join(FIX, "prefs_eval.jsonl"), "--judge-fraction", "0.9", "--steps", "250",
                "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-steps", "10", "--seq-len", "192",
-               "--max-tokens", "1024", "--val-fraction", "0", "--device", "cpu"])
+               "--max-tokens", "1024", "--val-fraction", "0", "--device", "cpu", "--lm-mix", "0"])
     with open(os.path.join(out, "judge_eval.json"), encoding="utf-8") as fh:
         result = json.load(fh)
     assert result["n"] == len(held_out) == 60

@@ -95,6 +95,11 @@ def test_demo_runs_at_its_own_scale_and_reproduce_does_not(tmp_path):
              for s, c in (("pretrain.py", PretrainConfig), ("sft.py", SFTConfig))}
     assert steps == {"pretrain.py": 200, "sft.py": 7}
     assert "--max-tasks 120" in " ".join(command_of(demo, "evaluate.py"))
+    # SFT and JSFT mix in the pretraining text of this run's own data.py folder, not out/data
+    from jsft import JSFTConfig
+    for script, config in (("sft.py", SFTConfig), ("jsft.py", JSFTConfig)):
+        cfg = parse_config(config, command_of(demo, script))
+        assert cfg.lm_mix > 0 and cfg.lm_data == f"{tmp_path}/d/data", script
     # reproduce: the scripts' own defaults, its shared base apart from the demo's folders
     repro = planned("reproduce", f"OUT={tmp_path}/r", "SETUP=")
     assert f"OUT={tmp_path}/r/reproduce/base" in " ".join(repro)
