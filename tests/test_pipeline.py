@@ -93,8 +93,8 @@ def test_demo_runs_at_its_own_scale_and_reproduce_does_not(tmp_path):
     demo = planned("demo", f"OUT={tmp_path}/d", "SETUP=", "SFT_ARGS=--steps 7")
     steps = {s: parse_config(c, command_of(demo, s)).steps  # the last --steps wins
              for s, c in (("pretrain.py", PretrainConfig), ("sft.py", SFTConfig))}
-    assert steps == {"pretrain.py": 200, "sft.py": 7}
-    assert "--max-tasks 120" in " ".join(command_of(demo, "evaluate.py"))
+    assert steps == {"pretrain.py": 160, "sft.py": 7}
+    assert "--max-tasks 88" in " ".join(command_of(demo, "evaluate.py"))
     # SFT and JSFT mix in the pretraining text of this run's own data.py folder, not out/data
     from jsft import JSFTConfig
     for script, config in (("sft.py", SFTConfig), ("jsft.py", JSFTConfig)):
