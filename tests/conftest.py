@@ -51,3 +51,12 @@ def report_numbers(obj, path="report"):
             yield from report_numbers(v, f"{path}[{i}]")
     elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
         yield path, obj
+
+
+def logits_read_at(logits, last_only=False):
+    """What a stub model returns for Transformer.forward's last_only: every position (False), the
+    last one (True), or one position per row (a (B,) tensor), each (B, T or 1, V)."""
+    import torch
+    if torch.is_tensor(last_only):
+        return logits[torch.arange(len(logits)), last_only].unsqueeze(1)
+    return logits[:, -1:] if last_only else logits

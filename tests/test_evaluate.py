@@ -18,7 +18,7 @@ import benchmarks as B
 import data
 import evaluate as E
 import report as report_md
-from conftest import report_numbers
+from conftest import logits_read_at, report_numbers
 from corpus import hangul_share
 from model import Transformer, config_from_preset
 from readers import LETTERS, read_mc
@@ -39,10 +39,7 @@ class TableModel(nn.Module):
         self.lm_head = nn.Linear(1, 1)  # evaluate reads the device from lm_head.weight
 
     def forward(self, idx, targets=None, loss_mask=None, last_only=False, **kw):
-        logits = self.table[idx]  # (B, T, V)
-        if torch.is_tensor(last_only):  # one position per row, as Transformer.forward reads it
-            return logits[torch.arange(len(idx)), last_only].unsqueeze(1), None
-        return (logits[:, -1:] if last_only else logits), None
+        return logits_read_at(self.table[idx], last_only), None  # (B, T or 1, V)
 
 
 # ----------------------------------------------------------------------------- bits per byte

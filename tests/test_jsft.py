@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import jsft
+from conftest import logits_read_at
 from jsft import (JUDGE_TEMPLATES, judge, judge_accuracy, judge_prompt, judgment_example,
                   judgment_examples, mix_units)
 from model import Transformer, config_from_preset
@@ -239,7 +240,7 @@ class StubJudge(torch.nn.Module):
         self.vocab_size, self.a_id, self.b_id, self.table = vocab_size, a_id, b_id, table
         self.calls = 0
 
-    def forward(self, idx, targets=None, loss_mask=None, last_only=None):
+    def forward(self, idx, targets=None, loss_mask=None, last_only=False):
         self.calls += 1
         logits = torch.zeros(*idx.shape, self.vocab_size)
         logits[..., self.b_id] = 50.0  # "B", unless the prefix is a known prompt
@@ -249,9 +250,7 @@ class StubJudge(torch.nn.Module):
                 if key in self.table:
                     logits[r, t, self.b_id] = 0.0
                     logits[r, t, self.a_id] = self.table[key]  # p_A = sigmoid(logit)
-        if last_only is not None:  # one position per row, as Transformer.forward reads it
-            logits = logits[torch.arange(len(idx)), last_only].unsqueeze(1)
-        return logits, None
+        return logits_read_at(logits, last_only), None  # as Transformer.forward reads it
 
 
 def p_logit(p):
