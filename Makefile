@@ -77,12 +77,19 @@ demo: $(SETUP)
 # The experiment behind the README's results, at the scripts' default scale: the pipeline after
 # pretraining once per seed (the tokenizer, task world, data and pretrained base are shared, in
 # $(OUT)/reproduce/base; a seed varies data order, sampling and judge data), then one table over the
-# seeds with pooled paired intervals. `make -j3 reproduce` runs the seeds at once.
+# seeds with pooled paired intervals. The base is one process and gets every core (torch's default
+# threads); then the seeds run at once, one thread per stage and REPRODUCE_JOBS stages at a time,
+# which keeps 2 cores busier than threads can. JSFT and the reward model skip their own held-out
+# pass: evaluate.py measures both judges on the same pairs.
+REPRODUCE_JOBS ?= 3
+REPRODUCE_JSFT ?= --eval-prefs none
+REPRODUCE_RM   ?= --eval-prefs none
 BASE      := $(OUT)/reproduce/base
 SEED_RUNS := $(foreach s,$(SEEDS),$(OUT)/reproduce/seed$(s)/eval/.done)
 
 reproduce: $(SETUP)
-	@$(MAKE) --no-print-directory $(SEED_RUNS) PY=$(PY) OUT=$(OUT)
+	@$(MAKE) --no-print-directory $(BASE)/pretrain/.done PY=$(PY) OUT=$(OUT)
+	@OMP_NUM_THREADS=1 $(MAKE) --no-print-directory -j$(REPRODUCE_JOBS) $(SEED_RUNS) PY=$(PY) OUT=$(OUT)
 	$(PY) reproduce.py --out-dir $(OUT)/reproduce $(SEED_RUNS:.done=report.json)
 
 # the shared base: the pipeline's first stages, with $(BASE) as their OUT
@@ -92,7 +99,8 @@ $(BASE)/pretrain/.done:
 $(OUT)/reproduce/seed%/eval/.done: $(BASE)/pretrain/.done  # a rebuilt base reruns the seeds
 	@d=$(OUT)/reproduce/seed$*; mkdir -p $$d; \
 	for x in tokenizer tasks data pretrain; do ln -sfn $(abspath $(BASE))/$$x $$d/$$x; done; \
-	$(MAKE) --no-print-directory pipeline PY=$(PY) OUT=$$d SEED_ARGS="--seed $*" EVAL_ARGS="$(REPRODUCE_EVAL_ARGS)"
+	$(MAKE) --no-print-directory pipeline PY=$(PY) OUT=$$d SEED_ARGS="--seed $*" EVAL_ARGS="$(REPRODUCE_EVAL_ARGS)" \
+		JSFT_ARGS="$(REPRODUCE_JSFT) $(JSFT_ARGS)" RM_ARGS="$(REPRODUCE_RM) $(RM_ARGS)"
 
 pipeline: $(OUT)/eval/.done
 	@echo; echo "wall time per stage (s):"; for s in $(STAGES); do printf "  %-11s %s\n" $$s "$$(cat $(OUT)/$$s/.done)"; done

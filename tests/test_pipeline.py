@@ -104,3 +104,13 @@ def test_demo_runs_at_its_own_scale_and_reproduce_does_not(tmp_path):
     repro = planned("reproduce", f"OUT={tmp_path}/r", "SETUP=")
     assert f"OUT={tmp_path}/r/reproduce/base" in " ".join(repro)
     assert not any("--steps" in line for line in repro)
+    # the base is one process with every core; the seeds then run at once, one thread per stage
+    seeds = [line for line in repro if "seed1/eval/.done" in line and "seed3/eval/.done" in line]
+    assert len(seeds) == 1 and seeds[0].startswith("OMP_NUM_THREADS=1 ") and " -j3 " in seeds[0]
+    assert not any("OMP_NUM_THREADS" in line for line in repro if "base/pretrain/.done" in line)
+    # evaluate.py measures the judges on the held-out pairs; JSFT and the reward model do not also
+    from reward_model import RewardConfig
+    for script, config in (("jsft.py", JSFTConfig), ("reward_model.py", RewardConfig)):
+        found = [line.split("&&")[0].split() for line in repro if f" {script} " in line]
+        assert len(found) == 3 and all(
+            parse_config(config, w[w.index(script) + 1:]).eval_prefs == "none" for w in found)
