@@ -351,24 +351,28 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, othe
 
 # ------------------------------------------------------------------ self-rejection curve
 def nested_knockout(contexts, candidates, judge_winners):
-    """A knockout over each context's candidates (a power-of-two count, in sample order) whose
-    brackets nest: after round r the first champion is the knockout winner of the first 2^r samples.
-    One bracket gives the whole curve in N-1 judgments per context (separate tournaments for N = 2,
-    4, 8, 16 would take 26). judge_winners(contexts, pairs) -> [0 = first, 1 = second], called once
-    per round for every context.
-    -> {N: [winner index per context]} for N = 1, 2, 4, ..., len(candidates[i])."""
+    """One knockout over each context's candidates (a power-of-two count, in sample order): after
+    round r its survivors are the winners of the disjoint groups of 2^r consecutive samples, i.e.
+    max_n / 2^r best-of-2^r picks. One bracket gives the whole curve in N-1 judgments per context,
+    every sample counted at every N (separate tournaments for N = 2, 4, 8 would take 1 + 3 + 7
+    judgments and use fewer samples). judge_winners(contexts, pairs) -> [0 = first, 1 = second],
+    called once per round for every context.
+    -> {N: [per context, the winner index of each group of N]} for N = 1, 2, 4, ..., max_n."""
     from self_judge import knockout
     rounds = knockout(contexts, candidates, judge_winners,
                       [list(range(len(c))) for c in candidates])  # in sample order
-    return {2 ** r: [b[0] for b in brackets] for r, brackets in enumerate(rounds)}
+    return {2 ** r: brackets for r, brackets in enumerate(rounds)}
 
 
 def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed=0, as_text=False,
                     other_judges=None):
     """SELF-JUDGE self-rejection: per prompt, sample max_n replies (T=1, top-p 0.9,
-    self_judge.sample_responses); for N = 1, 2, 4, ..., max_n the knockout winner among the first N
-    (judged by `judge` in both orders) is scored by the verifier. N=1 is the mean over all samples
-    (the expected score of one sample); oracle_* is the verifier's own best of N, the ceiling.
+    self_judge.sample_responses); for N = 1, 2, 4, ..., max_n the knockout winners of the max_n / N
+    groups of N samples (judged by `judge` in both orders) are scored by the verifier: every sample
+    counts at every N, so N=1 is the mean over all samples (the expected score of one sample) and
+    the curve's points are as precise as the samples allow. oracle_* is the verifier's own best of
+    each group, the ceiling. Per N also the per-prompt mean ("per_prompt") and the gain over N=1
+    with a paired bootstrap interval over prompts ("gain_vs_1").
     as_text: give the judge decoded text (it tokenizes differently). other_judges {name: judge_fn}:
     their picks among the same samples, as <name>_overall and <name>_correct_share (a reward model's
     knockout is its best-of-N: a scalar judge's knockout winner is its highest reward)."""
@@ -383,24 +387,30 @@ def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed
     samples = [[strip_stop(list(s), stops) for s in per] for per in samples]
     scores = [[task_world.score(t, tok.decode(s)) for s in per] for t, per in zip(tasks, samples)]
     cands = [[tok.decode(s) for s in per] for per in samples] if as_text else samples
-    every = [x for per in scores for x in per]
 
-    def picks(fn):  # {N: verifier scores of the knockout winners}; N=1: every sample
+    def picks(fn):  # {N: per prompt, the verifier scores of its groups' winners}
         bracket = nested_knockout(contexts, cands, lambda cx, pr: fn(cx, pr)["winners"])
-        return {n: every if n == 1 else [per[w] for per, w in zip(scores, ws)]
-                for n, ws in bracket.items()}
+        return {n: [[per[w] for w in ws] for per, ws in zip(scores, groups)]
+                for n, groups in bracket.items()}
+
+    def flat(per_prompt):
+        return [x for per in per_prompt for x in per]
     others = {name: picks(fn) for name, fn in (other_judges or {}).items()}
-    curve = []
-    for n, picked in picks(judge).items():
-        best = picked if n == 1 else [max(per[:n], key=lambda x: x["overall"]) for per in scores]
-        row = {"n": n, "overall": mean(x["overall"] for x in picked),
-               "correct_share": mean(x["correctness"] == 1 for x in picked),
-               "oracle_overall": mean(x["overall"] for x in best),
-               "oracle_correct_share": mean(x["correctness"] == 1 for x in best)}
-        for name, by_n in others.items():
-            row[f"{name}_overall"] = mean(x["overall"] for x in by_n[n])
-            row[f"{name}_correct_share"] = mean(x["correctness"] == 1 for x in by_n[n])
-        curve.append(row)
+    curve, by_n = [], picks(judge)
+    for n, picked in by_n.items():
+        best = [[max(per[g:g + n], key=lambda x: x["overall"]) for g in range(0, len(per), n)]
+                for per in scores]
+        per_prompt = [mean(x["overall"] for x in per) for per in picked]
+        gain = [a - mean(x["overall"] for x in one) for a, one in zip(per_prompt, by_n[1])]
+        row = {"n": n, "overall": mean(per_prompt),
+               "correct_share": mean(x["correctness"] == 1 for x in flat(picked)),
+               "gain_vs_1": mean(gain), "gain_vs_1_ci": bootstrap_interval(gain, seed),
+               "oracle_overall": mean(x["overall"] for x in flat(best)),
+               "oracle_correct_share": mean(x["correctness"] == 1 for x in flat(best))}
+        for name, other in others.items():
+            row[f"{name}_overall"] = mean(x["overall"] for x in flat(other[n]))
+            row[f"{name}_correct_share"] = mean(x["correctness"] == 1 for x in flat(other[n]))
+        curve.append(dict(row, per_prompt=per_prompt))
     return curve
 
 

@@ -31,6 +31,14 @@ def win_cell(win):
     return f"{win['win_rate']:.3f} [{lo:.3f}, {hi:.3f}]" + (" *" if win["significant"] else "")
 
 
+def diff_cell(diff, ci):
+    """'+0.011 [+0.002, +0.020] *': a paired difference, its 95 % interval, * when the interval
+    excludes 0."""
+    if ci is None:
+        return "-"
+    return f"{diff:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" + (" *" if ci[0] > 0 or ci[1] < 0 else "")
+
+
 def fmt(x):
     if isinstance(x, float):
         return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3f}"
@@ -89,7 +97,8 @@ TABLES = {  # {key: header} of each table's cells read from a report dict, in co
                   "n_judgments": "judgments"},
     "judge": {"acc": "accuracy (both orders)", "acc_chosen_first": "chosen shown first",
               "acc_chosen_second": "chosen shown second", "consistency": "consistency", "n": "n"},
-    "rejection": {"n": "N", "overall": "overall", "correct_share": "correct",
+    "rejection": {"n": "N", "overall": "overall", "gain": "gain over N=1 [95% CI]",
+                  "correct_share": "correct",
                   "oracle_overall": "oracle best-of-N overall",
                   "oracle_correct_share": "oracle correct"},
     "rejection_rm": {"reward_model_overall": "reward model best-of-N overall",
@@ -213,7 +222,12 @@ def to_markdown(report, figures=()):
                                           if "reward_model_overall" in rj["curve"][0] else {})}
         out += section(f"Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks "
                        f"one by knockout ({rj['n_prompts']} prompts)",
-                       keyed_table([], cols, [([], c) for c in rj["curve"]]))
+                       keyed_table([], cols, [([], dict(c, gain=diff_cell(c.get("gain_vs_1"),
+                                                                           c.get("gain_vs_1_ci"))))
+                                              for c in rj["curve"]]),
+                       "Every sample counts at every N: a point is the mean over the disjoint "
+                       "groups of N samples of each group's knockout winner; the gain is paired by "
+                       "prompt.")
     out += [f"![{f}]({f})\n" for f in figures]
     out += section("Wall time per section (s)",
                    md_table(list(meta["seconds"]), [list(meta["seconds"].values())]))

@@ -29,7 +29,7 @@ import sys
 from benchmarks import mean
 from evaluate import bootstrap_interval
 from readers import atomic_write
-from report import md_table, win_cell
+from report import diff_cell, md_table, win_cell
 
 
 def read_reports(paths):
@@ -72,6 +72,29 @@ def head_to_head(reports, a, b, seed=0):
     ci = bootstrap_interval(diffs, seed)
     return {"diff": mean(diffs), "ci": ci, "significant": ci[0] > 0 or ci[1] < 0,
             "n_prompts": len(diffs), "per_seed": [x["win_rate"] - y["win_rate"] for x, y in rows]}
+
+
+def pooled_curve(curves, seed=0):
+    """The seeds' self-rejection curves: per N each figure's mean over seeds, and the gain over N=1
+    pooled like a win rate (per prompt the gain averaged over seeds, a paired bootstrap over
+    prompts). None unless every seed has a curve of the same Ns."""
+    if not all(curves) or len({tuple(r["n"] for r in c) for c in curves}) != 1:
+        return None
+    pooled = []
+    for rows in zip(*curves):
+        row = {k: mean(r[k] for r in rows) for k in rows[0]
+               if all(isinstance(r.get(k), (int, float)) for r in rows)} | {"n": rows[0]["n"]}
+        if all("per_prompt" in r for r in rows) and all("per_prompt" in c[0] for c in curves):
+            gains = [[a - b for a, b in zip(r["per_prompt"], c[0]["per_prompt"])]
+                     for r, c in zip(rows, curves)]
+            if len({len(g) for g in gains}) != 1:
+                raise SystemExit("the reports' self-rejection curves cover different numbers of "
+                                 "prompts: pooling needs the same prompts in every seed")
+            per_prompt = [mean(g) for g in zip(*gains)]
+            row.update(gain_vs_1=mean(per_prompt), gain_per_seed=[mean(g) for g in gains],
+                       gain_vs_1_ci=bootstrap_interval(per_prompt, seed))
+        pooled.append(row)
+    return pooled
 
 
 def pool(reports):
@@ -121,11 +144,7 @@ def pool(reports):
         onpolicy["reward_model_acc"] = mean(o["acc"] for o in rm_onpolicy)
     heldout = {j: mean(r["judge"][j]["acc"] for r in reports) for j in reports[0].get("judge", {})
                if all(j in r.get("judge", {}) for r in reports)}
-    curves = [(r.get("rejection") or {}).get("curve") for r in reports]
-    rejection = [
-        {k: mean(c[i][k] for c in curves) for k in curves[0][i] if all(k in c[i] for c in curves)}
-                 for i in range(len(curves[0]))] if all(curves) and len(
-                         {len(c) for c in curves}) == 1 else None
+    rejection = pooled_curve([(r.get("rejection") or {}).get("curve") for r in reports])
     h2h = {other: head_to_head(reports, "self_judge", other)
            for other in ("dpo", "onpolicy_rm", "oracle") if "self_judge" in arms and other in arms}
     return {"arms": table, "orderings": ranked, "pairwise": above,
@@ -172,8 +191,7 @@ def to_markdown(pooled):
         out += ["SELF-JUDGE head to head (per prompt: its outcome vs the baseline minus the other "
                 "arm's, mean over seeds; > 0 favours SELF-JUDGE; * when the interval excludes "
                 "0):", "", md_table(["self_judge vs", "difference [95% CI]", "per seed"],
-                         [[arm, f"{h['diff']:+.3f} [{h['ci'][0]:+.3f}, {h['ci'][1]:+.3f}]"
-                           + (" *" if h["significant"] else ""),
+                         [[arm, diff_cell(h["diff"], h["ci"]),
                            " / ".join(f"{x:+.3f}" for x in h["per_seed"])]
                           for arm, h in pooled["head_to_head"].items()]), ""]
     if pooled["onpolicy_judge"]:
@@ -183,10 +201,16 @@ def to_markdown(pooled):
         out += ["Judge accuracy on held-out preference pairs (mean over seeds): " +
                 ", ".join(f"{k} {v:.3f}" for k, v in pooled["heldout_judge_acc"].items()), ""]
     if pooled.get("rejection"):
-        keys = [k for k in pooled["rejection"][0] if k != "n"]
-        out += ["Self-rejection curve (mean over seeds):", "",
-                md_table(["N"] + keys,
-                         [[c["n"]] + [c.get(k) for k in keys] for c in pooled["rejection"]]), ""]
+        curve = pooled["rejection"]
+        keys = [k for k in curve[0] if k not in ("n", "gain_vs_1", "gain_vs_1_ci", "gain_per_seed")]
+        gain = "gain_vs_1_ci" in curve[0]
+        out += ["Self-rejection curve (mean over seeds; every sample counts at every N; the gain "
+                "over N=1 pooled per prompt, * when its interval excludes 0):", "",
+                md_table(["N"] + (["gain over N=1 [95% CI]", "per seed"] if gain else []) + keys,
+                         [[c["n"]] + ([diff_cell(c["gain_vs_1"], c["gain_vs_1_ci"]),
+                                       " / ".join(f"{x:+.3f}" for x in c["gain_per_seed"])]
+                                      if gain else []) + [c.get(k) for k in keys]
+                          for c in curve]), ""]
     return "\n".join(out)
 
 

@@ -288,11 +288,49 @@ def test_nested_knockout_gives_best_of_every_power_of_two_in_n_minus_1_judgments
         return [int(b > a) for a, b in pairs]
     picks = E.nested_knockout(["c0", "c1"], values, better)
     assert sorted(picks) == [1, 2, 4, 8]
-    for n, winners in picks.items():  # a judge that is always right picks the best of the first N
-        assert [v[w] for v, w in zip(values, winners)] == [max(v[:n]) for v in values]
+    for n, groups in picks.items():  # a judge that is always right picks each group's best
+        assert [[v[w] for w in ws] for v, ws in zip(values, groups)] == [
+            [max(v[g:g + n]) for g in range(0, 8, n)] for v in values]
+    assert picks[2][0] == [1, 3, 4, 6] and picks[8] == [[1], [7]]
     assert len(judged) == 2 * 7
     first_wins = E.nested_knockout(["c"], [[5, 6, 7, 8]], lambda c, p: [0] * len(p))
-    assert first_wins == {1: [0], 2: [0], 4: [0]}
+    assert first_wins == {1: [[0, 1, 2, 3]], 2: [[0, 2]], 4: [[0]]}
+
+
+def test_rejection_curve_counts_every_group_of_n_samples(monkeypatch):
+    """Samples whose verifier score is known (id v scores v / 10, correct from 8 up): each point is
+    the mean over the disjoint groups of N samples of the judge's pick, by hand."""
+    import self_judge
+    import tasks as task_world
+    values = [[3, 9, 1, 4, 7, 2, 8, 5], [1, 2, 3, 4, 5, 6, 7, 8]]
+    monkeypatch.setattr(self_judge, "sample_responses",
+                        lambda policy, tok, contexts, n, *a, **k: [[[v] for v in per[:n]]
+                                                                  for per in values])
+    monkeypatch.setattr(task_world, "score", lambda task, text: {
+        "overall": int(text) / 10, "correctness": float(int(text) >= 8)})
+
+    class Tok:
+        eot_id, eos_id = 98, 99
+        decode = staticmethod(lambda ids: str(ids[0]))
+    tasks = [{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(2)]
+    right = lambda cx, pairs: {"winners": [int(b[0] > a[0]) for a, b in pairs]}
+    first = lambda cx, pairs: {"winners": [0] * len(pairs)}
+    curve = E.rejection_curve(None, Tok(), right, tasks, max_n=8, other_judges={"first": first})
+    assert [c["n"] for c in curve] == [1, 2, 4, 8]
+    one, two, four, eight = curve
+    assert one["overall"] == pytest.approx((39 / 8 + 4.5) / 20) and one["gain_vs_1"] == 0
+    # group winners: p0 9 4 7 8, p1 2 4 6 8 -> per prompt 0.7 and 0.5, 3 of 8 correct
+    assert two["per_prompt"] == pytest.approx([0.7, 0.5]) and two["correct_share"] == 3 / 8
+    assert two["gain_vs_1"] == pytest.approx(((0.7 - 0.4875) + (0.5 - 0.45)) / 2)
+    lo, hi = two["gain_vs_1_ci"]
+    assert lo == pytest.approx(0.05) and hi == pytest.approx(0.2125)  # two prompts: their range
+    assert four["per_prompt"] == pytest.approx([0.85, 0.6])
+    assert eight["overall"] == pytest.approx(0.85)
+    for c in curve:  # an always-right judge is the verifier's own best of each group
+        assert c["oracle_overall"] == pytest.approx(c["overall"])
+    # the first-shown reply always wins: each group's first sample
+    assert [c["first_overall"] for c in curve] == pytest.approx(
+        [one["overall"], (0.475 + 0.4) / 2, (0.5 + 0.3) / 2, (0.3 + 0.1) / 2])
 
 
 def test_pick_tasks_covers_every_family_and_language():
@@ -464,10 +502,13 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
         c = report["checkpoints"][name]
         assert c["params_held"] == c["params"] and c["step_s"] is None
     assert "## The judge on on-policy pairs" in markdown and "win vs start [95% CI]" in markdown
+    assert "| N | overall | gain over N=1 [95% CI] |" in markdown
     curve = report["rejection"]["curve"]
     assert [c["n"] for c in curve] == [1, 2, 4]
     for c in curve:  # the verifier's own best of N is a ceiling for any judge's pick
         assert c["oracle_overall"] >= c["overall"] - 1e-9 and 0 <= c["correct_share"] <= 1
+        assert len(c["per_prompt"]) == 3 and c["gain_vs_1"] == pytest.approx(
+            c["overall"] - curve[0]["overall"])
         assert c["oracle_overall"] >= c["reward_model_overall"] - 1e-9
     assert report["tokenizer"]["mean_tokens_per_document"]["a_this_tokenizer"]
     seconds = report["meta"]["seconds"]  # wall time per section: disjoint parts of the total

@@ -111,3 +111,25 @@ def test_head_to_head_is_the_per_prompt_difference_of_outcomes():
     assert (pooled["arms"]["onpolicy_rm"]["params_held"] == 30
             and "params_held" not in pooled["arms"]["sft"])
     assert "| onpolicy_rm | +0.188" in R.to_markdown(pooled)
+
+
+def test_rejection_gain_is_pooled_per_prompt_over_seeds():
+    def curve(one, two):
+        return {"curve": [{"n": 1, "overall": sum(one) / 2, "per_prompt": one, "gain_vs_1": 0.0,
+                           "gain_vs_1_ci": [0.0, 0.0]},
+                          {"n": 2, "overall": sum(two) / 2, "per_prompt": two}]}
+    a = report([1.0] * 4, [1.0] * 4, {"sft": 0.5, "jsft": 0.5, "self_judge": 0.6})
+    b = json.loads(json.dumps(a))
+    a["rejection"], b["rejection"] = curve([0.4, 0.5], [0.6, 0.5]), curve([0.4, 0.3], [0.4, 0.7])
+    rows = R.pool([a, b])["rejection"]
+    # gains per prompt: seed a 0.2, 0; seed b 0, 0.4 -> mean over seeds 0.1, 0.2
+    assert rows[1]["gain_vs_1"] == pytest.approx(0.15)
+    assert rows[1]["gain_per_seed"] == pytest.approx([0.1, 0.2])
+    assert rows[1]["gain_vs_1_ci"] == pytest.approx([0.1, 0.2])
+    assert rows[1]["overall"] == pytest.approx(0.55) and "per_prompt" not in rows[1]
+    assert "| 2 | +0.150 [+0.100, +0.200] * | +0.100 / +0.200 |" in R.to_markdown(R.pool([a, b]))
+    b["rejection"]["curve"][1]["per_prompt"] = [0.4]
+    with pytest.raises(SystemExit, match="different numbers of prompts"):
+        R.pool([a, b])
+    del b["rejection"]
+    assert R.pool([a, b])["rejection"] is None  # a seed without a curve: no pooled curve
