@@ -304,9 +304,11 @@ def bootstrap_interval(outcomes, seed=0, n_boot=4000, level=0.95):
     return [float(lo), float(hi)]
 
 
-def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, other_judges=None):
+def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, other_judges=None,
+                   samples=None, batch_size=48):
     """What SELF-JUDGE really judges: two samples per prompt from `policy` (T=1, top-p 0.9, as in
-    training), both scored by the verifier. Pairs the verifier ties (identical samples among them)
+    training; samples: this very draw of sampled_replies when already made, e.g. by the task
+    section), both scored by the verifier. Pairs the verifier ties (identical samples among them)
     are counted and dropped; on the rest, the judge's accuracy per order, order-averaged, its
     position consistency, the share of single-order verdicts naming the reply shown first
     (names_first: its position prior), and all of these by what separates the pair (by_difference:
@@ -315,7 +317,9 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, othe
     principle (where the policy's flaws are)."""
     import tasks as task_world
     contexts = [t["messages"] for t in tasks]
-    samples = sampled_replies(policy, tok, contexts, 2, max_new_tokens, seed)
+    samples = samples or sampled_replies(policy, tok, contexts, 2, max_new_tokens, seed,
+                                         batch_size)
+    assert len(samples) == len(tasks) and all(len(pair) == 2 for pair in samples)
     scores = [[task_world.score(t, tok.decode(s)) for s in pair] for t, pair in zip(tasks, samples)]
     differ = [i for i, (a, b) in enumerate(scores) if a["overall"] != b["overall"]]
     out = {"n_pairs": len(tasks), "identical_share": mean(a == b for a, b in samples),
@@ -618,11 +622,13 @@ def run(cfg):
         # judged by itself, against the verifier
         from self_judge import model_judge
         model, tok = loaded[cfg.onpolicy_ckpt]
+        # the task section's two samples per prompt are this very draw (same seeds): reused
+        drawn = sampled.get(cfg.onpolicy_ckpt, [None])[0] if cfg.samples == 2 else None
         with clock(seconds, "judge"):
             report["onpolicy_judge"] = dict(
                 onpolicy_judge(model, tok, model_judge(model, tok, batch_size=cfg.batch_size),
                                picked, cfg.max_new_tokens, cfg.seed,
-                               reward_judges(rm, tok, cfg.batch_size)),
+                               reward_judges(rm, tok, cfg.batch_size), drawn, cfg.batch_size),
                 policy=cfg.onpolicy_ckpt)
     loaded.clear()
 

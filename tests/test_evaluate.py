@@ -516,13 +516,21 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
     assert 0 < sum(seconds[s] for s in E.SECTIONS) <= seconds["total"] + 0.01 * len(E.SECTIONS)
 
 
-def test_judge_section_alone_still_judges_on_policy_pairs(world, tmp_path):
+def test_judge_section_alone_still_judges_on_policy_pairs(world, tmp_path, monkeypatch):
     """--skip everything but the judge: the on-policy judge still reads the held-out tasks."""
     E.main(small_args(world, tmp_path / "eval")
            + ["--skip", "lm,tokenizer,fim,mc,tasks,win,rejection"])
     report = json.load(open(tmp_path / "eval" / "report.json", encoding="utf-8"))
     assert report["onpolicy_judge"]["n_pairs"] == 12 and report["tasks"] == {}
     assert set(report["judge"]) == {"jsft", "self_judge", "reward_model"}
+    # with the task section on, its samples of the JSFT policy are judged, not drawn again
+    draws, draw = [], E.sampled_replies
+    monkeypatch.setattr(E, "sampled_replies", lambda *a, **k: draws.append(1) or draw(*a, **k))
+    E.main(small_args(world, tmp_path / "with_tasks")
+           + ["--skip", "lm,tokenizer,fim,mc,win,rejection"])
+    reused = json.load(open(tmp_path / "with_tasks" / "report.json", encoding="utf-8"))
+    assert reused["tasks"] and reused["onpolicy_judge"] == report["onpolicy_judge"]
+    assert len(draws) == len(reused["tasks"])  # one draw per checkpoint, none for the judge
 
 
 def test_lm_bytes_are_the_validation_text_whatever_the_tokenizer(world):
@@ -616,7 +624,7 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
                              batch_size=4) == again
 
 
-def test_onpolicy_judge_scores_the_judge_against_the_verifier(world, monkeypatch):
+def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
     import tasks
     tok = world["tok"]
     model, _, _ = E.load(world["ckpts"]["jsft"], "cpu")
@@ -660,15 +668,15 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world, monkeypatch
         pick = lambda key: [x if s else y for s, x, y in zip(sees, o[key], p[key])]
         return {key: pick(key) for key in ("winners", "first_order_a", "second_order_a")}
     # both kinds, by construction:
-    def planted_pairs(policy, tok_, contexts, k, max_new_tokens, seed):
+    def planted_pairs(contexts):
         out = []                                    # gold vs a wrong value, or vs a verbose gold
         for i, c in enumerate(contexts):
             cands = dict(tasks.candidates(task_of[json.dumps(c)], random.Random(i)))
             other = cands.get("wrong_value" if i % 2 else "verbose") or cands[sorted(cands)[0]]
             out.append([tok.encode(cands["gold"]), tok.encode(other)])
         return out
-    monkeypatch.setattr(E, "sampled_replies", planted_pairs)
-    split = E.onpolicy_judge(model, tok, sees_correctness, held, max_new_tokens=8, seed=0)
+    split = E.onpolicy_judge(model, tok, sees_correctness, held, max_new_tokens=8, seed=0,
+                             samples=planted_pairs([t["messages"] for t in held]))
     by = split["by_difference"]
     assert set(by) == {"correctness", "surface"}
     assert by["correctness"]["n"] + by["surface"]["n"] == split["n_judged"]
