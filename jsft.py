@@ -352,7 +352,7 @@ class JSFTConfig(SFTConfig):
                                    "(<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
                                    "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); "
                                    "0 = none")
-    steps: int = 300
+    steps: int = 450
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 10

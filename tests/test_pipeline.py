@@ -114,3 +114,10 @@ def test_demo_runs_at_its_own_scale_and_reproduce_does_not(tmp_path):
         found = [line.split("&&")[0].split() for line in repro if f" {script} " in line]
         assert len(found) == 3 and all(
             parse_config(config, w[w.index(script) + 1:]).eval_prefs == "none" for w in found)
+    # its evaluation: every held-out prompt, win rates by the verifier alone (the table's)
+    import shlex
+
+    from evaluate import EvalConfig
+    evals = [shlex.split(line.split("&&")[0]) for line in repro if " evaluate.py " in line]
+    cfgs = [parse_config(EvalConfig, w[w.index("evaluate.py") + 1:]) for w in evals]
+    assert len(cfgs) == 3 and all(c.max_tasks == 0 and c.judge_ckpt == "" for c in cfgs)
