@@ -17,7 +17,8 @@ skippable with --skip (lm, fim and mc are benchmarks.py's; report.py renders the
              and by a judge
   judge      judge accuracy and position consistency on held-out preference pairs, and on on-policy
              pairs (two samples of the SELF-JUDGE start, judged by itself, against the verifier)
-  rejection  self-rejection curve: the knockout winner of N samples, N = 1, 2, 4, 8, 16
+  rejection  self-rejection curve: knockout winners among N samples, N = 1, 2, 4, 8, 16 (every
+             group of N of the samples counted), its gain over N = 1 with a paired interval
 
 Run:
   python evaluate.py                             # the demo's checkpoints that exist -> out/eval/

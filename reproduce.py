@@ -17,7 +17,7 @@ ordering?". Per arm and comparison (vs the baseline, vs the arm's own start):
   cost              parameters held while training and the median seconds per step, per arm.
 Also pooled: the judges' accuracy on on-policy pairs (the JSFT judge and the reward model), the
 share of verifier ties, each stage's movement (KL to start, changed replies), the self-rejection
-curve.
+curve (its gain over N = 1 pooled per prompt like a win rate).
 
     python reproduce.py out/reproduce/seed*/eval/report.json  # -> out/reproduce/table.md, .json
 """
