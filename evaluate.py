@@ -402,11 +402,12 @@ def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed
         return [x for per in per_prompt for x in per]
     others = {name: picks(fn) for name, fn in (other_judges or {}).items()}
     curve, by_n = [], picks(judge)
+    one = [mean(x["overall"] for x in per) for per in by_n[1]]  # per prompt: any one sample
     for n, picked in by_n.items():
         best = [[max(per[g:g + n], key=lambda x: x["overall"]) for g in range(0, len(per), n)]
                 for per in scores]
         per_prompt = [mean(x["overall"] for x in per) for per in picked]
-        gain = [a - mean(x["overall"] for x in one) for a, one in zip(per_prompt, by_n[1])]
+        gain = [a - b for a, b in zip(per_prompt, one)]
         row = {"n": n, "overall": mean(per_prompt),
                "correct_share": mean(x["correctness"] == 1 for x in flat(picked)),
                "gain_vs_1": mean(gain), "gain_vs_1_ci": bootstrap_interval(gain, seed),

@@ -4,6 +4,7 @@ SELF-JUDGE -> oracle arm -> evaluate."""
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 
@@ -80,11 +81,16 @@ def planned(*make_args):
     return proc.stdout.splitlines()
 
 
+def commands_of(lines, script):
+    """The arguments (shell words) of every planned command that runs `script`."""
+    words = [shlex.split(line.split("&&")[0]) for line in lines if f" {script} " in line]
+    return [w[w.index(script) + 1:] for w in words]
+
+
 def command_of(lines, script):
-    found = [line for line in lines if f" {script} " in line]
+    found = commands_of(lines, script)
     assert len(found) == 1, (script, found)
-    words = found[0].split("&&")[0].split()
-    return words[words.index(script) + 1:]  # the script's arguments
+    return found[0]
 
 
 def test_demo_runs_at_its_own_scale_and_reproduce_does_not(tmp_path):
@@ -111,13 +117,9 @@ def test_demo_runs_at_its_own_scale_and_reproduce_does_not(tmp_path):
     # evaluate.py measures the judges on the held-out pairs; JSFT and the reward model do not also
     from reward_model import RewardConfig
     for script, config in (("jsft.py", JSFTConfig), ("reward_model.py", RewardConfig)):
-        found = [line.split("&&")[0].split() for line in repro if f" {script} " in line]
-        assert len(found) == 3 and all(
-            parse_config(config, w[w.index(script) + 1:]).eval_prefs == "none" for w in found)
+        found = commands_of(repro, script)
+        assert len(found) == 3 and all(parse_config(config, w).eval_prefs == "none" for w in found)
     # its evaluation: every held-out prompt, win rates by the verifier alone (the table's)
-    import shlex
-
     from evaluate import EvalConfig
-    evals = [shlex.split(line.split("&&")[0]) for line in repro if " evaluate.py " in line]
-    cfgs = [parse_config(EvalConfig, w[w.index("evaluate.py") + 1:]) for w in evals]
+    cfgs = [parse_config(EvalConfig, w) for w in commands_of(repro, "evaluate.py")]
     assert len(cfgs) == 3 and all(c.max_tasks == 0 and c.judge_ckpt == "" for c in cfgs)
