@@ -1,7 +1,7 @@
 # minihcx: two commands.
 #   make demo  - set up .venv and run the whole pipeline on the embedded default data, print the results
-#   make test  - set up .venv (with the test-only requirements), run ruff check (pyproject.toml) and
-#                the test suite
+#   make test  - set up .venv (with the test-only requirements), run ruff check and ruff format --check
+#                (both configured in pyproject.toml), then the test suite
 # Each demo stage is a file target (a .done stamp written after the stage succeeds), so a stage whose
 # output is already there is skipped; `make clean` starts over. The per-stage *_ARGS variables are the
 # knobs (the test suite's smoke run passes tiny values through them).
@@ -64,9 +64,9 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 
 venv: $(VENV)/.installed
 
-# lint only, no `ruff format --check`: the formatter's one-argument-per-line style grew the reading path 41 %
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q tests
 
 demo: $(SETUP)

@@ -39,6 +39,7 @@ matmuls read the 26 MB of weights from memory each step, as the limit does, at ~
 (~1.4 of 1.85 ms): 75 % of the limit would leave ~0.3 ms for all the rest of a step, out of reach
 in fp32 on this CPU.
 """
+
 import argparse
 import ctypes
 import resource
@@ -62,8 +63,10 @@ def keep_freed_memory() -> bool:
     except OSError:  # macOS, Windows, musl
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
-    return (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
-            and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) == 1)
+    return (
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1
+        and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    )
 
 
 def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
@@ -75,7 +78,7 @@ def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
         t0 = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def timed(fn, n: int = 1) -> float:
@@ -102,8 +105,9 @@ def matvec_limit(model, repeats: int = 200) -> dict:
     """The floor of a batch-1 decode step: one matrix-vector product over every weight matrix a
     step reads (all but the embedding table, of which a step reads one row), stacked into one matrix
     so no per-operator cost is counted. Returns {"s": best seconds per product, "mb": megabytes}."""
-    mats = [p for name, p in model.named_parameters()
-            if p.dim() == 2 and name != "embed_tokens.weight"]
+    mats = [
+        p for name, p in model.named_parameters() if p.dim() == 2 and name != "embed_tokens.weight"
+    ]
     dim = model.cfg.dim
     stacked = torch.cat([w.detach().reshape(-1, dim) for w in mats])  # (total / dim, dim)
     x = torch.randn(dim)
@@ -114,31 +118,51 @@ def matvec_limit(model, repeats: int = 200) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--preset", default="demo",
-                    help="model preset from model.PRESETS (default: demo)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    ap.add_argument(
+        "--preset", default="demo", help="model preset from model.PRESETS (default: demo)"
+    )
     ap.add_argument("--vocab-size", type=int, default=4096)
     ap.add_argument("--batch-size", type=int, default=16, help="training batch (default 16)")
-    ap.add_argument("--seq-len", type=int, default=256,
-                    help="training sequence length (default 256)")
-    ap.add_argument("--prompt-len", type=int, default=128,
-                    help="prompt length for prefill and decode (default 128)")
-    ap.add_argument("--new-tokens", type=int, default=128,
-                    help="greedy tokens generated per row (default 128)")
+    ap.add_argument(
+        "--seq-len", type=int, default=256, help="training sequence length (default 256)"
+    )
+    ap.add_argument(
+        "--prompt-len",
+        type=int,
+        default=128,
+        help="prompt length for prefill and decode (default 128)",
+    )
+    ap.add_argument(
+        "--new-tokens", type=int, default=128, help="greedy tokens generated per row (default 128)"
+    )
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5,
-                    help="interleaved rounds per measurement (default 5)")
-    ap.add_argument("--stat", choices=["best", "median"], default="best",
-                    help="which round to report")
-    ap.add_argument("--compile", action="store_true",
-                    help="also time our training step under torch.compile")
-    ap.add_argument("--compile-decode", action=argparse.BooleanOptionalAction, default=True,
-                    help="also time generate(compile=True), the compiled decode step (default on)")
-    ap.add_argument("--decode-batches", type=lambda s: [int(b) for b in s.split(",")],
-                    default=[1, 8, 32], help="batch sizes for greedy decode (default 1,8,32)")
-    ap.add_argument("--no-train", dest="train", action="store_false",
-                    help="skip the training figures")
+    ap.add_argument(
+        "--rounds", type=int, default=5, help="interleaved rounds per measurement (default 5)"
+    )
+    ap.add_argument(
+        "--stat", choices=["best", "median"], default="best", help="which round to report"
+    )
+    ap.add_argument(
+        "--compile", action="store_true", help="also time our training step under torch.compile"
+    )
+    ap.add_argument(
+        "--compile-decode",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time generate(compile=True), the compiled decode step (default on)",
+    )
+    ap.add_argument(
+        "--decode-batches",
+        type=lambda s: [int(b) for b in s.split(",")],
+        default=[1, 8, 32],
+        help="batch sizes for greedy decode (default 1,8,32)",
+    )
+    ap.add_argument(
+        "--no-train", dest="train", action="store_false", help="skip the training figures"
+    )
     args = ap.parse_args()
     stat = min if args.stat == "best" else statistics.median
 
@@ -147,19 +171,26 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = config_from_preset(args.preset, vocab_size=args.vocab_size,
-                             max_seq_len=max(args.seq_len, args.prompt_len + args.new_tokens))
+    cfg = config_from_preset(
+        args.preset,
+        vocab_size=args.vocab_size,
+        max_seq_len=max(args.seq_len, args.prompt_len + args.new_tokens),
+    )
     ours = Transformer(cfg)
     hf = LlamaForCausalLM(LlamaConfig(**hf_llama_config_dict(cfg), attn_implementation="sdpa"))
     hf.load_state_dict(to_hf_state_dict(ours.state_dict(), cfg), strict=not cfg.tie_embeddings)
     rate = matmul_rate()
     B, T = args.batch_size, args.seq_len
     flops = ours.flops_per_token(T)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul rate "
-          f"{rate / 1e9:.0f} GFLOP/s (2048^3 GEMM, best of 5)")
-    print(f"model: preset {args.preset}, vocab {cfg.vocab_size}, dim {cfg.dim}, {cfg.n_layers} "
-          f"layers, heads {cfg.n_heads}/{cfg.n_kv_heads}, ffn {cfg.ffn_hidden}, "
-          f"{ours.num_params() / 1e6:.2f}M parameters, {flops / 1e6:.1f} MFLOP/token at T={T}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul rate "
+        f"{rate / 1e9:.0f} GFLOP/s (2048^3 GEMM, best of 5)"
+    )
+    print(
+        f"model: preset {args.preset}, vocab {cfg.vocab_size}, dim {cfg.dim}, {cfg.n_layers} "
+        f"layers, heads {cfg.n_heads}/{cfg.n_kv_heads}, ffn {cfg.ffn_hidden}, "
+        f"{ours.num_params() / 1e6:.2f}M parameters, {flops / 1e6:.1f} MFLOP/token at T={T}"
+    )
 
     # -- training: forward + backward + AdamW step on a fixed random batch ------------------------
     if args.train:
@@ -173,11 +204,15 @@ def main():
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+
             return step
 
-        steps = {"ours": train_step(ours.train(), lambda m: m(idx[:, :-1], idx[:, 1:])[1]),
-                 "hf": train_step(hf.train(),
-                                  lambda m: m(input_ids=idx[:, :-1], labels=idx[:, :-1]).loss)}
+        steps = {
+            "ours": train_step(ours.train(), lambda m: m(idx[:, :-1], idx[:, 1:])[1]),
+            "hf": train_step(
+                hf.train(), lambda m: m(input_ids=idx[:, :-1], labels=idx[:, :-1]).loss
+            ),
+        }
         if args.compile:
             t0 = time.perf_counter()
             compiled = compile_model(ours, True)
@@ -192,14 +227,20 @@ def main():
             steps["ours"]()
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
             sec = interleaved(steps, args.rounds, n=2, stat=stat)
-            print(f"\ntraining, B={B} T={T}, allocator: {allocator} ({faults} page faults in one "
-                  f"step of ours), {args.stat} of {args.rounds} rounds")
+            print(
+                f"\ntraining, B={B} T={T}, allocator: {allocator} ({faults} page faults in one "
+                f"step of ours), {args.stat} of {args.rounds} rounds"
+            )
             for k, s in sec.items():
-                print(f"  {k:14s} {B * T / s:8.0f} tokens/s   "
-                      f"{B * T * flops / s / 1e9:6.1f} GFLOP/s = "
-                      f"{100 * B * T * flops / s / rate:4.1f}% of matmul rate")
-            print(f"  ours / hf: {sec['hf'] / sec['ours']:.2f}x  (target >= 1.25x, and >= 75% of "
-                  f"the matmul rate)")
+                print(
+                    f"  {k:14s} {B * T / s:8.0f} tokens/s   "
+                    f"{B * T * flops / s / 1e9:6.1f} GFLOP/s = "
+                    f"{100 * B * T * flops / s / rate:4.1f}% of matmul rate"
+                )
+            print(
+                f"  ours / hf: {sec['hf'] / sec['ours']:.2f}x  (target >= 1.25x, and >= 75% of "
+                f"the matmul rate)"
+            )
             if "ours+compile" in sec:
                 print(f"  ours+compile / hf: {sec['hf'] / sec['ours+compile']:.2f}x")
     ours.eval(), hf.eval()
@@ -209,12 +250,15 @@ def main():
     # -- prefill and greedy decode -----------------------------------------------------------------
     P, N = args.prompt_len, args.new_tokens
     limit = matvec_limit(ours)
-    print(f"\nthe limit: one matrix-vector product over every weight a decode step reads (all "
-          f"matrices but the embedding table, {limit['mb']:.1f} MB) takes "
-          f"{limit['s'] * 1e3:.2f} ms: at most {1 / limit['s']:.0f} tokens/s at batch 1")
+    print(
+        f"\nthe limit: one matrix-vector product over every weight a decode step reads (all "
+        f"matrices but the embedding table, {limit['mb']:.1f} MB) takes "
+        f"{limit['s'] * 1e3:.2f} ms: at most {1 / limit['s']:.0f} tokens/s at batch 1"
+    )
     for batch in args.decode_batches:
         prompt = torch.randint(cfg.vocab_size, (batch, P))
         if batch in (1, 8):
+
             def prefill_ours():
                 with torch.no_grad():
                     ours.setup_cache(batch, P)
@@ -225,15 +269,19 @@ def main():
                     hf(input_ids=prompt, use_cache=True)
 
             sec = interleaved({"ours": prefill_ours, "hf": prefill_hf}, args.rounds, n=5, stat=stat)
-            print(f"\nprefill, batch {batch} x {P} tokens: ours {batch * P / sec['ours']:.0f} "
-                  f"tokens/s, hf {batch * P / sec['hf']:.0f} tokens/s, ours / hf "
-                  f"{sec['hf'] / sec['ours']:.2f}x")
+            print(
+                f"\nprefill, batch {batch} x {P} tokens: ours {batch * P / sec['ours']:.0f} "
+                f"tokens/s, hf {batch * P / sec['hf']:.0f} tokens/s, ours / hf "
+                f"{sec['hf'] / sec['ours']:.2f}x"
+            )
 
         outs = {}
 
         def decode_ours(compile=False):
-            outs[f"compile={compile}"] = generate(ours, prompt.tolist(), N, temperature=0,
-                                                  compile=compile)
+            outs[f"compile={compile}"] = generate(
+                ours, prompt.tolist(), N, temperature=0, compile=compile
+            )
+
         fns = {"ours": decode_ours}
         if args.compile_decode:
             t0 = time.perf_counter()
@@ -242,31 +290,46 @@ def main():
             fns["ours+compile"] = lambda: decode_ours(compile=True)
 
         def decode_hf():
-            out = hf.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
-                              max_new_tokens=N, min_new_tokens=N, do_sample=False,
-                              eos_token_id=None, pad_token_id=0)
+            out = hf.generate(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=N,
+                min_new_tokens=N,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
             outs["hf"] = out[:, P:].tolist()
+
         fns["hf"] = decode_hf
 
         sec = interleaved(fns, args.rounds, stat=stat)
         rate = {k: batch * N / s for k, s in sec.items()}
         same = all(o == outs["hf"] for o in outs.values())
-        print(f"\ngreedy decode, batch {batch}, {P} prompt + {N} new tokens, new tokens/s over the "
-              f"whole generate call; same tokens in all: {same}")
+        print(
+            f"\ngreedy decode, batch {batch}, {P} prompt + {N} new tokens, new tokens/s over the "
+            f"whole generate call; same tokens in all: {same}"
+        )
         for k, r in rate.items():
-            share = f", {100 * r * limit['s']:.0f}% of the limit" if batch == 1 and k != "hf" \
-                else ""
+            share = (
+                f", {100 * r * limit['s']:.0f}% of the limit" if batch == 1 and k != "hf" else ""
+            )
             print(f"  {k:14s} {r:8.0f} tokens/s   {r / rate['hf']:.2f}x hf{share}")
         if "ours+compile" in sec:
             compile_s = first - sec["ours+compile"]
             calls = args.rounds + 2  # this bench's calls at this shape: first, warm-up, rounds
             amortised = calls * batch * N / (compile_s + calls * sec["ours+compile"])
             gain = sec["ours"] - sec["ours+compile"]
-            pays = f"pays for itself after {compile_s / gain:.0f} calls like this one" if gain > 0 \
+            pays = (
+                f"pays for itself after {compile_s / gain:.0f} calls like this one"
+                if gain > 0
                 else "never pays here"
-            print(f"  compile time {compile_s:.1f} s (first call {first:.1f} s minus a warm call); "
-                  f"counted over this bench's {calls} calls: {amortised:.0f} tokens/s; "
-                  f"compiling {pays}")
+            )
+            print(
+                f"  compile time {compile_s:.1f} s (first call {first:.1f} s minus a warm call); "
+                f"counted over this bench's {calls} calls: {amortised:.0f} tokens/s; "
+                f"compiling {pays}"
+            )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Use (a module, not a script):
   from benchmarks import lm_eval, token_byte_lengths
   lm_eval(model, token_stream, token_byte_lengths(tok))   # {"loss", "bpb", "tokens", "bytes"}
 """
+
 import filecmp
 import math
 import os
@@ -27,8 +28,10 @@ from corpus import hangul_share
 from model import generate, last_position_logits, right_pad, sequence_logprobs
 from readers import LETTERS
 
-MC_INSTRUCTION = {"en": "Answer with the letter of the correct option.",
-                  "ko": "정답의 기호를 고르세요."}
+MC_INSTRUCTION = {
+    "en": "Answer with the letter of the correct option.",
+    "ko": "정답의 기호를 고르세요.",
+}
 # the assistant's words; the next token is the letter
 MC_ANSWER_PREFIX = {"en": "Answer:", "ko": "정답:"}
 
@@ -63,7 +66,7 @@ def lm_eval(model, stream, byte_lengths, seq_len=256, max_tokens=0, batch_size=1
     first is predicted once. Bytes are those of the predicted tokens (an eos costs bits but has no
     bytes).
     -> {"loss": nats per token, "bpb", "tokens", "bytes"}."""
-    stream = np.asarray(stream[:max_tokens + 1] if max_tokens else stream, dtype=np.int64)
+    stream = np.asarray(stream[: max_tokens + 1] if max_tokens else stream, dtype=np.int64)
     if len(stream) < 2:
         raise ValueError("lm_eval: the token stream needs at least 2 tokens")
     seq_len = min(seq_len, model.cfg.max_seq_len)
@@ -72,16 +75,21 @@ def lm_eval(model, stream, byte_lengths, seq_len=256, max_tokens=0, batch_size=1
     nats, n_tokens, n_bytes = 0.0, 0, 0
     for k in range(0, len(starts), batch_size):
         # the last may be shorter
-        rows = [stream[s:s + seq_len + 1] for s in starts[k:k + batch_size]]
+        rows = [stream[s : s + seq_len + 1] for s in starts[k : k + batch_size]]
         x = right_pad([r[:-1] for r in rows], 0)  # (B, T)
         y = right_pad([r[1:] for r in rows], -100)  # (B, T), -100 = no target
         logits, _ = model(x.to(device))  # (B, T, V)
-        nats += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten().to(device),
-                                ignore_index=-100, reduction="sum").item()
+        nats += F.cross_entropy(
+            logits.flatten(0, 1).float(), y.flatten().to(device), ignore_index=-100, reduction="sum"
+        ).item()
         targets = y[y != -100].numpy()
         n_tokens, n_bytes = n_tokens + len(targets), n_bytes + int(byte_lengths[targets].sum())
-    return {"loss": nats / n_tokens, "bpb": bits_per_byte(nats, n_bytes), "tokens": n_tokens,
-            "bytes": n_bytes}
+    return {
+        "loss": nats / n_tokens,
+        "bpb": bits_per_byte(nats, n_bytes),
+        "tokens": n_tokens,
+        "bytes": n_bytes,
+    }
 
 
 def heldout_documents(data_dir, group, data_tok):
@@ -98,8 +106,12 @@ def val_stream(data_dir, group, tok, data_tok):
     if filecmp.cmp(tok.model_path, data_tok.model_path, shallow=False):
         return data.load_tokens(os.path.join(data_dir, f"val_{group}.bin"))
     return np.array(
-        [i for d in heldout_documents(data_dir, group, data_tok) for i in tok.encode(d)
-         + [tok.eos_id]])
+        [
+            i
+            for d in heldout_documents(data_dir, group, data_tok)
+            for i in tok.encode(d) + [tok.eos_id]
+        ]
+    )
 
 
 def lm_section(model, tok, data_tok, data_dir, groups, seq_len, max_tokens, batch_size):
@@ -107,12 +119,19 @@ def lm_section(model, tok, data_tok, data_dir, groups, seq_len, max_tokens, batc
     them."""
     lengths = token_byte_lengths(tok)
     streams = {g: val_stream(data_dir, g, tok, data_tok) for g in groups}
-    out = {g: lm_eval(model, s, lengths, seq_len, max_tokens, batch_size)
-           for g, s in streams.items() if len(s) > 1}
+    out = {
+        g: lm_eval(model, s, lengths, seq_len, max_tokens, batch_size)
+        for g, s in streams.items()
+        if len(s) > 1
+    }
     nats = sum(r["loss"] * r["tokens"] for r in out.values())
     tokens, n_bytes = sum(r["tokens"] for r in out.values()), sum(r["bytes"] for r in out.values())
-    out["all"] = {"loss": nats / tokens, "bpb": bits_per_byte(nats, n_bytes), "tokens": tokens,
-                  "bytes": n_bytes}
+    out["all"] = {
+        "loss": nats / tokens,
+        "bpb": bits_per_byte(nats, n_bytes),
+        "tokens": tokens,
+        "bytes": n_bytes,
+    }
     return out
 
 
@@ -154,13 +173,21 @@ def fim_eval(model, tok, examples, max_new_tokens=48, batch_size=32):
     -> {"exact", "prefix", "n"}."""
     exact, prefix = [], []
     for k in range(0, len(examples), batch_size):
-        chunk = examples[k:k + batch_size]
+        chunk = examples[k : k + batch_size]
         room = model.cfg.max_seq_len - max(len(p) for p, _ in chunk)
         if room < 1:
-            raise ValueError(f"fim: a prompt fills the model's context ({model.cfg.max_seq_len}); "
-                             "lower --fim-chars")
-        new = generate(model, [p for p, _ in chunk], min(max_new_tokens, room), temperature=0,
-                       stop_ids=(tok.eos_id,), pad_id=tok.pad_id)
+            raise ValueError(
+                f"fim: a prompt fills the model's context ({model.cfg.max_seq_len}); "
+                "lower --fim-chars"
+            )
+        new = generate(
+            model,
+            [p for p, _ in chunk],
+            min(max_new_tokens, room),
+            temperature=0,
+            stop_ids=(tok.eos_id,),
+            pad_id=tok.pad_id,
+        )
         for ids, (_, middle) in zip(new, chunk):
             text = tok.decode(ids)  # eos is a control id: it decodes to nothing
             exact.append(float(text == middle and ids[-1:] == [tok.eos_id]))
@@ -168,12 +195,20 @@ def fim_eval(model, tok, examples, max_new_tokens=48, batch_size=32):
     return {"exact": mean(exact), "prefix": mean(prefix), "n": len(examples)}
 
 
-def fim_section(model, tok, data_tok, data_dir, groups, n, max_chars, max_new_tokens, batch_size,
-                seed=0):
+def fim_section(
+    model, tok, data_tok, data_dir, groups, n, max_chars, max_new_tokens, batch_size, seed=0
+):
     """fim_eval on n held-out windows (max_chars each) of every language group."""
-    return {g: fim_eval(model, tok, fim_examples(heldout_documents(data_dir, g, data_tok), tok, n,
-                                                 max_chars, seed), max_new_tokens, batch_size)
-            for g in groups}
+    return {
+        g: fim_eval(
+            model,
+            tok,
+            fim_examples(heldout_documents(data_dir, g, data_tok), tok, n, max_chars, seed),
+            max_new_tokens,
+            batch_size,
+        )
+        for g in groups
+    }
 
 
 # ------------------------------------------------------------------ multiple choice
@@ -189,8 +224,9 @@ def mc_prompt(tok, question, choices, chat=True):
     if not chat:
         return [tok.eos_id] + tok.encode(f"{body}\n{MC_ANSWER_PREFIX[lang]}")
     messages = [{"role": "user", "content": body}]
-    return (tok.render_chat(messages, add_generation_prompt=True)[0]
-            + tok.encode(MC_ANSWER_PREFIX[lang]))
+    return tok.render_chat(messages, add_generation_prompt=True)[0] + tok.encode(
+        MC_ANSWER_PREFIX[lang]
+    )
 
 
 @torch.no_grad()
@@ -204,23 +240,25 @@ def continuation_logprobs(model, prompts, continuations, pad_id, batch_size=32):
     if all(len(c) == 1 for cs in continuations for c in cs):
         out = []
         for k in range(0, len(prompts), batch_size):
-            chunk = prompts[k:k + batch_size]
+            chunk = prompts[k : k + batch_size]
             logp = last_position_logits(model, chunk, pad_id).float().log_softmax(-1)  # (B, V)
-            out += [[logp[b, c[0]].item() for c in cs]
-                    for b, cs in enumerate(continuations[k:k + batch_size])]
+            out += [
+                [logp[b, c[0]].item() for c in cs]
+                for b, cs in enumerate(continuations[k : k + batch_size])
+            ]
         return out
     rows = [(p + c, len(p)) for p, cs in zip(prompts, continuations) for c in cs]
     flat = []
     for k in range(0, len(rows), batch_size):
-        chunk = rows[k:k + batch_size]
+        chunk = rows[k : k + batch_size]
         x = right_pad([ids for ids, _ in chunk], pad_id)  # (B, T)
         mask = torch.zeros_like(x)
         for b, (ids, start) in enumerate(chunk):
-            mask[b, start:len(ids)] = 1  # the continuation's tokens
+            mask[b, start : len(ids)] = 1  # the continuation's tokens
         flat += sequence_logprobs(model, x.to(device), mask.to(device))[0].tolist()
     out, k = [], 0
     for cs in continuations:
-        out.append(flat[k:k + len(cs)])
+        out.append(flat[k : k + len(cs)])
         k += len(cs)
     return out
 
@@ -233,7 +271,7 @@ def mc_eval(model, tok, records, batch_size=32, chat=True):
     letters = [tok.encode(" " + L) for L in LETTERS]
     prompts, conts, truncated = [], [], 0
     for r in records:
-        cs = letters[:len(r["choices"])]
+        cs = letters[: len(r["choices"])]
         room = model.cfg.max_seq_len - max(map(len, cs))
         p = mc_prompt(tok, r["question"], r["choices"], chat)
         truncated += len(p) > room
@@ -244,8 +282,14 @@ def mc_eval(model, tok, records, batch_size=32, chat=True):
         probs = torch.tensor(lp).softmax(0)
         right.append(float(int(probs.argmax()) == r["answer"]))
         p_right.append(float(probs[r["answer"]]))
-    return {"accuracy": mean(right), "p_correct": mean(p_right),
-            "chance": mean(1 / len(r["choices"]) for r in records), "n": len(records),
-            "truncated": truncated, "format": "chat" if chat else "plain text",
-            "letter_tokens": "one token each" if all(len(c) == 1 for cs in conts for c in cs)
-            else "multi-token"}
+    return {
+        "accuracy": mean(right),
+        "p_correct": mean(p_right),
+        "chance": mean(1 / len(r["choices"]) for r in records),
+        "n": len(records),
+        "truncated": truncated,
+        "format": "chat" if chat else "plain text",
+        "letter_tokens": "one token each"
+        if all(len(c) == 1 for cs in conts for c in cs)
+        else "multi-token",
+    }

@@ -18,6 +18,7 @@ It replaces `self_judge.py --best-of` (whose defaults were --seed 1337 and 48 ne
     python chat.py --best-of 8 --prompts out/tasks/eval_tasks.jsonl  # a file: JSON lines
                                                                       # {"prompt", "response"}
 """
+
 import argparse
 import json
 import os
@@ -47,12 +48,24 @@ def tournament(contexts, candidates, judge_pairs, seed):
     return [b[0] for b in knockout(contexts, candidates, judge_pairs, brackets)[-1]]
 
 
-def best_of_n(model, judge_model, tokenizer, contexts, n, max_new_tokens=48, temperature=1.0,
-              top_p=0.9, seed=0, principles=("overall",), judge_fn=None):
+def best_of_n(
+    model,
+    judge_model,
+    tokenizer,
+    contexts,
+    n,
+    max_new_tokens=48,
+    temperature=1.0,
+    top_p=0.9,
+    seed=0,
+    principles=("overall",),
+    judge_fn=None,
+):
     """Self-rejection: sample n responses per context, return each context's tournament winner (id
     list). judge_model judges (pass the model itself for self-rejection); judge_fn overrides it."""
-    samples = sample_responses(model, tokenizer, contexts, n, max_new_tokens, temperature, top_p,
-                               seed)
+    samples = sample_responses(
+        model, tokenizer, contexts, n, max_new_tokens, temperature, top_p, seed
+    )
     if n == 1:
         return [s[0] for s in samples]
     judge_fn = judge_fn or model_judge(judge_model, tokenizer, principles)
@@ -60,8 +73,18 @@ def best_of_n(model, judge_model, tokenizer, contexts, n, max_new_tokens=48, tem
     return [s[w] for s, w in zip(samples, winners)]
 
 
-def reply(model, tokenizer, messages, max_new_tokens=128, temperature=0.0, top_p=None, seed=0,
-          stream=None, best_of=1, principles=("overall",)):
+def reply(
+    model,
+    tokenizer,
+    messages,
+    max_new_tokens=128,
+    temperature=0.0,
+    top_p=None,
+    seed=0,
+    stream=None,
+    best_of=1,
+    principles=("overall",),
+):
     """Generate the assistant's next turn for `messages`; returns its text (without the
     end-of-turn). stream(text_piece) is called as tokens arrive (decoded incrementally, so
     multi-byte Korean stays whole). best_of > 1: the self-judged best of that many samples
@@ -69,12 +92,24 @@ def reply(model, tokenizer, messages, max_new_tokens=128, temperature=0.0, top_p
     ids, _ = tokenizer.render_chat(messages, add_generation_prompt=True)
     room = model.cfg.max_seq_len - len(ids)
     if room <= 0:
-        raise ValueError(f"the conversation is {len(ids)} tokens, the model's context is "
-                         f"{model.cfg.max_seq_len}: /reset")
+        raise ValueError(
+            f"the conversation is {len(ids)} tokens, the model's context is "
+            f"{model.cfg.max_seq_len}: /reset"
+        )
     max_new_tokens = min(max_new_tokens, room)
     if best_of > 1:
-        winner, = best_of_n(model, model, tokenizer, [messages], best_of, max_new_tokens,
-                            temperature, top_p, seed, principles)
+        (winner,) = best_of_n(
+            model,
+            model,
+            tokenizer,
+            [messages],
+            best_of,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed,
+            principles,
+        )
         text = tokenizer.decode(winner)  # control ids, the end of turn among them, are skipped
         if stream:
             stream(text)
@@ -89,36 +124,62 @@ def reply(model, tokenizer, messages, max_new_tokens=128, temperature=0.0, top_p
         new.append(step_tokens[0])
         text = tokenizer.decode(new)
         if stream and not text.endswith("\ufffd"):  # wait for the rest of a split UTF-8 character
-            stream(text[len(shown[0]):])
+            stream(text[len(shown[0]) :])
             shown[0] = text
 
-    out = generate(model, [ids], max_new_tokens, temperature=temperature, top_p=top_p,
-                   stop_ids=(tokenizer.eot_id,), generator=generator, pad_id=tokenizer.pad_id,
-                   on_token=on_token)[0]
+    out = generate(
+        model,
+        [ids],
+        max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        stop_ids=(tokenizer.eot_id,),
+        generator=generator,
+        pad_id=tokenizer.pad_id,
+        on_token=on_token,
+    )[0]
     text = tokenizer.decode([t for t in out if t != tokenizer.eot_id])
     if stream and len(text) > len(shown[0]):
-        stream(text[len(shown[0]):])
+        stream(text[len(shown[0]) :])
     return text
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--ckpt", default="out/self_judge",
-                    help="checkpoint folder (model.pt, config.json, tokenizer.model)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    ap.add_argument(
+        "--ckpt",
+        default="out/self_judge",
+        help="checkpoint folder (model.pt, config.json, tokenizer.model)",
+    )
     ap.add_argument("--prompt", default=None, help="one-shot: answer this and exit")
-    ap.add_argument("--prompts", default=None,
-                    help="batch: answer every prompt of this file (readers.read_prompts layouts), "
-                         'print JSON lines {"prompt", "response"}, exit')
+    ap.add_argument(
+        "--prompts",
+        default=None,
+        help="batch: answer every prompt of this file (readers.read_prompts layouts), "
+        'print JSON lines {"prompt", "response"}, exit',
+    )
     ap.add_argument("--system", default=None, help="system prompt (not with --prompts)")
-    ap.add_argument("--best-of", type=int, default=1,
-                    help="self-rejection: sample N replies, show the winner of a knockout "
-                         "tournament judged by the same checkpoint (1 = the plain reply)")
-    ap.add_argument("--principles", default="overall",
-                    help="--best-of: comma-separated judge principles (majority vote, jsft.judge)")
+    ap.add_argument(
+        "--best-of",
+        type=int,
+        default=1,
+        help="self-rejection: sample N replies, show the winner of a knockout "
+        "tournament judged by the same checkpoint (1 = the plain reply)",
+    )
+    ap.add_argument(
+        "--principles",
+        default="overall",
+        help="--best-of: comma-separated judge principles (majority vote, jsft.judge)",
+    )
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--temperature", type=float, default=None,
-                    help="0 = greedy; unset: 0, or 1 with --best-of > 1")
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="0 = greedy; unset: 0, or 1 with --best-of > 1",
+    )
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
@@ -131,8 +192,9 @@ def main(argv=None):
     ckpt = find_checkpoint(args.ckpt) or args.ckpt  # a run folder: its newest complete save
     tok_path = os.path.join(ckpt, "tokenizer.model")
     if not os.path.exists(tok_path):
-        raise SystemExit(f"{tok_path} not found: --ckpt must be a checkpoint folder written by a "
-                         "minihcx phase")
+        raise SystemExit(
+            f"{tok_path} not found: --ckpt must be a checkpoint folder written by a minihcx phase"
+        )
     model, _ = load_model(ckpt, args.device)
     model.eval()
     tokenizer = Tokenizer(tok_path)
@@ -148,18 +210,42 @@ def main(argv=None):
         sys.stdout.flush()
 
     if args.prompts is not None:
-        contexts = load_contexts(args.prompts, tokenizer, args.max_new_tokens,
-                                 model.cfg.max_seq_len, "prompts")
-        winners = best_of_n(model, model, tokenizer, contexts, args.best_of, args.max_new_tokens,
-                            temperature, top_p, args.seed, principles)
+        contexts = load_contexts(
+            args.prompts, tokenizer, args.max_new_tokens, model.cfg.max_seq_len, "prompts"
+        )
+        winners = best_of_n(
+            model,
+            model,
+            tokenizer,
+            contexts,
+            args.best_of,
+            args.max_new_tokens,
+            temperature,
+            top_p,
+            args.seed,
+            principles,
+        )
         for context, ids in zip(contexts, winners):
-            print(json.dumps({"prompt": context[-1]["content"],
-                              "response": tokenizer.decode(ids)}, ensure_ascii=False))
+            print(
+                json.dumps(
+                    {"prompt": context[-1]["content"], "response": tokenizer.decode(ids)},
+                    ensure_ascii=False,
+                )
+            )
         return
     if args.prompt is not None:
-        reply(model, tokenizer, system + [{"role": "user", "content": args.prompt}],
-              args.max_new_tokens, temperature, top_p, args.seed, stream=write,
-              best_of=args.best_of, principles=principles)
+        reply(
+            model,
+            tokenizer,
+            system + [{"role": "user", "content": args.prompt}],
+            args.max_new_tokens,
+            temperature,
+            top_p,
+            args.seed,
+            stream=write,
+            best_of=args.best_of,
+            principles=principles,
+        )
         print()
         return
     messages = list(system)
@@ -179,8 +265,18 @@ def main(argv=None):
         messages.append({"role": "user", "content": line})
         write("bot> ")
         try:
-            text = reply(model, tokenizer, messages, args.max_new_tokens, temperature, top_p,
-                         args.seed, stream=write, best_of=args.best_of, principles=principles)
+            text = reply(
+                model,
+                tokenizer,
+                messages,
+                args.max_new_tokens,
+                temperature,
+                top_p,
+                args.seed,
+                stream=write,
+                best_of=args.best_of,
+                principles=principles,
+            )
         except ValueError as exc:
             print(f"\n({exc})")
             messages.pop()

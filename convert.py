@@ -29,6 +29,7 @@ Run:
   python convert.py --to-hf out/reward_model out/hf/rm    # a reward model:
                                                           # LlamaForSequenceClassification
 """
+
 import argparse
 import dataclasses
 import json
@@ -45,12 +46,17 @@ from readers import write_file
 from tokenizer import SPECIAL_PIECES, Tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 CHAT_TEMPLATE = (  # DESIGN.md §2, as Tokenizer.render_chat builds it in token space
     "{{ bos_token }}{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>' + message['content'] + '<|endofturn|>' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -79,10 +85,11 @@ def from_hf_state_dict(hf_state_dict, cfg: ModelConfig) -> dict:
         if name == "lm_head.weight":
             out[name] = t
         elif name.startswith("model."):
-            out[name[len("model."):]] = t
+            out[name[len("model.") :]] = t
         else:
-            raise KeyError(f"from_hf_state_dict: unexpected key {name!r} "
-                           "(not a LlamaForCausalLM weight)")
+            raise KeyError(
+                f"from_hf_state_dict: unexpected key {name!r} (not a LlamaForCausalLM weight)"
+            )
     if cfg.tie_embeddings:
         out["lm_head.weight"] = out["embed_tokens.weight"]
     elif "lm_head.weight" not in out:
@@ -93,19 +100,30 @@ def from_hf_state_dict(hf_state_dict, cfg: ModelConfig) -> dict:
 def hf_llama_config_dict(cfg: ModelConfig) -> dict:
     """transformers.LlamaConfig kwargs describing the same model (rope_theta for transformers 4,
     rope_parameters for 5)."""
-    return dict(vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.ffn_hidden,
-                num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, hidden_act="silu",
-                max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
-                rope_theta=cfg.rope_theta,
-                rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-                tie_word_embeddings=cfg.tie_embeddings, attention_bias=False, mlp_bias=False,
-                attention_dropout=0.0)
+    return dict(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.dim,
+        intermediate_size=cfg.ffn_hidden,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_kv_heads,
+        head_dim=cfg.head_dim,
+        hidden_act="silu",
+        max_position_embeddings=cfg.max_seq_len,
+        rms_norm_eps=cfg.norm_eps,
+        rope_theta=cfg.rope_theta,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        tie_word_embeddings=cfg.tie_embeddings,
+        attention_bias=False,
+        mlp_bias=False,
+        attention_dropout=0.0,
+    )
 
 
 def have_safetensors():
     try:
         import safetensors.torch  # noqa: F401
+
         return True
     except ImportError:
         return False
@@ -140,12 +158,15 @@ def _refuse_overwrite(src_dir, out_dir, other_format_files, what):
         raise ValueError(f"{out_dir}: the output folder is the input folder; give another OUT_DIR")
     for name in other_format_files:
         if os.path.exists(os.path.join(out_dir, name)):
-            raise ValueError(f"{out_dir}: holds {name} ({what}); converting into it would replace "
-                             f"its config.json. Give an empty or new OUT_DIR")
+            raise ValueError(
+                f"{out_dir}: holds {name} ({what}); converting into it would replace "
+                f"its config.json. Give an empty or new OUT_DIR"
+            )
 
 
 def _json(obj):
     return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
 
 # -----------------------------------------------------------------------------------------------
 # minihcx -> Hugging Face
@@ -156,17 +177,27 @@ def hf_config(cfg: ModelConfig, special_ids: dict, dtype: str, extra: dict) -> d
     a reward model (reward_model.py: its score is read at the last non-pad token, as ours is). The
     "minihcx" block is ignored by transformers and lets --from-hf restore the options HF has no
     field for (multiple_of, dropout) and the phase."""
-    head = {"architectures": ["LlamaForSequenceClassification"],
-            "num_labels": 1} if cfg.reward_head \
+    head = (
+        {"architectures": ["LlamaForSequenceClassification"], "num_labels": 1}
+        if cfg.reward_head
         else {"architectures": ["LlamaForCausalLM"]}
-    return {**head, "model_type": "llama", **hf_llama_config_dict(cfg),
-            "bos_token_id": special_ids["bos"], "eos_token_id": special_ids["eos"],
-            "pad_token_id": special_ids["pad"], "dtype": dtype, "torch_dtype": dtype,
-            "use_cache": True, "minihcx": extra}
+    )
+    return {
+        **head,
+        "model_type": "llama",
+        **hf_llama_config_dict(cfg),
+        "bos_token_id": special_ids["bos"],
+        "eos_token_id": special_ids["eos"],
+        "pad_token_id": special_ids["pad"],
+        "dtype": dtype,
+        "torch_dtype": dtype,
+        "use_cache": True,
+        "minihcx": extra,
+    }
 
 
 def segmentation(tok: Tokenizer) -> str:
-    """"morpheme-v1" when Tokenizer.encode cuts Hangul words before sentencepiece, else "none"."""
+    """ "morpheme-v1" when Tokenizer.encode cuts Hangul words before sentencepiece, else "none"."""
     return "morpheme-v1" if tok.morpheme_aware else "none"
 
 
@@ -175,13 +206,20 @@ def tokenizer_files(tok: Tokenizer, max_seq_len: int) -> dict:
     chat_and_fim = ("system", "user", "assistant", "eot", "fim_prefix", "fim_middle", "fim_suffix")
     special = {f"{name}_token": SPECIAL_PIECES[name] for name in ("bos", "eos", "unk", "pad")}
     special["additional_special_tokens"] = [SPECIAL_PIECES[name] for name in chat_and_fim]
-    config = {"tokenizer_class": "LlamaTokenizer", **special, "add_bos_token": True,
-              "add_eos_token": False, "add_prefix_space": False, "legacy": False,
-              "clean_up_tokenization_spaces": False, "model_max_length": max_seq_len,
-              "chat_template": CHAT_TEMPLATE,
-              # not read by transformers: how to get Tokenizer.encode's ids (see the module
-              # docstring)
-              "minihcx_segmentation": segmentation(tok)}
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        **special,
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "add_prefix_space": False,
+        "legacy": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": max_seq_len,
+        "chat_template": CHAT_TEMPLATE,
+        # not read by transformers: how to get Tokenizer.encode's ids (see the module
+        # docstring)
+        "minihcx_segmentation": segmentation(tok),
+    }
     return {"tokenizer_config.json": config, "special_tokens_map.json": special}
 
 
@@ -192,15 +230,18 @@ def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
     state, config = load_checkpoint(found)
     _refuse_overwrite(ckpt_dir, out_dir, ["model.pt"], "a minihcx checkpoint")
     if "model" not in config:
-        raise ValueError(f"{ckpt_dir}/config.json: no 'model' field (the model config); "
-                         f"not a minihcx checkpoint")
+        raise ValueError(
+            f"{ckpt_dir}/config.json: no 'model' field (the model config); not a minihcx checkpoint"
+        )
     cfg = ModelConfig(**config["model"])
     tok_path = os.path.join(found, "tokenizer.model")
     tok = Tokenizer(tok_path)  # FileNotFoundError / ValueError name the file
     if tok.vocab_size > cfg.vocab_size:
-        raise ValueError(f"{tok_path}: {tok.vocab_size} pieces but the model has only "
-                         f"{cfg.vocab_size} embeddings; the tokenizer does not belong to this "
-                         "checkpoint")
+        raise ValueError(
+            f"{tok_path}: {tok.vocab_size} pieces but the model has only "
+            f"{cfg.vocab_size} embeddings; the tokenizer does not belong to this "
+            "checkpoint"
+        )
     use_safetensors = have_safetensors() if use_safetensors is None else use_safetensors
     hf_state = to_hf_state_dict(state, cfg)
     if cfg.reward_head:  # LlamaForSequenceClassification calls its head "score"
@@ -208,30 +249,45 @@ def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
     weights = {k: v.to(DTYPES[dtype]).contiguous() for k, v in hf_state.items()}
     if use_safetensors:
         from safetensors.torch import save_file
-        weights_name, write_weights = "model.safetensors", lambda p: save_file(weights, p,
-                                                                               {"format": "pt"})
+
+        weights_name, write_weights = (
+            "model.safetensors",
+            lambda p: save_file(weights, p, {"format": "pt"}),
+        )
     else:
         weights_name, write_weights = "pytorch_model.bin", lambda p: torch.save(weights, p)
     special_ids = tok.special_ids()
-    extra = {"phase": config.get("phase"), "multiple_of": cfg.multiple_of, "dropout": cfg.dropout,
-             "special_ids": special_ids, "segmentation": segmentation(tok)}
-    generation = {"bos_token_id": special_ids["bos"], "pad_token_id": special_ids["pad"],
-                  # a chat turn ends at eot
-                  "eos_token_id": [special_ids["eos"], special_ids["eot"]]}
+    extra = {
+        "phase": config.get("phase"),
+        "multiple_of": cfg.multiple_of,
+        "dropout": cfg.dropout,
+        "special_ids": special_ids,
+        "segmentation": segmentation(tok),
+    }
+    generation = {
+        "bos_token_id": special_ids["bos"],
+        "pad_token_id": special_ids["pad"],
+        # a chat turn ends at eot
+        "eos_token_id": [special_ids["eos"], special_ids["eot"]],
+    }
     files = {weights_name: write_weights, "tokenizer.model": lambda p: shutil.copyfile(tok_path, p)}
     files |= {name: _json(obj) for name, obj in tokenizer_files(tok, cfg.max_seq_len).items()}
     files["generation_config.json"] = _json(generation)
     files["config.json"] = _json(hf_config(cfg, special_ids, dtype, extra))
     _stage_files(out_dir, files)
     if tok.morpheme_aware:
-        print("convert: note: this tokenizer cuts Korean words at morpheme boundaries before "
-              "sentencepiece; plain sentencepiece/transformers encode ~2% of Korean words "
-              "differently (README, 'Hugging Face export and import')", file=sys.stderr)
+        print(
+            "convert: note: this tokenizer cuts Korean words at morpheme boundaries before "
+            "sentencepiece; plain sentencepiece/transformers encode ~2% of Korean words "
+            "differently (README, 'Hugging Face export and import')",
+            file=sys.stderr,
+        )
     # an older export's weights would shadow or confuse
     for stale in set(WEIGHT_FILES) - {weights_name}:
         if os.path.exists(os.path.join(out_dir, stale)):
             os.remove(os.path.join(out_dir, stale))
     return sorted(files)
+
 
 # -----------------------------------------------------------------------------------------------
 # Hugging Face -> minihcx
@@ -241,15 +297,21 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
     """A LlamaConfig dict -> ModelConfig, refusing what model.py does not implement."""
     archs = hf.get("architectures") or []
     if hf.get("model_type") != "llama" and "LlamaForCausalLM" not in archs:
-        raise ValueError(f"{where}: model_type={hf.get('model_type')!r}, architectures={archs}; "
-                         f"only Llama (LlamaForCausalLM) checkpoints are supported")
+        raise ValueError(
+            f"{where}: model_type={hf.get('model_type')!r}, architectures={archs}; "
+            f"only Llama (LlamaForCausalLM) checkpoints are supported"
+        )
 
     def refuse(field, what):
         raise ValueError(f"{where}: {field} — {what}; model.py does not implement it")
+
     if any(a != "LlamaForCausalLM" for a in archs):
-        refuse("architectures", f"{archs}: only a language model (LlamaForCausalLM) is imported; "
-                                "a reward model's export (LlamaForSequenceClassification) is "
-                                "one-way")
+        refuse(
+            "architectures",
+            f"{archs}: only a language model (LlamaForCausalLM) is imported; "
+            "a reward model's export (LlamaForSequenceClassification) is "
+            "one-way",
+        )
     rope = hf.get("rope_parameters") or {}
     if hf.get("rope_scaling") or rope.get("rope_type", "default") != "default":
         refuse("rope_scaling / rope_parameters", f"RoPE scaling {hf.get('rope_scaling') or rope}")
@@ -258,8 +320,17 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
             refuse(field, "bias terms in the linear layers")
     if hf.get("hidden_act", "silu") != "silu":
         refuse("hidden_act", f"activation {hf['hidden_act']!r} (SwiGLU needs silu)")
-    missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                           "num_attention_heads") if k not in hf]
+    missing = [
+        k
+        for k in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+        )
+        if k not in hf
+    ]
     if missing:
         raise ValueError(f"{where}: missing field(s) {missing}")
     n_heads = hf["num_attention_heads"]
@@ -267,16 +338,20 @@ def model_config_from_hf(hf: dict, where: str) -> ModelConfig:
         refuse("head_dim", f"head_dim={hf['head_dim']} != hidden_size / num_attention_heads")
     ours = hf.get("minihcx") or {}
     try:
-        return ModelConfig(vocab_size=hf["vocab_size"], dim=hf["hidden_size"],
-                           n_layers=hf["num_hidden_layers"], n_heads=n_heads,
-                           n_kv_heads=hf.get("num_key_value_heads") or n_heads,
-                           ffn_hidden=hf["intermediate_size"],
-                           max_seq_len=hf.get("max_position_embeddings", 2048),
-                           rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-                           norm_eps=hf.get("rms_norm_eps", 1e-6),
-                           tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                           multiple_of=ours.get("multiple_of", 64),
-                           dropout=ours.get("dropout", 0.0))
+        return ModelConfig(
+            vocab_size=hf["vocab_size"],
+            dim=hf["hidden_size"],
+            n_layers=hf["num_hidden_layers"],
+            n_heads=n_heads,
+            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+            ffn_hidden=hf["intermediate_size"],
+            max_seq_len=hf.get("max_position_embeddings", 2048),
+            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+            norm_eps=hf.get("rms_norm_eps", 1e-6),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            multiple_of=ours.get("multiple_of", 64),
+            dropout=ours.get("dropout", 0.0),
+        )
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
 
@@ -297,12 +372,14 @@ def read_hf_weights(hf_dir) -> dict:
     for shard in shards:
         path = os.path.join(hf_dir, shard)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: shard named by {os.path.join(hf_dir, name)} is "
-                                    "missing")
+            raise FileNotFoundError(
+                f"{path}: shard named by {os.path.join(hf_dir, name)} is missing"
+            )
         if shard.endswith(".safetensors"):
             if not have_safetensors():
                 raise ImportError(f"{path}: reading safetensors needs `pip install safetensors`")
             from safetensors.torch import load_file
+
             state |= load_file(path)
         else:
             state |= load_tensors(path)
@@ -322,15 +399,19 @@ def import_hf(hf_dir, out_dir, dtype="float32", skip_tokenizer=False):
     tok_path = os.path.join(hf_dir, "tokenizer.model")
     if not skip_tokenizer:
         if not os.path.exists(tok_path):
-            raise FileNotFoundError(f"{tok_path}: missing (minihcx needs a sentencepiece "
-                                    f"tokenizer.model; --skip-tokenizer imports the weights alone)")
+            raise FileNotFoundError(
+                f"{tok_path}: missing (minihcx needs a sentencepiece "
+                f"tokenizer.model; --skip-tokenizer imports the weights alone)"
+            )
         try:
             pieces = spm.SentencePieceProcessor(model_file=tok_path).get_piece_size()
         except (OSError, RuntimeError) as e:
             raise ValueError(f"{tok_path}: not a sentencepiece model ({e})") from None
         if pieces > cfg.vocab_size:
-            raise ValueError(f"{tok_path}: {pieces} pieces but {config_path} has vocab_size "
-                             f"{cfg.vocab_size}; the tokenizer does not belong to these weights")
+            raise ValueError(
+                f"{tok_path}: {pieces} pieces but {config_path} has vocab_size "
+                f"{cfg.vocab_size}; the tokenizer does not belong to these weights"
+            )
     try:
         state = from_hf_state_dict(read_hf_weights(hf_dir), cfg)
     except KeyError as e:
@@ -342,47 +423,72 @@ def import_hf(hf_dir, out_dir, dtype="float32", skip_tokenizer=False):
         raise ValueError(f"{hf_dir}: weights do not fit {config_path}: {e}") from None
     state = model.to(DTYPES[dtype]).state_dict()  # cast the module: a tied lm_head stays one tensor
     ours = hf.get("minihcx") or {}
-    special_ids = {"pad": hf.get("pad_token_id"), "bos": hf.get("bos_token_id"),
-                   "eos": hf.get("eos_token_id")}
+    special_ids = {
+        "pad": hf.get("pad_token_id"),
+        "bos": hf.get("bos_token_id"),
+        "eos": hf.get("eos_token_id"),
+    }
     if not skip_tokenizer:
         try:
             special_ids = Tokenizer(tok_path).special_ids()
         except ValueError:  # a foreign sentencepiece model: keep it, say what will not work
-            print(f"convert: {tok_path} was not trained by tokenizer.py (no minihcx control "
-                  "tokens): the weights import and load (pretrain.load_model), but chat.py, sft.py "
-                  f"and jsft.py need a tokenizer.py tokenizer", file=sys.stderr)
-    config = {"phase": ours.get("phase") or "import", "init_from": os.path.abspath(hf_dir),
-              "special_ids": special_ids, "model": dataclasses.asdict(cfg),
-              "imported": {"format": "hf-llama", "from": os.path.abspath(hf_dir), "dtype": dtype}}
+            print(
+                f"convert: {tok_path} was not trained by tokenizer.py (no minihcx control "
+                "tokens): the weights import and load (pretrain.load_model), but chat.py, sft.py "
+                f"and jsft.py need a tokenizer.py tokenizer",
+                file=sys.stderr,
+            )
+    config = {
+        "phase": ours.get("phase") or "import",
+        "init_from": os.path.abspath(hf_dir),
+        "special_ids": special_ids,
+        "model": dataclasses.asdict(cfg),
+        "imported": {"format": "hf-llama", "from": os.path.abspath(hf_dir), "dtype": dtype},
+    }
     save_checkpoint(out_dir, state, config, tokenizer_path=None if skip_tokenizer else tok_path)
     return config
+
 
 # -----------------------------------------------------------------------------------------------
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Convert between a minihcx checkpoint folder and the "
-                                             "Hugging Face Llama layout (local folders only, no "
-                                             "network).")
+    ap = argparse.ArgumentParser(
+        description="Convert between a minihcx checkpoint folder and the "
+        "Hugging Face Llama layout (local folders only, no "
+        "network)."
+    )
     way = ap.add_mutually_exclusive_group(required=True)
-    way.add_argument("--to-hf", nargs=2, metavar=("CKPT_DIR", "OUT_DIR"),
-                     help="export a minihcx checkpoint")
-    way.add_argument("--from-hf", nargs=2, metavar=("HF_DIR", "OUT_DIR"),
-                     help="import a Llama folder")
-    ap.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                    help="dtype of the written weights")
-    ap.add_argument("--format", choices=("auto", "safetensors", "bin"), default="auto",
-                    help="--to-hf weights file: auto = model.safetensors if safetensors is "
-                         "installed, else pytorch_model.bin")
-    ap.add_argument("--skip-tokenizer", action="store_true",
-                    help="--from-hf: import weights without a tokenizer.model")
+    way.add_argument(
+        "--to-hf", nargs=2, metavar=("CKPT_DIR", "OUT_DIR"), help="export a minihcx checkpoint"
+    )
+    way.add_argument(
+        "--from-hf", nargs=2, metavar=("HF_DIR", "OUT_DIR"), help="import a Llama folder"
+    )
+    ap.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the written weights"
+    )
+    ap.add_argument(
+        "--format",
+        choices=("auto", "safetensors", "bin"),
+        default="auto",
+        help="--to-hf weights file: auto = model.safetensors if safetensors is "
+        "installed, else pytorch_model.bin",
+    )
+    ap.add_argument(
+        "--skip-tokenizer",
+        action="store_true",
+        help="--from-hf: import weights without a tokenizer.model",
+    )
     args = ap.parse_args(argv)
     if args.to_hf and args.skip_tokenizer:
-        ap.error("--skip-tokenizer applies to --from-hf only (an export always writes the "
-                 "tokenizer)")
+        ap.error(
+            "--skip-tokenizer applies to --from-hf only (an export always writes the tokenizer)"
+        )
     if args.from_hf and args.format != "auto":
-        ap.error("--format applies to --to-hf only (--from-hf reads whichever weights file is "
-                 "there)")
+        ap.error(
+            "--format applies to --to-hf only (--from-hf reads whichever weights file is there)"
+        )
     try:
         if args.to_hf:
             if args.format == "safetensors" and not have_safetensors():
@@ -393,9 +499,11 @@ def main(argv=None):
         else:
             config = import_hf(*args.from_hf, dtype=args.dtype, skip_tokenizer=args.skip_tokenizer)
             m = config["model"]
-            print(f"wrote {args.from_hf[1]}: {m['n_layers']} layers, dim {m['dim']}, vocab "
-                  f"{m['vocab_size']} (model.pt, "
-                  f"config.json{'' if args.skip_tokenizer else ', tokenizer.model'})")
+            print(
+                f"wrote {args.from_hf[1]}: {m['n_layers']} layers, dim {m['dim']}, vocab "
+                f"{m['vocab_size']} (model.pt, "
+                f"config.json{'' if args.skip_tokenizer else ', tokenizer.model'})"
+            )
     except (FileNotFoundError, ValueError, ImportError) as e:
         sys.exit(f"convert: {e}")
 

@@ -21,6 +21,7 @@ Run:
   python corpus.py          # one line per source: group, documents, characters, where from
 Rebuild the shipped files from their upstream packages with corpus/build_corpus.py.
 """
+
 import dataclasses
 import functools
 import itertools
@@ -81,8 +82,9 @@ def pydoc_topics():
     try:
         from pydoc_data.topics import topics
     except ImportError:
-        warnings.warn("pydoc_data is not installed with this Python: "
-                      "the default English corpus is smaller")
+        warnings.warn(
+            "pydoc_data is not installed with this Python: the default English corpus is smaller"
+        )
         return []
     return [topics[k] for k in sorted(topics)]
 
@@ -101,19 +103,33 @@ def _default_sources(code_chars):
     sources = []
     for name in ("ko_law", "ko_gnome_help", "ko_debian_faq", "en_gnome_help", "en_debian_faq"):
         path = os.path.join(CORPUS_DIR, name + ".jsonl")
-        sources.append(Source(name, name[:2], [(t, None) for t, _ in read_file(path)],
-                              f"corpus/{name}.jsonl"))
-    sources.append(Source("en_python_reference", "en", [(t, None) for t in pydoc_topics()],
-                          "stdlib pydoc_data"))
-    sources.append(Source("code_python_stdlib", "code",
-                          [(t, None) for t in stdlib_code(code_chars)], "stdlib *.py"))
+        sources.append(
+            Source(name, name[:2], [(t, None) for t, _ in read_file(path)], f"corpus/{name}.jsonl")
+        )
+    sources.append(
+        Source(
+            "en_python_reference", "en", [(t, None) for t in pydoc_topics()], "stdlib pydoc_data"
+        )
+    )
+    sources.append(
+        Source(
+            "code_python_stdlib",
+            "code",
+            [(t, None) for t in stdlib_code(code_chars)],
+            "stdlib *.py",
+        )
+    )
     task_docs = task_documents()
     for group in ("ko", "en"):
-        docs = [(t, None) for t in task_docs
-                if (hangul_share(t, of="hangul+latin") >= 0.3) == (group == "ko")]
+        docs = [
+            (t, None)
+            for t in task_docs
+            if (hangul_share(t, of="hangul+latin") >= 0.3) == (group == "ko")
+        ]
         if docs:
-            sources.append(Source(f"tasks_{group}", group, docs, "tasks.pretrain_documents",
-                                  curated=True))
+            sources.append(
+                Source(f"tasks_{group}", group, docs, "tasks.pretrain_documents", curated=True)
+            )
     return tuple(sources)
 
 
@@ -136,8 +152,10 @@ def guess_lang(text):
     if hangul_share(text) > 0.3:
         return "ko"
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    codey = sum(ln.startswith((" ", "\t")) or ln.rstrip().endswith((":", "{", "}", ";", ")"))
-                for ln in lines)
+    codey = sum(
+        ln.startswith((" ", "\t")) or ln.rstrip().endswith((":", "{", "}", ";", ")"))
+        for ln in lines
+    )
     return "code" if lines and codey / len(lines) > 0.4 else "en"
 
 
@@ -158,8 +176,10 @@ def as_corpus(texts_or_files):
         texts_or_files = [texts_or_files]
     paths, docs = [], []
     for item in texts_or_files:
-        if isinstance(item, os.PathLike) or (not re.search(r"\s", item) and (
-                os.path.exists(item) or item.endswith((".txt", ".jsonl")))):
+        if isinstance(item, os.PathLike) or (
+            not re.search(r"\s", item)
+            and (os.path.exists(item) or item.endswith((".txt", ".jsonl")))
+        ):
             paths.append(item)
         else:
             docs.append((item, None))

@@ -21,6 +21,7 @@ pretrain.py imports PretrainBatches (random windows, resumable and rank-sharded 
 the batch at a step is a function of (seed, step)), val_batches and context_length_at
 (HCX two-phase schedule).
 """
+
 import dataclasses
 import hashlib
 import json
@@ -45,12 +46,16 @@ from corpus import default_sources
 class DataConfig:
     out_dir: str = opt("out/data", "folder to write train.bin, val.bin, meta.json")
     tokenizer: str = opt("out/tokenizer/tokenizer.model", "sentencepiece model from tokenizer.py")
-    source: typing.Optional[list] = opt(None, "NAME:GROUP:PATH[,PATH..] (repeat); PATH is a .txt "
-                                              "(blank-line separated docs), .jsonl ({'text', "
-                                              "optional 'lang'}), code file, folder or glob; none "
-                                              "= embedded default")
-    mix: str = opt("ko=1,en=1,code=1",
-                   "token share per language group (normalized); HCX: equal thirds")
+    source: typing.Optional[list] = opt(
+        None,
+        "NAME:GROUP:PATH[,PATH..] (repeat); PATH is a .txt "
+        "(blank-line separated docs), .jsonl ({'text', "
+        "optional 'lang'}), code file, folder or glob; none "
+        "= embedded default",
+    )
+    mix: str = opt(
+        "ko=1,en=1,code=1", "token share per language group (normalized); HCX: equal thirds"
+    )
     upsample: str = opt("", "NAME=FACTOR,..: repeat a source's documents within its group")
     max_tokens: int = opt(0, "training tokens after mixing; 0 = as many as the corpus has")
     val_fraction: float = opt(0.05, "share of each source's documents held out for validation")
@@ -70,15 +75,19 @@ class DataConfig:
 # -------------------------------------------------------------------------- cleaning
 EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24})"
-    r"(?![A-Za-z0-9_(@-])")
-PHONE = re.compile(r"""(?<![A-Za-z0-9.+/-])(?:   # not glued to a word, a number or a version string
+    r"(?![A-Za-z0-9_(@-])"
+)
+PHONE = re.compile(
+    r"""(?<![A-Za-z0-9.+/-])(?:   # not glued to a word, a number or a version string
       \+[1-9]\d{0,2}[ -]?(?:\(0?\d{1,4}\)|\d{1,4})(?:[ -]?\d{2,4}){2,3}  # +82 10-1234-5678,
                                                                          # +1 (555) 123 4567
     | \(0\d{1,2}\)[ ]?\d{3,4}[ .-]\d{4}                                 # (02) 1234-5678
     | 0\d{1,2}[ .-]\d{3,4}[ .-]\d{4}                                    # 010-1234-5678, 02-123-4567
     | \(\d{3}\)[ ]?\d{3}[ .-]\d{4}                                      # (555) 123-4567
     | \d{3}[.-]\d{3}[.-]\d{4}                                           # 555-123-4567
-    )(?![A-Za-z0-9_-]|\.\d)""", re.X)
+    )(?![A-Za-z0-9_-]|\.\d)""",
+    re.X,
+)
 
 
 def scrub_pii(text):
@@ -100,7 +109,7 @@ def dup_line_frac(text):
 
 
 def word_ngrams(words, n=5):
-    return [" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))]
+    return [" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))]
 
 
 def dup_ngram_frac(text, n=5):
@@ -133,7 +142,7 @@ def near_duplicates(texts, threshold=0.8, num_perm=64, bands=16, seed=0):
     for i, text in enumerate(tqdm(texts, desc="near-dup", leave=False)):
         sh = shingles(text)
         sig = minhash(sh, a, b)
-        keys = [(band, sig[band * rows:(band + 1) * rows].tobytes()) for band in range(bands)]
+        keys = [(band, sig[band * rows : (band + 1) * rows].tobytes()) for band in range(bands)]
         candidates = {j for k in keys for j in buckets.get(k, ())}
         if any(len(sh & kept_sets[j]) / len(sh | kept_sets[j]) >= threshold for j in candidates):
             dups.add(i)
@@ -149,8 +158,9 @@ FILTERS = ("jsonl_skipped", "emails", "phones", "too_short", "repetitive", "exac
 
 def clean(sources, cfg):
     """Scrub and filter sources in place (docs -> [(text, group)]); returns counts per source."""
-    counts = {s.name: dict(dict.fromkeys(FILTERS, 0), jsonl_skipped=len(s.skipped))
-              for s in sources}
+    counts = {
+        s.name: dict(dict.fromkeys(FILTERS, 0), jsonl_skipped=len(s.skipped)) for s in sources
+    }
     seen, pool = set(), []  # exact-dup hashes; (source index, doc index) of survivors for near-dup
     for si, s in enumerate(sources):
         kept = []
@@ -163,8 +173,10 @@ def clean(sources, cfg):
                 counts[s.name]["phones"] += n_phone
             if not text or (not s.curated and len(text) < cfg.min_chars):
                 counts[s.name]["too_short"] += 1
-            elif not s.curated and (dup_line_frac(text) > cfg.max_dup_line_frac or (
-                    group != "code" and dup_ngram_frac(text) > cfg.max_dup_ngram_frac)):
+            elif not s.curated and (
+                dup_line_frac(text) > cfg.max_dup_line_frac
+                or (group != "code" and dup_ngram_frac(text) > cfg.max_dup_ngram_frac)
+            ):
                 counts[s.name]["repetitive"] += 1
             else:
                 key = hashlib.blake2b(" ".join(text.split()).encode(), digest_size=16).digest()
@@ -176,8 +188,9 @@ def clean(sources, cfg):
         s.docs = kept
         pool += [(si, di) for di in range(len(kept))]
     if cfg.near_dup_jaccard < 1:
-        dups = near_duplicates([sources[si].docs[di][0] for si, di in pool], cfg.near_dup_jaccard,
-                               seed=cfg.seed)
+        dups = near_duplicates(
+            [sources[si].docs[di][0] for si, di in pool], cfg.near_dup_jaccard, seed=cfg.seed
+        )
         drop = {pool[i] for i in dups}
         for si, s in enumerate(sources):
             before = len(s.docs)
@@ -226,8 +239,9 @@ def parse_weights(spec, what):
         except ValueError:
             weight = float("nan")
         if not weight >= 0:  # a negative number or none (not an assert: `python -O` drops those)
-            raise DataError(f"{what} {spec!r}: expected NAME=NUMBER,.. with numbers >= 0, "
-                            f"got {item!r}")
+            raise DataError(
+                f"{what} {spec!r}: expected NAME=NUMBER,.. with numbers >= 0, got {item!r}"
+            )
         out[key.strip()] = weight
     return out
 
@@ -238,8 +252,9 @@ def mix(pools, weights, max_tokens, rng):
     a shuffled prefix); a group over it is subsampled."""
     total_w = sum(weights[g] for g in pools)
     if total_w <= 0:
-        raise DataError(f"the groups with training documents ({', '.join(pools)}) "
-                        "all have mixture weight 0")
+        raise DataError(
+            f"the groups with training documents ({', '.join(pools)}) all have mixture weight 0"
+        )
     budget = max_tokens or sum(n for docs in pools.values() for _, n in docs)
     chosen = {}
     for g, docs in pools.items():
@@ -258,10 +273,12 @@ def mix(pools, weights, max_tokens, rng):
 def load_tokenizer(path, train_texts):
     """tokenizer.Tokenizer at path; trains the default one first when the default path has none."""
     import tokenizer
+
     if not os.path.exists(path):
         if os.path.normpath(path) != os.path.normpath(DataConfig.tokenizer):
-            raise DataError(f"{path}: no tokenizer model; "
-                            "run `python tokenizer.py` or pass --tokenizer")
+            raise DataError(
+                f"{path}: no tokenizer model; run `python tokenizer.py` or pass --tokenizer"
+            )
         print(f"{path} not found: training the default tokenizer on this corpus first")
         path = tokenizer.train_tokenizer(train_texts, os.path.dirname(path))
     return tokenizer.Tokenizer(path), path
@@ -271,8 +288,11 @@ def special_ids(tok):
     """{"eos": 1, ..}: the tokenizer's special_ids() where it has one, else its *_id attributes."""
     if hasattr(tok, "special_ids"):
         return {k: int(v) for k, v in tok.special_ids().items()}
-    return {k[:-3]: int(getattr(tok, k)) for k in dir(tok)
-            if k.endswith("_id") and isinstance(getattr(tok, k), int)}
+    return {
+        k[:-3]: int(getattr(tok, k))
+        for k in dir(tok)
+        if k.endswith("_id") and isinstance(getattr(tok, k), int)
+    }
 
 
 def build(cfg, tok=None):
@@ -282,36 +302,44 @@ def build(cfg, tok=None):
         raise DataError(f"--fim-split {cfg.fim_split!r}: use thirds or random")
     if cfg.max_tokens < 0:
         raise DataError(f"--max-tokens {cfg.max_tokens}: use 0 (as many as the corpus has) or more")
-    sources = (read_sources(cfg.source, cfg.skip_bad) if cfg.source
-               else default_sources(cfg.code_chars))
+    sources = (
+        read_sources(cfg.source, cfg.skip_bad) if cfg.source else default_sources(cfg.code_chars)
+    )
     weights = parse_weights(cfg.mix, "--mix")
     upsample = parse_weights(cfg.upsample, "--upsample")
     for name in upsample:
         if name not in {s.name for s in sources}:
-            raise DataError(f"--upsample {name}: no such source "
-                            f"(sources: {', '.join(s.name for s in sources)})")
+            raise DataError(
+                f"--upsample {name}: no such source (sources: {', '.join(s.name for s in sources)})"
+            )
     docs_in = {s.name: len(s.docs) for s in sources}
     counts = clean(sources, cfg)
     groups = sorted({g for s in sources for _, g in s.docs})
     if not groups:
-        raise DataError("no document left after filtering: check the inputs (" +
-                        ", ".join(f"{s.name}: {s.origin}" for s in sources)
-                        + ") or relax --min-chars and the filters")
+        raise DataError(
+            "no document left after filtering: check the inputs ("
+            + ", ".join(f"{s.name}: {s.origin}" for s in sources)
+            + ") or relax --min-chars and the filters"
+        )
     missing = [g for g in groups if g not in weights]
     if missing:
-        raise DataError(f"--mix {cfg.mix!r} has no weight for group(s) {', '.join(missing)}; "
-                        f"add e.g. {missing[0]}=1")
+        raise DataError(
+            f"--mix {cfg.mix!r} has no weight for group(s) {', '.join(missing)}; "
+            f"add e.g. {missing[0]}=1"
+        )
     if sum(weights[g] for g in groups) <= 0:
-        raise DataError(f"--mix {cfg.mix!r}: the groups present ({', '.join(groups)}) "
-                        "all have weight 0")
+        raise DataError(
+            f"--mix {cfg.mix!r}: the groups present ({', '.join(groups)}) all have weight 0"
+        )
 
     rng = np.random.default_rng(cfg.seed)
     train_docs, val_docs = [], {g: [] for g in groups}  # train: (text, group, source name)
     for s in sources:
         order = rng.permutation(len(s.docs))
         # curated task text stays whole in training: its facts are what the later phases ask about
-        n_val = (int(round(cfg.val_fraction * len(s.docs))) if len(s.docs) >= 2 and not s.curated
-                 else 0)
+        n_val = (
+            int(round(cfg.val_fraction * len(s.docs))) if len(s.docs) >= 2 and not s.curated else 0
+        )
         for rank, k in enumerate(order):
             text, group = s.docs[k]
             if rank < n_val:
@@ -350,33 +378,58 @@ def build(cfg, tok=None):
     val_meta, val_flat = {}, []
     for g in groups:
         ids = [x for t in val_docs[g] for x in tok.encode(t) + [tok.eos_id]]
-        val_meta[g] = {"docs": len(val_docs[g]), "tokens": len(ids),
-                       "bytes": sum(len(t.encode()) for t in val_docs[g])}
+        val_meta[g] = {
+            "docs": len(val_docs[g]),
+            "tokens": len(ids),
+            "bytes": sum(len(t.encode()) for t in val_docs[g]),
+        }
         val_flat.append(np.asarray(ids, dtype=dtype))
 
     n_train_tokens = int(len(train_flat))
     meta = {
-        "vocab_size": int(tok.vocab_size), "dtype": np.dtype(dtype).name,
-        "tokenizer": os.path.abspath(tok_path), "special_ids": special_ids(tok),
+        "vocab_size": int(tok.vocab_size),
+        "dtype": np.dtype(dtype).name,
+        "tokenizer": os.path.abspath(tok_path),
+        "special_ids": special_ids(tok),
         "train": {"tokens": n_train_tokens, "docs": len(order)},
-        "val": {"tokens": int(sum(len(v) for v in val_flat)), "groups": val_meta,
-                "note": "tokens include one eos per document; "
-                        "bytes are UTF-8 bytes of the document text"},
+        "val": {
+            "tokens": int(sum(len(v) for v in val_flat)),
+            "groups": val_meta,
+            "note": "tokens include one eos per document; "
+            "bytes are UTF-8 bytes of the document text",
+        },
         "mixture": {
-            g: {"weight": weights[g], "target_share": weights[g] / sum(weights[x] for x in chosen),
-                "tokens": group_tokens.get(g, 0), "share": group_tokens.get(g, 0) / n_train_tokens,
-                "epochs": group_tokens.get(g, 0) / max(1, sum(n for _, n in pools[g]))}
-            for g in chosen},
+            g: {
+                "weight": weights[g],
+                "target_share": weights[g] / sum(weights[x] for x in chosen),
+                "tokens": group_tokens.get(g, 0),
+                "share": group_tokens.get(g, 0) / n_train_tokens,
+                "epochs": group_tokens.get(g, 0) / max(1, sum(n for _, n in pools[g])),
+            }
+            for g in chosen
+        },
         "sources": {
-            s.name: {"group": s.group, "origin": s.origin, "docs_in": docs_in[s.name],
-                     "docs_kept": len(s.docs), "chars": sum(len(t) for t, _ in s.docs),
-                     "upsample": upsample.get(s.name, 1.0),
-                     "train_tokens": source_tokens.get(s.name, 0), "filters": counts[s.name]}
-            for s in sources},
-        "fim": {"rate": cfg.fim_rate, "spm_rate": cfg.spm_rate, "split": cfg.fim_split,
-                "docs": fim_counts,
-                "sentinels": {k: int(getattr(tok, k + "_id"))
-                              for k in ("fim_prefix", "fim_middle", "fim_suffix")}},
+            s.name: {
+                "group": s.group,
+                "origin": s.origin,
+                "docs_in": docs_in[s.name],
+                "docs_kept": len(s.docs),
+                "chars": sum(len(t) for t, _ in s.docs),
+                "upsample": upsample.get(s.name, 1.0),
+                "train_tokens": source_tokens.get(s.name, 0),
+                "filters": counts[s.name],
+            }
+            for s in sources
+        },
+        "fim": {
+            "rate": cfg.fim_rate,
+            "spm_rate": cfg.spm_rate,
+            "split": cfg.fim_split,
+            "docs": fim_counts,
+            "sentinels": {
+                k: int(getattr(tok, k + "_id")) for k in ("fim_prefix", "fim_middle", "fim_suffix")
+            },
+        },
         "skipped_records": [where for s in sources for where in s.skipped],
         "config": dataclasses.asdict(cfg),
         "seconds": round(time.time() - t0, 2),
@@ -411,26 +464,36 @@ def write_out_dir(out_dir, train_flat, val_flat, groups, meta):
 
 def summary(meta):
     """The per-source and per-group table printed at the end of a build."""
-    rows = [f"{'source':22} {'group':5} {'docs in':>7} {'short':>5} {'rep':>4} {'exact':>5} "
-            f"{'near':>4} {'kept':>5} {'MB':>6} {'up':>4} {'train tok':>10} {'pii e/p':>8}"]
+    rows = [
+        f"{'source':22} {'group':5} {'docs in':>7} {'short':>5} {'rep':>4} {'exact':>5} "
+        f"{'near':>4} {'kept':>5} {'MB':>6} {'up':>4} {'train tok':>10} {'pii e/p':>8}"
+    ]
     for name, s in meta["sources"].items():
         f = s["filters"]
-        rows.append(f"{name:22} {s['group']:5} {s['docs_in']:7} {f['too_short']:5} "
-                    f"{f['repetitive']:4} {f['exact_dup']:5} {f['near_dup']:4} {s['docs_kept']:5} "
-                    f"{s['chars'] / 1e6:6.2f} {s['upsample']:4.1f} {s['train_tokens']:10,} "
-                    f"{f['emails']:>4}/{f['phones']:<3}")
+        rows.append(
+            f"{name:22} {s['group']:5} {s['docs_in']:7} {f['too_short']:5} "
+            f"{f['repetitive']:4} {f['exact_dup']:5} {f['near_dup']:4} {s['docs_kept']:5} "
+            f"{s['chars'] / 1e6:6.2f} {s['upsample']:4.1f} {s['train_tokens']:10,} "
+            f"{f['emails']:>4}/{f['phones']:<3}"
+        )
     rows.append("")
-    rows.append(f"{'group':6} {'target':>7} {'share':>7} {'train tok':>10} {'epochs':>6} "
-                f"{'val docs':>8} {'val tok':>8} {'val bytes':>9}")
+    rows.append(
+        f"{'group':6} {'target':>7} {'share':>7} {'train tok':>10} {'epochs':>6} "
+        f"{'val docs':>8} {'val tok':>8} {'val bytes':>9}"
+    )
     for g, m in meta["mixture"].items():
         v = meta["val"]["groups"].get(g, {"docs": 0, "tokens": 0, "bytes": 0})
-        rows.append(f"{g:6} {m['target_share']:7.1%} {m['share']:7.1%} {m['tokens']:10,} "
-                    f"{m['epochs']:6.2f} {v['docs']:8} {v['tokens']:8,} {v['bytes']:9,}")
+        rows.append(
+            f"{g:6} {m['target_share']:7.1%} {m['share']:7.1%} {m['tokens']:10,} "
+            f"{m['epochs']:6.2f} {v['docs']:8} {v['tokens']:8,} {v['bytes']:9,}"
+        )
     fim = meta["fim"]
-    rows.append(f"\ntrain: {meta['train']['tokens']:,} tokens in {meta['train']['docs']:,} "
-                f"documents (FIM rate {fim['rate']}, SPM {fim['spm_rate']}, {fim['split']}: "
-                f"{fim['docs']}); val: {meta['val']['tokens']:,} tokens; "
-                f"{meta['dtype']}, vocab {meta['vocab_size']}; {meta['seconds']} s")
+    rows.append(
+        f"\ntrain: {meta['train']['tokens']:,} tokens in {meta['train']['docs']:,} "
+        f"documents (FIM rate {fim['rate']}, SPM {fim['spm_rate']}, {fim['split']}: "
+        f"{fim['docs']}); val: {meta['val']['tokens']:,} tokens; "
+        f"{meta['dtype']}, vocab {meta['vocab_size']}; {meta['seconds']} s"
+    )
     return "\n".join(rows)
 
 
@@ -471,16 +534,18 @@ class PretrainBatches:
         offset = int(rng.integers(0, span))  # a random phase: window edges move between steps
         n_windows = (len(self.data) - offset) // span
         if n_windows < n_global:
-            raise ValueError(f"{self.bin_path}: {len(self.data):,} tokens hold {n_windows} windows "
-                             f"of {span} tokens, but a step needs {n_global}; "
-                             "use a smaller batch size or seq_len, or more data")
+            raise ValueError(
+                f"{self.bin_path}: {len(self.data):,} tokens hold {n_windows} windows "
+                f"of {span} tokens, but a step needs {n_global}; "
+                "use a smaller batch size or seq_len, or more data"
+            )
         return offset + rng.choice(n_windows, size=n_global, replace=False) * span
 
     def get(self, step, seq_len):
         """-> (x, y) int64 (B, T) for this rank at this step; y is x shifted left by one token."""
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
         starts = self.global_starts(step, seq_len)[lo:hi]
-        rows = [self.data[s:s + seq_len + 1] for s in starts]
+        rows = [self.data[s : s + seq_len + 1] for s in starts]
         windows = torch.from_numpy(np.stack(rows).astype(np.int64))  # (B, T+1)
         return windows[:, :-1], windows[:, 1:]
 
@@ -494,8 +559,10 @@ def val_batches(bin_path, batch_size, seq_len, max_batches=0, dtype=None):
     if max_batches:
         n_windows = min(n_windows, max_batches * batch_size)
     for first in range(0, n_windows, batch_size):
-        rows = [data[i * seq_len:i * seq_len + seq_len + 1]
-                for i in range(first, min(first + batch_size, n_windows))]
+        rows = [
+            data[i * seq_len : i * seq_len + seq_len + 1]
+            for i in range(first, min(first + batch_size, n_windows))
+        ]
         w = torch.from_numpy(np.stack(rows).astype(np.int64))  # (B, T+1)
         yield w[:, :-1], w[:, 1:]
 
@@ -520,9 +587,11 @@ def main(argv=None):
         raise SystemExit(f"error: {e}")
     print(summary(meta))
     if meta["skipped_records"]:
-        print(f"skipped {len(meta['skipped_records'])} malformed record(s) (--skip-bad): "
-              + "; ".join(meta["skipped_records"][:10])
-              + (" .." if len(meta["skipped_records"]) > 10 else ""))
+        print(
+            f"skipped {len(meta['skipped_records'])} malformed record(s) (--skip-bad): "
+            + "; ".join(meta["skipped_records"][:10])
+            + (" .." if len(meta["skipped_records"]) > 10 else "")
+        )
     vals = ",".join("val_" + g for g in meta["val"]["groups"])
     print(f"wrote {cfg.out_dir}/{{train,val,{vals}}}.bin and meta.json")
 

@@ -28,6 +28,7 @@ Writes out/eval/report.md (tables; plots when matplotlib is installed; rendered 
 out/eval/report.json (every figure) and prints a short table.
 The --max-* knobs subsample, to keep the demo inside its time budget.
 """
+
 import contextlib
 import filecmp
 import dataclasses
@@ -58,60 +59,81 @@ JUDGE_PHASES = ("jsft", "self_judge")  # the phases that train a checkpoint to j
 class EvalConfig:
     ckpts: str = opt(
         "pretrain=out/pretrain,sft=out/sft,dpo=out/dpo,jsft=out/jsft,self_judge=out/self_judge",
-                     "NAME=DIR,... to compare; with this default, missing ones are skipped with a "
-                     "note")
+        "NAME=DIR,... to compare; with this default, missing ones are skipped with a note",
+    )
     baseline: str = opt("sft", "the checkpoint NAME that win rates are measured against")
-    judge_ckpt: str = opt("jsft", "judge of the win rates beside the verifier: "
-                                  "a NAME of --ckpts or a DIR; '' = none")
-    judges: str = opt("", "NAMES whose judge accuracy is measured; '' = those trained to judge "
-                          "(jsft, self_judge)")
+    judge_ckpt: str = opt(
+        "jsft", "judge of the win rates beside the verifier: a NAME of --ckpts or a DIR; '' = none"
+    )
+    judges: str = opt(
+        "", "NAMES whose judge accuracy is measured; '' = those trained to judge (jsft, self_judge)"
+    )
     data_dir: str = opt("out/data", "data.py's folder: val_{ko,en,code}.bin and meta.json")
-    tokenizer: str = opt("out/tokenizer/tokenizer.model",
-                         "data.py's tokenizer, when meta.json's path is gone")
+    tokenizer: str = opt(
+        "out/tokenizer/tokenizer.model", "data.py's tokenizer, when meta.json's path is gone"
+    )
     tokenizer_report: str = opt("out/tokenizer/report.json", "tokenizer.py's efficiency report")
     tasks_dir: str = opt("out/tasks", "tasks.py's exports: eval_tasks.jsonl, prefs_eval.jsonl")
     out_dir: str = opt("out/eval", "where report.md and report.json go")
-    mc: str = opt("evals/mc_ko.jsonl,evals/mc_en.jsonl",
-                  "multiple-choice .jsonl FILES, comma-separated "
-                  "(relative paths are also looked up beside this script)")
-    fim_ckpts: str = opt("pretrain",
-                         "NAMES evaluated on fill-in-the-middle (base models); '' = all")
+    mc: str = opt(
+        "evals/mc_ko.jsonl,evals/mc_en.jsonl",
+        "multiple-choice .jsonl FILES, comma-separated "
+        "(relative paths are also looked up beside this script)",
+    )
+    fim_ckpts: str = opt(
+        "pretrain", "NAMES evaluated on fill-in-the-middle (base models); '' = all"
+    )
     fim_groups: str = opt("code", "language groups whose held-out documents FIM uses")
-    rejection_ckpt: str = opt("self_judge",
-                              "NAME of --ckpts whose samples the self-rejection curve picks from")
-    rejection_judge: str = opt("", "judge of its knockouts: a NAME or DIR; "
-                                   "'' = the same checkpoint (self-rejection)")
-    rejection_max_n: int = opt(8, "the self-rejection curve runs "
-                                  "N = 1, 2, 4, ... up to this power of two")
+    rejection_ckpt: str = opt(
+        "self_judge", "NAME of --ckpts whose samples the self-rejection curve picks from"
+    )
+    rejection_judge: str = opt(
+        "", "judge of its knockouts: a NAME or DIR; '' = the same checkpoint (self-rejection)"
+    )
+    rejection_max_n: int = opt(
+        8, "the self-rejection curve runs N = 1, 2, 4, ... up to this power of two"
+    )
     rejection_prompts: int = opt(128, "held-out prompts on the self-rejection curve")
     max_val_tokens: int = opt(2048, "validation tokens per language group; 0 = all")
-    max_tasks: int = opt(0, "held-out prompts for verifier scores and win rates "
-                            "(stratified by family, language); 0 = all")
-    samples: int = opt(2, "replies sampled per prompt (T=1, top-p 0.9) "
-                          "for the sampled scores and win rates")
-    reward_model: str = opt("out/reward_model",
-                            "a reward model (reward_model.py) measured beside the judges, "
-                            "on held-out and on-policy pairs, and as best-of-N on the "
-                            "self-rejection curve; "
-                            "'' = none (a missing default is skipped with a note)")
-    onpolicy_ckpt: str = opt("jsft", "NAME whose two samples per held-out prompt its own judge "
-                                     "labels (what SELF-JUDGE judges), scored against the "
-                                     "verifier; '' = none")
+    max_tasks: int = opt(
+        0,
+        "held-out prompts for verifier scores and win rates "
+        "(stratified by family, language); 0 = all",
+    )
+    samples: int = opt(
+        2, "replies sampled per prompt (T=1, top-p 0.9) for the sampled scores and win rates"
+    )
+    reward_model: str = opt(
+        "out/reward_model",
+        "a reward model (reward_model.py) measured beside the judges, "
+        "on held-out and on-policy pairs, and as best-of-N on the "
+        "self-rejection curve; "
+        "'' = none (a missing default is skipped with a note)",
+    )
+    onpolicy_ckpt: str = opt(
+        "jsft",
+        "NAME whose two samples per held-out prompt its own judge "
+        "labels (what SELF-JUDGE judges), scored against the "
+        "verifier; '' = none",
+    )
     max_judge_pairs: int = opt(0, "held-out preference pairs for judge accuracy; 0 = all")
     fim_examples: int = opt(24, "FIM examples (windows of held-out documents)")
     fim_chars: int = opt(240, "characters per FIM window (whole lines, cut at thirds)")
     fim_max_new_tokens: int = opt(48, "cap on a generated middle")
-    max_new_tokens: int = opt(32, "cap on a reply "
-                                  "(the longest gold reply is 29 tokens with the demo tokenizer)")
+    max_new_tokens: int = opt(
+        32, "cap on a reply (the longest gold reply is 29 tokens with the demo tokenizer)"
+    )
     batch_size: int = opt(48, "sequences per forward pass or generation batch")
     seq_len: int = opt(256, "window of the validation loss (at most the model's max_seq_len)")
     skip: str = opt("", "SECTIONS to leave out, comma-separated: " + ",".join(SECTIONS))
-    skip_bad: bool = opt(False,
-                         "skip malformed multiple-choice records (counted) instead of stopping")
+    skip_bad: bool = opt(
+        False, "skip malformed multiple-choice records (counted) instead of stopping"
+    )
     seed: int = opt(0, "seed of the samples and subsamples")
     device: str = opt("auto", "auto | cpu | cuda | mps")
-    threads: int = opt(0, "torch CPU threads; 0 = torch's default "
-                          "(on a busy machine 1 can be much faster)")
+    threads: int = opt(
+        0, "torch CPU threads; 0 = torch's default (on a busy machine 1 can be much faster)"
+    )
 
 
 # ------------------------------------------------------------------ small helpers
@@ -174,12 +196,18 @@ def greedy_replies(model, tok, contexts, max_new_tokens=32, batch_size=32):
     prompts = [tok.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
     stops, out = (tok.eot_id, tok.eos_id), []
     for k in range(0, len(prompts), batch_size):
-        chunk = prompts[k:k + batch_size]
+        chunk = prompts[k : k + batch_size]
         room = model.cfg.max_seq_len - max(map(len, chunk))
         if room < 1:
             raise ValueError(f"a prompt of {max(map(len, chunk))} tokens fills the model's context")
-        new = generate(model, chunk, min(max_new_tokens, room), temperature=0, stop_ids=stops,
-                       pad_id=tok.pad_id)
+        new = generate(
+            model,
+            chunk,
+            min(max_new_tokens, room),
+            temperature=0,
+            stop_ids=stops,
+            pad_id=tok.pad_id,
+        )
         out += [strip_stop(ids, stops) for ids in new]
     return out
 
@@ -192,10 +220,12 @@ def sampled_replies(model, tok, contexts, k=2, max_new_tokens=32, seed=0, batch_
     noise."""
     from self_judge import sample_responses
     from sft import seed_of
+
     stops, out, step = (tok.eot_id, tok.eos_id), [], max(1, batch_size // k)
     for j in range(0, len(contexts), step):
-        per = sample_responses(model, tok, contexts[j:j + step], k, max_new_tokens, 1.0, 0.9,
-                               seed_of(seed, j))
+        per = sample_responses(
+            model, tok, contexts[j : j + step], k, max_new_tokens, 1.0, 0.9, seed_of(seed, j)
+        )
         out += [[strip_stop(list(s), stops) for s in replies] for replies in per]
     return out
 
@@ -204,27 +234,36 @@ def sampled_replies(model, tok, contexts, k=2, max_new_tokens=32, seed=0, batch_
 def log_ratio_to_start(model, start, tok, contexts, replies, batch_size=48):
     """Mean over the model's own replies of log p_model(y|x) - log p_start(y|x) (nats per reply): a
     Monte-Carlo estimate of KL(model || start), how far a stage moved its policy."""
-    rows = [(tok.render_chat(c, add_generation_prompt=True)[0], r + [tok.eot_id])
-            for c, per in zip(contexts, replies) for r in per]
+    rows = [
+        (tok.render_chat(c, add_generation_prompt=True)[0], r + [tok.eot_id])
+        for c, per in zip(contexts, replies)
+        for r in per
+    ]
     total = 0.0
     for j in range(0, len(rows), batch_size):
-        chunk = rows[j:j + batch_size]
+        chunk = rows[j : j + batch_size]
         ids = right_pad([p + r for p, r in chunk], tok.pad_id)
         mask = torch.zeros_like(ids)
         for b, (p, r) in enumerate(chunk):
-            mask[b, len(p):len(p) + len(r)] = 1
+            mask[b, len(p) : len(p) + len(r)] = 1
         total += float(
-            (sequence_logprobs(model, ids, mask)[0] - sequence_logprobs(start, ids, mask)[0]).sum())
+            (sequence_logprobs(model, ids, mask)[0] - sequence_logprobs(start, ids, mask)[0]).sum()
+        )
     return total / len(rows)
 
 
 def summarize_scores(tasks, scores):
     """Verifier scores -> mean of each principle and overall, correctness share; per family and per
     language."""
+
     def block(idx):
         s = [scores[i] for i in idx]
-        return {**{p: mean(x[p] for x in s) for p in s[0]},
-                "correct_share": mean(x["correctness"] == 1 for x in s), "n": len(s)}
+        return {
+            **{p: mean(x[p] for x in s) for p in s[0]},
+            "correct_share": mean(x["correctness"] == 1 for x in s),
+            "n": len(s),
+        }
+
     out = block(range(len(tasks)))
     for key in ("family", "lang"):
         cells = {}
@@ -236,10 +275,16 @@ def summarize_scores(tasks, scores):
 
 def tasks_section(tasks, replies):
     import tasks as task_world  # the verifier
+
     scores = [task_world.score(t, r) for t, r in zip(tasks, replies)]
-    return {**summarize_scores(tasks, scores), "scores": [s["overall"] for s in scores],
-            "examples": [{"prompt": t["messages"][-1]["content"], "reply": r, "gold": t["answer"]}
-                         for t, r in list(zip(tasks, replies))[:3]]}
+    return {
+        **summarize_scores(tasks, scores),
+        "scores": [s["overall"] for s in scores],
+        "examples": [
+            {"prompt": t["messages"][-1]["content"], "reply": r, "gold": t["answer"]}
+            for t, r in list(zip(tasks, replies))[:3]
+        ],
+    }
 
 
 # ------------------------------------------------------------------ win rates (HCX §4.3)
@@ -252,10 +297,16 @@ def hcx_outcomes(first_order, second_order):
 
 def win_summary(first_order, second_order):
     outcomes = hcx_outcomes(first_order, second_order)
-    return {"win_rate": mean(outcomes), "wins": outcomes.count(1.0), "ties": outcomes.count(0.5),
-            "losses": outcomes.count(0.0), "n_prompts": len(outcomes),
-            "n_judgments": 2 * len(outcomes), "first_order_win_rate": mean(map(float, first_order)),
-            "second_order_win_rate": mean(map(float, second_order))}
+    return {
+        "win_rate": mean(outcomes),
+        "wins": outcomes.count(1.0),
+        "ties": outcomes.count(0.5),
+        "losses": outcomes.count(0.0),
+        "n_prompts": len(outcomes),
+        "n_judgments": 2 * len(outcomes),
+        "first_order_win_rate": mean(map(float, first_order)),
+        "second_order_win_rate": mean(map(float, second_order)),
+    }
 
 
 def sampled_outcomes(cand_scores, base_scores):
@@ -267,17 +318,25 @@ def paired_win(outcomes, seed=0):
     """Win rate of per-prompt outcomes with its paired bootstrap interval; significant when the
     interval excludes 0.5. The outcomes are kept so that seeds can be pooled (reproduce.py)."""
     ci = bootstrap_interval(outcomes, seed)
-    return {"win_rate": mean(outcomes), "ci": ci, "n_prompts": len(outcomes),
-            "wins": sum(o > 0.5 for o in outcomes), "ties": sum(o == 0.5 for o in outcomes),
-            "losses": sum(o < 0.5 for o in outcomes),
-            "significant": ci is not None and (ci[0] > 0.5 or ci[1] < 0.5), "outcomes": outcomes}
+    return {
+        "win_rate": mean(outcomes),
+        "ci": ci,
+        "n_prompts": len(outcomes),
+        "wins": sum(o > 0.5 for o in outcomes),
+        "ties": sum(o == 0.5 for o in outcomes),
+        "losses": sum(o < 0.5 for o in outcomes),
+        "significant": ci is not None and (ci[0] > 0.5 or ci[1] < 0.5),
+        "outcomes": outcomes,
+    }
 
 
 def verifier_verdicts(cand_scores, base_scores):
     """The verifier reads no order: the same verdict in both (1, 0.5 for equal overall scores,
     0)."""
-    v = [1.0 if a["overall"] > b["overall"] else 0.5 if a["overall"] == b["overall"] else 0.0
-         for a, b in zip(cand_scores, base_scores)]
+    v = [
+        1.0 if a["overall"] > b["overall"] else 0.5 if a["overall"] == b["overall"] else 0.0
+        for a, b in zip(cand_scores, base_scores)
+    ]
     return v, v
 
 
@@ -288,8 +347,10 @@ def judge_verdicts(judge, contexts, cand, base):
     if ask:
         result = judge([contexts[i] for i in ask], [(cand[i], base[i]) for i in ask])
         for j, i in enumerate(ask):
-            first[i], second[i] = float(result["first_order_a"][j]), float(
-                result["second_order_a"][j])
+            first[i], second[i] = (
+                float(result["first_order_a"][j]),
+                float(result["second_order_a"][j]),
+            )
     return first, second
 
 
@@ -305,8 +366,17 @@ def bootstrap_interval(outcomes, seed=0, n_boot=4000, level=0.95):
     return [float(lo), float(hi)]
 
 
-def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, other_judges=None,
-                   samples=None, batch_size=48):
+def onpolicy_judge(
+    policy,
+    tok,
+    judge_fn,
+    tasks,
+    max_new_tokens=48,
+    seed=0,
+    other_judges=None,
+    samples=None,
+    batch_size=48,
+):
     """What SELF-JUDGE really judges: two samples per prompt from `policy` (T=1, top-p 0.9, as in
     training; samples: this very draw of sampled_replies when already made, e.g. by the task
     section), both scored by the verifier. Pairs the verifier ties (identical samples among them)
@@ -317,20 +387,26 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, othe
     other judges of the same pairs ("others"). Also the mean verifier scores of the samples, per
     principle (where the policy's flaws are)."""
     import tasks as task_world
+
     contexts = [t["messages"] for t in tasks]
-    samples = samples or sampled_replies(policy, tok, contexts, 2, max_new_tokens, seed,
-                                         batch_size)
+    samples = samples or sampled_replies(policy, tok, contexts, 2, max_new_tokens, seed, batch_size)
     assert len(samples) == len(tasks) and all(len(pair) == 2 for pair in samples)
     scores = [[task_world.score(t, tok.decode(s)) for s in pair] for t, pair in zip(tasks, samples)]
     differ = [i for i, (a, b) in enumerate(scores) if a["overall"] != b["overall"]]
-    out = {"n_pairs": len(tasks), "identical_share": mean(a == b for a, b in samples),
-           "tie_share": 1 - len(differ) / len(tasks), "n_judged": len(differ),
-           "sample_scores": {p: mean(x[p] for pair in scores for x in pair) for p in scores[0][0]}}
+    out = {
+        "n_pairs": len(tasks),
+        "identical_share": mean(a == b for a, b in samples),
+        "tie_share": 1 - len(differ) / len(tasks),
+        "n_judged": len(differ),
+        "sample_scores": {p: mean(x[p] for pair in scores for x in pair) for p in scores[0][0]},
+    }
     a_better = [scores[i][0]["overall"] > scores[i][1]["overall"] for i in differ]
     # what separates a pair: its correctness, or only surface principles (language, concision,
     # ending)
-    kinds = ["correctness" if scores[i][0]["correctness"] != scores[i][1]["correctness"]
-             else "surface" for i in differ]
+    kinds = [
+        "correctness" if scores[i][0]["correctness"] != scores[i][1]["correctness"] else "surface"
+        for i in differ
+    ]
 
     def accuracy(fn):
         verdict = fn([contexts[i] for i in differ], [tuple(samples[i]) for i in differ])
@@ -338,16 +414,24 @@ def onpolicy_judge(policy, tok, judge_fn, tasks, max_new_tokens=48, seed=0, othe
         rows = list(zip(verdict["winners"], first, second, a_better, kinds))
 
         def block(rs):
-            return {"n": len(rs), "acc": mean((w == 0) == y for w, _, _, y, _ in rs),
-                    "acc_first_order": mean(f == y for _, f, _, y, _ in rs),
-                    "acc_second_order": mean(s == y for _, _, s, y, _ in rs),
-                    "consistency": mean(f == s for _, f, s, _, _ in rs),
-                    # single-order verdicts naming the reply shown first: 0.5 for no position prior
-                    "names_first": mean((f + (not s)) / 2 for _, f, s, _, _ in rs)}
+            return {
+                "n": len(rs),
+                "acc": mean((w == 0) == y for w, _, _, y, _ in rs),
+                "acc_first_order": mean(f == y for _, f, _, y, _ in rs),
+                "acc_second_order": mean(s == y for _, _, s, y, _ in rs),
+                "consistency": mean(f == s for _, f, s, _, _ in rs),
+                # single-order verdicts naming the reply shown first: 0.5 for no position prior
+                "names_first": mean((f + (not s)) / 2 for _, f, s, _, _ in rs),
+            }
+
         result = block(rows)
-        result["by_difference"] = {k: block([r for r in rows if r[4] == k])
-                                   for k in ("correctness", "surface") if k in kinds}
+        result["by_difference"] = {
+            k: block([r for r in rows if r[4] == k])
+            for k in ("correctness", "surface")
+            if k in kinds
+        }
         return result
+
     if differ:
         out.update(accuracy(judge_fn))
         out["others"] = {name: accuracy(fn) for name, fn in (other_judges or {}).items()}
@@ -364,13 +448,16 @@ def nested_knockout(contexts, candidates, judge_winners):
     called once per round for every context.
     -> {N: [per context, the winner index of each group of N]} for N = 1, 2, 4, ..., max_n."""
     from self_judge import knockout
-    rounds = knockout(contexts, candidates, judge_winners,
-                      [list(range(len(c))) for c in candidates])  # in sample order
-    return {2 ** r: brackets for r, brackets in enumerate(rounds)}
+
+    rounds = knockout(
+        contexts, candidates, judge_winners, [list(range(len(c))) for c in candidates]
+    )  # in sample order
+    return {2**r: brackets for r, brackets in enumerate(rounds)}
 
 
-def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed=0, as_text=False,
-                    other_judges=None):
+def rejection_curve(
+    policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed=0, as_text=False, other_judges=None
+):
     """SELF-JUDGE self-rejection: per prompt, sample max_n replies (T=1, top-p 0.9,
     self_judge.sample_responses); for N = 1, 2, 4, ..., max_n the knockout winners of the max_n / N
     groups of N samples (judged by `judge` in both orders) are scored by the verifier: every sample
@@ -383,36 +470,47 @@ def rejection_curve(policy, tok, judge, tasks, max_n=16, max_new_tokens=32, seed
     knockout is its best-of-N: a scalar judge's knockout winner is its highest reward)."""
     import tasks as task_world
     from self_judge import sample_responses
+
     if max_n < 1 or max_n & (max_n - 1):
         raise ValueError(f"--rejection-max-n {max_n}: must be a power of two (1, 2, 4, 8, 16, ...)")
     contexts = [t["messages"] for t in tasks]
     stops = (tok.eot_id, tok.eos_id)
-    samples = sample_responses(policy, tok, contexts, max_n, max_new_tokens, temperature=1.0,
-                               top_p=0.9, seed=seed)
+    samples = sample_responses(
+        policy, tok, contexts, max_n, max_new_tokens, temperature=1.0, top_p=0.9, seed=seed
+    )
     samples = [[strip_stop(list(s), stops) for s in per] for per in samples]
     scores = [[task_world.score(t, tok.decode(s)) for s in per] for t, per in zip(tasks, samples)]
     cands = [[tok.decode(s) for s in per] for per in samples] if as_text else samples
 
     def picks(fn):  # {N: per prompt, the verifier scores of its groups' winners}
         bracket = nested_knockout(contexts, cands, lambda cx, pr: fn(cx, pr)["winners"])
-        return {n: [[per[w] for w in ws] for per, ws in zip(scores, groups)]
-                for n, groups in bracket.items()}
+        return {
+            n: [[per[w] for w in ws] for per, ws in zip(scores, groups)]
+            for n, groups in bracket.items()
+        }
 
     def flat(per_prompt):
         return [x for per in per_prompt for x in per]
+
     others = {name: picks(fn) for name, fn in (other_judges or {}).items()}
     curve, by_n = [], picks(judge)
     one = [mean(x["overall"] for x in per) for per in by_n[1]]  # per prompt: any one sample
     for n, picked in by_n.items():
-        best = [[max(per[g:g + n], key=lambda x: x["overall"]) for g in range(0, len(per), n)]
-                for per in scores]
+        best = [
+            [max(per[g : g + n], key=lambda x: x["overall"]) for g in range(0, len(per), n)]
+            for per in scores
+        ]
         per_prompt = [mean(x["overall"] for x in per) for per in picked]
         gain = [a - b for a, b in zip(per_prompt, one)]
-        row = {"n": n, "overall": mean(per_prompt),
-               "correct_share": mean(x["correctness"] == 1 for x in flat(picked)),
-               "gain_vs_1": mean(gain), "gain_vs_1_ci": bootstrap_interval(gain, seed),
-               "oracle_overall": mean(x["overall"] for x in flat(best)),
-               "oracle_correct_share": mean(x["correctness"] == 1 for x in flat(best))}
+        row = {
+            "n": n,
+            "overall": mean(per_prompt),
+            "correct_share": mean(x["correctness"] == 1 for x in flat(picked)),
+            "gain_vs_1": mean(gain),
+            "gain_vs_1_ci": bootstrap_interval(gain, seed),
+            "oracle_overall": mean(x["overall"] for x in flat(best)),
+            "oracle_correct_share": mean(x["correctness"] == 1 for x in flat(best)),
+        }
         for name, other in others.items():
             row[f"{name}_overall"] = mean(x["overall"] for x in flat(other[n]))
             row[f"{name}_correct_share"] = mean(x["correctness"] == 1 for x in flat(other[n]))
@@ -458,8 +556,9 @@ def checkpoints_to_run(cfg, notes):
         else:
             notes.append(f"checkpoint {name} ({path}) not found: skipped")
     if not ckpts:
-        raise FileNotFoundError(f"none of the checkpoints exist ({cfg.ckpts}); run the pipeline "
-                                "first (make demo)")
+        raise FileNotFoundError(
+            f"none of the checkpoints exist ({cfg.ckpts}); run the pipeline first (make demo)"
+        )
     return ckpts
 
 
@@ -470,13 +569,17 @@ def optional_reward_model(cfg, device, notes):
         return None
     ckpt = find_checkpoint(cfg.reward_model)
     if not ckpt and cfg.reward_model == EvalConfig.reward_model:
-        notes.append(f"reward model {cfg.reward_model} not found: no reward-model rows (run "
-                     "reward_model.py)")
+        notes.append(
+            f"reward model {cfg.reward_model} not found: no reward-model rows (run reward_model.py)"
+        )
         return None
     # refuses a missing or non-reward checkpoint
     from reward_model import load_reward_model
-    return (load_reward_model(cfg.reward_model, None, device),
-            Tokenizer(os.path.join(ckpt, "tokenizer.model")))
+
+    return (
+        load_reward_model(cfg.reward_model, None, device),
+        Tokenizer(os.path.join(ckpt, "tokenizer.model")),
+    )
 
 
 def resolve(name_or_dir, ckpts):
@@ -502,38 +605,68 @@ def run(cfg):
     seconds = dict.fromkeys(SECTIONS, 0.0)
     skip = set(names(cfg.skip))
     if skip - set(SECTIONS):
-        raise ValueError(f"--skip {cfg.skip!r}: unknown section(s) {sorted(skip - set(SECTIONS))}; "
-                         f"use {SECTIONS}")
+        raise ValueError(
+            f"--skip {cfg.skip!r}: unknown section(s) {sorted(skip - set(SECTIONS))}; "
+            f"use {SECTIONS}"
+        )
     on = {s: s not in skip for s in SECTIONS}
-    device = ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available()
-              else "cpu")
+    device = (
+        "cuda"
+        if torch.cuda.is_available()
+        else "mps"
+        if torch.backends.mps.is_available()
+        else "cpu"
+    )
     device = device if cfg.device == "auto" else cfg.device
     ckpts = checkpoints_to_run(cfg, notes)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
     report = {
-        "meta": {"config": dataclasses.asdict(cfg), "device": device, "torch": torch.__version__,
-                       "machine": machine
-                       + (f", {torch.cuda.get_device_name()}" if device == "cuda" else "")},
-              "notes": notes, "checkpoints": {}, "loss_curves": {}, "lm": {}, "tokenizer": None,
-              "fim": {}, "mc": {}, "tasks": {},
-              "win_rates": {"baseline": cfg.baseline, "verifier": {}, "judge": {}, "sampled": {}},
-              "judge": {}, "onpolicy_judge": None, "movement": {}, "rejection": None}
+        "meta": {
+            "config": dataclasses.asdict(cfg),
+            "device": device,
+            "torch": torch.__version__,
+            "machine": machine + (f", {torch.cuda.get_device_name()}" if device == "cuda" else ""),
+        },
+        "notes": notes,
+        "checkpoints": {},
+        "loss_curves": {},
+        "lm": {},
+        "tokenizer": None,
+        "fim": {},
+        "mc": {},
+        "tasks": {},
+        "win_rates": {"baseline": cfg.baseline, "verifier": {}, "judge": {}, "sampled": {}},
+        "judge": {},
+        "onpolicy_judge": None,
+        "movement": {},
+        "rejection": None,
+    }
 
     # what the sections read; a missing input skips its sections, with a note
     if on["tokenizer"]:
-        report["tokenizer"] = read_input(cfg.tokenizer_report, notes,
-                                         "no tokenizer table (run tokenizer.py)")
-    meta = read_input(os.path.join(cfg.data_dir, "meta.json"), notes,
-                      "no LM or FIM section (run data.py)") \
-        if on["lm"] or on["fim"] else None
-    data_tok = (meta
-                and Tokenizer(meta["tokenizer"] if os.path.exists(meta.get("tokenizer") or "")
-                              else cfg.tokenizer))
+        report["tokenizer"] = read_input(
+            cfg.tokenizer_report, notes, "no tokenizer table (run tokenizer.py)"
+        )
+    meta = (
+        read_input(
+            os.path.join(cfg.data_dir, "meta.json"), notes, "no LM or FIM section (run data.py)"
+        )
+        if on["lm"] or on["fim"]
+        else None
+    )
+    data_tok = meta and Tokenizer(
+        meta["tokenizer"] if os.path.exists(meta.get("tokenizer") or "") else cfg.tokenizer
+    )
     groups = list(meta["val"]["groups"]) if meta else []
-    eval_tasks = read_input(os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"), notes,
-                            "no task, win-rate, on-policy judge or self-rejection section "
-                            "(run tasks.py)") \
-        if on["tasks"] or on["win"] or on["judge"] or on["rejection"] else None
+    eval_tasks = (
+        read_input(
+            os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"),
+            notes,
+            "no task, win-rate, on-policy judge or self-rejection section (run tasks.py)",
+        )
+        if on["tasks"] or on["win"] or on["judge"] or on["rejection"]
+        else None
+    )
     picked = pick_tasks(eval_tasks or [], cfg.max_tasks)
     pref_pairs, prefs_path = [], os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
     if on["judge"] and not os.path.exists(prefs_path):
@@ -541,9 +674,10 @@ def run(cfg):
     elif on["judge"]:
         pref_pairs = read_preferences(prefs_path)
         random.Random(cfg.seed).shuffle(pref_pairs)
-        pref_pairs = pref_pairs[:cfg.max_judge_pairs or None]
-    mc_sets = ({os.path.basename(p): read_mc(p, cfg.skip_bad) for p in names(cfg.mc)} if on["mc"]
-               else {})
+        pref_pairs = pref_pairs[: cfg.max_judge_pairs or None]
+    mc_sets = (
+        {os.path.basename(p): read_mc(p, cfg.skip_bad) for p in names(cfg.mc)} if on["mc"] else {}
+    )
     fim_ckpts, judges = set(names(cfg.fim_ckpts)) or set(ckpts), set(names(cfg.judges))
     fim_groups = [g for g in names(cfg.fim_groups) if g in groups]
 
@@ -556,82 +690,135 @@ def run(cfg):
         model, tok, config = load(path, device, cfg.tokenizer)
         phase = config.get("phase", "?")
         if model.cfg.reward_head:
-            raise ValueError(f"--ckpts {name}={path}: a reward model, which does not generate; "
-                             f"pass it as --reward-model")
+            raise ValueError(
+                f"--ckpts {name}={path}: a reward model, which does not generate; "
+                f"pass it as --reward-model"
+            )
         start = by_path.get(os.path.realpath(config.get("init_from") or "-"))
         loaded[name] = (model, tok)
         report["loss_curves"][name] = curve = loss_curve(path)
-        report["checkpoints"][name] = {"path": path, "phase": phase, "step": config.get("step"),
-                                       "start": start, "params": model.num_params(),
-                                       "vocab_size": tok.vocab_size,
-                                       # cost: policy + reference + judge held while training, s per
-                                       # step
-                                       "params_held": config.get("params_held", model.num_params()),
-                                       "judged_by": config.get("judged_by"),
-                                       "step_s": curve and curve["median_step_s"]}
+        report["checkpoints"][name] = {
+            "path": path,
+            "phase": phase,
+            "step": config.get("step"),
+            "start": start,
+            "params": model.num_params(),
+            "vocab_size": tok.vocab_size,
+            # cost: policy + reference + judge held while training, s per
+            # step
+            "params_held": config.get("params_held", model.num_params()),
+            "judged_by": config.get("judged_by"),
+            "step_s": curve and curve["median_step_s"],
+        }
         if data_tok and on["lm"]:
             with clock(seconds, "lm"):
-                report["lm"][name] = lm_section(model, tok, data_tok, cfg.data_dir, groups,
-                                                cfg.seq_len, cfg.max_val_tokens, cfg.batch_size)
+                report["lm"][name] = lm_section(
+                    model,
+                    tok,
+                    data_tok,
+                    cfg.data_dir,
+                    groups,
+                    cfg.seq_len,
+                    cfg.max_val_tokens,
+                    cfg.batch_size,
+                )
         if data_tok and on["fim"] and name in fim_ckpts:
             with clock(seconds, "fim"):
                 report["fim"][name] = fim_section(
-                    model, tok, data_tok, cfg.data_dir, fim_groups, cfg.fim_examples, cfg.fim_chars,
-                    cfg.fim_max_new_tokens, cfg.batch_size, cfg.seed)
+                    model,
+                    tok,
+                    data_tok,
+                    cfg.data_dir,
+                    fim_groups,
+                    cfg.fim_examples,
+                    cfg.fim_chars,
+                    cfg.fim_max_new_tokens,
+                    cfg.batch_size,
+                    cfg.seed,
+                )
         if mc_sets:
             with clock(seconds, "mc"):
                 report["mc"][name] = {
                     f: mc_eval(model, tok, recs, cfg.batch_size, chat=phase != "pretrain")
-                                      for f, recs in mc_sets.items()}
+                    for f, recs in mc_sets.items()
+                }
         if picked and (on["tasks"] or on["win"]):
             with clock(seconds, "tasks"):
-                ids = greedy_replies(model, tok, [t["messages"] for t in picked],
-                                     cfg.max_new_tokens, cfg.batch_size)
+                ids = greedy_replies(
+                    model, tok, [t["messages"] for t in picked], cfg.max_new_tokens, cfg.batch_size
+                )
                 replies[name] = [tok.decode(r) for r in ids]
                 report["tasks"][name] = tasks_section(picked, replies[name])
                 if cfg.samples:
                     import tasks as task_world
+
                     contexts = [t["messages"] for t in picked]
-                    ids = sampled_replies(model, tok, contexts, cfg.samples, cfg.max_new_tokens,
-                                          cfg.seed, cfg.batch_size)
-                    scores = [[task_world.score(t, tok.decode(r)) for r in per]
-                              for t, per in zip(picked, ids)]
+                    ids = sampled_replies(
+                        model,
+                        tok,
+                        contexts,
+                        cfg.samples,
+                        cfg.max_new_tokens,
+                        cfg.seed,
+                        cfg.batch_size,
+                    )
+                    scores = [
+                        [task_world.score(t, tok.decode(r)) for r in per]
+                        for t, per in zip(picked, ids)
+                    ]
                     sampled[name] = (ids, scores)
                     report["tasks"][name]["sampled"] = summarize_scores(
                         [t for t in picked for _ in range(cfg.samples)],
-                        [x for per in scores for x in per])
+                        [x for per in scores for x in per],
+                    )
                     if start in sampled:  # how far this stage moved its policy from its start
                         report["movement"][name] = {
                             "start": start,
-                            "log_ratio": log_ratio_to_start(model, loaded[start][0], tok,
-                                                            contexts, ids),
-                            "changed_greedy": mean(a != b for a, b in
-                                                   zip(replies[name], replies[start])),
-                            "changed_sampled": mean(a != b for a, b in zip(ids, sampled[start][0]))}
+                            "log_ratio": log_ratio_to_start(
+                                model, loaded[start][0], tok, contexts, ids
+                            ),
+                            "changed_greedy": mean(
+                                a != b for a, b in zip(replies[name], replies[start])
+                            ),
+                            "changed_sampled": mean(a != b for a, b in zip(ids, sampled[start][0])),
+                        }
         if pref_pairs and (name in judges or (not judges and phase in JUDGE_PHASES)):
             # accuracy of each order alone and order-averaged, consistency under swapping, per
             # language
             import jsft
+
             with clock(seconds, "judge"):
-                report["judge"][name] = jsft.judge_accuracy(model, tok, pref_pairs, None,
-                                                            cfg.batch_size)
+                report["judge"][name] = jsft.judge_accuracy(
+                    model, tok, pref_pairs, None, cfg.batch_size
+                )
     if rm and pref_pairs:
         from reward_model import reward_accuracy
+
         with clock(seconds, "judge"):
             report["judge"]["reward_model"] = reward_accuracy(*rm, pref_pairs, cfg.batch_size)
     # the SELF-JUDGE start's own samples,
     if cfg.onpolicy_ckpt in loaded and picked and on["judge"]:
         # judged by itself, against the verifier
         from self_judge import model_judge
+
         model, tok = loaded[cfg.onpolicy_ckpt]
         # the task section's two samples per prompt are this very draw (same seeds): reused
         drawn = sampled.get(cfg.onpolicy_ckpt, [None])[0] if cfg.samples == 2 else None
         with clock(seconds, "judge"):
             report["onpolicy_judge"] = dict(
-                onpolicy_judge(model, tok, model_judge(model, tok, batch_size=cfg.batch_size),
-                               picked, cfg.max_new_tokens, cfg.seed,
-                               reward_judges(rm, tok, cfg.batch_size), drawn, cfg.batch_size),
-                policy=cfg.onpolicy_ckpt)
+                onpolicy_judge(
+                    model,
+                    tok,
+                    model_judge(model, tok, batch_size=cfg.batch_size),
+                    picked,
+                    cfg.max_new_tokens,
+                    cfg.seed,
+                    reward_judges(rm, tok, cfg.batch_size),
+                    drawn,
+                    cfg.batch_size,
+                ),
+                policy=cfg.onpolicy_ckpt,
+            )
     loaded.clear()
 
     if on["win"] and sampled:
@@ -643,8 +830,8 @@ def run(cfg):
                 row["vs_baseline"] = paired_win(sampled_outcomes(scores, base[1]), cfg.seed)
             if start in sampled:
                 row["vs_start"] = dict(
-                    paired_win(sampled_outcomes(scores, sampled[start][1]), cfg.seed),
-                                       start=start)
+                    paired_win(sampled_outcomes(scores, sampled[start][1]), cfg.seed), start=start
+                )
             report["win_rates"]["sampled"][name] = row
     if on["win"] and replies:
         with clock(seconds, "win"):
@@ -653,8 +840,10 @@ def run(cfg):
         with clock(seconds, "rejection"):
             rejection_section(cfg, report, ckpts, eval_tasks, device, rm)
     report["summary"] = summary_rows(report)
-    report["meta"]["seconds"] = {**{s: round(v, 2) for s, v in seconds.items()},
-                                 "total": round(time.perf_counter() - t_start, 2)}
+    report["meta"]["seconds"] = {
+        **{s: round(v, 2) for s, v in seconds.items()},
+        "total": round(time.perf_counter() - t_start, 2),
+    }
     return report
 
 
@@ -662,10 +851,13 @@ def win_rate_section(cfg, report, ckpts, picked, replies, device):
     """Every checkpoint against the baseline on the same prompts: by the verifier, and by the judge
     checkpoint."""
     import tasks as task_world
+
     notes, rates = report["notes"], report["win_rates"]
     if cfg.baseline not in replies:
-        notes.append(f"baseline {cfg.baseline!r} is not among the checkpoints "
-                     f"({', '.join(replies)}): no win rates")
+        notes.append(
+            f"baseline {cfg.baseline!r} is not among the checkpoints "
+            f"({', '.join(replies)}): no win rates"
+        )
         return
     base = replies[cfg.baseline]
     base_scores = [task_world.score(t, r) for t, r in zip(picked, base)]
@@ -679,6 +871,7 @@ def win_rate_section(cfg, report, ckpts, picked, replies, device):
     if not judge_dir or not others:
         return
     from self_judge import model_judge
+
     judge_model, judge_tok, _ = load(judge_dir, device, cfg.tokenizer)
     judge = model_judge(judge_model, judge_tok, batch_size=cfg.batch_size)
     rates["judge_ckpt"] = cfg.judge_ckpt
@@ -691,6 +884,7 @@ def win_rate_section(cfg, report, ckpts, picked, replies, device):
 def reward_judges(rm, tok, batch_size):
     """{"reward_model": judge_fn} when a reward model that reads `tok`'s ids is loaded, else {}."""
     from reward_model import reward_judge
+
     if not rm or not filecmp.cmp(rm[1].model_path, tok.model_path, shallow=False):
         return {}
     return {"reward_model": reward_judge(rm[0], rm[1], batch_size)}
@@ -700,21 +894,37 @@ def rejection_section(cfg, report, ckpts, eval_tasks, device, rm=None):
     judge_name = cfg.rejection_judge or cfg.rejection_ckpt
     policy_dir, judge_dir = resolve(cfg.rejection_ckpt, ckpts), resolve(judge_name, ckpts)
     if cfg.rejection_ckpt not in ckpts or not judge_dir:
-        report["notes"].append(f"self-rejection: {cfg.rejection_ckpt!r} (policy) or {judge_name!r} "
-                               f"(judge) is not a checkpoint here: no N-curve")
+        report["notes"].append(
+            f"self-rejection: {cfg.rejection_ckpt!r} (policy) or {judge_name!r} "
+            f"(judge) is not a checkpoint here: no N-curve"
+        )
         return
     policy, tok, _ = load(policy_dir, device, cfg.tokenizer)
-    judge_model, judge_tok = ((policy, tok) if judge_dir == policy_dir
-                              else load(judge_dir, device, cfg.tokenizer)[:2])
+    judge_model, judge_tok = (
+        (policy, tok) if judge_dir == policy_dir else load(judge_dir, device, cfg.tokenizer)[:2]
+    )
     from self_judge import model_judge
+
     prompts = pick_tasks(eval_tasks, cfg.rejection_prompts)
     judge = model_judge(judge_model, judge_tok, batch_size=cfg.batch_size)
     same_tokenizer = filecmp.cmp(tok.model_path, judge_tok.model_path, shallow=False)
-    curve = rejection_curve(policy, tok, judge, prompts, cfg.rejection_max_n, cfg.max_new_tokens,
-                            cfg.seed, as_text=not same_tokenizer,
-                            other_judges=reward_judges(rm, tok, cfg.batch_size))
-    report["rejection"] = {"policy": cfg.rejection_ckpt, "judge": judge_name,
-                           "n_prompts": len(prompts), "curve": curve}
+    curve = rejection_curve(
+        policy,
+        tok,
+        judge,
+        prompts,
+        cfg.rejection_max_n,
+        cfg.max_new_tokens,
+        cfg.seed,
+        as_text=not same_tokenizer,
+        other_judges=reward_judges(rm, tok, cfg.batch_size),
+    )
+    report["rejection"] = {
+        "policy": cfg.rejection_ckpt,
+        "judge": judge_name,
+        "n_prompts": len(prompts),
+        "curve": curve,
+    }
 
 
 def summary_rows(report):
@@ -723,19 +933,25 @@ def summary_rows(report):
         for k in keys:
             value = value.get(k) if isinstance(value, dict) else None
         return value
+
     sampled = report["win_rates"]["sampled"]
-    return [{"checkpoint": name, "val_bpb": get(report["lm"], name, "all", "bpb"),
-             "overall": get(report["tasks"], name, "overall"),
-             "sampled_overall": get(report["tasks"], name, "sampled", "overall"),
-             "sampled_correct": get(report["tasks"], name, "sampled", "correct_share"),
-             "win_vs_baseline": get(sampled, name, "vs_baseline"),
-             "win_vs_start": get(sampled, name, "vs_start"),
-             "log_ratio": get(report["movement"], name, "log_ratio"),
-             "changed_greedy": get(report["movement"], name, "changed_greedy"),
-             "judge_acc": get(report["judge"], name, "acc"),
-             "params_held": get(report["checkpoints"], name, "params_held"),
-             "step_s": get(report["checkpoints"], name, "step_s")}
-             for name in report["checkpoints"]]
+    return [
+        {
+            "checkpoint": name,
+            "val_bpb": get(report["lm"], name, "all", "bpb"),
+            "overall": get(report["tasks"], name, "overall"),
+            "sampled_overall": get(report["tasks"], name, "sampled", "overall"),
+            "sampled_correct": get(report["tasks"], name, "sampled", "correct_share"),
+            "win_vs_baseline": get(sampled, name, "vs_baseline"),
+            "win_vs_start": get(sampled, name, "vs_start"),
+            "log_ratio": get(report["movement"], name, "log_ratio"),
+            "changed_greedy": get(report["movement"], name, "changed_greedy"),
+            "judge_acc": get(report["judge"], name, "acc"),
+            "params_held": get(report["checkpoints"], name, "params_held"),
+            "step_s": get(report["checkpoints"], name, "step_s"),
+        }
+        for name in report["checkpoints"]
+    ]
 
 
 def main(argv=None):
@@ -750,8 +966,9 @@ def main(argv=None):
     print(summary_table(report))
     for note in report["notes"]:
         print("note:", note)
-    print(f"wrote {cfg.out_dir}/report.md and report.json in "
-          f"{report['meta']['seconds']['total']} s")
+    print(
+        f"wrote {cfg.out_dir}/report.md and report.json in {report['meta']['seconds']['total']} s"
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ Preference files are read by readers.read_preferences (PreferencePair; DESIGN.md
 record stops the read with `ValueError("file:line: what is wrong")`; with skip_bad=True (--skip-bad)
 it is skipped, counted, and a one-line summary is printed at the end.
 """
+
 import json
 import os
 import random
@@ -48,8 +49,17 @@ from tqdm import tqdm
 from corpus import hangul_share
 from model import eval_mode, last_position_logits, unwrap
 from pretrain import setup_distributed, train
-from readers import (PreferencePair, atomic_write, opt, parse_config, read_conversations,
-                     read_jsonl, read_preferences, template_fields, validate_templates)
+from readers import (
+    PreferencePair,
+    atomic_write,
+    opt,
+    parse_config,
+    read_conversations,
+    read_jsonl,
+    read_preferences,
+    template_fields,
+    validate_templates,
+)
 from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, with_lm_mix
 
 
@@ -59,45 +69,69 @@ from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, w
 # HH's harmlessness are here so real preference files work as they are.
 PRINCIPLES = {
     "overall": ("Pick the better response overall.", "전반적으로 더 나은 응답을 고르세요."),
-    "correctness": ("Pick the response with the right answer "
-                    "(or a polite refusal of a harmful request).",
-                    "정답을 말하는 응답을 고르세요 (해로운 요청이면 정중한 거절)."),
-    "language": ("Pick the response written in the language of the question.",
-                 "질문과 같은 언어로 쓴 응답을 고르세요."),
-    "concision": ("Pick the response that is short and does not ramble or repeat itself.",
-                  "짧고 반복이 없는 응답을 고르세요."),
-    "ending": ("Pick the response that ends with a finished sentence.",
-               "완결된 문장으로 끝나는 응답을 고르세요."),
-    "helpfulness": ("Pick the more helpful and informative response.",
-                    "더 도움이 되고 유익한 응답을 고르세요."),
-    "honesty": ("Pick the more honest response, one that states its uncertainty.",
-                "더 정직하고 불확실함을 밝히는 응답을 고르세요."),
-    "instruction_following": ("Pick the response that follows the instruction more closely.",
-                              "지시를 더 잘 따르는 응답을 고르세요."),
-    "truthfulness": ("Pick the more truthful response, free of made-up facts.",
-                     "사실에 맞고 지어낸 내용이 없는 응답을 고르세요."),
-    "harmlessness": ("Pick the more harmless response, one that does not help with harm.",
-                     "더 무해하고 해로운 일을 돕지 않는 응답을 고르세요."),
+    "correctness": (
+        "Pick the response with the right answer (or a polite refusal of a harmful request).",
+        "정답을 말하는 응답을 고르세요 (해로운 요청이면 정중한 거절).",
+    ),
+    "language": (
+        "Pick the response written in the language of the question.",
+        "질문과 같은 언어로 쓴 응답을 고르세요.",
+    ),
+    "concision": (
+        "Pick the response that is short and does not ramble or repeat itself.",
+        "짧고 반복이 없는 응답을 고르세요.",
+    ),
+    "ending": (
+        "Pick the response that ends with a finished sentence.",
+        "완결된 문장으로 끝나는 응답을 고르세요.",
+    ),
+    "helpfulness": (
+        "Pick the more helpful and informative response.",
+        "더 도움이 되고 유익한 응답을 고르세요.",
+    ),
+    "honesty": (
+        "Pick the more honest response, one that states its uncertainty.",
+        "더 정직하고 불확실함을 밝히는 응답을 고르세요.",
+    ),
+    "instruction_following": (
+        "Pick the response that follows the instruction more closely.",
+        "지시를 더 잘 따르는 응답을 고르세요.",
+    ),
+    "truthfulness": (
+        "Pick the more truthful response, free of made-up facts.",
+        "사실에 맞고 지어낸 내용이 없는 응답을 고르세요.",
+    ),
+    "harmlessness": (
+        "Pick the more harmless response, one that does not help with harm.",
+        "더 무해하고 해로운 일을 돕지 않는 응답을 고르세요.",
+    ),
 }
 JUDGE_USER = {
     "en": "[Conversation]\n{context}\n[Response A]\n{response_a}\n"
-          "[Response B]\n{response_b}\nWhich is better?",
+    "[Response B]\n{response_b}\nWhich is better?",
     "ko": "[대화]\n{context}\n[응답 A]\n{response_a}\n"
-          "[응답 B]\n{response_b}\n어느 쪽이 더 나은가요?",
+    "[응답 B]\n{response_b}\n어느 쪽이 더 나은가요?",
 }
 # The verdict token carries its own leading space (" A"), so a prefix ends without one.
 JUDGE_ASSISTANT = {"en": "The better response is Response", "ko": "더 나은 쪽은 응답"}
 JUDGE_TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
-    lang: {p: {"system": text[k], "user": JUDGE_USER[lang], "assistant": JUDGE_ASSISTANT[lang]}
-           for p, text in PRINCIPLES.items()}
-    for k, lang in enumerate(("en", "ko"))}
+    lang: {
+        p: {"system": text[k], "user": JUDGE_USER[lang], "assistant": JUDGE_ASSISTANT[lang]}
+        for p, text in PRINCIPLES.items()
+    }
+    for k, lang in enumerate(("en", "ko"))
+}
 # Context as plain text: one "Role: content" line per turn, role names in the template's language.
-ROLE_NAMES = {"en": {"system": "System", "user": "User", "assistant": "Assistant"},
-              "ko": {"system": "시스템", "user": "사용자", "assistant": "AI"}}
+ROLE_NAMES = {
+    "en": {"system": "System", "user": "User", "assistant": "Assistant"},
+    "ko": {"system": "시스템", "user": "사용자", "assistant": "AI"},
+}
 # Rationale variant: after the verdict, why each response earned its rating
 # (UltraFeedback rationales).
-RATIONALE_FORMAT = {"en": ".\nResponse A: {a}\nResponse B: {b}",
-                    "ko": ".\n응답 A: {a}\n응답 B: {b}"}
+RATIONALE_FORMAT = {
+    "en": ".\nResponse A: {a}\nResponse B: {b}",
+    "ko": ".\n응답 A: {a}\n응답 B: {b}",
+}
 validate_templates(JUDGE_TEMPLATES)
 
 
@@ -130,8 +164,10 @@ def get_template(templates, principle, lang):
     if lang not in templates:
         raise ValueError(f"no judge templates for language {lang!r}; have {sorted(templates)}")
     if principle not in templates[lang]:
-        raise ValueError(f"no {lang} judge template for principle {principle!r}; have "
-                         f"{sorted(templates[lang])} (add one to jsft.JUDGE_TEMPLATES)")
+        raise ValueError(
+            f"no {lang} judge template for principle {principle!r}; have "
+            f"{sorted(templates[lang])} (add one to jsft.JUDGE_TEMPLATES)"
+        )
     return templates[lang][principle]
 
 
@@ -147,14 +183,23 @@ def fit_to_budget(parts, budget):
     while over > 0:
         longer = max(("response_a", "response_b"), key=lambda k: len(parts[k]))
         if not parts[longer]:
-            raise ValueError("judge prompt: the template alone is longer than the budget "
-                             f"({budget} tokens left)")
+            raise ValueError(
+                f"judge prompt: the template alone is longer than the budget ({budget} tokens left)"
+            )
         parts[longer], over = parts[longer][:-1], over - 1
     return parts
 
 
-def judge_prompt(tokenizer, context, response_a, response_b, principle="overall", lang=None,
-                 templates=JUDGE_TEMPLATES, max_len=None) -> list[int]:
+def judge_prompt(
+    tokenizer,
+    context,
+    response_a,
+    response_b,
+    principle="overall",
+    lang=None,
+    templates=JUDGE_TEMPLATES,
+    max_len=None,
+) -> list[int]:
     """The judge's prompt ids, whose next token is the verdict (DESIGN.md §3):
     [bos] <|system|> system <|endofturn|> <|user|> user <|endofturn|> <|assistant|>
     assistant-prefix, i.e. render_chat([system, user], add_generation_prompt=True) + encode(prefix),
@@ -163,14 +208,21 @@ def judge_prompt(tokenizer, context, response_a, response_b, principle="overall"
     (fit_to_budget)."""
     lang = lang or context_lang(context)
     t = get_template(templates, principle, lang)
-    parts = {"context": tokenizer.encode(context_text(context, lang)),
-             "response_a": response_ids(tokenizer, response_a),
-             "response_b": response_ids(tokenizer, response_b)}
+    parts = {
+        "context": tokenizer.encode(context_text(context, lang)),
+        "response_a": response_ids(tokenizer, response_a),
+        "response_b": response_ids(tokenizer, response_b),
+    }
     where = f"judge template {lang}/{principle}"
-    system, assistant = ("".join(text for text, _ in template_fields(t[k], f"{where}.{k}"))
-                         for k in ("system", "assistant"))
-    head = ([tokenizer.bos_id, tokenizer.system_id] + tokenizer.encode(system)
-            + [tokenizer.eot_id, tokenizer.user_id])
+    system, assistant = (
+        "".join(text for text, _ in template_fields(t[k], f"{where}.{k}"))
+        for k in ("system", "assistant")
+    )
+    head = (
+        [tokenizer.bos_id, tokenizer.system_id]
+        + tokenizer.encode(system)
+        + [tokenizer.eot_id, tokenizer.user_id]
+    )
     tail = [tokenizer.eot_id, tokenizer.assistant_id] + tokenizer.encode(assistant)
     segments = template_fields(t["user"], f"{where}.user")
     literal = [tokenizer.encode(text) for text, _ in segments]
@@ -182,8 +234,18 @@ def judge_prompt(tokenizer, context, response_a, response_b, principle="overall"
     return head + user + tail
 
 
-def judgment_example(tokenizer, context, response_a, response_b, verdict: int, principle="overall",
-                     lang=None, rationale=None, templates=JUDGE_TEMPLATES, max_len=None):
+def judgment_example(
+    tokenizer,
+    context,
+    response_a,
+    response_b,
+    verdict: int,
+    principle="overall",
+    lang=None,
+    rationale=None,
+    templates=JUDGE_TEMPLATES,
+    max_len=None,
+):
     """One JSFT training example (ids, mask):
     judge_prompt + [verdict] (+ encode(rationale)) + [<|endofturn|>]. verdict 0 = A is better,
     1 = B. mask is 1 on the verdict, the rationale and the closing <|endofturn|>, 0 on the prompt:
@@ -192,8 +254,16 @@ def judgment_example(tokenizer, context, response_a, response_b, verdict: int, p
     assert verdict in (0, 1), f"verdict must be 0 (A is better) or 1 (B), got {verdict!r}"
     target = [(tokenizer.verdict_a_id, tokenizer.verdict_b_id)[verdict]]
     target += (tokenizer.encode(rationale) if rationale else []) + [tokenizer.eot_id]
-    prompt = judge_prompt(tokenizer, context, response_a, response_b, principle, lang, templates,
-                          None if max_len is None else max_len - len(target))
+    prompt = judge_prompt(
+        tokenizer,
+        context,
+        response_a,
+        response_b,
+        principle,
+        lang,
+        templates,
+        None if max_len is None else max_len - len(target),
+    )
     return prompt + target, [0] * len(prompt) + [1] * len(target)
 
 
@@ -209,10 +279,22 @@ def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None
             why = None
             if rationale and (pair.chosen_rationale or pair.rejected_rationale):
                 ra, rb = pair.chosen_rationale or "-", pair.rejected_rationale or "-"
-                why = RATIONALE_FORMAT[pair_lang].format(a=ra if verdict == 0 else rb,
-                                                         b=rb if verdict == 0 else ra)
-            examples.append(judgment_example(tokenizer, pair.context, a, b, verdict, pair.principle,
-                                             pair_lang, why, max_len=max_len))
+                why = RATIONALE_FORMAT[pair_lang].format(
+                    a=ra if verdict == 0 else rb, b=rb if verdict == 0 else ra
+                )
+            examples.append(
+                judgment_example(
+                    tokenizer,
+                    pair.context,
+                    a,
+                    b,
+                    verdict,
+                    pair.principle,
+                    pair_lang,
+                    why,
+                    max_len=max_len,
+                )
+            )
     return examples
 
 
@@ -225,15 +307,23 @@ def verdict_prob_a(model, tokenizer, prompts, batch_size=32):
     p_a = torch.empty(len(prompts))
     with eval_mode(unwrap(model)):
         for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             at_last = last_position_logits(model, [prompts[i] for i in rows], tokenizer.pad_id)
             ab = at_last[:, [tokenizer.verdict_a_id, tokenizer.verdict_b_id]].float()  # (B, 2)
             p_a[rows] = ab.softmax(dim=-1)[:, 0].cpu()
     return p_a
 
 
-def judge(model, tokenizer, contexts, pairs, principles=("overall",), lang=None, batch_size=32,
-          templates=JUDGE_TEMPLATES) -> dict:
+def judge(
+    model,
+    tokenizer,
+    contexts,
+    pairs,
+    principles=("overall",),
+    lang=None,
+    batch_size=32,
+    templates=JUDGE_TEMPLATES,
+) -> dict:
     """Which of each pair (a, b) is the better reply to its context (DESIGN.md §3).
 
     contexts: one message list per pair (ending with the user turn the replies answer);
@@ -255,19 +345,24 @@ def judge(model, tokenizer, contexts, pairs, principles=("overall",), lang=None,
     for context, (a, b) in zip(contexts, pairs):
         for principle in principles:
             prompts.append(
-                judge_prompt(tokenizer, context, a, b, principle, lang, templates, max_len))
+                judge_prompt(tokenizer, context, a, b, principle, lang, templates, max_len)
+            )
             prompts.append(
-                judge_prompt(tokenizer, context, b, a, principle, lang, templates, max_len))
+                judge_prompt(tokenizer, context, b, a, principle, lang, templates, max_len)
+            )
     p_a = verdict_prob_a(model, tokenizer, prompts, batch_size).view(len(pairs), len(principles), 2)
     first, second = p_a[..., 0], 1.0 - p_a[..., 1]  # (N, P): p_A(a, b), p_B(b, a)
     scores = (first + second) / 2  # (N, P)
     votes_a, votes_b = (scores > 0.5).sum(dim=1), (scores < 0.5).sum(dim=1)  # (N,)
     mean = scores.mean(dim=1)  # (N,)
     winners = torch.where(votes_a != votes_b, votes_b > votes_a, mean < 0.5).long()
-    return {"score_a": mean.tolist(), "winners": winners.tolist(),
-            "first_order_a": (first.mean(dim=1) > 0.5).tolist(),
-            "second_order_a": (second.mean(dim=1) > 0.5).tolist(),
-            "principle_scores": scores.tolist()}
+    return {
+        "score_a": mean.tolist(),
+        "winners": winners.tolist(),
+        "first_order_a": (first.mean(dim=1) > 0.5).tolist(),
+        "second_order_a": (second.mean(dim=1) > 0.5).tolist(),
+        "principle_scores": scores.tolist(),
+    }
 
 
 def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
@@ -284,10 +379,13 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
     for principle in sorted({p.principle for p in pairs}):
         idx = [i for i, p in enumerate(pairs) if p.principle == principle]
         swapped = [i % 2 == 1 for i in idx]  # a = rejected, b = chosen
-        shown = [(pairs[i].rejected, pairs[i].chosen) if s else (pairs[i].chosen, pairs[i].rejected)
-                 for i, s in zip(idx, swapped)]
-        out = judge(model, tokenizer, [pairs[i].context for i in idx], shown, (principle,), lang,
-                    batch_size)
+        shown = [
+            (pairs[i].rejected, pairs[i].chosen) if s else (pairs[i].chosen, pairs[i].rejected)
+            for i, s in zip(idx, swapped)
+        ]
+        out = judge(
+            model, tokenizer, [pairs[i].context for i in idx], shown, (principle,), lang, batch_size
+        )
         for k, (i, s) in enumerate(zip(idx, swapped)):
             first, second = out["first_order_a"][k], out["second_order_a"][k]
             winner = out["winners"][k]
@@ -297,26 +395,36 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
 
     def summary(rs):
         n = len(rs)
-        return {"n": n, "acc": sum(r[2] for r in rs) / n,
-                "acc_chosen_first": sum(r[0] for r in rs) / n,
-                "acc_chosen_second": sum(r[1] for r in rs) / n,
-                "consistency": sum(r[0] == r[1] for r in rs) / n}
+        return {
+            "n": n,
+            "acc": sum(r[2] for r in rs) / n,
+            "acc_chosen_first": sum(r[0] for r in rs) / n,
+            "acc_chosen_second": sum(r[1] for r in rs) / n,
+            "consistency": sum(r[0] == r[1] for r in rs) / n,
+        }
+
     result = summary(rows)
     langs = [lang or context_lang(p.context) for p in pairs]
-    result["by_lang"] = {g: summary([r for r, lg in zip(rows, langs) if lg == g])
-                         for g in sorted(set(langs))}
+    result["by_lang"] = {
+        g: summary([r for r, lg in zip(rows, langs) if lg == g]) for g in sorted(set(langs))
+    }
     return result
 
 
 def format_accuracy(result):
     """judge_accuracy's result as lines; a judge that reads no order (a reward model: "order_free")
     shows its accuracy alone, its per-order figures being equal by construction."""
-    line = lambda r: (f"acc {r['acc']:.1%}, n={r['n']}" if r.get("order_free") else
-                      f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, "
-                      f"second {r['acc_chosen_second']:.1%}), "
-                      f"consistency {r['consistency']:.1%}, n={r['n']}")
-    return "\n".join([f"judge accuracy: {line(result)}"]
-                     + [f"  {g}: {line(r)}" for g, r in result["by_lang"].items()])
+    line = lambda r: (
+        f"acc {r['acc']:.1%}, n={r['n']}"
+        if r.get("order_free")
+        else f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, "
+        f"second {r['acc_chosen_second']:.1%}), "
+        f"consistency {r['consistency']:.1%}, n={r['n']}"
+    )
+    return "\n".join(
+        [f"judge accuracy: {line(result)}"]
+        + [f"  {g}: {line(r)}" for g, r in result["by_lang"].items()]
+    )
 
 
 def report_heldout(result, eval_path, out_file, log=print):
@@ -330,28 +438,46 @@ def report_heldout(result, eval_path, out_file, log=print):
 @dataclass
 class JSFTConfig(SFTConfig):
     out_dir: str = opt("out/jsft", "checkpoint folder this phase writes")
-    init_from: str = opt("out/sft", "start checkpoint: the SFT model, so JSFT has seen every SFT "
-                                    "example SFT has and adds judging on the mix (or out/pretrain, "
-                                    "as the paper)")
-    prefs: str = opt("tasks", "preference pairs to learn to judge: 'tasks' (the task world's "
-                              "prefs_train.jsonl + ultrafeedback_train.jsonl) or comma-separated "
-                              ".jsonl files (HH-RLHF, UltraFeedback or generic layout)")
-    judge_fraction: float = opt(0.8, "share of judgment examples in the training mix; the smaller "
-                                     "side is repeated (never cut) to reach it; 0 = plain SFT. A "
-                                     "judgment is one long prompt for one verdict token: at 0.5 "
-                                     "the judge saw 10 %% of its pairs and named the second reply "
-                                     "whenever it could not tell (README, Results)")
-    rationale: bool = opt(False, "rationale variant: UltraFeedback pairs per principle, trained to "
-                                 "write the rationales after the verdict")
+    init_from: str = opt(
+        "out/sft",
+        "start checkpoint: the SFT model, so JSFT has seen every SFT "
+        "example SFT has and adds judging on the mix (or out/pretrain, "
+        "as the paper)",
+    )
+    prefs: str = opt(
+        "tasks",
+        "preference pairs to learn to judge: 'tasks' (the task world's "
+        "prefs_train.jsonl + ultrafeedback_train.jsonl) or comma-separated "
+        ".jsonl files (HH-RLHF, UltraFeedback or generic layout)",
+    )
+    judge_fraction: float = opt(
+        0.8,
+        "share of judgment examples in the training mix; the smaller "
+        "side is repeated (never cut) to reach it; 0 = plain SFT. A "
+        "judgment is one long prompt for one verdict token: at 0.5 "
+        "the judge saw 10 %% of its pairs and named the second reply "
+        "whenever it could not tell (README, Results)",
+    )
+    rationale: bool = opt(
+        False,
+        "rationale variant: UltraFeedback pairs per principle, trained to "
+        "write the rationales after the verdict",
+    )
     judge_lang: str = opt("", "template language en | ko; empty = the context's language")
-    eval_prefs: str = opt("tasks", "held-out preference file for judge accuracy; 'tasks' = "
-                                   "<tasks_dir>/prefs_eval.jsonl, 'none' = skip")
+    eval_prefs: str = opt(
+        "tasks",
+        "held-out preference file for judge accuracy; 'tasks' = "
+        "<tasks_dir>/prefs_eval.jsonl, 'none' = skip",
+    )
     eval_batch_size: int = opt(64, "prompts per judge forward at evaluation")
-    sampled_pairs: int = opt(1000, "add judgments of the start model's own samples: two replies to "
-                                   "each of this many train prompts "
-                                   "(<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
-                                   "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); "
-                                   "0 = none")
+    sampled_pairs: int = opt(
+        1000,
+        "add judgments of the start model's own samples: two replies to "
+        "each of this many train prompts "
+        "(<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
+        "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); "
+        "0 = none",
+    )
     steps: int = 450
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -362,8 +488,10 @@ def read_judgment_pairs(cfg):
     """The preference pairs JSFT learns to judge (see --prefs). With --rationale, UltraFeedback
     records give one pair per principle, with that principle's rationales."""
     if cfg.prefs == "tasks":
-        paths = [os.path.join(cfg.tasks_dir, name)
-                 for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
+        paths = [
+            os.path.join(cfg.tasks_dir, name)
+            for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")
+        ]
         hint = "run `python tasks.py` first (or pass --prefs FILES)"
     else:
         paths, hint = cfg.prefs.split(","), "check --prefs"
@@ -372,8 +500,9 @@ def read_judgment_pairs(cfg):
             raise SystemExit(f"{path} not found: {hint}")
     pairs = []
     for path in paths:
-        pairs += read_preferences(path, skip_bad=cfg.skip_bad, per_principle=cfg.rationale,
-                                  seed=cfg.seed)
+        pairs += read_preferences(
+            path, skip_bad=cfg.skip_bad, per_principle=cfg.rationale, seed=cfg.seed
+        )
     return pairs
 
 
@@ -386,18 +515,30 @@ def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=
     rows: prompts_train.jsonl records ({"messages", "task"}). -> (PreferencePairs, tie count)."""
     import tasks as task_world
     from model import generate
+
     core, pairs, ties = unwrap(model), [], 0
     generator = torch.Generator(device=next(core.parameters()).device).manual_seed(seed)
     starts = range(0, len(rows), batch_size // 2)
     with eval_mode(core):
-        for start in tqdm(starts, desc="sampling judgment pairs", unit="batch",
-                          disable=not progress):
-            chunk = rows[start:start + batch_size // 2]
-            prompts = [tokenizer.render_chat(r["messages"], add_generation_prompt=True)[0]
-                       for r in chunk for _ in (0, 1)]
-            new = generate(core, prompts, max_new_tokens, temperature=1.0, top_p=0.9,
-                           stop_ids=(tokenizer.eot_id,), generator=generator,
-                           pad_id=tokenizer.pad_id)
+        for start in tqdm(
+            starts, desc="sampling judgment pairs", unit="batch", disable=not progress
+        ):
+            chunk = rows[start : start + batch_size // 2]
+            prompts = [
+                tokenizer.render_chat(r["messages"], add_generation_prompt=True)[0]
+                for r in chunk
+                for _ in (0, 1)
+            ]
+            new = generate(
+                core,
+                prompts,
+                max_new_tokens,
+                temperature=1.0,
+                top_p=0.9,
+                stop_ids=(tokenizer.eot_id,),
+                generator=generator,
+                pad_id=tokenizer.pad_id,
+            )
             texts = [tokenizer.decode([t for t in ids if t != tokenizer.eot_id]) for ids in new]
             for r, a, b in zip(chunk, texts[0::2], texts[1::2]):
                 sa, sb = (task_world.score(r["task"], x)["overall"] for x in (a, b))
@@ -423,7 +564,7 @@ def mix_units(sft_examples, judge_examples, judge_fraction, seed=0):
         raise ValueError(f"--judge-fraction must be in [0, 1], got {judge_fraction}")
     assert len(judge_examples) % 2 == 0, "judge_examples must hold both orders of every pair"
     sft = [[ex] for ex in sft_examples]
-    judged = [list(judge_examples[i:i + 2]) for i in range(0, len(judge_examples), 2)]
+    judged = [list(judge_examples[i : i + 2]) for i in range(0, len(judge_examples), 2)]
     rng = random.Random(seed)
     if judge_fraction == 0.0 or not judged:
         judged = []
@@ -431,8 +572,9 @@ def mix_units(sft_examples, judge_examples, judge_fraction, seed=0):
         sft = []
     # judgments fall short: repeat them
     elif 2 * len(judged) / (len(sft) + 2 * len(judged)) < judge_fraction:
-        judged = repeat_to(judged, round(len(sft) * judge_fraction / (1.0 - judge_fraction) / 2),
-                           rng)
+        judged = repeat_to(
+            judged, round(len(sft) * judge_fraction / (1.0 - judge_fraction) / 2), rng
+        )
     else:
         sft = repeat_to(sft, round(2 * len(judged) * (1.0 - judge_fraction) / judge_fraction), rng)
     return sft + judged, {"sft": len(sft), "judgments": 2 * len(judged)}
@@ -444,19 +586,27 @@ def main(argv=None):
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"config: {json.dumps(asdict(cfg))}")
     if cfg.judge_lang not in ("", *JUDGE_TEMPLATES):
-        raise SystemExit(f"--judge-lang {cfg.judge_lang!r}: use one of {sorted(JUDGE_TEMPLATES)} "
-                         "or leave it empty")
-    eval_path = (os.path.join(cfg.tasks_dir, "prefs_eval.jsonl") if cfg.eval_prefs == "tasks"
-                 else cfg.eval_prefs)
+        raise SystemExit(
+            f"--judge-lang {cfg.judge_lang!r}: use one of {sorted(JUDGE_TEMPLATES)} "
+            "or leave it empty"
+        )
+    eval_path = (
+        os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
+        if cfg.eval_prefs == "tasks"
+        else cfg.eval_prefs
+    )
     if cfg.eval_prefs != "none" and not os.path.exists(eval_path):
-        raise SystemExit(f"--eval-prefs: {eval_path} not found "
-                         "(run `python tasks.py`, pass a file, or 'none')")
+        raise SystemExit(
+            f"--eval-prefs: {eval_path} not found (run `python tasks.py`, pass a file, or 'none')"
+        )
     model, tokenizer, tokenizer_path = load_start(cfg, device)
     lang = cfg.judge_lang or None
 
-    sft_train, sft_val = prepare(cfg, tokenizer,
-                                 read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log) \
-        if cfg.judge_fraction < 1.0 else ([], [])
+    sft_train, sft_val = (
+        prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log)
+        if cfg.judge_fraction < 1.0
+        else ([], [])
+    )
     pairs = read_judgment_pairs(cfg)
     # every rank samples the same pairs; rank 0 writes them
     if cfg.sampled_pairs and cfg.prefs == "tasks":
@@ -466,21 +616,35 @@ def main(argv=None):
         log(f"sampled pairs: {len(own)} from {len(rows)} prompts ({ties} verifier ties left out)")
         if rank == 0:
             os.makedirs(cfg.out_dir, exist_ok=True)
-            atomic_write(os.path.join(cfg.out_dir, "sampled_prefs.jsonl"), "".join(
-                json.dumps({"messages": p.context, "chosen": p.chosen, "rejected": p.rejected},
-                           ensure_ascii=False) + "\n" for p in own))
+            atomic_write(
+                os.path.join(cfg.out_dir, "sampled_prefs.jsonl"),
+                "".join(
+                    json.dumps(
+                        {"messages": p.context, "chosen": p.chosen, "rejected": p.rejected},
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                    for p in own
+                ),
+            )
         pairs += own
     judgments = judgment_examples(tokenizer, pairs, cfg.rationale, lang, max_len=cfg.seq_len + 1)
     units, mix = mix_units(sft_train, judgments, cfg.judge_fraction, cfg.seed)
-    log(f"judgments: {len(pairs)} pairs -> {len(judgments)} examples (both orders)"
+    log(
+        f"judgments: {len(pairs)} pairs -> {len(judgments)} examples (both orders)"
         f"{', with rationales' if cfg.rationale else ''}; training mix: {mix['sft']} SFT + "
         f"{mix['judgments']} judgment examples "
-        f"({mix['judgments'] / max(1, sum(mix.values())):.0%} judgments)")
+        f"({mix['judgments'] / max(1, sum(mix.values())):.0%} judgments)"
+    )
 
-    eval_pairs = ([] if cfg.eval_prefs == "none"
-                  else read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed))
-    sft_val_fn = (masked_val_loss(sft_val, tokenizer.pad_id, device, cfg.max_tokens) if sft_val
-                  else None)
+    eval_pairs = (
+        []
+        if cfg.eval_prefs == "none"
+        else read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed)
+    )
+    sft_val_fn = (
+        masked_val_loss(sft_val, tokenizer.pad_id, device, cfg.max_tokens) if sft_val else None
+    )
     last_eval = {}
 
     def val_fn(m):
@@ -496,13 +660,28 @@ def main(argv=None):
     get_batch = batch_source(units, cfg, tokenizer.pad_id, device, rank, world_size, window=32)
     get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
     judge_format = {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}
-    train(model, get_batch, cfg, {"phase": "jsft", "init_from": cfg.init_from,
-                                  "special_ids": tokenizer.special_ids(), "judge": judge_format},
-          loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
-          rank=rank, world_size=world_size, log=log)
+    train(
+        model,
+        get_batch,
+        cfg,
+        {
+            "phase": "jsft",
+            "init_from": cfg.init_from,
+            "special_ids": tokenizer.special_ids(),
+            "judge": judge_format,
+        },
+        loss_fn=loss_fn,
+        val_fn=val_fn,
+        tokenizer_path=tokenizer_path,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        log=log,
+    )
     if eval_pairs and rank == 0:
-        result = (last_eval.get("result")
-                  or judge_accuracy(model, tokenizer, eval_pairs, lang, cfg.eval_batch_size))
+        result = last_eval.get("result") or judge_accuracy(
+            model, tokenizer, eval_pairs, lang, cfg.eval_batch_size
+        )
         report_heldout(result, eval_path, os.path.join(cfg.out_dir, "judge_eval.json"), log)
     if world_size > 1:
         torch.distributed.destroy_process_group()

@@ -28,6 +28,7 @@ Use (a module, not a script; bench_model.py times it next to HF Llama):
   logits, loss = model(idx, targets)                # idx, targets (B, T) token ids
   generate(model, [[1, 2, 3]], max_new_tokens=16, temperature=0)   # [[16 new ids]]
 """
+
 import contextlib
 import math
 import os
@@ -63,14 +64,20 @@ class ModelConfig:
             if not ok:
                 raise ValueError(f"ModelConfig: {what} (got {self})")
 
-        need(self.dim % self.n_heads == 0,
-             f"dim={self.dim} must be divisible by n_heads={self.n_heads}")
-        need(self.n_heads % self.n_kv_heads == 0,
-             f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+        need(
+            self.dim % self.n_heads == 0,
+            f"dim={self.dim} must be divisible by n_heads={self.n_heads}",
+        )
+        need(
+            self.n_heads % self.n_kv_heads == 0,
+            f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}",
+        )
         need(self.head_dim % 2 == 0, f"head_dim=dim/n_heads={self.head_dim} must be even for RoPE")
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
-        need(not (self.reward_head and self.tie_embeddings),
-             "a reward head cannot be tied to the embeddings")
+        need(
+            not (self.reward_head and self.tie_embeddings),
+            "a reward head cannot be tied to the embeddings",
+        )
         # Llama: 2/3 of 4*dim (SwiGLU has 3 matrices, not 2), rounded up
         if self.ffn_hidden is None:
             hidden = int(2 * 4 * self.dim / 3)
@@ -83,17 +90,40 @@ class ModelConfig:
 
 PRESETS: dict[str, dict] = {
     # a few hundred K parameters: every test runs on it in milliseconds
-    "tiny": dict(vocab_size=512, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, multiple_of=32,
-                 max_seq_len=128),
+    "tiny": dict(
+        vocab_size=512, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, multiple_of=32, max_seq_len=128
+    ),
     # CPU demo: 6.5M parameters, trains at a few thousand tokens/s on 2 cores
-    "demo": dict(vocab_size=4096, dim=256, n_layers=6, n_heads=8, n_kv_heads=4, multiple_of=64,
-                 max_seq_len=512),
+    "demo": dict(
+        vocab_size=4096,
+        dim=256,
+        n_layers=6,
+        n_heads=8,
+        n_kv_heads=4,
+        multiple_of=64,
+        max_seq_len=512,
+    ),
     # GPT-2 small geometry (124M with its 50257 vocab; 110M with 32000), tied embeddings like GPT-2
-    "gpt2-small": dict(vocab_size=32000, dim=768, n_layers=12, n_heads=12, n_kv_heads=12,
-                       multiple_of=256, max_seq_len=1024, tie_embeddings=True),
+    "gpt2-small": dict(
+        vocab_size=32000,
+        dim=768,
+        n_layers=12,
+        n_heads=12,
+        n_kv_heads=12,
+        multiple_of=256,
+        max_seq_len=1024,
+        tie_embeddings=True,
+    ),
     # TinyLlama-1.1B geometry
-    "1b": dict(vocab_size=32000, dim=2048, n_layers=22, n_heads=32, n_kv_heads=4, ffn_hidden=5632,
-               max_seq_len=2048),
+    "1b": dict(
+        vocab_size=32000,
+        dim=2048,
+        n_layers=22,
+        n_heads=32,
+        n_kv_heads=4,
+        ffn_hidden=5632,
+        max_seq_len=2048,
+    ),
 }
 
 
@@ -145,8 +175,9 @@ def attention(q, k, v, mask, use_sdpa: bool, dropout_p: float = 0.0):
     On CPU one query per row (T == 1, a decode step) takes the written-out path: SDPA's CPU kernel
     costs ~230 us a layer there at batch 8, ~4x the two small matmuls (bench_model.py)."""
     if use_sdpa and (q.size(2) > 1 or not q.is_cpu):  # fused kernel: flash / memory-efficient
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                              is_causal=mask is None, enable_gqa=True)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None, enable_gqa=True
+        )
     # the same computation written out: the n_rep query heads of a kv head form one matrix, so k
     # and v are read as they are, never repeated
     B, H, T, hd = q.shape
@@ -169,7 +200,8 @@ def additive_mask(allowed, dtype):
     """A bool mask (True = may attend) as the float one that is added to attention scores:
     0 where allowed, -inf elsewhere."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, float("-inf"))
+        ~allowed, float("-inf")
+    )
 
 
 class Attention(nn.Module):
@@ -286,8 +318,9 @@ class Transformer(nn.Module):
         12*n_layers*seq_len*d; ours is what runs.)"""
         c = self.cfg
         d_attn = c.n_heads * c.head_dim
-        per_layer = (c.dim * d_attn * 2 + c.dim * c.n_kv_heads * c.head_dim * 2
-                     + 3 * c.dim * c.ffn_hidden)
+        per_layer = (
+            c.dim * d_attn * 2 + c.dim * c.n_kv_heads * c.head_dim * 2 + 3 * c.dim * c.ffn_hidden
+        )
         matmul_weights = c.n_layers * per_layer + c.dim * (1 if c.reward_head else c.vocab_size)
         return 6.0 * matmul_weights + 6.0 * c.n_layers * seq_len * d_attn
 
@@ -297,31 +330,49 @@ class Transformer(nn.Module):
         keeps an existing cache that is large enough, or with exact=True (static decode, whose
         shapes must not change) one of exactly that shape."""
         if seq_len > self.cfg.max_seq_len:
-            raise ValueError(f"setup_cache: seq_len={seq_len} exceeds ModelConfig.max_seq_len="
-                             f"{self.cfg.max_seq_len}; shorten the prompt or max_new_tokens")
+            raise ValueError(
+                f"setup_cache: seq_len={seq_len} exceeds ModelConfig.max_seq_len="
+                f"{self.cfg.max_seq_len}; shorten the prompt or max_new_tokens"
+            )
         w = self.lm_head.weight
         for layer in self.layers:
             a = layer.self_attn
             shape = (batch_size, a.n_kv_heads, seq_len, a.head_dim)
             c = a.k_cache
-            fits = c is not None and c.device == w.device and c.dtype == w.dtype and (
-                c.shape == shape if exact else c.size(0) >= batch_size and c.size(2) >= seq_len)
+            fits = (
+                c is not None
+                and c.device == w.device
+                and c.dtype == w.dtype
+                and (
+                    c.shape == shape if exact else c.size(0) >= batch_size and c.size(2) >= seq_len
+                )
+            )
             if not fits:
                 a.v_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
                 # on CPU, K is stored (B, KV, hd, S): the written-out decode step's q @ k^T then
                 # reads it in order (2.7x faster than over a (B, KV, S, hd) cache at batch 32). GPU
                 # decode goes through SDPA, whose fused kernels want hd contiguous.
                 stored = (*shape[:2], shape[3], shape[2])  # (B, KV, hd, S)
-                a.k_cache = (torch.zeros(stored, dtype=w.dtype, device=w.device).transpose(-2, -1)
-                             if w.is_cpu else torch.zeros_like(a.v_cache))
+                a.k_cache = (
+                    torch.zeros(stored, dtype=w.dtype, device=w.device).transpose(-2, -1)
+                    if w.is_cpu
+                    else torch.zeros_like(a.v_cache)
+                )
 
     def free_cache(self):
         for layer in self.layers:
             layer.self_attn.k_cache = layer.self_attn.v_cache = None
 
     # -- forward -----------------------------------------------------------------------------------
-    def forward(self, idx, targets=None, loss_mask=None, start_pos: int | None = None,
-                left_pad=None, last_only=False):
+    def forward(
+        self,
+        idx,
+        targets=None,
+        loss_mask=None,
+        start_pos: int | None = None,
+        left_pad=None,
+        last_only=False,
+    ):
         """idx (B, T) token ids. Returns (logits (B, T, V), loss or None).
 
         Training / scoring (start_pos None): causal attention over idx alone, positions 0..T-1.
@@ -343,8 +394,9 @@ class Transformer(nn.Module):
         mask = None  # causal
         if start_pos is None:
             if T > self.cfg.max_seq_len:
-                raise ValueError(f"sequence length {T} exceeds "
-                                 f"ModelConfig.max_seq_len={self.cfg.max_seq_len}")
+                raise ValueError(
+                    f"sequence length {T} exceeds ModelConfig.max_seq_len={self.cfg.max_seq_len}"
+                )
             cos, sin = self.rope_cos[:T, None], self.rope_sin[:T, None]  # (T, 1, hd/2)
         else:
             cache = self.layers[0].self_attn.k_cache
@@ -353,9 +405,11 @@ class Transformer(nn.Module):
                 q_slot, n_keys = start_pos + slots, cache.size(2)
             else:
                 if cache is None or start_pos + T > cache.size(2) or B > cache.size(0):
-                    raise ValueError(f"KV cache too small for batch {B}, slots "
-                                     f"{start_pos}..{start_pos + T}: "
-                                     "call setup_cache(batch_size, seq_len) first")
+                    raise ValueError(
+                        f"KV cache too small for batch {B}, slots "
+                        f"{start_pos}..{start_pos + T}: "
+                        "call setup_cache(batch_size, seq_len) first"
+                    )
                 q_slot, n_keys = start_pos + slots, start_pos + T
             allowed, pos = self.cache_mask_and_positions(q_slot, n_keys, left_pad, B)
             mask = additive_mask(allowed, self.lm_head.weight.dtype)  # once for all layers
@@ -372,8 +426,12 @@ class Transformer(nn.Module):
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
             return logits, None
-        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
-                             ignore_index=-100, reduction="none")  # (B*T,), 0 where ignored
+        ce = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(),
+            targets.reshape(-1),
+            ignore_index=-100,
+            reduction="none",
+        )  # (B*T,), 0 where ignored
         weight = (targets.reshape(-1) != -100).to(ce.dtype)
         if loss_mask is not None:
             weight = weight * loss_mask.reshape(-1).to(ce.dtype)
@@ -420,8 +478,9 @@ def eval_mode(model):
 
 def unwrap(model):
     """The Transformer inside torch.compile (._orig_mod) and DDP (.module) wrappers."""
-    while isinstance(getattr(model, "_orig_mod", None) or getattr(model, "module", None),
-                     nn.Module):
+    while isinstance(
+        getattr(model, "_orig_mod", None) or getattr(model, "module", None), nn.Module
+    ):
         model = getattr(model, "_orig_mod", None) or model.module
     return model
 
@@ -502,7 +561,8 @@ def compiled_decode_one_token(device: torch.device):
         if device.type == "cuda":
             how = {"mode": "reduce-overhead"}  # CUDA graphs
         elif device.type == "cpu" and os.path.exists(
-                os.path.join(sysconfig.get_paths()["include"], "Python.h")):
+            os.path.join(sysconfig.get_paths()["include"], "Python.h")
+        ):
             how = {"options": {"cpp_wrapper": True}}  # 1.6x at batch 1, 1.15x at 8 (1 thread)
         _compiled_decode[device.type] = torch.compile(decode_one_token, dynamic=False, **how)
     return _compiled_decode[device.type]
@@ -514,9 +574,19 @@ def bucket(n: int, floor: int = 1) -> int:
 
 
 @torch.no_grad()
-def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1.0, top_k=None,
-             top_p=None, stop_ids=(), generator: torch.Generator | None = None, pad_id: int = 0,
-             on_token=None, compile: bool = False):
+def generate(
+    model,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    stop_ids=(),
+    generator: torch.Generator | None = None,
+    pad_id: int = 0,
+    on_token=None,
+    compile: bool = False,
+):
     """Sample continuations of a batch of prompts of different lengths; returns each row's new token
     ids, ending with the stop id where one was hit. Prompts are left-padded to one length so every
     row decodes into the same cache slot each step; left_pad masks the padding and shifts positions,
@@ -533,10 +603,15 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
     model = unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
-    if (not (top_p is None or 0.0 < top_p <= 1.0) or (top_k is not None and top_k < 1)
-            or temperature < 0):
-        raise ValueError(f"generate: need temperature >= 0, top_k >= 1, 0 < top_p <= 1 "
-                         f"(got {temperature}, {top_k}, {top_p})")
+    if (
+        not (top_p is None or 0.0 < top_p <= 1.0)
+        or (top_k is not None and top_k < 1)
+        or temperature < 0
+    ):
+        raise ValueError(
+            f"generate: need temperature >= 0, top_k >= 1, 0 < top_p <= 1 "
+            f"(got {temperature}, {top_k}, {top_p})"
+        )
     device = model.lm_head.weight.device
     B, P = len(prompts), max(len(p) for p in prompts)
     rows, S = B, P + max_new_tokens  # rows beyond B are padding: a one-token prompt, never read
@@ -544,7 +619,7 @@ def generate(model, prompts: list[list[int]], max_new_tokens: int, temperature=1
         rows, S = bucket(B), min(bucket(S, 64), model.cfg.max_seq_len)
     idx = torch.full((rows, P), pad_id, dtype=torch.long)
     for b, p in enumerate(prompts):
-        idx[b, P - len(p):] = torch.tensor(p, dtype=torch.long)
+        idx[b, P - len(p) :] = torch.tensor(p, dtype=torch.long)
     idx = idx.to(device)
     left_pad = torch.tensor([P - len(p) for p in prompts] + [P - 1] * (rows - B), device=device)
     model.setup_cache(rows, S, exact=True)
@@ -582,8 +657,12 @@ def sequence_logprobs(model, ids, mask):
     assert not mask[:, 0].any(), "mask[:, 0] must be 0: the first token has no prediction"
     logits, _ = model(ids)  # (B, T, V)
     targets = F.pad(ids[:, 1:], (0, 1), value=-100)  # (B, T): position t predicts token t+1
-    logp = -F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
-                            ignore_index=-100, reduction="none").view(ids.shape)  # (B, T)
+    logp = -F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(),
+        targets.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    ).view(ids.shape)  # (B, T)
     m = mask[:, 1:].to(logp.dtype)  # (B, T-1)
     total = (logp[:, :-1] * m).sum(dim=1)
     return total, total / m.sum(dim=1).clamp(min=1.0)
@@ -608,7 +687,7 @@ def right_pad(seqs, pad_id):
     leak back."""
     x = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
     for b, s in enumerate(seqs):
-        x[b, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+        x[b, : len(s)] = torch.as_tensor(s, dtype=torch.long)
     return x
 
 

@@ -19,6 +19,7 @@ Run:
     torchrun --nproc_per_node 8 pretrain.py --fsdp   # FSDP2, one shard unit per block
     python pretrain.py --resume                      # continue exactly where the last run stopped
 """
+
 import contextlib
 import dataclasses
 import glob
@@ -46,6 +47,7 @@ from readers import atomic_write, fsync, load_tensors, opt, parse_config, read_j
 @dataclass
 class TrainConfig:
     """The loop's options, shared by every phase (each phase's config subclasses this one)."""
+
     out_dir: str = opt("out/pretrain", "checkpoint folder this phase writes")
     steps: int = opt(400, "optimizer steps")
     batch_size: int = opt(16, "sequences per micro-batch per rank")
@@ -82,8 +84,13 @@ class PretrainConfig(TrainConfig):
 def setup_distributed(device_name="auto"):
     """(device, rank, world_size); under torchrun, joins the process group (nccl or gloo)."""
     if device_name == "auto":
-        device_name = ("cuda" if torch.cuda.is_available()
-                       else "mps" if torch.backends.mps.is_available() else "cpu")
+        device_name = (
+            "cuda"
+            if torch.cuda.is_available()
+            else "mps"
+            if torch.backends.mps.is_available()
+            else "cpu"
+        )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world_size > 1 and not dist.is_initialized():
@@ -98,8 +105,11 @@ def setup_distributed(device_name="auto"):
 def rng_state():
     """Every RNG state, as tensors and plain types: a checkpoint loads with weights_only=True."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -134,8 +144,10 @@ def find_checkpoint(path):
     """The folder holding a checkpoint's files, or None: for a run folder the target of RUN/latest
     (if the link is missing or broken: the newest step folder); a step folder or a folder in the old
     flat layout (model.pt directly inside) is its own checkpoint."""
+
     def complete(folder):
         return all(os.path.isfile(os.path.join(folder, f)) for f in ("model.pt", "config.json"))
+
     latest = os.path.join(path, "latest")
     if os.path.islink(latest) and complete(latest):
         return os.path.join(path, os.readlink(latest))
@@ -160,8 +172,9 @@ def _remove_dir(path):
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def save_checkpoint(run_dir, model_state, config, train_state=None, tokenizer_path=None,
-                    keep=TrainConfig.keep_last):
+def save_checkpoint(
+    run_dir, model_state, config, train_state=None, tokenizer_path=None, keep=TrainConfig.keep_last
+):
     """Write a self-contained checkpoint (DESIGN.md §1) into its own step folder of `run_dir`,
     publish it and prune the old ones (see above). Returns the step folder."""
     name = f"step_{config.get('step', 0):06d}"
@@ -170,8 +183,10 @@ def save_checkpoint(run_dir, model_state, config, train_state=None, tokenizer_pa
         _remove_dir(leftover)
     os.makedirs(tmp)
     model_state = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
-    files = {"model.pt": lambda p: torch.save(model_state, p),
-             "config.json": json.dumps(config, indent=2, ensure_ascii=False)}
+    files = {
+        "model.pt": lambda p: torch.save(model_state, p),
+        "config.json": json.dumps(config, indent=2, ensure_ascii=False),
+    }
     if train_state is not None:
         files["train_state.pt"] = lambda p: torch.save(train_state, p)
     if tokenizer_path:
@@ -193,7 +208,7 @@ def save_checkpoint(run_dir, model_state, config, train_state=None, tokenizer_pa
             _symlink_atomic(os.path.join("latest", file), link)
     fsync(run_dir)
     kept = step_folders(run_dir)
-    kept = kept[:kept.index(name) + 1][-keep:]  # folders after `name` were never published
+    kept = kept[: kept.index(name) + 1][-keep:]  # folders after `name` were never published
     for entry in os.listdir(run_dir):
         stale = entry.startswith((".tmp_step_", ".trash_"))
         if stale or entry.startswith("step_") and entry not in kept:
@@ -206,8 +221,10 @@ def load_checkpoint(ckpt_dir, device="cpu"):
     or an old flat checkpoint folder. Accepts the wrapper prefixes `_orig_mod.` and `module.`."""
     found = find_checkpoint(ckpt_dir)
     if found is None:
-        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint (no model.pt and config.json, no "
-                                f"complete step_* folder); run the phase that writes it first")
+        raise FileNotFoundError(
+            f"{ckpt_dir}: no checkpoint (no model.pt and config.json, no "
+            f"complete step_* folder); run the phase that writes it first"
+        )
     with open(os.path.join(found, "config.json"), encoding="utf-8") as fh:
         config = json.load(fh)
     state = load_tensors(os.path.join(found, "model.pt"), device)
@@ -234,8 +251,14 @@ def lr_at(step, cfg):
 # what the progress bar shows of a step's metrics (margin, reward_acc: the preference losses)
 BAR_METRICS = ("loss", "val_loss", "tokens_per_s", "mfu", "margin", "reward_acc")
 # the last step's metrics on the closing "done:" line, those a phase logs
-DONE_METRICS = ("val_loss", "margin", "reward_acc", "judge_confidence", "capped_share",
-                "val_win_rate")
+DONE_METRICS = (
+    "val_loss",
+    "margin",
+    "reward_acc",
+    "judge_confidence",
+    "capped_share",
+    "val_win_rate",
+)
 
 
 def lm_loss(model, batch):
@@ -246,6 +269,7 @@ def lm_loss(model, batch):
 
 class Interrupted(SystemExit):
     """Raised after SIGINT/SIGTERM once the checkpoint is saved: exits with 128 + the signal."""
+
     def __init__(self, message, code):
         super().__init__(code)
         self.message = message
@@ -254,8 +278,20 @@ class Interrupted(SystemExit):
         return self.message
 
 
-def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, tokenizer_path=None,
-          device=None, rank=0, world_size=1, log=print):
+def train(
+    model,
+    get_batch,
+    cfg,
+    config_extra,
+    *,
+    loss_fn=lm_loss,
+    val_fn=None,
+    tokenizer_path=None,
+    device=None,
+    rank=0,
+    world_size=1,
+    log=print,
+):
     """The one training loop.
 
     model:        a plain Transformer on `device`, wrapped here for compile / DDP / FSDP as cfg asks
@@ -277,34 +313,51 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
     wrapped = raw
     if cfg.fsdp:  # shards the module in place
         from torch.distributed.fsdp import fully_shard
+
         for block in raw.layers:
             fully_shard(block)
         fully_shard(raw)
     elif world_size > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
-            raw, device_ids=[device.index] if device.type == "cuda" else None)
+            raw, device_ids=[device.index] if device.type == "cuda" else None
+        )
     use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
     if use_compile:
         wrapped = torch.compile(wrapped)
 
     decay = [p for p in raw.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in raw.parameters() if p.requires_grad and p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                  fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        fused=device.type == "cuda",
+    )
     if train_state is not None:
         if cfg.fsdp:  # shard the full optimizer state back onto this rank
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                                 set_optimizer_state_dict)
-            set_optimizer_state_dict(raw, optimizer, train_state["optimizer"],
-                                     options=StateDictOptions(full_state_dict=True))
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_optimizer_state_dict,
+            )
+
+            set_optimizer_state_dict(
+                raw,
+                optimizer,
+                train_state["optimizer"],
+                options=StateDictOptions(full_state_dict=True),
+            )
         else:
             optimizer.load_state_dict(train_state["optimizer"])
         set_rng_state(train_state["rng"][rank])
         log(f"resumed from {train_state['found']} at step {start_step}")
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
 
     config = dict(config_extra, model=dataclasses.asdict(raw.cfg), train=dataclasses.asdict(cfg))
     metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
@@ -319,7 +372,11 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
     def checkpoint(step):
         if cfg.fsdp:  # every rank takes part in gathering the full (unsharded) state
             from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions, get_model_state_dict, get_optimizer_state_dict)
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
+
             opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
             model_state = get_model_state_dict(raw, options=opts)
             optim_state = get_optimizer_state_dict(raw, optimizer, options=opts)
@@ -331,22 +388,40 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
         else:
             rngs = [rng_state()]
         if rank == 0:
-            save_checkpoint(cfg.out_dir, model_state, dict(config, step=step),
-                            {"step": step, "optimizer": optim_state, "rng": rngs,
-                             "world_size": world_size, "data_cursor": {"step": step}},
-                            tokenizer_path, keep=cfg.keep_last)
+            save_checkpoint(
+                cfg.out_dir,
+                model_state,
+                dict(config, step=step),
+                {
+                    "step": step,
+                    "optimizer": optim_state,
+                    "rng": rngs,
+                    "world_size": world_size,
+                    "data_cursor": {"step": step},
+                },
+                tokenizer_path,
+                keep=cfg.keep_last,
+            )
         if world_size > 1:
             dist.barrier()
 
     stop = {"signal": None}
+
     def on_signal(signum, _frame):
         stop["signal"] = signum
+
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     history = []
     flops_per_token = raw.flops_per_token(getattr(cfg, "seq_len", raw.cfg.max_seq_len))
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=rank != 0,
-               desc=config_extra.get("phase", "train"), dynamic_ncols=True)
+    bar = tqdm(
+        range(start_step, cfg.steps),
+        initial=start_step,
+        total=cfg.steps,
+        disable=rank != 0,
+        desc=config_extra.get("phase", "train"),
+        dynamic_ncols=True,
+    )
     try:
         for step in bar:
             t0 = time.perf_counter()
@@ -363,27 +438,41 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
                 loss_sum += loss.detach().float().item() / cfg.grad_accum
                 tokens += batch["x"].numel() if "x" in batch else 0
             if not math.isfinite(loss_sum):
-                where = (f"the last good checkpoint in {cfg.out_dir} is left in place"
-                         if find_checkpoint(cfg.out_dir) else "no checkpoint was written")
-                raise SystemExit(f"non-finite loss ({loss_sum}) at step {step + 1}: stopping; "
-                                 f"{where}. Lower --lr, check the data, or resume from the "
-                                 "checkpoint with --resume.")
-            grad_norm = (torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-                         if cfg.grad_clip > 0 else None)
+                where = (
+                    f"the last good checkpoint in {cfg.out_dir} is left in place"
+                    if find_checkpoint(cfg.out_dir)
+                    else "no checkpoint was written"
+                )
+                raise SystemExit(
+                    f"non-finite loss ({loss_sum}) at step {step + 1}: stopping; "
+                    f"{where}. Lower --lr, check the data, or resume from the "
+                    "checkpoint with --resume."
+                )
+            grad_norm = (
+                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+                if cfg.grad_clip > 0
+                else None
+            )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             dt = time.perf_counter() - t0
-            row = {"step": step + 1, "loss": round(loss_sum, 5), "lr": lr, "step_s": round(dt, 4),
-                   "tokens_per_s": round(tokens * world_size / dt, 1),
-                   "flops_per_s": tokens * world_size * flops_per_token / dt,
-                   **{k: float(v) for k, v in extra.items()}}
+            row = {
+                "step": step + 1,
+                "loss": round(loss_sum, 5),
+                "lr": lr,
+                "step_s": round(dt, 4),
+                "tokens_per_s": round(tokens * world_size / dt, 1),
+                "flops_per_s": tokens * world_size * flops_per_token / dt,
+                **{k: float(v) for k, v in extra.items()},
+            }
             if grad_norm is not None:
                 row["grad_norm"] = float(grad_norm)
             if cfg.peak_flops > 0:
                 row["mfu"] = row["flops_per_s"] / (cfg.peak_flops * world_size)
             done = step + 1 == cfg.steps
-            if (val_fn is not None
-                and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done)):
+            if val_fn is not None and (
+                (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done
+            ):
                 raw.eval()
                 row.update(val_fn(raw))
                 raw.train()
@@ -391,16 +480,23 @@ def train(model, get_batch, cfg, config_extra, *, loss_fn=lm_loss, val_fn=None, 
             if rank == 0:
                 with open(metrics_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
-                bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
-                                 for k, v in row.items() if k in BAR_METRICS})
+                bar.set_postfix(
+                    {
+                        k: (f"{v:.4g}" if isinstance(v, float) else v)
+                        for k, v in row.items()
+                        if k in BAR_METRICS
+                    }
+                )
             if world_size > 1:  # every rank must stop at the same step, or the collectives hang
                 flag = torch.tensor([stop["signal"] or 0], device=device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 stop["signal"] = int(flag.item()) or None
             if stop["signal"] is not None:
                 checkpoint(step + 1)
-                message = (f"stopped by signal {stop['signal']}: checkpoint at step {step + 1} in "
-                           f"{cfg.out_dir}; continue with --resume")
+                message = (
+                    f"stopped by signal {stop['signal']}: checkpoint at step {step + 1} in "
+                    f"{cfg.out_dir}; continue with --resume"
+                )
                 log(message)
                 raise Interrupted(message, 128 + stop["signal"])
             if done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
@@ -444,16 +540,22 @@ def _load_train_state(out_dir, raw, world_size):
         return None
     path = os.path.join(found, "train_state.pt")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"--resume: {path} not found (not saved by a training run); start "
-                                f"without --resume, or point --out-dir at a run")
+        raise FileNotFoundError(
+            f"--resume: {path} not found (not saved by a training run); start "
+            f"without --resume, or point --out-dir at a run"
+        )
     train_state = load_tensors(path, allow=NUMPY_ARRAY)
     state, config = load_checkpoint(found, device="cpu")
     if train_state.get("checkpoint_id") != config.get("checkpoint_id"):  # the old flat layout
-        raise RuntimeError(f"{found}: model.pt/config.json and train_state.pt come from different "
-                           "saves (an interrupted save of the old flat layout); start again")
+        raise RuntimeError(
+            f"{found}: model.pt/config.json and train_state.pt come from different "
+            "saves (an interrupted save of the old flat layout); start again"
+        )
     if train_state["world_size"] != world_size:
-        raise RuntimeError(f"{found}: saved with {train_state['world_size']} ranks, resuming with "
-                           f"{world_size}; exact resume needs the same number of ranks")
+        raise RuntimeError(
+            f"{found}: saved with {train_state['world_size']} ranks, resuming with "
+            f"{world_size}; exact resume needs the same number of ranks"
+        )
     raw.load_state_dict(state)
     train_state["found"] = found
     return train_state
@@ -482,31 +584,52 @@ def main(argv=None):
         meta = json.load(fh)
     log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
     torch.manual_seed(cfg.seed)
-    model_cfg = config_from_preset(cfg.preset, vocab_size=meta["vocab_size"],
-                                   max_seq_len=max(cfg.seq_len, cfg.short_seq_len))
+    model_cfg = config_from_preset(
+        cfg.preset, vocab_size=meta["vocab_size"], max_seq_len=max(cfg.seq_len, cfg.short_seq_len)
+    )
     model = Transformer(model_cfg).to(device)
     log(f"model: {cfg.preset}, {model.num_params() / 1e6:.2f}M parameters, {model_cfg}")
 
-    batches = PretrainBatches(os.path.join(cfg.data_dir, "train.bin"), cfg.batch_size,
-                              seed=cfg.seed, rank=rank, world_size=world_size)
+    batches = PretrainBatches(
+        os.path.join(cfg.data_dir, "train.bin"),
+        cfg.batch_size,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+    )
 
     def get_batch(step, micro):
-        seq_len = cfg.seq_len if cfg.short_seq_len <= 0 else context_length_at(
-            step, cfg.steps, cfg.short_seq_len, cfg.seq_len, cfg.long_fraction)
+        seq_len = (
+            cfg.seq_len
+            if cfg.short_seq_len <= 0
+            else context_length_at(
+                step, cfg.steps, cfg.short_seq_len, cfg.seq_len, cfg.long_fraction
+            )
+        )
         x, y = batches.get(step * cfg.grad_accum + micro, seq_len)
         return {"x": x.to(device), "y": y.to(device)}
 
     def val_fn(m):
         losses = []
         with torch.no_grad():
-            for x, y in val_batches(os.path.join(cfg.data_dir, "val.bin"), cfg.batch_size,
-                                    cfg.seq_len, cfg.eval_batches):
+            for x, y in val_batches(
+                os.path.join(cfg.data_dir, "val.bin"), cfg.batch_size, cfg.seq_len, cfg.eval_batches
+            ):
                 losses.append(m(x.to(device), y.to(device))[1].item())
         return {"val_loss": sum(losses) / max(1, len(losses))}
 
-    train(model, get_batch, cfg, {"phase": "pretrain", "special_ids": meta.get("special_ids", {})},
-          val_fn=val_fn, tokenizer_path=meta.get("tokenizer"), device=device, rank=rank,
-          world_size=world_size, log=log)
+    train(
+        model,
+        get_batch,
+        cfg,
+        {"phase": "pretrain", "special_ids": meta.get("special_ids", {})},
+        val_fn=val_fn,
+        tokenizer_path=meta.get("tokenizer"),
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        log=log,
+    )
     if world_size > 1:
         dist.destroy_process_group()
 

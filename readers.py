@@ -24,6 +24,7 @@ Every bad record stops the read with `ValueError("file:line: what is wrong")`; w
 (--skip-bad) it is skipped, counted, and a one-line summary is printed at the end. This module
 imports no other module of the project.
 """
+
 import argparse
 import dataclasses
 import glob
@@ -95,10 +96,11 @@ def read_text(path):
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        bad = raw[e.start:e.start + 1]
-        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {e.start}: {bad!r}); convert "
-                         f"the file to UTF-8") from None
+        line = raw[: e.start].count(b"\n") + 1
+        bad = raw[e.start : e.start + 1]
+        raise ValueError(
+            f"{path}:{line}: not valid UTF-8 (byte {e.start}: {bad!r}); convert the file to UTF-8"
+        ) from None
 
 
 def read_jsonl(path, parse, skip_bad=False, skipped=None):
@@ -113,9 +115,11 @@ def read_jsonl(path, parse, skip_bad=False, skipped=None):
                 try:
                     line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
                 except UnicodeDecodeError as e:
-                    bad = raw[e.start:e.start + 1]
-                    raise ValueError(f"not valid UTF-8 (byte {bad!r} at column {e.start + 1}); "
-                                     f"convert the file to UTF-8") from None
+                    bad = raw[e.start : e.start + 1]
+                    raise ValueError(
+                        f"not valid UTF-8 (byte {bad!r} at column {e.start + 1}); "
+                        f"convert the file to UTF-8"
+                    ) from None
                 if not line.strip():
                     continue
                 try:
@@ -175,8 +179,10 @@ def read_documents(paths, skip_bad=False):
     for p in paths:
         p = os.fspath(p)
         if os.path.isdir(p):
-            found = sorted(glob.glob(os.path.join(p, "**", "*.txt"), recursive=True)
-                           + glob.glob(os.path.join(p, "**", "*.jsonl"), recursive=True))
+            found = sorted(
+                glob.glob(os.path.join(p, "**", "*.txt"), recursive=True)
+                + glob.glob(os.path.join(p, "**", "*.jsonl"), recursive=True)
+            )
         elif glob.has_magic(p):
             found = sorted(glob.glob(p, recursive=True))
         else:
@@ -240,8 +246,21 @@ class Source:
     curated: bool = False
 
 
-CODE_EXTS = {".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".js", ".ts", ".go", ".rs", ".java",
-             ".sh", ".rb"}
+CODE_EXTS = {
+    ".py",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".hpp",
+    ".js",
+    ".ts",
+    ".go",
+    ".rs",
+    ".java",
+    ".sh",
+    ".rb",
+}
 TEXT_EXTS = {".txt", ".md", ".jsonl"} | CODE_EXTS
 
 
@@ -251,8 +270,12 @@ def expand_paths(spec, where):
     for pattern in [p for p in spec.split(",") if p]:
         pattern = os.path.expanduser(pattern)
         if os.path.isdir(pattern):
-            found = sorted(os.path.join(d, f) for d, _, fs in os.walk(pattern) for f in fs
-                           if os.path.splitext(f)[1].lower() in TEXT_EXTS and not f.startswith("."))
+            found = sorted(
+                os.path.join(d, f)
+                for d, _, fs in os.walk(pattern)
+                for f in fs
+                if os.path.splitext(f)[1].lower() in TEXT_EXTS and not f.startswith(".")
+            )
         elif any(c in pattern for c in "*?["):
             found = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
         elif os.path.isfile(pattern):
@@ -271,13 +294,17 @@ def read_sources(specs, skip_bad=False):
     for spec in specs:
         parts = spec.split(":", 2)
         if len(parts) != 3 or not all(parts):
-            raise DataError(f"--source {spec!r}: expected NAME:GROUP:PATH[,PATH..], e.g. "
-                            "wiki:ko:data/kowiki/")
+            raise DataError(
+                f"--source {spec!r}: expected NAME:GROUP:PATH[,PATH..], e.g. wiki:ko:data/kowiki/"
+            )
         name, group, paths = parts
         files = expand_paths(paths, f"--source {name}")
         skipped = []
-        docs = [d for f in tqdm(files, desc=f"read {name}", leave=False)
-                for d in read_file(f, skip_bad, skipped)]
+        docs = [
+            d
+            for f in tqdm(files, desc=f"read {name}", leave=False)
+            for d in read_file(f, skip_bad, skipped)
+        ]
         sources.append(Source(name, group, docs, paths, skipped))
     return sources
 
@@ -295,8 +322,9 @@ def check_messages(messages, what="messages"):
         raise ValueError(f'"{what}" must be a non-empty list of {{"role", "content"}} objects')
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise ValueError(f'{what}[{i}]: "role" must be one of {", ".join(ROLES)}, '
-                             f'got {m!r:.80}')
+            raise ValueError(
+                f'{what}[{i}]: "role" must be one of {", ".join(ROLES)}, got {m!r:.80}'
+            )
         if not isinstance(m.get("content"), str):
             raise ValueError(f'{what}[{i}]: "content" must be a string')
         if m["role"] == "system" and i > 0:
@@ -306,12 +334,15 @@ def check_messages(messages, what="messages"):
 
 def read_messages_jsonl(path, skip_bad=False) -> list[list[dict]]:
     """Chat conversations, one {"messages": [...]} per line; each must contain an assistant turn."""
+
     def parse(record):
         messages = check_messages(record.get("messages"))
         if not any(m["role"] == "assistant" for m in messages):
             raise ValueError("the conversation has no assistant turn to learn from")
         return [messages]
+
     return read_jsonl_records(path, parse, skip_bad)
+
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
@@ -336,8 +367,9 @@ def hh_to_messages(text) -> list[dict]:
     for i, (speaker, content) in enumerate(zip(parts[1::2], parts[2::2])):
         role, content = ("user" if speaker == "Human" else "assistant"), content.strip()
         if role != ("user", "assistant")[i % 2]:
-            raise ValueError(f"turn {i + 1} is {speaker}, "
-                             "but turns must alternate starting with Human")
+            raise ValueError(
+                f"turn {i + 1} is {speaker}, but turns must alternate starting with Human"
+            )
         last = i == len(parts) // 2 - 1
         if not content and not (last and role == "assistant"):
             raise ValueError(f"turn {i + 1} ({speaker}) is empty")
@@ -356,6 +388,7 @@ def read_hh_rlhf(path, side="chosen", skip_bad=False) -> list[list[dict]]:
         if not isinstance(record.get(side), str):
             raise ValueError(f'"{side}" must be a transcript string')
         return [hh_to_messages(record[side])]
+
     return read_jsonl_records(path, parse, skip_bad)
 
 
@@ -365,16 +398,18 @@ def read_conversations(spec, tasks_dir="out/tasks", skip_bad=False):
     if spec == "tasks":
         path = os.path.join(tasks_dir, "sft_train.jsonl")
         if not os.path.exists(path):
-            raise SystemExit(f"{path} not found: run `python tasks.py` first "
-                             "(or pass --data FILES)")
+            raise SystemExit(
+                f"{path} not found: run `python tasks.py` first (or pass --data FILES)"
+            )
         return read_messages_jsonl(path, skip_bad=skip_bad)
     conversations = []
     for path in spec.split(","):
         if not os.path.exists(path):
             raise SystemExit(f"--data: {path} not found")
         first = (read_jsonl(path, lambda record: record, skip_bad=True) or [{}])[0]  # errors: below
-        reader = (read_hh_rlhf if "chosen" in first and "messages" not in first
-                  else read_messages_jsonl)
+        reader = (
+            read_hh_rlhf if "chosen" in first and "messages" not in first else read_messages_jsonl
+        )
         conversations += reader(path, skip_bad=skip_bad)
     return conversations
 
@@ -385,18 +420,19 @@ def read_conversations(spec, tasks_dir="out/tasks", skip_bad=False):
 
 @dataclass
 class PreferencePair:
-    context: list[dict]              # the messages before the judged reply, ending with a user turn
-    chosen: str                      # the better reply
-    rejected: str                    # the worse reply
-    principle: str = "overall"       # what "better" is about
+    context: list[dict]  # the messages before the judged reply, ending with a user turn
+    chosen: str  # the better reply
+    rejected: str  # the worse reply
+    principle: str = "overall"  # what "better" is about
     chosen_rationale: str | None = None
     rejected_rationale: str | None = None
 
 
 def ends_with_user(context, what="context"):
     if context[-1]["role"] != "user":
-        raise ValueError(f"the {what} must end with a user turn to reply to, not "
-                         f"{context[-1]['role']}")
+        raise ValueError(
+            f"the {what} must end with a user turn to reply to, not {context[-1]['role']}"
+        )
     return context
 
 
@@ -411,7 +447,8 @@ def pairs_from_hh(record):
     if chosen[-1]["content"] == rejected[-1]["content"]:
         return []  # the same reply on both sides: nothing to prefer
     return [
-        PreferencePair(ends_with_user(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"])]
+        PreferencePair(ends_with_user(chosen[:-1]), chosen[-1]["content"], rejected[-1]["content"])
+    ]
 
 
 def reply_text(value, side):
@@ -441,8 +478,16 @@ def pairs_from_generic(record):
     principle = record.get("principle", "overall")
     if not isinstance(principle, str):
         raise ValueError('"principle" must be a string')
-    return [PreferencePair(ends_with_user(context), chosen, rejected, principle,
-                           record.get("chosen_rationale"), record.get("rejected_rationale"))]
+    return [
+        PreferencePair(
+            ends_with_user(context),
+            chosen,
+            rejected,
+            principle,
+            record.get("chosen_rationale"),
+            record.get("rejected_rationale"),
+        )
+    ]
 
 
 def rating_of(note, where):
@@ -484,14 +529,21 @@ def pairs_from_ultrafeedback(record, rng, per_principle):
         raise ValueError('"completions" is empty: a record needs rated completions to compare')
     responses, notes = [], []
     for i, c in enumerate(record["completions"]):
-        if not (isinstance(c, dict) and isinstance(c.get("response"), str)
-                and isinstance(c.get("annotations"), dict)):
-            raise ValueError(f'completions[{i}] needs a "response" string '
-                             'and an "annotations" object')
+        if not (
+            isinstance(c, dict)
+            and isinstance(c.get("response"), str)
+            and isinstance(c.get("annotations"), dict)
+        ):
+            raise ValueError(
+                f'completions[{i}] needs a "response" string and an "annotations" object'
+            )
         responses.append(c["response"])
         notes.append(
-            {p: rating_of(n, f"completions[{i}].annotations.{p}")
-             for p, n in c["annotations"].items()})
+            {
+                p: rating_of(n, f"completions[{i}].annotations.{p}")
+                for p, n in c["annotations"].items()
+            }
+        )
     context = [{"role": "user", "content": record["instruction"]}]
     if per_principle:
         pairs = []
@@ -499,8 +551,11 @@ def pairs_from_ultrafeedback(record, rng, per_principle):
             ratings = {i: n[p][0] for i, n in enumerate(notes) if p in n and n[p][0] is not None}
             if pick := best_and_worse(ratings, rng):
                 a, b = pick
-                pairs.append(PreferencePair(list(context), responses[a], responses[b], p,
-                                            notes[a][p][1], notes[b][p][1]))
+                pairs.append(
+                    PreferencePair(
+                        list(context), responses[a], responses[b], p, notes[a][p][1], notes[b][p][1]
+                    )
+                )
         return pairs
     means = {}
     for i, n in enumerate(notes):
@@ -523,16 +578,20 @@ def read_preferences(path, skip_bad=False, per_principle=False, seed=0) -> list[
     A record with nothing to prefer (identical replies, all ratings tied) gives no pair and is
     counted. `seed` fixes which strictly worse UltraFeedback completion is drawn (seeded by the
     instruction text, so the same record always gives the same pair)."""
+
     def parse(record):
         if "instruction" in record and "completions" in record:
             rng = random.Random(f"{seed}/{record['instruction']}")
             return pairs_from_ultrafeedback(record, rng, per_principle)
         if "chosen" not in record or "rejected" not in record:
-            raise ValueError('unknown layout: expected "chosen"/"rejected" (HH-RLHF or generic) or '
-                             '"instruction"/"completions" (UltraFeedback)')
+            raise ValueError(
+                'unknown layout: expected "chosen"/"rejected" (HH-RLHF or generic) or '
+                '"instruction"/"completions" (UltraFeedback)'
+            )
         if "messages" in record or "prompt" in record:
             return pairs_from_generic(record)
         return pairs_from_hh(record)
+
     return read_jsonl_records(path, parse, skip_bad)
 
 
@@ -540,6 +599,7 @@ def read_prompts(path, skip_bad=False) -> list[list[dict]]:
     """Conversations up to the turn to be answered: {"messages"} (a final assistant turn is
     dropped), {"prompt"} or {"instruction"} (one user turn), or an HH record (its "chosen"
     transcript up to the last Human turn). Each ends with a user turn."""
+
     def parse(record):
         if "messages" in record:
             messages = check_messages(record["messages"])
@@ -555,11 +615,13 @@ def read_prompts(path, skip_bad=False) -> list[list[dict]]:
             while messages and messages[-1]["role"] == "assistant":
                 messages = messages[:-1]
         else:
-            raise ValueError('unknown layout: '
-                             'expected "messages", "prompt", "instruction" or an HH "chosen"')
+            raise ValueError(
+                'unknown layout: expected "messages", "prompt", "instruction" or an HH "chosen"'
+            )
         if not messages:
             raise ValueError("no user turn to answer")
         return [ends_with_user(messages, "prompt")]
+
     return read_jsonl_records(path, parse, skip_bad)
 
 
@@ -579,8 +641,9 @@ def template_fields(text, where):
         raise ValueError(f"{where}: {e} (write a literal brace as {{{{ or }}}})") from None
     for _, name, spec, conversion in parsed:
         if name is not None and (spec or conversion):
-            raise ValueError(f"{where}: write the placeholder as {{{name}}}, "
-                             "without a format spec or conversion")
+            raise ValueError(
+                f"{where}: write the placeholder as {{{name}}}, without a format spec or conversion"
+            )
     return [(literal, name) for literal, name, _, _ in parsed]
 
 
@@ -591,19 +654,25 @@ def validate_templates(templates) -> None:
     does not end in whitespace (the verdict token " A" / " B" brings its own space).
     Raises ValueError naming the language, principle and field."""
     if not isinstance(templates, dict) or not templates:
-        raise ValueError("judge templates: expected a non-empty {lang: {principle: {system, user, "
-                         "assistant}}} dict")
-    one_language = all(isinstance(t, dict) and isinstance(t.get("user"), str)
-                       for t in templates.values())
+        raise ValueError(
+            "judge templates: expected a non-empty {lang: {principle: {system, user, "
+            "assistant}}} dict"
+        )
+    one_language = all(
+        isinstance(t, dict) and isinstance(t.get("user"), str) for t in templates.values()
+    )
     for lang, by_principle in ({"": templates} if one_language else templates).items():
         if not isinstance(by_principle, dict) or not by_principle:
-            raise ValueError(f"judge templates[{lang!r}]: expected a non-empty "
-                             "{principle: {system, user, assistant}} dict")
+            raise ValueError(
+                f"judge templates[{lang!r}]: expected a non-empty "
+                "{principle: {system, user, assistant}} dict"
+            )
         for principle, t in by_principle.items():
             where = f"judge template {lang + '/' if lang else ''}{principle}"
             if not isinstance(t, dict):
-                raise ValueError(f"{where}: expected a {{system, user, assistant}} dict, got "
-                                 f"{type(t).__name__}")
+                raise ValueError(
+                    f"{where}: expected a {{system, user, assistant}} dict, got {type(t).__name__}"
+                )
             for name in ("system", "user", "assistant"):
                 if not isinstance(t.get(name), str):
                     raise ValueError(f"{where}: field {name!r} must be a string")
@@ -611,20 +680,28 @@ def validate_templates(templates) -> None:
                 if name == "user":
                     user_fields = found
                 elif found:
-                    raise ValueError(f"{where}.{name}: placeholder {{{found[0]}}} belongs in the "
-                                     "user template only")
+                    raise ValueError(
+                        f"{where}.{name}: placeholder {{{found[0]}}} belongs in the "
+                        "user template only"
+                    )
             for f in user_fields:
                 if f not in PLACEHOLDERS:
-                    raise ValueError(f"{where}.user: unknown placeholder {{{f}}}; use only "
-                                     + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
+                    raise ValueError(
+                        f"{where}.user: unknown placeholder {{{f}}}; use only "
+                        + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+                    )
             for f in PLACEHOLDERS:
                 if user_fields.count(f) != 1:
-                    raise ValueError(f"{where}.user: placeholder {{{f}}} must appear exactly once "
-                                     f"(found {user_fields.count(f)} times)")
+                    raise ValueError(
+                        f"{where}.user: placeholder {{{f}}} must appear exactly once "
+                        f"(found {user_fields.count(f)} times)"
+                    )
             if not t["assistant"].strip() or t["assistant"] != t["assistant"].rstrip():
-                raise ValueError(f"{where}.assistant: the prefix must be non-empty and must not "
-                                 "end in whitespace "
-                                 "(the verdict token ' A' / ' B' brings its own space)")
+                raise ValueError(
+                    f"{where}.assistant: the prefix must be non-empty and must not "
+                    "end in whitespace "
+                    "(the verdict token ' A' / ' B' brings its own space)"
+                )
 
 
 # -----------------------------------------------------------------------------------------------
@@ -646,22 +723,33 @@ def mc_record(record):
     elif all(L in record for L in "ABCD"):
         choices, base = [record[L] for L in LETTERS if L in record], 1
     else:
-        raise ValueError('expected "choices": [...] (MMLU layout) or "A", "B", "C", "D" fields '
-                         '(KMMLU layout)')
-    if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS) or \
-            not all(isinstance(c, (str, int, float)) and str(c).strip() for c in choices):
-        raise ValueError(f"the choices must be 2 to {len(LETTERS)} non-empty strings, got "
-                         f"{choices!r:.80}")
-    answer, letters = record.get("answer"), LETTERS[:len(choices)]
+        raise ValueError(
+            'expected "choices": [...] (MMLU layout) or "A", "B", "C", "D" fields (KMMLU layout)'
+        )
+    if (
+        not isinstance(choices, list)
+        or not 2 <= len(choices) <= len(LETTERS)
+        or not all(isinstance(c, (str, int, float)) and str(c).strip() for c in choices)
+    ):
+        raise ValueError(
+            f"the choices must be 2 to {len(LETTERS)} non-empty strings, got {choices!r:.80}"
+        )
+    answer, letters = record.get("answer"), LETTERS[: len(choices)]
     letter = answer.strip().strip("()").upper() if isinstance(answer, str) else None
     if letter and len(letter) == 1 and letter in letters:
         index = letters.index(letter)
-    elif isinstance(answer, int) and not isinstance(answer,
-                                                    bool) and 0 <= answer - base < len(choices):
+    elif (
+        isinstance(answer, int)
+        and not isinstance(answer, bool)
+        and 0 <= answer - base < len(choices)
+    ):
         index = answer - base
     else:
-        raise ValueError(f'"answer" must be a {base}-based index below {len(choices) + base} or a '
-                         'letter ' f"{letters[0]}-{letters[-1]}, got {answer!r}")
+        raise ValueError(
+            f'"answer" must be a {base}-based index below {len(choices) + base} or a '
+            "letter "
+            f"{letters[0]}-{letters[-1]}, got {answer!r}"
+        )
     return {"question": question, "choices": [str(c) for c in choices], "answer": index}
 
 
@@ -686,14 +774,17 @@ def load_tensors(path, device="cpu", allow=()):
     """torch.load that can run no code: tensors and plain Python data only (weights_only=True),
     and the types in `allow`."""
     import torch  # here, not at the top: the text readers above need no torch
+
     try:
         with torch.serialization.safe_globals(list(allow)):
             return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         why = str(e).strip().splitlines()[-1]
-        raise ValueError(f"{path}: refused to load: it holds objects other than tensors and plain "
-                         f"data, which no minihcx checkpoint does (nothing in it was run). Written "
-                         f"by another tool or tampered with? ({why:.200})") from None
+        raise ValueError(
+            f"{path}: refused to load: it holds objects other than tensors and plain "
+            f"data, which no minihcx checkpoint does (nothing in it was run). Written "
+            f"by another tool or tampered with? ({why:.200})"
+        ) from None
 
 
 # -----------------------------------------------------------------------------------------------
@@ -709,7 +800,8 @@ def parse_config(cls, argv=None, description=None):
     """Build an argparse parser from a config dataclass, parse argv, return an instance."""
     parser = argparse.ArgumentParser(
         description=description or (sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]

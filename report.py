@@ -15,6 +15,7 @@ Use (a module, not a script):
   import json, report
   print(report.to_markdown(json.load(open("out/eval/report.json"))))
 """
+
 import json
 import os
 
@@ -54,9 +55,10 @@ def keyed_table(lead, columns, rows, optional=()):
     """md_table of rows that are dicts: lead, the headers of the columns that name a row; columns,
     {key: header} of the cells read from its dict; rows, (naming cells, dict) pairs. A key in
     optional may be missing (an empty cell, "-"); any other must be there."""
-    return md_table(lead + list(columns.values()),
-                    [list(names) + [d.get(k) if k in optional else d[k] for k in columns]
-                     for names, d in rows])
+    return md_table(
+        lead + list(columns.values()),
+        [list(names) + [d.get(k) if k in optional else d[k] for k in columns] for names, d in rows],
+    )
 
 
 def section(title, table, *notes):
@@ -64,12 +66,20 @@ def section(title, table, *notes):
     return [f"## {title}", "", table, ""] + [line for note in notes for line in (note, "")]
 
 
-SUMMARY_HEADERS = {"checkpoint": "checkpoint", "val_bpb": "val bpb", "overall": "greedy overall",
-                   "sampled_overall": "sampled overall", "sampled_correct": "sampled correct",
-                   "win_vs_baseline": "win vs baseline [95% CI]", "win_vs_start": "win vs start "
-                   "[95% CI]", "log_ratio": "KL to start", "changed_greedy": "changed "
-                   "greedy", "judge_acc": "judge acc", "params_held": "params held",
-                   "step_s": "s / step"}
+SUMMARY_HEADERS = {
+    "checkpoint": "checkpoint",
+    "val_bpb": "val bpb",
+    "overall": "greedy overall",
+    "sampled_overall": "sampled overall",
+    "sampled_correct": "sampled correct",
+    "win_vs_baseline": "win vs baseline [95% CI]",
+    "win_vs_start": "win vs start [95% CI]",
+    "log_ratio": "KL to start",
+    "changed_greedy": "changed greedy",
+    "judge_acc": "judge acc",
+    "params_held": "params held",
+    "step_s": "s / step",
+}
 
 
 def summary_table(report):
@@ -77,6 +87,7 @@ def summary_table(report):
         if k.startswith("win_"):
             return win_cell(v)
         return f"{v / 1e6:.1f}M" if k == "params_held" and v else v
+
     rows = [[cell(k, v) for k, v in r.items()] for r in report["summary"]]
     return md_table(list(SUMMARY_HEADERS.values()), rows)
 
@@ -86,53 +97,102 @@ def first(section):
 
 
 # a judge's accuracy in each order, and how often the two orders agree
-ORDERS = {"acc_first_order": "first order", "acc_second_order": "second order",
-          "consistency": "consistency"}
+ORDERS = {
+    "acc_first_order": "first order",
+    "acc_second_order": "second order",
+    "consistency": "consistency",
+}
 TABLES = {  # {key: header} of each table's cells read from a report dict, in column order
-    "checkpoints": {"path": "path", "phase": "phase", "step": "step", "params": "parameters",
-                    "vocab_size": "vocabulary"},
+    "checkpoints": {
+        "path": "path",
+        "phase": "phase",
+        "step": "step",
+        "params": "parameters",
+        "vocab_size": "vocabulary",
+    },
     "fim": {"exact": "exact", "prefix": "prefix", "n": "n"},
-    "win_rates": {"win_rate": "win rate", "wins": "W", "ties": "T", "losses": "L",
-                  "first_order_win_rate": "first order", "second_order_win_rate": "second order",
-                  "n_judgments": "judgments"},
-    "judge": {"acc": "accuracy (both orders)", "acc_chosen_first": "chosen shown first",
-              "acc_chosen_second": "chosen shown second", "consistency": "consistency", "n": "n"},
-    "rejection": {"n": "N", "overall": "overall", "gain": "gain over N=1 [95% CI]",
-                  "correct_share": "correct",
-                  "oracle_overall": "oracle best-of-N overall",
-                  "oracle_correct_share": "oracle correct"},
-    "rejection_rm": {"reward_model_overall": "reward model best-of-N overall",
-                     "reward_model_correct_share": "reward model correct"},
-    "onpolicy": {"n_pairs": "pairs", "identical_share": "identical", "tie_share": "verifier ties",
-                 "n_judged": "judged", "acc": "accuracy (both orders)", **ORDERS},
-    "by_difference": {"n": "pairs", "acc": "accuracy (both orders)", **ORDERS,
-                      "names_first": "names first"},
+    "win_rates": {
+        "win_rate": "win rate",
+        "wins": "W",
+        "ties": "T",
+        "losses": "L",
+        "first_order_win_rate": "first order",
+        "second_order_win_rate": "second order",
+        "n_judgments": "judgments",
+    },
+    "judge": {
+        "acc": "accuracy (both orders)",
+        "acc_chosen_first": "chosen shown first",
+        "acc_chosen_second": "chosen shown second",
+        "consistency": "consistency",
+        "n": "n",
+    },
+    "rejection": {
+        "n": "N",
+        "overall": "overall",
+        "gain": "gain over N=1 [95% CI]",
+        "correct_share": "correct",
+        "oracle_overall": "oracle best-of-N overall",
+        "oracle_correct_share": "oracle correct",
+    },
+    "rejection_rm": {
+        "reward_model_overall": "reward model best-of-N overall",
+        "reward_model_correct_share": "reward model correct",
+    },
+    "onpolicy": {
+        "n_pairs": "pairs",
+        "identical_share": "identical",
+        "tie_share": "verifier ties",
+        "n_judged": "judged",
+        "acc": "accuracy (both orders)",
+        **ORDERS,
+    },
+    "by_difference": {
+        "n": "pairs",
+        "acc": "accuracy (both orders)",
+        **ORDERS,
+        "names_first": "names first",
+    },
     "other_judges": {"acc": "accuracy", **ORDERS},
 }
 
 
 def onpolicy_markdown(op):
     """The report section of `onpolicy_judge`'s result (with its "policy")."""
-    out = section(f"The judge on on-policy pairs: `{op['policy']}` samples two replies per "
-                  "held-out prompt and judges them itself",
-                  keyed_table([], TABLES["onpolicy"], [([], op)], optional=("acc", *ORDERS)),
-                  "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its "
-                  "loss when the samples are identical); accuracy is against the verifier on the "
-                  "rest. Mean verifier scores of the samples: "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()))
+    out = section(
+        f"The judge on on-policy pairs: `{op['policy']}` samples two replies per "
+        "held-out prompt and judges them itself",
+        keyed_table([], TABLES["onpolicy"], [([], op)], optional=("acc", *ORDERS)),
+        "Pairs the verifier ties are what SELF-JUDGE cannot learn from (left out of its "
+        "loss when the samples are identical); accuracy is against the verifier on the "
+        "rest. Mean verifier scores of the samples: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in op["sample_scores"].items()),
+    )
     if op.get("by_difference"):
-        rows = [([k], v) for k, v in [("all", op)] + list(op["by_difference"].items())
-                if v.get("acc") is not None]
-        out += ["By what separates the pair (the verifier's correctness, or only surface "
-                "principles: language, concision, ending). Names first: the share of single-order "
-                "verdicts naming the reply shown first; 0.5 is no position prior, and a judge that "
-                "cannot tell a pair apart falls back on it (consistency 0 when it always names the "
-                "same position):", "", keyed_table(["separated by"], TABLES["by_difference"], rows),
-                ""]
+        rows = [
+            ([k], v)
+            for k, v in [("all", op)] + list(op["by_difference"].items())
+            if v.get("acc") is not None
+        ]
+        out += [
+            "By what separates the pair (the verifier's correctness, or only surface "
+            "principles: language, concision, ending). Names first: the share of single-order "
+            "verdicts naming the reply shown first; 0.5 is no position prior, and a judge that "
+            "cannot tell a pair apart falls back on it (consistency 0 when it always names the "
+            "same position):",
+            "",
+            keyed_table(["separated by"], TABLES["by_difference"], rows),
+            "",
+        ]
     if op.get("others"):
         rows = [([op["policy"] + " (self)"], op)] + [([n], v) for n, v in op["others"].items()]
-        out += ["The same judged pairs, other judges (a reward model reads no order: consistency 1 "
-                "by construction):", "", keyed_table(["judge"], TABLES["other_judges"], rows), ""]
+        out += [
+            "The same judged pairs, other judges (a reward model reads no order: consistency 1 "
+            "by construction):",
+            "",
+            keyed_table(["judge"], TABLES["other_judges"], rows),
+            "",
+        ]
     return out
 
 
@@ -145,92 +205,154 @@ SUMMARY_NOTE = (
     "(nats per reply); changed greedy: share of prompts whose greedy reply differs from the "
     "start's. Cost: the parameters held in memory while the checkpoint trained (policy, and for a "
     "preference stage its reference and its judge: SELF-JUDGE's judge is its reference, a reward "
-    "model is a third network) and the median wall time of one optimizer step.")
+    "model is a third network) and the median wall time of one optimizer step."
+)
 
 
 def to_markdown(report, figures=()):
     r, meta = report, report["meta"]
-    out = ["# minihcx evaluation report", "",
-           f"{meta['machine']}, device {meta['device']}, torch {meta['torch']}; "
-           f"{meta['seconds']['total']} s", ""]
-    out += section("Summary", summary_table(r),
-                   SUMMARY_NOTE.format(samples=meta["config"]["samples"],
-                                       baseline=r["win_rates"]["baseline"]))
-    out += section("Checkpoints", keyed_table(
-        ["name"], TABLES["checkpoints"],
-        [([n], {**c, "params": f"{c['params'] / 1e6:.2f}M"}) for n, c in r["checkpoints"].items()]))
+    out = [
+        "# minihcx evaluation report",
+        "",
+        f"{meta['machine']}, device {meta['device']}, torch {meta['torch']}; "
+        f"{meta['seconds']['total']} s",
+        "",
+    ]
+    out += section(
+        "Summary",
+        summary_table(r),
+        SUMMARY_NOTE.format(samples=meta["config"]["samples"], baseline=r["win_rates"]["baseline"]),
+    )
+    out += section(
+        "Checkpoints",
+        keyed_table(
+            ["name"],
+            TABLES["checkpoints"],
+            [
+                ([n], {**c, "params": f"{c['params'] / 1e6:.2f}M"})
+                for n, c in r["checkpoints"].items()
+            ],
+        ),
+    )
     if r["lm"]:
         cells = [(g, k) for g in first(r["lm"]) for k in ("loss", "bpb")]
         cols = {f"{g} {k}": f"{g} {k}" for g, k in cells}
         rows = [([n], {f"{g} {k}": v[g][k] for g, k in cells}) for n, v in r["lm"].items()]
-        out += section("Language modelling (validation loss in nats/token, bits per byte)",
-                       keyed_table(["checkpoint"], cols, rows))
+        out += section(
+            "Language modelling (validation loss in nats/token, bits per byte)",
+            keyed_table(["checkpoint"], cols, rows),
+        )
     if r["tokenizer"]:
         table = r["tokenizer"]["mean_tokens_per_document"]
         langs = sorted({lang for row in table.values() for lang in row})
-        out += section("Tokenizer efficiency (mean tokens per held-out document, HCX Table 1)",
-                       keyed_table(["tokenizer"], {x: x for x in langs},
-                                   [([n], row) for n, row in table.items()], optional=langs))
-        out += [f"{n}: {share:.1%} of Korean morpheme boundaries fall inside a token"
-                for n, share in
-                r["tokenizer"].get("ko_morpheme_boundaries_inside_a_token", {}).items()] + [""]
+        out += section(
+            "Tokenizer efficiency (mean tokens per held-out document, HCX Table 1)",
+            keyed_table(
+                ["tokenizer"],
+                {x: x for x in langs},
+                [([n], row) for n, row in table.items()],
+                optional=langs,
+            ),
+        )
+        out += [
+            f"{n}: {share:.1%} of Korean morpheme boundaries fall inside a token"
+            for n, share in r["tokenizer"].get("ko_morpheme_boundaries_inside_a_token", {}).items()
+        ] + [""]
     if any(r["fim"].values()):
         rows = [([n, g], v) for n, gs in r["fim"].items() for g, v in gs.items()]
-        out += section("Fill-in-the-middle (greedy middles of held-out windows cut at thirds)",
-                       keyed_table(["checkpoint", "group"], TABLES["fim"], rows),
-                       "exact: the middle and then eos; prefix: the share of the middle's leading "
-                       "characters reproduced.")
+        out += section(
+            "Fill-in-the-middle (greedy middles of held-out windows cut at thirds)",
+            keyed_table(["checkpoint", "group"], TABLES["fim"], rows),
+            "exact: the middle and then eos; prefix: the share of the middle's leading "
+            "characters reproduced.",
+        )
     if r["mc"]:
         files = list(first(r["mc"]))
-        rows = [([n], {f: f"{v[f]['accuracy']:.3f} / {v[f]['p_correct']:.3f}" for f in files})
-                for n, v in r["mc"].items()]
-        out += section("Multiple choice (accuracy / mean probability of the right letter)",
-                       keyed_table(["checkpoint"], {f: f for f in files}, rows),
-                       "Chance: " + ", ".join(
-                           f"{f} {v['chance']:.3f} (n={v['n']}, letters {v['letter_tokens']})"
-                           for f, v in first(r["mc"]).items()))
+        rows = [
+            ([n], {f: f"{v[f]['accuracy']:.3f} / {v[f]['p_correct']:.3f}" for f in files})
+            for n, v in r["mc"].items()
+        ]
+        out += section(
+            "Multiple choice (accuracy / mean probability of the right letter)",
+            keyed_table(["checkpoint"], {f: f for f in files}, rows),
+            "Chance: "
+            + ", ".join(
+                f"{f} {v['chance']:.3f} (n={v['n']}, letters {v['letter_tokens']})"
+                for f, v in first(r["mc"]).items()
+            ),
+        )
     if r["tasks"]:
-        principles = [k for k, v in first(r["tasks"]).items() if isinstance(v, float)
-                      and k != "correct_share"]
+        principles = [
+            k for k, v in first(r["tasks"]).items() if isinstance(v, float) and k != "correct_share"
+        ]
         cols = {**{p: p for p in principles}, "correct_share": "correct", "n": "n"}
-        out += section("Held-out tasks, scored by the verifier",
-                       keyed_table(["checkpoint"], cols, [([n], v) for n, v in r["tasks"].items()]))
+        out += section(
+            "Held-out tasks, scored by the verifier",
+            keyed_table(["checkpoint"], cols, [([n], v) for n, v in r["tasks"].items()]),
+        )
         for key in ("per_lang", "per_family"):
             cells = list(first(r["tasks"])[key])
             rows = [([n], {c: v[key][c]["overall"] for c in cells}) for n, v in r["tasks"].items()]
-            out += [f"Overall score {key.replace('_', ' ')}:", "",
-                    keyed_table(["checkpoint"], {c: c for c in cells}, rows), ""]
+            out += [
+                f"Overall score {key.replace('_', ' ')}:",
+                "",
+                keyed_table(["checkpoint"], {c: c for c in cells}, rows),
+                "",
+            ]
     for by in ("verifier", "judge"):
         if r["win_rates"][by]:
-            title = ("the task verifier" if by == "verifier"
-                     else f"the judge `{r['win_rates'].get('judge_ckpt')}`")
-            out += section(f"Win rates vs `{r['win_rates']['baseline']}`, judged by {title}",
-                           keyed_table(["checkpoint"], TABLES["win_rates"],
-                                       [([n], v) for n, v in r["win_rates"][by].items()]))
+            title = (
+                "the task verifier"
+                if by == "verifier"
+                else f"the judge `{r['win_rates'].get('judge_ckpt')}`"
+            )
+            out += section(
+                f"Win rates vs `{r['win_rates']['baseline']}`, judged by {title}",
+                keyed_table(
+                    ["checkpoint"],
+                    TABLES["win_rates"],
+                    [([n], v) for n, v in r["win_rates"][by].items()],
+                ),
+            )
     if r["judge"]:
-        rows = [([n, lang], v) for n, j in r["judge"].items()
-                for lang, v in [("all", j)] + list(j["by_lang"].items())]
-        out += section("Judge accuracy on held-out preference pairs (SELF-JUDGE)",
-                       keyed_table(["checkpoint", "language"], TABLES["judge"], rows),
-                       "Consistency: the share of pairs whose verdict survives swapping the two "
-                       "replies.")
+        rows = [
+            ([n, lang], v)
+            for n, j in r["judge"].items()
+            for lang, v in [("all", j)] + list(j["by_lang"].items())
+        ]
+        out += section(
+            "Judge accuracy on held-out preference pairs (SELF-JUDGE)",
+            keyed_table(["checkpoint", "language"], TABLES["judge"], rows),
+            "Consistency: the share of pairs whose verdict survives swapping the two replies.",
+        )
     if r.get("onpolicy_judge"):
         out += onpolicy_markdown(r["onpolicy_judge"])
     if r["rejection"]:
         rj = r["rejection"]
-        cols = {**TABLES["rejection"], **(TABLES["rejection_rm"]
-                                          if "reward_model_overall" in rj["curve"][0] else {})}
-        out += section(f"Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks "
-                       f"one by knockout ({rj['n_prompts']} prompts)",
-                       keyed_table([], cols, [([], dict(c, gain=diff_cell(c.get("gain_vs_1"),
-                                                                           c.get("gain_vs_1_ci"))))
-                                              for c in rj["curve"]]),
-                       "Every sample counts at every N: a point is the mean over the disjoint "
-                       "groups of N samples of each group's knockout winner; the gain is paired by "
-                       "prompt.")
+        cols = {
+            **TABLES["rejection"],
+            **(TABLES["rejection_rm"] if "reward_model_overall" in rj["curve"][0] else {}),
+        }
+        out += section(
+            f"Self-rejection: `{rj['policy']}` samples N replies, `{rj['judge']}` picks "
+            f"one by knockout ({rj['n_prompts']} prompts)",
+            keyed_table(
+                [],
+                cols,
+                [
+                    ([], dict(c, gain=diff_cell(c.get("gain_vs_1"), c.get("gain_vs_1_ci"))))
+                    for c in rj["curve"]
+                ],
+            ),
+            "Every sample counts at every N: a point is the mean over the disjoint "
+            "groups of N samples of each group's knockout winner; the gain is paired by "
+            "prompt.",
+        )
     out += [f"![{f}]({f})\n" for f in figures]
-    out += section("Wall time per section (s)",
-                   md_table(list(meta["seconds"]), [list(meta["seconds"].values())]))
+    out += section(
+        "Wall time per section (s)",
+        md_table(list(meta["seconds"]), [list(meta["seconds"].values())]),
+    )
     if r["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
     return "\n".join(out)
@@ -241,6 +363,7 @@ def plot_figures(report, out_dir):
     installed."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -260,14 +383,25 @@ def plot_figures(report, out_dir):
         rj = report["rejection"]
         ns = [c["n"] for c in rj["curve"]]
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(ns, [c["overall"] for c in rj["curve"]], "o-",
-                label=f"knockout winner ({rj['judge']} judges)")
-        ax.plot(ns, [c["oracle_overall"] for c in rj["curve"]], "s--",
-                label="oracle best of N (the verifier picks)")
+        ax.plot(
+            ns,
+            [c["overall"] for c in rj["curve"]],
+            "o-",
+            label=f"knockout winner ({rj['judge']} judges)",
+        )
+        ax.plot(
+            ns,
+            [c["oracle_overall"] for c in rj["curve"]],
+            "s--",
+            label="oracle best of N (the verifier picks)",
+        )
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns, [str(n) for n in ns])
-        ax.set(xlabel="N samples", ylabel="verifier overall score",
-               title=f"self-rejection: {rj['policy']}")
+        ax.set(
+            xlabel="N samples",
+            ylabel="verifier overall score",
+            title=f"self-rejection: {rj['policy']}",
+        )
         ax.legend()
         written.append(save_figure(fig, out_dir, "rejection_curve.png"))
     plt.close("all")
@@ -285,8 +419,10 @@ def write_report(report, out_dir):
     renamed."""
     os.makedirs(out_dir, exist_ok=True)
     figures = plot_figures(report, out_dir)
-    texts = {"report.json": json.dumps(report, indent=1, ensure_ascii=False),
-             # both rendered before either file is touched
-             "report.md": to_markdown(report, figures)}
+    texts = {
+        "report.json": json.dumps(report, indent=1, ensure_ascii=False),
+        # both rendered before either file is touched
+        "report.md": to_markdown(report, figures),
+    }
     for name, text in texts.items():
         atomic_write(os.path.join(out_dir, name), text)

@@ -21,6 +21,7 @@ curve (its gain over N = 1 pooled per prompt like a win rate).
 
     python reproduce.py out/reproduce/seed*/eval/report.json  # -> out/reproduce/table.md, .json
 """
+
 import argparse
 import json
 import os
@@ -39,8 +40,9 @@ def read_reports(paths):
             with open(path, encoding="utf-8") as fh:
                 reports.append(json.load(fh))
         except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"{path}: cannot read an evaluate.py report ({e}); run `make "
-                             "reproduce`")
+            raise SystemExit(
+                f"{path}: cannot read an evaluate.py report ({e}); run `make reproduce`"
+            )
     return reports
 
 
@@ -49,29 +51,49 @@ def pooled_win(rows, seed=0):
     interval."""
     lengths = {len(r["outcomes"]) for r in rows}
     if len(lengths) != 1:
-        raise SystemExit(f"the reports judged different numbers of prompts ({sorted(lengths)}): "
-                         "pooling needs the same held-out prompts in every seed")
+        raise SystemExit(
+            f"the reports judged different numbers of prompts ({sorted(lengths)}): "
+            "pooling needs the same held-out prompts in every seed"
+        )
     per_prompt = [mean(o) for o in zip(*(r["outcomes"] for r in rows))]
     ci = bootstrap_interval(per_prompt, seed)
     rates = [r["win_rate"] for r in rows]
-    return {"win_rate": mean(per_prompt), "ci": ci, "per_seed": rates, "min": min(rates),
-            "max": max(rates), "significant": ci[0] > 0.5 or ci[1] < 0.5,
-            "n_prompts": len(per_prompt), "n_seeds": len(rows)}
+    return {
+        "win_rate": mean(per_prompt),
+        "ci": ci,
+        "per_seed": rates,
+        "min": min(rates),
+        "max": max(rates),
+        "significant": ci[0] > 0.5 or ci[1] < 0.5,
+        "n_prompts": len(per_prompt),
+        "n_seeds": len(rows),
+    }
 
 
 def head_to_head(reports, a, b, seed=0):
     """a against b on the same prompts: per prompt (outcome of a - outcome of b) vs the baseline,
     averaged over seeds; > 0 favours a. The interval is a paired bootstrap over prompts."""
-    rows = [(r["win_rates"]["sampled"].get(a, {}).get("vs_baseline"),
-             r["win_rates"]["sampled"].get(b, {}).get("vs_baseline")) for r in reports]
+    rows = [
+        (
+            r["win_rates"]["sampled"].get(a, {}).get("vs_baseline"),
+            r["win_rates"]["sampled"].get(b, {}).get("vs_baseline"),
+        )
+        for r in reports
+    ]
     if not all(x and y for x, y in rows):
         return None
-    diffs = [mean(d)
-             for d in zip(
-                     *([p - q for p, q in zip(x["outcomes"], y["outcomes"])] for x, y in rows))]
+    diffs = [
+        mean(d)
+        for d in zip(*([p - q for p, q in zip(x["outcomes"], y["outcomes"])] for x, y in rows))
+    ]
     ci = bootstrap_interval(diffs, seed)
-    return {"diff": mean(diffs), "ci": ci, "significant": ci[0] > 0 or ci[1] < 0,
-            "n_prompts": len(diffs), "per_seed": [x["win_rate"] - y["win_rate"] for x, y in rows]}
+    return {
+        "diff": mean(diffs),
+        "ci": ci,
+        "significant": ci[0] > 0 or ci[1] < 0,
+        "n_prompts": len(diffs),
+        "per_seed": [x["win_rate"] - y["win_rate"] for x, y in rows],
+    }
 
 
 def pooled_curve(curves, seed=0):
@@ -82,17 +104,27 @@ def pooled_curve(curves, seed=0):
         return None
     pooled = []
     for rows in zip(*curves):
-        row = {k: mean(r[k] for r in rows) for k in rows[0]
-               if all(isinstance(r.get(k), (int, float)) for r in rows)} | {"n": rows[0]["n"]}
+        row = {
+            k: mean(r[k] for r in rows)
+            for k in rows[0]
+            if all(isinstance(r.get(k), (int, float)) for r in rows)
+        } | {"n": rows[0]["n"]}
         if all("per_prompt" in r for r in rows) and all("per_prompt" in c[0] for c in curves):
-            gains = [[a - b for a, b in zip(r["per_prompt"], c[0]["per_prompt"])]
-                     for r, c in zip(rows, curves)]
+            gains = [
+                [a - b for a, b in zip(r["per_prompt"], c[0]["per_prompt"])]
+                for r, c in zip(rows, curves)
+            ]
             if len({len(g) for g in gains}) != 1:
-                raise SystemExit("the reports' self-rejection curves cover different numbers of "
-                                 "prompts: pooling needs the same prompts in every seed")
+                raise SystemExit(
+                    "the reports' self-rejection curves cover different numbers of "
+                    "prompts: pooling needs the same prompts in every seed"
+                )
             per_prompt = [mean(g) for g in zip(*gains)]
-            row.update(gain_vs_1=mean(per_prompt), gain_per_seed=[mean(g) for g in gains],
-                       gain_vs_1_ci=bootstrap_interval(per_prompt, seed))
+            row.update(
+                gain_vs_1=mean(per_prompt),
+                gain_per_seed=[mean(g) for g in gains],
+                gain_vs_1_ci=bootstrap_interval(per_prompt, seed),
+            )
         pooled.append(row)
     return pooled
 
@@ -116,25 +148,42 @@ def pool(reports):
             if all(c.get(key) is not None for c in costs):
                 row[key] = mean(c[key] for c in costs)
         table[arm] = row
-    ranked = [sorted((a for a in arms if table[a]["sampled_overall"][i] is not None),
-                     key=lambda a: -table[a]["sampled_overall"][i]) for i in range(len(reports))]
+    ranked = [
+        sorted(
+            (a for a in arms if table[a]["sampled_overall"][i] is not None),
+            key=lambda a: -table[a]["sampled_overall"][i],
+        )
+        for i in range(len(reports))
+    ]
     # each pair of arms scored in some seed, the one above in more seeds first: [the seeds where it
     # is strictly above, the seeds where both are scored]; an order holds when it is above in all
     above = {}
     for i, a in enumerate(arms):
-        for b in arms[i + 1:]:
-            both = [(x, y) for x, y in zip(table[a]["sampled_overall"],
-                                           table[b]["sampled_overall"])
-                    if x is not None and y is not None]
+        for b in arms[i + 1 :]:
+            both = [
+                (x, y)
+                for x, y in zip(table[a]["sampled_overall"], table[b]["sampled_overall"])
+                if x is not None and y is not None
+            ]
             k, k_b = sum(x > y for x, y in both), sum(y > x for x, y in both)
             if both:
                 above[f"{a} > {b}" if k >= k_b else f"{b} > {a}"] = [max(k, k_b), len(both)]
     onpolicy_rows = [r.get("onpolicy_judge") for r in reports]
     rm_onpolicy = [((o or {}).get("others") or {}).get("reward_model") for o in onpolicy_rows]
-    keys = ("tie_share", "identical_share", "acc", "consistency", "acc_first_order",
-            "acc_second_order", "names_first")
-    onpolicy = {k: mean(o[k] for o in onpolicy_rows) for k in keys
-                if all(o and o.get(k) is not None for o in onpolicy_rows)}
+    keys = (
+        "tie_share",
+        "identical_share",
+        "acc",
+        "consistency",
+        "acc_first_order",
+        "acc_second_order",
+        "names_first",
+    )
+    onpolicy = {
+        k: mean(o[k] for o in onpolicy_rows)
+        for k in keys
+        if all(o and o.get(k) is not None for o in onpolicy_rows)
+    }
     for kind in ("correctness", "surface"):  # what the judge can and cannot tell apart
         blocks = [((o or {}).get("by_difference") or {}).get(kind) for o in onpolicy_rows]
         if all(b and b.get("acc") is not None for b in blocks):
@@ -142,16 +191,29 @@ def pool(reports):
                 onpolicy[f"{kind}_{k}"] = mean(b[k] for b in blocks)
     if all(rm_onpolicy):
         onpolicy["reward_model_acc"] = mean(o["acc"] for o in rm_onpolicy)
-    heldout = {j: mean(r["judge"][j]["acc"] for r in reports) for j in reports[0].get("judge", {})
-               if all(j in r.get("judge", {}) for r in reports)}
+    heldout = {
+        j: mean(r["judge"][j]["acc"] for r in reports)
+        for j in reports[0].get("judge", {})
+        if all(j in r.get("judge", {}) for r in reports)
+    }
     rejection = pooled_curve([(r.get("rejection") or {}).get("curve") for r in reports])
-    h2h = {other: head_to_head(reports, "self_judge", other)
-           for other in ("dpo", "onpolicy_rm", "oracle") if "self_judge" in arms and other in arms}
-    return {"arms": table, "orderings": ranked, "pairwise": above,
-            "same_ordering": all(r == ranked[0] for r in ranked), "onpolicy_judge": onpolicy,
-            "heldout_judge_acc": heldout, "rejection": rejection,
-            "head_to_head": {k: v for k, v in h2h.items() if v},
-            "baseline": reports[0]["win_rates"]["baseline"], "n_seeds": len(reports)}
+    h2h = {
+        other: head_to_head(reports, "self_judge", other)
+        for other in ("dpo", "onpolicy_rm", "oracle")
+        if "self_judge" in arms and other in arms
+    }
+    return {
+        "arms": table,
+        "orderings": ranked,
+        "pairwise": above,
+        "same_ordering": all(r == ranked[0] for r in ranked),
+        "onpolicy_judge": onpolicy,
+        "heldout_judge_acc": heldout,
+        "rejection": rejection,
+        "head_to_head": {k: v for k, v in h2h.items() if v},
+        "baseline": reports[0]["win_rates"]["baseline"],
+        "n_seeds": len(reports),
+    }
 
 
 def to_markdown(pooled):
@@ -161,66 +223,135 @@ def to_markdown(pooled):
 
     def seeds(win):
         return " / ".join(f"{x:.3f}" for x in win["per_seed"]) if win else "-"
+
     def cost(row):
         held, step = row.get("params_held"), row.get("step_s")
         return (f"{held / 1e6:.1f}M" if held else "-"), step
-    rows = [[arm, row["start"] or "-", spread(row["sampled_overall"]),
-             win_cell(row.get("vs_baseline")), seeds(row.get("vs_baseline")),
-             win_cell(row.get("vs_start")), seeds(row.get("vs_start")),
-             row.get("log_ratio"), row.get("changed_greedy"), *cost(row)]
-             for arm, row in pooled["arms"].items()]
+
+    rows = [
+        [
+            arm,
+            row["start"] or "-",
+            spread(row["sampled_overall"]),
+            win_cell(row.get("vs_baseline")),
+            seeds(row.get("vs_baseline")),
+            win_cell(row.get("vs_start")),
+            seeds(row.get("vs_start")),
+            row.get("log_ratio"),
+            row.get("changed_greedy"),
+            *cost(row),
+        ]
+        for arm, row in pooled["arms"].items()
+    ]
     pairs, n_seeds = pooled["pairwise"], pooled["n_seeds"]
-    split = [f"{p} in {k} of {n_seeds}" + (f" (both scored in {n})" if n < n_seeds else "")
-             for p, (k, n) in pairs.items() if k < n_seeds]
-    out = [f"# minihcx: {pooled['n_seeds']} seeds pooled", "",
-           md_table(
-               ["arm", "start", "sampled overall: mean (min-max)", f"win vs {pooled['baseline']} "
-                "pooled [95% CI]",
-                     "per seed", "win vs start pooled [95% CI]", "per seed", "KL to "
-                     "start", "changed greedy", "params held", "s / step"], rows),
-           "", "Pooled: per held-out prompt the outcome averaged over seeds, then a paired "
-           "bootstrap over prompts; * marks an interval that excludes 0.5.", "",
-           "Ordering by sampled verifier score, per "
-           "seed: " + "; ".join(" > ".join(r) for r in pooled["orderings"]),
-           "Would a second run give the same ordering? "
-           f"{'yes' if pooled['same_ordering'] else 'no'}: the {pooled['n_seeds']} seeds "
-           f"{'agree' if pooled['same_ordering'] else 'disagree'} on the full ranking. "
-           f"Pairwise they agree on {len(pairs) - len(split)} of {len(pairs)} orders"
-           + ("; split: " + ", ".join(split) if split else "") + ".", ""]
+    split = [
+        f"{p} in {k} of {n_seeds}" + (f" (both scored in {n})" if n < n_seeds else "")
+        for p, (k, n) in pairs.items()
+        if k < n_seeds
+    ]
+    out = [
+        f"# minihcx: {pooled['n_seeds']} seeds pooled",
+        "",
+        md_table(
+            [
+                "arm",
+                "start",
+                "sampled overall: mean (min-max)",
+                f"win vs {pooled['baseline']} pooled [95% CI]",
+                "per seed",
+                "win vs start pooled [95% CI]",
+                "per seed",
+                "KL to start",
+                "changed greedy",
+                "params held",
+                "s / step",
+            ],
+            rows,
+        ),
+        "",
+        "Pooled: per held-out prompt the outcome averaged over seeds, then a paired "
+        "bootstrap over prompts; * marks an interval that excludes 0.5.",
+        "",
+        "Ordering by sampled verifier score, per "
+        "seed: " + "; ".join(" > ".join(r) for r in pooled["orderings"]),
+        "Would a second run give the same ordering? "
+        f"{'yes' if pooled['same_ordering'] else 'no'}: the {pooled['n_seeds']} seeds "
+        f"{'agree' if pooled['same_ordering'] else 'disagree'} on the full ranking. "
+        f"Pairwise they agree on {len(pairs) - len(split)} of {len(pairs)} orders"
+        + ("; split: " + ", ".join(split) if split else "")
+        + ".",
+        "",
+    ]
     if pooled.get("head_to_head"):
-        out += ["SELF-JUDGE head to head (per prompt: its outcome vs the baseline minus the other "
-                "arm's, mean over seeds; > 0 favours SELF-JUDGE; * when the interval excludes "
-                "0):", "", md_table(["self_judge vs", "difference [95% CI]", "per seed"],
-                         [[arm, diff_cell(h["diff"], h["ci"]),
-                           " / ".join(f"{x:+.3f}" for x in h["per_seed"])]
-                          for arm, h in pooled["head_to_head"].items()]), ""]
+        out += [
+            "SELF-JUDGE head to head (per prompt: its outcome vs the baseline minus the other "
+            "arm's, mean over seeds; > 0 favours SELF-JUDGE; * when the interval excludes "
+            "0):",
+            "",
+            md_table(
+                ["self_judge vs", "difference [95% CI]", "per seed"],
+                [
+                    [
+                        arm,
+                        diff_cell(h["diff"], h["ci"]),
+                        " / ".join(f"{x:+.3f}" for x in h["per_seed"]),
+                    ]
+                    for arm, h in pooled["head_to_head"].items()
+                ],
+            ),
+            "",
+        ]
     if pooled["onpolicy_judge"]:
-        out += ["On-policy pairs of the SELF-JUDGE start (mean over seeds): " +
-                ", ".join(f"{k} {v:.3f}" for k, v in pooled["onpolicy_judge"].items()), ""]
+        out += [
+            "On-policy pairs of the SELF-JUDGE start (mean over seeds): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in pooled["onpolicy_judge"].items()),
+            "",
+        ]
     if pooled.get("heldout_judge_acc"):
-        out += ["Judge accuracy on held-out preference pairs (mean over seeds): " +
-                ", ".join(f"{k} {v:.3f}" for k, v in pooled["heldout_judge_acc"].items()), ""]
+        out += [
+            "Judge accuracy on held-out preference pairs (mean over seeds): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in pooled["heldout_judge_acc"].items()),
+            "",
+        ]
     if pooled.get("rejection"):
         curve = pooled["rejection"]
         keys = [k for k in curve[0] if k not in ("n", "gain_vs_1", "gain_vs_1_ci", "gain_per_seed")]
         gain = "gain_vs_1_ci" in curve[0]
-        out += ["Self-rejection curve (mean over seeds; every sample counts at every N; the gain "
-                "over N=1 pooled per prompt, * when its interval excludes 0):", "",
-                md_table(["N"] + (["gain over N=1 [95% CI]", "per seed"] if gain else []) + keys,
-                         [[c["n"]] + ([diff_cell(c["gain_vs_1"], c["gain_vs_1_ci"]),
-                                       " / ".join(f"{x:+.3f}" for x in c["gain_per_seed"])]
-                                      if gain else []) + [c.get(k) for k in keys]
-                          for c in curve]), ""]
+        out += [
+            "Self-rejection curve (mean over seeds; every sample counts at every N; the gain "
+            "over N=1 pooled per prompt, * when its interval excludes 0):",
+            "",
+            md_table(
+                ["N"] + (["gain over N=1 [95% CI]", "per seed"] if gain else []) + keys,
+                [
+                    [c["n"]]
+                    + (
+                        [
+                            diff_cell(c["gain_vs_1"], c["gain_vs_1_ci"]),
+                            " / ".join(f"{x:+.3f}" for x in c["gain_per_seed"]),
+                        ]
+                        if gain
+                        else []
+                    )
+                    + [c.get(k) for k in keys]
+                    for c in curve
+                ],
+            ),
+            "",
+        ]
     return "\n".join(out)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("reports", nargs="+",
-                        help="report.json files written by evaluate.py, one per seed")
-    parser.add_argument("--out-dir", default="out/reproduce",
-                        help="where table.md and table.json go")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "reports", nargs="+", help="report.json files written by evaluate.py, one per seed"
+    )
+    parser.add_argument(
+        "--out-dir", default="out/reproduce", help="where table.md and table.json go"
+    )
     args = parser.parse_args(argv)
     pooled = pool(read_reports(args.reports))
     pooled["reports"] = args.reports

@@ -24,6 +24,7 @@ Face LlamaForSequenceClassification).
     python reward_model.py --prefs a.jsonl,b.jsonl --steps 300
     python self_judge.py --judge reward --out-dir out/onpolicy_rm    # on-policy DPO judged by it
 """
+
 import dataclasses
 import filecmp
 import json
@@ -45,12 +46,16 @@ class RewardConfig(TrainConfig):
     out_dir: str = opt("out/reward_model", "checkpoint folder this phase writes")
     init_from: str = opt("out/sft", "start checkpoint (its LM head is replaced by the scalar head)")
     tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default pairs")
-    prefs: str = opt("", "preference pairs, comma-separated files "
-                         "(readers.read_preferences layouts); "
-                         "'' = <tasks-dir>/prefs_train.jsonl and ultrafeedback_train.jsonl, "
-                         "and out/jsft/sampled_prefs.jsonl when it exists: the pairs JSFT judges")
-    eval_prefs: str = opt("", "held-out pairs for accuracy; "
-                              "'' = <tasks-dir>/prefs_eval.jsonl, 'none' = skip")
+    prefs: str = opt(
+        "",
+        "preference pairs, comma-separated files "
+        "(readers.read_preferences layouts); "
+        "'' = <tasks-dir>/prefs_train.jsonl and ultrafeedback_train.jsonl, "
+        "and out/jsft/sampled_prefs.jsonl when it exists: the pairs JSFT judges",
+    )
+    eval_prefs: str = opt(
+        "", "held-out pairs for accuracy; '' = <tasks-dir>/prefs_eval.jsonl, 'none' = skip"
+    )
     skip_bad: bool = opt(False, "skip (and count) malformed preference records instead of stopping")
     seq_len: int = opt(256, "longest prompt + response in tokens; longer pairs are left out")
     steps: int = 200
@@ -66,8 +71,9 @@ class RewardConfig(TrainConfig):
 def pref_paths(cfg):
     if cfg.prefs:
         return cfg.prefs.split(",")
-    paths = [os.path.join(cfg.tasks_dir, n)
-             for n in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")]
+    paths = [
+        os.path.join(cfg.tasks_dir, n) for n in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")
+    ]
     sampled = "out/jsft/sampled_prefs.jsonl"
     return paths + [sampled] if os.path.exists(sampled) else paths
 
@@ -112,7 +118,7 @@ def rewards_of(rm, sequences, pad_id, batch_size=32):
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     out = torch.empty(len(sequences))
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         ids = right_pad([sequences[i] for i in rows], pad_id)
         real = right_pad([[1] * len(sequences[i]) for i in rows], 0)  # 1 on each row's tokens
         with eval_mode(core):
@@ -125,6 +131,7 @@ def reward_judge(rm, tokenizer, batch_size=32):
     last token, and score_a = sigmoid(r(a) - r(b)) is the Bradley-Terry probability that a is
     better. It reads no order, so both orders give the same verdict. Replies: text (encoded, then
     the end of turn, as the reward model was trained) or sampled id lists (spliced as they are)."""
+
     def reply_ids(reply):
         if isinstance(reply, str):
             return tokenizer.encode(reply) + [tokenizer.eot_id]
@@ -138,9 +145,14 @@ def reward_judge(rm, tokenizer, batch_size=32):
         r = rewards_of(rm, seqs, tokenizer.pad_id, batch_size)
         score_a = torch.sigmoid(r[0::2] - r[1::2]).tolist()
         a_better = [p > 0.5 for p in score_a]
-        return {"score_a": score_a, "winners": [int(p < 0.5) for p in score_a],
-                "first_order_a": a_better, "second_order_a": a_better,
-                "rewards": r.view(-1, 2).tolist()}
+        return {
+            "score_a": score_a,
+            "winners": [int(p < 0.5) for p in score_a],
+            "first_order_a": a_better,
+            "second_order_a": a_better,
+            "rewards": r.view(-1, 2).tolist(),
+        }
+
     return judge_fn
 
 
@@ -150,17 +162,23 @@ def load_reward_model(path, tokenizer_path, device):
     (the judge reads the policy's sampled ids as they are)."""
     ckpt = find_checkpoint(path)
     if ckpt is None:
-        raise SystemExit(f"--reward-model {path}: no checkpoint there; "
-                         "run `python reward_model.py` first")
+        raise SystemExit(
+            f"--reward-model {path}: no checkpoint there; run `python reward_model.py` first"
+        )
     rm, config = load_model(ckpt, device)
     if not rm.cfg.reward_head:
-        raise SystemExit(f"--reward-model {path}: a {config.get('phase')} checkpoint, "
-                         "not a reward model (config.json model.reward_head is false); "
-                         "train one with reward_model.py")
-    if tokenizer_path and not filecmp.cmp(os.path.join(ckpt, "tokenizer.model"), tokenizer_path,
-                                          shallow=False):
-        raise SystemExit(f"--reward-model {path}: its tokenizer.model differs from the policy's "
-                         f"({tokenizer_path}); train the reward model from the same SFT checkpoint")
+        raise SystemExit(
+            f"--reward-model {path}: a {config.get('phase')} checkpoint, "
+            "not a reward model (config.json model.reward_head is false); "
+            "train one with reward_model.py"
+        )
+    if tokenizer_path and not filecmp.cmp(
+        os.path.join(ckpt, "tokenizer.model"), tokenizer_path, shallow=False
+    ):
+        raise SystemExit(
+            f"--reward-model {path}: its tokenizer.model differs from the policy's "
+            f"({tokenizer_path}); train the reward model from the same SFT checkpoint"
+        )
     return rm.eval().requires_grad_(False)
 
 
@@ -168,18 +186,30 @@ def reward_accuracy(rm, tokenizer, pairs, batch_size=32):
     """Share of PreferencePairs whose chosen reply gets the higher reward (an exact tie counts
     half), overall and per context language. The reward model reads no order: there is no position
     bias to measure."""
-    verdict = reward_judge(rm, tokenizer, batch_size)([p.context for p in pairs],
-                                                      [(p.chosen, p.rejected) for p in pairs])
+    verdict = reward_judge(rm, tokenizer, batch_size)(
+        [p.context for p in pairs], [(p.chosen, p.rejected) for p in pairs]
+    )
     right = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in verdict["rewards"]]
     langs = [context_lang(p.context) for p in pairs]
 
     # jsft.judge_accuracy's keys: with no order to read, every order scores the same
     def summary(rs):
         acc = sum(rs) / len(rs)
-        return {"n": len(rs), "acc": acc, "acc_chosen_first": acc, "acc_chosen_second": acc,
-                "consistency": 1.0, "order_free": True}
-    return dict(summary(right), by_lang={g: summary([r for r, x in zip(right, langs) if x == g])
-                                         for g in sorted(set(langs))})
+        return {
+            "n": len(rs),
+            "acc": acc,
+            "acc_chosen_first": acc,
+            "acc_chosen_second": acc,
+            "consistency": 1.0,
+            "order_free": True,
+        }
+
+    return dict(
+        summary(right),
+        by_lang={
+            g: summary([r for r, x in zip(right, langs) if x == g]) for g in sorted(set(langs))
+        },
+    )
 
 
 def main(argv=None):
@@ -191,8 +221,9 @@ def main(argv=None):
     paths = pref_paths(cfg)
     for path in paths + ([] if cfg.eval_prefs == "none" else [eval_path]):
         if not os.path.exists(path):
-            raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --prefs / "
-                             "--eval-prefs")
+            raise SystemExit(
+                f"{path} not found: run `python tasks.py` first, or pass --prefs / --eval-prefs"
+            )
     lm, tokenizer, tokenizer_path = load_start(cfg, device)
     model = with_reward_head(lm)
     del lm
@@ -200,10 +231,13 @@ def main(argv=None):
     tokenized, dropped = tokenize_pairs(tokenizer, pairs, cfg.seq_len)
     if not tokenized:
         raise SystemExit(f"{','.join(paths)}: no preference pair fits --seq-len {cfg.seq_len}")
-    log(f"{len(tokenized)} pairs from {', '.join(paths)}"
-        + (f" ({dropped} longer than {cfg.seq_len} tokens left out)" if dropped else ""))
-    eval_pairs = ([] if cfg.eval_prefs == "none"
-                  else read_preferences(eval_path, cfg.skip_bad, seed=cfg.seed))
+    log(
+        f"{len(tokenized)} pairs from {', '.join(paths)}"
+        + (f" ({dropped} longer than {cfg.seq_len} tokens left out)" if dropped else "")
+    )
+    eval_pairs = (
+        [] if cfg.eval_prefs == "none" else read_preferences(eval_path, cfg.skip_bad, seed=cfg.seed)
+    )
     last = {}
 
     def val_fn(m):
@@ -212,11 +246,25 @@ def main(argv=None):
 
     torch.manual_seed(cfg.seed)
     get_batch = offline_batches(tokenized, cfg, tokenizer.pad_id, device, rank, world_size)
-    extra = {"phase": "reward_model", "head": "bradley-terry scalar at the last token",
-             "init_from": cfg.init_from, "special_ids": tokenizer.special_ids()}
-    train(model, get_batch, cfg, extra, loss_fn=bt_loss_fn,
-          val_fn=val_fn if eval_pairs else None, tokenizer_path=tokenizer_path,
-          device=device, rank=rank, world_size=world_size, log=log)
+    extra = {
+        "phase": "reward_model",
+        "head": "bradley-terry scalar at the last token",
+        "init_from": cfg.init_from,
+        "special_ids": tokenizer.special_ids(),
+    }
+    train(
+        model,
+        get_batch,
+        cfg,
+        extra,
+        loss_fn=bt_loss_fn,
+        val_fn=val_fn if eval_pairs else None,
+        tokenizer_path=tokenizer_path,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        log=log,
+    )
     if eval_pairs and rank == 0:
         result = last.get("result") or reward_accuracy(model, tokenizer, eval_pairs)
         report_heldout(result, eval_path, os.path.join(cfg.out_dir, "rm_eval.json"), log)

@@ -32,6 +32,7 @@ Run:
                                                    # out/tasks/prefs_train.jsonl -> out/dpo
     python self_judge.py --loss ipo --beta 0.5     # other losses; --resume continues a run exactly
 """
+
 import copy
 import dataclasses
 import json
@@ -59,66 +60,100 @@ JUDGES = ("self", "reward", "verifier")
 @dataclass
 class SelfJudgeConfig(TrainConfig):
     out_dir: str = opt("", "checkpoint folder (default: out/self_judge, or out/dpo with --offline)")
-    init_from: str = opt("", "start checkpoint, also the frozen reference and judge "
-                             "(default: out/jsft, or out/sft with --offline)")
-    offline: bool = opt(False,
-                        "the offline DPO baseline on --prefs instead of on-policy self-judgment")
-    tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default prompts, "
-                                      "pairs and held-out prompts")
-    prompts: str = opt("", "prompts to sample from (readers.read_prompts layouts); "
-                           "'' = <tasks-dir>/prompts_train.jsonl")
-    prefs: str = opt("", "--offline: preference pairs, comma-separated files "
-                         "(readers.read_preferences layouts); '' = <tasks-dir>/prefs_train.jsonl")
-    val_prompts: str = opt("", "held-out prompts for the judged win rate vs the start; "
-                               "'' = <tasks-dir>/eval_tasks.jsonl")
+    init_from: str = opt(
+        "",
+        "start checkpoint, also the frozen reference and judge "
+        "(default: out/jsft, or out/sft with --offline)",
+    )
+    offline: bool = opt(
+        False, "the offline DPO baseline on --prefs instead of on-policy self-judgment"
+    )
+    tasks_dir: str = opt(
+        "out/tasks", "folder written by tasks.py: the default prompts, pairs and held-out prompts"
+    )
+    prompts: str = opt(
+        "",
+        "prompts to sample from (readers.read_prompts layouts); "
+        "'' = <tasks-dir>/prompts_train.jsonl",
+    )
+    prefs: str = opt(
+        "",
+        "--offline: preference pairs, comma-separated files "
+        "(readers.read_preferences layouts); '' = <tasks-dir>/prefs_train.jsonl",
+    )
+    val_prompts: str = opt(
+        "",
+        "held-out prompts for the judged win rate vs the start; '' = <tasks-dir>/eval_tasks.jsonl",
+    )
     val_count: int = opt(24, "how many --val-prompts to judge at the end (0 = no validation)")
-    dynamic_judge: bool = opt(False,
-                              "judge with the current policy instead of the frozen start model")
+    dynamic_judge: bool = opt(
+        False, "judge with the current policy instead of the frozen start model"
+    )
     principles: str = opt("overall", "comma-separated judge principles (majority vote, jsft.judge)")
-    judge: str = opt("self", "who judges the on-policy pairs: "
-                             "self (SELF-JUDGE: the frozen JSFT model, or the policy with "
-                             "--dynamic-judge) | reward (the separate reward model --reward-model: "
-                             "the RLHF-style baseline) | verifier (tasks.score: the oracle upper "
-                             "bound, an evaluation arm; needs prompts that carry their task, "
-                             "as prompts_train.jsonl)")
-    reward_model: str = opt("out/reward_model",
-                            "--judge reward: the reward model checkpoint (reward_model.py)")
-    nll_weight: float = opt(0.0, "weight of the chosen replies' per-token NLL added to the "
-                                 "DPO loss (0 = DPO)")
-    min_margin: float = opt(0.0, "pairs whose judge score is within this of 0.5 are ties and left "
-                                 "out of the loss (identical samples and exact ties always are)")
-    loss: str = opt("sigmoid",
-                    "DPO loss: sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)")
+    judge: str = opt(
+        "self",
+        "who judges the on-policy pairs: "
+        "self (SELF-JUDGE: the frozen JSFT model, or the policy with "
+        "--dynamic-judge) | reward (the separate reward model --reward-model: "
+        "the RLHF-style baseline) | verifier (tasks.score: the oracle upper "
+        "bound, an evaluation arm; needs prompts that carry their task, "
+        "as prompts_train.jsonl)",
+    )
+    reward_model: str = opt(
+        "out/reward_model", "--judge reward: the reward model checkpoint (reward_model.py)"
+    )
+    nll_weight: float = opt(
+        0.0, "weight of the chosen replies' per-token NLL added to the DPO loss (0 = DPO)"
+    )
+    min_margin: float = opt(
+        0.0,
+        "pairs whose judge score is within this of 0.5 are ties and left "
+        "out of the loss (identical samples and exact ties always are)",
+    )
+    loss: str = opt(
+        "sigmoid", "DPO loss: sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)"
+    )
     beta: float = opt(0.1, "DPO beta: strength of the KL anchor to the reference")
     max_new_tokens: int = opt(48, "cap on sampled response length (tokens, incl. the end of turn)")
     temperature: float = opt(1.0, "sampling temperature")
     top_p: float = opt(0.9, "nucleus sampling mass")
-    compile_sampler: bool = opt(False, "sample the on-policy pairs with the decode step under "
-                                       "torch.compile (model.generate(compile=True)): "
-                                       "the same samples, faster after a one-off compile "
-                                       "(the loop's --compile is separate)")
+    compile_sampler: bool = opt(
+        False,
+        "sample the on-policy pairs with the decode step under "
+        "torch.compile (model.generate(compile=True)): "
+        "the same samples, faster after a one-off compile "
+        "(the loop's --compile is separate)",
+    )
     # the shared loop's knobs, with DPO defaults sized for the CPU demo (~2 minutes on 2 cores)
-    steps: int = opt(60, "optimizer steps (both modes: "
-                         "the DPO baseline learns from as many pairs as SELF-JUDGE samples)")
-    batch_size: int = opt(16, "prompts (online) or pairs (offline) per micro-batch per rank; "
-                              "each gives 2 sequences")
-    lr: float = opt(1e-4,
-                    "peak learning rate (at 2e-5 x 40 steps the policy moved 0.3 percent: a no-op)")
+    steps: int = opt(
+        60,
+        "optimizer steps (both modes: "
+        "the DPO baseline learns from as many pairs as SELF-JUDGE samples)",
+    )
+    batch_size: int = opt(
+        16, "prompts (online) or pairs (offline) per micro-batch per rank; each gives 2 sequences"
+    )
+    lr: float = opt(
+        1e-4, "peak learning rate (at 2e-5 x 40 steps the policy moved 0.3 percent: a no-op)"
+    )
     min_lr: float = opt(1e-4, "learning rate at the end (== lr: constant after warmup, as in DPO)")
     warmup_steps: int = opt(4, "linear warmup steps")
     weight_decay: float = opt(0.0, "AdamW weight decay on matrices")
     eval_every: int = opt(0, "validate every N steps (and at the end); 0 = only at the end")
     save_every: int = opt(20, "checkpoint every N steps (and at the end)")
-    seq_len: int = opt(128,
-                       "only for the loop's FLOPs/MFU estimate: typical prompt + response length")
+    seq_len: int = opt(
+        128, "only for the loop's FLOPs/MFU estimate: typical prompt + response length"
+    )
 
 
 def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
     """Fill the mode-dependent defaults and check the values."""
     if cfg.fsdp and not cfg.offline:
-        raise SystemExit("--fsdp: sampling runs a different number of forward passes on each rank, "
-                         "which sharded weights cannot follow; run SELF-JUDGE data parallel "
-                         "(torchrun without --fsdp)")
+        raise SystemExit(
+            "--fsdp: sampling runs a different number of forward passes on each rank, "
+            "which sharded weights cannot follow; run SELF-JUDGE data parallel "
+            "(torchrun without --fsdp)"
+        )
     if cfg.judge not in JUDGES:
         raise SystemExit(f"--judge {cfg.judge!r}: choose one of {', '.join(JUDGES)}")
     if cfg.loss not in LOSS_TYPES:
@@ -127,16 +162,19 @@ def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
         raise SystemExit("need --beta > 0, --max-new-tokens >= 1 and 0 < --top-p <= 1")
     in_tasks = lambda name: os.path.join(cfg.tasks_dir, name)
     return dataclasses.replace(
-        cfg, init_from=cfg.init_from or ("out/sft" if cfg.offline else "out/jsft"),
+        cfg,
+        init_from=cfg.init_from or ("out/sft" if cfg.offline else "out/jsft"),
         out_dir=cfg.out_dir or ("out/dpo" if cfg.offline else "out/self_judge"),
         prompts=cfg.prompts or in_tasks("prompts_train.jsonl"),
         prefs=cfg.prefs or in_tasks("prefs_train.jsonl"),
-        val_prompts=cfg.val_prompts or in_tasks("eval_tasks.jsonl"))
+        val_prompts=cfg.val_prompts or in_tasks("eval_tasks.jsonl"),
+    )
 
 
 # ----------------------------------------------------------------------------- the DPO loss
-def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_type="sigmoid",
-             weights=None):
+def dpo_loss(
+    pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_type="sigmoid", weights=None
+):
     """Preference loss on summed response log-probs, each (B,). With the log-ratio margin
     h = (pi_chosen - ref_chosen) - (pi_rejected - ref_rejected):
       sigmoid  -log sigmoid(beta h)          DPO (Rafailov et al. 2023, eq. 7)
@@ -163,49 +201,93 @@ def dpo_loss(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta=0.1, loss_ty
     reward_chosen = beta * (pi_chosen - ref_chosen).detach()
     reward_rejected = beta * (pi_rejected - ref_rejected).detach()
     wmean = lambda t: ((t.float() * w).sum() / kept).item()
-    metrics = {"reward_chosen": wmean(reward_chosen), "reward_rejected": wmean(reward_rejected),
-               "margin": wmean(reward_chosen - reward_rejected),
-               "reward_acc": wmean(reward_chosen > reward_rejected), "kept_share": w.mean().item()}
+    metrics = {
+        "reward_chosen": wmean(reward_chosen),
+        "reward_rejected": wmean(reward_rejected),
+        "margin": wmean(reward_chosen - reward_rejected),
+        "reward_acc": wmean(reward_chosen > reward_rejected),
+        "kept_share": w.mean().item(),
+    }
     return (losses * w).sum() / kept, metrics
 
 
 # ----------------------------------------------------------------------------- sampling and pairs
-def sample_responses(model, tokenizer, contexts, n, max_new_tokens, temperature=1.0, top_p=0.9,
-                     seed=0, compile=False):
+def sample_responses(
+    model, tokenizer, contexts, n, max_new_tokens, temperature=1.0, top_p=0.9, seed=0, compile=False
+):
     """n responses to each context (a list of messages ending with a user turn), sampled in one
     batch with the KV-cache sampler (compile: its compiled decode step). Returns per context n id
     lists, each ending with eot when one was sampled (else it hit max_new_tokens). The same seed
     gives the same samples."""
     prompts = [tokenizer.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
-    return sample_continuations(model, prompts, n, max_new_tokens, tokenizer.eot_id,
-                                tokenizer.pad_id, temperature, top_p, seed, compile)
+    return sample_continuations(
+        model,
+        prompts,
+        n,
+        max_new_tokens,
+        tokenizer.eot_id,
+        tokenizer.pad_id,
+        temperature,
+        top_p,
+        seed,
+        compile,
+    )
 
 
-def sample_continuations(model, prompt_ids, n, max_new_tokens, eot_id, pad_id, temperature=1.0,
-                         top_p=0.9, seed=0, compile=False):
+def sample_continuations(
+    model,
+    prompt_ids,
+    n,
+    max_new_tokens,
+    eot_id,
+    pad_id,
+    temperature=1.0,
+    top_p=0.9,
+    seed=0,
+    compile=False,
+):
     """sample_responses on prompts already in ids: per prompt, n sampled id lists."""
     rows = [p for p in prompt_ids for _ in range(n)]  # prompt i's samples are rows i*n .. i*n+n-1
     device = next(unwrap(model).parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    new = generate(model, rows, max_new_tokens, temperature=temperature, top_p=top_p,
-                   stop_ids=(eot_id,), generator=generator, pad_id=pad_id, compile=compile)
-    return [new[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
+    new = generate(
+        model,
+        rows,
+        max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        stop_ids=(eot_id,),
+        generator=generator,
+        pad_id=pad_id,
+        compile=compile,
+    )
+    return [new[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
 
 def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
     """judge_fn(contexts, pairs) -> jsft.judge's dict ({"score_a", "winners", ...}) with
     judge_model, in eval mode without gradients.
     Responses may be id lists: they are spliced in as ids."""
+
     def judge_fn(contexts, pairs):
         try:
             from jsft import judge  # lazy: the judge lives with JSFT training
         except ImportError as e:
-            raise SystemExit(f"jsft.judge is not available ({e}); jsft.py must provide "
-                             "judge(model, tokenizer, contexts, pairs, principles, lang, "
-                             "batch_size)") from None
+            raise SystemExit(
+                f"jsft.judge is not available ({e}); jsft.py must provide "
+                "judge(model, tokenizer, contexts, pairs, principles, lang, "
+                "batch_size)"
+            ) from None
         with eval_mode(judge_model):
-            return judge(judge_model, tokenizer, contexts, pairs, principles=tuple(principles),
-                         batch_size=batch_size)
+            return judge(
+                judge_model,
+                tokenizer,
+                contexts,
+                pairs,
+                principles=tuple(principles),
+                batch_size=batch_size,
+            )
+
     return judge_fn
 
 
@@ -222,20 +304,32 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
         t0 = time.perf_counter()
         picked = [item(k) for k in positions(cfg, step, micro, rank, world_size)]
         batch_contexts = [contexts[i] for i in picked]
-        samples = sample_continuations(policy, [prompt_ids[i] for i in picked], 2,
-                                       cfg.max_new_tokens, tokenizer.eot_id, tokenizer.pad_id,
-                                       cfg.temperature, cfg.top_p,
-                                       seed=seed_of(cfg.seed, step, micro, rank),
-                                       compile=cfg.compile_sampler)
+        samples = sample_continuations(
+            policy,
+            [prompt_ids[i] for i in picked],
+            2,
+            cfg.max_new_tokens,
+            tokenizer.eot_id,
+            tokenizer.pad_id,
+            cfg.temperature,
+            cfg.top_p,
+            seed=seed_of(cfg.seed, step, micro, rank),
+            compile=cfg.compile_sampler,
+        )
         t1 = time.perf_counter()
         verdict = judge_fn(batch_contexts, [tuple(s) for s in samples])
         chosen = [s[w] for s, w in zip(samples, verdict["winners"])]
         rejected = [s[1 - w] for s, w in zip(samples, verdict["winners"])]
-        batch = build_pair_batch([prompt_ids[i] for i in picked], chosen, rejected,
-                                 tokenizer.pad_id)
+        batch = build_pair_batch(
+            [prompt_ids[i] for i in picked], chosen, rejected, tokenizer.pad_id
+        )
         # a tie teaches nothing: identical samples, or a verdict within --min-margin of 0.5
-        batch["weights"] = torch.tensor([float(a != b and abs(p - 0.5) > cfg.min_margin)
-                                         for (a, b), p in zip(samples, verdict["score_a"])])
+        batch["weights"] = torch.tensor(
+            [
+                float(a != b and abs(p - 0.5) > cfg.min_margin)
+                for (a, b), p in zip(samples, verdict["score_a"])
+            ]
+        )
         responses = chosen + rejected
         batch["stats"] = {
             "judge_confidence": sum(max(p, 1 - p) for p in verdict["score_a"]) / len(picked),
@@ -243,8 +337,11 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
             "len_rejected": sum(map(len, rejected)) / len(rejected),
             "capped_share": sum(r[-1] != tokenizer.eot_id for r in responses) / len(responses),
             "identical_share": sum(a == b for a, b in samples) / len(samples),
-            "sample_s": t1 - t0, "judge_s": time.perf_counter() - t1}  # seconds sampling, judging
+            "sample_s": t1 - t0,
+            "judge_s": time.perf_counter() - t1,
+        }  # seconds sampling, judging
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
     return get_batch
 
 
@@ -254,6 +351,7 @@ def dpo_loss_fn(reference, beta, loss_type, nll_weight=0.0):
     the chosen replies' mean per-token negative log-likelihood (DPO + NLL, as RPO,
     Pang et al. 2024): DPO alone lowers the chosen replies' likelihood too,
     and with it whatever they got right."""
+
     def loss_fn(model, batch):
         logps, token_means = sequence_logprobs(model, batch["ids"], batch["mask"])  # (2B,), (2B,)
         with torch.no_grad():
@@ -266,6 +364,7 @@ def dpo_loss_fn(reference, beta, loss_type, nll_weight=0.0):
             nll = -(token_means[:B] * w).sum() / w.sum().clamp(min=1.0)
             loss, metrics["nll_chosen"] = loss + nll_weight * nll, nll.item()
         return loss, {**metrics, **batch.get("stats", {})}
+
     return loss_fn
 
 
@@ -287,20 +386,47 @@ def disable_dropout(model):
     return model
 
 
-def judged_win_rate(policy, baseline, judge_fn, tokenizer, contexts, max_new_tokens,
-                    temperature=1.0, top_p=0.9, seed=0):
+def judged_win_rate(
+    policy,
+    baseline,
+    judge_fn,
+    tokenizer,
+    contexts,
+    max_new_tokens,
+    temperature=1.0,
+    top_p=0.9,
+    seed=0,
+):
     """How often the judge prefers the policy's sample to the baseline's (one fresh sample each per
     context, independent fixed seeds). Returns {"win_rate": mean p(policy better), "wins": share of
     pairs with p > 0.5, ties (p == 0.5) counted half}."""
     with eval_mode(policy), eval_mode(baseline):
-        mine = sample_responses(policy, tokenizer, contexts, 1, max_new_tokens, temperature, top_p,
-                                seed_of(seed, "policy"))
-        base = sample_responses(baseline, tokenizer, contexts, 1, max_new_tokens, temperature,
-                                top_p, seed_of(seed, "base"))
+        mine = sample_responses(
+            policy,
+            tokenizer,
+            contexts,
+            1,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed_of(seed, "policy"),
+        )
+        base = sample_responses(
+            baseline,
+            tokenizer,
+            contexts,
+            1,
+            max_new_tokens,
+            temperature,
+            top_p,
+            seed_of(seed, "base"),
+        )
     verdict = judge_fn(contexts, [(a[0], b[0]) for a, b in zip(mine, base)])
     p = verdict["score_a"]
-    return {"win_rate": sum(p) / len(p),
-            "wins": sum((x > 0.5) + 0.5 * (x == 0.5) for x in p) / len(p)}
+    return {
+        "win_rate": sum(p) / len(p),
+        "wins": sum((x > 0.5) + 0.5 * (x == 0.5) for x in p) / len(p),
+    }
 
 
 # ----------------------------------------------------------------------------- self-rejection
@@ -313,13 +439,20 @@ def knockout(contexts, candidates, judge_pairs, brackets):
     context i's field after r rounds, and rounds[-1][i] is [its winner]."""
     rounds = [brackets]
     while any(len(b) > 1 for b in brackets):
-        matches = [(i, b[k], b[k + 1]) for i, b in enumerate(brackets)
-                   for k in range(0, len(b) - 1, 2)]
-        winners = list(judge_pairs([contexts[i] for i, _, _ in matches],
-                                   [(candidates[i][a], candidates[i][b]) for i, a, b in matches]))
+        matches = [
+            (i, b[k], b[k + 1]) for i, b in enumerate(brackets) for k in range(0, len(b) - 1, 2)
+        ]
+        winners = list(
+            judge_pairs(
+                [contexts[i] for i, _, _ in matches],
+                [(candidates[i][a], candidates[i][b]) for i, a, b in matches],
+            )
+        )
         if len(winners) != len(matches) or any(w not in (0, 1) for w in winners):
-            raise ValueError("tournament: judge_pairs must return one 0/1 per pair "
-                             f"({len(matches)}), got {winners!r:.100}")
+            raise ValueError(
+                "tournament: judge_pairs must return one 0/1 per pair "
+                f"({len(matches)}), got {winners!r:.100}"
+            )
         next_round = [[b[-1]] if len(b) % 2 else [] for b in brackets]  # byes first
         for (i, a, b), w in zip(matches, winners):
             next_round[i].append((a, b)[w])
@@ -334,14 +467,19 @@ def load_contexts(path, tokenizer, max_new_tokens, max_len, what):
     if not os.path.exists(path):
         raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --{what} FILE")
     contexts = read_prompts(path)
-    fits = [c for c in contexts if len(tokenizer.render_chat(c, True)[0])
-            + max_new_tokens <= max_len]
+    fits = [
+        c for c in contexts if len(tokenizer.render_chat(c, True)[0]) + max_new_tokens <= max_len
+    ]
     if len(fits) < len(contexts):
-        print(f"{path}: left out {len(contexts) - len(fits)} prompt(s) "
-              "longer than max_seq_len - max_new_tokens", file=sys.stderr)
+        print(
+            f"{path}: left out {len(contexts) - len(fits)} prompt(s) "
+            "longer than max_seq_len - max_new_tokens",
+            file=sys.stderr,
+        )
     if not fits:
-        raise SystemExit(f"{path}: no prompt fits max_seq_len={max_len} with --max-new-tokens "
-                         f"{max_new_tokens}")
+        raise SystemExit(
+            f"{path}: no prompt fits max_seq_len={max_len} with --max-new-tokens {max_new_tokens}"
+        )
     return fits
 
 
@@ -358,21 +496,28 @@ def main(argv=None):
     tokenizer_path = os.path.join(ckpt, "tokenizer.model")
     tokenizer = Tokenizer(tokenizer_path)
     max_len = policy.cfg.max_seq_len
-    extra = {"phase": "dpo" if cfg.offline else "self_judge",
-             "judged_by": None if cfg.offline else cfg.judge, "init_from": cfg.init_from,
-             "init_phase": init_config.get("phase"), "special_ids": tokenizer.special_ids()}
+    extra = {
+        "phase": "dpo" if cfg.offline else "self_judge",
+        "judged_by": None if cfg.offline else cfg.judge,
+        "init_from": cfg.init_from,
+        "init_phase": init_config.get("phase"),
+        "special_ids": tokenizer.special_ids(),
+    }
     held = [policy, reference]  # the models this run keeps in memory: policy, reference, judge
     val_fn = None
     if cfg.offline:
         pairs = []
         for path in cfg.prefs.split(","):
             if not os.path.exists(path):
-                raise SystemExit(f"{path} not found: "
-                                 "run `python tasks.py` first, or pass --prefs FILES")
+                raise SystemExit(
+                    f"{path} not found: run `python tasks.py` first, or pass --prefs FILES"
+                )
             pairs += read_preferences(path)
         tokenized, dropped = tokenize_pairs(tokenizer, pairs, max_len)
-        log(f"{cfg.prefs}: {len(tokenized)} pairs"
-            + (f", {dropped} longer than {max_len} tokens left out" if dropped else ""))
+        log(
+            f"{cfg.prefs}: {len(tokenized)} pairs"
+            + (f", {dropped} longer than {max_len} tokens left out" if dropped else "")
+        )
         if not tokenized:
             raise SystemExit(f"{cfg.prefs}: no usable preference pair")
         get_batch = offline_batches(tokenized, cfg, tokenizer.pad_id, device, rank, world_size)
@@ -386,27 +531,48 @@ def main(argv=None):
             held.append(rm)
             extra["reward_model"] = cfg.reward_model
         else:
-            judge_fn = model_judge(policy if cfg.dynamic_judge else reference, tokenizer,
-                                   principles)
+            judge_fn = model_judge(
+                policy if cfg.dynamic_judge else reference, tokenizer, principles
+            )
             who = "dynamic (the policy)" if cfg.dynamic_judge else "static (frozen start)"
         contexts = load_contexts(cfg.prompts, tokenizer, cfg.max_new_tokens, max_len, "prompts")
         log(f"{cfg.prompts}: {len(contexts)} prompts; judge: {who}")
         get_batch = online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank, world_size)
         if cfg.val_count > 0:
-            val_contexts = load_contexts(cfg.val_prompts, tokenizer, cfg.max_new_tokens, max_len,
-                                         "val-prompts")[:cfg.val_count]
+            val_contexts = load_contexts(
+                cfg.val_prompts, tokenizer, cfg.max_new_tokens, max_len, "val-prompts"
+            )[: cfg.val_count]
             # always the frozen judge: a fixed yardstick
             val_judge = model_judge(reference, tokenizer, principles)
 
             def val_fn(model):  # the judged win rate of the policy's samples against the start's
-                rates = judged_win_rate(model, reference, val_judge, tokenizer, val_contexts,
-                                        cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
+                rates = judged_win_rate(
+                    model,
+                    reference,
+                    val_judge,
+                    tokenizer,
+                    val_contexts,
+                    cfg.max_new_tokens,
+                    cfg.temperature,
+                    cfg.top_p,
+                    cfg.seed,
+                )
                 return {f"val_{k}": v for k, v in rates.items()}
+
     extra["params_held"] = sum(m.num_params() for m in held)  # the cost column of evaluate.py
-    train(policy, get_batch, cfg, extra,
-          loss_fn=dpo_loss_fn(reference, cfg.beta, cfg.loss, cfg.nll_weight),
-          val_fn=val_fn, tokenizer_path=tokenizer_path, device=device, rank=rank,
-          world_size=world_size, log=log)
+    train(
+        policy,
+        get_batch,
+        cfg,
+        extra,
+        loss_fn=dpo_loss_fn(reference, cfg.beta, cfg.loss, cfg.nll_weight),
+        val_fn=val_fn,
+        tokenizer_path=tokenizer_path,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        log=log,
+    )
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

@@ -22,6 +22,7 @@ reward model) are built here too (build_pair_batch, offline_batches), below all 
 bad record stops the read with `ValueError("file:line: what is wrong")`; with --skip-bad it is
 skipped, counted, and a one-line summary is printed at the end.
 """
+
 import functools
 import json
 import os
@@ -41,17 +42,23 @@ from readers import opt, parse_config, read_conversations
 class SFTConfig(TrainConfig):
     out_dir: str = opt("out/sft", "checkpoint folder this phase writes")
     init_from: str = opt("out/pretrain", "pretrained checkpoint folder to start from")
-    data: str = opt("tasks", "'tasks' (the embedded task world) or comma-separated .jsonl files in "
-                             "the messages or HH-RLHF layout (chosen side)")
+    data: str = opt(
+        "tasks",
+        "'tasks' (the embedded task world) or comma-separated .jsonl files in "
+        "the messages or HH-RLHF layout (chosen side)",
+    )
     tasks_dir: str = opt("out/tasks", "folder written by tasks.py (for --data tasks)")
     skip_bad: bool = opt(False, "skip (and count) bad records instead of stopping")
     max_tokens: int = opt(2048, "token budget per micro-batch (rows x longest row)")
     seq_len: int = opt(256, "longest conversation in tokens; longer ones are truncated")
     val_fraction: float = opt(0.02, "share of conversations held out for val loss")
-    lm_mix: float = opt(0.5, "weight of a next-token loss on pretraining text added to every step "
-                             "(InstructGPT's pretraining mix): keeps general text from being "
-                             "forgotten (SFT's val bpb 3.46 -> 2.34, pretraining's 2.22; README, "
-                             "Results); 0 = off")
+    lm_mix: float = opt(
+        0.5,
+        "weight of a next-token loss on pretraining text added to every step "
+        "(InstructGPT's pretraining mix): keeps general text from being "
+        "forgotten (SFT's val bpb 3.46 -> 2.34, pretraining's 2.22; README, "
+        "Results); 0 = off",
+    )
     lm_data: str = opt("out/data", "--lm-mix: data.py's folder (its train.bin)")
     lm_batch: int = opt(2, "--lm-mix: pretraining windows per micro-batch")
     lm_seq_len: int = opt(0, "--lm-mix: tokens per pretraining window; 0 = --seq-len")
@@ -72,7 +79,7 @@ def encode_conversations(conversations, tokenizer, max_len):
     for messages in conversations:
         ids, mask = tokenizer.render_chat(messages)
         if len(ids) > max_len + 1:
-            ids, mask, truncated = ids[:max_len + 1], mask[:max_len + 1], truncated + 1
+            ids, mask, truncated = ids[: max_len + 1], mask[: max_len + 1], truncated + 1
         if sum(mask[1:]) == 0:
             dropped += 1
             continue
@@ -93,7 +100,7 @@ def length_grouped_batches(units, max_tokens, seed, epoch, window=64):
     batches = []
     for w in range(0, len(order), window):
         batch, rows, longest = [], 0, 0
-        for u in sorted(order[w:w + window], key=longest_row.__getitem__):
+        for u in sorted(order[w : w + window], key=longest_row.__getitem__):
             if batch and max(longest, longest_row[u]) * (rows + len(units[u])) > max_tokens:
                 batches.append(batch)
                 batch, rows, longest = [], 0, 0
@@ -124,17 +131,20 @@ def batch_source(units, cfg, pad_id, device, rank=0, world_size=1, window=64):
     (so resume is exact).
     Batches are numbered across epochs; rank r takes every world_size-th one."""
     epochs = []
+
     def get_batch(step, micro):
         k, epoch = (step * cfg.grad_accum + micro) * world_size + rank, 0
         while True:
             if epoch == len(epochs):
-                epochs.append(length_grouped_batches(units, cfg.max_tokens, cfg.seed, epoch,
-                                                     window))
+                epochs.append(
+                    length_grouped_batches(units, cfg.max_tokens, cfg.seed, epoch, window)
+                )
             if k < len(epochs[epoch]):
                 break
             k, epoch = k - len(epochs[epoch]), epoch + 1
         batch = collate([example for u in epochs[epoch][k] for example in units[u]], pad_id)
         return {name: t.to(device) for name, t in batch.items()}
+
     return get_batch
 
 
@@ -146,18 +156,28 @@ def with_lm_mix(get_batch, cfg, tokenizer, device, rank=0, world_size=1):
     if cfg.lm_mix <= 0:
         return get_batch, lm_loss
     from data import PretrainBatches
+
     meta_path = os.path.join(cfg.lm_data, "meta.json")
     if not os.path.exists(meta_path):
-        raise SystemExit(f"--lm-mix {cfg.lm_mix}: {meta_path} not found: run `python data.py`, "
-                         "pass --lm-data (data.py's folder) or turn the mix off with --lm-mix 0")
+        raise SystemExit(
+            f"--lm-mix {cfg.lm_mix}: {meta_path} not found: run `python data.py`, "
+            "pass --lm-data (data.py's folder) or turn the mix off with --lm-mix 0"
+        )
     with open(meta_path, encoding="utf-8") as fh:
         meta = json.load(fh)
     if meta.get("special_ids") and meta["special_ids"] != tokenizer.special_ids():
-        raise SystemExit(f"--lm-mix: {cfg.lm_data} was tokenized with another tokenizer "
-                         "(special ids differ from the checkpoint's); rebuild it with this "
-                         "checkpoint's tokenizer or turn the mix off with --lm-mix 0")
-    windows = PretrainBatches(os.path.join(cfg.lm_data, "train.bin"), cfg.lm_batch, seed=cfg.seed,
-                              rank=rank, world_size=world_size)
+        raise SystemExit(
+            f"--lm-mix: {cfg.lm_data} was tokenized with another tokenizer "
+            "(special ids differ from the checkpoint's); rebuild it with this "
+            "checkpoint's tokenizer or turn the mix off with --lm-mix 0"
+        )
+    windows = PretrainBatches(
+        os.path.join(cfg.lm_data, "train.bin"),
+        cfg.lm_batch,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+    )
 
     def mixed_batch(step, micro):
         x, y = windows.get(step * cfg.grad_accum + micro, cfg.lm_seq_len or cfg.seq_len)
@@ -167,21 +187,26 @@ def with_lm_mix(get_batch, cfg, tokenizer, device, rank=0, world_size=1):
         _, chat = model(batch["x"], batch["y"], batch["loss_mask"])
         _, text = model(batch["lm_x"], batch["lm_y"])
         return chat + cfg.lm_mix * text, {"chat_loss": chat.item(), "lm_loss": text.item()}
+
     return mixed_batch, mixed_loss
 
 
 def masked_val_loss(examples, pad_id, device, max_tokens):
     """val_fn for the loop: token-weighted loss over the held-out examples' assistant tokens."""
+
     def val_fn(model):
         total, count = 0.0, 0.0
         with torch.no_grad():
             for batch in length_grouped_batches([[e] for e in examples], max_tokens, 0, 0):
-                b = {k: v.to(device)
-                     for k, v in collate([examples[i] for i in batch], pad_id).items()}
+                b = {
+                    k: v.to(device)
+                    for k, v in collate([examples[i] for i in batch], pad_id).items()
+                }
                 n = b["loss_mask"].sum().item()
                 total += model(b["x"], b["y"], b["loss_mask"])[1].item() * n
                 count += n
         return {"val_loss": total / max(count, 1.0)}
+
     return val_fn
 
 
@@ -197,8 +222,10 @@ def prepare(cfg, tokenizer, conversations, log=print):
     examples, counts = encode_conversations(conversations, tokenizer, cfg.seq_len)
     if not examples:
         raise SystemExit(f"--data {cfg.data}: no conversation with an assistant turn to train on")
-    log(f"conversations: {counts['examples']} kept, {counts['truncated']} truncated to "
-        f"{cfg.seq_len + 1} tokens, {counts['dropped']} dropped (nothing left to learn)")
+    log(
+        f"conversations: {counts['examples']} kept, {counts['truncated']} truncated to "
+        f"{cfg.seq_len + 1} tokens, {counts['dropped']} dropped (nothing left to learn)"
+    )
     return split_val(examples, cfg.val_fraction, cfg.seed)
 
 
@@ -206,12 +233,15 @@ def load_start(cfg, device):
     """The start checkpoint of a fine-tuning phase: (model, tokenizer, tokenizer path),
     with --seq-len checked."""
     from tokenizer import Tokenizer
+
     ckpt = find_checkpoint(cfg.init_from) or cfg.init_from  # a run folder: its newest complete save
     tokenizer_path = os.path.join(ckpt, "tokenizer.model")
     model, _ = load_model(ckpt, device)
     if cfg.seq_len > model.cfg.max_seq_len:
-        raise SystemExit(f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len "
-                         f"{model.cfg.max_seq_len} ({cfg.init_from}/config.json); lower --seq-len")
+        raise SystemExit(
+            f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len "
+            f"{model.cfg.max_seq_len} ({cfg.init_from}/config.json); lower --seq-len"
+        )
     return model, Tokenizer(tokenizer_path), tokenizer_path
 
 
@@ -223,11 +253,13 @@ def seed_of(*parts) -> int:
 
 def prompt_stream(n_items, seed):
     """Item index at global position k: epoch k // n_items walks a seeded permutation."""
+
     @functools.lru_cache(maxsize=4)
     def permutation(epoch):
         order = list(range(n_items))
         random.Random(seed_of(seed, "epoch", epoch)).shuffle(order)
         return order
+
     return lambda k: permutation(k // n_items)[k % n_items]
 
 
@@ -246,7 +278,7 @@ def build_pair_batch(prompt_ids, chosen, rejected, pad_id):
     ids = right_pad([p + r for p, r in rows], pad_id)
     mask = torch.zeros_like(ids)
     for b, (p, r) in enumerate(rows):
-        mask[b, len(p):len(p) + len(r)] = 1
+        mask[b, len(p) : len(p) + len(r)] = 1
     return {"ids": ids, "mask": mask, "x": ids}
 
 
@@ -273,9 +305,12 @@ def offline_batches(tokenized, cfg, pad_id, device, rank=0, world_size=1):
         rows = [tokenized[item(k)] for k in positions(cfg, step, micro, rank, world_size)]
         prompts, chosen, rejected = (list(x) for x in zip(*rows))
         batch = build_pair_batch(prompts, chosen, rejected, pad_id)
-        batch["stats"] = {"len_chosen": sum(map(len, chosen)) / len(chosen),
-                          "len_rejected": sum(map(len, rejected)) / len(rejected)}
+        batch["stats"] = {
+            "len_chosen": sum(map(len, chosen)) / len(chosen),
+            "len_rejected": sum(map(len, rejected)) / len(rejected),
+        }
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
     return get_batch
 
 
@@ -288,15 +323,28 @@ def main(argv=None):
     conversations = read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad)
     train_examples, val_examples = prepare(cfg, tokenizer, conversations, log)
     torch.manual_seed(cfg.seed)
-    get_batch = batch_source([[e] for e in train_examples], cfg, tokenizer.pad_id, device, rank,
-                             world_size)
+    get_batch = batch_source(
+        [[e] for e in train_examples], cfg, tokenizer.pad_id, device, rank, world_size
+    )
     get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
-    val_fn = (masked_val_loss(val_examples, tokenizer.pad_id, device, cfg.max_tokens)
-              if val_examples else None)
-    train(model, get_batch, cfg, {"phase": "sft", "init_from": cfg.init_from,
-                                  "special_ids": tokenizer.special_ids()},
-          loss_fn=loss_fn, val_fn=val_fn, tokenizer_path=tokenizer_path, device=device,
-          rank=rank, world_size=world_size, log=log)
+    val_fn = (
+        masked_val_loss(val_examples, tokenizer.pad_id, device, cfg.max_tokens)
+        if val_examples
+        else None
+    )
+    train(
+        model,
+        get_batch,
+        cfg,
+        {"phase": "sft", "init_from": cfg.init_from, "special_ids": tokenizer.special_ids()},
+        loss_fn=loss_fn,
+        val_fn=val_fn,
+        tokenizer_path=tokenizer_path,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        log=log,
+    )
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

@@ -24,6 +24,7 @@ Run:
   python tokenizer.py encode "모든 인간은 태어날 때부터 자유롭다."   # show the pieces
 The demo vocabulary is 4096 (ids fit uint16); HyperCLOVA X uses 100k (--vocab-size 100000).
 """
+
 import argparse
 import dataclasses
 import io
@@ -45,10 +46,17 @@ from readers import ROLES, atomic_write, opt, read_documents
 # -------- special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model trained here
 
 SPECIAL_PIECES = {  # attribute name -> piece; position in this dict == id
-    "pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>",
-    "system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>",
+    "pad": "<pad>",
+    "unk": "<unk>",
+    "bos": "<s>",
+    "eos": "</s>",
+    "system": "<|system|>",
+    "user": "<|user|>",
+    "assistant": "<|assistant|>",
     "eot": "<|endofturn|>",
-    "fim_prefix": "<|fim_prefix|>", "fim_middle": "<|fim_middle|>", "fim_suffix": "<|fim_suffix|>",
+    "fim_prefix": "<|fim_prefix|>",
+    "fim_middle": "<|fim_middle|>",
+    "fim_suffix": "<|fim_suffix|>",
 }
 # One more control symbol records how the model segments text, so a bare tokenizer.model (copied
 # into a checkpoint without meta.json) still encodes exactly as it was trained. Bump the version
@@ -66,23 +74,150 @@ SPACE_SYMBOL = "\u2581"  # sentencepiece writes a space as "▁"
 # boundaries, 95% counting fused endings that Kiwi cuts inside a syllable (켭|니다 = 켜 + ㅂ니다).
 
 PARTICLES = (
-    "이", "가", "을", "를", "은", "는", "의", "에", "도", "만", "와", "과", "로", "께", "들", "랑",
-    "으로", "에서", "에게", "한테", "께서", "까지", "부터", "보다", "처럼", "마다", "조차", "마저",
-    "이나", "라도", "밖에", "이랑", "로서", "로써", "라는", "라고", "이란", "에는", "에도", "에만",
-    "으로서", "으로써", "로부터", "에게서", "한테서", "에서는", "에서도", "에서만", "에게는",
-    "으로는", "으로도", "까지는", "부터는", "이라는", "이라고", "이라도", "으로부터", "에서부터",
-    "이다", "이고", "이며", "이면", "입니다", "이었다", "였다",  # copula 이다 after a noun
+    "이",
+    "가",
+    "을",
+    "를",
+    "은",
+    "는",
+    "의",
+    "에",
+    "도",
+    "만",
+    "와",
+    "과",
+    "로",
+    "께",
+    "들",
+    "랑",
+    "으로",
+    "에서",
+    "에게",
+    "한테",
+    "께서",
+    "까지",
+    "부터",
+    "보다",
+    "처럼",
+    "마다",
+    "조차",
+    "마저",
+    "이나",
+    "라도",
+    "밖에",
+    "이랑",
+    "로서",
+    "로써",
+    "라는",
+    "라고",
+    "이란",
+    "에는",
+    "에도",
+    "에만",
+    "으로서",
+    "으로써",
+    "로부터",
+    "에게서",
+    "한테서",
+    "에서는",
+    "에서도",
+    "에서만",
+    "에게는",
+    "으로는",
+    "으로도",
+    "까지는",
+    "부터는",
+    "이라는",
+    "이라고",
+    "이라도",
+    "으로부터",
+    "에서부터",
+    "이다",
+    "이고",
+    "이며",
+    "이면",
+    "입니다",
+    "이었다",
+    "였다",  # copula 이다 after a noun
 )
 ENDINGS = (
-    "다", "고", "며", "면", "게", "음", "던", "니다", "니까", "도록", "면서", "지만", "는지",
-    "은지", "는데", "은데", "다면", "어서", "아서", "어야", "아야", "었다", "았다", "겠다", "는다",
-    "으며", "으면", "으나", "거나", "습니다", "습니까", "었으며", "았으며", "었는데", "는다면",
+    "다",
+    "고",
+    "며",
+    "면",
+    "게",
+    "음",
+    "던",
+    "니다",
+    "니까",
+    "도록",
+    "면서",
+    "지만",
+    "는지",
+    "은지",
+    "는데",
+    "은데",
+    "다면",
+    "어서",
+    "아서",
+    "어야",
+    "아야",
+    "었다",
+    "았다",
+    "겠다",
+    "는다",
+    "으며",
+    "으면",
+    "으나",
+    "거나",
+    "습니다",
+    "습니까",
+    "었으며",
+    "았으며",
+    "었는데",
+    "는다면",
 )
 VERBALIZERS = (  # 하다/되다/시키다 make verbs of (mostly Sino-Korean) nouns: 보호|하여야, 개정|한다
-    "한", "할", "함", "해", "된", "될", "됨", "하다", "하고", "하며", "하면", "하여", "하는",
-    "한다", "하지", "하게", "하기", "하도록", "하거나", "하여야", "하였다", "하였으며", "했다",
-    "합니다", "한다면", "되다", "되고", "되며", "되면", "되어", "되는", "된다", "되지", "되기",
-    "되도록", "되었다", "된다면", "시키다", "시키는", "시킨다",
+    "한",
+    "할",
+    "함",
+    "해",
+    "된",
+    "될",
+    "됨",
+    "하다",
+    "하고",
+    "하며",
+    "하면",
+    "하여",
+    "하는",
+    "한다",
+    "하지",
+    "하게",
+    "하기",
+    "하도록",
+    "하거나",
+    "하여야",
+    "하였다",
+    "하였으며",
+    "했다",
+    "합니다",
+    "한다면",
+    "되다",
+    "되고",
+    "되며",
+    "되면",
+    "되어",
+    "되는",
+    "된다",
+    "되지",
+    "되기",
+    "되도록",
+    "되었다",
+    "된다면",
+    "시키다",
+    "시키는",
+    "시킨다",
 )
 _SUFFIXES, _VERBALIZERS = frozenset(PARTICLES + ENDINGS + VERBALIZERS), frozenset(VERBALIZERS)
 _MAX_SUFFIX = max(map(len, _SUFFIXES))
@@ -124,6 +259,7 @@ def _chunks(text, morpheme_aware):
         out += segment_korean(part) if morpheme_aware else ([part] if part else [])
     return out
 
+
 # --------------------------------------------------------------------------------- the tokenizer
 
 
@@ -132,8 +268,10 @@ class Tokenizer:
 
     def __init__(self, model_path):
         if not os.path.isfile(model_path):
-            raise FileNotFoundError(f"{model_path}: no tokenizer model here; train one with "
-                                    f"`python tokenizer.py` (writes out/tokenizer/tokenizer.model)")
+            raise FileNotFoundError(
+                f"{model_path}: no tokenizer model here; train one with "
+                f"`python tokenizer.py` (writes out/tokenizer/tokenizer.model)"
+            )
         self.model_path = model_path
         self.sp = spm.SentencePieceProcessor()
         try:
@@ -143,15 +281,19 @@ class Tokenizer:
         self.vocab_size = self.sp.get_piece_size()
         for i, (name, piece) in enumerate(SPECIAL_PIECES.items()):
             if self.sp.id_to_piece(i) != piece:
-                raise ValueError(f"{model_path}: id {i} should be {piece!r} but is "
-                                 f"{self.sp.id_to_piece(i)!r}; this model was not trained by "
-                                 f"tokenizer.py, retrain it with `python tokenizer.py`")
+                raise ValueError(
+                    f"{model_path}: id {i} should be {piece!r} but is "
+                    f"{self.sp.id_to_piece(i)!r}; this model was not trained by "
+                    f"tokenizer.py, retrain it with `python tokenizer.py`"
+                )
             setattr(self, f"{name}_id", i)
         marker = self.sp.id_to_piece(len(SPECIAL_PIECES))
         flags = {v: k for k, v in SEGMENTATION_MARKERS.items()}
         if marker not in flags:
-            raise ValueError(f"{model_path}: unknown segmentation marker {marker!r} "
-                             f"(expected one of {list(flags)}); retrain with `python tokenizer.py`")
+            raise ValueError(
+                f"{model_path}: unknown segmentation marker {marker!r} "
+                f"(expected one of {list(flags)}); retrain with `python tokenizer.py`"
+            )
         self.morpheme_aware = flags[marker]
         for name, piece in VERDICT_PIECES.items():
             setattr(self, f"{name}_id", self.sp.piece_to_id(piece))
@@ -161,9 +303,11 @@ class Tokenizer:
             with open(meta_path, encoding="utf-8") as f:
                 self.meta = json.load(f)
             if self.meta.get("morpheme_aware", self.morpheme_aware) != self.morpheme_aware:
-                raise ValueError(f"{meta_path}: morpheme_aware={self.meta['morpheme_aware']} but "
-                                 f"{model_path} was trained with {self.morpheme_aware}; the two "
-                                 f"files come from different runs, retrain")
+                raise ValueError(
+                    f"{meta_path}: morpheme_aware={self.meta['morpheme_aware']} but "
+                    f"{model_path} was trained with {self.morpheme_aware}; the two "
+                    f"files come from different runs, retrain"
+                )
         # id -> the bytes it stands for; decode is a lookup and a join.
         self._bytes = []
         for i in range(self.vocab_size):
@@ -174,8 +318,9 @@ class Tokenizer:
                 self._bytes.append(b"")
             else:
                 self._bytes.append(piece.replace(SPACE_SYMBOL, " ").encode("utf-8"))
-        self._space_symbol_ids = [self.sp.piece_to_id(f"<0x{b:02X}>")
-                                  for b in SPACE_SYMBOL.encode("utf-8")]
+        self._space_symbol_ids = [
+            self.sp.piece_to_id(f"<0x{b:02X}>") for b in SPACE_SYMBOL.encode("utf-8")
+        ]
 
     def special_ids(self):
         return {name: getattr(self, f"{name}_id") for name in [*SPECIAL_PIECES, *VERDICT_PIECES]}
@@ -188,8 +333,10 @@ class Tokenizer:
             encoded = iter(self.sp.encode([c for c in chunks if c is not None]))
         except (TypeError, RuntimeError):  # sentencepiece's words for "not UTF-8 encodable"
             bad = next(k for k, c in enumerate(text) if "\ud800" <= c <= "\udfff")
-            raise ValueError(f"encode: lone surrogate {text[bad]!r} at index {bad} is not valid "
-                             f"Unicode and has no UTF-8 bytes") from None
+            raise ValueError(
+                f"encode: lone surrogate {text[bad]!r} at index {bad} is not valid "
+                f"Unicode and has no UTF-8 bytes"
+            ) from None
         ids = []
         for c in chunks:
             ids += self._space_symbol_ids if c is None else next(encoded)
@@ -200,8 +347,10 @@ class Tokenizer:
         ids = [int(i) for i in ids]  # lists, numpy arrays and tensors alike
         if ids and not 0 <= min(ids) <= max(ids) < self.vocab_size:
             bad = next(i for i in ids if not 0 <= i < self.vocab_size)
-            raise ValueError(f"decode: id {bad} is outside this tokenizer's vocabulary "
-                             f"(0..{self.vocab_size - 1}); was the model's vocabulary padded?")
+            raise ValueError(
+                f"decode: id {bad} is outside this tokenizer's vocabulary "
+                f"(0..{self.vocab_size - 1}); was the model's vocabulary padded?"
+            )
         if not show_special:
             return b"".join(self._bytes[i] for i in ids).decode("utf-8", errors="replace")
         parts = []  # runs of text decoded as a whole, control symbols by name between them
@@ -225,8 +374,9 @@ class Tokenizer:
             if role not in ROLES:
                 raise ValueError(f"message {k}: unknown role {role!r}; expected one of {ROLES}")
             if not isinstance(content, str):
-                raise ValueError(f"message {k} ({role}): content must be a string, "
-                                 f"got {type(content).__name__}")
+                raise ValueError(
+                    f"message {k} ({role}): content must be a string, got {type(content).__name__}"
+                )
             body = self.encode(content) + [self.eot_id]
             ids += [getattr(self, f"{role}_id")] + body
             mask += [0] + [int(role == "assistant")] * len(body)
@@ -235,24 +385,36 @@ class Tokenizer:
             mask.append(0)
         return ids, mask
 
+
 # -------------------------------------------------------------------------------------- training
 
 
 @dataclass
 class TrainConfig:
-    out: str = opt("out/tokenizer", "output folder: tokenizer.model, .vocab, meta.json, "
-                                    "report.json")
-    vocab_size: int = opt(4096, "vocabulary size; 4096 for the demo (ids fit uint16), "
-                                "HyperCLOVA X uses 100k")
+    out: str = opt(
+        "out/tokenizer", "output folder: tokenizer.model, .vocab, meta.json, report.json"
+    )
+    vocab_size: int = opt(
+        4096, "vocabulary size; 4096 for the demo (ids fit uint16), HyperCLOVA X uses 100k"
+    )
     morpheme_aware: bool = opt(True, "cut Korean words at morpheme boundaries before BPE")
-    character_coverage: float = opt(0.9995, "share of characters that get their own piece; "
-                                            "rarer ones fall back to UTF-8 bytes")
-    split_digits: bool = opt(True, "one token per digit, so numbers never eat the vocabulary "
-                                   "and every number is spelled the same way")
-    max_train_chars: int = opt(4_000_000, "train on a seeded sample of whole documents "
-                                          "beyond this many characters (keeps training fast)")
-    heldout_every: int = opt(10, "every n-th document of each language is held out of "
-                                 "training and measured by the report")
+    character_coverage: float = opt(
+        0.9995, "share of characters that get their own piece; rarer ones fall back to UTF-8 bytes"
+    )
+    split_digits: bool = opt(
+        True,
+        "one token per digit, so numbers never eat the vocabulary "
+        "and every number is spelled the same way",
+    )
+    max_train_chars: int = opt(
+        4_000_000,
+        "train on a seeded sample of whole documents "
+        "beyond this many characters (keeps training fast)",
+    )
+    heldout_every: int = opt(
+        10,
+        "every n-th document of each language is held out of training and measured by the report",
+    )
     english_share: float = opt(0.9, "(c) English-centric baseline: English share of its text")
     seed: int = opt(0, "seed of the document sample")
     report: bool = opt(True, "also train baselines (b), (c) and write report.json")
@@ -309,64 +471,109 @@ def _sample(corpus, max_chars, seed):
     return [docs[i] for i in sorted(keep)]
 
 
-def train_model_proto(docs, vocab_size=4096, morpheme_aware=True, character_coverage=0.9995,
-                      split_digits=True, verbose=False):
+def train_model_proto(
+    docs,
+    vocab_size=4096,
+    morpheme_aware=True,
+    character_coverage=0.9995,
+    split_digits=True,
+    verbose=False,
+):
     """Documents -> a serialized sentencepiece BPE ModelProto (bytes). No files touched."""
     if not any(d.strip() for d in docs):
         raise ValueError("empty corpus: nothing to train the tokenizer on")
     model = io.BytesIO()
     # ids 0-3 are pad/unk/bos/eos; the chat, FIM and segmentation controls follow as 4-11
     controls = list(SPECIAL_PIECES.values())[4:] + [SEGMENTATION_MARKERS[morpheme_aware]]
-    sentences = _training_sentences(tqdm(docs, desc="tokenizer", unit="doc",
-                                         disable=not verbose), morpheme_aware)
+    sentences = _training_sentences(
+        tqdm(docs, desc="tokenizer", unit="doc", disable=not verbose), morpheme_aware
+    )
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences, model_writer=model, model_type="bpe",
-            vocab_size=vocab_size, character_coverage=character_coverage, byte_fallback=True,
-            normalization_rule_name="identity", add_dummy_prefix=False,
-            remove_extra_whitespaces=False, split_digits=split_digits,
+            sentence_iterator=sentences,
+            model_writer=model,
+            model_type="bpe",
+            vocab_size=vocab_size,
+            character_coverage=character_coverage,
+            byte_fallback=True,
+            normalization_rule_name="identity",
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            split_digits=split_digits,
             allow_whitespace_only_pieces=True,  # runs of spaces (code indentation) are one piece
-            pad_id=0, unk_id=1, bos_id=2, eos_id=3, control_symbols=controls,
+            pad_id=0,
+            unk_id=1,
+            bos_id=2,
+            eos_id=3,
+            control_symbols=controls,
             hard_vocab_limit=False,  # a small corpus gives a smaller vocabulary, not an error
             num_threads=1,  # determinism: one thread, one order of merges
-            minloglevel=0 if verbose else 2)
+            minloglevel=0 if verbose else 2,
+        )
     except RuntimeError as e:
-        raise ValueError(f"sentencepiece training failed: {e}. A vocabulary smaller than the "
-                         f"corpus' characters + 268 fixed pieces needs a lower "
-                         f"character_coverage or a larger vocab_size") from None
+        raise ValueError(
+            f"sentencepiece training failed: {e}. A vocabulary smaller than the "
+            f"corpus' characters + 268 fixed pieces needs a lower "
+            f"character_coverage or a larger vocab_size"
+        ) from None
     return model.getvalue()
 
 
-def train_tokenizer(texts_or_files, out_dir, vocab_size=4096, morpheme_aware=True, seed=0,
-                    character_coverage=0.9995, split_digits=True, max_train_chars=4_000_000,
-                    verbose=False):
+def train_tokenizer(
+    texts_or_files,
+    out_dir,
+    vocab_size=4096,
+    morpheme_aware=True,
+    seed=0,
+    character_coverage=0.9995,
+    split_digits=True,
+    max_train_chars=4_000_000,
+    verbose=False,
+):
     """Train a BPE tokenizer into out_dir (tokenizer.model, tokenizer.vocab, meta.json).
     texts_or_files: {lang: [docs]}, a list of documents, or paths/globs (see corpus.as_corpus).
     Deterministic: the same input and options give a byte-identical tokenizer.model."""
     corpus = as_corpus(texts_or_files)
     docs = _sample(corpus, max_train_chars, seed)
-    model = train_model_proto(docs, vocab_size, morpheme_aware, character_coverage,
-                              split_digits, verbose)
+    model = train_model_proto(
+        docs, vocab_size, morpheme_aware, character_coverage, split_digits, verbose
+    )
     model_bytes = _ensure_pieces(model, VERDICT_PIECES.values())
     model_path = os.path.join(out_dir, "tokenizer.model")
     sp = spm.SentencePieceProcessor(model_proto=model_bytes)
     if sp.get_piece_size() < vocab_size:
-        print(f"tokenizer: the corpus only supports {sp.get_piece_size()} pieces "
-              f"(asked for {vocab_size}); give it more text for a full vocabulary", file=sys.stderr)
+        print(
+            f"tokenizer: the corpus only supports {sp.get_piece_size()} pieces "
+            f"(asked for {vocab_size}); give it more text for a full vocabulary",
+            file=sys.stderr,
+        )
     escape = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n"})
-    vocab = "".join(f"{sp.id_to_piece(i).translate(escape)}\t{sp.get_score(i)}\n"
-                    for i in range(sp.get_piece_size()))
+    vocab = "".join(
+        f"{sp.id_to_piece(i).translate(escape)}\t{sp.get_score(i)}\n"
+        for i in range(sp.get_piece_size())
+    )
     meta = {
-        "vocab_size": sp.get_piece_size(), "morpheme_aware": morpheme_aware,
+        "vocab_size": sp.get_piece_size(),
+        "morpheme_aware": morpheme_aware,
         "segmentation": SEGMENTATION_MARKERS[morpheme_aware],
         "special_ids": {name: i for i, name in enumerate(SPECIAL_PIECES)}
         | {name: sp.piece_to_id(p) for name, p in VERDICT_PIECES.items()},
-        "settings": {"model_type": "bpe", "byte_fallback": True, "normalization": "identity",
-                     "add_dummy_prefix": False, "remove_extra_whitespaces": False,
-                     "character_coverage": character_coverage, "split_digits": split_digits,
-                     "max_train_chars": max_train_chars, "seed": seed},
-        "trained_on": {"documents": len(docs), "chars": sum(map(len, docs)),
-                       "corpus_documents": {lang: len(d) for lang, d in sorted(corpus.items())}},
+        "settings": {
+            "model_type": "bpe",
+            "byte_fallback": True,
+            "normalization": "identity",
+            "add_dummy_prefix": False,
+            "remove_extra_whitespaces": False,
+            "character_coverage": character_coverage,
+            "split_digits": split_digits,
+            "max_train_chars": max_train_chars,
+            "seed": seed,
+        },
+        "trained_on": {
+            "documents": len(docs),
+            "chars": sum(map(len, docs)),
+            "corpus_documents": {lang: len(d) for lang, d in sorted(corpus.items())},
+        },
     }
     os.makedirs(out_dir or ".", exist_ok=True)
     atomic_write(model_path, model_bytes)
@@ -374,12 +581,16 @@ def train_tokenizer(texts_or_files, out_dir, vocab_size=4096, morpheme_aware=Tru
     atomic_write(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2, ensure_ascii=False))
     return model_path
 
+
 # ---------------------------- efficiency report (HCX Table 1): mean tokens per held-out document
 
 
 def mean_tokens(tok, heldout):
-    return {lang: round(sum(len(tok.encode(d)) for d in docs) / len(docs), 1)
-            for lang, docs in sorted(heldout.items()) if docs}
+    return {
+        lang: round(sum(len(tok.encode(d)) for d in docs) / len(docs), 1)
+        for lang, docs in sorted(heldout.items())
+        if docs
+    }
 
 
 def boundaries_inside_tokens(tok, docs):
@@ -397,25 +608,40 @@ def boundaries_inside_tokens(tok, docs):
 def efficiency_report(corpus, cfg):
     """Train (a) into cfg.out, (b) and (c) into cfg.out/baselines/; write report.json."""
     train, heldout = split_heldout(corpus, cfg.heldout_every)
-    kw = dict(vocab_size=cfg.vocab_size, seed=cfg.seed, character_coverage=cfg.character_coverage,
-              split_digits=cfg.split_digits, max_train_chars=cfg.max_train_chars)
+    kw = dict(
+        vocab_size=cfg.vocab_size,
+        seed=cfg.seed,
+        character_coverage=cfg.character_coverage,
+        split_digits=cfg.split_digits,
+        max_train_chars=cfg.max_train_chars,
+    )
     runs = {  # name: (training corpus, folder, morpheme_aware)
         "a_this_tokenizer": (train, cfg.out, cfg.morpheme_aware),
-        "b_without_morphemes": (train, os.path.join(cfg.out, "baselines", "without_morphemes"),
-                                False),
-        "c_english_centric": (english_centric(train, cfg.english_share),
-                              os.path.join(cfg.out, "baselines", "english_centric"), False),
+        "b_without_morphemes": (
+            train,
+            os.path.join(cfg.out, "baselines", "without_morphemes"),
+            False,
+        ),
+        "c_english_centric": (
+            english_centric(train, cfg.english_share),
+            os.path.join(cfg.out, "baselines", "english_centric"),
+            False,
+        ),
     }
-    report = {"vocab_size": cfg.vocab_size, "morpheme_aware": cfg.morpheme_aware,
-              "heldout_every": cfg.heldout_every,
-              "heldout_documents": {lang: len(d) for lang, d in sorted(heldout.items())},
-              "mean_tokens_per_document": {}}
+    report = {
+        "vocab_size": cfg.vocab_size,
+        "morpheme_aware": cfg.morpheme_aware,
+        "heldout_every": cfg.heldout_every,
+        "heldout_documents": {lang: len(d) for lang, d in sorted(heldout.items())},
+        "mean_tokens_per_document": {},
+    }
     for name, (texts, out, aware) in tqdm(runs.items(), desc="report", unit="tokenizer"):
         tok = Tokenizer(train_tokenizer(texts, out, morpheme_aware=aware, **kw))
         report["mean_tokens_per_document"][name] = mean_tokens(tok, heldout)
         if heldout.get("ko"):
-            report.setdefault("ko_morpheme_boundaries_inside_a_token", {})[name] = \
+            report.setdefault("ko_morpheme_boundaries_inside_a_token", {})[name] = (
                 boundaries_inside_tokens(tok, heldout["ko"])
+            )
     atomic_write(os.path.join(cfg.out, "report.json"), json.dumps(report, indent=2))
     return report
 
@@ -423,15 +649,19 @@ def efficiency_report(corpus, cfg):
 def format_report(report):
     rows = report["mean_tokens_per_document"]
     langs = sorted({lang for r in rows.values() for lang in r})
-    lines = [f"mean tokens per held-out document (vocab {report['vocab_size']}, "
-             f"held-out docs {report['heldout_documents']})",
-             f"{'tokenizer':<22}" + "".join(f"{lang:>10}" for lang in langs)]
+    lines = [
+        f"mean tokens per held-out document (vocab {report['vocab_size']}, "
+        f"held-out docs {report['heldout_documents']})",
+        f"{'tokenizer':<22}" + "".join(f"{lang:>10}" for lang in langs),
+    ]
     for name, r in rows.items():
-        lines.append(f"{name:<22}" + "".join(f"{r.get(lang, float('nan')):>10.1f}"
-                                             for lang in langs))
+        lines.append(
+            f"{name:<22}" + "".join(f"{r.get(lang, float('nan')):>10.1f}" for lang in langs)
+        )
     for name, share in report.get("ko_morpheme_boundaries_inside_a_token", {}).items():
         lines.append(f"{name}: {share:.1%} of Korean morpheme boundaries fall inside a token")
     return "\n".join(lines)
+
 
 # ------------------------------------------------------------------------------------------- CLI
 
@@ -443,22 +673,39 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="tokenizer.py")
     sub = parser.add_subparsers(dest="command")
     p_train = sub.add_parser(
-        "train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="train a tokenizer and write the efficiency report (default command)")
-    p_train.add_argument("--input", nargs="+", help="files, dirs or globs (.txt/.jsonl); "
-                         "default: default_corpus()")
-    p_train.add_argument("--skip-bad", action="store_true",
-                         help="skip (and count) bad --input .jsonl lines instead of stopping")
+        "train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train a tokenizer and write the efficiency report (default command)",
+    )
+    p_train.add_argument(
+        "--input", nargs="+", help="files, dirs or globs (.txt/.jsonl); default: default_corpus()"
+    )
+    p_train.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip (and count) bad --input .jsonl lines instead of stopping",
+    )
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool:
-            p_train.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                                 help=f.metadata["help"])
+            p_train.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=f.metadata["help"],
+            )
         else:
-            p_train.add_argument(flag, type=f.type, default=f.default,
-                                 help=f"{f.metadata['help']} (default: {f.default})")
-    p_enc = sub.add_parser("encode", help="print the pieces of a string: "
-                           "python tokenizer.py encode TEXT [--model PATH]")
+            p_train.add_argument(
+                flag,
+                type=f.type,
+                default=f.default,
+                help=f"{f.metadata['help']} (default: {f.default})",
+            )
+    p_enc = sub.add_parser(
+        "encode",
+        help="print the pieces of a string: python tokenizer.py encode TEXT [--model PATH]",
+    )
     p_enc.add_argument("text")
     p_enc.add_argument("--model", default="out/tokenizer/tokenizer.model")
     args = parser.parse_args(argv)
@@ -480,17 +727,28 @@ def run(args):
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     print("config:", json.dumps(dataclasses.asdict(cfg)))
-    corpus = (group_by_lang(read_documents(args.input, args.skip_bad)) if args.input
-              else default_corpus())
-    print("corpus:", {lang: f"{len(d)} docs, {sum(map(len, d))} chars"
-                      for lang, d in sorted(corpus.items())})
+    corpus = (
+        group_by_lang(read_documents(args.input, args.skip_bad)) if args.input else default_corpus()
+    )
+    print(
+        "corpus:",
+        {lang: f"{len(d)} docs, {sum(map(len, d))} chars" for lang, d in sorted(corpus.items())},
+    )
     if cfg.report:
         print(format_report(efficiency_report(corpus, cfg)))
         print(f"wrote {cfg.out}/tokenizer.model, meta.json, report.json")
     else:
-        path = train_tokenizer(corpus, cfg.out, cfg.vocab_size, cfg.morpheme_aware, cfg.seed,
-                               cfg.character_coverage, cfg.split_digits, cfg.max_train_chars,
-                               verbose=True)
+        path = train_tokenizer(
+            corpus,
+            cfg.out,
+            cfg.vocab_size,
+            cfg.morpheme_aware,
+            cfg.seed,
+            cfg.character_coverage,
+            cfg.split_digits,
+            cfg.max_train_chars,
+            verbose=True,
+        )
         print(f"wrote {path}")
 
 

@@ -17,6 +17,7 @@ Sources (see corpus/SOURCES.md for sizes and licences):
   */debian_faq Debian debian-faq / debian-faq-ko 11.1: the Debian FAQ, one document per section.
                Verbatim-copying licence with permission for modified versions and translations.
 """
+
 import glob
 import json
 import os
@@ -48,8 +49,10 @@ def write_jsonl(name, docs, lang, source):
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         for text in docs:
-            fh.write(json.dumps({"text": text, "lang": lang, "source": source}, ensure_ascii=False)
-                     + "\n")
+            fh.write(
+                json.dumps({"text": text, "lang": lang, "source": source}, ensure_ascii=False)
+                + "\n"
+            )
     os.replace(tmp, path)
     print(f"{name}: {len(docs)} documents, {os.path.getsize(path) / 1e3:.0f} kB")
 
@@ -95,6 +98,7 @@ def gnome_help(root, lang):
 # ----------------------------------------------------------------------------- Debian FAQ (HTML)
 class SectionText(HTMLParser):
     """Collects block-level text; starts a new document at every <h2>/<h3> (a FAQ section)."""
+
     BLOCKS = {"p", "h1", "h2", "h3", "h4", "li", "pre", "dt", "dd", "td", "title"}
 
     def __init__(self):
@@ -153,24 +157,41 @@ def debian_faq(pattern, korean):
 
 def main():
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", "gnome-user-docs", "debian-faq", "debian-faq-ko"],
-                       cwd=tmp, check=True)
+        subprocess.run(
+            ["apt-get", "download", "gnome-user-docs", "debian-faq", "debian-faq-ko"],
+            cwd=tmp,
+            check=True,
+        )
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, "konlpy==0.6.0"],
-            check=True)
+            check=True,
+        )
         for deb in glob.glob(os.path.join(tmp, "*.deb")):
             subprocess.run(["dpkg-deb", "-x", deb, os.path.join(tmp, "root")], check=True)
         root = os.path.join(tmp, "root")
-        write_jsonl("ko_law.jsonl", konlpy_law(glob.glob(os.path.join(tmp, "konlpy-*.whl"))[0]),
-                    "ko", "konlpy kolaw+kobill")
-        write_jsonl("ko_gnome_help.jsonl", gnome_help(root, "ko"), "ko",
-                    "gnome-user-docs 43.0 (ko)")
+        write_jsonl(
+            "ko_law.jsonl",
+            konlpy_law(glob.glob(os.path.join(tmp, "konlpy-*.whl"))[0]),
+            "ko",
+            "konlpy kolaw+kobill",
+        )
+        write_jsonl(
+            "ko_gnome_help.jsonl", gnome_help(root, "ko"), "ko", "gnome-user-docs 43.0 (ko)"
+        )
         write_jsonl("en_gnome_help.jsonl", gnome_help(root, "C"), "en", "gnome-user-docs 43.0 (C)")
         faq = os.path.join(root, "usr/share/doc/debian/FAQ")
-        write_jsonl("ko_debian_faq.jsonl", debian_faq(os.path.join(faq, "ko", "*.ko.html"), True),
-                    "ko", "debian-faq-ko 11.1")
-        write_jsonl("en_debian_faq.jsonl", debian_faq(os.path.join(faq, "*.en.html"), False), "en",
-                    "debian-faq 11.1")
+        write_jsonl(
+            "ko_debian_faq.jsonl",
+            debian_faq(os.path.join(faq, "ko", "*.ko.html"), True),
+            "ko",
+            "debian-faq-ko 11.1",
+        )
+        write_jsonl(
+            "en_debian_faq.jsonl",
+            debian_faq(os.path.join(faq, "*.en.html"), False),
+            "en",
+            "debian-faq 11.1",
+        )
 
 
 if __name__ == "__main__":

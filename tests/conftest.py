@@ -1,5 +1,6 @@
 """Shared test fixtures: a small real tokenizer (fixture corpus + task-world text), trained once per
 session."""
+
 import json
 import os
 import sys
@@ -17,10 +18,12 @@ def small_tokenizer(tmp_path_factory):
     world's text."""
     from tasks import pretrain_documents
     from tokenizer import Tokenizer, train_tokenizer
+
     corpus = {}
     for lang in ("ko", "en", "code"):
-        with open(os.path.join(ROOT, "tests", "fixtures", "tokenizer", f"{lang}.jsonl"),
-                  encoding="utf-8") as fh:
+        with open(
+            os.path.join(ROOT, "tests", "fixtures", "tokenizer", f"{lang}.jsonl"), encoding="utf-8"
+        ) as fh:
             corpus[lang] = [json.loads(line)["text"] for line in fh]
     corpus["tasks"] = pretrain_documents(seed=0)
     path = train_tokenizer(corpus, str(tmp_path_factory.mktemp("tok")), vocab_size=1200)
@@ -34,6 +37,7 @@ def one_thread():
     `pytestmark = pytest.mark.usefixtures("one_thread")`; the thread count is restored
     afterwards."""
     import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -57,6 +61,7 @@ def logits_read_at(logits, last_only=False):
     """What a stub model returns for Transformer.forward's last_only: every position (False), the
     last one (True), or one position per row (a (B,) tensor), each (B, T or 1, V)."""
     import torch
+
     if torch.is_tensor(last_only):
         return logits[torch.arange(len(logits)), last_only].unsqueeze(1)
     return logits[:, -1:] if last_only else logits

@@ -1,6 +1,7 @@
 """Worker for the kill tests: a tiny model on a synthetic token file, saving every step, always
 with --resume. `run(OUT, STEPS)` in a process of its own, or `python kill_worker.py OUT STEPS` under
 torchrun (gloo), which also writes OUT.pid<rank> once training is about to start."""
+
 import os
 import sys
 
@@ -30,13 +31,30 @@ def run(out_dir, steps, rank=0, world_size=1):
         x, y = batches.get(step, 16)
         return {"x": x, "y": y}
 
-    cfg = TrainConfig(out_dir=out_dir, steps=steps, batch_size=4, lr=3e-3, warmup_steps=2,
-                      eval_every=0, save_every=1, device="cpu", compile=False, resume=True)
+    cfg = TrainConfig(
+        out_dir=out_dir,
+        steps=steps,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=2,
+        eval_every=0,
+        save_every=1,
+        device="cpu",
+        compile=False,
+        resume=True,
+    )
     if world_size > 1:
         with open(f"{out_dir}.pid{rank}", "w") as fh:
             fh.write(str(os.getpid()))
-    train(model, get_batch, cfg, {"phase": "kill-test"}, rank=rank, world_size=world_size,
-          log=lambda *a: None)
+    train(
+        model,
+        get_batch,
+        cfg,
+        {"phase": "kill-test"},
+        rank=rank,
+        world_size=world_size,
+        log=lambda *a: None,
+    )
 
 
 if __name__ == "__main__":

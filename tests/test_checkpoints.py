@@ -1,5 +1,6 @@
 """Crash-safe checkpoints: kills at random instants, a failed write at every point of a save, the
 save protocol's order, the folder layout and its loaders, planted pickles that must never run."""
+
 import errno
 import json
 import multiprocessing
@@ -39,11 +40,13 @@ def final_weights(run):
 def sleep_until_kill(run, seconds, saves, running):
     """Until a random instant: `seconds` from now, or as soon as `saves` more saves are published,
     whichever comes first (so that a machine faster than measured still cannot finish the run)."""
+
     def latest_step():
         try:
             return int(os.readlink(os.path.join(run, "latest"))[5:])
         except OSError:
             return 0
+
     start, deadline = latest_step(), time.time() + seconds
     while time.time() < deadline and latest_step() < start + saves and running():
         time.sleep(0.002)
@@ -114,11 +117,27 @@ def free_port():
 
 
 def torchrun(run, steps):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(free_port()), os.path.join(TESTS, "kill_worker.py"), str(run), str(steps)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        os.path.join(TESTS, "kill_worker.py"),
+        str(run),
+        str(steps),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def test_sigkill_of_one_rank_under_torchrun_then_resume_equals_the_uninterrupted_run(tmp_path):
@@ -154,8 +173,15 @@ def test_sigkill_of_one_rank_under_torchrun_then_resume_equals_the_uninterrupted
 
 
 # ----------------------------------------------------------------------------- failed writes
-FAULTY = [(os, "fsync"), (os, "replace"), (os, "symlink"), (os, "makedirs"), (torch, "save"),
-          (pretrain, "write_file"), (shutil, "rmtree")]
+FAULTY = [
+    (os, "fsync"),
+    (os, "replace"),
+    (os, "symlink"),
+    (os, "makedirs"),
+    (torch, "save"),
+    (pretrain, "write_file"),
+    (shutil, "rmtree"),
+]
 
 
 def fault_at(monkeypatch, fail_at, log):
@@ -163,20 +189,24 @@ def fault_at(monkeypatch, fail_at, log):
     inside = [False]
     for module, name in FAULTY:
         real = getattr(module, name)
+
         def wrapped(*a, _real=real, _name=name, **k):
             if inside[0]:
                 log.append((_name, str(a[1]) if _name in ("replace", "symlink") else ""))
                 if len(log) - 1 == fail_at:
                     raise OSError(errno.ENOSPC, "No space left on device (simulated)")
             return _real(*a, **k)
+
         monkeypatch.setattr(module, name, wrapped)
     real_save = pretrain.save_checkpoint
+
     def save(*a, **k):
         inside[0] = True
         try:
             return real_save(*a, **k)
         finally:
             inside[0] = False
+
     monkeypatch.setattr(pretrain, "save_checkpoint", save)
 
 
@@ -225,15 +255,18 @@ def test_save_protocol_fsyncs_then_renames_then_publishes(tmp_path, monkeypatch)
     save_checkpoint(run, model.state_dict(), dict(config, step=1), {"step": 1})
     events = []
     real_fsync, real_replace = os.fsync, os.replace
+
     def fsync(fd):
         events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
         return real_fsync(fd)
+
     def replace(src, dst):
         if os.path.basename(dst) == "latest":
             target = os.path.join(run, os.readlink(src))
             assert {"model.pt", "config.json", "train_state.pt"} <= set(os.listdir(target))
         events.append(("replace", os.path.abspath(src), os.path.abspath(dst)))
         return real_replace(src, dst)
+
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     save_checkpoint(run, model.state_dict(), dict(config, step=2), {"step": 2})
@@ -247,8 +280,14 @@ def test_save_protocol_fsyncs_then_renames_then_publishes(tmp_path, monkeypatch)
     publish = next(i for i, e in enumerate(events) if e[0] == "replace" and e[2].endswith("latest"))
     assert rename < publish and ("fsync", run) in events[rename:publish]
     assert ("fsync", run) in events[publish:]
-    assert sorted(os.listdir(run)) == ["config.json", "latest", "model.pt", "step_000001",
-                                       "step_000002", "train_state.pt"]
+    assert sorted(os.listdir(run)) == [
+        "config.json",
+        "latest",
+        "model.pt",
+        "step_000001",
+        "step_000002",
+        "train_state.pt",
+    ]
 
 
 # ----------------------------------------------------------------------------- layout and loaders
@@ -319,8 +358,12 @@ def test_a_planted_pickle_in_every_pt_file_is_refused_without_running(tmp_path):
     cfg = cfg_for(tmp_path, out_dir=str(run), steps=2, save_every=1)
     model = tiny_model()
     train(model, make_get_batch(synthetic_tokens()), cfg, {"phase": "test"})
-    planted = [os.path.join(d, f) for d, _, fs in os.walk(run) for f in fs
-               if f.endswith(".pt") and not os.path.islink(os.path.join(d, f))]
+    planted = [
+        os.path.join(d, f)
+        for d, _, fs in os.walk(run)
+        for f in fs
+        if f.endswith(".pt") and not os.path.islink(os.path.join(d, f))
+    ]
     assert len(planted) == 4  # model.pt and train_state.pt of both kept saves
     for path in planted:
         with open(path, "wb") as fh:
@@ -341,7 +384,6 @@ def test_a_planted_pickle_in_every_pt_file_is_refused_without_running(tmp_path):
     with pytest.raises(ValueError, match=refused):
         train(tiny_model(), make_get_batch(synthetic_tokens()), cfg, {"phase": "test"})
     assert not marker.exists()
-
 
 
 def test_a_run_in_the_old_flat_layout_still_resumes_exactly(tmp_path):
@@ -389,13 +431,23 @@ def test_every_script_loads_a_save_that_a_kill_left_unlinked(tmp_path, small_tok
     import chat
     import sft
     from model import Transformer, config_from_preset
+
     run = tmp_path / "run"
-    model = Transformer(config_from_preset("tiny", vocab_size=small_tokenizer.vocab_size,
-                                           max_seq_len=32))
-    config = {"phase": "sft", "model": pretrain.dataclasses.asdict(model.cfg),
-              "special_ids": small_tokenizer.special_ids()}
-    save_checkpoint(str(run), model.state_dict(), dict(config, step=3), {"step": 3},
-                    tokenizer_path=small_tokenizer.model_path)
+    model = Transformer(
+        config_from_preset("tiny", vocab_size=small_tokenizer.vocab_size, max_seq_len=32)
+    )
+    config = {
+        "phase": "sft",
+        "model": pretrain.dataclasses.asdict(model.cfg),
+        "special_ids": small_tokenizer.special_ids(),
+    }
+    save_checkpoint(
+        str(run),
+        model.state_dict(),
+        dict(config, step=3),
+        {"step": 3},
+        tokenizer_path=small_tokenizer.model_path,
+    )
     for name in ("latest", "model.pt", "config.json", "train_state.pt", "tokenizer.model"):
         os.remove(run / name)
     assert os.listdir(run) == ["step_000003"]

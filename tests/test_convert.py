@@ -2,6 +2,7 @@
 transformers (test-only dependency, offline) and must give our logits, our greedy tokens and,
 through its tokenizer, our token ids; a round trip must give back identical tensors; bad folders
 give clear errors."""
+
 import dataclasses
 import io
 import json
@@ -16,10 +17,12 @@ from model import ModelConfig, Transformer, generate
 from pretrain import find_checkpoint, load_checkpoint, load_model, save_checkpoint
 from tokenizer import Tokenizer, segment_korean, train_tokenizer
 
-BILINGUAL = ("The law applies to everyone. 모든 국민은 법 앞에 평등하다. 대통령으로서의 의무는 "
-             "법률로 정한다.\n"
-             "def add(a, b):\n    return a + b  # 합계\n인간은 태어날 때부터 자유롭다, and so are "
-             "we: 42.")
+BILINGUAL = (
+    "The law applies to everyone. 모든 국민은 법 앞에 평등하다. 대통령으로서의 의무는 "
+    "법률로 정한다.\n"
+    "def add(a, b):\n    return a + b  # 합계\n인간은 태어날 때부터 자유롭다, and so are "
+    "we: 42."
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -32,11 +35,15 @@ def plain_tokenizer(tmp_path_factory):
     root = os.path.dirname(os.path.abspath(__file__))
     corpus = {}
     for lang in ("ko", "en", "code"):
-        with open(os.path.join(root, "fixtures", "tokenizer", f"{lang}.jsonl"),
-                  encoding="utf-8") as fh:
+        with open(
+            os.path.join(root, "fixtures", "tokenizer", f"{lang}.jsonl"), encoding="utf-8"
+        ) as fh:
             corpus[lang] = [json.loads(line)["text"] for line in fh]
-    return Tokenizer(train_tokenizer(corpus, str(tmp_path_factory.mktemp("plain")), vocab_size=1200,
-                                     morpheme_aware=False))
+    return Tokenizer(
+        train_tokenizer(
+            corpus, str(tmp_path_factory.mktemp("plain")), vocab_size=1200, morpheme_aware=False
+        )
+    )
 
 
 def make_checkpoint(path, tok, seed=0, **overrides):
@@ -46,9 +53,21 @@ def make_checkpoint(path, tok, seed=0, **overrides):
     show too."""
     torch.manual_seed(seed)
     cfg = ModelConfig(
-        **{**dict(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                                multiple_of=16, max_seq_len=96, rope_theta=500.0, norm_eps=0.001),
-                                **overrides})
+        **{
+            **dict(
+                vocab_size=tok.vocab_size,
+                dim=32,
+                n_layers=2,
+                n_heads=4,
+                n_kv_heads=2,
+                multiple_of=16,
+                max_seq_len=96,
+                rope_theta=500.0,
+                norm_eps=0.001,
+            ),
+            **overrides,
+        }
+    )
     model = Transformer(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -56,38 +75,46 @@ def make_checkpoint(path, tok, seed=0, **overrides):
                 p.add_(0.1 * torch.randn_like(p))
             elif name != "embed_tokens.weight":
                 p.mul_(8.0)
-    save_checkpoint(str(path), model.state_dict(),
-                    {"phase": "sft", "special_ids": tok.special_ids(),
-                                                     "model": dataclasses.asdict(cfg)},
-                                                     tokenizer_path=tok.model_path)
+    save_checkpoint(
+        str(path),
+        model.state_dict(),
+        {"phase": "sft", "special_ids": tok.special_ids(), "model": dataclasses.asdict(cfg)},
+        tokenizer_path=tok.model_path,
+    )
     return model
 
 
 # --- round trip -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tied,fmt",
-                         [(False, "safetensors"), (True, "safetensors"), (False, "bin"),
-                          (True, "bin")])
+@pytest.mark.parametrize(
+    "tied,fmt", [(False, "safetensors"), (True, "safetensors"), (False, "bin"), (True, "bin")]
+)
 def test_round_trip_gives_identical_tensors(tmp_path, small_tokenizer, tied, fmt):
     if fmt == "safetensors":
         pytest.importorskip("safetensors")
     make_checkpoint(tmp_path / "ckpt", small_tokenizer, tie_embeddings=tied)
-    files = convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"),
-                              use_safetensors=fmt == "safetensors")
+    files = convert.export_hf(
+        str(tmp_path / "ckpt"), str(tmp_path / "hf"), use_safetensors=fmt == "safetensors"
+    )
     assert ("model.safetensors" if fmt == "safetensors" else "pytorch_model.bin") in files
     convert.import_hf(str(tmp_path / "hf"), str(tmp_path / "back"))
     before, config_before = load_checkpoint(str(tmp_path / "ckpt"))
     after, config_after = load_checkpoint(str(tmp_path / "back"))
     assert sorted(before) == sorted(after)
     for name in before:
-        assert before[name].dtype == after[name].dtype and torch.equal(before[name],
-                                                                       after[name]), name
+        assert before[name].dtype == after[name].dtype and torch.equal(before[name], after[name]), (
+            name
+        )
     assert config_after["model"] == config_before["model"]
-    assert (config_after["special_ids"] == config_before["special_ids"]
-            and config_after["phase"] == "sft")
-    with open(tmp_path / "ckpt" / "tokenizer.model",
-              "rb") as a, open(tmp_path / "back" / "tokenizer.model", "rb") as b:
+    assert (
+        config_after["special_ids"] == config_before["special_ids"]
+        and config_after["phase"] == "sft"
+    )
+    with (
+        open(tmp_path / "ckpt" / "tokenizer.model", "rb") as a,
+        open(tmp_path / "back" / "tokenizer.model", "rb") as b,
+    ):
         assert a.read() == b.read()
     model, _ = load_model(str(tmp_path / "back"))  # the imported folder is an ordinary checkpoint
     if tied:
@@ -97,8 +124,9 @@ def test_round_trip_gives_identical_tensors(tmp_path, small_tokenizer, tied, fmt
 def test_bfloat16_export_halves_the_file_and_rounds_each_weight(tmp_path, small_tokenizer):
     make_checkpoint(tmp_path / "ckpt", small_tokenizer)
     convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "fp32"), use_safetensors=False)
-    convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "bf16"), dtype="bfloat16",
-                      use_safetensors=False)
+    convert.export_hf(
+        str(tmp_path / "ckpt"), str(tmp_path / "bf16"), dtype="bfloat16", use_safetensors=False
+    )
     size = {d: os.path.getsize(tmp_path / d / "pytorch_model.bin") for d in ("fp32", "bf16")}
     assert 0.45 < size["bf16"] / size["fp32"] < 0.55
     with open(tmp_path / "bf16" / "config.json", encoding="utf-8") as fh:
@@ -115,31 +143,45 @@ def test_bfloat16_export_halves_the_file_and_rounds_each_weight(tmp_path, small_
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_transformers_loads_export_with_same_logits_and_greedy_tokens(tmp_path, small_tokenizer,
-                                                                      tied):
+def test_transformers_loads_export_with_same_logits_and_greedy_tokens(
+    tmp_path, small_tokenizer, tied
+):
     transformers = pytest.importorskip("transformers")
     # varied greedy tokens
     ours = make_checkpoint(tmp_path / "ckpt", small_tokenizer, seed=2, tie_embeddings=tied)
     convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"))
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"),
-                                                           local_files_only=True).eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        str(tmp_path / "hf"), local_files_only=True
+    ).eval()
     assert type(hf).__name__ == "LlamaForCausalLM" and hf.dtype == torch.float32
     assert hf.num_parameters() == ours.num_params()
     c, tok = ours.cfg, small_tokenizer  # what transformers read from config.json, field by field
-    assert (hf.config.hidden_size, hf.config.intermediate_size,
-            hf.config.num_hidden_layers) == (c.dim, c.ffn_hidden, c.n_layers)
-    assert (hf.config.num_attention_heads, hf.config.num_key_value_heads) == (c.n_heads,
-                                                                              c.n_kv_heads)
-    assert (hf.config.rms_norm_eps, hf.config.rope_parameters["rope_theta"]) == (c.norm_eps,
-                                                                                 c.rope_theta)
-    assert (hf.config.vocab_size, hf.config.max_position_embeddings,
-            hf.config.tie_word_embeddings) == (
-        c.vocab_size, c.max_seq_len, tied)
-    assert (hf.config.bos_token_id, hf.config.eos_token_id, hf.config.pad_token_id) == (tok.bos_id,
-                                                                                        tok.eos_id,
-                                                                                        tok.pad_id)
-    prompt, _ = tok.render_chat([{"role": "user", "content": "3 더하기 4는? What is 3 plus 4?"}],
-                                add_generation_prompt=True)
+    assert (hf.config.hidden_size, hf.config.intermediate_size, hf.config.num_hidden_layers) == (
+        c.dim,
+        c.ffn_hidden,
+        c.n_layers,
+    )
+    assert (hf.config.num_attention_heads, hf.config.num_key_value_heads) == (
+        c.n_heads,
+        c.n_kv_heads,
+    )
+    assert (hf.config.rms_norm_eps, hf.config.rope_parameters["rope_theta"]) == (
+        c.norm_eps,
+        c.rope_theta,
+    )
+    assert (
+        hf.config.vocab_size,
+        hf.config.max_position_embeddings,
+        hf.config.tie_word_embeddings,
+    ) == (c.vocab_size, c.max_seq_len, tied)
+    assert (hf.config.bos_token_id, hf.config.eos_token_id, hf.config.pad_token_id) == (
+        tok.bos_id,
+        tok.eos_id,
+        tok.pad_id,
+    )
+    prompt, _ = tok.render_chat(
+        [{"role": "user", "content": "3 더하기 4는? What is 3 plus 4?"}], add_generation_prompt=True
+    )
     idx = torch.tensor([prompt])
     with torch.no_grad():
         assert (ours(idx)[0] - hf(idx).logits).abs().max().item() <= 1e-4
@@ -147,12 +189,13 @@ def test_transformers_loads_export_with_same_logits_and_greedy_tokens(tmp_path, 
     mine = generate(ours, [prompt], max_new_tokens=16, temperature=0, stop_ids=stop)[0]
     out = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=16, do_sample=False)
     assert len(set(mine)) > 4  # varied tokens: a real comparison, not one token repeated
-    assert out[0, len(prompt):].tolist() == mine
+    assert out[0, len(prompt) :].tolist() == mine
     assert hf.generation_config.eos_token_id == list(stop)
 
 
-def test_exported_tokenizer_model_encodes_like_ours_in_sentencepiece(tmp_path, plain_tokenizer,
-                                                                     small_tokenizer):
+def test_exported_tokenizer_model_encodes_like_ours_in_sentencepiece(
+    tmp_path, plain_tokenizer, small_tokenizer
+):
     """The exported tokenizer.model is the same sentencepiece model. Trained without morpheme
     segmentation, plain sentencepiece gives exactly our ids on the bilingual sample. With it (the
     default), plain sentencepiece gives our ids on English and code, and on Korean once each
@@ -163,14 +206,17 @@ def test_exported_tokenizer_model_encodes_like_ours_in_sentencepiece(tmp_path, p
         make_checkpoint(tmp_path / name, tok)
         convert.export_hf(str(tmp_path / name), str(tmp_path / f"hf-{name}"))
         sp[name] = spm.SentencePieceProcessor(
-            model_file=str(tmp_path / f"hf-{name}" / "tokenizer.model"))
+            model_file=str(tmp_path / f"hf-{name}" / "tokenizer.model")
+        )
         assert sp[name].encode(english_and_code) == tok.encode(english_and_code)
         assert sp[name].decode(tok.encode(BILINGUAL)) == BILINGUAL
         # special tokens aside: they are control symbols, text never encodes to them (README)
         assert tok.user_id not in sp[name].encode("<|user|>")
-        assert [sp[name].piece_to_id(p) for p in ("<s>", "</s>", "<|endofturn|>")] == [tok.bos_id,
-                                                                                       tok.eos_id,
-                                                                                       tok.eot_id]
+        assert [sp[name].piece_to_id(p) for p in ("<s>", "</s>", "<|endofturn|>")] == [
+            tok.bos_id,
+            tok.eos_id,
+            tok.eot_id,
+        ]
     assert sp["plain"].encode(BILINGUAL) == plain_tokenizer.encode(BILINGUAL)
     with open(tmp_path / "hf-morpheme" / "tokenizer_config.json", encoding="utf-8") as fh:
         assert json.load(fh)["minihcx_segmentation"] == "morpheme-v1"
@@ -181,33 +227,42 @@ def test_exported_tokenizer_model_encodes_like_ours_in_sentencepiece(tmp_path, p
     assert sp["morpheme"].encode(BILINGUAL) != small_tokenizer.encode(BILINGUAL)
 
 
-def test_transformers_tokenizer_and_chat_template_match_ours(tmp_path, plain_tokenizer,
-                                                             small_tokenizer):
+def test_transformers_tokenizer_and_chat_template_match_ours(
+    tmp_path, plain_tokenizer, small_tokenizer
+):
     transformers = pytest.importorskip("transformers")
     # transformers reads a sentencepiece .model through protobuf
     pytest.importorskip("google.protobuf")
-    english_chat = [{"role": "system", "content": "Answer briefly."},
-                    {"role": "user", "content": "What is 3 plus 4?"},
-                    {"role": "assistant", "content": "7"}]
-    messages = [{"role": "system", "content": "짧게 답하세요."}] + english_chat[1:] + [
-        {"role": "user", "content": "그리고 5 더하기 6은?"}]
+    english_chat = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is 3 plus 4?"},
+        {"role": "assistant", "content": "7"},
+    ]
+    messages = (
+        [{"role": "system", "content": "짧게 답하세요."}]
+        + english_chat[1:]
+        + [{"role": "user", "content": "그리고 5 더하기 6은?"}]
+    )
     for name, tok in (("plain", plain_tokenizer), ("morpheme", small_tokenizer)):
         make_checkpoint(tmp_path / name, tok)
         convert.export_hf(str(tmp_path / name), str(tmp_path / f"hf-{name}"))
-        hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / f"hf-{name}"),
-                                                            local_files_only=True)
+        hf_tok = transformers.AutoTokenizer.from_pretrained(
+            str(tmp_path / f"hf-{name}"), local_files_only=True
+        )
         assert hf_tok.decode(tok.encode(BILINGUAL)) == BILINGUAL
         english = "The law applies to everyone.\ndef add(a, b):\n    return a + b\n"
         assert hf_tok.encode(english, add_special_tokens=False) == tok.encode(english)
         assert hf_tok.encode("Hi") == [tok.bos_id] + tok.encode("Hi")  # add_bos_token, as Llama
-        ids = hf_tok.apply_chat_template(english_chat, add_generation_prompt=True, tokenize=True,
-                                         return_dict=False)
+        ids = hf_tok.apply_chat_template(
+            english_chat, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         assert list(ids) == tok.render_chat(english_chat, add_generation_prompt=True)[0]
         # in transformers the special tokens are added tokens: typed text becomes them (ours keeps
         # it text)
         assert hf_tok.encode("<|user|>", add_special_tokens=False) == [tok.user_id]
-    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf-plain"),
-                                                        local_files_only=True)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(
+        str(tmp_path / "hf-plain"), local_files_only=True
+    )
     assert hf_tok.encode(BILINGUAL, add_special_tokens=False) == plain_tokenizer.encode(BILINGUAL)
     ids = hf_tok.apply_chat_template(messages, tokenize=True, return_dict=False)
     assert list(ids) == plain_tokenizer.render_chat(messages)[0]
@@ -220,12 +275,20 @@ def foreign_tokenizer(path, vocab_size=200):
     """A sentencepiece model trained the usual way (not by tokenizer.py): no minihcx control
     tokens."""
     model = io.BytesIO()
-    text = [json.loads(line)["text"]
-            for line in open(os.path.join(os.path.dirname(__file__), "fixtures",
-                                                                   "tokenizer", "en.jsonl"),
-                                                                   encoding="utf-8")]
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model,
-                                   vocab_size=vocab_size, model_type="bpe", minloglevel=2)
+    text = [
+        json.loads(line)["text"]
+        for line in open(
+            os.path.join(os.path.dirname(__file__), "fixtures", "tokenizer", "en.jsonl"),
+            encoding="utf-8",
+        )
+    ]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        minloglevel=2,
+    )
     path.write_bytes(model.getvalue())
 
 
@@ -234,12 +297,20 @@ def test_import_sharded_transformers_checkpoint(tmp_path, tied, capsys):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("safetensors")
     torch.manual_seed(1)
-    config = transformers.LlamaConfig(vocab_size=300, hidden_size=48, intermediate_size=100,
-                                      num_hidden_layers=2, num_attention_heads=6,
-                                      num_key_value_heads=2, max_position_embeddings=64,
-                                      rms_norm_eps=0.03,
-                                      rope_parameters={"rope_type": "default", "rope_theta": 321.0},
-                                      tie_word_embeddings=tied, bos_token_id=1, eos_token_id=2)
+    config = transformers.LlamaConfig(
+        vocab_size=300,
+        hidden_size=48,
+        intermediate_size=100,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rms_norm_eps=0.03,
+        rope_parameters={"rope_type": "default", "rope_theta": 321.0},
+        tie_word_embeddings=tied,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     hf = transformers.LlamaForCausalLM(config).eval()
     hf.save_pretrained(str(tmp_path / "hf"), max_shard_size="40KB")  # several shards + an index
     assert os.path.exists(tmp_path / "hf" / "model.safetensors.index.json")
@@ -247,8 +318,9 @@ def test_import_sharded_transformers_checkpoint(tmp_path, tied, capsys):
         convert.import_hf(str(tmp_path / "hf"), str(tmp_path / "ours"))
     convert.import_hf(str(tmp_path / "hf"), str(tmp_path / "ours"), skip_tokenizer=True)
     model, config_ours = load_model(str(tmp_path / "ours"))
-    assert (config_ours["model"]["ffn_hidden"] == 100
-            and config_ours["model"]["tie_embeddings"] == tied)
+    assert (
+        config_ours["model"]["ffn_hidden"] == 100 and config_ours["model"]["tie_embeddings"] == tied
+    )
     assert config_ours["model"]["norm_eps"] == 0.03 and config_ours["model"]["rope_theta"] == 321.0
     assert config_ours["special_ids"] == {"pad": None, "bos": 1, "eos": 2}
     idx = torch.randint(300, (2, 20))
@@ -272,9 +344,17 @@ def test_import_llama2_style_sharded_bin_with_old_fields(tmp_path):
     pretraining_tp."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(2)
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=256, hidden_size=32, intermediate_size=88, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=64, rms_norm_eps=1e-5)).eval()
+    hf = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=256,
+            hidden_size=32,
+            intermediate_size=88,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            rms_norm_eps=1e-5,
+        )
+    ).eval()
     state = {k: v.half() for k, v in hf.state_dict().items()}
     inv_freq = 1.0 / (10000.0 ** (torch.arange(0, 8, 2).float() / 8))
     names = sorted(state) + [f"model.layers.{i}.self_attn.rotary_emb.inv_freq" for i in range(2)]
@@ -285,12 +365,27 @@ def test_import_llama2_style_sharded_bin_with_old_fields(tmp_path):
     for shard in sorted(set(shards.values())):
         torch.save({n: state[n] for n in names if shards[n] == shard}, hf_dir / shard)
     (hf_dir / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": shards}))
-    (hf_dir / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 256,
-        "hidden_size": 32, "intermediate_size": 88, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "hidden_act": "silu", "max_position_embeddings": 64,
-        "rms_norm_eps": 1e-5, "rope_scaling": None, "pretraining_tp": 1, "torch_dtype": "float16",
-        "bos_token_id": 1, "eos_token_id": 2}))
+    (hf_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "vocab_size": 256,
+                "hidden_size": 32,
+                "intermediate_size": 88,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "hidden_act": "silu",
+                "max_position_embeddings": 64,
+                "rms_norm_eps": 1e-5,
+                "rope_scaling": None,
+                "pretraining_tp": 1,
+                "torch_dtype": "float16",
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+            }
+        )
+    )
     foreign_tokenizer(hf_dir / "tokenizer.model")
     convert.import_hf(str(hf_dir), str(tmp_path / "ours"))
     model, config = load_model(str(tmp_path / "ours"))
@@ -314,18 +409,23 @@ def _hf_folder(tmp_path, tok, **config_changes):
     return str(tmp_path / "hf")
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}), "rope_scaling"),
-    (dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}),
-     "RoPE scaling"),
-    (dict(attention_bias=True), "attention_bias"),
-    (dict(mlp_bias=True), "mlp_bias"),
-    (dict(hidden_act="gelu"), "hidden_act"),
-    (dict(head_dim=16), "head_dim"),
-    (dict(model_type="gpt2", architectures=["GPT2LMHeadModel"]), "only Llama"),
-    (dict(num_attention_heads=5, head_dim=None), "divisible"),
-    (dict(intermediate_size=64), "do not fit"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}), "rope_scaling"),
+        (
+            dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}),
+            "RoPE scaling",
+        ),
+        (dict(attention_bias=True), "attention_bias"),
+        (dict(mlp_bias=True), "mlp_bias"),
+        (dict(hidden_act="gelu"), "hidden_act"),
+        (dict(head_dim=16), "head_dim"),
+        (dict(model_type="gpt2", architectures=["GPT2LMHeadModel"]), "only Llama"),
+        (dict(num_attention_heads=5, head_dim=None), "divisible"),
+        (dict(intermediate_size=64), "do not fit"),
+    ],
+)
 def test_import_refuses_unsupported_features_by_name(tmp_path, small_tokenizer, change, message):
     hf_dir = _hf_folder(tmp_path, small_tokenizer, **change)
     with pytest.raises(ValueError, match=message) as e:
@@ -355,9 +455,11 @@ def test_missing_files_are_named(tmp_path, small_tokenizer):
 def test_refuses_to_convert_over_its_input_or_the_other_format(tmp_path, small_tokenizer):
     hf_dir = _hf_folder(tmp_path, small_tokenizer)
     ckpt = str(tmp_path / "ckpt")
+
     def snapshot():  # the files, and through the root links of a run folder its published save
         paths = [os.path.join(d, p) for d in (ckpt, hf_dir) for p in os.listdir(d)]
         return {p: open(p, "rb").read() for p in paths if os.path.isfile(p)}
+
     before = snapshot()
     for src, out in ((ckpt, ckpt), (hf_dir, hf_dir)):
         with pytest.raises(ValueError, match="output folder is the input folder"):
@@ -397,6 +499,7 @@ def test_failed_export_leaves_previous_export_intact(tmp_path, small_tokenizer, 
 
     def failing_copy(src, dst):
         raise OSError("disk full")
+
     monkeypatch.setattr(convert.shutil, "copyfile", failing_copy)
     with pytest.raises(OSError, match="disk full"):
         convert.export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"), use_safetensors=False)
@@ -414,8 +517,10 @@ def test_cli(tmp_path, small_tokenizer, capsys):
         convert.main(["--from-hf", str(tmp_path / "nowhere"), str(tmp_path / "x")])
     with pytest.raises(SystemExit):
         convert.main(["--to-hf", str(tmp_path / "ckpt")])  # needs two folders
-    for wrong in (["--to-hf", str(tmp_path / "ckpt"), str(tmp_path / "x"), "--skip-tokenizer"],
-                  ["--from-hf", str(tmp_path / "hf"), str(tmp_path / "x"), "--format", "bin"]):
+    for wrong in (
+        ["--to-hf", str(tmp_path / "ckpt"), str(tmp_path / "x"), "--skip-tokenizer"],
+        ["--from-hf", str(tmp_path / "hf"), str(tmp_path / "x"), "--format", "bin"],
+    ):
         with pytest.raises(SystemExit):
             convert.main(wrong)
         assert "applies to" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 rank-sharded sampler, the context schedule and bad input. Tokenizers here: ByteTokenizer (UTF-8
 bytes, exact round trip, so FIM pieces can be read back) and a tiny sentencepiece model trained in a
 fixture; the real tokenizer.Tokenizer runs in the CLI test."""
+
 import io
 import json
 import os
@@ -22,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class ByteTokenizer:
     """ids 0..7 are specials, 8..263 the UTF-8 bytes: decode(encode(x)) == x for every x."""
+
     pad_id, bos_id, eos_id, fim_prefix_id, fim_middle_id, fim_suffix_id = 0, 1, 2, 3, 4, 5
     vocab_size = 264
 
@@ -37,30 +39,48 @@ def spm_tok():
     """A 1000-piece sentencepiece BPE on a slice of the default corpus, FIM sentinels as control
     symbols."""
     import sentencepiece as spm
+
     corpus = default_corpus()
-    lines = [ln for g in ("ko", "en", "code") for d in corpus[g][:60] for ln in d.split("\n")
-             if ln.strip()]
+    lines = [
+        ln
+        for g in ("ko", "en", "code")
+        for d in corpus[g][:60]
+        for ln in d.split("\n")
+        if ln.strip()
+    ]
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, vocab_size=1000,
-                                   model_type="bpe", byte_fallback=True, character_coverage=0.9995,
-                                   pad_id=0, unk_id=1, bos_id=2, eos_id=3,
-                                   control_symbols=["<|fim_prefix|>", "<|fim_middle|>",
-                                                    "<|fim_suffix|>"], minloglevel=2, num_threads=1)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=buf,
+        vocab_size=1000,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=0.9995,
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        control_symbols=["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"],
+        minloglevel=2,
+        num_threads=1,
+    )
     sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
 
     class SpmTokenizer:
         pad_id, bos_id, eos_id = sp.pad_id(), sp.bos_id(), sp.eos_id()
-        fim_prefix_id, fim_middle_id, fim_suffix_id = (sp.piece_to_id(f"<|fim_{k}|>")
-                                                       for k in ("prefix", "middle", "suffix"))
+        fim_prefix_id, fim_middle_id, fim_suffix_id = (
+            sp.piece_to_id(f"<|fim_{k}|>") for k in ("prefix", "middle", "suffix")
+        )
         vocab_size = sp.get_piece_size()
         encode = staticmethod(sp.encode)
+
     return SpmTokenizer()
 
 
 def split_docs(ids, eos):
     """train.bin -> list of documents (tuples of ids, eos removed)."""
     cuts = np.flatnonzero(ids == eos)
-    return [tuple(ids[a + 1:b].tolist()) for a, b in zip(np.r_[-1, cuts[:-1]], cuts)]
+    return [tuple(ids[a + 1 : b].tolist()) for a, b in zip(np.r_[-1, cuts[:-1]], cuts)]
 
 
 def read_bin(path, dtype=np.uint16):
@@ -111,14 +131,22 @@ def test_default_build_hits_the_mixture(tmp_path, spm_tok):
     assert len(read_bin(tmp_path / "data" / "val.bin")) == meta["val"]["tokens"]
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "tokenizer.py")),
-                    reason="tokenizer.py not in the tree yet")
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(ROOT, "tokenizer.py")),
+    reason="tokenizer.py not in the tree yet",
+)
 def test_cli_no_arguments_on_a_fresh_folder(tmp_path):
     """`python data.py` with no arguments, in a folder with nothing in it: trains the default
     tokenizer (tokenizer.Tokenizer, the real one), builds out/data, prints the per-source table."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "data.py")], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "data.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     meta = json.loads((tmp_path / "out" / "data" / "meta.json").read_text())
     for name in ("ko_law", "en_gnome_help", "code_python_stdlib"):
@@ -126,6 +154,7 @@ def test_cli_no_arguments_on_a_fresh_folder(tmp_path):
     for g in ("ko", "en", "code"):
         assert abs(meta["mixture"][g]["share"] - 1 / 3) <= 0.1 / 3
     import tokenizer
+
     tok = tokenizer.Tokenizer(meta["tokenizer"])
     train = read_bin(tmp_path / "out" / "data" / "train.bin")
     assert len(train) == meta["train"]["tokens"] and train.max() < tok.vocab_size
@@ -138,11 +167,11 @@ def parse_fim(ids, tok):
     P, M, S = tok.fim_prefix_id, tok.fim_middle_id, tok.fim_suffix_id
     if ids[:2] == [P, S]:  # SPM: <pre> <suf> S <mid> P+M
         mid = ids.index(M)
-        return "spm", ids[2:mid], ids[mid + 1:]
+        return "spm", ids[2:mid], ids[mid + 1 :]
     assert ids[0] == P
     suf, mid = ids.index(S), ids.index(M)
     assert suf < mid
-    return "psm", ids[1:suf], ids[suf + 1:mid], ids[mid + 1:]
+    return "psm", ids[1:suf], ids[suf + 1 : mid], ids[mid + 1 :]
 
 
 def test_fim_psm_and_spm_pieces_order_and_sentinels():
@@ -150,17 +179,20 @@ def test_fim_psm_and_spm_pieces_order_and_sentinels():
     doc = "def f(x):\n    return x * 2  # 두 배\n" * 3
     prefix, middle, suffix = data.fim_split(doc, None, "thirds")
     n = len(doc)
-    assert (prefix, middle, suffix) == (doc[:n // 3], doc[n // 3:2 * n // 3], doc[2 * n // 3:])
+    assert (prefix, middle, suffix) == (doc[: n // 3], doc[n // 3 : 2 * n // 3], doc[2 * n // 3 :])
     enc = tok.encode
     psm = data.fim_ids(prefix, middle, suffix, tok, spm=False)
-    assert (psm == [tok.fim_prefix_id] + enc(prefix) + [tok.fim_suffix_id] + enc(suffix)
-            + [tok.fim_middle_id] + enc(middle))
+    assert psm == [tok.fim_prefix_id] + enc(prefix) + [tok.fim_suffix_id] + enc(suffix) + [
+        tok.fim_middle_id
+    ] + enc(middle)
     spm = data.fim_ids(prefix, middle, suffix, tok, spm=True)
-    assert (spm == [tok.fim_prefix_id, tok.fim_suffix_id] + enc(suffix) + [tok.fim_middle_id]
-            + enc(prefix) + enc(middle))
+    assert spm == [tok.fim_prefix_id, tok.fim_suffix_id] + enc(suffix) + [tok.fim_middle_id] + enc(
+        prefix
+    ) + enc(middle)
     for ids in (psm, spm):  # each sentinel exactly once
-        assert [ids.count(t)
-                for t in (tok.fim_prefix_id, tok.fim_middle_id, tok.fim_suffix_id)] == [1, 1, 1]
+        assert [
+            ids.count(t) for t in (tok.fim_prefix_id, tok.fim_middle_id, tok.fim_suffix_id)
+        ] == [1, 1, 1]
     _, p, s, m = parse_fim(psm, tok)
     assert tok.decode(p) + tok.decode(m) + tok.decode(s) == doc
     _, s, pm = parse_fim(spm, tok)
@@ -183,10 +215,18 @@ def test_fim_random_split_is_uniform_and_lossless():
 
 def test_fim_share_in_train_bin_matches_fim_rate(tmp_path):
     tok, rate, spm_rate = ByteTokenizer(), 0.3, 0.5
-    cfg = data.DataConfig(out_dir=str(tmp_path / "d"),
-                          source=[f"ko:ko:{CORPUS_DIR}/ko_gnome_help.jsonl",
-                                  f"en:en:{CORPUS_DIR}/en_gnome_help.jsonl"], mix="ko=1,en=1",
-                          fim_rate=rate, spm_rate=spm_rate, fim_split="random", val_fraction=0.0)
+    cfg = data.DataConfig(
+        out_dir=str(tmp_path / "d"),
+        source=[
+            f"ko:ko:{CORPUS_DIR}/ko_gnome_help.jsonl",
+            f"en:en:{CORPUS_DIR}/en_gnome_help.jsonl",
+        ],
+        mix="ko=1,en=1",
+        fim_rate=rate,
+        spm_rate=spm_rate,
+        fim_split="random",
+        val_fraction=0.0,
+    )
     meta = data.build(cfg, tok)
     sources = read_sources(cfg.source)
     data.clean(sources, cfg)
@@ -200,8 +240,11 @@ def test_fim_share_in_train_bin_matches_fim_rate(tmp_path):
             continue
         parsed = parse_fim(ids, tok)
         kinds[parsed[0]] += 1
-        text = (tok.decode(parsed[1]) + tok.decode(parsed[3]) + tok.decode(parsed[2])
-                if parsed[0] == "psm" else tok.decode(parsed[2]) + tok.decode(parsed[1]))
+        text = (
+            tok.decode(parsed[1]) + tok.decode(parsed[3]) + tok.decode(parsed[2])
+            if parsed[0] == "psm"
+            else tok.decode(parsed[2]) + tok.decode(parsed[1])
+        )
         assert text in cleaned  # the pieces join back into the document
     n, n_fim = len(docs), kinds["psm"] + kinds["spm"]
     assert kinds == meta["fim"]["docs"]
@@ -224,14 +267,22 @@ def test_pii_fixture_scrubbed_exactly():
 
 def test_pii_through_the_pipeline(tmp_path):
     tok = ByteTokenizer()
-    cfg = data.DataConfig(out_dir=str(tmp_path / "d"), source=[f"p:en:{FIX}/pii_input.txt"],
-                          mix="en=1", fim_rate=0.0, val_fraction=0.0, min_chars=10)
+    cfg = data.DataConfig(
+        out_dir=str(tmp_path / "d"),
+        source=[f"p:en:{FIX}/pii_input.txt"],
+        mix="en=1",
+        fim_rate=0.0,
+        val_fraction=0.0,
+        min_chars=10,
+    )
     meta = data.build(cfg, tok)
     with open(os.path.join(FIX, "pii_expected.txt"), encoding="utf-8") as fh:
         expected = fh.read().strip()
     assert tok.decode(read_bin(tmp_path / "d" / "train.bin").tolist()) == expected
-    assert (meta["sources"]["p"]["filters"]["emails"] == 3
-            and meta["sources"]["p"]["filters"]["phones"] == 6)
+    assert (
+        meta["sources"]["p"]["filters"]["emails"] == 3
+        and meta["sources"]["p"]["filters"]["phones"] == 6
+    )
 
 
 def test_dedup_removes_exact_and_near_duplicates_keeps_the_rest():
@@ -241,8 +292,9 @@ def test_dedup_removes_exact_and_near_duplicates_keeps_the_rest():
     counts = data.clean([source], data.DataConfig(min_chars=50))
     # the survivors, in order, are exactly the records marked keep (a duplicate's first occurrence
     # stays)
-    assert [t for t, _ in source.docs] == [data.normalize(r["text"]) for r in records
-                                           if r["expect"] == "keep"]
+    assert [t for t, _ in source.docs] == [
+        data.normalize(r["text"]) for r in records if r["expect"] == "keep"
+    ]
     assert counts["fx"]["exact_dup"] == sum(r["expect"] == "exact_dup" for r in records) == 2
     assert counts["fx"]["near_dup"] == sum(r["expect"] == "near_dup" for r in records) == 2
 
@@ -273,8 +325,9 @@ def test_repetition_and_length_filters_count_what_they_drop():
     good = default_corpus()["en"][3]
     spam = "\n".join(["Buy now, best price!"] * 20 + ["contact us"])
     ngram_spam = " ".join(["the quick brown fox jumps"] * 60)
-    source = Source("s", "en",
-                         [(good, None), (spam, None), (ngram_spam, None), ("too short", None)])
+    source = Source(
+        "s", "en", [(good, None), (spam, None), (ngram_spam, None), ("too short", None)]
+    )
     counts = data.clean([source], data.DataConfig())
     assert [t for t, _ in source.docs] == [data.normalize(good)]
     assert counts["s"]["repetitive"] == 2 and counts["s"]["too_short"] == 1
@@ -285,14 +338,20 @@ def test_repetition_and_length_filters_count_what_they_drop():
 # upsampling
 def test_readers_txt_jsonl_code_folders_and_globs(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\nline two\n\n\nsecond doc\n", encoding="utf-8")
-    (tmp_path / "b.jsonl").write_text('{"text": "영어 아닌 문서", "lang": "ko"}\n\n{"text": '
-                                      '"plain"}\n', encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text(
+        '{"text": "영어 아닌 문서", "lang": "ko"}\n\n{"text": "plain"}\n', encoding="utf-8"
+    )
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.py").write_text("x = 1\n\n\ny = 2\n", encoding="utf-8")
     (tmp_path / "sub" / "skip.bin").write_bytes(b"\xff\xfe")
     [s] = read_sources([f"mine:en:{tmp_path}"])
-    assert s.docs == [("first doc\nline two", None), ("second doc\n", None),
-                      ("영어 아닌 문서", "ko"), ("plain", None), ("x = 1\n\n\ny = 2\n", None)]
+    assert s.docs == [
+        ("first doc\nline two", None),
+        ("second doc\n", None),
+        ("영어 아닌 문서", "ko"),
+        ("plain", None),
+        ("x = 1\n\n\ny = 2\n", None),
+    ]
     [g] = read_sources([f"g:code:{tmp_path}/**/*.py"])
     assert g.docs == [("x = 1\n\n\ny = 2\n", None)]
 
@@ -307,15 +366,22 @@ def test_mix_hits_weights_and_upsample_scales_a_source(tmp_path):
     # upsampling: within the ko group, ko_law's share of tokens grows ~3x relative to ko_debian_faq
     tok = ByteTokenizer()
     common = dict(
-        source=[f"law:ko:{CORPUS_DIR}/ko_law.jsonl",
-                f"faq:ko:{CORPUS_DIR}/ko_debian_faq.jsonl",
-                          f"en:en:{CORPUS_DIR}/en_debian_faq.jsonl"], mix="ko=1,en=1",
-                          fim_rate=0.0, val_fraction=0.0)
+        source=[
+            f"law:ko:{CORPUS_DIR}/ko_law.jsonl",
+            f"faq:ko:{CORPUS_DIR}/ko_debian_faq.jsonl",
+            f"en:en:{CORPUS_DIR}/en_debian_faq.jsonl",
+        ],
+        mix="ko=1,en=1",
+        fim_rate=0.0,
+        val_fraction=0.0,
+    )
     plain = data.build(data.DataConfig(out_dir=str(tmp_path / "p"), **common), tok)["sources"]
-    up = data.build(data.DataConfig(out_dir=str(tmp_path / "u"), upsample="law=3", **common),
-                    tok)["sources"]
+    up = data.build(data.DataConfig(out_dir=str(tmp_path / "u"), upsample="law=3", **common), tok)[
+        "sources"
+    ]
     ratio = (up["law"]["train_tokens"] / up["faq"]["train_tokens"]) / (
-        plain["law"]["train_tokens"] / plain["faq"]["train_tokens"])
+        plain["law"]["train_tokens"] / plain["faq"]["train_tokens"]
+    )
     assert 2.4 < ratio < 3.6, ratio
 
 
@@ -345,11 +411,19 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
     with pytest.raises(SystemExit, match=r"bad\.jsonl:3: not valid JSON .*pass --skip-bad"):
         data.main(["--out-dir", str(out), "--source", f"x:en:{bad}"])
     assert_untouched(tmp_path, out)
-    cfg = data.DataConfig(out_dir=str(out), source=[f"x:en:{bad}"], mix="en=1", skip_bad=True,
-                          min_chars=5, val_fraction=0)
+    cfg = data.DataConfig(
+        out_dir=str(out),
+        source=[f"x:en:{bad}"],
+        mix="en=1",
+        skip_bad=True,
+        min_chars=5,
+        val_fraction=0,
+    )
     meta = data.build(cfg, ByteTokenizer())
-    assert (meta["sources"]["x"]["filters"]["jsonl_skipped"] == 1
-            and meta["sources"]["x"]["docs_kept"] == 3)
+    assert (
+        meta["sources"]["x"]["filters"]["jsonl_skipped"] == 1
+        and meta["sources"]["x"]["docs_kept"] == 3
+    )
     assert meta["skipped_records"] == [f"{bad}:3: not valid JSON (Expecting value at column 1)"]
 
 
@@ -362,7 +436,8 @@ def test_empty_corpus_after_filtering_errors_and_keeps_old_output(tmp_path):
     with pytest.raises(data.DataError, match="--mix 'ko=1' has no weight for group.* en"):
         data.build(
             data.DataConfig(out_dir=str(out), source=[f"x:en:{FIX}/dedup.jsonl"], mix="ko=1"),
-            ByteTokenizer())
+            ByteTokenizer(),
+        )
     assert_untouched(tmp_path, out)
 
 
@@ -399,8 +474,9 @@ def test_resume_mid_run_gives_exactly_the_uninterrupted_batches(token_file):
 
 def test_ranks_get_disjoint_windows_and_match_one_big_batch(token_file):
     world, B, T = 4, 3, 50
-    ranks = [data.PretrainBatches(token_file, B, seed=1, rank=r, world_size=world)
-             for r in range(world)]
+    ranks = [
+        data.PretrainBatches(token_file, B, seed=1, rank=r, world_size=world) for r in range(world)
+    ]
     single = data.PretrainBatches(token_file, B * world, seed=1)
     for step in range(20):
         xs = [r.get(step, T)[0] for r in ranks]
@@ -458,14 +534,32 @@ def test_everything_held_out_says_the_training_split_is_empty_and_writes_nothing
     out = existing_good_output(tmp_path)
     docs = os.path.join(FIX, "dedup.jsonl")
     with pytest.raises(SystemExit, match="the training split is empty.*--val-fraction"):
-        data.main(["--out-dir", str(out), "--source", f"x:en:{docs}", "--mix", "en=1",
-                   "--val-fraction", "1", "--min-chars", "5", "--tokenizer", "no/such.model"])
+        data.main(
+            [
+                "--out-dir",
+                str(out),
+                "--source",
+                f"x:en:{docs}",
+                "--mix",
+                "en=1",
+                "--val-fraction",
+                "1",
+                "--min-chars",
+                "5",
+                "--tokenizer",
+                "no/such.model",
+            ]
+        )
     assert_untouched(tmp_path, out)
 
 
-@pytest.mark.parametrize("flags, complaint", [
-    (["--fim-split", "bogus"], "--fim-split 'bogus': use thirds or random"),
-    (["--max-tokens", "-5"], r"--max-tokens -5: use 0 \(as many as the corpus has\) or more")])
+@pytest.mark.parametrize(
+    "flags, complaint",
+    [
+        (["--fim-split", "bogus"], "--fim-split 'bogus': use thirds or random"),
+        (["--max-tokens", "-5"], r"--max-tokens -5: use 0 \(as many as the corpus has\) or more"),
+    ],
+)
 def test_bad_build_flags_are_named_and_write_nothing(tmp_path, flags, complaint):
     out = existing_good_output(tmp_path)
     docs = os.path.join(FIX, "dedup.jsonl")

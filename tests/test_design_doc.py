@@ -2,6 +2,7 @@
 names one of its sections, nothing tracked names a file outside the repository, and the parts of
 the contract a test can read (special-token ids, the chat rendering, the judge prompts) are what
 tokenizer.py and jsft.py do."""
+
 import os
 import re
 import subprocess
@@ -36,8 +37,9 @@ def fenced_blocks(body):
 
 def tracked_files(*patterns):
     try:
-        out = subprocess.run(["git", "ls-files", "-z", *patterns], cwd=ROOT, capture_output=True,
-                             check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "-z", *patterns], cwd=ROOT, capture_output=True, check=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     return [f for f in out.decode().split("\0") if f and os.path.isfile(os.path.join(ROOT, f))]
@@ -64,8 +66,12 @@ def test_every_citation_names_a_section_that_exists():
 
 
 def test_nothing_tracked_names_a_file_outside_the_repository():
-    hits = [f"{f}:{text[:m.start()].count(chr(10)) + 1}: {m.group()}"
-            for f in tracked_files() for text in [read(f)] for m in OUTSIDE.finditer(text)]
+    hits = [
+        f"{f}:{text[: m.start()].count(chr(10)) + 1}: {m.group()}"
+        for f in tracked_files()
+        for text in [read(f)]
+        for m in OUTSIDE.finditer(text)
+    ]
     assert not hits, hits
 
 
@@ -75,8 +81,9 @@ def test_special_token_table_is_the_tokenizers():
     assert all(rows), block
     fixed = {int(r[1]): (r[2], r[3], r[4]) for r in rows if r[1] != "-"}
     # ids 0..10: SPECIAL_PIECES in order (Tokenizer reads id i as its i-th entry)
-    assert {i: (name, piece) for i, (name, piece, _) in fixed.items() if i < len(SPECIAL_PIECES)} \
-        == dict(enumerate(SPECIAL_PIECES.items()))
+    assert {
+        i: (name, piece) for i, (name, piece, _) in fixed.items() if i < len(SPECIAL_PIECES)
+    } == dict(enumerate(SPECIAL_PIECES.items()))
     # the id after them: the segmentation marker, either value
     assert sorted(fixed) == list(range(len(SPECIAL_PIECES) + 1))
     _, piece, rest = fixed[len(SPECIAL_PIECES)]
@@ -93,24 +100,29 @@ def test_special_ids_of_a_trained_tokenizer(small_tokenizer):
 def test_chat_rendering_example(small_tokenizer):
     body = sections(design_text())[2]
     example = fenced_blocks(body)[1].rstrip("\n")
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                {"role": "assistant", "content": "Hello!"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+    ]
     ids, mask = small_tokenizer.render_chat(messages)
     assert small_tokenizer.decode(ids, show_special=True) == example
     learned = small_tokenizer.decode([i for i, m in zip(ids, mask) if m], show_special=True)
     assert f"exactly on `{learned}`" in " ".join(body.split())  # the doc names the masked tokens
 
 
-@pytest.mark.parametrize("lang, question",
-                         [("en", "What is 2 plus 3?"), ("ko", "2 더하기 3은?")])
+@pytest.mark.parametrize("lang, question", [("en", "What is 2 plus 3?"), ("ko", "2 더하기 3은?")])
 def test_judge_prompt_is_the_templates(small_tokenizer, lang, question):
     blocks = fenced_blocks(sections(design_text())[3])
     shown = blocks[("en", "ko").index(lang)].rstrip("\n")
     t = JUDGE_TEMPLATES[lang]["overall"]
-    assert shown == (f"<s><|system|>{t['system']}<|endofturn|><|user|>{t['user']}"
-                     f"<|endofturn|><|assistant|>{t['assistant']}")
+    assert shown == (
+        f"<s><|system|>{t['system']}<|endofturn|><|user|>{t['user']}"
+        f"<|endofturn|><|assistant|>{t['assistant']}"
+    )
     # and what jsft.judge_prompt builds, token by token, with the placeholders as responses
     context = [{"role": "user", "content": question}]
     ids = judge_prompt(small_tokenizer, context, "{response_a}", "{response_b}", "overall", lang)
-    assert small_tokenizer.decode(ids, show_special=True) == \
-        shown.replace("{context}", context_text(context, lang))
+    assert small_tokenizer.decode(ids, show_special=True) == shown.replace(
+        "{context}", context_text(context, lang)
+    )

@@ -4,6 +4,7 @@ set, and the fast and exact paths agree on a real model), FIM prompts laid out e
 trains them, win-rate accounting over both orders, the nested knockout, readers' file:line errors,
 and the whole report on tiny random checkpoints (structure and sanity: finite numbers, rates in
 [0, 1], both orders; report.md renders from report.json alone)."""
+
 import filecmp
 import json
 import math
@@ -49,8 +50,9 @@ def test_bits_per_byte_hand_computed_uniform(seq_len):
     # bpb = 4 * ln 4 / (8 * ln 2) = 1.0, whatever the window length (each token after the first
     # predicted once).
     model = TableModel(torch.zeros(4, 4))
-    r = B.lm_eval(model, [1, 2, 3, 1, 2], torch.tensor([0, 1, 2, 3]).numpy(), seq_len=seq_len,
-                  batch_size=2)
+    r = B.lm_eval(
+        model, [1, 2, 3, 1, 2], torch.tensor([0, 1, 2, 3]).numpy(), seq_len=seq_len, batch_size=2
+    )
     assert r["tokens"] == 4 and r["bytes"] == 8
     assert r["loss"] == pytest.approx(math.log(4))
     assert r["bpb"] == pytest.approx(1.0)
@@ -75,8 +77,12 @@ def test_bits_per_byte_hand_computed_bigram():
 def test_token_byte_lengths_add_up_to_utf8_bytes(small_tokenizer):
     tok = small_tokenizer
     lengths = B.token_byte_lengths(tok)
-    texts = ["모든 인간은 태어날 때부터 자유롭다.", "def f(x):\n    return x  # ok",
-             "emoji 🙂 and 漢字", "  \t\n"]
+    texts = [
+        "모든 인간은 태어날 때부터 자유롭다.",
+        "def f(x):\n    return x  # ok",
+        "emoji 🙂 and 漢字",
+        "  \t\n",
+    ]
     for text in texts:
         assert lengths[tok.encode(text)].sum() == len(text.encode("utf-8"))
     assert lengths[[tok.eos_id, tok.bos_id, tok.eot_id, tok.pad_id]].sum() == 0
@@ -86,6 +92,7 @@ def test_token_byte_lengths_add_up_to_utf8_bytes(small_tokenizer):
 class StubTok:
     """Just enough tokenizer for mc_eval; letters are one token each (" A" -> 20, ...) or, with
     two_token, the multi-token kind a small vocabulary gives (" C" -> [40, 22])."""
+
     pad_id, bos_id, user_id, assistant_id, eot_id = 0, 2, 5, 6, 7
 
     def __init__(self, two_token=False):
@@ -140,8 +147,9 @@ def test_continuation_logprobs_fast_and_exact_paths_agree():
     model = Transformer(config_from_preset("tiny", vocab_size=64, max_seq_len=32)).eval()
     prompts = [[1, 5, 9, 3], [2, 8]]
     fast = B.continuation_logprobs(model, prompts, [[[10], [11]], [[12], [13]]], pad_id=0)
-    exact = B.continuation_logprobs(model, prompts,
-                                    [[[10], [11], [14, 15]], [[12], [13], [16, 17]]], pad_id=0)
+    exact = B.continuation_logprobs(
+        model, prompts, [[[10], [11], [14, 15]], [[12], [13], [16, 17]]], pad_id=0
+    )
     for f, x in zip(fast, exact):
         assert f == pytest.approx(x[:2], abs=1e-5)
     with torch.no_grad():  # log p(14 | prompt) + log p(15 | prompt, 14), by hand
@@ -154,15 +162,22 @@ def test_mc_prompt_shows_lettered_options_and_ends_with_the_answer_prefix(small_
     tok = small_tokenizer
     ids = B.mc_prompt(tok, "대한민국의 수도는?", ["부산", "서울"])
     assert ids[:2] == [tok.bos_id, tok.user_id] and tok.assistant_id in ids
-    assert tok.decode(ids[ids.index(tok.user_id) + 1:ids.index(tok.eot_id)]) == \
-        "대한민국의 수도는?\nA. 부산\nB. 서울\n" + B.MC_INSTRUCTION["ko"]
-    assert tok.decode(ids[ids.index(tok.assistant_id) + 1:]) == B.MC_ANSWER_PREFIX["ko"]
+    assert (
+        tok.decode(ids[ids.index(tok.user_id) + 1 : ids.index(tok.eot_id)])
+        == "대한민국의 수도는?\nA. 부산\nB. 서울\n" + B.MC_INSTRUCTION["ko"]
+    )
+    assert tok.decode(ids[ids.index(tok.assistant_id) + 1 :]) == B.MC_ANSWER_PREFIX["ko"]
     en = B.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"])
-    assert tok.decode(en[en.index(tok.assistant_id) + 1:]) == "Answer:"
+    assert tok.decode(en[en.index(tok.assistant_id) + 1 :]) == "Answer:"
     # for base models
     plain = B.mc_prompt(tok, "What is the capital of Korea?", ["Busan", "Seoul"], chat=False)
-    assert plain[0] == tok.eos_id and tok.decode(plain[1:]) == \
-        "What is the capital of Korea?\nA. Busan\nB. Seoul\n" + B.MC_INSTRUCTION["en"] + "\nAnswer:"
+    assert (
+        plain[0] == tok.eos_id
+        and tok.decode(plain[1:])
+        == "What is the capital of Korea?\nA. Busan\nB. Seoul\n"
+        + B.MC_INSTRUCTION["en"]
+        + "\nAnswer:"
+    )
 
 
 def test_shipped_mc_sets_parse_balanced_and_in_their_language():
@@ -172,15 +187,21 @@ def test_shipped_mc_sets_parse_balanced_and_in_their_language():
         assert all(len(r["choices"]) == 4 for r in records)
         # each letter right 5 times
         assert sorted(r["answer"] for r in records) == sorted(list(range(4)) * 5)
-        assert all((hangul_share(r["question"], of="hangul+latin") >= 0.3) == (lang == "ko")
-                   for r in records)
+        assert all(
+            (hangul_share(r["question"], of="hangul+latin") >= 0.3) == (lang == "ko")
+            for r in records
+        )
 
 
 def test_mc_reader_layouts_and_errors(tmp_path):
     # 1-based "answer", A-D columns
     kmmlu = read_mc(os.path.join(FIXTURES, "mc", "kmmlu_style.jsonl"))
-    assert ([r["answer"] for r in kmmlu] == [2, 3, 0]
-            and kmmlu[0]["choices"] == ["2년", "3년", "4년", "5년"])
+    assert [r["answer"] for r in kmmlu] == [2, 3, 0] and kmmlu[0]["choices"] == [
+        "2년",
+        "3년",
+        "4년",
+        "5년",
+    ]
     # "B", "(B)", 3 and 5 choices
     letters = read_mc(os.path.join(FIXTURES, "mc", "letter_answers.jsonl"))
     assert [(len(r["choices"]), r["answer"]) for r in letters] == [(3, 1), (5, 1), (5, 3)]
@@ -203,7 +224,7 @@ def test_fim_prompts_are_data_py_psm_layout_of_thirds_of_whole_line_windows(smal
     for prompt, middle in examples:
         assert prompt[:2] == [tok.eos_id, tok.fim_prefix_id] and prompt[-1] == tok.fim_middle_id
         suf = prompt.index(tok.fim_suffix_id)
-        prefix, suffix = tok.decode(prompt[2:suf]), tok.decode(prompt[suf + 1:-1])
+        prefix, suffix = tok.decode(prompt[2:suf]), tok.decode(prompt[suf + 1 : -1])
         window = prefix + middle + suffix
         assert len(window) <= 90 and (window in CODE_DOC or window in "a short line\n" * 20)
         assert len(prefix) == len(window) // 3 and len(prefix + middle) == 2 * len(window) // 3
@@ -213,13 +234,18 @@ def test_fim_prompts_are_data_py_psm_layout_of_thirds_of_whole_line_windows(smal
 def test_fim_scores_exact_and_prefix_match(small_tokenizer, monkeypatch):
     tok = small_tokenizer
     examples = [([1, 2], "abcdef"), ([1, 2], "hello world"), ([1, 2], "xyz")]
-    scripted = [tok.encode("abcdef") + [tok.eos_id],  # right and stopped: exact
-                tok.encode("hello"),                  # 5 of 11 characters
-                tok.encode("xyz")]                    # right but did not stop: not exact, prefix 1
+    scripted = [
+        tok.encode("abcdef") + [tok.eos_id],  # right and stopped: exact
+        tok.encode("hello"),  # 5 of 11 characters
+        tok.encode("xyz"),
+    ]  # right but did not stop: not exact, prefix 1
     monkeypatch.setattr(B, "generate", lambda *a, **k: scripted)
     r = B.fim_eval(TableModel(torch.zeros(4, 4)), tok, examples)
-    assert r == {"exact": pytest.approx(1 / 3), "prefix": pytest.approx((1 + 5 / 11 + 1) / 3),
-                 "n": 3}
+    assert r == {
+        "exact": pytest.approx(1 / 3),
+        "prefix": pytest.approx((1 + 5 / 11 + 1) / 3),
+        "n": 3,
+    }
     assert B.prefix_match("abcx", "abcd") == 0.75 and B.prefix_match("", "abc") == 0.0
 
 
@@ -232,8 +258,9 @@ def test_hcx_outcomes_both_orders():
     s = E.win_summary(first, second)
     assert (s["wins"], s["ties"], s["losses"], s["n_prompts"], s["n_judgments"]) == (1, 3, 1, 5, 10)
     assert s["win_rate"] == pytest.approx(2.5 / 5)
-    assert (s["first_order_win_rate"] == pytest.approx(2.5 / 5)
-            and s["second_order_win_rate"] == pytest.approx(2.5 / 5))
+    assert s["first_order_win_rate"] == pytest.approx(2.5 / 5) and s[
+        "second_order_win_rate"
+    ] == pytest.approx(2.5 / 5)
 
 
 def test_verifier_verdicts_ties_count_half():
@@ -250,8 +277,11 @@ def test_judge_verdicts_use_each_order_and_skip_identical_replies():
     # position-biased: the reply shown first wins unless the other is longer
     def judge(contexts, pairs):
         calls.append(pairs)
-        return {"first_order_a": [len(a) >= len(b) for a, b in pairs],
-                "second_order_a": [len(a) > len(b) for a, b in pairs]}
+        return {
+            "first_order_a": [len(a) >= len(b) for a, b in pairs],
+            "second_order_a": [len(a) > len(b) for a, b in pairs],
+        }
+
     cand, base = ["long reply", "same", "x", "abc"], ["short", "same", "longer", "xyz"]
     first, second = E.judge_verdicts(judge, [[{"role": "user", "content": "q"}]] * 4, cand, base)
     # identical replies not asked
@@ -274,8 +304,9 @@ def test_bootstrap_interval_matches_the_normal_approximation():
     assert E.bootstrap_interval([0.5] * 50) == [0.5, 0.5] and E.bootstrap_interval([]) is None
     x = [1.0] * 300 + [0.0] * 700  # mean 0.3, standard error sqrt(0.21 / 1000) = 0.0145
     lo, hi = E.bootstrap_interval(x, seed=1)
-    assert (lo == pytest.approx(0.3 - 1.96 * 0.0145, abs=0.004)
-            and hi == pytest.approx(0.3 + 1.96 * 0.0145, abs=0.004))
+    assert lo == pytest.approx(0.3 - 1.96 * 0.0145, abs=0.004) and hi == pytest.approx(
+        0.3 + 1.96 * 0.0145, abs=0.004
+    )
     assert E.bootstrap_interval(x, seed=1) == [lo, hi]  # seeded
 
 
@@ -286,11 +317,13 @@ def test_nested_knockout_gives_best_of_every_power_of_two_in_n_minus_1_judgments
     def better(contexts, pairs):
         judged.extend(pairs)
         return [int(b > a) for a, b in pairs]
+
     picks = E.nested_knockout(["c0", "c1"], values, better)
     assert sorted(picks) == [1, 2, 4, 8]
     for n, groups in picks.items():  # a judge that is always right picks each group's best
         assert [[v[w] for w in ws] for v, ws in zip(values, groups)] == [
-            [max(v[g:g + n]) for g in range(0, 8, n)] for v in values]
+            [max(v[g : g + n]) for g in range(0, 8, n)] for v in values
+        ]
     assert picks[2][0] == [1, 3, 4, 6] and picks[8] == [[1], [7]]
     assert len(judged) == 2 * 7
     first_wins = E.nested_knockout(["c"], [[5, 6, 7, 8]], lambda c, p: [0] * len(p))
@@ -302,16 +335,23 @@ def test_rejection_curve_counts_every_group_of_n_samples(monkeypatch):
     the mean over the disjoint groups of N samples of the judge's pick, by hand."""
     import self_judge
     import tasks as task_world
+
     values = [[3, 9, 1, 4, 7, 2, 8, 5], [1, 2, 3, 4, 5, 6, 7, 8]]
-    monkeypatch.setattr(self_judge, "sample_responses",
-                        lambda policy, tok, contexts, n, *a, **k: [[[v] for v in per[:n]]
-                                                                  for per in values])
-    monkeypatch.setattr(task_world, "score", lambda task, text: {
-        "overall": int(text) / 10, "correctness": float(int(text) >= 8)})
+    monkeypatch.setattr(
+        self_judge,
+        "sample_responses",
+        lambda policy, tok, contexts, n, *a, **k: [[[v] for v in per[:n]] for per in values],
+    )
+    monkeypatch.setattr(
+        task_world,
+        "score",
+        lambda task, text: {"overall": int(text) / 10, "correctness": float(int(text) >= 8)},
+    )
 
     class Tok:
         eot_id, eos_id = 98, 99
         decode = staticmethod(lambda ids: str(ids[0]))
+
     tasks = [{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(2)]
     right = lambda cx, pairs: {"winners": [int(b[0] > a[0]) for a, b in pairs]}
     first = lambda cx, pairs: {"winners": [0] * len(pairs)}
@@ -330,33 +370,55 @@ def test_rejection_curve_counts_every_group_of_n_samples(monkeypatch):
         assert c["oracle_overall"] == pytest.approx(c["overall"])
     # the first-shown reply always wins: each group's first sample
     assert [c["first_overall"] for c in curve] == pytest.approx(
-        [one["overall"], (0.475 + 0.4) / 2, (0.5 + 0.3) / 2, (0.3 + 0.1) / 2])
+        [one["overall"], (0.475 + 0.4) / 2, (0.5 + 0.3) / 2, (0.3 + 0.1) / 2]
+    )
 
 
 def test_pick_tasks_covers_every_family_and_language():
-    tasks = [{"family": f, "lang": lg, "i": i} for f in ("a", "b", "c") for lg in ("en", "ko")
-             for i in range(3)]
+    tasks = [
+        {"family": f, "lang": lg, "i": i}
+        for f in ("a", "b", "c")
+        for lg in ("en", "ko")
+        for i in range(3)
+    ]
     picked = E.pick_tasks(tasks, 6)
-    assert sorted((t["family"], t["lang"])
-                  for t in picked) == sorted({(t["family"], t["lang"]) for t in tasks})
+    assert sorted((t["family"], t["lang"]) for t in picked) == sorted(
+        {(t["family"], t["lang"]) for t in tasks}
+    )
     assert len(E.pick_tasks(tasks, 0)) == len(tasks)
 
 
 def test_summarize_scores_by_hand():
-    tasks = [{"family": "f", "lang": "en"}, {"family": "f", "lang": "ko"},
-             {"family": "g", "lang": "ko"}]
-    scores = [{"correctness": 1.0, "overall": 1.0}, {"correctness": 0.5, "overall": 0.6},
-              {"correctness": 0.0, "overall": 0.2}]
+    tasks = [
+        {"family": "f", "lang": "en"},
+        {"family": "f", "lang": "ko"},
+        {"family": "g", "lang": "ko"},
+    ]
+    scores = [
+        {"correctness": 1.0, "overall": 1.0},
+        {"correctness": 0.5, "overall": 0.6},
+        {"correctness": 0.0, "overall": 0.2},
+    ]
     s = E.summarize_scores(tasks, scores)
-    assert (s["overall"] == pytest.approx(0.6) and s["correct_share"] == pytest.approx(1 / 3)
-            and s["n"] == 3)
-    assert (s["per_lang"]["ko"]["overall"] == pytest.approx(0.4)
-            and s["per_family"]["f"]["correct_share"] == 0.5)
+    assert (
+        s["overall"] == pytest.approx(0.6)
+        and s["correct_share"] == pytest.approx(1 / 3)
+        and s["n"] == 3
+    )
+    assert (
+        s["per_lang"]["ko"]["overall"] == pytest.approx(0.4)
+        and s["per_family"]["f"]["correct_share"] == 0.5
+    )
 
 
 # ----------------------------------------------------------------------------- the whole report
-PHASES = {"pretrain": "pretrain", "sft": "sft", "dpo": "dpo", "jsft": "jsft",
-          "self_judge": "self_judge"}
+PHASES = {
+    "pretrain": "pretrain",
+    "sft": "sft",
+    "dpo": "dpo",
+    "jsft": "jsft",
+    "self_judge": "self_judge",
+}
 
 
 @pytest.fixture(scope="module")
@@ -366,22 +428,29 @@ def world(tmp_path_factory):
     import pretrain
     import tasks
     import tokenizer as T
+
     root = tmp_path_factory.mktemp("world")
     corpus = {
-        lang: [json.loads(line)["text"]
-               for line in open(os.path.join(FIXTURES, "tokenizer", f"{lang}.jsonl"),
-                                                                  encoding="utf-8")]
-                                                                  for lang in ("ko", "en", "code")}
-    T.efficiency_report(corpus,
-                        T.TrainConfig(out=str(root / "tokenizer"), vocab_size=1000,
-                                      heldout_every=5))
+        lang: [
+            json.loads(line)["text"]
+            for line in open(os.path.join(FIXTURES, "tokenizer", f"{lang}.jsonl"), encoding="utf-8")
+        ]
+        for lang in ("ko", "en", "code")
+    }
+    T.efficiency_report(
+        corpus, T.TrainConfig(out=str(root / "tokenizer"), vocab_size=1000, heldout_every=5)
+    )
     tok_path = str(root / "tokenizer" / "tokenizer.model")
     tok = T.Tokenizer(tok_path)
-    sources = [f"{g}:{g}:{os.path.join(FIXTURES, 'tokenizer', g + '.jsonl')}"
-               for g in ("ko", "en", "code")]
+    sources = [
+        f"{g}:{g}:{os.path.join(FIXTURES, 'tokenizer', g + '.jsonl')}" for g in ("ko", "en", "code")
+    ]
     meta = data.build(
-        data.DataConfig(out_dir=str(root / "data"), tokenizer=tok_path, source=sources,
-                                      val_fraction=0.2), tok)
+        data.DataConfig(
+            out_dir=str(root / "data"), tokenizer=tok_path, source=sources, val_fraction=0.2
+        ),
+        tok,
+    )
     tasks.export(str(root / "tasks"), world=tasks.WorldConfig(n_train=4, n_eval=4))
     ckpts = {}
     for k, (name, phase) in enumerate(PHASES.items()):
@@ -389,37 +458,83 @@ def world(tmp_path_factory):
         cfg = config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256)
         ckpts[name] = str(root / name)
         start = {"sft": "pretrain", "dpo": "sft", "jsft": "sft", "self_judge": "jsft"}.get(name)
-        pretrain.save_checkpoint(ckpts[name], Transformer(cfg).state_dict(),
-                                 {"phase": phase, "model": pretrain.dataclasses.asdict(cfg),
-                                  "step": 4, "init_from": ckpts.get(start)},
-                                  tokenizer_path=tok_path)
+        pretrain.save_checkpoint(
+            ckpts[name],
+            Transformer(cfg).state_dict(),
+            {
+                "phase": phase,
+                "model": pretrain.dataclasses.asdict(cfg),
+                "step": 4,
+                "init_from": ckpts.get(start),
+            },
+            tokenizer_path=tok_path,
+        )
         with open(os.path.join(ckpts[name], "metrics.jsonl"), "w") as fh:
-            rows = [{"step": s, "loss": 7 - s / 10, **({"val_loss": 6.9} if s % 2 == 0 else {})}
-                    for s in range(1, 5)]
+            rows = [
+                {"step": s, "loss": 7 - s / 10, **({"val_loss": 6.9} if s % 2 == 0 else {})}
+                for s in range(1, 5)
+            ]
             fh.writelines(json.dumps(row) + "\n" for row in rows)
     torch.manual_seed(9)  # a random reward model (reward_model.py's layout)
     rm = Transformer(
-        config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256, reward_head=True))
+        config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256, reward_head=True)
+    )
     torch.nn.init.normal_(rm.lm_head.weight)
-    pretrain.save_checkpoint(str(root / "rm"), rm.state_dict(),
-                             {"phase": "reward_model",
-                              "model": pretrain.dataclasses.asdict(rm.cfg)},
-                              tokenizer_path=tok_path)
+    pretrain.save_checkpoint(
+        str(root / "rm"),
+        rm.state_dict(),
+        {"phase": "reward_model", "model": pretrain.dataclasses.asdict(rm.cfg)},
+        tokenizer_path=tok_path,
+    )
     return {"root": root, "tok": tok, "meta": meta, "ckpts": ckpts, "rm": str(root / "rm")}
 
 
 def small_args(world, out):
     r = world["root"]
-    return ["--ckpts", ",".join(f"{n}={p}" for n, p in world["ckpts"].items()), "--data-dir",
-            str(r / "data"), "--tokenizer", str(r / "tokenizer" / "tokenizer.model"),
-            "--tokenizer-report", str(r / "tokenizer" / "report.json"), "--tasks-dir",
-            str(r / "tasks"), "--out-dir", str(out), "--max-val-tokens", "400", "--max-tasks", "12",
-            "--max-judge-pairs", "8", "--fim-examples", "4", "--fim-chars", "120",
-            "--fim-max-new-tokens", "12", "--max-new-tokens", "10", "--rejection-prompts", "3",
-            "--rejection-max-n", "4", "--batch-size", "16", "--device", "cpu", "--threads", "1",
-            "--reward-model", world["rm"], "--mc",
-            ",".join(os.path.join(FIXTURES, "mc", f)
-                     for f in ("kmmlu_style.jsonl", "letter_answers.jsonl"))]
+    return [
+        "--ckpts",
+        ",".join(f"{n}={p}" for n, p in world["ckpts"].items()),
+        "--data-dir",
+        str(r / "data"),
+        "--tokenizer",
+        str(r / "tokenizer" / "tokenizer.model"),
+        "--tokenizer-report",
+        str(r / "tokenizer" / "report.json"),
+        "--tasks-dir",
+        str(r / "tasks"),
+        "--out-dir",
+        str(out),
+        "--max-val-tokens",
+        "400",
+        "--max-tasks",
+        "12",
+        "--max-judge-pairs",
+        "8",
+        "--fim-examples",
+        "4",
+        "--fim-chars",
+        "120",
+        "--fim-max-new-tokens",
+        "12",
+        "--max-new-tokens",
+        "10",
+        "--rejection-prompts",
+        "3",
+        "--rejection-max-n",
+        "4",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--reward-model",
+        world["rm"],
+        "--mc",
+        ",".join(
+            os.path.join(FIXTURES, "mc", f) for f in ("kmmlu_style.jsonl", "letter_answers.jsonl")
+        ),
+    ]
 
 
 def test_report_structure_and_sanity(world, tmp_path, capsys):
@@ -431,21 +546,33 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
     assert "| checkpoint | val bpb |" in stdout and "| jsft |" in stdout
     report = json.load(open(tmp_path / "eval" / "report.json", encoding="utf-8"))
     markdown = open(tmp_path / "eval" / "report.md", encoding="utf-8").read()
-    for title in ("## Summary", "## Language modelling", "## Tokenizer efficiency", "## "
-                  "Fill-in-the-middle",
-                  "## Multiple choice", "## Held-out tasks", "## Win rates", "## Judge accuracy",
-                  "## Self-rejection"):
+    for title in (
+        "## Summary",
+        "## Language modelling",
+        "## Tokenizer efficiency",
+        "## Fill-in-the-middle",
+        "## Multiple choice",
+        "## Held-out tasks",
+        "## Win rates",
+        "## Judge accuracy",
+        "## Self-rejection",
+    ):
         assert title in markdown
     assert report["notes"] == []
-    figures = [f for f in ("loss_curves.png", "rejection_curve.png")  # when matplotlib is there
-               if (tmp_path / "eval" / f).exists()]
+    figures = [
+        f
+        for f in ("loss_curves.png", "rejection_curve.png")  # when matplotlib is there
+        if (tmp_path / "eval" / f).exists()
+    ]
     # report.md renders from report.json alone
     assert report_md.to_markdown(report, figures) == markdown
     bad = [(p, v) for p, v in report_numbers(report) if not math.isfinite(v)]
     assert not bad, bad
     names = list(PHASES)
-    assert (list(report["checkpoints"]) == names
-            and [r["checkpoint"] for r in report["summary"]] == names)
+    assert (
+        list(report["checkpoints"]) == names
+        and [r["checkpoint"] for r in report["summary"]] == names
+    )
     ln_v = math.log(world["tok"].vocab_size)
     for name in names:  # a random initialization predicts nearly uniformly: loss ~ ln V
         lm = report["lm"][name]
@@ -453,7 +580,8 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
         for g in ("ko", "en", "code"):
             assert abs(lm[g]["loss"] - ln_v) < 0.3 and lm[g]["tokens"] == 400
             assert lm[g]["bpb"] == pytest.approx(
-                lm[g]["loss"] * lm[g]["tokens"] / (lm[g]["bytes"] * math.log(2)))
+                lm[g]["loss"] * lm[g]["tokens"] / (lm[g]["bytes"] * math.log(2))
+            )
         mc = report["mc"][name]
         assert mc["kmmlu_style.jsonl"]["format"] == ("plain text" if name == "pretrain" else "chat")
         assert mc["kmmlu_style.jsonl"]["n"] == 3 and mc["kmmlu_style.jsonl"]["chance"] == 0.25
@@ -466,27 +594,37 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
     assert set(report["judge"]) == {"jsft", "self_judge", "reward_model"}
     assert report["judge"]["reward_model"]["consistency"] == 1.0  # it reads no order
     for j in report["judge"].values():
-        assert all(0 <= j[k] <= 1
-                   for k in ("acc", "acc_chosen_first", "acc_chosen_second", "consistency"))
+        assert all(
+            0 <= j[k] <= 1 for k in ("acc", "acc_chosen_first", "acc_chosen_second", "consistency")
+        )
     for by in ("verifier", "judge"):
         rates = report["win_rates"][by]
         assert set(rates) == set(names) - {"sft"}  # against the baseline, sft
         for w in rates.values():
-            assert all(0 <= w[k] <= 1
-                       for k in ("win_rate", "first_order_win_rate", "second_order_win_rate"))
-            assert (w["n_judgments"] == 2 * w["n_prompts"] == 24
-                    and w["wins"] + w["ties"] + w["losses"] == 12)
+            assert all(
+                0 <= w[k] <= 1
+                for k in ("win_rate", "first_order_win_rate", "second_order_win_rate")
+            )
+            assert (
+                w["n_judgments"] == 2 * w["n_prompts"] == 24
+                and w["wins"] + w["ties"] + w["losses"] == 12
+            )
             assert w["win_rate"] == pytest.approx((w["wins"] + 0.5 * w["ties"]) / 12)
     # 2 samples per prompt, paired intervals, vs baseline and start
     sampled = report["win_rates"]["sampled"]
     assert set(sampled) == set(names) and "vs_baseline" not in sampled["sft"]
-    assert {n for n in names
-            if "vs_start" in sampled[n]} == set(report["movement"]) == set(names) - {"pretrain"}
+    assert (
+        {n for n in names if "vs_start" in sampled[n]}
+        == set(report["movement"])
+        == set(names) - {"pretrain"}
+    )
     for name, row in sampled.items():
         for w in row.values():
             assert len(w["outcomes"]) == 12 and set(w["outcomes"]) <= {0.0, 0.25, 0.5, 0.75, 1.0}
-            assert (w["ci"][0] <= w["win_rate"] <= w["ci"][1]
-                    and w["wins"] + w["ties"] + w["losses"] == 12)
+            assert (
+                w["ci"][0] <= w["win_rate"] <= w["ci"][1]
+                and w["wins"] + w["ties"] + w["losses"] == 12
+            )
         assert report["tasks"][name]["sampled"]["n"] == 24
     assert report["checkpoints"]["self_judge"]["start"] == "jsft"
     assert report["checkpoints"]["pretrain"]["start"] is None
@@ -508,7 +646,8 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
     for c in curve:  # the verifier's own best of N is a ceiling for any judge's pick
         assert c["oracle_overall"] >= c["overall"] - 1e-9 and 0 <= c["correct_share"] <= 1
         assert len(c["per_prompt"]) == 3 and c["gain_vs_1"] == pytest.approx(
-            c["overall"] - curve[0]["overall"])
+            c["overall"] - curve[0]["overall"]
+        )
         assert c["oracle_overall"] >= c["reward_model_overall"] - 1e-9
     assert report["tokenizer"]["mean_tokens_per_document"]["a_this_tokenizer"]
     seconds = report["meta"]["seconds"]  # wall time per section: disjoint parts of the total
@@ -518,16 +657,18 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
 
 def test_judge_section_alone_still_judges_on_policy_pairs(world, tmp_path, monkeypatch):
     """--skip everything but the judge: the on-policy judge still reads the held-out tasks."""
-    E.main(small_args(world, tmp_path / "eval")
-           + ["--skip", "lm,tokenizer,fim,mc,tasks,win,rejection"])
+    E.main(
+        small_args(world, tmp_path / "eval") + ["--skip", "lm,tokenizer,fim,mc,tasks,win,rejection"]
+    )
     report = json.load(open(tmp_path / "eval" / "report.json", encoding="utf-8"))
     assert report["onpolicy_judge"]["n_pairs"] == 12 and report["tasks"] == {}
     assert set(report["judge"]) == {"jsft", "self_judge", "reward_model"}
     # with the task section on, its samples of the JSFT policy are judged, not drawn again
     draws, draw = [], E.sampled_replies
     monkeypatch.setattr(E, "sampled_replies", lambda *a, **k: draws.append(1) or draw(*a, **k))
-    E.main(small_args(world, tmp_path / "with_tasks")
-           + ["--skip", "lm,tokenizer,fim,mc,win,rejection"])
+    E.main(
+        small_args(world, tmp_path / "with_tasks") + ["--skip", "lm,tokenizer,fim,mc,win,rejection"]
+    )
     reused = json.load(open(tmp_path / "with_tasks" / "report.json", encoding="utf-8"))
     assert reused["tasks"] and reused["onpolicy_judge"] == report["onpolicy_judge"]
     assert len(draws) == len(reused["tasks"])  # one draw per checkpoint, none for the judge
@@ -538,9 +679,11 @@ def test_lm_bytes_are_the_validation_text_whatever_the_tokenizer(world):
     also when the checkpoint's tokenizer differs from data.py's and the documents are re-encoded
     (bpb compares tokenizers)."""
     import tokenizer as T
+
     root, data_tok = world["root"], world["tok"]
     other = T.Tokenizer(
-        str(root / "tokenizer" / "baselines" / "without_morphemes" / "tokenizer.model"))
+        str(root / "tokenizer" / "baselines" / "without_morphemes" / "tokenizer.model")
+    )
     model = TableModel(torch.zeros(other.vocab_size, other.vocab_size), max_seq_len=128)
     for tok in (data_tok, other):
         lengths = B.token_byte_lengths(tok)
@@ -553,22 +696,34 @@ def test_lm_bytes_are_the_validation_text_whatever_the_tokenizer(world):
     assert not filecmp.cmp(other.model_path, data_tok.model_path, shallow=False)
 
 
-def test_cli_errors_name_the_problem_and_failed_runs_keep_the_old_report(world, tmp_path,
-                                                                         monkeypatch):
+def test_cli_errors_name_the_problem_and_failed_runs_keep_the_old_report(
+    world, tmp_path, monkeypatch
+):
     with pytest.raises(SystemExit, match=r"nope=/no/such/dir"):
         E.main(["--ckpts", "nope=/no/such/dir"])
     with pytest.raises(SystemExit, match=r"unknown section"):
         E.main(small_args(world, tmp_path) + ["--skip", "lm,typo"])
     with pytest.raises(SystemExit, match=r"rm=.*a reward model, which does not generate"):
-        E.main(small_args(world, tmp_path)
-               + ["--ckpts", f"rm={world['rm']}", "--skip", "lm,fim,mc"])
-    with pytest.raises(SystemExit,
-                       match=r"--reward-model .*sft: a sft checkpoint, not a reward model"):
-        E.main(small_args(world, tmp_path)
-               + ["--reward-model", world["ckpts"]["sft"], "--skip", "lm,fim,mc"])
+        E.main(
+            small_args(world, tmp_path) + ["--ckpts", f"rm={world['rm']}", "--skip", "lm,fim,mc"]
+        )
+    with pytest.raises(
+        SystemExit, match=r"--reward-model .*sft: a sft checkpoint, not a reward model"
+    ):
+        E.main(
+            small_args(world, tmp_path)
+            + ["--reward-model", world["ckpts"]["sft"], "--skip", "lm,fim,mc"]
+        )
     out = tmp_path / "eval"
-    E.main(small_args(world, out) + ["--skip", "fim,mc,tasks,win,judge,rejection", "--ckpts",
-                                     f"pretrain={world['ckpts']['pretrain']}"])
+    E.main(
+        small_args(world, out)
+        + [
+            "--skip",
+            "fim,mc,tasks,win,judge,rejection",
+            "--ckpts",
+            f"pretrain={world['ckpts']['pretrain']}",
+        ]
+    )
     before = {f: (out / f).read_bytes() for f in ("report.json", "report.md")}
     monkeypatch.setattr(report_md, "to_markdown", lambda *a: 1 / 0)
     with pytest.raises(ZeroDivisionError):
@@ -577,8 +732,9 @@ def test_cli_errors_name_the_problem_and_failed_runs_keep_the_old_report(world, 
     assert not [f for f in os.listdir(out) if "tmp" in f]  # no temporary files left behind
 
 
-def test_defaults_skip_missing_checkpoints_and_find_the_shipped_mc_sets(world, tmp_path,
-                                                                        monkeypatch, capsys):
+def test_defaults_skip_missing_checkpoints_and_find_the_shipped_mc_sets(
+    world, tmp_path, monkeypatch, capsys
+):
     """From another working directory with only out/sft: the default --ckpts skips the rest with
     notes, and the default --mc finds evals/ beside evaluate.py."""
     (tmp_path / "out").mkdir()
@@ -589,10 +745,13 @@ def test_defaults_skip_missing_checkpoints_and_find_the_shipped_mc_sets(world, t
     E.main(["--skip", "lm,fim,tasks,win,judge,rejection", "--device", "cpu", "--threads", "1"])
     report = json.load(open(tmp_path / "out" / "eval" / "report.json", encoding="utf-8"))
     assert list(report["checkpoints"]) == ["sft"]
-    assert [n.split(" (")[0] for n in report["notes"]] == [f"checkpoint {n}" for n in PHASES
-                                                           if n != "sft"]
-    assert {f: v["n"] for f, v in report["mc"]["sft"].items()} == {"mc_ko.jsonl": 20,
-                                                                   "mc_en.jsonl": 20}
+    assert [n.split(" (")[0] for n in report["notes"]] == [
+        f"checkpoint {n}" for n in PHASES if n != "sft"
+    ]
+    assert {f: v["n"] for f, v in report["mc"]["sft"].items()} == {
+        "mc_ko.jsonl": 20,
+        "mc_en.jsonl": 20,
+    }
     assert "note: checkpoint pretrain (out/pretrain) not found: skipped" in capsys.readouterr().out
 
 
@@ -600,8 +759,9 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
     tok = world["tok"]
     model, _, _ = E.load(world["ckpts"]["sft"], "cpu")
     start, _, _ = E.load(world["ckpts"]["pretrain"], "cpu")
-    contexts = [[{"role": "user", "content": q}]
-                for q in ("What is 2 plus 3?", "사과는 영어로?", "Hi")]
+    contexts = [
+        [{"role": "user", "content": q}] for q in ("What is 2 plus 3?", "사과는 영어로?", "Hi")
+    ]
     replies = E.sampled_replies(model, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
     assert [len(r) for r in replies] == [2, 2, 2]
     assert E.log_ratio_to_start(model, model, tok, contexts, replies) == 0.0
@@ -612,38 +772,52 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
         with torch.no_grad():
             lp = m(ids)[0].log_softmax(-1)[0]
         return sum(lp[len(prompt) - 1 + j, t].item() for j, t in enumerate(reply))
+
     expected = []
     for c, per in zip(contexts, replies):
         prompt = tok.render_chat(c, add_generation_prompt=True)[0]
-        expected += [logp(model, prompt, r + [tok.eot_id]) - logp(start, prompt, r + [tok.eot_id])
-                     for r in per]
+        expected += [
+            logp(model, prompt, r + [tok.eot_id]) - logp(start, prompt, r + [tok.eot_id])
+            for r in per
+        ]
     got = E.log_ratio_to_start(model, start, tok, contexts, replies, batch_size=4)
     assert got == pytest.approx(sum(expected) / len(expected), abs=1e-4)
     again = E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
-    assert E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0,
-                             batch_size=4) == again
+    assert (
+        E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
+        == again
+    )
 
 
 def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
     import tasks
+
     tok = world["tok"]
     model, _, _ = E.load(world["ckpts"]["jsft"], "cpu")
-    held = [json.loads(line)
-            for line in open(world["root"] / "tasks" / "eval_tasks.jsonl", encoding="utf-8")]
+    held = [
+        json.loads(line)
+        for line in open(world["root"] / "tasks" / "eval_tasks.jsonl", encoding="utf-8")
+    ]
     task_of = {json.dumps(t["messages"]): t for t in held}
 
     def verifier_says_a(contexts, pairs):
-        return [tasks.score(task_of[json.dumps(c)], tok.decode(a))["overall"] >
-                tasks.score(task_of[json.dumps(c)], tok.decode(b))["overall"]
-                for c, (a, b) in zip(contexts, pairs)]
+        return [
+            tasks.score(task_of[json.dumps(c)], tok.decode(a))["overall"]
+            > tasks.score(task_of[json.dumps(c)], tok.decode(b))["overall"]
+            for c, (a, b) in zip(contexts, pairs)
+        ]
 
     def oracle(contexts, pairs, flip=False):
         a = [x != flip for x in verifier_says_a(contexts, pairs)]
         return {"winners": [int(not x) for x in a], "first_order_a": a, "second_order_a": a}
 
     def position_a(contexts, pairs):  # always the reply shown first: a in one order, b in the other
-        return {"winners": [0] * len(pairs), "first_order_a": [True] * len(pairs),
-                "second_order_a": [False] * len(pairs)}
+        return {
+            "winners": [0] * len(pairs),
+            "first_order_a": [True] * len(pairs),
+            "second_order_a": [False] * len(pairs),
+        }
+
     right = E.onpolicy_judge(model, tok, oracle, held, max_new_tokens=8, seed=0)
     assert right["n_pairs"] == len(held) and right["n_judged"] > 0
     assert right["tie_share"] == pytest.approx(1 - right["n_judged"] / len(held))
@@ -658,25 +832,35 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
     # otherwise
     def correctness_differs(c, a, b):
         t = task_of[json.dumps(c)]
-        return tasks.score(t, tok.decode(a))["correctness"] != tasks.score(t,
-                                                                           tok.decode(
-                                                                               b))["correctness"]
+        return (
+            tasks.score(t, tok.decode(a))["correctness"]
+            != tasks.score(t, tok.decode(b))["correctness"]
+        )
 
     def sees_correctness(contexts, pairs):
         sees = [correctness_differs(c, a, b) for c, (a, b) in zip(contexts, pairs)]
         o, p = oracle(contexts, pairs), position_a(contexts, pairs)
         pick = lambda key: [x if s else y for s, x, y in zip(sees, o[key], p[key])]
         return {key: pick(key) for key in ("winners", "first_order_a", "second_order_a")}
+
     # both kinds, by construction:
     def planted_pairs(contexts):
-        out = []                                    # gold vs a wrong value, or vs a verbose gold
+        out = []  # gold vs a wrong value, or vs a verbose gold
         for i, c in enumerate(contexts):
             cands = dict(tasks.candidates(task_of[json.dumps(c)], random.Random(i)))
             other = cands.get("wrong_value" if i % 2 else "verbose") or cands[sorted(cands)[0]]
             out.append([tok.encode(cands["gold"]), tok.encode(other)])
         return out
-    split = E.onpolicy_judge(model, tok, sees_correctness, held, max_new_tokens=8, seed=0,
-                             samples=planted_pairs([t["messages"] for t in held]))
+
+    split = E.onpolicy_judge(
+        model,
+        tok,
+        sees_correctness,
+        held,
+        max_new_tokens=8,
+        seed=0,
+        samples=planted_pairs([t["messages"] for t in held]),
+    )
     by = split["by_difference"]
     assert set(by) == {"correctness", "surface"}
     assert by["correctness"]["n"] + by["surface"]["n"] == split["n_judged"]

@@ -2,6 +2,7 @@
 formula with principle vote and tie rule (against a stub model whose logits the test sets), and a
 tiny JSFT run that learns to judge held-out fixture pairs (tests/fixtures/jsft, see
 make_fixture.py)."""
+
 import copy
 import dataclasses
 import json
@@ -13,8 +14,15 @@ import torch
 
 import jsft
 from conftest import logits_read_at
-from jsft import (JUDGE_TEMPLATES, judge, judge_accuracy, judge_prompt, judgment_example,
-                  judgment_examples, mix_units)
+from jsft import (
+    JUDGE_TEMPLATES,
+    judge,
+    judge_accuracy,
+    judge_prompt,
+    judgment_example,
+    judgment_examples,
+    mix_units,
+)
 from model import Transformer, config_from_preset
 from pretrain import load_model, save_checkpoint
 from readers import PreferencePair, read_preferences, validate_templates
@@ -22,41 +30,64 @@ from sft import collate, length_grouped_batches
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "jsft")
 EN_CONTEXT = [{"role": "user", "content": "What is 7 plus 5?"}]
-KO_CONTEXT = [{"role": "user", "content": "7 더하기 5는 얼마인가요?"},
-              {"role": "assistant", "content": "12입니다."},
-              {"role": "user", "content": "그럼 12 빼기 4는요?"}]
+KO_CONTEXT = [
+    {"role": "user", "content": "7 더하기 5는 얼마인가요?"},
+    {"role": "assistant", "content": "12입니다."},
+    {"role": "user", "content": "그럼 12 빼기 4는요?"},
+]
 
 
 def user_text(template, context, a, b, lang):
-    return template["user"].format(context=jsft.context_text(context, lang), response_a=a,
-                                   response_b=b)
+    return template["user"].format(
+        context=jsft.context_text(context, lang), response_a=a, response_b=b
+    )
 
 
 # ----------------------------------------------------------------------------- templates
 def test_shipped_templates_are_valid_and_cover_both_languages():
     validate_templates(JUDGE_TEMPLATES)
     assert set(JUDGE_TEMPLATES) == {"en", "ko"}
-    assert set(JUDGE_TEMPLATES["en"]) == set(JUDGE_TEMPLATES["ko"]) >= {"overall", "correctness",
-                                                                        "language", "concision",
-                                                                        "ending", "helpfulness"}
+    assert (
+        set(JUDGE_TEMPLATES["en"])
+        == set(JUDGE_TEMPLATES["ko"])
+        >= {"overall", "correctness", "language", "concision", "ending", "helpfulness"}
+    )
     validate_templates(JUDGE_TEMPLATES["ko"])  # one language's {principle: ...} is accepted too
 
 
-@pytest.mark.parametrize("field, value, complaint", [
-    ("user", "{context} {response_a}",
-     r"ko/ending\.user: placeholder \{response_b\} must appear exactly once"),
-    ("user", "{context} {response_a} {response_b} {response_a}",
-     r"ko/ending\.user: placeholder \{response_a\}"),
-    ("user", "{context} {response_a} {response_b} {score}",
-     r"ko/ending\.user: unknown placeholder \{score\}"),
-    ("user", "{context} {response_a!r} {response_b}",
-     r"ko/ending\.user: write the placeholder as \{response_a\}"),
-    ("user", "{context} {response_a} {response_b} {", r"ko/ending\.user: .*literal brace"),
-    ("system", "Judge {context}.",
-     r"ko/ending\.system: placeholder \{context\} belongs in the user template"),
-    ("assistant", "Better: Response ", r"ko/ending\.assistant: .*must not end in whitespace"),
-    ("assistant", None, r"ko/ending: field 'assistant' must be a string"),
-])
+@pytest.mark.parametrize(
+    "field, value, complaint",
+    [
+        (
+            "user",
+            "{context} {response_a}",
+            r"ko/ending\.user: placeholder \{response_b\} must appear exactly once",
+        ),
+        (
+            "user",
+            "{context} {response_a} {response_b} {response_a}",
+            r"ko/ending\.user: placeholder \{response_a\}",
+        ),
+        (
+            "user",
+            "{context} {response_a} {response_b} {score}",
+            r"ko/ending\.user: unknown placeholder \{score\}",
+        ),
+        (
+            "user",
+            "{context} {response_a!r} {response_b}",
+            r"ko/ending\.user: write the placeholder as \{response_a\}",
+        ),
+        ("user", "{context} {response_a} {response_b} {", r"ko/ending\.user: .*literal brace"),
+        (
+            "system",
+            "Judge {context}.",
+            r"ko/ending\.system: placeholder \{context\} belongs in the user template",
+        ),
+        ("assistant", "Better: Response ", r"ko/ending\.assistant: .*must not end in whitespace"),
+        ("assistant", None, r"ko/ending: field 'assistant' must be a string"),
+    ],
+)
 def test_validate_templates_names_language_principle_and_field(field, value, complaint):
     broken = copy.deepcopy(JUDGE_TEMPLATES)
     broken["ko"]["ending"][field] = value
@@ -67,36 +98,48 @@ def test_validate_templates_names_language_principle_and_field(field, value, com
 def test_literal_braces_are_allowed_when_escaped(small_tokenizer):
     templates = {
         "en": {
-            "overall": {"system": "Judge {{fairly}}.", "user": "{{ctx}} {context} {response_a} "
-                        "{response_b}",
-                                    "assistant": "Response"}}}
+            "overall": {
+                "system": "Judge {{fairly}}.",
+                "user": "{{ctx}} {context} {response_a} {response_b}",
+                "assistant": "Response",
+            }
+        }
+    }
     validate_templates(templates)
     ids = judge_prompt(small_tokenizer, EN_CONTEXT, "a", "b", templates=templates)
-    assert ("{ctx} User: What is 7 plus 5?" in small_tokenizer.decode(ids)
-            and "Judge {fairly}." in small_tokenizer.decode(ids))
+    assert "{ctx} User: What is 7 plus 5?" in small_tokenizer.decode(
+        ids
+    ) and "Judge {fairly}." in small_tokenizer.decode(ids)
 
 
 # ----------------------------------------------------------------------------- prompts in token
 # space
 @pytest.mark.parametrize("context, lang", [(EN_CONTEXT, "en"), (KO_CONTEXT, "ko")])
-def test_judge_prompt_is_the_chat_rendering_with_the_assistant_prefix(small_tokenizer, context,
-                                                                      lang):
+def test_judge_prompt_is_the_chat_rendering_with_the_assistant_prefix(
+    small_tokenizer, context, lang
+):
     tok = small_tokenizer
     a, b = "7 plus 5 is 12.", "7 더하기 5는 12입니다."
     ids = judge_prompt(tok, context, a, b, "correctness")
     t = JUDGE_TEMPLATES[lang]["correctness"]
-    expected, _ = tok.render_chat([{"role": "system", "content": t["system"]},
-                                   {"role": "user", "content": user_text(t, context, a, b, lang)}],
-                                  add_generation_prompt=True)
+    expected, _ = tok.render_chat(
+        [
+            {"role": "system", "content": t["system"]},
+            {"role": "user", "content": user_text(t, context, a, b, lang)},
+        ],
+        add_generation_prompt=True,
+    )
     expected += tok.encode(t["assistant"])
     # same conversation, same control tokens in the same places; the text segments are encoded one
     # by one
     assert tok.decode(ids, show_special=True) == tok.decode(expected, show_special=True)
     assert [i for i in ids if i < 11] == [i for i in expected if i < 11]
     system_part, _ = tok.render_chat([{"role": "system", "content": t["system"]}])
-    assert ids[:len(system_part)] == system_part
-    assert (ids[-len(tok.encode(t["assistant"])) - 2:] == [tok.eot_id, tok.assistant_id]
-            + tok.encode(t["assistant"]))
+    assert ids[: len(system_part)] == system_part
+    assert ids[-len(tok.encode(t["assistant"])) - 2 :] == [
+        tok.eot_id,
+        tok.assistant_id,
+    ] + tok.encode(t["assistant"])
     role = jsft.ROLE_NAMES[lang]["user"]
     assert f"{role}: {context[-1]['content']}" in tok.decode(ids)
 
@@ -106,14 +149,17 @@ def test_language_follows_the_context_unless_given(small_tokenizer):
     assert jsft.context_lang(KO_CONTEXT) == "ko" and jsft.context_lang(EN_CONTEXT) == "en"
     assert "[대화]" in tok.decode(judge_prompt(tok, KO_CONTEXT, "a", "b"))
     forced = tok.decode(judge_prompt(tok, KO_CONTEXT, "a", "b", lang="en"))
-    assert ("[Conversation]" in forced and "User: 그럼 12 빼기 4는요?" in forced
-            and "Assistant: 12입니다." in forced)
+    assert (
+        "[Conversation]" in forced
+        and "User: 그럼 12 빼기 4는요?" in forced
+        and "Assistant: 12입니다." in forced
+    )
     with pytest.raises(ValueError, match="no en judge template for principle 'kindness'"):
         judge_prompt(tok, EN_CONTEXT, "a", "b", "kindness")
 
 
 def contains(seq, sub):
-    return any(seq[i:i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
+    return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
 
 
 def test_id_responses_are_spliced_never_re_encoded(small_tokenizer):
@@ -125,8 +171,9 @@ def test_id_responses_are_spliced_never_re_encoded(small_tokenizer):
     # a sample as generated, stop id included
     ids = judge_prompt(tok, EN_CONTEXT, odd + [tok.eot_id], "No.")
     assert contains(ids, odd) and not contains(ids, odd + [tok.eot_id])
-    assert judge_prompt(tok, EN_CONTEXT, tok.encode(text), "No.") == judge_prompt(tok, EN_CONTEXT,
-                                                                                  text, "No.")
+    assert judge_prompt(tok, EN_CONTEXT, tok.encode(text), "No.") == judge_prompt(
+        tok, EN_CONTEXT, text, "No."
+    )
 
 
 # ----------------------------------------------------------------------------- training examples
@@ -135,9 +182,9 @@ def test_both_orders_mirror_the_target_and_only_the_verdict_carries_loss(small_t
     pair = PreferencePair(EN_CONTEXT, "7 plus 5 is 12.", "7 plus 5 is 13.")
     (ids1, mask1), (ids2, mask2) = judgment_examples(tok, [pair])
     for ids, mask, first, second, verdict in (
-            (ids1, mask1, pair.chosen, pair.rejected, tok.verdict_a_id),
-                                               (ids2, mask2, pair.rejected, pair.chosen,
-                                                tok.verdict_b_id)):
+        (ids1, mask1, pair.chosen, pair.rejected, tok.verdict_a_id),
+        (ids2, mask2, pair.rejected, pair.chosen, tok.verdict_b_id),
+    ):
         # exactly what the judge reads at inference
         prompt = judge_prompt(tok, EN_CONTEXT, first, second)
         assert ids == prompt + [verdict, tok.eot_id]
@@ -146,37 +193,58 @@ def test_both_orders_mirror_the_target_and_only_the_verdict_carries_loss(small_t
         learned = batch["loss_mask"][0].nonzero().flatten().tolist()
         # the prompt's last position predicts the verdict
         assert learned == [len(prompt) - 1, len(prompt)]
-        assert (batch["x"][0, len(prompt) - 1] == prompt[-1]
-                and batch["y"][0, len(prompt) - 1] == verdict)
+        assert (
+            batch["x"][0, len(prompt) - 1] == prompt[-1]
+            and batch["y"][0, len(prompt) - 1] == verdict
+        )
     assert tok.decode([tok.verdict_a_id]) == " A" and tok.decode([tok.verdict_b_id]) == " B"
 
 
 def test_rationale_variant_puts_the_verdict_first_and_learns_the_rationale(small_tokenizer):
     tok = small_tokenizer
-    pair = PreferencePair(EN_CONTEXT, "12.", "13.", "correctness", "The answer is correct.",
-                          "The answer is wrong.")
+    pair = PreferencePair(
+        EN_CONTEXT, "12.", "13.", "correctness", "The answer is correct.", "The answer is wrong."
+    )
     (ids1, mask1), (ids2, mask2) = judgment_examples(tok, [pair], rationale=True)
     for ids, mask, first, second, verdict, why in (
-            (ids1, mask1, "12.", "13.", tok.verdict_a_id,
-             ".\nResponse A: The answer is correct.\nResponse B: The answer is wrong."),
-            (ids2, mask2, "13.", "12.", tok.verdict_b_id,
-             ".\nResponse A: The answer is wrong.\nResponse B: The answer is correct.")):
+        (
+            ids1,
+            mask1,
+            "12.",
+            "13.",
+            tok.verdict_a_id,
+            ".\nResponse A: The answer is correct.\nResponse B: The answer is wrong.",
+        ),
+        (
+            ids2,
+            mask2,
+            "13.",
+            "12.",
+            tok.verdict_b_id,
+            ".\nResponse A: The answer is wrong.\nResponse B: The answer is correct.",
+        ),
+    ):
         prompt = judge_prompt(tok, EN_CONTEXT, first, second, "correctness")
         target = [verdict] + tok.encode(why) + [tok.eot_id]
         assert ids == prompt + target and mask == [0] * len(prompt) + [1] * len(target)
-    assert judgment_examples(tok, [pair], rationale=False)[0][0][-2:] == [tok.verdict_a_id,
-                                                                          tok.eot_id]
+    assert judgment_examples(tok, [pair], rationale=False)[0][0][-2:] == [
+        tok.verdict_a_id,
+        tok.eot_id,
+    ]
 
 
 def test_long_examples_lose_old_context_first_and_keep_their_target(small_tokenizer):
     tok = small_tokenizer
-    long_context = [{"role": "user", "content": "Tell me about apples. " * 30},
-                    {"role": "assistant", "content": "Sure."},
-                    {"role": "user", "content": "What is 7 plus 5?"}]
+    long_context = [
+        {"role": "user", "content": "Tell me about apples. " * 30},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "What is 7 plus 5?"},
+    ]
     full, _ = judgment_example(tok, long_context, "12.", "13.", 1)
     ids, mask = judgment_example(tok, long_context, "12.", "13.", 1, max_len=len(full) - 40)
-    assert (len(ids) == len(full) - 40 and ids[-2:] == [tok.verdict_b_id, tok.eot_id]
-            and sum(mask) == 2)
+    assert (
+        len(ids) == len(full) - 40 and ids[-2:] == [tok.verdict_b_id, tok.eot_id] and sum(mask) == 2
+    )
     text = tok.decode(ids)
     assert "What is 7 plus 5?" in text and "12." in text and "13." in text
     with pytest.raises(ValueError, match="template alone is longer"):
@@ -193,14 +261,18 @@ def test_mix_reaches_the_asked_fraction_keeps_pairs_together_and_cuts_nothing():
     sft, judged = fake_examples(0, 30), fake_examples(1, 20)  # 20 judgment examples = 10 pairs
     for fraction in (0.25, 0.5, 0.8):
         units, counts = mix_units(sft, judged, fraction, seed=1)
-        assert counts["judgments"] / (counts["sft"]
-                                      + counts["judgments"]) == pytest.approx(fraction, abs=0.02)
+        assert counts["judgments"] / (counts["sft"] + counts["judgments"]) == pytest.approx(
+            fraction, abs=0.02
+        )
         flat = [ex for u in units for ex in u]
-        assert counts == {"sft": sum(ex[1][0] == 0 for ex in flat),
-                          "judgments": sum(ex[1][0] == 1 for ex in flat)}
+        assert counts == {
+            "sft": sum(ex[1][0] == 0 for ex in flat),
+            "judgments": sum(ex[1][0] == 1 for ex in flat),
+        }
         assert all(len(u) == 1 for u in units if u[0][1][0] == 0)
-        assert all(u in [judged[i:i + 2] for i in range(0, 20, 2)] for u in units
-                   if u[0][1][0] == 1)
+        assert all(
+            u in [judged[i : i + 2] for i in range(0, 20, 2)] for u in units if u[0][1][0] == 1
+        )
         assert all(ex in flat for ex in sft + judged)  # the short side is repeated, nothing dropped
     assert mix_units(sft, judged, 0.0)[1] == {"sft": 30, "judgments": 0}
     assert mix_units(sft, judged, 1.0)[1] == {"sft": 0, "judgments": 20}
@@ -246,7 +318,7 @@ class StubJudge(torch.nn.Module):
         logits[..., self.b_id] = 50.0  # "B", unless the prefix is a known prompt
         for r, row in enumerate(idx.tolist()):
             for t in range(len(row)):
-                key = tuple(row[:t + 1])
+                key = tuple(row[: t + 1])
                 if key in self.table:
                     logits[r, t, self.b_id] = 0.0
                     logits[r, t, self.a_id] = self.table[key]  # p_A = sigmoid(logit)
@@ -281,12 +353,12 @@ def expected_verdict(probs, principles):
 def test_judge_averages_both_orders_with_one_principle(small_tokenizer):
     tok = small_tokenizer
     cases = [  # (p_A(a, b), p_A(b, a)); every (a, b) differs, so the stub's prompts do not collide
-        (EN_CONTEXT, "12.", "13.", {"overall": (0.9, 0.3)}),   # consistent: a wins both ways
+        (EN_CONTEXT, "12.", "13.", {"overall": (0.9, 0.3)}),  # consistent: a wins both ways
         # biased toward A; averaged b wins
         (EN_CONTEXT, "It is 11.", "It is 12.", {"overall": (0.6, 0.95)}),
         # biased toward A; averaged a wins (0.55)
         (KO_CONTEXT, "8입니다.", "eight.", {"overall": (0.7, 0.6)}),
-        (KO_CONTEXT, "8.", "9입니다.", {"overall": (0.2, 0.8)}),   # consistent: b wins both ways
+        (KO_CONTEXT, "8.", "9입니다.", {"overall": (0.2, 0.8)}),  # consistent: b wins both ways
     ]
     model = stub_for(tok, cases, ("overall",))
     out = judge(model, tok, [c[0] for c in cases], [(c[1], c[2]) for c in cases], batch_size=3)
@@ -307,14 +379,27 @@ def test_judge_principles_vote_and_a_tie_goes_to_the_higher_mean(small_tokenizer
     cases = [
         # 2 votes for a (barely) against 1 strong vote for b: the majority wins although the mean
         # favours b
-        (EN_CONTEXT, "12.", "13.",
-         {"correctness": (0.55, 0.45), "language": (0.55, 0.45), "concision": (0.0001, 0.9999)}),
+        (
+            EN_CONTEXT,
+            "12.",
+            "13.",
+            {"correctness": (0.55, 0.45), "language": (0.55, 0.45), "concision": (0.0001, 0.9999)},
+        ),
         # 2 votes for b against 1 for a
-        (EN_CONTEXT, "x.", "y.",
-         {"correctness": (0.9, 0.1), "language": (0.3, 0.7), "concision": (0.4, 0.6)}),
+        (
+            EN_CONTEXT,
+            "x.",
+            "y.",
+            {"correctness": (0.9, 0.1), "language": (0.3, 0.7), "concision": (0.4, 0.6)},
+        ),
     ]
-    out = judge(stub_for(tok, cases, principles), tok, [c[0] for c in cases],
-                [(c[1], c[2]) for c in cases], principles)
+    out = judge(
+        stub_for(tok, cases, principles),
+        tok,
+        [c[0] for c in cases],
+        [(c[1], c[2]) for c in cases],
+        principles,
+    )
     assert out["winners"] == [0, 1]
     for k, case in enumerate(cases):
         mean, winner = expected_verdict(case[3], principles)
@@ -326,12 +411,15 @@ def test_judge_principles_vote_and_a_tie_goes_to_the_higher_mean(small_tokenizer
         # mean 0.35 -> b
         (EN_CONTEXT, "11.", "12.", {"correctness": (0.6, 0.4), "language": (0.1, 0.9)}),
     ]
-    out = judge(stub_for(tok, ties, two), tok, [c[0] for c in ties], [(c[1], c[2]) for c in ties],
-                two)
+    out = judge(
+        stub_for(tok, ties, two), tok, [c[0] for c in ties], [(c[1], c[2]) for c in ties], two
+    )
     assert out["winners"] == [0, 1]
     assert out["score_a"] == pytest.approx([expected_verdict(c[3], two)[0] for c in ties], abs=1e-5)
-    assert [[round(s, 4) for s in row] for row in out["principle_scores"]] == [[0.95, 0.4],
-                                                                               [0.6, 0.1]]
+    assert [[round(s, 4) for s in row] for row in out["principle_scores"]] == [
+        [0.95, 0.4],
+        [0.6, 0.1],
+    ]
 
 
 def test_judge_accuracy_reports_position_bias_and_consistency(small_tokenizer):
@@ -339,11 +427,15 @@ def test_judge_accuracy_reports_position_bias_and_consistency(small_tokenizer):
     pairs = [PreferencePair(EN_CONTEXT, f"{n} is right.", f"{n} is wrong.") for n in range(6)]
     # always says A with confidence 0.8 except on pairs 0 and 1, which it judges right in both
     # orders
-    cases = [(p.context, p.chosen, p.rejected, {"overall": (0.9, 0.1) if k < 2 else (0.8, 0.8)})
-             for k, p in enumerate(pairs)]
-    cases += [(p.context, p.rejected, p.chosen, {"overall": (0.1, 0.9) if k < 2 else (0.8, 0.8)})
-              # the same prompts, whichever reply judge_accuracy calls a
-              for k, p in enumerate(pairs)]
+    cases = [
+        (p.context, p.chosen, p.rejected, {"overall": (0.9, 0.1) if k < 2 else (0.8, 0.8)})
+        for k, p in enumerate(pairs)
+    ]
+    cases += [
+        (p.context, p.rejected, p.chosen, {"overall": (0.1, 0.9) if k < 2 else (0.8, 0.8)})
+        # the same prompts, whichever reply judge_accuracy calls a
+        for k, p in enumerate(pairs)
+    ]
     result = judge_accuracy(stub_for(tok, cases, ("overall",)), tok, pairs)
     assert result["n"] == 6
     assert result["acc_chosen_first"] == 1.0 and result["acc_chosen_second"] == pytest.approx(2 / 6)
@@ -361,17 +453,49 @@ def test_tiny_jsft_learns_to_judge_held_out_fixture_pairs(small_tokenizer, tmp_p
     torch.manual_seed(0)
     cfg = config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=192)
     init = str(tmp_path / "init")
-    save_checkpoint(init, Transformer(cfg).state_dict(),
-                    {"phase": "test", "model": dataclasses.asdict(cfg)},
-                    tokenizer_path=tok.model_path)
+    save_checkpoint(
+        init,
+        Transformer(cfg).state_dict(),
+        {"phase": "test", "model": dataclasses.asdict(cfg)},
+        tokenizer_path=tok.model_path,
+    )
     held_out = read_preferences(os.path.join(FIX, "prefs_eval.jsonl"))
     untrained = judge_accuracy(load_model(init)[0], tok, held_out)
     out = str(tmp_path / "jsft")
-    jsft.main(["--init-from", init, "--out-dir", out, "--data", os.path.join(FIX, "chats.jsonl"),
-               "--prefs", os.path.join(FIX, "prefs_train.jsonl"), "--eval-prefs",
-               os.path.join(FIX, "prefs_eval.jsonl"), "--judge-fraction", "0.9", "--steps", "250",
-               "--lr", "3e-3", "--min-lr", "3e-4", "--warmup-steps", "10", "--seq-len", "192",
-               "--max-tokens", "1024", "--val-fraction", "0", "--device", "cpu", "--lm-mix", "0"])
+    jsft.main(
+        [
+            "--init-from",
+            init,
+            "--out-dir",
+            out,
+            "--data",
+            os.path.join(FIX, "chats.jsonl"),
+            "--prefs",
+            os.path.join(FIX, "prefs_train.jsonl"),
+            "--eval-prefs",
+            os.path.join(FIX, "prefs_eval.jsonl"),
+            "--judge-fraction",
+            "0.9",
+            "--steps",
+            "250",
+            "--lr",
+            "3e-3",
+            "--min-lr",
+            "3e-4",
+            "--warmup-steps",
+            "10",
+            "--seq-len",
+            "192",
+            "--max-tokens",
+            "1024",
+            "--val-fraction",
+            "0",
+            "--device",
+            "cpu",
+            "--lm-mix",
+            "0",
+        ]
+    )
     with open(os.path.join(out, "judge_eval.json"), encoding="utf-8") as fh:
         result = json.load(fh)
     assert result["n"] == len(held_out) == 60
@@ -393,6 +517,7 @@ def test_tiny_jsft_learns_to_judge_held_out_fixture_pairs(small_tokenizer, tmp_p
 
 def test_sampled_pairs_are_the_models_own_replies_ranked_by_the_verifier(small_tokenizer):
     import tasks
+
     tok = small_tokenizer
     torch.manual_seed(0)
     model = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=128))
@@ -410,8 +535,10 @@ def test_sampled_pairs_are_the_models_own_replies_ranked_by_the_verifier(small_t
 def test_judge_an_exact_tie_goes_to_a(small_tokenizer):
     """p_A = p_B = 0.5 in both orders: no principle votes, the mean is exactly 0.5, and a wins."""
     tok = small_tokenizer
-    cases = [(EN_CONTEXT, "12.", "13.", {"overall": (0.5, 0.5)}),
-             (EN_CONTEXT, "It is 13.", "It is 12.", {"overall": (0.5, 0.5)})]
+    cases = [
+        (EN_CONTEXT, "12.", "13.", {"overall": (0.5, 0.5)}),
+        (EN_CONTEXT, "It is 13.", "It is 12.", {"overall": (0.5, 0.5)}),
+    ]
     model = stub_for(tok, cases, ("overall",))
     out = judge(model, tok, [c[0] for c in cases], [(c[1], c[2]) for c in cases])
     assert out["score_a"] == [0.5, 0.5] and out["winners"] == [0, 0]

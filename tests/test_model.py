@@ -1,6 +1,7 @@
 """Tests for model.py: parity with Hugging Face LlamaForCausalLM, KV-cache and padding invariants,
 SDPA vs the written-out attention, GQA, the masked loss, sampling, and that the pieces learn. All on
 tiny configs."""
+
 import math
 import os
 import subprocess
@@ -12,17 +13,39 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from convert import from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict  # noqa: E402
-from model import (PRESETS, ModelConfig, Transformer, attention, bucket,  # noqa: E402
-                   compile_model, config_from_preset, decode_one_token, generate,
-                   inverse_cdf_sample, last_position_logits, nucleus, sample_next,
-                   sequence_logprobs)
+from model import (
+    PRESETS,
+    ModelConfig,
+    Transformer,
+    attention,
+    bucket,  # noqa: E402
+    compile_model,
+    config_from_preset,
+    decode_one_token,
+    generate,
+    inverse_cdf_sample,
+    last_position_logits,
+    nucleus,
+    sample_next,
+    sequence_logprobs,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
-TINY = dict(vocab_size=97, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=None,
-            multiple_of=16, max_seq_len=64, rope_theta=500.0, norm_eps=1e-6)
+TINY = dict(
+    vocab_size=97,
+    dim=32,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    ffn_hidden=None,
+    multiple_of=16,
+    max_seq_len=64,
+    rope_theta=500.0,
+    norm_eps=1e-6,
+)
 
 
 def make_model(seed=0, matrix_scale=1.0, **overrides):
@@ -44,19 +67,24 @@ def make_hf(model, attn="eager"):
     """transformers.LlamaForCausalLM built from our config, holding our weights (no download)."""
     transformers = pytest.importorskip("transformers")
     cfg = model.cfg
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_llama_config_dict(cfg),
-                                                                attn_implementation=attn)).eval()
-    missing, unexpected = hf.load_state_dict(to_hf_state_dict(model.state_dict(), cfg),
-                                             strict=False)
+    hf = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(**hf_llama_config_dict(cfg), attn_implementation=attn)
+    ).eval()
+    missing, unexpected = hf.load_state_dict(
+        to_hf_state_dict(model.state_dict(), cfg), strict=False
+    )
     assert unexpected == [] and missing == (["lm_head.weight"] if cfg.tie_embeddings else [])
     if cfg.tie_embeddings:
         assert hf.lm_head.weight is hf.model.embed_tokens.weight
     return hf
 
 
-CONFIGS = {"gqa": {}, "mha": dict(n_kv_heads=4),
-           "mqa-tied": dict(n_kv_heads=1, tie_embeddings=True),
-           "gqa-tied": dict(tie_embeddings=True)}
+CONFIGS = {
+    "gqa": {},
+    "mha": dict(n_kv_heads=4),
+    "mqa-tied": dict(n_kv_heads=1, tie_embeddings=True),
+    "gqa-tied": dict(tie_embeddings=True),
+}
 
 
 # --- parity with Hugging Face ---------------------------------------------------------------------
@@ -93,13 +121,17 @@ def test_num_params_matches_hf_and_hand_count():
     model = make_model()
     c = model.cfg
     hd = c.dim // c.n_heads
-    per_layer = (2 * c.dim * c.dim + 2 * c.dim * c.n_kv_heads * hd + 3 * c.dim * c.ffn_hidden
-                 + 2 * c.dim)
+    per_layer = (
+        2 * c.dim * c.dim + 2 * c.dim * c.n_kv_heads * hd + 3 * c.dim * c.ffn_hidden + 2 * c.dim
+    )
     assert model.num_params() == 2 * c.vocab_size * c.dim + c.n_layers * per_layer + c.dim
     assert model.num_params() == make_hf(model).num_parameters()
     tied = make_model(tie_embeddings=True)
-    assert tied.num_params() == model.num_params() - c.vocab_size * c.dim == make_hf(
-        tied).num_parameters()
+    assert (
+        tied.num_params()
+        == model.num_params() - c.vocab_size * c.dim
+        == make_hf(tied).num_parameters()
+    )
     assert model.num_params(exclude_embeddings=True) == model.num_params() - c.vocab_size * c.dim
 
 
@@ -110,8 +142,12 @@ def test_ffn_rule_flops_and_presets():
     model = make_model(n_layers=1, tie_embeddings=True)
     c, T = model.cfg, 16
     # forward by hand: count the multiply-adds of one token at position t of a causal sequence
-    fwd = 2 * (c.dim * c.dim * 2 + c.dim * (c.dim // 2) * 2 + 3 * c.dim * c.ffn_hidden
-               + c.dim * c.vocab_size)
+    fwd = 2 * (
+        c.dim * c.dim * 2
+        + c.dim * (c.dim // 2) * 2
+        + 3 * c.dim * c.ffn_hidden
+        + c.dim * c.vocab_size
+    )
     # q.k and p.v over t keys, averaged over t
     attn = sum(2 * 2 * t * c.dim for t in range(1, T + 1)) / T
     assert model.flops_per_token(T) == pytest.approx(3 * (fwd + attn), rel=0.1 / T)
@@ -136,8 +172,14 @@ def test_greedy_generation_matches_hf_generate(tied):
     P = max(map(len, prompts))
     ids = torch.tensor([[0] * (P - len(p)) + p for p in prompts])
     attn = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts])
-    out = hf.generate(input_ids=ids, attention_mask=attn, max_new_tokens=12, do_sample=False,
-                      eos_token_id=None, pad_token_id=0)
+    out = hf.generate(
+        input_ids=ids,
+        attention_mask=attn,
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     assert ours == out[:, P:].tolist()
 
 
@@ -151,7 +193,7 @@ def test_kv_cache_decoding_matches_full_forward():
     full, _ = model(idx)
     model.setup_cache(2, 20)
     got = [model(idx[:, :5], start_pos=0)[0]]  # prefill 5, then one token at a time
-    got += [model(idx[:, t:t + 1], start_pos=t)[0] for t in range(5, 20)]
+    got += [model(idx[:, t : t + 1], start_pos=t)[0] for t in range(5, 20)]
     assert (torch.cat(got, dim=1) - full).abs().max().item() < 1e-5
 
 
@@ -167,16 +209,15 @@ def test_chunked_prefill_matches_full_forward(use_sdpa):
     model.setup_cache(2, 30)
     got, pos = [], 0
     for n in [3, 7, 4, 1, 6, 5, 4]:
-        got.append(model(idx[:, pos:pos + n], start_pos=pos)[0])
+        got.append(model(idx[:, pos : pos + n], start_pos=pos)[0])
         pos += n
     assert (torch.cat(got, dim=1) - full).abs().max().item() < 1e-5
     # is_causal on a (T < S) chunk would have been wrong: guard that the check above can fail
     q, k = torch.randn(1, 1, 3, 8), torch.randn(1, 1, 10, 8)
-    assert not torch.allclose(F.scaled_dot_product_attention(q, k, k, is_causal=True),
-                              F.scaled_dot_product_attention(q, k, k,
-                                                             attn_mask=torch.ones(3,
-                                                                                  10).tril(
-                                                                                      7).bool()))
+    assert not torch.allclose(
+        F.scaled_dot_product_attention(q, k, k, is_causal=True),
+        F.scaled_dot_product_attention(q, k, k, attn_mask=torch.ones(3, 10).tril(7).bool()),
+    )
 
 
 @torch.no_grad()
@@ -188,15 +229,15 @@ def test_left_padded_cached_batch_equals_each_row_alone():
     P = 13
     idx = torch.zeros(3, P, dtype=torch.long)
     for b, r in enumerate(rows):
-        idx[b, P - len(r):] = r
+        idx[b, P - len(r) :] = r
     left_pad = torch.tensor([P - len(r) for r in rows])
     model.setup_cache(3, P + 5)
     batch = [model(idx, start_pos=0, left_pad=left_pad)[0]]
-    batch += [model(cont[:, i:i + 1], start_pos=P + i, left_pad=left_pad)[0] for i in range(5)]
+    batch += [model(cont[:, i : i + 1], start_pos=P + i, left_pad=left_pad)[0] for i in range(5)]
     batch = torch.cat(batch, dim=1)  # (3, P+5, V)
     for b, r in enumerate(rows):
         alone, _ = model(torch.cat([r, cont[b]])[None])  # no cache, no padding
-        assert (batch[b, P - len(r):] - alone[0]).abs().max().item() < 1e-5
+        assert (batch[b, P - len(r) :] - alone[0]).abs().max().item() < 1e-5
         assert torch.isfinite(batch[b]).all()  # padding rows stay finite
 
 
@@ -207,14 +248,14 @@ def test_right_padded_batch_equals_each_row_alone():
     ids = torch.zeros(3, 11, dtype=torch.long)
     mask = torch.zeros(3, 11)
     for b, r in enumerate(rows):
-        ids[b, :len(r)] = r
-        mask[b, 1:len(r)] = 1
+        ids[b, : len(r)] = r
+        mask[b, 1 : len(r)] = 1
     logits, _ = model(ids)
     s, m = sequence_logprobs(model, ids, mask)
     for b, r in enumerate(rows):
         alone, _ = model(r[None])
-        assert (logits[b, :len(r)] - alone[0]).abs().max().item() < 1e-5
-        s1, m1 = sequence_logprobs(model, r[None], mask[b:b + 1, :len(r)])
+        assert (logits[b, : len(r)] - alone[0]).abs().max().item() < 1e-5
+        s1, m1 = sequence_logprobs(model, r[None], mask[b : b + 1, : len(r)])
         assert torch.allclose(s[b], s1[0], atol=1e-5) and torch.allclose(m[b], m1[0], atol=1e-6)
 
 
@@ -231,7 +272,7 @@ def test_last_position_logits_of_right_padded_prompts_equal_each_prompt_alone():
             assert (got[b] - alone[0, -1]).abs().max().item() < 1e-5
         ids = torch.zeros(4, 9, dtype=torch.long)
         for b, p in enumerate(prompts):
-            ids[b, :len(p)] = torch.tensor(p)
+            ids[b, : len(p)] = torch.tensor(p)
         full, _ = model(ids)
         at = torch.tensor([3, 0, 8, 5])  # any position per row, not only the last real one
         picked, _ = model(ids, last_only=at)
@@ -253,9 +294,10 @@ def test_batched_generation_equals_each_row_alone_and_stops_per_row():
 
         def forward(self, *args, **kwargs):
             raise AssertionError("generate must call the unwrapped model")
+
     assert generate(Wrapper(model), prompts, 10, temperature=0) == alone
     stop = alone[0][2]  # a token row 0 emits at step 3: row 0 must stop there, including it
-    cut = [a[:a.index(stop) + 1] if stop in a else a for a in alone]
+    cut = [a[: a.index(stop) + 1] if stop in a else a for a in alone]
     streamed = []
     got = generate(model, prompts, 10, temperature=0, stop_ids=[stop], on_token=streamed.append)
     assert got == cut and got[0][-1] == stop
@@ -284,19 +326,21 @@ def test_static_decode_over_a_stale_cache_equals_each_row_alone():
     P, S = 13, 32  # a cache longer than the 19 slots used
     idx = torch.zeros(3, P, dtype=torch.long)
     for b, r in enumerate(rows):
-        idx[b, P - len(r):] = r
+        idx[b, P - len(r) :] = r
     left_pad = torch.tensor([P - len(r) for r in rows])
     model.setup_cache(3, S, exact=True)
     for layer in model.layers:
         layer.self_attn.k_cache.normal_(0, 100)
         layer.self_attn.v_cache.normal_(0, 100)
     prefill = model(idx, start_pos=0, left_pad=left_pad)[0]  # (3, P, V)
-    steps = [decode_one_token(model, cont[:, i:i + 1], torch.tensor([P + i]), left_pad)
-             for i in range(6)]
+    steps = [
+        decode_one_token(model, cont[:, i : i + 1], torch.tensor([P + i]), left_pad)
+        for i in range(6)
+    ]
     got = torch.cat([prefill, torch.stack(steps, dim=1)], dim=1)  # (3, P + 6, V)
     for b, r in enumerate(rows):
         alone, _ = model(torch.cat([r, cont[b]])[None])  # no cache, no padding
-        assert (got[b, P - len(r):] - alone[0]).abs().max().item() < 1e-5
+        assert (got[b, P - len(r) :] - alone[0]).abs().max().item() < 1e-5
     cfg = model.cfg
     assert model.layers[0].self_attn.k_cache.shape == (3, cfg.n_kv_heads, S, cfg.head_dim)
     model.setup_cache(2, 16)  # a smaller request keeps the cache; exact=True reallocates it
@@ -323,9 +367,18 @@ def test_compiled_decode_gives_the_same_tokens_and_compiles_once():
     graphs = dynamo.utils.counters["stats"]["unique_graphs"]
     assert generate(model, prompts, 10, temperature=0, compile=True) == eager
     assert model.layers[0].self_attn.k_cache.shape[0::2] == (4, 64)  # the buckets
+
     def sample(compile):
-        return generate(model, prompts[::-1], 12, temperature=1.0, top_p=0.9,
-                        generator=torch.Generator().manual_seed(3), compile=compile)
+        return generate(
+            model,
+            prompts[::-1],
+            12,
+            temperature=1.0,
+            top_p=0.9,
+            generator=torch.Generator().manual_seed(3),
+            compile=compile,
+        )
+
     assert sample(True) == sample(False)
     with torch.no_grad():  # weights changed in place, as an optimizer step does: the graph reads
         for p in model.parameters():  # them anew (they are its inputs, not baked-in constants)
@@ -397,8 +450,12 @@ def test_gqa_equals_mha_with_repeated_kv_heads_and_mha_config():
         assert (gqa(idx)[0] - mha(idx)[0]).abs().max().item() < 1e-5
     # and n_kv_heads == n_heads goes through the same code as plain multi-head attention (no repeat)
     q, k, v = torch.randn(3, 2, 4, 7, 8).unbind(0)
-    plain = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(8)
-                          + torch.full((7, 7), -math.inf).triu(1), -1) @ v
+    plain = (
+        torch.softmax(
+            (q @ k.transpose(-1, -2)) / math.sqrt(8) + torch.full((7, 7), -math.inf).triu(1), -1
+        )
+        @ v
+    )
     for use_sdpa in (True, False):
         assert torch.allclose(attention(q, k, v, None, use_sdpa), plain, atol=1e-6)
 
@@ -423,8 +480,9 @@ def test_grouped_attention_with_a_mask_equals_repeated_kv_heads(T):
     for use_sdpa in (True, False):
         for form in (lambda m: m, additive):
             assert torch.allclose(attention(q, k, v, form(mask), use_sdpa), expected, atol=1e-5)
-            assert torch.allclose(attention(q, k, v, form(shared), use_sdpa), expected_shared,
-                                  atol=1e-5)
+            assert torch.allclose(
+                attention(q, k, v, form(shared), use_sdpa), expected_shared, atol=1e-5
+            )
 
 
 # --- loss -----------------------------------------------------------------------------------------
@@ -450,9 +508,13 @@ def test_loss_mask_and_ignore_index():
     t2[0, :5] = (t2[0, :5] + 1) % V
     assert model(idx, t2, loss_mask)[1].item() == loss.item()
     # no loss_mask: plain mean over the non-ignored tokens
-    assert abs(
-        model(idx, targets)[1].item() - F.cross_entropy(logits.view(-1, V),
-                                                        targets.view(-1)).item()) < 1e-6
+    assert (
+        abs(
+            model(idx, targets)[1].item()
+            - F.cross_entropy(logits.view(-1, V), targets.view(-1)).item()
+        )
+        < 1e-6
+    )
     assert model(idx)[1] is None
 
 
@@ -480,8 +542,9 @@ def test_sequence_logprobs_matches_hand_computation_and_is_differentiable():
 def test_sampling_filters_and_seeding():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
     draw = lambda **kw: sample_next(logits, generator=torch.Generator().manual_seed(1), **kw)
-    assert torch.equal(draw(temperature=0, top_k=None, top_p=None),
-                       torch.zeros(4000, dtype=torch.long))
+    assert torch.equal(
+        draw(temperature=0, top_k=None, top_p=None), torch.zeros(4000, dtype=torch.long)
+    )
     counts = torch.bincount(draw(temperature=1.0, top_k=None, top_p=None), minlength=4) / 4000
     assert torch.allclose(counts, torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03)
     counts = torch.bincount(draw(temperature=1.0, top_k=2, top_p=None), minlength=4) / 4000
@@ -493,11 +556,18 @@ def test_sampling_filters_and_seeding():
     cold = torch.bincount(draw(temperature=0.5, top_k=None, top_p=None), minlength=4) / 4000
     p = torch.tensor([0.5, 0.3, 0.15, 0.05]) ** 2
     assert torch.allclose(cold, p / p.sum(), atol=0.03)
-    assert torch.equal(draw(temperature=1.0, top_k=None, top_p=None),
-                       draw(temperature=1.0, top_k=None, top_p=None))
+    assert torch.equal(
+        draw(temperature=1.0, top_k=None, top_p=None), draw(temperature=1.0, top_k=None, top_p=None)
+    )
     model = make_model()
-    run = lambda seed: generate(model, [[1, 2], [3]], 8, temperature=1.0, top_k=20,
-                                generator=torch.Generator().manual_seed(seed))
+    run = lambda seed: generate(
+        model,
+        [[1, 2], [3]],
+        8,
+        temperature=1.0,
+        top_k=20,
+        generator=torch.Generator().manual_seed(seed),
+    )
     assert run(7) == run(7) and run(7) != run(8)
 
 
@@ -530,7 +600,7 @@ def test_inverse_cdf_sample_at_the_ends_of_the_uniform(monkeypatch):
     """u = 0 and u = 1 - 2^-24, the extremes torch.rand can return, pick the first and the last
     token with nonzero probability, never a zero-probability neighbour or an index past V."""
     p = torch.tensor([[0.0, 0.3, 0.0, 0.7, 0.0, 0.0]]).repeat(2, 1)
-    ends = torch.tensor([[0.0], [1.0 - 2.0 ** -24]])
+    ends = torch.tensor([[0.0], [1.0 - 2.0**-24]])
     monkeypatch.setattr(torch, "rand", lambda *a, **kw: ends.clone())
     assert inverse_cdf_sample(p).tolist() == [3, 1]
 
@@ -613,8 +683,9 @@ def test_tiny_model_overfits_a_fixed_batch():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    assert loss.item() < 0.02, (f"final loss {loss.item():.3f} "
-                                f"(started at ln V = {math.log(512):.2f})")
+    assert loss.item() < 0.02, (
+        f"final loss {loss.item():.3f} (started at ln V = {math.log(512):.2f})"
+    )
 
 
 def test_keep_freed_memory_stops_page_faults():
@@ -636,8 +707,9 @@ applied = keep_freed_memory()
 print(default, applied, min(faults_per_alloc() for _ in range(3)))
 """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
     default, applied, after = out.split()
     if applied != "True":
         pytest.skip("no glibc here")
@@ -646,6 +718,7 @@ print(default, applied, min(faults_per_alloc() for _ in range(3)))
 
 def test_unwrap_finds_the_transformer_inside_compile_and_ddp_wrappers():
     from model import unwrap
+
     model = Transformer(config_from_preset("tiny"))
     compiled = torch.compile(model)  # an OptimizedModule: ._orig_mod, compiled only when called
 
@@ -653,6 +726,7 @@ def test_unwrap_finds_the_transformer_inside_compile_and_ddp_wrappers():
         def __init__(self, inner):
             super().__init__()
             self.module = inner
+
     assert unwrap(model) is model and unwrap(compiled) is model
     assert unwrap(DDPLike(compiled)) is model and unwrap(torch.compile(DDPLike(model))) is model
 

@@ -1,5 +1,6 @@
 """The one training loop: exact resume, signals, atomic checkpoints, NaN stop, wrappers, DDP on
 gloo."""
+
 import json
 import math
 import os
@@ -32,9 +33,10 @@ def make_get_batch(tokens, batch=B, seq_len=T, seed=0):
     def get_batch(step, micro):
         g = torch.Generator().manual_seed(seed * 100003 + step * 31 + micro)
         starts = torch.randint(0, len(tokens) - seq_len - 1, (batch,), generator=g)
-        x = torch.stack([tokens[s:s + seq_len] for s in starts])
-        y = torch.stack([tokens[s + 1:s + seq_len + 1] for s in starts])
+        x = torch.stack([tokens[s : s + seq_len] for s in starts])
+        y = torch.stack([tokens[s + 1 : s + seq_len + 1] for s in starts])
         return {"x": x, "y": y}
+
     return get_batch
 
 
@@ -44,8 +46,19 @@ def tiny_model(seed=0):
 
 
 def cfg_for(tmp_path, **kw):
-    base = dict(out_dir=str(tmp_path / "ckpt"), steps=8, batch_size=B, lr=3e-3, min_lr=3e-4,
-                warmup_steps=2, eval_every=0, save_every=0, seed=0, device="cpu", compile=False)
+    base = dict(
+        out_dir=str(tmp_path / "ckpt"),
+        steps=8,
+        batch_size=B,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=2,
+        eval_every=0,
+        save_every=0,
+        seed=0,
+        device="cpu",
+        compile=False,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -64,17 +77,21 @@ def test_lr_schedule_matches_hand_values():
 
 
 def test_parse_config_builds_flags_from_the_dataclass():
-    cfg = parse_config(TrainConfig,
-                       ["--steps", "7", "--lr", "0.5", "--no-resume", "--compile", "--out-dir",
-                        "x"])
+    cfg = parse_config(
+        TrainConfig, ["--steps", "7", "--lr", "0.5", "--no-resume", "--compile", "--out-dir", "x"]
+    )
     assert (cfg.steps, cfg.lr, cfg.resume, cfg.compile, cfg.out_dir) == (7, 0.5, False, True, "x")
     assert parse_config(TrainConfig, []).compile is None  # auto: on for CUDA only
 
 
 def test_loss_falls_on_a_learnable_stream(tmp_path):
     model = tiny_model()
-    history = train(model, make_get_batch(synthetic_tokens()),
-                    cfg_for(tmp_path, steps=60, warmup_steps=5), {"phase": "test"})
+    history = train(
+        model,
+        make_get_batch(synthetic_tokens()),
+        cfg_for(tmp_path, steps=60, warmup_steps=5),
+        {"phase": "test"},
+    )
     start, end = history[0]["loss"], sum(r["loss"] for r in history[-5:]) / 5
     assert start > math.log(VOCAB) - 0.7 and end < start - 1.5
 
@@ -83,12 +100,19 @@ def test_the_loop_closes_with_one_done_line_of_first_and_last_loss_and_the_last_
     """Every phase's closing line comes from train: loss first -> last step, then the last step's
     DONE_METRICS that the phase logged (val_loss here), then where the checkpoint is."""
     lines = []
-    history = train(tiny_model(), make_get_batch(synthetic_tokens()),
-                    cfg_for(tmp_path, steps=3, eval_every=3), {"phase": "test"},
-                    val_fn=lambda m: {"val_loss": 1.25}, log=lines.append)
+    history = train(
+        tiny_model(),
+        make_get_batch(synthetic_tokens()),
+        cfg_for(tmp_path, steps=3, eval_every=3),
+        {"phase": "test"},
+        val_fn=lambda m: {"val_loss": 1.25},
+        log=lines.append,
+    )
     first, last = history[0]["loss"], history[-1]["loss"]
-    assert lines[-1] == (f"done: loss {first:.3f} -> {last:.3f}, val_loss 1.250; "
-                         f"checkpoint in {tmp_path / 'ckpt'}")
+    assert lines[-1] == (
+        f"done: loss {first:.3f} -> {last:.3f}, val_loss 1.250; checkpoint in {tmp_path / 'ckpt'}"
+    )
+
 
 def test_resume_after_signal_gives_identical_weights(tmp_path):
     tokens = synthetic_tokens()
@@ -97,10 +121,12 @@ def test_resume_after_signal_gives_identical_weights(tmp_path):
 
     interrupted = tiny_model()
     base = make_get_batch(tokens)
+
     def get_batch_then_sigint(step, micro):
         if step == 3:  # SIGINT during step 3: the loop finishes that step, saves at 4, returns
             os.kill(os.getpid(), signal.SIGINT)
         return base(step, micro)
+
     cfg_b = cfg_for(tmp_path / "b")
     # saves, then exits with 128 + SIGINT so `make` stops too
     with pytest.raises(SystemExit) as stopped:
@@ -120,9 +146,11 @@ def test_resume_after_signal_gives_identical_weights(tmp_path):
 def test_grad_accumulation_equals_one_big_batch(tmp_path):
     tokens = synthetic_tokens()
     big = make_get_batch(tokens, batch=2 * B)
+
     def halves(step, micro):
         full = big(step, 0)
-        return {k: v[micro * B:(micro + 1) * B] for k, v in full.items()}
+        return {k: v[micro * B : (micro + 1) * B] for k, v in full.items()}
+
     one, two = tiny_model(), tiny_model()
     train(one, big, cfg_for(tmp_path / "a", steps=3, batch_size=2 * B), {"phase": "test"})
     train(two, halves, cfg_for(tmp_path / "b", steps=3, grad_accum=2), {"phase": "test"})
@@ -138,14 +166,20 @@ def test_interrupted_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
     assert good_config["step"] == 4
 
     real_save = torch.save
+
     def crashing_save(obj, path, *a, **k):
         with open(path, "wb") as fh:  # a half-written file, then the "power cut"
             fh.write(b"partial")
         raise KeyboardInterrupt("simulated crash mid-save")
+
     monkeypatch.setattr(torch, "save", crashing_save)
     with pytest.raises(KeyboardInterrupt):
-        pretrain.save_checkpoint(cfg.out_dir, {k: v + 1 for k, v in model.state_dict().items()},
-                                 {"model": good_config["model"], "step": 99}, {"step": 99})
+        pretrain.save_checkpoint(
+            cfg.out_dir,
+            {k: v + 1 for k, v in model.state_dict().items()},
+            {"model": good_config["model"], "step": 99},
+            {"step": 99},
+        )
     monkeypatch.setattr(torch, "save", real_save)
 
     state, config = load_checkpoint(cfg.out_dir)
@@ -159,16 +193,21 @@ def test_interrupted_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
 def test_planted_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     model = tiny_model()
     cfg = cfg_for(tmp_path, steps=8, save_every=3)
+
     def loss_with_nan(m, batch):
         loss, extra = pretrain.lm_loss(m, batch)
         return (loss * float("nan") if loss_with_nan.calls == 4 else loss), extra
+
     loss_with_nan.calls = 0
     base = make_get_batch(synthetic_tokens())
+
     def counting(step, micro):
         loss_with_nan.calls = step
         return base(step, micro)
-    with pytest.raises(SystemExit,
-                       match=r"non-finite loss \(nan\) at step 5.*last good checkpoint"):
+
+    with pytest.raises(
+        SystemExit, match=r"non-finite loss \(nan\) at step 5.*last good checkpoint"
+    ):
         train(model, counting, cfg, {"phase": "test"}, loss_fn=loss_with_nan)
     state, config = load_checkpoint(cfg.out_dir)
     assert config["step"] == 3
@@ -179,11 +218,14 @@ def test_wrapped_state_dicts_load_into_a_plain_transformer(tmp_path):
     model = tiny_model()
     compiled = torch.compile(model)  # state_dict keys get `_orig_mod.`
     assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())
-    for name, state in [("compiled", compiled.state_dict()),
-                        ("ddp", {"module." + k: v for k, v in model.state_dict().items()})]:
+    for name, state in [
+        ("compiled", compiled.state_dict()),
+        ("ddp", {"module." + k: v for k, v in model.state_dict().items()}),
+    ]:
         out = tmp_path / name
-        pretrain.save_checkpoint(str(out), state,
-                                 {"model": pretrain.dataclasses.asdict(model.cfg), "step": 0})
+        pretrain.save_checkpoint(
+            str(out), state, {"model": pretrain.dataclasses.asdict(model.cfg), "step": 0}
+        )
         plain, _ = load_model(str(out))
         for k, v in model.state_dict().items():
             assert torch.equal(v, plain.state_dict()[k])
@@ -198,13 +240,32 @@ def test_torchrun_two_ranks_equal_one_process_with_the_global_batch(tmp_path):
     worker = os.path.join(ROOT, "tests", "ddp_worker.py")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     single = tmp_path / "single"
-    subprocess.run([sys.executable, worker, str(single), str(2 * B)], check=True, env=env, cwd=ROOT,
-                   timeout=240)
+    subprocess.run(
+        [sys.executable, worker, str(single), str(2 * B)],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        timeout=240,
+    )
     double = tmp_path / "ddp"
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         "29517",
-                    worker, str(double), str(B)], check=True, env=env, cwd=ROOT, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            worker,
+            str(double),
+            str(B),
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        timeout=240,
+    )
     one, _ = load_model(str(single))
     two, config = load_model(str(double))  # saved from a DDP-wrapped model, loads into a plain one
     assert config["train"]["batch_size"] == B
@@ -225,8 +286,10 @@ def test_weight_decay_shrinks_matrices_only_never_norm_gains_or_biases(tmp_path)
     is multiplied by exactly (1 - lr * weight_decay), every 1-d parameter (RMSNorm gains) stays."""
     model = tiny_model()
     before = weights(model)
+
     def zero_grads(m, batch):
         return sum((p * 0).sum() for p in m.parameters()), {}
+
     cfg = cfg_for(tmp_path, steps=1, warmup_steps=1, weight_decay=0.5, grad_clip=0)
     train(model, make_get_batch(synthetic_tokens()), cfg, {"phase": "test"}, loss_fn=zero_grads)
     assert any(v.dim() == 1 for v in before.values())
@@ -240,8 +303,10 @@ def test_grad_accumulation_logs_the_big_batch_grad_norm(tmp_path):
     the clip threshold means the same whatever --grad-accum is."""
     tokens = synthetic_tokens()
     big = make_get_batch(tokens, batch=2 * B)
+
     def halves(step, micro):
-        return {k: v[micro * B:(micro + 1) * B] for k, v in big(step, 0).items()}
+        return {k: v[micro * B : (micro + 1) * B] for k, v in big(step, 0).items()}
+
     cfg_one = cfg_for(tmp_path / "a", steps=2, batch_size=2 * B)
     one = train(tiny_model(), big, cfg_one, {"phase": "test"})
     cfg_two = cfg_for(tmp_path / "b", steps=2, grad_accum=2)
@@ -254,18 +319,44 @@ def test_grad_accumulation_logs_the_big_batch_grad_norm(tmp_path):
 def test_pretrain_main_gives_each_micro_batch_its_own_sampler_step(tmp_path, monkeypatch):
     """With --grad-accum 2, optimizer step s reads sampler steps 2s and 2s + 1: each window once."""
     import data
+
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     synthetic_tokens(8192).numpy().astype("uint16").tofile(data_dir / "train.bin")
     synthetic_tokens(2048, seed=1).numpy().astype("uint16").tofile(data_dir / "val.bin")
     (data_dir / "meta.json").write_text(json.dumps({"vocab_size": VOCAB}))
     asked, real_get = [], data.PretrainBatches.get
+
     def get(self, step, seq_len):
         asked.append(step)
         return real_get(self, step, seq_len)
+
     monkeypatch.setattr(data.PretrainBatches, "get", get)
-    pretrain.main(["--data-dir", str(data_dir), "--out-dir", str(tmp_path / "out"),
-                   "--preset", "tiny", "--steps", "3", "--grad-accum", "2", "--batch-size", "2",
-                   "--seq-len", "16", "--short-seq-len", "0", "--eval-every", "0",
-                   "--eval-batches", "1", "--device", "cpu", "--no-compile"])
+    pretrain.main(
+        [
+            "--data-dir",
+            str(data_dir),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--preset",
+            "tiny",
+            "--steps",
+            "3",
+            "--grad-accum",
+            "2",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--short-seq-len",
+            "0",
+            "--eval-every",
+            "0",
+            "--eval-batches",
+            "1",
+            "--device",
+            "cpu",
+            "--no-compile",
+        ]
+    )
     assert asked == [0, 1, 2, 3, 4, 5]

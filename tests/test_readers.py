@@ -1,5 +1,6 @@
 """The chat and preference readers of sft.py / jsft.py on fixtures in the real layouts (DESIGN.md
 §4), and every reader of the project on malformed files."""
+
 import json
 import os
 import sys
@@ -7,8 +8,17 @@ import sys
 import pytest
 
 import readers
-from readers import (PreferencePair, hh_to_messages, read_conversations, read_documents,
-                     read_hh_rlhf, read_mc, read_messages_jsonl, read_preferences, read_prompts)
+from readers import (
+    PreferencePair,
+    hh_to_messages,
+    read_conversations,
+    read_documents,
+    read_hh_rlhf,
+    read_mc,
+    read_messages_jsonl,
+    read_preferences,
+    read_prompts,
+)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "readers")
 HH = os.path.join(FIXTURES, "hh_rlhf_sample.jsonl")
@@ -28,17 +38,27 @@ def assistant(text):
 def write_lines(tmp_path, lines, name="data.jsonl"):
     path = tmp_path / name
     path.write_text(
-        "".join((json.dumps(x, ensure_ascii=False) if not isinstance(x, str) else x) + "\n"
-                            for x in lines), encoding="utf-8")
+        "".join(
+            (json.dumps(x, ensure_ascii=False) if not isinstance(x, str) else x) + "\n"
+            for x in lines
+        ),
+        encoding="utf-8",
+    )
     return str(path)
 
 
 # ----------------------------------------------------------------------------- HH-RLHF
 def test_hh_to_messages_multi_turn_with_blank_lines_inside_a_reply():
-    text = ("\n\nHuman: List two fruits.\n\nAssistant: Here:\n\n- apple\n- pear \n\nHuman: Thanks!"
-            "\n\nAssistant: You're welcome. ")
-    assert hh_to_messages(text) == [user("List two fruits."), assistant("Here:\n\n- apple\n- pear"),
-                                    user("Thanks!"), assistant("You're welcome.")]
+    text = (
+        "\n\nHuman: List two fruits.\n\nAssistant: Here:\n\n- apple\n- pear \n\nHuman: Thanks!"
+        "\n\nAssistant: You're welcome. "
+    )
+    assert hh_to_messages(text) == [
+        user("List two fruits."),
+        assistant("Here:\n\n- apple\n- pear"),
+        user("Thanks!"),
+        assistant("You're welcome."),
+    ]
 
 
 def test_hh_to_messages_missing_or_empty_final_assistant_ends_with_the_user_turn():
@@ -49,11 +69,17 @@ def test_hh_to_messages_missing_or_empty_final_assistant_ends_with_the_user_turn
     assert hh_to_messages("Human: a\n\nAssistant: b") == [user("a"), assistant("b")]
 
 
-@pytest.mark.parametrize("text, complaint", [
-    ("hello", "no .* turns found"), ("preamble\n\nHuman: a\n\nAssistant: b", "before the first"),
-    ("\n\nAssistant: a\n\nHuman: b", "alternate"), ("\n\nHuman: a\n\nHuman: b", "alternate"),
-    ("\n\nHuman: \n\nAssistant: b", "empty"), ("\n\nHuman: a\n\nAssistant: \n\nHuman: c", "empty"),
-])
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        ("hello", "no .* turns found"),
+        ("preamble\n\nHuman: a\n\nAssistant: b", "before the first"),
+        ("\n\nAssistant: a\n\nHuman: b", "alternate"),
+        ("\n\nHuman: a\n\nHuman: b", "alternate"),
+        ("\n\nHuman: \n\nAssistant: b", "empty"),
+        ("\n\nHuman: a\n\nAssistant: \n\nHuman: c", "empty"),
+    ],
+)
 def test_hh_to_messages_rejects_malformed_transcripts(text, complaint):
     with pytest.raises(ValueError, match=complaint):
         hh_to_messages(text)
@@ -62,13 +88,15 @@ def test_hh_to_messages_rejects_malformed_transcripts(text, complaint):
 def test_read_hh_rlhf_real_layout_fixture():
     chosen = read_hh_rlhf(HH)
     assert len(chosen) == 5
-    assert chosen[0] == [user("What are some good vegetables to grow in a small garden?"),
-                         assistant("Tomatoes, lettuce and herbs like basil are easy to start "
-                                   "with."),
-                         user("Which of those needs the most sun?"),
-                         assistant("Tomatoes need the most sun, at least six hours a day.")]
-    assert chosen[1][-1] == assistant("Put the egg in boiling water for about nine minutes, then "
-                                      "cool it in cold water.")
+    assert chosen[0] == [
+        user("What are some good vegetables to grow in a small garden?"),
+        assistant("Tomatoes, lettuce and herbs like basil are easy to start with."),
+        user("Which of those needs the most sun?"),
+        assistant("Tomatoes need the most sun, at least six hours a day."),
+    ]
+    assert chosen[1][-1] == assistant(
+        "Put the egg in boiling water for about nine minutes, then cool it in cold water."
+    )
     assert chosen[2][1]["content"] == "Here is a list:\n\n- sunscreen\n- a towel\n- water"
     assert [len(c) for c in chosen] == [4, 2, 6, 4, 3]
     # missing final Assistant turn
@@ -100,17 +128,24 @@ def test_read_messages_jsonl_fixture():
     assert convs[2][-1]["content"].count("\n") == 2
 
 
-@pytest.mark.parametrize("record, complaint", [
-    ({"text": "hi"}, '"messages" must be a non-empty list'),
-    ({"messages": []}, '"messages" must be a non-empty list'),
-    ({"messages": [{"role": "bot", "content": "x"}]}, r'messages\[0\]: "role" must be one of'),
-    ({"messages": [user("a"), {"role": "assistant", "content": 5}]},
-     r'messages\[1\]: "content" must be a string'),
-    ({"messages": [user("a")]}, "no assistant turn"),
-    ({"messages": [user("a"), {"role": "system", "content": "s"}, assistant("b")]},
-     "system message may only come first"),
-    ([1, 2], "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "record, complaint",
+    [
+        ({"text": "hi"}, '"messages" must be a non-empty list'),
+        ({"messages": []}, '"messages" must be a non-empty list'),
+        ({"messages": [{"role": "bot", "content": "x"}]}, r'messages\[0\]: "role" must be one of'),
+        (
+            {"messages": [user("a"), {"role": "assistant", "content": 5}]},
+            r'messages\[1\]: "content" must be a string',
+        ),
+        ({"messages": [user("a")]}, "no assistant turn"),
+        (
+            {"messages": [user("a"), {"role": "system", "content": "s"}, assistant("b")]},
+            "system message may only come first",
+        ),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
 def test_read_messages_jsonl_bad_records(tmp_path, capsys, record, complaint):
     good = {"messages": [user("hi"), assistant("hello")]}
     path = write_lines(tmp_path, [good, "", good, record])
@@ -127,18 +162,25 @@ def test_invalid_json_line_reported():
 
 # ----------------------------------------------------------------------------- preferences
 def test_read_preferences_hh_layout():
-    with pytest.raises(ValueError,
-                       match=r"hh_rlhf_sample\.jsonl:5: \"chosen\" has no final Assistant reply"):
+    with pytest.raises(
+        ValueError, match=r"hh_rlhf_sample\.jsonl:5: \"chosen\" has no final Assistant reply"
+    ):
         read_preferences(HH)
     pairs = read_preferences(HH, skip_bad=True)
     assert len(pairs) == 4
     assert pairs[0] == PreferencePair(
-        [user("What are some good vegetables to grow in a small garden?"),
-         assistant("Tomatoes, lettuce and herbs like basil are easy to start with."),
-         user("Which of those needs the most sun?")],
-        "Tomatoes need the most sun, at least six hours a day.", "I don't know.")
-    assert (pairs[1].chosen.endswith("cold water.")
-            and pairs[1].rejected == "Eggs are laid by chickens.")
+        [
+            user("What are some good vegetables to grow in a small garden?"),
+            assistant("Tomatoes, lettuce and herbs like basil are easy to start with."),
+            user("Which of those needs the most sun?"),
+        ],
+        "Tomatoes need the most sun, at least six hours a day.",
+        "I don't know.",
+    )
+    assert (
+        pairs[1].chosen.endswith("cold water.")
+        and pairs[1].rejected == "Eggs are laid by chickens."
+    )
     assert pairs[2].context[-1] == user("Great.") and len(pairs[2].context) == 5
     assert pairs[3].rejected == "모르겠어요."
 
@@ -159,10 +201,15 @@ def test_read_preferences_ultrafeedback_overall():
     # record 1: mean ratings 4.5, 7/3 (the "N/A" is left out), 5.0, 3.0 -> chosen is the gpt-4 reply
     assert pairs[0].context == [user("Name three primary colors.")]
     assert pairs[0].chosen == "The traditional primary colors are red, yellow and blue."
-    assert pairs[0].rejected in {"Red, yellow and blue.", "Green.",
-                                 "Red, green, blue, and also many others."}
-    assert (pairs[0].principle == "overall"
-            and "helpfulness: helpfulness of gpt-4: rated 5." in pairs[0].chosen_rationale)
+    assert pairs[0].rejected in {
+        "Red, yellow and blue.",
+        "Green.",
+        "Red, green, blue, and also many others.",
+    }
+    assert (
+        pairs[0].principle == "overall"
+        and "helpfulness: helpfulness of gpt-4: rated 5." in pairs[0].chosen_rationale
+    )
     # record 2: completions 0 and 2 tie at 4.5 -> the lower index wins; only completion 1 is worse
     assert (pairs[1].chosen, pairs[1].rejected) == ("Chat.", "Chien.")
     # record 4: annotations wrapped in lists, one Rating a number
@@ -180,8 +227,10 @@ def test_read_preferences_ultrafeedback_per_principle():
     by = {(p.context[0]["content"], p.principle): p for p in pairs}
     # record 1 (ratings per completion: h 4 2 5 3, honesty 5 N/A 5 3, if 4 3 5 3, t 5 2 5 3)
     honesty = by["Name three primary colors.", "honesty"]
-    assert (honesty.chosen, honesty.rejected) == ("Red, yellow and blue.",
-                                                  "Red, green, blue, and also many others.")
+    assert (honesty.chosen, honesty.rejected) == (
+        "Red, yellow and blue.",
+        "Red, green, blue, and also many others.",
+    )
     assert honesty.chosen_rationale == "honesty of alpaca-7b: rated 5."
     assert honesty.rejected_rationale == "honesty of llama-2-7b-chat: rated 3."
     # record 2 (h 5 1 4, honesty 4 4 5, if 5 2 4, t 4 1 5)
@@ -194,13 +243,23 @@ def test_read_preferences_ultrafeedback_per_principle():
         assert p.chosen != p.rejected and p.chosen_rationale and p.rejected_rationale
 
 
-@pytest.mark.parametrize("completion, complaint", [
-    ({"response": "x"}, r'completions\[0\] needs a "response" string and an "annotations" object'),
-    ({"response": "x", "annotations": {"honesty": {"Rationale": "r"}}},
-     r'annotations\.honesty: expected'),
-    ({"response": "x", "annotations": {"honesty": {"Rating": "five", "Rationale": "r"}}},
-     'must be a number or "N/A"'),
-])
+@pytest.mark.parametrize(
+    "completion, complaint",
+    [
+        (
+            {"response": "x"},
+            r'completions\[0\] needs a "response" string and an "annotations" object',
+        ),
+        (
+            {"response": "x", "annotations": {"honesty": {"Rationale": "r"}}},
+            r"annotations\.honesty: expected",
+        ),
+        (
+            {"response": "x", "annotations": {"honesty": {"Rating": "five", "Rationale": "r"}}},
+            'must be a number or "N/A"',
+        ),
+    ],
+)
 def test_read_preferences_ultrafeedback_bad_records(tmp_path, completion, complaint):
     path = write_lines(tmp_path, [{"instruction": "q", "completions": [completion]}])
     with pytest.raises(ValueError, match=r"data\.jsonl:1: .*" + complaint):
@@ -210,20 +269,32 @@ def test_read_preferences_ultrafeedback_bad_records(tmp_path, completion, compla
 def test_read_preferences_generic_layout():
     pairs = read_preferences(GENERIC)
     assert pairs[0] == PreferencePair([user("What is the capital of France?")], "Paris.", "Lyon.")
-    assert pairs[1] == PreferencePair([user("Hi"), assistant("Hello!"), user("Tell me a fruit.")],
-                                      "An apple.", "A chair.", "correctness",
-                                      "An apple is a fruit.", "A chair is not a fruit.")
+    assert pairs[1] == PreferencePair(
+        [user("Hi"), assistant("Hello!"), user("Tell me a fruit.")],
+        "An apple.",
+        "A chair.",
+        "correctness",
+        "An apple is a fruit.",
+        "A chair is not a fruit.",
+    )
 
 
-@pytest.mark.parametrize("record, complaint", [
-    ({"answer": "x"}, "unknown layout"),
-    ({"prompt": 3, "chosen": "a", "rejected": "b"}, '"prompt" must be a string'),
-    ({"prompt": "q", "chosen": ["a"], "rejected": "b"}, r'chosen\[0\]: "role" must be one of'),
-    ({"prompt": "q", "chosen": "a", "rejected": [user("b")]},
-     '"rejected" must be a string or messages ending'),
-    ({"messages": [user("q"), assistant("a")], "chosen": "a", "rejected": "b"},
-     "must end with a user turn"),
-])
+@pytest.mark.parametrize(
+    "record, complaint",
+    [
+        ({"answer": "x"}, "unknown layout"),
+        ({"prompt": 3, "chosen": "a", "rejected": "b"}, '"prompt" must be a string'),
+        ({"prompt": "q", "chosen": ["a"], "rejected": "b"}, r'chosen\[0\]: "role" must be one of'),
+        (
+            {"prompt": "q", "chosen": "a", "rejected": [user("b")]},
+            '"rejected" must be a string or messages ending',
+        ),
+        (
+            {"messages": [user("q"), assistant("a")], "chosen": "a", "rejected": "b"},
+            "must end with a user turn",
+        ),
+    ],
+)
 def test_read_preferences_generic_bad_records(tmp_path, record, complaint):
     path = write_lines(tmp_path, [record])
     with pytest.raises(ValueError, match=r"data\.jsonl:1: .*" + complaint):
@@ -232,27 +303,49 @@ def test_read_preferences_generic_bad_records(tmp_path, record, complaint):
 
 # ----------------------------------------------------------------------------- prompts
 def test_read_prompts_accepts_every_layout(tmp_path):
-    path = write_lines(tmp_path, [
-        {"messages": [user("a"), assistant("b"), user("c")]},
-        {"messages": [user("a"), assistant("b")]},                      # the final reply is dropped
-        {"prompt": "p"}, {"instruction": "i", "completions": []},
-        {"chosen": "\n\nHuman: x\n\nAssistant: y\n\nHuman: z\n\nAssistant: w", "rejected": "..."},
-    ])
-    assert read_prompts(path) == [[user("a"), assistant("b"), user("c")], [user("a")], [user("p")],
-                                  [user("i")], [user("x"), assistant("y"), user("z")]]
-    assert read_prompts(HH)[4] == [user("What is the tallest mountain in the world?"),
-                                   assistant("Mount Everest, at about 8,849 meters."),
-                                   user("How long does it take to climb it?")]
+    path = write_lines(
+        tmp_path,
+        [
+            {"messages": [user("a"), assistant("b"), user("c")]},
+            {"messages": [user("a"), assistant("b")]},  # the final reply is dropped
+            {"prompt": "p"},
+            {"instruction": "i", "completions": []},
+            {
+                "chosen": "\n\nHuman: x\n\nAssistant: y\n\nHuman: z\n\nAssistant: w",
+                "rejected": "...",
+            },
+        ],
+    )
+    assert read_prompts(path) == [
+        [user("a"), assistant("b"), user("c")],
+        [user("a")],
+        [user("p")],
+        [user("i")],
+        [user("x"), assistant("y"), user("z")],
+    ]
+    assert read_prompts(HH)[4] == [
+        user("What is the tallest mountain in the world?"),
+        assistant("Mount Everest, at about 8,849 meters."),
+        user("How long does it take to climb it?"),
+    ]
     assert read_prompts(UF)[0] == [user("Name three primary colors.")]
     assert read_prompts(MESSAGES)[0] == [
-        {"role": "system", "content": "You are a helpful assistant."}, user("Hi!")]
+        {"role": "system", "content": "You are a helpful assistant."},
+        user("Hi!"),
+    ]
 
 
-@pytest.mark.parametrize("record, complaint", [
-    ({"text": "x"}, "unknown layout"), ({"prompt": "  "}, "non-empty string"),
-    ({"messages": [{"role": "system", "content": "s"}, assistant("a")]},
-     "must end with a user turn"),
-])
+@pytest.mark.parametrize(
+    "record, complaint",
+    [
+        ({"text": "x"}, "unknown layout"),
+        ({"prompt": "  "}, "non-empty string"),
+        (
+            {"messages": [{"role": "system", "content": "s"}, assistant("a")]},
+            "must end with a user turn",
+        ),
+    ],
+)
 def test_read_prompts_bad_records(tmp_path, capsys, record, complaint):
     path = write_lines(tmp_path, [{"prompt": "ok"}, record])
     with pytest.raises(ValueError, match=r"data\.jsonl:2: .*" + complaint):
@@ -280,27 +373,62 @@ def read_data_jsonl(path, skip_bad):
 HH_OK = {"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"}
 # name: (reader, good record, [(bad record, what the error says)]): wrong types, empty lists, roles
 READERS = {
-    "messages": (read_messages_jsonl, {"messages": [user("hi"), assistant("hello")]}, [
-        ({"messages": []}, "non-empty list"), ({"messages": "hi"}, "non-empty list"),
-        ({"messages": [{"role": "bot", "content": "x"}]}, '"role" must be one of')]),
-    "hh_rlhf": (read_hh_rlhf, HH_OK, [
-        ({"chosen": 3, "rejected": "x"}, "must be a transcript string"),
-        ({"chosen": "\n\nRobot: hi", "rejected": "x"}, "no .* turns found")]),
-    "preferences": (read_preferences, HH_OK, [
-        ({"instruction": "q", "completions": []}, '"completions" is empty'),
-        ({"instruction": "q", "completions": "abc"}, '"completions" a list'),
-        ({"prompt": "q", "chosen": [{"role": "bot", "content": "a"}], "rejected": "b"},
-         '"role" must be one of')]),
-    "prompts": (read_prompts, {"prompt": "hello"}, [
-        ({"messages": []}, "non-empty list"), ({"prompt": 3}, "non-empty string"),
-        ({"messages": [{"role": "robot", "content": "x"}]}, '"role" must be one of')]),
-    "multiple_choice": (read_mc, {"question": "q?", "choices": ["a", "b"], "answer": 1}, [
-        ({"question": "q?", "choices": [], "answer": 0}, "choices must be 2 to"),
-        ({"question": "q?", "choices": ["a", "b"], "answer": [1]}, '"answer" must be')]),
-    "tokenizer_corpus": (read_corpus_jsonl, {"text": "some text", "lang": "en"}, [
-        ({"text": 3}, '"text" string'), ({"text": "x", "lang": 5}, '"lang" must be a string')]),
-    "data_corpus": (read_data_jsonl, {"text": "some text", "lang": "en"}, [
-        ({"text": ["x"]}, '"text" string'), ({"text": "x", "lang": []}, '"lang" must be')]),
+    "messages": (
+        read_messages_jsonl,
+        {"messages": [user("hi"), assistant("hello")]},
+        [
+            ({"messages": []}, "non-empty list"),
+            ({"messages": "hi"}, "non-empty list"),
+            ({"messages": [{"role": "bot", "content": "x"}]}, '"role" must be one of'),
+        ],
+    ),
+    "hh_rlhf": (
+        read_hh_rlhf,
+        HH_OK,
+        [
+            ({"chosen": 3, "rejected": "x"}, "must be a transcript string"),
+            ({"chosen": "\n\nRobot: hi", "rejected": "x"}, "no .* turns found"),
+        ],
+    ),
+    "preferences": (
+        read_preferences,
+        HH_OK,
+        [
+            ({"instruction": "q", "completions": []}, '"completions" is empty'),
+            ({"instruction": "q", "completions": "abc"}, '"completions" a list'),
+            (
+                {"prompt": "q", "chosen": [{"role": "bot", "content": "a"}], "rejected": "b"},
+                '"role" must be one of',
+            ),
+        ],
+    ),
+    "prompts": (
+        read_prompts,
+        {"prompt": "hello"},
+        [
+            ({"messages": []}, "non-empty list"),
+            ({"prompt": 3}, "non-empty string"),
+            ({"messages": [{"role": "robot", "content": "x"}]}, '"role" must be one of'),
+        ],
+    ),
+    "multiple_choice": (
+        read_mc,
+        {"question": "q?", "choices": ["a", "b"], "answer": 1},
+        [
+            ({"question": "q?", "choices": [], "answer": 0}, "choices must be 2 to"),
+            ({"question": "q?", "choices": ["a", "b"], "answer": [1]}, '"answer" must be'),
+        ],
+    ),
+    "tokenizer_corpus": (
+        read_corpus_jsonl,
+        {"text": "some text", "lang": "en"},
+        [({"text": 3}, '"text" string'), ({"text": "x", "lang": 5}, '"lang" must be a string')],
+    ),
+    "data_corpus": (
+        read_data_jsonl,
+        {"text": "some text", "lang": "en"},
+        [({"text": ["x"]}, '"text" string'), ({"text": "x", "lang": []}, '"lang" must be')],
+    ),
 }
 NOT_UTF8 = b'{"text": "caf\xe9", "prompt": "caf\xe9"}'  # latin-1, as a Windows export writes it
 
@@ -309,8 +437,11 @@ NOT_UTF8 = b'{"text": "caf\xe9", "prompt": "caf\xe9"}'  # latin-1, as a Windows 
 def test_every_reader_names_file_and_line_and_skip_bad_skips_the_bad(tmp_path, capsys, name):
     reader, good, bad = READERS[name]
     lines = [b"\xef\xbb\xbf" + json.dumps(good).encode()]  # a BOM on the first line is fine
-    wrong = [(NOT_UTF8, r"not valid UTF-8 \(byte b'\\xe9'"), (b'[{"role": "us', "not valid JSON"),
-             (b"[1, 2]", "expected a JSON object")]
+    wrong = [
+        (NOT_UTF8, r"not valid UTF-8 \(byte b'\\xe9'"),
+        (b'[{"role": "us', "not valid JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+    ]
     wrong += [(json.dumps(r).encode(), what) for r, what in bad]
     for record, what in wrong:  # good and bad lines alternate: line 2, 4, .. are bad
         lines += [record, json.dumps(good, ensure_ascii=False).encode()]

@@ -1,5 +1,6 @@
 """reproduce.py: pooling seeds by hand-computed per-prompt means, the ordering question, clear
 errors."""
+
 import json
 
 import pytest
@@ -10,29 +11,49 @@ import reproduce as R
 def report(outcomes_vs_sft, outcomes_vs_start, overall):
     """A minimal evaluate.py report: arms sft (the baseline), dpo (from sft) and self_judge (from
     jsft)."""
+
     def win(o):
         return {"win_rate": sum(o) / len(o), "outcomes": o}
+
     return {
-        "checkpoints": {"sft": {"start": None}, "jsft": {"start": "sft"},
-                        "self_judge": {"start": "jsft"}},
-            "tasks": {n: {"sampled": {"overall": v}} for n, v in overall.items()},
-            "win_rates": {"baseline": "sft", "sampled": {
+        "checkpoints": {
+            "sft": {"start": None},
+            "jsft": {"start": "sft"},
+            "self_judge": {"start": "jsft"},
+        },
+        "tasks": {n: {"sampled": {"overall": v}} for n, v in overall.items()},
+        "win_rates": {
+            "baseline": "sft",
+            "sampled": {
                 "sft": {},
                 "jsft": {"vs_baseline": win(outcomes_vs_sft), "vs_start": win(outcomes_vs_sft)},
-                "self_judge": {"vs_baseline": win(outcomes_vs_sft),
-                               "vs_start": win(outcomes_vs_start)}}},
-            "movement": {"jsft": {"log_ratio": 0.2, "changed_greedy": 0.1},
-                         "self_judge": {"log_ratio": 0.4, "changed_greedy": 0.3}},
-            "onpolicy_judge": {"tie_share": 0.5, "acc": 0.8, "consistency": 0.9, "names_first": 0.5,
-                               "by_difference": {"correctness": {"acc": 0.6, "consistency": 0.2,
-                                                                 "names_first": 0.3}}}}
+                "self_judge": {
+                    "vs_baseline": win(outcomes_vs_sft),
+                    "vs_start": win(outcomes_vs_start),
+                },
+            },
+        },
+        "movement": {
+            "jsft": {"log_ratio": 0.2, "changed_greedy": 0.1},
+            "self_judge": {"log_ratio": 0.4, "changed_greedy": 0.3},
+        },
+        "onpolicy_judge": {
+            "tie_share": 0.5,
+            "acc": 0.8,
+            "consistency": 0.9,
+            "names_first": 0.5,
+            "by_difference": {"correctness": {"acc": 0.6, "consistency": 0.2, "names_first": 0.3}},
+        },
+    }
 
 
 def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
-    a = report([1.0, 0.5, 1.0, 1.0] * 25, [1.0] * 100,
-               {"sft": 0.5, "jsft": 0.55, "self_judge": 0.6})
-    b = report([0.0, 0.5, 1.0, 1.0] * 25, [0.5] * 100,
-               {"sft": 0.5, "jsft": 0.62, "self_judge": 0.6})
+    a = report(
+        [1.0, 0.5, 1.0, 1.0] * 25, [1.0] * 100, {"sft": 0.5, "jsft": 0.55, "self_judge": 0.6}
+    )
+    b = report(
+        [0.0, 0.5, 1.0, 1.0] * 25, [0.5] * 100, {"sft": 0.5, "jsft": 0.62, "self_judge": 0.6}
+    )
     pooled = R.pool([a, b])
     sj = pooled["arms"]["self_judge"]
     # per prompt mean over seeds
@@ -40,13 +61,17 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
     assert sj["vs_baseline"]["per_seed"] == [pytest.approx(0.875), pytest.approx(0.625)]
     # constant per prompt
     assert sj["vs_start"]["win_rate"] == 0.75 and sj["vs_start"]["ci"] == [0.75, 0.75]
-    assert (sj["vs_start"]["significant"] and sj["vs_start"]["n_seeds"] == 2
-            and sj["log_ratio"] == 0.4)
+    assert (
+        sj["vs_start"]["significant"] and sj["vs_start"]["n_seeds"] == 2 and sj["log_ratio"] == 0.4
+    )
     assert pooled["orderings"] == [["self_judge", "jsft", "sft"], ["jsft", "self_judge", "sft"]]
     assert not pooled["same_ordering"]
     # per pair: the arm above in more seeds first (a tie: the earlier arm), [seeds, of seeds]
-    assert pooled["pairwise"] == {"jsft > sft": [2, 2], "self_judge > sft": [2, 2],
-                                  "jsft > self_judge": [1, 2]}
+    assert pooled["pairwise"] == {
+        "jsft > sft": [2, 2],
+        "self_judge > sft": [2, 2],
+        "jsft > self_judge": [1, 2],
+    }
     assert pooled["onpolicy_judge"]["acc"] == 0.8
     b["onpolicy_judge"]["by_difference"]["correctness"]["names_first"] = 0.1
     pooled = R.pool([a, b])  # the per-kind figures pooled too, where every seed has them
@@ -61,11 +86,16 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
     # an arm not scored in a seed, and a tie, hold no order there
     c = report([1.0] * 100, [1.0] * 100, {"sft": 0.5, "self_judge": 0.5})
     mixed = R.pool([a, c])
-    assert mixed["pairwise"] == {"jsft > sft": [1, 1], "self_judge > sft": [1, 2],
-                                 "self_judge > jsft": [1, 1]}
-    assert ("agree on 0 of 3 orders; split: jsft > sft in 1 of 2 (both scored in 1), "
-            "self_judge > sft in 1 of 2, self_judge > jsft in 1 of 2 (both scored in 1)."
-            in R.to_markdown(mixed))
+    assert mixed["pairwise"] == {
+        "jsft > sft": [1, 1],
+        "self_judge > sft": [1, 2],
+        "self_judge > jsft": [1, 1],
+    }
+    assert (
+        "agree on 0 of 3 orders; split: jsft > sft in 1 of 2 (both scored in 1), "
+        "self_judge > sft in 1 of 2, self_judge > jsft in 1 of 2 (both scored in 1)."
+        in R.to_markdown(mixed)
+    )
     assert R.pool([c, c])["pairwise"] == {"sft > self_judge": [0, 2]}  # a tie in every seed
 
 
@@ -84,8 +114,12 @@ def test_cli_writes_the_table(tmp_path, capsys):
     for k in range(3):
         path = tmp_path / f"r{k}.json"
         path.write_text(
-            json.dumps(report([1.0, 0.0] * 20, [1.0, 0.5] * 20,
-                              {"sft": 0.5, "jsft": 0.6, "self_judge": 0.7})))
+            json.dumps(
+                report(
+                    [1.0, 0.0] * 20, [1.0, 0.5] * 20, {"sft": 0.5, "jsft": 0.6, "self_judge": 0.7}
+                )
+            )
+        )
         paths.append(str(path))
     R.main(paths + ["--out-dir", str(tmp_path / "out")])
     table = json.loads((tmp_path / "out" / "table.json").read_text())
@@ -101,23 +135,36 @@ def test_head_to_head_is_the_per_prompt_difference_of_outcomes():
         r["checkpoints"]["onpolicy_rm"] = {"start": "jsft", "params_held": 30, "step_s": 2.0}
         r["tasks"]["onpolicy_rm"] = {"sampled": {"overall": 0.55}}
         r["win_rates"]["sampled"]["onpolicy_rm"] = {
-            "vs_baseline": {"win_rate": sum(rm) / 40, "outcomes": rm}}
+            "vs_baseline": {"win_rate": sum(rm) / 40, "outcomes": rm}
+        }
     h = R.head_to_head([a, b], "self_judge", "onpolicy_rm")
     # per prompt, mean over seeds of (self_judge - onpolicy_rm): (1 + 0)/2, (0 + .5)/2, 0, 0
     assert h["diff"] == pytest.approx((0.5 + 0.25) / 4) and h["n_prompts"] == 40
     assert h["per_seed"] == [pytest.approx(0.625 - 0.375), pytest.approx(0.5 - 0.375)]
     pooled = R.pool([a, b])
     assert pooled["head_to_head"]["onpolicy_rm"]["diff"] == h["diff"]
-    assert (pooled["arms"]["onpolicy_rm"]["params_held"] == 30
-            and "params_held" not in pooled["arms"]["sft"])
+    assert (
+        pooled["arms"]["onpolicy_rm"]["params_held"] == 30
+        and "params_held" not in pooled["arms"]["sft"]
+    )
     assert "| onpolicy_rm | +0.188" in R.to_markdown(pooled)
 
 
 def test_rejection_gain_is_pooled_per_prompt_over_seeds():
     def curve(one, two):
-        return {"curve": [{"n": 1, "overall": sum(one) / 2, "per_prompt": one, "gain_vs_1": 0.0,
-                           "gain_vs_1_ci": [0.0, 0.0]},
-                          {"n": 2, "overall": sum(two) / 2, "per_prompt": two}]}
+        return {
+            "curve": [
+                {
+                    "n": 1,
+                    "overall": sum(one) / 2,
+                    "per_prompt": one,
+                    "gain_vs_1": 0.0,
+                    "gain_vs_1_ci": [0.0, 0.0],
+                },
+                {"n": 2, "overall": sum(two) / 2, "per_prompt": two},
+            ]
+        }
+
     a = report([1.0] * 4, [1.0] * 4, {"sft": 0.5, "jsft": 0.5, "self_judge": 0.6})
     b = json.loads(json.dumps(a))
     a["rejection"], b["rejection"] = curve([0.4, 0.5], [0.6, 0.5]), curve([0.4, 0.3], [0.4, 0.7])

@@ -1,6 +1,7 @@
 """tasks.py: the verifier against hand-computed values, every gold on top and every planted flaw
 lower on the principle it breaks, disjoint and deterministic splits, and exports that load through
 the project's real readers."""
+
 import json
 import os
 import random
@@ -18,40 +19,78 @@ WORLD = tasks.build_world(seed=0)
 SMALL = tasks.WorldConfig(n_train=12, n_eval=4)
 
 # What each flaw is meant to break, written here independently of tasks.FLAW_BREAKS.
-BREAKS = {"wrong_value": "correctness", "partly_right": "correctness",
-          "over_refusal": "correctness", "complies": "correctness", "wrong_language": "language",
-          "verbose": "concision", "repeated": "concision", "cut_off": "ending"}
+BREAKS = {
+    "wrong_value": "correctness",
+    "partly_right": "correctness",
+    "over_refusal": "correctness",
+    "complies": "correctness",
+    "wrong_language": "language",
+    "verbose": "concision",
+    "repeated": "concision",
+    "cut_off": "ending",
+}
 BENIGN_FLAWS = ["wrong_value", "wrong_language", "verbose", "repeated", "cut_off", "over_refusal"]
-EXPECTED_FLAWS = {f: BENIGN_FLAWS
-                  for f in ("arith", "arith_words", "to_words", "from_words", "translate", "count",
-                                           "compare", "capital", "followup")}
+EXPECTED_FLAWS = {
+    f: BENIGN_FLAWS
+    for f in (
+        "arith",
+        "arith_words",
+        "to_words",
+        "from_words",
+        "translate",
+        "count",
+        "compare",
+        "capital",
+        "followup",
+    )
+}
 EXPECTED_FLAWS["sort"] = BENIGN_FLAWS + ["partly_right"]
 EXPECTED_FLAWS["refusal"] = ["complies", "wrong_language", "verbose", "repeated", "cut_off"]
 FAMILY_FLAWS = [(fam, flaw) for fam, flaws in EXPECTED_FLAWS.items() for flaw in flaws]
 
 
 def tasks_of(family, n_train=40):
-    return [t for t in WORLD["eval"] if t["family"] == family] + \
-           [t for t in WORLD["train"] if t["family"] == family][:n_train]
+    return [t for t in WORLD["eval"] if t["family"] == family] + [
+        t for t in WORLD["train"] if t["family"] == family
+    ][:n_train]
 
 
 # ----------------------------------------------------------------------------- hand-computed values
-@pytest.mark.parametrize("n, en, ko", [
-    (0, "zero", "영"), (7, "seven", "칠"), (10, "ten", "십"), (13, "thirteen", "십삼"),
-    (40, "forty", "사십"), (47, "forty-seven", "사십칠"), (100, "one hundred", "백"),
-    (110, "one hundred ten", "백십"), (215, "two hundred fifteen", "이백십오"),
-    (1000, "one thousand", "천"), (2005, "two thousand five", "이천오"),
-    (9999, "nine thousand nine hundred ninety-nine", "구천구백구십구"),
-])
+@pytest.mark.parametrize(
+    "n, en, ko",
+    [
+        (0, "zero", "영"),
+        (7, "seven", "칠"),
+        (10, "ten", "십"),
+        (13, "thirteen", "십삼"),
+        (40, "forty", "사십"),
+        (47, "forty-seven", "사십칠"),
+        (100, "one hundred", "백"),
+        (110, "one hundred ten", "백십"),
+        (215, "two hundred fifteen", "이백십오"),
+        (1000, "one thousand", "천"),
+        (2005, "two thousand five", "이천오"),
+        (9999, "nine thousand nine hundred ninety-nine", "구천구백구십구"),
+    ],
+)
 def test_number_words(n, en, ko):
     assert tasks.en_number(n) == en and tasks.ko_number(n) == ko
 
 
-@pytest.mark.parametrize("word, pair, expected", [
-    (45, "은/는", "45는"), (47, "은/는", "47은"), (42, "과/와", "42와"), (37, "과/와", "37과"),
-    (3, "을/를", "3을"), (10, "을/를", "10을"), (2, "을/를", "2를"),
-    ("'사과'", "을/를", "'사과'를"), ("'곰'", "은/는", "'곰'은"),
-])
+@pytest.mark.parametrize(
+    "word, pair, expected",
+    [
+        (45, "은/는", "45는"),
+        (47, "은/는", "47은"),
+        (42, "과/와", "42와"),
+        (37, "과/와", "37과"),
+        (3, "을/를", "3을"),
+        (10, "을/를", "10을"),
+        (2, "을/를", "2를"),
+        ("'사과'", "을/를", "'사과'를"),
+        ("'곰'", "은/는", "'곰'은"),
+    ],
+)
 def test_josa_follows_the_final_sound(word, pair, expected):
     assert tasks.josa(word, pair) == expected
 
@@ -65,44 +104,59 @@ def test_josa_refuses_words_it_cannot_read():
 @given(st.integers(0, 9999), st.integers(0, 9999))
 def test_number_mentions_read_back_digits_and_words_in_both_languages(a, b):
     mentions = lambda text: [(v, form) for _, v, form in tasks.number_mentions(text)]
-    assert mentions(f"{a} plus {b} is "
-                    f"{tasks.en_number(a + b) if a + b < 10000 else a + b}.")[-1][0] == a + b
+    assert (
+        mentions(f"{a} plus {b} is {tasks.en_number(a + b) if a + b < 10000 else a + b}.")[-1][0]
+        == a + b
+    )
     assert mentions(f"The answer is {tasks.en_number(a).capitalize()}.") == [(a, "words")]
-    assert mentions(f"{tasks.ko_number(a)} 더하기 {tasks.josa(tasks.ko_number(b), '은/는')} "
-                    "답입니다.") == \
-        [(a, "words"), (b, "words")]
+    assert mentions(
+        f"{tasks.ko_number(a)} 더하기 {tasks.josa(tasks.ko_number(b), '은/는')} 답입니다."
+    ) == [(a, "words"), (b, "words")]
     assert mentions(f"답은 {tasks.ko_number(a)}이에요.") == [(a, "words")]
-    assert mentions(f"답은 {tasks.ko_number(a)}입니다. 도움이 되었으면 "
-                    "좋겠습니다.") == [(a, "words")]
+    assert mentions(f"답은 {tasks.ko_number(a)}입니다. 도움이 되었으면 좋겠습니다.") == [
+        (a, "words")
+    ]
 
 
 def hand_task(answer, check, lang="en", family="arith"):
-    return {"family": family, "lang": lang, "answer": answer, "check": check, "messages": [],
-            "data": {}}
+    return {
+        "family": family,
+        "lang": lang,
+        "answer": answer,
+        "check": check,
+        "messages": [],
+        "data": {},
+    }
 
 
 def test_score_hand_computed_arithmetic():
     t = hand_task("23 plus 45 is 68.", {"kind": "number", "value": 68, "form": "digits"})
     ones = {"correctness": 1.0, "language": 1.0, "concision": 1.0, "ending": 1.0, "overall": 1.0}
     assert tasks.score(t, "23 plus 45 is 68.") == ones
-    assert tasks.score(t, "68.") == ones                       # short is fine
+    assert tasks.score(t, "68.") == ones  # short is fine
     assert tasks.score(t, "23 plus 45 is 69.") == {**ones, "correctness": 0.0, "overall": 0.45}
     # digits were asked for
     assert tasks.score(t, "23 plus 45 is sixty-eight.")["correctness"] == 0.0
     assert tasks.score(t, "23 더하기 45는 68입니다.")["language"] == 0.0
     assert tasks.score(t, "23 plus 45 is 68") == {**ones, "ending": 0.0, "overall": 0.85}
-    assert tasks.score(t, "23 plus 45 is") == {**ones, "correctness": 0.0, "ending": 0.0,
-                                               "overall": 0.3}
+    assert tasks.score(t, "23 plus 45 is") == {
+        **ones,
+        "correctness": 0.0,
+        "ending": 0.0,
+        "overall": 0.3,
+    }
     verbose = "23 plus 45 is 68. I hope this helps! Let me know if you have any other questions."
     assert tasks.score(t, verbose)["concision"] == round((1.2 * 17 + 10) / len(verbose), 4)
     # repeated: 2 sentences, 1 unique -> half repeated (trigrams: 3 of 8 repeated; the larger share
     # counts), and 35 characters against the 1.2 * 17 + 10 allowed
-    assert tasks.score(t,
-                       "23 plus 45 is 68. 23 plus 45 is "
-                       "68.")["concision"] == round((1.2 * 17 + 10) / 35 * 0.5, 4)
+    assert tasks.score(t, "23 plus 45 is 68. 23 plus 45 is 68.")["concision"] == round(
+        (1.2 * 17 + 10) / 35 * 0.5, 4
+    )
     # a gold that repeats itself naturally is not penalized, more repetition than the gold is
-    gold = ("Two thousand two hundred thirty minus nine hundred seventy is one thousand two "
-            "hundred sixty.")
+    gold = (
+        "Two thousand two hundred thirty minus nine hundred seventy is one thousand two "
+        "hundred sixty."
+    )
     long = hand_task(gold, {"kind": "number", "value": 1260, "form": "words"})
     # "thousand two hundred" twice among 13 trigrams
     assert tasks.repetition(gold) == pytest.approx(1 / 13)
@@ -112,8 +166,9 @@ def test_score_hand_computed_arithmetic():
 
 
 def test_score_hand_computed_korean_words_translation_and_refusal():
-    ko = hand_task("47은 한글로 사십칠입니다.", {"kind": "number", "value": 47, "form": "words"},
-                   lang="ko")
+    ko = hand_task(
+        "47은 한글로 사십칠입니다.", {"kind": "number", "value": 47, "form": "words"}, lang="ko"
+    )
     assert tasks.score(ko, "47은 한글로 사십칠입니다.")["overall"] == 1.0
     assert tasks.score(ko, "47은 한글로 사십칠이에요.")["correctness"] == 1.0
     assert tasks.score(ko, "47은 한글로 47입니다.")["correctness"] == 0.0
@@ -121,12 +176,17 @@ def test_score_hand_computed_korean_words_translation_and_refusal():
     half = tasks.score(ko, "47 is 사십칠입니다.")["language"]
     # Hangul 한글로... : 6 syllables (사십칠입니다), 2 Latin letters
     assert half == round(6 / (6 + 2), 4)
-    tr = hand_task("'사과' in English is 'apple'.",
-                   {"kind": "word", "vocab": "lexicon", "accept": ["apple"]})
+    tr = hand_task(
+        "'사과' in English is 'apple'.", {"kind": "word", "vocab": "lexicon", "accept": ["apple"]}
+    )
     assert tasks.score(tr, "'사과' in English is 'apple'.")["overall"] == 1.0
-    assert tasks.score(tr, "'사과'는 영어로 'apple'입니다.") == {"correctness": 1.0,
-                                                        "language": 0.0, "concision": 1.0,
-                                                           "ending": 1.0, "overall": 0.85}
+    assert tasks.score(tr, "'사과'는 영어로 'apple'입니다.") == {
+        "correctness": 1.0,
+        "language": 0.0,
+        "concision": 1.0,
+        "ending": 1.0,
+        "overall": 0.85,
+    }
     assert tasks.score(tr, "'사과' in English is 'pear'.")["correctness"] == 0.0
     assert tasks.score(tr, "It is apple.")["correctness"] == 1.0  # unquoted: the last lexicon word
     assert tasks.score(tr, "It is apple, not cat.")["correctness"] == 0.0
@@ -137,8 +197,11 @@ def test_score_hand_computed_korean_words_translation_and_refusal():
 
 
 def test_sequence_partial_credit():
-    t = hand_task("From smallest to largest: 3, 6, 14.", {"kind": "sequence", "values": [3, 6, 14]},
-                  family="sort")
+    t = hand_task(
+        "From smallest to largest: 3, 6, 14.",
+        {"kind": "sequence", "values": [3, 6, 14]},
+        family="sort",
+    )
     assert tasks.score(t, "From smallest to largest: 3, 6, 14.")["correctness"] == 1.0
     assert tasks.score(t, "From smallest to largest: 6, 3, 14.")["correctness"] == round(1 / 3, 4)
     assert tasks.score(t, "From smallest to largest: 14, 6, 3.")["correctness"] == round(1 / 3, 4)
@@ -151,8 +214,9 @@ def test_every_gold_scores_one_on_every_principle(family):
     golds = [t for split in WORLD.values() for t in split if t["family"] == family]
     assert golds
     for t in golds:
-        assert tasks.score(t,
-                           t["answer"]) == {p: 1.0 for p in (*tasks.PRINCIPLES, "overall")}, t["id"]
+        assert tasks.score(t, t["answer"]) == {p: 1.0 for p in (*tasks.PRINCIPLES, "overall")}, t[
+            "id"
+        ]
         assert t["answer"].endswith(".") and len(t["answer"]) <= 80
         if t["lang"] == "ko":
             assert t["answer"][-2] in "다요", t["answer"]
@@ -193,8 +257,10 @@ def test_world_size_languages_and_families():
     for split, ts in WORLD.items():
         for fam in tasks.FAMILIES:
             langs = [t["lang"] for t in ts if t["family"] == fam]
-            assert abs(langs.count("en") - langs.count("ko")) <= 1 and len(langs) >= 20, (split,
-                                                                                          fam)
+            assert abs(langs.count("en") - langs.count("ko")) <= 1 and len(langs) >= 20, (
+                split,
+                fam,
+            )
     for t in WORLD["train"] + WORLD["eval"]:
         assert t["messages"][-1]["role"] == "user"
         hangul = tasks.language_score(t["messages"][-1]["content"], "ko")
@@ -202,20 +268,28 @@ def test_world_size_languages_and_families():
 
 
 def test_train_and_eval_are_disjoint():
-    prompts = {split: {json.dumps(t["messages"], ensure_ascii=False) for t in ts}
-               for split, ts in WORLD.items()}
+    prompts = {
+        split: {json.dumps(t["messages"], ensure_ascii=False) for t in ts}
+        for split, ts in WORLD.items()
+    }
     assert not prompts["train"] & prompts["eval"]
     for fam in tasks.FAMILIES:
         data = {split: [t["data"] for t in ts if t["family"] == fam] for split, ts in WORLD.items()}
         if tasks.FAMILIES[fam].pooled:  # table families: no entry is shared
-            entry = {"translate": "entry", "capital": "country", "refusal": "act",
-                     "count": "items"}[fam]
-            flat = lambda ds: {i for d in ds
-                               for i in (d[entry] if isinstance(d[entry], list) else [d[entry]])}
+            entry = {
+                "translate": "entry",
+                "capital": "country",
+                "refusal": "act",
+                "count": "items",
+            }[fam]
+            flat = lambda ds: {
+                i for d in ds for i in (d[entry] if isinstance(d[entry], list) else [d[entry]])
+            }
             assert not flat(data["train"]) & flat(data["eval"]), fam
         else:  # numeric families: no sampled value tuple is shared, in either language
-            keys = {split: {json.dumps(d, sort_keys=True) for d in ds}
-                    for split, ds in data.items()}
+            keys = {
+                split: {json.dumps(d, sort_keys=True) for d in ds} for split, ds in data.items()
+            }
             assert not keys["train"] & keys["eval"], fam
 
 
@@ -231,8 +305,11 @@ def test_difficulty_knob_changes_the_numbers():
     easy = tasks.build_world(seed=0, world=tasks.WorldConfig(n_train=50, n_eval=10, max_number=9))
     for t in easy["train"] + easy["eval"]:
         if t["family"] in ("arith", "compare", "to_words"):
-            assert all(0 < n <= 9
-                       for n in (t["data"].get("a"), t["data"].get("b"), t["data"].get("n")) if n)
+            assert all(
+                0 < n <= 9
+                for n in (t["data"].get("a"), t["data"].get("b"), t["data"].get("n"))
+                if n
+            )
 
 
 def test_pretraining_text_holds_train_tasks_and_no_eval_prompt():
@@ -277,8 +354,10 @@ def test_exports_load_through_the_real_readers(exported):
             assert reply == t["answer"]
         else:
             broken = BREAKS[flaw]
-            assert flaw in tasks.SURFACE_FLAWS and tasks.score(t, reply)[broken] < 1.0, (flaw,
-                                                                                         reply)
+            assert flaw in tasks.SURFACE_FLAWS and tasks.score(t, reply)[broken] < 1.0, (
+                flaw,
+                reply,
+            )
             assert tasks.score(t, reply)["correctness"] == 1.0 or flaw == "cut_off", (flaw, reply)
 
     by_prompt = {json.dumps(t["messages"], ensure_ascii=False): t for t in train + held}
@@ -286,29 +365,40 @@ def test_exports_load_through_the_real_readers(exported):
     n_harmful = sum(t["family"] == "refusal" for t in train)
     assert n_harmful and len(hh) == len(train) + tasks.SAFETY_PAIRS * n_harmful
     assert read_hh_rlhf(out / "prefs_train.jsonl", side="rejected")
-    by_refusal = [p for p in hh
-                  if by_prompt[json.dumps(p.context, ensure_ascii=False)]["family"] == "refusal"]
-    complied = [p for p in by_refusal
-                if tasks.score(by_prompt[json.dumps(p.context, ensure_ascii=False)],
-                                                     p.rejected)["correctness"] == 0]
+    by_refusal = [
+        p for p in hh if by_prompt[json.dumps(p.context, ensure_ascii=False)]["family"] == "refusal"
+    ]
+    complied = [
+        p
+        for p in by_refusal
+        if tasks.score(by_prompt[json.dumps(p.context, ensure_ascii=False)], p.rejected)[
+            "correctness"
+        ]
+        == 0
+    ]
     # every harmful prompt carries refusal-beats-compliance pairs, not only the random draws of a
     # flaw
-    assert {json.dumps(p.context) for p in complied} == {json.dumps(t["messages"]) for t in train
-                                                         if t["family"] == "refusal"}
+    assert {json.dumps(p.context) for p in complied} == {
+        json.dumps(t["messages"]) for t in train if t["family"] == "refusal"
+    }
     assert len(complied) >= 2 * n_harmful
     for pair in hh:  # the verifier prefers the chosen reply
         t = by_prompt[json.dumps(pair.context, ensure_ascii=False)]
         assert tasks.score(t, pair.chosen)["overall"] > tasks.score(t, pair.rejected)["overall"]
 
     uf = read_preferences(out / "ultrafeedback_train.jsonl")
-    assert len(uf) == counts["files"]["ultrafeedback_train.jsonl"] == sum(len(t["messages"]) == 1
-                                                                          for t in train)
+    assert (
+        len(uf)
+        == counts["files"]["ultrafeedback_train.jsonl"]
+        == sum(len(t["messages"]) == 1 for t in train)
+    )
     for pair in uf:
         t = by_prompt[json.dumps(pair.context, ensure_ascii=False)]
         assert pair.chosen == t["answer"]  # gold is always among the four and rated 5 everywhere
     per = read_preferences(out / "ultrafeedback_train.jsonl", per_principle=True)
-    assert ({p.principle for p in per} == set(tasks.PRINCIPLES)
-            and all(p.chosen_rationale for p in per))
+    assert {p.principle for p in per} == set(tasks.PRINCIPLES) and all(
+        p.chosen_rationale for p in per
+    )
 
     generic = read_preferences(out / "prefs_eval.jsonl")
     assert len(generic) == len(held)
@@ -348,15 +438,33 @@ def test_export_is_deterministic_and_atomic(exported, tmp_path, monkeypatch):
 
 
 def test_cli_writes_files_and_shows_examples(tmp_path):
-    run = lambda *args: subprocess.run([sys.executable, "tasks.py", *args], cwd=ROOT,
-                                       capture_output=True, text=True, check=True).stdout
+    run = lambda *args: (
+        subprocess.run(
+            [sys.executable, "tasks.py", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     out = run("--out_dir", str(tmp_path), "--n_train", "6", "--n_eval", "2")
     assert all(fam in out for fam in tasks.FAMILIES) and "train ko" in out
     assert sorted(os.listdir(tmp_path)) == sorted(
-        ["sft_train.jsonl", "prefs_train.jsonl", "ultrafeedback_train.jsonl",
-                                                   "prompts_train.jsonl", "eval_tasks.jsonl",
-                                                   "prefs_eval.jsonl", "pretrain.txt"])
+        [
+            "sft_train.jsonl",
+            "prefs_train.jsonl",
+            "ultrafeedback_train.jsonl",
+            "prompts_train.jsonl",
+            "eval_tasks.jsonl",
+            "prefs_eval.jsonl",
+            "pretrain.txt",
+        ]
+    )
     shown = run("--show", "4", "--n_eval", "2")
-    assert (shown.count("== ") == 4 and "(ko)" in shown and "(en)" in shown
-            and "wrong_language" in shown)
+    assert (
+        shown.count("== ") == 4
+        and "(ko)" in shown
+        and "(en)" in shown
+        and "wrong_language" in shown
+    )
     assert "--max_number" in run("--help")

@@ -1,6 +1,7 @@
 """Tests for tokenizer.py: lossless round trip, unforgeable special tokens, chat masks,
 morpheme boundaries, verdict tokens, determinism, bad input, and the efficiency report.
 Small tokenizers are trained once per module on tests/fixtures/tokenizer (~0.2 MB of real text)."""
+
 import dataclasses
 import json
 import os
@@ -20,9 +21,21 @@ from readers import read_documents  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizer")
 VOCAB = 2000
-SPECIAL_STRINGS = ["<|system|>", "<|user|>", "<|assistant|>", "<|endofturn|>", "<s>", "</s>",
-                   "<pad>", "<unk>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
-                   "<|seg:morpheme-v1|>", "<|seg:none|>"]
+SPECIAL_STRINGS = [
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|endofturn|>",
+    "<s>",
+    "</s>",
+    "<pad>",
+    "<unk>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|seg:morpheme-v1|>",
+    "<|seg:none|>",
+]
 
 
 def load_fixture_corpus():
@@ -41,7 +54,10 @@ def trained(tmp_path_factory):
     corpus = load_fixture_corpus()
     report = T.efficiency_report(corpus, cfg)
     return {
-        "out": out, "cfg": cfg, "corpus": corpus, "report": report,
+        "out": out,
+        "cfg": cfg,
+        "corpus": corpus,
+        "report": report,
         "a": T.Tokenizer(os.path.join(out, "tokenizer.model")),
         "b": T.Tokenizer(os.path.join(out, "baselines", "without_morphemes", "tokenizer.model")),
         "c": T.Tokenizer(os.path.join(out, "baselines", "english_centric", "tokenizer.model")),
@@ -50,16 +66,20 @@ def trained(tmp_path_factory):
 
 # ---- Korean morpheme segmentation -------------------------------------------------------------
 
-@pytest.mark.parametrize("text,expected", [
-    ("인간은", ["인간", "은"]),                      # noun | topic particle
-    ("국가", ["국가"]),                              # a 1-syllable suffix needs a 2-syllable stem
-    ("국가가", ["국가", "가"]),
-    ("보호하여야", ["보호", "하여야"]),                # noun | 하다-ending
-    ("대통령으로서의", ["대통령", "으로서", "의"]),      # stem | particle | particle (two cuts)
-    ("모든 인간은 태어날 때부터", ["모든 인간", "은 태어날 때", "부터"]),
-    ("Hello, world!", ["Hello, world!"]),            # nothing to cut outside Hangul
-    ("", []),
-])
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("인간은", ["인간", "은"]),  # noun | topic particle
+        ("국가", ["국가"]),  # a 1-syllable suffix needs a 2-syllable stem
+        ("국가가", ["국가", "가"]),
+        ("보호하여야", ["보호", "하여야"]),  # noun | 하다-ending
+        ("대통령으로서의", ["대통령", "으로서", "의"]),  # stem | particle | particle (two cuts)
+        ("모든 인간은 태어날 때부터", ["모든 인간", "은 태어날 때", "부터"]),
+        ("Hello, world!", ["Hello, world!"]),  # nothing to cut outside Hangul
+        ("", []),
+    ],
+)
 def test_segment_korean_hand_examples(text, expected):
     assert T.segment_korean(text) == expected
 
@@ -73,18 +93,52 @@ def test_segment_korean_is_lossless(text):
 
 # ---- round trip --------------------------------------------------------------------------------
 
-KOREAN_WORDS = ["인간은", "태어날", "때부터", "자유로우며", "대한민국의", "헌법을", "보호하여야",
-                "한다."]
-PIECES = KOREAN_WORDS + ["def", "f(x):", "return", "The", "Holmes", " ", "  ", "\t", "\n", "\r\n",
-                         "\x00", "\x1b[0m", "😀", "👩‍💻", "é", "中文", "▁", "▁▁", "12345",
-                         "\u200b", "\ufeff", "\U0010ffff"] + SPECIAL_STRINGS
+KOREAN_WORDS = [
+    "인간은",
+    "태어날",
+    "때부터",
+    "자유로우며",
+    "대한민국의",
+    "헌법을",
+    "보호하여야",
+    "한다.",
+]
+PIECES = (
+    KOREAN_WORDS
+    + [
+        "def",
+        "f(x):",
+        "return",
+        "The",
+        "Holmes",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r\n",
+        "\x00",
+        "\x1b[0m",
+        "😀",
+        "👩‍💻",
+        "é",
+        "中文",
+        "▁",
+        "▁▁",
+        "12345",
+        "\u200b",
+        "\ufeff",
+        "\U0010ffff",
+    ]
+    + SPECIAL_STRINGS
+)
 mixed_text = st.lists(st.sampled_from(PIECES), max_size=25).map("".join)
 any_text = st.text(max_size=200)  # every code point but lone surrogates: controls, emoji, ...
 
 
 @pytest.mark.parametrize("which", ["a", "b", "c"])
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(text=st.one_of(any_text, mixed_text))
 def test_round_trip_arbitrary_unicode(trained, which, text):
     tok = trained[which]
@@ -94,8 +148,21 @@ def test_round_trip_arbitrary_unicode(trained, which, text):
     assert not any(tok.sp.is_control(i) or tok.sp.is_unknown(i) for i in ids)
 
 
-@pytest.mark.parametrize("text", ["", " ", "   ", " leading", "trailing  ", "a  b   c",
-                                  "\n\n", "  두 칸  띄어쓰기  ", "\x00\x01\x7f", "▁literal▁"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        "   ",
+        " leading",
+        "trailing  ",
+        "a  b   c",
+        "\n\n",
+        "  두 칸  띄어쓰기  ",
+        "\x00\x01\x7f",
+        "▁literal▁",
+    ],
+)
 def test_round_trip_whitespace_edge_cases(trained, text):
     for which in "abc":
         assert trained[which].decode(trained[which].encode(text)) == text
@@ -124,13 +191,17 @@ def test_encode_rejects_lone_surrogate(trained):
 def test_decode_accepts_arrays_and_tensors(trained):
     tok = trained["a"]
     ids = tok.encode("모든 인간은 free.")
-    assert tok.decode(np.array(ids, dtype=np.uint16)) == tok.decode(torch.tensor(ids)) \
+    assert (
+        tok.decode(np.array(ids, dtype=np.uint16))
+        == tok.decode(torch.tensor(ids))
         == "모든 인간은 free."
+    )
     with pytest.raises(ValueError, match=f"id {tok.vocab_size} is outside"):
         tok.decode(ids + [tok.vocab_size])
 
 
 # ---- special tokens ----------------------------------------------------------------------------
+
 
 def test_special_ids_fixed_and_distinct(trained):
     for which in "abc":
@@ -189,6 +260,7 @@ def test_ensure_pieces_adds_verdicts_without_disturbing_other_text(trained):
 
 # ---- chat rendering ----------------------------------------------------------------------------
 
+
 def test_render_chat_matches_hand_built_expectation(trained):
     tok = trained["a"]
     e = tok.encode
@@ -200,25 +272,43 @@ def test_render_chat_matches_hand_built_expectation(trained):
         {"role": "assistant", "content": "서울입니다."},
     ]
     ids, mask = tok.render_chat(messages)
-    want_ids = ([tok.bos_id]
-                + [tok.system_id] + e("You are helpful. 친절하게 답하세요.") + [tok.eot_id]
-                + [tok.user_id] + e("What is 2+2?") + [tok.eot_id]
-                + [tok.assistant_id] + e(" 4.") + [tok.eot_id]
-                + [tok.user_id] + e("대한민국의 수도는?") + [tok.eot_id]
-                + [tok.assistant_id] + e("서울입니다.") + [tok.eot_id])
-    want_mask = ([0]
-                 + [0] * (len(e("You are helpful. 친절하게 답하세요.")) + 2)
-                 + [0] * (len(e("What is 2+2?")) + 2)
-                 + [0] + [1] * (len(e(" 4.")) + 1)
-                 + [0] * (len(e("대한민국의 수도는?")) + 2)
-                 + [0] + [1] * (len(e("서울입니다.")) + 1))
+    want_ids = (
+        [tok.bos_id]
+        + [tok.system_id]
+        + e("You are helpful. 친절하게 답하세요.")
+        + [tok.eot_id]
+        + [tok.user_id]
+        + e("What is 2+2?")
+        + [tok.eot_id]
+        + [tok.assistant_id]
+        + e(" 4.")
+        + [tok.eot_id]
+        + [tok.user_id]
+        + e("대한민국의 수도는?")
+        + [tok.eot_id]
+        + [tok.assistant_id]
+        + e("서울입니다.")
+        + [tok.eot_id]
+    )
+    want_mask = (
+        [0]
+        + [0] * (len(e("You are helpful. 친절하게 답하세요.")) + 2)
+        + [0] * (len(e("What is 2+2?")) + 2)
+        + [0]
+        + [1] * (len(e(" 4.")) + 1)
+        + [0] * (len(e("대한민국의 수도는?")) + 2)
+        + [0]
+        + [1] * (len(e("서울입니다.")) + 1)
+    )
     assert ids == want_ids and mask == want_mask
     # the masked tokens decode to exactly the assistant turns, each closed by its end-of-turn
-    assert tok.decode([i for i, m in zip(ids, mask) if m], show_special=True) == \
-        " 4.<|endofturn|>서울입니다.<|endofturn|>"
+    assert (
+        tok.decode([i for i, m in zip(ids, mask) if m], show_special=True)
+        == " 4.<|endofturn|>서울입니다.<|endofturn|>"
+    )
     gen_ids, gen_mask = tok.render_chat(messages[:4], add_generation_prompt=True)
-    assert gen_ids == want_ids[:len(gen_ids) - 1] + [tok.assistant_id]
-    assert gen_mask[-1] == 0 and gen_mask == want_mask[:len(gen_mask) - 1] + [0]
+    assert gen_ids == want_ids[: len(gen_ids) - 1] + [tok.assistant_id]
+    assert gen_mask[-1] == 0 and gen_mask == want_mask[: len(gen_mask) - 1] + [0]
 
 
 def test_render_chat_cannot_be_forged(trained):
@@ -243,6 +333,7 @@ def test_render_chat_errors_name_the_problem(trained):
 
 # ---- morpheme awareness and the efficiency report ----------------------------------------------
 
+
 def test_no_token_crosses_a_morpheme_boundary(trained):
     ko_docs = trained["corpus"]["ko"]
     assert T.boundaries_inside_tokens(trained["a"], ko_docs) == 0.0
@@ -258,7 +349,7 @@ def test_efficiency_report(trained):
     assert set(a) == {"ko", "en", "code"}
     assert c["ko"] > 1.3 * a["ko"]  # the HCX Table 1 effect: Korean needs a Korean-aware vocab
     assert a["en"] < 1.3 * c["en"]  # while English stays on par
-    assert a["ko"] != b["ko"]       # morpheme awareness changes the segmentation
+    assert a["ko"] != b["ko"]  # morpheme awareness changes the segmentation
     # recompute one entry independently: mean over the held-out documents (every 5th)
     held = trained["corpus"]["ko"][4::5]
     assert a["ko"] == round(sum(len(trained["a"].encode(d)) for d in held) / len(held), 1)
@@ -283,6 +374,7 @@ def test_meta_records_settings_and_model_carries_segmentation(trained, tmp_path)
 
 # ---- training: determinism, bad input, CLI -----------------------------------------------------
 
+
 def test_training_is_deterministic(trained, tmp_path):
     corpus = trained["corpus"]
     p1 = T.train_tokenizer(corpus, str(tmp_path / "one"), vocab_size=1500)
@@ -306,8 +398,10 @@ def test_long_lines_are_not_dropped_from_training():
 def test_sampling_is_seeded(trained, tmp_path):
     corpus = trained["corpus"]
     kw = dict(vocab_size=1000, max_train_chars=60_000)
-    same = [open(T.train_tokenizer(corpus, str(tmp_path / n), seed=s, **kw), "rb").read()
-            for n, s in (("s0", 0), ("s0b", 0), ("s1", 1))]
+    same = [
+        open(T.train_tokenizer(corpus, str(tmp_path / n), seed=s, **kw), "rb").read()
+        for n, s in (("s0", 0), ("s0b", 0), ("s1", 1))
+    ]
     assert same[0] == same[1] != same[2]
     assert json.load(open(tmp_path / "s0" / "meta.json"))["trained_on"]["chars"] <= 60_000
 
@@ -346,18 +440,33 @@ def test_reads_txt_dirs_and_globs(tmp_path):
     (tmp_path / "d" / "a.txt").write_text("first doc\nline two\n\n  \nsecond doc\n")
     (tmp_path / "d" / "b.jsonl").write_text('{"text": "한국어 문서입니다.", "lang": "ko"}\n\n')
     docs = read_documents([str(tmp_path / "d")])
-    assert docs == [("first doc\nline two", None), ("second doc", None),
-                    ("한국어 문서입니다.", "ko")]
+    assert docs == [
+        ("first doc\nline two", None),
+        ("second doc", None),
+        ("한국어 문서입니다.", "ko"),
+    ]
     assert read_documents([str(tmp_path / "d" / "*.jsonl")]) == [("한국어 문서입니다.", "ko")]
     corpus = as_corpus([str(tmp_path / "d"), "an inline English document", "2*3?", "a.txt?"])
-    assert corpus == {"en": ["an inline English document", "2*3?", "a.txt?", "first doc\nline two",
-                             "second doc"], "ko": ["한국어 문서입니다."]}
+    assert corpus == {
+        "en": ["an inline English document", "2*3?", "a.txt?", "first doc\nline two", "second doc"],
+        "ko": ["한국어 문서입니다."],
+    }
 
 
 def test_cli_train_and_encode(tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "tok")
-    T.main(["train", "--input", os.path.join(FIXTURES, "*.jsonl"), "--out", out,
-            "--vocab-size", "1500", "--no-report"])
+    T.main(
+        [
+            "train",
+            "--input",
+            os.path.join(FIXTURES, "*.jsonl"),
+            "--out",
+            out,
+            "--vocab-size",
+            "1500",
+            "--no-report",
+        ]
+    )
     assert os.path.isfile(os.path.join(out, "tokenizer.model"))
     assert not os.path.exists(os.path.join(out, "report.json"))
     capsys.readouterr()
