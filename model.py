@@ -5,23 +5,15 @@ HyperCLOVA X technical report §2.1 (model architecture): a decoder-only transfo
 pre-normalization (RMSNorm), rotary position embeddings and grouped-query attention; like Llama it
 uses a SwiGLU feed-forward. Module names equal those of Hugging Face `LlamaForCausalLM` (minus its
 "model." prefix), and RoPE uses the same half-split ("rotate_half") layout, so weights map to HF by
-name alone and `tests/test_model.py` checks the logits against HF to 1e-4.
+name alone and `tests/test_model.py` checks the logits against HF to 1e-4 (the name mapping,
+to_hf_state_dict / from_hf_state_dict, lives in convert.py).
 
-What is here, top to bottom:
-  ModelConfig, PRESETS, config_from_preset    the architecture's numbers
-  RMSNorm, rope, attention, Attention, MLP, Block, Transformer
-  Transformer.forward                          logits, and the (masked) next-token loss
-  Transformer.setup_cache + generate()         static KV cache; batched, left-padded sampling,
-                                               per-row stops
-  decode_one_token, compiled_decode_one_token  one decode step over the whole cache; torch.compile'd
-  compile_model                                torch.compile, by default on CUDA only
-  eval_mode, unwrap                            eval mode without gradients for a block; the
-                                               module inside compile / DDP wrappers
-  sequence_logprobs()                          log p(span) per sequence,
-                                               for DPO, judging and evaluation
-  sequence_rewards()                           a reward model's scalar at each sequence's last token
-  right_pad, last_position_logits              next-token logits after each of a batch of prompts
-(The Hugging Face name mapping, to_hf_state_dict / from_hf_state_dict, lives in convert.py.)
+Top to bottom: ModelConfig and PRESETS; RMSNorm, rope, attention, Attention, MLP, Block;
+Transformer (forward: logits and the masked next-token loss; setup_cache: a static KV cache);
+compile_model, eval_mode, unwrap; generate() (batched, left-padded sampling with per-row stops, one
+decode_one_token step per token, optionally torch.compile'd); sequence_logprobs() (log p(span), for
+DPO, judging and evaluation); sequence_rewards() (a reward model's scalar at each last token);
+right_pad and last_position_logits() (next-token logits after each of a batch of prompts).
 
 Use (a module, not a script; bench_model.py times it next to HF Llama):
   model = Transformer(config_from_preset("demo"))   # 6.5M parameters at the demo's vocab 4096
@@ -64,20 +56,13 @@ class ModelConfig:
             if not ok:
                 raise ValueError(f"ModelConfig: {what} (got {self})")
 
-        need(
-            self.dim % self.n_heads == 0,
-            f"dim={self.dim} must be divisible by n_heads={self.n_heads}",
-        )
-        need(
-            self.n_heads % self.n_kv_heads == 0,
-            f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}",
-        )
+        dim, heads, kv_heads = self.dim, self.n_heads, self.n_kv_heads
+        need(dim % heads == 0, f"dim={dim} must be divisible by n_heads={heads}")
+        need(heads % kv_heads == 0, f"n_heads={heads} must be a multiple of n_kv_heads={kv_heads}")
         need(self.head_dim % 2 == 0, f"head_dim=dim/n_heads={self.head_dim} must be even for RoPE")
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
-        need(
-            not (self.reward_head and self.tie_embeddings),
-            "a reward head cannot be tied to the embeddings",
-        )
+        tied_reward = self.reward_head and self.tie_embeddings
+        need(not tied_reward, "a reward head cannot be tied to the embeddings")
         # Llama: 2/3 of 4*dim (SwiGLU has 3 matrices, not 2), rounded up
         if self.ffn_hidden is None:
             hidden = int(2 * 4 * self.dim / 3)
@@ -88,43 +73,21 @@ class ModelConfig:
         return self.dim // self.n_heads
 
 
+# One preset a row, its columns ModelConfig fields ("-": the default). tiny: tests, in milliseconds;
+# demo: the CPU demo, 6.5M parameters, a few thousand tokens/s on 2 cores; gpt2-small: GPT-2 small's
+# geometry (124M with its 50257 vocab; 110M with 32000); 1b: TinyLlama-1.1B's geometry.
+PRESET_TABLE = """
+name       vocab_size  dim n_layers n_heads n_kv_heads ffn_hidden multiple_of max_seq_len
+tiny              512   64        4       4          2          -          32         128
+demo             4096  256        6       8          4          -          64         512
+gpt2-small      32000  768       12      12         12          -         256        1024
+1b              32000 2048       22      32          4       5632           -        2048
+"""
+_header, *_rows = (line.split() for line in PRESET_TABLE.strip().splitlines())
 PRESETS: dict[str, dict] = {
-    # a few hundred K parameters: every test runs on it in milliseconds
-    "tiny": dict(
-        vocab_size=512, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, multiple_of=32, max_seq_len=128
-    ),
-    # CPU demo: 6.5M parameters, trains at a few thousand tokens/s on 2 cores
-    "demo": dict(
-        vocab_size=4096,
-        dim=256,
-        n_layers=6,
-        n_heads=8,
-        n_kv_heads=4,
-        multiple_of=64,
-        max_seq_len=512,
-    ),
-    # GPT-2 small geometry (124M with its 50257 vocab; 110M with 32000), tied embeddings like GPT-2
-    "gpt2-small": dict(
-        vocab_size=32000,
-        dim=768,
-        n_layers=12,
-        n_heads=12,
-        n_kv_heads=12,
-        multiple_of=256,
-        max_seq_len=1024,
-        tie_embeddings=True,
-    ),
-    # TinyLlama-1.1B geometry
-    "1b": dict(
-        vocab_size=32000,
-        dim=2048,
-        n_layers=22,
-        n_heads=32,
-        n_kv_heads=4,
-        ffn_hidden=5632,
-        max_seq_len=2048,
-    ),
+    name: {field: int(v) for field, v in zip(_header[1:], row) if v != "-"} for name, *row in _rows
 }
+PRESETS["gpt2-small"]["tie_embeddings"] = True  # like GPT-2
 
 
 def config_from_preset(name: str, **overrides) -> ModelConfig:
@@ -150,9 +113,7 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float):
-    """cos and sin of the rotation angle pos * theta^(-2i/head_dim),
-    each (max_seq_len, head_dim/2)."""
-    # inv_freq: (hd/2,)
+    """cos and sin of the rotation angle pos * theta^(-2i/head_dim), each (max_seq_len, hd/2)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)  # (S, hd/2)
     return angles.cos(), angles.sin()
@@ -197,11 +158,9 @@ def attention(q, k, v, mask, use_sdpa: bool, dropout_p: float = 0.0):
 
 
 def additive_mask(allowed, dtype):
-    """A bool mask (True = may attend) as the float one that is added to attention scores:
-    0 where allowed, -inf elsewhere."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, float("-inf")
-    )
+    """A bool mask (True = may attend) as the float one added to attention scores: 0 or -inf."""
+    zeros = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return zeros.masked_fill(~allowed, float("-inf"))
 
 
 class Attention(nn.Module):
@@ -284,17 +243,16 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.dim, 1 if cfg.reward_head else cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        # (S, hd/2), not saved in checkpoints
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)  # (S, hd/2) each
+        # buffers, not saved in checkpoints
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.init_weights()
 
     def init_weights(self):
-        """The one place weights are initialised. Every matrix ~ N(0, 0.02) (GPT-2/Llama);
-        the two that write into the residual stream (o_proj, down_proj) get 0.02/sqrt(2*n_layers),
-        so the residual stream's variance does not grow with depth (GPT-2 paper §2.3);
-        RMSNorm gains are 1."""
+        """The one place weights are initialised. Every matrix ~ N(0, 0.02) (GPT-2/Llama); the two
+        that write into the residual stream (o_proj, down_proj) get 0.02/sqrt(2*n_layers), so its
+        variance does not grow with depth (GPT-2 paper §2.3); RMSNorm gains are 1."""
         std, resid_std = 0.02, 0.02 / math.sqrt(2 * self.cfg.n_layers)
         for name, p in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -314,13 +272,10 @@ class Transformer(nn.Module):
         """Training FLOPs per token (forward + backward = 3x forward) for MFU: 6 per weight of every
         matmul (all blocks + LM head; the embedding is a lookup, not a matmul), plus causal
         attention: q.k and p.v cost 2*t*d each at position t, t averages seq_len/2 ->
-        6*n_layers*seq_len*d. (PaLM's appendix B counts attention non-causally,
-        12*n_layers*seq_len*d; ours is what runs.)"""
+        6*n_layers*seq_len*d (PaLM's appendix B counts it non-causally: 12*n_layers*seq_len*d)."""
         c = self.cfg
-        d_attn = c.n_heads * c.head_dim
-        per_layer = (
-            c.dim * d_attn * 2 + c.dim * c.n_kv_heads * c.head_dim * 2 + 3 * c.dim * c.ffn_hidden
-        )
+        d_attn, d_kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
+        per_layer = c.dim * d_attn * 2 + c.dim * d_kv * 2 + 3 * c.dim * c.ffn_hidden  # integers
         matmul_weights = c.n_layers * per_layer + c.dim * (1 if c.reward_head else c.vocab_size)
         return 6.0 * matmul_weights + 6.0 * c.n_layers * seq_len * d_attn
 
@@ -339,25 +294,19 @@ class Transformer(nn.Module):
             a = layer.self_attn
             shape = (batch_size, a.n_kv_heads, seq_len, a.head_dim)
             c = a.k_cache
-            fits = (
-                c is not None
-                and c.device == w.device
-                and c.dtype == w.dtype
-                and (
-                    c.shape == shape if exact else c.size(0) >= batch_size and c.size(2) >= seq_len
-                )
-            )
-            if not fits:
-                a.v_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
-                # on CPU, K is stored (B, KV, hd, S): the written-out decode step's q @ k^T then
-                # reads it in order (2.7x faster than over a (B, KV, S, hd) cache at batch 32). GPU
-                # decode goes through SDPA, whose fused kernels want hd contiguous.
-                stored = (*shape[:2], shape[3], shape[2])  # (B, KV, hd, S)
-                a.k_cache = (
-                    torch.zeros(stored, dtype=w.dtype, device=w.device).transpose(-2, -1)
-                    if w.is_cpu
-                    else torch.zeros_like(a.v_cache)
-                )
+            same_kind = c is not None and c.device == w.device and c.dtype == w.dtype
+            large_enough = same_kind and c.size(0) >= batch_size and c.size(2) >= seq_len
+            if same_kind and (c.shape == shape if exact else large_enough):
+                continue  # keep it
+            a.v_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
+            # on CPU, K is stored (B, KV, hd, S): the written-out decode step's q @ k^T then reads
+            # it in order (2.7x faster than over a (B, KV, S, hd) cache at batch 32). GPU decode
+            # goes through SDPA, whose fused kernels want hd contiguous.
+            stored = (*shape[:2], shape[3], shape[2])  # (B, KV, hd, S)
+            if w.is_cpu:
+                a.k_cache = torch.zeros(stored, dtype=w.dtype, device=w.device).transpose(-2, -1)
+            else:
+                a.k_cache = torch.zeros_like(a.v_cache)
 
     def free_cache(self):
         for layer in self.layers:
@@ -365,52 +314,38 @@ class Transformer(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------------
     def forward(
-        self,
-        idx,
-        targets=None,
-        loss_mask=None,
-        start_pos: int | None = None,
-        left_pad=None,
-        last_only=False,
+        self, idx, targets=None, loss_mask=None, start_pos=None, left_pad=None, last_only=False
     ):
         """idx (B, T) token ids. Returns (logits (B, T, V), loss or None).
 
         Training / scoring (start_pos None): causal attention over idx alone, positions 0..T-1.
-          targets (B, T): the next token of each position (already shifted),
-            -100 = ignore (padding).
-          loss_mask (B, T) optional 0/1 weights:
-            loss = sum(ce * mask) / sum(mask) over non-ignored tokens.
+          targets (B, T): each position's next token (already shifted), -100 = ignore (padding).
+          loss_mask (B, T), optional 0/1 weights: loss = sum(ce * mask) / sum(mask) over the rest.
         Cached decoding (start_pos int, after setup_cache): idx fills cache slots
           start_pos..start_pos+T-1 and attends to slots 0..start_pos+T-1. left_pad (B,) long: row
-          b's first left_pad[b] slots are padding, never attended to, and its positions start at
-          slot left_pad[b].
-        last_only: logits of the last position only, (B, 1, V); or a (B,) long tensor, the position
-          to read in each row (right-padded prompts of different lengths), also (B, 1, V).
+          b's first left_pad[b] slots are padding, never attended to; its positions start there.
         Static decoding (start_pos a (1,) long tensor, after setup_cache(B, S, exact=True)): the
-          same, but attending over all S slots of the cache with a mask, so every step has the same
-          shapes and torch.compile captures it once (decode_one_token). No bounds check on slots.
+          same over all S cache slots with a mask, so every step has the same shapes and
+          torch.compile captures it once (decode_one_token). No bounds check on slots.
+        last_only: logits (B, 1, V) of the last position only; or of position last_only[b] in each
+          row b if a (B,) long tensor (right-padded prompts of different lengths).
         """
         B, T = idx.shape
         mask = None  # causal
         if start_pos is None:
-            if T > self.cfg.max_seq_len:
-                raise ValueError(
-                    f"sequence length {T} exceeds ModelConfig.max_seq_len={self.cfg.max_seq_len}"
-                )
+            if T > (max_len := self.cfg.max_seq_len):
+                raise ValueError(f"sequence length {T} exceeds ModelConfig.max_seq_len={max_len}")
             cos, sin = self.rope_cos[:T, None], self.rope_sin[:T, None]  # (T, 1, hd/2)
         else:
             cache = self.layers[0].self_attn.k_cache
-            slots = torch.arange(T, device=idx.device)
-            if torch.is_tensor(start_pos):  # static: queries at start_pos.., keys at all slots
-                q_slot, n_keys = start_pos + slots, cache.size(2)
-            else:
-                if cache is None or start_pos + T > cache.size(2) or B > cache.size(0):
-                    raise ValueError(
-                        f"KV cache too small for batch {B}, slots "
-                        f"{start_pos}..{start_pos + T}: "
-                        "call setup_cache(batch_size, seq_len) first"
-                    )
-                q_slot, n_keys = start_pos + slots, start_pos + T
+            static = torch.is_tensor(start_pos)  # queries at start_pos.., keys at all cache slots
+            n_keys = cache.size(2) if static else start_pos + T
+            if not static and (cache is None or n_keys > cache.size(2) or B > cache.size(0)):
+                raise ValueError(
+                    f"KV cache too small for batch {B}, slots {start_pos}..{start_pos + T}: "
+                    "call setup_cache(batch_size, seq_len) first"
+                )
+            q_slot = start_pos + torch.arange(T, device=idx.device)  # (T,)
             allowed, pos = self.cache_mask_and_positions(q_slot, n_keys, left_pad, B)
             mask = additive_mask(allowed, self.lm_head.weight.dtype)  # once for all layers
             # (B, T, 1, hd/2)
@@ -426,12 +361,9 @@ class Transformer(nn.Module):
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
             return logits, None
-        ce = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(),
-            targets.reshape(-1),
-            ignore_index=-100,
-            reduction="none",
-        )  # (B*T,), 0 where ignored
+        flat = logits.reshape(-1, logits.size(-1)).float()  # (B*T, V)
+        # (B*T,), 0 where ignored
+        ce = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="none")
         weight = (targets.reshape(-1) != -100).to(ce.dtype)
         if loss_mask is not None:
             weight = weight * loss_mask.reshape(-1).to(ce.dtype)
@@ -441,10 +373,9 @@ class Transformer(nn.Module):
     def cache_mask_and_positions(q_slot, n_keys: int, left_pad, B: int):
         """Attention mask (B, 1, T, n_keys) and RoPE positions (B, T) for queries at cache slots
         q_slot (T,) long, over key slots 0..n_keys-1. A query at slot i sees key slot j iff
-        left_pad[b] <= j <= i: bottom-right-aligned causal, which SDPA's is_causal (top-left
-        aligned when T < n_keys) would get wrong, and which also hides the slots after i of a
-        static cache. A padding query sees only itself, so its row stays finite (nothing real
-        ever reads it)."""
+        left_pad[b] <= j <= i: bottom-right-aligned causal (SDPA's is_causal is top-left aligned
+        when T < n_keys), which also hides a static cache's slots after i. A padding query sees only
+        itself, so its row stays finite (nothing real ever reads it)."""
         if left_pad is None:
             left_pad = torch.zeros(B, dtype=torch.long, device=q_slot.device)
         q_slot = q_slot[None, :, None]  # (1, T, 1)
@@ -465,8 +396,7 @@ def compile_model(model: nn.Module, enabled: bool | None = None) -> nn.Module:
 
 @contextlib.contextmanager
 def eval_mode(model):
-    """with eval_mode(model): the block runs in eval mode (no dropout) without gradients; the mode
-    the model had is restored afterwards."""
+    """with eval_mode(model): the block runs in eval mode without gradients; then the old mode."""
     was = model.training
     model.eval()
     try:
@@ -492,11 +422,10 @@ def unwrap(model):
 def nucleus(probs, top_p: float, head: int = 64):
     """Each row's smallest set of most likely tokens whose probabilities sum to >= top_p.
     probs (B, V) -> top (B, n) descending, ids (B, n) their token ids, keep (B, n) bool: the
-    nucleus, a prefix of each row (the top token always in it). Sorting all V tokens is the slow
-    part (8 ms for 32 x 4096 on one CPU core, as much as a decode step), and a nucleus usually lies
-    among the `head` most likely tokens, which topk finds in ~1 ms: then n = head. Only the rows
-    whose nucleus is wider are sorted in full; then n = V and the other rows end in zeros
-    (a batch of 48 sorted in full took 14 ms a step, its few wide rows take ~3)."""
+    nucleus, a prefix of each row (the top token always in it). Sorting all V tokens is slow (8 ms
+    for 32 x 4096 on one CPU core, as much as a decode step); a nucleus usually lies among the
+    `head` most likely tokens, which topk finds in ~1 ms: then n = head. Only rows whose nucleus is
+    wider are sorted in full; then n = V and the other rows end in zeros."""
     top, ids = probs.topk(min(head, probs.size(-1)), dim=-1)  # (B, head), descending
     cum = top.cumsum(dim=-1)
     wide = cum[:, -1] < top_p  # (B,) rows whose nucleus is wider than head
@@ -526,11 +455,10 @@ def sample_next(logits, temperature: float, top_k: int | None, top_p: float | No
 
 
 def inverse_cdf_sample(probs, generator=None):
-    """One draw per row of probs (B, V) (rows summing to ~1, zeros allowed) -> ids (B,).
-    Inverse-CDF: one uniform u per row, scaled to (0, total], picks the first token whose cumulative
-    mass reaches u, so token i is drawn with probability probs[i] / total and a zero-probability
-    token never (its cumulative mass equals its predecessor's). One uniform per row, where
-    torch.multinomial draws one exponential per vocab entry (3-5 ms a step at 32 x 4096)."""
+    """One draw per row of probs (B, V) (rows summing to ~1, zeros allowed) -> ids (B,). Inverse
+    CDF: one uniform u per row, scaled to (0, total], picks the first token whose cumulative mass
+    reaches u, so token i is drawn with probability probs[i] / total and a zero-probability token
+    never. torch.multinomial draws one exponential per vocab entry (3-5 ms a step at 32 x 4096)."""
     cdf = probs.cumsum(dim=-1)  # (B, V), non-decreasing; flat across zero-probability tokens
     device = generator.device if generator is not None else probs.device
     r = torch.rand(probs.size(0), 1, generator=generator, device=device, dtype=probs.dtype)
@@ -551,18 +479,16 @@ _compiled_decode = {}  # device type -> decode_one_token under torch.compile, bu
 
 def compiled_decode_one_token(device: torch.device):
     """decode_one_token under torch.compile, one wrapper per process and device type: inductor's
-    C++ kernels on CPU, called from C++ (cpp_wrapper; it needs Python's headers, else the Python
-    wrapper); CUDA graphs on GPU (mode="reduce-overhead", untested here). dynamic=False:
-    torch.compile keeps one graph per (batch, cache length) it meets and reuses it on every later
-    call with those shapes, so compile time is paid once per run; generate() rounds both up to
-    powers of two (bucket) so a run meets few of them (bench_model.py: 10-25 s each on CPU)."""
+    C++ kernels on CPU, called from C++ (cpp_wrapper, if Python's headers are there); CUDA graphs
+    on GPU (mode="reduce-overhead", untested here). dynamic=False: one graph per (batch, cache
+    length), reused by every later call with those shapes; generate() rounds both up to powers of
+    two (bucket) so a run meets few of them (bench_model.py: 10-25 s each on CPU)."""
     if device.type not in _compiled_decode:
         how = {}
+        python_h = os.path.join(sysconfig.get_paths()["include"], "Python.h")
         if device.type == "cuda":
             how = {"mode": "reduce-overhead"}  # CUDA graphs
-        elif device.type == "cpu" and os.path.exists(
-            os.path.join(sysconfig.get_paths()["include"], "Python.h")
-        ):
+        elif device.type == "cpu" and os.path.exists(python_h):
             how = {"options": {"cpp_wrapper": True}}  # 1.6x at batch 1, 1.15x at 8 (1 thread)
         _compiled_decode[device.type] = torch.compile(decode_one_token, dynamic=False, **how)
     return _compiled_decode[device.type]
@@ -594,20 +520,16 @@ def generate(
     one entry per row: its new id, or None for a row that already stopped. A torch.compile / DDP
     wrapper is unwrapped (the prefill's shapes change every call).
 
-    The prompts are prefilled in one eager forward, then each token is one decode_one_token step
-    over the whole static cache. compile=True runs that step under torch.compile
-    (compiled_decode_one_token) with the batch and the cache length rounded up to powers of two;
-    sampling stays eager, so the same generator gives the same samples either way. Eager is the
-    default: on CPU compiling costs 10-25 s per shape and pays only over many calls (SELF-JUDGE's
-    sampler, evaluation), not for one reply; bench_model.py measures it (see its docstring)."""
+    One eager prefill, then one decode_one_token step per token over the whole static cache.
+    compile=True runs that step under torch.compile (compiled_decode_one_token), the batch and the
+    cache length rounded up to powers of two; sampling stays eager, so a generator gives the same
+    samples either way. Eager is the default: on CPU compiling costs 10-25 s per shape and pays
+    only over many calls (SELF-JUDGE's sampler, evaluation), not for one reply (bench_model.py)."""
     model = unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
-    if (
-        not (top_p is None or 0.0 < top_p <= 1.0)
-        or (top_k is not None and top_k < 1)
-        or temperature < 0
-    ):
+    bad_top = not (top_p is None or 0.0 < top_p <= 1.0) or (top_k is not None and top_k < 1)
+    if bad_top or temperature < 0:
         raise ValueError(
             f"generate: need temperature >= 0, top_k >= 1, 0 < top_p <= 1 "
             f"(got {temperature}, {top_k}, {top_p})"
@@ -649,20 +571,16 @@ def generate(
 
 
 def sequence_logprobs(model, ids, mask):
-    """Summed and mean log-probability of the masked tokens of each sequence
-    (DPO, judging, evaluation). ids (B, T) long, right-padded; mask (B, T) 0/1,
-    mask[b, t] = 1 counts log p(ids[b, t] | ids[b, :t]).
-    Returns (sum (B,), mean (B,)); differentiable."""
+    """Summed and mean log-probability of the masked tokens of each sequence (DPO, judging,
+    evaluation). ids (B, T) long, right-padded; mask (B, T) 0/1, mask[b, t] = 1 counts
+    log p(ids[b, t] | ids[b, :t]). Returns (sum (B,), mean (B,)); differentiable."""
     assert mask.shape == ids.shape, f"mask {tuple(mask.shape)} != ids {tuple(ids.shape)}"
     assert not mask[:, 0].any(), "mask[:, 0] must be 0: the first token has no prediction"
     logits, _ = model(ids)  # (B, T, V)
     targets = F.pad(ids[:, 1:], (0, 1), value=-100)  # (B, T): position t predicts token t+1
-    logp = -F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(),
-        targets.reshape(-1),
-        ignore_index=-100,
-        reduction="none",
-    ).view(ids.shape)  # (B, T)
+    flat = logits.reshape(-1, logits.size(-1)).float()  # (B*T, V)
+    nll = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="none")
+    logp = -nll.view(ids.shape)  # (B, T)
     m = mask[:, 1:].to(logp.dtype)  # (B, T-1)
     total = (logp[:, :-1] * m).sum(dim=1)
     return total, total / m.sum(dim=1).clamp(min=1.0)
@@ -683,8 +601,7 @@ def sequence_rewards(model, ids, real):
 
 
 def right_pad(seqs, pad_id):
-    """list of id lists -> (B, T) long tensor, right-padded: causal attention never lets padding
-    leak back."""
+    """list of id lists -> (B, T) long tensor, right-padded (causal attention never reads ahead)."""
     x = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
     for b, s in enumerate(seqs):
         x[b, : len(s)] = torch.as_tensor(s, dtype=torch.long)
@@ -698,6 +615,3 @@ def last_position_logits(model, prompts, pad_id):
     last = torch.tensor([len(p) - 1 for p in prompts], device=device)  # (B,)
     logits, _ = model(right_pad(prompts, pad_id).to(device), last_only=last)  # (B, 1, V)
     return logits[:, 0]  # (B, V)
-
-
-# --------------------------------------------------------------------------------------------------
