@@ -49,7 +49,15 @@ import time
 import torch
 
 from convert import hf_llama_config_dict, to_hf_state_dict
-from model import Transformer, compile_model, config_from_preset, generate
+from model import Transformer, config_from_preset, generate
+
+
+def compile_model(model: torch.nn.Module, enabled: bool | None = None) -> torch.nn.Module:
+    """torch.compile, by default only on CUDA (on CPU it costs ~30 s of compiling for little gain).
+    Save checkpoints from the uncompiled module (`model._orig_mod` of the returned one)."""
+    if enabled is None:
+        enabled = next(model.parameters()).is_cuda
+    return torch.compile(model) if enabled else model
 
 
 def keep_freed_memory() -> bool:

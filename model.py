@@ -10,10 +10,10 @@ to_hf_state_dict / from_hf_state_dict, lives in convert.py).
 
 Top to bottom: ModelConfig and PRESETS; RMSNorm, rope, attention, Attention, MLP, Block;
 Transformer (forward: logits and the masked next-token loss; setup_cache: a static KV cache);
-compile_model, eval_mode, unwrap; generate() (batched, left-padded sampling with per-row stops, one
+eval_mode, unwrap; generate() (batched, left-padded sampling with per-row stops, one
 decode_one_token step per token, optionally torch.compile'd); sequence_logprobs() (log p(span), for
-DPO, judging and evaluation); sequence_rewards() (a reward model's scalar at each last token);
-right_pad and last_position_logits() (next-token logits after each of a batch of prompts).
+DPO, judging and evaluation); right_pad and last_position_logits() (next-token logits after each of
+a batch of prompts). A reward model's scalars: reward_model.sequence_rewards.
 
 Use (a module, not a script; bench_model.py times it next to HF Llama):
   model = Transformer(config_from_preset("demo"))   # 6.5M parameters at the demo's vocab 4096
@@ -386,14 +386,6 @@ class Transformer(nn.Module):
         return mask.unsqueeze(1), pos
 
 
-def compile_model(model: nn.Module, enabled: bool | None = None) -> nn.Module:
-    """torch.compile, by default only on CUDA (on CPU it costs ~30 s of compiling for little gain).
-    Save checkpoints from the uncompiled module (`model._orig_mod` of the returned one)."""
-    if enabled is None:
-        enabled = next(model.parameters()).is_cuda
-    return torch.compile(model) if enabled else model
-
-
 @contextlib.contextmanager
 def eval_mode(model):
     """with eval_mode(model): the block runs in eval mode without gradients; then the old mode."""
@@ -584,20 +576,6 @@ def sequence_logprobs(model, ids, mask):
     m = mask[:, 1:].to(logp.dtype)  # (B, T-1)
     total = (logp[:, :-1] * m).sum(dim=1)
     return total, total / m.sum(dim=1).clamp(min=1.0)
-
-
-def sequence_rewards(model, ids, real):
-    """A reward model's (ModelConfig.reward_head) scalar at the last real token of each sequence.
-    ids (B, T) long; real (B, T) 0/1, one contiguous run of 1s per row: right- or left-padded alike.
-    Each row is first rolled so that its tokens start at position 0 (left padding moves to the end),
-    so it gets the positions and causal context it has alone. Returns (B,) float; differentiable."""
-    B, T = ids.shape
-    first = real.argmax(dim=1)  # (B,) index of the first real token: 0 when right-padded
-    order = (torch.arange(T, device=ids.device)[None, :] + first[:, None]) % T  # (B, T)
-    ids, real = ids.gather(1, order), real.gather(1, order)
-    values, _ = model(ids)  # (B, T, 1)
-    last = real.sum(dim=1) - 1  # (B,) the last real position, now that every row starts at 0
-    return values[torch.arange(B, device=ids.device), last, 0].float()
 
 
 def right_pad(seqs, pad_id):

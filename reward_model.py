@@ -7,7 +7,7 @@ judge replace that model. This script builds the arm it is measured against:
 
   the model   the SFT transformer with its LM head replaced by one scalar per position
               (ModelConfig.reward_head); the reward of prompt + response is the scalar at the last
-              real token (model.sequence_rewards). The head starts at zero: every reward is 0.
+              real token (sequence_rewards). The head starts at zero: every reward is 0.
   the loss    Bradley-Terry: p(chosen > rejected) = sigmoid(r_chosen - r_rejected), trained with
               -log sigmoid(r_chosen - r_rejected) (Ouyang et al. 2022, eq. 1), on the same
               preference pairs JSFT learns to judge (and the offline DPO baseline learns from).
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from jsft import context_lang, report_heldout
-from model import Transformer, eval_mode, right_pad, sequence_rewards, unwrap
+from model import Transformer, eval_mode, right_pad, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
 from readers import opt, parse_config, read_preferences
 from sft import load_start, offline_batches, tokenize_pairs
@@ -87,6 +87,20 @@ def with_reward_head(model):
     assert missing == ["lm_head.weight"] and not unexpected, (missing, unexpected)
     torch.nn.init.zeros_(rm.lm_head.weight)
     return rm.to(model.lm_head.weight.device)
+
+
+def sequence_rewards(model, ids, real):
+    """A reward model's (ModelConfig.reward_head) scalar at the last real token of each sequence.
+    ids (B, T) long; real (B, T) 0/1, one contiguous run of 1s per row: right- or left-padded alike.
+    Each row is first rolled so that its tokens start at position 0 (left padding moves to the end),
+    so it gets the positions and causal context it has alone. Returns (B,) float; differentiable."""
+    B, T = ids.shape
+    first = real.argmax(dim=1)  # (B,) index of the first real token: 0 when right-padded
+    order = (torch.arange(T, device=ids.device)[None, :] + first[:, None]) % T  # (B, T)
+    ids, real = ids.gather(1, order), real.gather(1, order)
+    values, _ = model(ids)  # (B, T, 1)
+    last = real.sum(dim=1) - 1  # (B,) the last real position, now that every row starts at 0
+    return values[torch.arange(B, device=ids.device), last, 0].float()
 
 
 def bt_loss(r_chosen, r_rejected):

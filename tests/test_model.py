@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_model import compile_model  # noqa: E402
 from convert import from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict  # noqa: E402
 from model import (
     PRESETS,
@@ -19,7 +20,6 @@ from model import (
     Transformer,
     attention,
     bucket,  # noqa: E402
-    compile_model,
     config_from_preset,
     decode_one_token,
     generate,

@@ -18,7 +18,8 @@ import reward_model as RM
 import self_judge as SJ
 import tasks
 from readers import PreferencePair
-from model import Transformer, config_from_preset, sequence_rewards
+from reward_model import sequence_rewards
+from model import Transformer, config_from_preset
 from pretrain import TrainConfig, load_model, save_checkpoint, train
 from tokenizer import Tokenizer, train_tokenizer
 
