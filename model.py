@@ -8,12 +8,10 @@ uses a SwiGLU feed-forward. Module names equal those of Hugging Face `LlamaForCa
 name alone and `tests/test_model.py` checks the logits against HF to 1e-4 (the name mapping,
 to_hf_state_dict / from_hf_state_dict, lives in convert.py).
 
-Top to bottom: ModelConfig and PRESETS; RMSNorm, rope, attention, Attention, MLP, Block;
-Transformer (forward: logits and the masked next-token loss; setup_cache: a static KV cache);
-eval_mode, unwrap; generate() (batched, left-padded sampling with per-row stops, one
-decode_one_token step per token, optionally torch.compile'd); sequence_logprobs() (log p(span), for
-DPO, judging and evaluation); right_pad and last_position_logits() (next-token logits after each of
-a batch of prompts). A reward model's scalars: reward_model.sequence_rewards.
+Top to bottom: the config; the building blocks; the Transformer (logits, the masked next-token
+loss, a static KV cache); generate() (batched, left-padded sampling with per-row stops, each step
+optionally torch.compile'd); sequence_logprobs() (log p(span): DPO, judging, evaluation) and
+last_position_logits() (next-token logits after each prompt). Reward scalars: reward_model.py.
 
 Use (a module, not a script; bench_model.py times it next to HF Llama):
   model = Transformer(config_from_preset("demo"))   # 6.5M parameters at the demo's vocab 4096
@@ -22,6 +20,7 @@ Use (a module, not a script; bench_model.py times it next to HF Llama):
 """
 
 import contextlib
+import functools
 import math
 import os
 import sysconfig
@@ -63,10 +62,9 @@ class ModelConfig:
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
         tied_reward = self.reward_head and self.tie_embeddings
         need(not tied_reward, "a reward head cannot be tied to the embeddings")
-        # Llama: 2/3 of 4*dim (SwiGLU has 3 matrices, not 2), rounded up
         if self.ffn_hidden is None:
-            hidden = int(2 * 4 * self.dim / 3)
-            self.ffn_hidden = self.multiple_of * math.ceil(hidden / self.multiple_of)
+            hidden = int(2 * 4 * self.dim / 3)  # Llama: 2/3 of 4*dim (SwiGLU: 3 matrices, not 2)
+            self.ffn_hidden = self.multiple_of * math.ceil(hidden / self.multiple_of)  # rounded up
 
     @property
     def head_dim(self) -> int:
@@ -128,13 +126,12 @@ def apply_rope(x, cos, sin):
 
 
 def attention(q, k, v, mask, use_sdpa: bool, dropout_p: float = 0.0):
-    """softmax(q k^T / sqrt(hd) + mask) v with grouped-query heads.
-    q (B, H, T, hd); k, v (B, KV, S, hd), KV divides H: query head h reads kv head h // (H/KV).
-    mask: None = causal with T == S, else (B, 1, T, S) or (T, S), as SDPA takes it: bool (True =
-    may attend) or float, added to the scores (0 or -inf; the model's cached forward builds it once
-    for all layers: a masked_fill per layer cost ~40 us of a ~300 us decode attention).
-    On CPU one query per row (T == 1, a decode step) takes the written-out path: SDPA's CPU kernel
-    costs ~230 us a layer there at batch 8, ~4x the two small matmuls (bench_model.py)."""
+    """softmax(q k^T / sqrt(hd) + mask) v with grouped-query heads: q (B, H, T, hd), k and v
+    (B, KV, S, hd); query head h reads kv head h // (H/KV). mask: None = causal with T == S, else
+    (B, 1, T, S) or (T, S), bool (True = may attend) or float, added to the scores (0 or -inf; the
+    cached forward builds it once for all layers: a masked_fill a layer cost ~40 of ~300 us). On CPU
+    a decode step (T == 1) takes the written-out path: SDPA's CPU kernel costs ~4x its two small
+    matmuls there (bench_model.py)."""
     if use_sdpa and (q.size(2) > 1 or not q.is_cpu):  # fused kernel: flash / memory-efficient
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None, enable_gqa=True
@@ -244,8 +241,7 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)  # (S, hd/2) each
-        # buffers, not saved in checkpoints
-        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_cos", cos, persistent=False)  # not saved in checkpoints
         self.register_buffer("rope_sin", sin, persistent=False)
         self.init_weights()
 
@@ -270,9 +266,8 @@ class Transformer(nn.Module):
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (forward + backward = 3x forward) for MFU: 6 per weight of every
-        matmul (all blocks + LM head; the embedding is a lookup, not a matmul), plus causal
-        attention: q.k and p.v cost 2*t*d each at position t, t averages seq_len/2 ->
-        6*n_layers*seq_len*d (PaLM's appendix B counts it non-causally: 12*n_layers*seq_len*d)."""
+        matmul (blocks + LM head; the embedding is a lookup), plus causal attention: q.k and p.v
+        cost 2*t*d each at position t, t averages seq_len/2 -> 6*n_layers*seq_len*d."""
         c = self.cfg
         d_attn, d_kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
         per_layer = c.dim * d_attn * 2 + c.dim * d_kv * 2 + 3 * c.dim * c.ffn_hidden  # integers
@@ -281,9 +276,8 @@ class Transformer(nn.Module):
 
     # -- KV cache ----------------------------------------------------------------------------------
     def setup_cache(self, batch_size: int, seq_len: int, exact: bool = False):
-        """Preallocate each layer's K and V cache, (batch_size, n_kv_heads, seq_len, head_dim);
-        keeps an existing cache that is large enough, or with exact=True (static decode, whose
-        shapes must not change) one of exactly that shape."""
+        """Allocate each layer's K and V cache, (batch_size, n_kv_heads, seq_len, head_dim), unless
+        the one there is large enough (with exact=True, for static decode: exactly that shape)."""
         if seq_len > self.cfg.max_seq_len:
             raise ValueError(
                 f"setup_cache: seq_len={seq_len} exceeds ModelConfig.max_seq_len="
@@ -299,9 +293,8 @@ class Transformer(nn.Module):
             if same_kind and (c.shape == shape if exact else large_enough):
                 continue  # keep it
             a.v_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
-            # on CPU, K is stored (B, KV, hd, S): the written-out decode step's q @ k^T then reads
-            # it in order (2.7x faster than over a (B, KV, S, hd) cache at batch 32). GPU decode
-            # goes through SDPA, whose fused kernels want hd contiguous.
+            # on CPU, K is stored (B, KV, hd, S), so the written-out decode step's q @ k^T reads it
+            # in order (2.7x faster at batch 32); on GPU, SDPA's fused kernels want hd contiguous
             stored = (*shape[:2], shape[3], shape[2])  # (B, KV, hd, S)
             if w.is_cpu:
                 a.k_cache = torch.zeros(stored, dtype=w.dtype, device=w.device).transpose(-2, -1)
@@ -316,20 +309,19 @@ class Transformer(nn.Module):
     def forward(
         self, idx, targets=None, loss_mask=None, start_pos=None, left_pad=None, last_only=False
     ):
-        """idx (B, T) token ids. Returns (logits (B, T, V), loss or None).
+        """idx (B, T) token ids -> (logits (B, T, V), loss or None).
 
         Training / scoring (start_pos None): causal attention over idx alone, positions 0..T-1.
           targets (B, T): each position's next token (already shifted), -100 = ignore (padding).
           loss_mask (B, T), optional 0/1 weights: loss = sum(ce * mask) / sum(mask) over the rest.
-        Cached decoding (start_pos int, after setup_cache): idx fills cache slots
-          start_pos..start_pos+T-1 and attends to slots 0..start_pos+T-1. left_pad (B,) long: row
-          b's first left_pad[b] slots are padding, never attended to; its positions start there.
+        Cached decoding (start_pos int, after setup_cache): idx fills cache slots start_pos.. and
+          attends to slots 0..start_pos+T-1; left_pad (B,) long: row b's first left_pad[b] slots
+          are padding, never attended to, and its positions start there.
         Static decoding (start_pos a (1,) long tensor, after setup_cache(B, S, exact=True)): the
-          same over all S cache slots with a mask, so every step has the same shapes and
-          torch.compile captures it once (decode_one_token). No bounds check on slots.
-        last_only: logits (B, 1, V) of the last position only; or of position last_only[b] in each
-          row b if a (B,) long tensor (right-padded prompts of different lengths).
-        """
+          same over all S slots with a mask: every step has the same shapes, so torch.compile
+          captures it once (decode_one_token). No bounds check on slots.
+        last_only: logits (B, 1, V) of the last position only, or of position last_only[b] in row
+          b if a (B,) long tensor (right-padded prompts of different lengths)."""
         B, T = idx.shape
         mask = None  # causal
         if start_pos is None:
@@ -372,10 +364,9 @@ class Transformer(nn.Module):
     @staticmethod
     def cache_mask_and_positions(q_slot, n_keys: int, left_pad, B: int):
         """Attention mask (B, 1, T, n_keys) and RoPE positions (B, T) for queries at cache slots
-        q_slot (T,) long, over key slots 0..n_keys-1. A query at slot i sees key slot j iff
-        left_pad[b] <= j <= i: bottom-right-aligned causal (SDPA's is_causal is top-left aligned
-        when T < n_keys), which also hides a static cache's slots after i. A padding query sees only
-        itself, so its row stays finite (nothing real ever reads it)."""
+        q_slot (T,) long. A query at slot i sees key slot j iff left_pad[b] <= j <= i: causal,
+        bottom-right-aligned (SDPA's is_causal is top-left aligned when T < n_keys), hiding a static
+        cache's slots after i. A padding query sees only itself, so its row stays finite."""
         if left_pad is None:
             left_pad = torch.zeros(B, dtype=torch.long, device=q_slot.device)
         q_slot = q_slot[None, :, None]  # (1, T, 1)
@@ -400,11 +391,8 @@ def eval_mode(model):
 
 def unwrap(model):
     """The Transformer inside torch.compile (._orig_mod) and DDP (.module) wrappers."""
-    while isinstance(
-        getattr(model, "_orig_mod", None) or getattr(model, "module", None), nn.Module
-    ):
-        model = getattr(model, "_orig_mod", None) or model.module
-    return model
+    inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+    return unwrap(inner) if isinstance(inner, nn.Module) else model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -414,10 +402,9 @@ def unwrap(model):
 def nucleus(probs, top_p: float, head: int = 64):
     """Each row's smallest set of most likely tokens whose probabilities sum to >= top_p.
     probs (B, V) -> top (B, n) descending, ids (B, n) their token ids, keep (B, n) bool: the
-    nucleus, a prefix of each row (the top token always in it). Sorting all V tokens is slow (8 ms
-    for 32 x 4096 on one CPU core, as much as a decode step); a nucleus usually lies among the
-    `head` most likely tokens, which topk finds in ~1 ms: then n = head. Only rows whose nucleus is
-    wider are sorted in full; then n = V and the other rows end in zeros."""
+    nucleus, a prefix of each row. Sorting all V tokens costs as much as a decode step; a nucleus
+    usually lies among the `head` most likely tokens, which topk finds ~8x faster: then n = head.
+    Only rows whose nucleus is wider are sorted in full; then n = V, other rows end in zeros."""
     top, ids = probs.topk(min(head, probs.size(-1)), dim=-1)  # (B, head), descending
     cum = top.cumsum(dim=-1)
     wide = cum[:, -1] < top_p  # (B,) rows whose nucleus is wider than head
@@ -460,30 +447,24 @@ def inverse_cdf_sample(probs, generator=None):
 
 def decode_one_token(model, idx, input_pos, left_pad):
     """One static decode step, the function torch.compile captures (gpt-fast's pattern): ids idx
-    (B, 1) at cache slot input_pos ((1,) long) -> next-token logits (B, V). The cache, set up with
-    setup_cache(B, S, exact=True), fixes every shape, so the graph is the same at every step."""
+    (B, 1) at cache slot input_pos ((1,) long) -> next-token logits (B, V); shapes never change."""
     logits, _ = model(idx, start_pos=input_pos, left_pad=left_pad)  # (B, 1, V)
     return logits[:, -1]
 
 
-_compiled_decode = {}  # device type -> decode_one_token under torch.compile, built on first use
-
-
-def compiled_decode_one_token(device: torch.device):
-    """decode_one_token under torch.compile, one wrapper per process and device type: inductor's
-    C++ kernels on CPU, called from C++ (cpp_wrapper, if Python's headers are there); CUDA graphs
-    on GPU (mode="reduce-overhead", untested here). dynamic=False: one graph per (batch, cache
-    length), reused by every later call with those shapes; generate() rounds both up to powers of
-    two (bucket) so a run meets few of them (bench_model.py: 10-25 s each on CPU)."""
-    if device.type not in _compiled_decode:
-        how = {}
-        python_h = os.path.join(sysconfig.get_paths()["include"], "Python.h")
-        if device.type == "cuda":
-            how = {"mode": "reduce-overhead"}  # CUDA graphs
-        elif device.type == "cpu" and os.path.exists(python_h):
-            how = {"options": {"cpp_wrapper": True}}  # 1.6x at batch 1, 1.15x at 8 (1 thread)
-        _compiled_decode[device.type] = torch.compile(decode_one_token, dynamic=False, **how)
-    return _compiled_decode[device.type]
+@functools.cache  # one per process and device type, built on first use
+def compiled_decode_one_token(device_type: str):
+    """decode_one_token under torch.compile: inductor's C++ kernels on CPU, called from C++
+    (cpp_wrapper, if Python's headers are there); CUDA graphs on GPU (untested here). dynamic=False:
+    one graph per (batch, cache length), reused by every later call with those shapes; generate()
+    rounds both up to powers of two (bucket) so a run meets few (10-25 s each on CPU)."""
+    how = {}
+    python_h = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    if device_type == "cuda":
+        how = {"mode": "reduce-overhead"}  # CUDA graphs
+    elif device_type == "cpu" and os.path.exists(python_h):
+        how = {"options": {"cpp_wrapper": True}}  # 1.6x at batch 1, 1.15x at 8 (1 thread)
+    return torch.compile(decode_one_token, dynamic=False, **how)
 
 
 def bucket(n: int, floor: int = 1) -> int:
@@ -505,27 +486,23 @@ def generate(
     on_token=None,
     compile: bool = False,
 ):
-    """Sample continuations of a batch of prompts of different lengths; returns each row's new token
-    ids, ending with the stop id where one was hit. Prompts are left-padded to one length so every
-    row decodes into the same cache slot each step; left_pad masks the padding and shifts positions,
-    so every row gets exactly what it would get alone. on_token(tokens) is called once per step with
-    one entry per row: its new id, or None for a row that already stopped. A torch.compile / DDP
-    wrapper is unwrapped (the prefill's shapes change every call).
+    """Sample continuations of prompts of different lengths; returns each row's new token ids,
+    ending with the stop id where one was hit. Prompts are left-padded to one length so every row
+    decodes into the same cache slot each step; left_pad masks the padding and shifts positions, so
+    each row gets exactly what it would alone. on_token(tokens) is called each step with one entry
+    per row: its new id, or None once the row has stopped. Unwraps torch.compile / DDP wrappers.
 
-    One eager prefill, then one decode_one_token step per token over the whole static cache.
-    compile=True runs that step under torch.compile (compiled_decode_one_token), the batch and the
-    cache length rounded up to powers of two; sampling stays eager, so a generator gives the same
-    samples either way. Eager is the default: on CPU compiling costs 10-25 s per shape and pays
-    only over many calls (SELF-JUDGE's sampler, evaluation), not for one reply (bench_model.py)."""
+    One eager prefill, then one decode_one_token step per token over the whole static cache;
+    compile=True compiles that step (compiled_decode_one_token), sampling stays eager, so a
+    generator gives the same samples either way. Compiling pays only over many calls (SELF-JUDGE's
+    sampler, evaluation), not for one reply (bench_model.py), hence eager by default."""
     model = unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
     bad_top = not (top_p is None or 0.0 < top_p <= 1.0) or (top_k is not None and top_k < 1)
     if bad_top or temperature < 0:
-        raise ValueError(
-            f"generate: need temperature >= 0, top_k >= 1, 0 < top_p <= 1 "
-            f"(got {temperature}, {top_k}, {top_p})"
-        )
+        got = f"(got {temperature}, {top_k}, {top_p})"
+        raise ValueError(f"generate: need temperature >= 0, top_k >= 1, 0 < top_p <= 1 {got}")
     device = model.lm_head.weight.device
     B, P = len(prompts), max(len(p) for p in prompts)
     rows, S = B, P + max_new_tokens  # rows beyond B are padding: a one-token prompt, never read
@@ -537,7 +514,7 @@ def generate(
     idx = idx.to(device)
     left_pad = torch.tensor([P - len(p) for p in prompts] + [P - 1] * (rows - B), device=device)
     model.setup_cache(rows, S, exact=True)
-    step_fn = compiled_decode_one_token(device) if compile else decode_one_token
+    step_fn = compiled_decode_one_token(device.type) if compile else decode_one_token
     stop = set(stop_ids)
     new_tokens, done = [[] for _ in range(B)], [False] * B
     with eval_mode(model):
@@ -545,11 +522,9 @@ def generate(
         logits = logits[:, -1]  # (rows, V)
         for step in range(max_new_tokens):
             next_ids = sample_next(logits[:B], temperature, top_k, top_p, generator)  # (B,)
-            step_tokens = next_ids.tolist()
+            step_tokens = [None if d else t for t, d in zip(next_ids.tolist(), done)]
             for b, t in enumerate(step_tokens):
-                if done[b]:
-                    step_tokens[b] = None
-                else:
+                if t is not None:
                     new_tokens[b].append(t)
                     done[b] = t in stop
             if on_token is not None:
