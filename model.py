@@ -8,10 +8,8 @@ uses a SwiGLU feed-forward. Module names equal those of Hugging Face `LlamaForCa
 name alone and `tests/test_model.py` checks the logits against HF to 1e-4 (the name mapping,
 to_hf_state_dict / from_hf_state_dict, lives in convert.py).
 
-Top to bottom: the config; the building blocks; the Transformer (logits, the masked next-token
-loss, a static KV cache); generate() (batched, left-padded sampling with per-row stops, each step
-optionally torch.compile'd); sequence_logprobs() (log p(span): DPO, judging, evaluation) and
-last_position_logits() (next-token logits after each prompt). Reward scalars: reward_model.py.
+Top to bottom: the config, the building blocks, the Transformer (logits, masked loss, a static KV
+cache), generation (generate) and scoring (sequence_logprobs, last_position_logits).
 
 Use (a module, not a script; bench_model.py times it next to HF Llama):
   model = Transformer(config_from_preset("demo"))   # 6.5M parameters at the demo's vocab 4096
@@ -30,8 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# --------------------------------------------------------------------------------------------------
-# Config
+# -- Config ----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -71,9 +68,8 @@ class ModelConfig:
         return self.dim // self.n_heads
 
 
-# One preset a row, its columns ModelConfig fields ("-": the default). tiny: tests, in milliseconds;
-# demo: the CPU demo, 6.5M parameters, a few thousand tokens/s on 2 cores; gpt2-small: GPT-2 small's
-# geometry (124M with its 50257 vocab; 110M with 32000); 1b: TinyLlama-1.1B's geometry.
+# One preset a row, its columns ModelConfig fields ("-": the default). tiny: tests; demo: the CPU
+# demo (6.5M parameters); gpt2-small: GPT-2 small's geometry (110M); 1b: TinyLlama-1.1B's.
 PRESET_TABLE = """
 name       vocab_size  dim n_layers n_heads n_kv_heads ffn_hidden multiple_of max_seq_len
 tiny              512   64        4       4          2          -          32         128
@@ -94,8 +90,7 @@ def config_from_preset(name: str, **overrides) -> ModelConfig:
     return ModelConfig(**{**PRESETS[name], **overrides})
 
 
-# --------------------------------------------------------------------------------------------------
-# Building blocks
+# -- Building blocks -------------------------------------------------------------------------------
 
 
 class RMSNorm(nn.Module):
@@ -129,9 +124,9 @@ def attention(q, k, v, mask, use_sdpa: bool, dropout_p: float = 0.0):
     """softmax(q k^T / sqrt(hd) + mask) v with grouped-query heads: q (B, H, T, hd), k and v
     (B, KV, S, hd); query head h reads kv head h // (H/KV). mask: None = causal with T == S, else
     (B, 1, T, S) or (T, S), bool (True = may attend) or float, added to the scores (0 or -inf; the
-    cached forward builds it once for all layers: a masked_fill a layer cost ~40 of ~300 us). On CPU
-    a decode step (T == 1) takes the written-out path: SDPA's CPU kernel costs ~4x its two small
-    matmuls there (bench_model.py)."""
+    cached forward builds it once, saving a masked_fill per layer: ~40 of ~300 us). On CPU a decode
+    step (T == 1) takes the written-out path: SDPA's CPU kernel costs ~4x its two small matmuls
+    there (bench_model.py)."""
     if use_sdpa and (q.size(2) > 1 or not q.is_cpu):  # fused kernel: flash / memory-efficient
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None, enable_gqa=True
@@ -169,8 +164,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         self.dropout_p = cfg.dropout  # on attention probabilities, training only
-        # (B, KV, S, hd) each, allocated by Transformer.setup_cache (on CPU k_cache is a view)
-        self.k_cache = self.v_cache = None
+        self.k_cache = self.v_cache = None  # (B, KV, S, hd) each, from Transformer.setup_cache
 
     def forward(self, x, cos, sin, mask, start_pos, use_sdpa):
         B, T, _ = x.shape
@@ -225,8 +219,22 @@ class Block(nn.Module):
         return x + F.dropout(h, self.dropout, self.training)
 
 
-# --------------------------------------------------------------------------------------------------
-# The model
+def cache_mask_and_positions(q_slot, n_keys: int, left_pad, B: int):
+    """Attention mask (B, 1, T, n_keys) and RoPE positions (B, T) for queries at cache slots
+    q_slot (T,) long. A query at slot i sees key slot j iff left_pad[b] <= j <= i: causal,
+    bottom-right-aligned (SDPA's is_causal is top-left aligned when T < n_keys), hiding a static
+    cache's slots after i. A padding query sees only itself, so its row stays finite."""
+    if left_pad is None:
+        left_pad = torch.zeros(B, dtype=torch.long, device=q_slot.device)
+    q_slot = q_slot[None, :, None]  # (1, T, 1)
+    k_slot = torch.arange(n_keys, device=q_slot.device)[None, None, :]  # (1, 1, n_keys)
+    pad = left_pad.view(B, 1, 1)
+    mask = ((k_slot <= q_slot) & (k_slot >= pad)) | (k_slot == q_slot)  # (B, T, n_keys)
+    pos = (q_slot[..., 0] - left_pad.view(B, 1)).clamp(min=0)  # (B, T)
+    return mask.unsqueeze(1), pos
+
+
+# -- The model -------------------------------------------------------------------------------------
 
 
 class Transformer(nn.Module):
@@ -338,7 +346,7 @@ class Transformer(nn.Module):
                     "call setup_cache(batch_size, seq_len) first"
                 )
             q_slot = start_pos + torch.arange(T, device=idx.device)  # (T,)
-            allowed, pos = self.cache_mask_and_positions(q_slot, n_keys, left_pad, B)
+            allowed, pos = cache_mask_and_positions(q_slot, n_keys, left_pad, B)
             mask = additive_mask(allowed, self.lm_head.weight.dtype)  # once for all layers
             # (B, T, 1, hd/2)
             cos, sin = self.rope_cos[pos].unsqueeze(2), self.rope_sin[pos].unsqueeze(2)
@@ -361,25 +369,10 @@ class Transformer(nn.Module):
             weight = weight * loss_mask.reshape(-1).to(ce.dtype)
         return logits, (ce * weight).sum() / weight.sum().clamp(min=1.0)
 
-    @staticmethod
-    def cache_mask_and_positions(q_slot, n_keys: int, left_pad, B: int):
-        """Attention mask (B, 1, T, n_keys) and RoPE positions (B, T) for queries at cache slots
-        q_slot (T,) long. A query at slot i sees key slot j iff left_pad[b] <= j <= i: causal,
-        bottom-right-aligned (SDPA's is_causal is top-left aligned when T < n_keys), hiding a static
-        cache's slots after i. A padding query sees only itself, so its row stays finite."""
-        if left_pad is None:
-            left_pad = torch.zeros(B, dtype=torch.long, device=q_slot.device)
-        q_slot = q_slot[None, :, None]  # (1, T, 1)
-        k_slot = torch.arange(n_keys, device=q_slot.device)[None, None, :]  # (1, 1, n_keys)
-        pad = left_pad.view(B, 1, 1)
-        mask = ((k_slot <= q_slot) & (k_slot >= pad)) | (k_slot == q_slot)  # (B, T, n_keys)
-        pos = (q_slot[..., 0] - left_pad.view(B, 1)).clamp(min=0)  # (B, T)
-        return mask.unsqueeze(1), pos
-
 
 @contextlib.contextmanager
 def eval_mode(model):
-    """with eval_mode(model): the block runs in eval mode without gradients; then the old mode."""
+    """with eval_mode(model): eval mode (no dropout) and no gradients; the old mode is restored."""
     was = model.training
     model.eval()
     try:
@@ -395,8 +388,7 @@ def unwrap(model):
     return unwrap(inner) if isinstance(inner, nn.Module) else model
 
 
-# --------------------------------------------------------------------------------------------------
-# Generation and scoring
+# -- Generation and scoring ------------------------------------------------------------------------
 
 
 def nucleus(probs, top_p: float, head: int = 64):
@@ -417,8 +409,7 @@ def nucleus(probs, top_p: float, head: int = 64):
 
 
 def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator):
-    """logits (B, V) -> next token ids (B,). temperature 0 = greedy. With top_p, the draw is over
-    the nucleus's probabilities alone (n <= head of them, already sorted), not all V."""
+    """logits (B, V) -> next token ids (B,); temperature 0 = greedy; top_p: within nucleus()."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -435,9 +426,8 @@ def sample_next(logits, temperature: float, top_k: int | None, top_p: float | No
 
 def inverse_cdf_sample(probs, generator=None):
     """One draw per row of probs (B, V) (rows summing to ~1, zeros allowed) -> ids (B,). Inverse
-    CDF: one uniform u per row, scaled to (0, total], picks the first token whose cumulative mass
-    reaches u, so token i is drawn with probability probs[i] / total and a zero-probability token
-    never. torch.multinomial draws one exponential per vocab entry (3-5 ms a step at 32 x 4096)."""
+    CDF: a uniform u per row, scaled to (0, total], picks the first token whose cumulative mass
+    reaches u (never a zero-probability one), where torch.multinomial draws V exponentials a row."""
     cdf = probs.cumsum(dim=-1)  # (B, V), non-decreasing; flat across zero-probability tokens
     device = generator.device if generator is not None else probs.device
     r = torch.rand(probs.size(0), 1, generator=generator, device=device, dtype=probs.dtype)
@@ -493,9 +483,8 @@ def generate(
     per row: its new id, or None once the row has stopped. Unwraps torch.compile / DDP wrappers.
 
     One eager prefill, then one decode_one_token step per token over the whole static cache;
-    compile=True compiles that step (compiled_decode_one_token), sampling stays eager, so a
-    generator gives the same samples either way. Compiling pays only over many calls (SELF-JUDGE's
-    sampler, evaluation), not for one reply (bench_model.py), hence eager by default."""
+    compile=True compiles that step (compiled_decode_one_token; sampling stays eager: the same
+    samples); compiling pays only over many calls (SELF-JUDGE's sampler, evaluation), not one."""
     model = unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
