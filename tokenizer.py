@@ -274,33 +274,22 @@ class Tokenizer:
 
 @dataclass
 class TrainConfig:
-    out: str = opt(
-        "out/tokenizer", "output folder: tokenizer.model, .vocab, meta.json, report.json"
-    )
-    vocab_size: int = opt(
-        4096, "vocabulary size; 4096 for the demo (ids fit uint16), HyperCLOVA X uses 100k"
-    )
+    out: str = opt("out/tokenizer", "folder for tokenizer.model, .vocab, meta.json, report.json")
+    vocab_size: int = opt(4096, "vocabulary size; 4096 ids fit uint16, HyperCLOVA X uses 100k")
     morpheme_aware: bool = opt(True, "cut Korean words at morpheme boundaries before BPE")
-    character_coverage: float = opt(
-        0.9995, "share of characters that get their own piece; rarer ones fall back to UTF-8 bytes"
-    )
-    split_digits: bool = opt(
-        True,
-        "one token per digit, so numbers never eat the vocabulary "
-        "and every number is spelled the same way",
-    )
-    max_train_chars: int = opt(
-        4_000_000,
-        "train on a seeded sample of whole documents "
-        "beyond this many characters (keeps training fast)",
-    )
-    heldout_every: int = opt(
-        10,
-        "every n-th document of each language is held out of training and measured by the report",
-    )
+    character_coverage: float = opt(0.9995, "share of chars with a piece; rarer ones: UTF-8 bytes")
+    split_digits: bool = opt(True, "one token per digit, so numbers never eat the vocabulary")
+    max_train_chars: int = opt(4_000_000, "seeded sample of whole documents up to this many chars")
+    heldout_every: int = opt(10, "every n-th document per language is held out for the report")
     english_share: float = opt(0.9, "(c) English-centric baseline: English share of its text")
     seed: int = opt(0, "seed of the document sample")
     report: bool = opt(True, "also train baselines (b), (c) and write report.json")
+
+
+def _train_options(cfg):
+    """train_tokenizer's keyword arguments from a TrainConfig, all but morpheme_aware."""
+    names = "vocab_size seed character_coverage split_digits max_train_chars".split()
+    return {name: getattr(cfg, name) for name in names}
 
 
 def _training_sentences(docs, morpheme_aware, max_len=1000):
@@ -491,25 +480,12 @@ def boundaries_inside_tokens(tok, docs):
 def efficiency_report(corpus, cfg):
     """Train (a) into cfg.out, (b) and (c) into cfg.out/baselines/; write report.json."""
     train, heldout = split_heldout(corpus, cfg.heldout_every)
-    kw = dict(
-        vocab_size=cfg.vocab_size,
-        seed=cfg.seed,
-        character_coverage=cfg.character_coverage,
-        split_digits=cfg.split_digits,
-        max_train_chars=cfg.max_train_chars,
-    )
+    baselines = os.path.join(cfg.out, "baselines")
+    english = english_centric(train, cfg.english_share)
     runs = {  # name: (training corpus, folder, morpheme_aware)
         "a_this_tokenizer": (train, cfg.out, cfg.morpheme_aware),
-        "b_without_morphemes": (
-            train,
-            os.path.join(cfg.out, "baselines", "without_morphemes"),
-            False,
-        ),
-        "c_english_centric": (
-            english_centric(train, cfg.english_share),
-            os.path.join(cfg.out, "baselines", "english_centric"),
-            False,
-        ),
+        "b_without_morphemes": (train, os.path.join(baselines, "without_morphemes"), False),
+        "c_english_centric": (english, os.path.join(baselines, "english_centric"), False),
     }
     report = {
         "vocab_size": cfg.vocab_size,
@@ -519,7 +495,7 @@ def efficiency_report(corpus, cfg):
         "mean_tokens_per_document": {},
     }
     for name, (texts, out, aware) in tqdm(runs.items(), desc="report", unit="tokenizer"):
-        tok = Tokenizer(train_tokenizer(texts, out, morpheme_aware=aware, **kw))
+        tok = Tokenizer(train_tokenizer(texts, out, morpheme_aware=aware, **_train_options(cfg)))
         report["mean_tokens_per_document"][name] = mean_tokens(tok, heldout)
         if heldout.get("ko"):
             report.setdefault("ko_morpheme_boundaries_inside_a_token", {})[name] = (
@@ -564,31 +540,15 @@ def main(argv=None):
     p_train.add_argument(
         "--input", nargs="+", help="files, dirs or globs (.txt/.jsonl); default: default_corpus()"
     )
-    p_train.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="skip (and count) bad --input .jsonl lines instead of stopping",
-    )
+    p_train.add_argument("--skip-bad", action="store_true", help="skip and count bad .jsonl lines")
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool:
-            p_train.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=f.default,
-                help=f.metadata["help"],
-            )
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.type is bool:  # BooleanOptionalAction adds the "(default: ...)" itself
+            how = {"action": argparse.BooleanOptionalAction, "help": text}
         else:
-            p_train.add_argument(
-                flag,
-                type=f.type,
-                default=f.default,
-                help=f"{f.metadata['help']} (default: {f.default})",
-            )
-    p_enc = sub.add_parser(
-        "encode",
-        help="print the pieces of a string: python tokenizer.py encode TEXT [--model PATH]",
-    )
+            how = {"type": f.type, "help": f"{text} (default: {f.default})"}
+        p_train.add_argument(flag, default=f.default, **how)
+    p_enc = sub.add_parser("encode", help="print the morphemes, pieces and ids of TEXT")
     p_enc.add_argument("text")
     p_enc.add_argument("--model", default="out/tokenizer/tokenizer.model")
     args = parser.parse_args(argv)
@@ -613,24 +573,14 @@ def run(args):
     corpus = (
         group_by_lang(read_documents(args.input, args.skip_bad)) if args.input else default_corpus()
     )
-    print(
-        "corpus:",
-        {lang: f"{len(d)} docs, {sum(map(len, d))} chars" for lang, d in sorted(corpus.items())},
-    )
+    sizes = {lang: f"{len(d)} docs, {sum(map(len, d))} chars" for lang, d in sorted(corpus.items())}
+    print("corpus:", sizes)
     if cfg.report:
         print(format_report(efficiency_report(corpus, cfg)))
         print(f"wrote {cfg.out}/tokenizer.model, meta.json, report.json")
     else:
         path = train_tokenizer(
-            corpus,
-            cfg.out,
-            cfg.vocab_size,
-            cfg.morpheme_aware,
-            cfg.seed,
-            cfg.character_coverage,
-            cfg.split_digits,
-            cfg.max_train_chars,
-            verbose=True,
+            corpus, cfg.out, morpheme_aware=cfg.morpheme_aware, verbose=True, **_train_options(cfg)
         )
         print(f"wrote {path}")
 
