@@ -22,7 +22,6 @@ Run:
   python tokenizer.py                     # default corpus (corpus.py) -> out/tokenizer
   python tokenizer.py train --input 'corpus/*.jsonl' --vocab-size 8192 --out out/tok
   python tokenizer.py encode "모든 인간은 태어날 때부터 자유롭다."   # show the pieces
-The demo vocabulary is 4096 (ids fit uint16); HyperCLOVA X uses 100k (--vocab-size 100000).
 """
 
 import argparse
@@ -58,9 +57,8 @@ SPECIAL_PIECES = {  # attribute name -> piece; position in this dict == id
     "fim_middle": "<|fim_middle|>",
     "fim_suffix": "<|fim_suffix|>",
 }
-# One more control symbol records how the model segments text, so a bare tokenizer.model (copied
-# into a checkpoint without meta.json) still encodes exactly as it was trained. Bump the version
-# whenever the rules below change.
+# One more control symbol records how the model segments text, so a bare tokenizer.model (without
+# meta.json, as in a checkpoint) encodes exactly as trained. Bump it when the rules below change.
 SEGMENTATION_MARKERS = {True: "<|seg:morpheme-v1|>", False: "<|seg:none|>"}
 VERDICT_PIECES = {"verdict_a": "\u2581A", "verdict_b": "\u2581B"}  # " A" and " B" (SELF-JUDGE)
 SPACE_SYMBOL = "\u2581"  # sentencepiece writes a space as "▁"
@@ -156,9 +154,8 @@ class Tokenizer:
                 f"`python tokenizer.py` (writes out/tokenizer/tokenizer.model)"
             )
         self.model_path = model_path
-        self.sp = spm.SentencePieceProcessor()
         try:
-            self.sp.load(model_path)
+            self.sp = spm.SentencePieceProcessor(model_file=model_path)
         except (OSError, RuntimeError) as e:
             raise ValueError(f"{model_path}: not a sentencepiece model ({e})") from None
         self.vocab_size = self.sp.get_piece_size()
@@ -239,8 +236,7 @@ class Tokenizer:
         parts = []  # runs of text decoded as a whole, control symbols by name between them
         for is_text, run in itertools.groupby(ids, key=lambda i: bool(self._bytes[i])):
             if is_text:
-                text = b"".join(self._bytes[i] for i in run)
-                parts.append(text.decode("utf-8", errors="replace"))
+                parts.append(self.decode(run))
             else:
                 parts += [self.sp.id_to_piece(i) for i in run]
         return "".join(parts)
@@ -357,12 +353,10 @@ def train_model_proto(
     model = io.BytesIO()
     # ids 0-3 are pad/unk/bos/eos; the chat, FIM and segmentation controls follow as 4-11
     controls = list(SPECIAL_PIECES.values())[4:] + [SEGMENTATION_MARKERS[morpheme_aware]]
-    sentences = _training_sentences(
-        tqdm(docs, desc="tokenizer", unit="doc", disable=not verbose), morpheme_aware
-    )
+    progress = tqdm(docs, desc="tokenizer", unit="doc", disable=not verbose)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences,
+            sentence_iterator=_training_sentences(progress, morpheme_aware),
             model_writer=model,
             model_type="bpe",
             vocab_size=vocab_size,
@@ -384,9 +378,8 @@ def train_model_proto(
         )
     except RuntimeError as e:
         raise ValueError(
-            f"sentencepiece training failed: {e}. A vocabulary smaller than the "
-            f"corpus' characters + 268 fixed pieces needs a lower "
-            f"character_coverage or a larger vocab_size"
+            f"sentencepiece training failed: {e}. A vocabulary smaller than the corpus' characters "
+            f"+ 268 fixed pieces needs a lower character_coverage or a larger vocab_size"
         ) from None
     return model.getvalue()
 
