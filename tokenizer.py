@@ -22,7 +22,6 @@ Run:
   python tokenizer.py                     # default corpus (corpus.py) -> out/tokenizer
   python tokenizer.py train --input 'corpus/*.jsonl' --vocab-size 8192 --out out/tok
   python tokenizer.py encode "모든 인간은 태어날 때부터 자유롭다."   # show the pieces
-The demo vocabulary is 4096 (ids fit uint16); HyperCLOVA X uses 100k (--vocab-size 100000).
 """
 
 import argparse
@@ -58,9 +57,8 @@ SPECIAL_PIECES = {  # attribute name -> piece; position in this dict == id
     "fim_middle": "<|fim_middle|>",
     "fim_suffix": "<|fim_suffix|>",
 }
-# One more control symbol records how the model segments text, so a bare tokenizer.model (copied
-# into a checkpoint without meta.json) still encodes exactly as it was trained. Bump the version
-# whenever the rules below change.
+# One more control symbol records how the model segments text, so a bare tokenizer.model (without
+# meta.json, as in a checkpoint) encodes exactly as trained. Bump it when the rules below change.
 SEGMENTATION_MARKERS = {True: "<|seg:morpheme-v1|>", False: "<|seg:none|>"}
 VERDICT_PIECES = {"verdict_a": "\u2581A", "verdict_b": "\u2581B"}  # " A" and " B" (SELF-JUDGE)
 SPACE_SYMBOL = "\u2581"  # sentencepiece writes a space as "▁"
@@ -73,151 +71,34 @@ SPACE_SYMBOL = "\u2581"  # sentencepiece writes a space as "▁"
 # morphological analyzer (kiwipiepy) on held-out default Korean text: 89% of these cuts are Kiwi
 # boundaries, 95% counting fused endings that Kiwi cuts inside a syllable (켭|니다 = 켜 + ㅂ니다).
 
-PARTICLES = (
-    "이",
-    "가",
-    "을",
-    "를",
-    "은",
-    "는",
-    "의",
-    "에",
-    "도",
-    "만",
-    "와",
-    "과",
-    "로",
-    "께",
-    "들",
-    "랑",
-    "으로",
-    "에서",
-    "에게",
-    "한테",
-    "께서",
-    "까지",
-    "부터",
-    "보다",
-    "처럼",
-    "마다",
-    "조차",
-    "마저",
-    "이나",
-    "라도",
-    "밖에",
-    "이랑",
-    "로서",
-    "로써",
-    "라는",
-    "라고",
-    "이란",
-    "에는",
-    "에도",
-    "에만",
-    "으로서",
-    "으로써",
-    "로부터",
-    "에게서",
-    "한테서",
-    "에서는",
-    "에서도",
-    "에서만",
-    "에게는",
-    "으로는",
-    "으로도",
-    "까지는",
-    "부터는",
-    "이라는",
-    "이라고",
-    "이라도",
-    "으로부터",
-    "에서부터",
-    "이다",
-    "이고",
-    "이며",
-    "이면",
-    "입니다",
-    "이었다",
-    "였다",  # copula 이다 after a noun
+# The suffix tables, shortest first (VERBALIZERS: by verb); PARTICLES ends with the copula 이다.
+PARTICLES = tuple(
+    """
+    이 가 을 를 은 는 의 에 도 만 와 과 로 께 들 랑
+    으로 에서 에게 한테 께서 까지 부터 보다 처럼 마다 조차 마저 이나 라도 밖에 이랑
+    로서 로써 라는 라고 이란 에는 에도 에만
+    으로서 으로써 로부터 에게서 한테서 에서는 에서도 에서만 에게는 으로는 으로도 까지는
+    부터는 이라는 이라고 이라도 으로부터 에서부터
+    이다 이고 이며 이면 입니다 이었다 였다
+    """.split()
 )
-ENDINGS = (
-    "다",
-    "고",
-    "며",
-    "면",
-    "게",
-    "음",
-    "던",
-    "니다",
-    "니까",
-    "도록",
-    "면서",
-    "지만",
-    "는지",
-    "은지",
-    "는데",
-    "은데",
-    "다면",
-    "어서",
-    "아서",
-    "어야",
-    "아야",
-    "었다",
-    "았다",
-    "겠다",
-    "는다",
-    "으며",
-    "으면",
-    "으나",
-    "거나",
-    "습니다",
-    "습니까",
-    "었으며",
-    "았으며",
-    "었는데",
-    "는다면",
+ENDINGS = tuple(
+    """
+    다 고 며 면 게 음 던
+    니다 니까 도록 면서 지만 는지 은지 는데 은데 다면 어서 아서 어야 아야 었다 았다 겠다
+    는다 으며 으면 으나 거나
+    습니다 습니까 었으며 았으며 었는데 는다면
+    """.split()
 )
-VERBALIZERS = (  # 하다/되다/시키다 make verbs of (mostly Sino-Korean) nouns: 보호|하여야, 개정|한다
-    "한",
-    "할",
-    "함",
-    "해",
-    "된",
-    "될",
-    "됨",
-    "하다",
-    "하고",
-    "하며",
-    "하면",
-    "하여",
-    "하는",
-    "한다",
-    "하지",
-    "하게",
-    "하기",
-    "하도록",
-    "하거나",
-    "하여야",
-    "하였다",
-    "하였으며",
-    "했다",
-    "합니다",
-    "한다면",
-    "되다",
-    "되고",
-    "되며",
-    "되면",
-    "되어",
-    "되는",
-    "된다",
-    "되지",
-    "되기",
-    "되도록",
-    "되었다",
-    "된다면",
-    "시키다",
-    "시키는",
-    "시킨다",
+# 하다/되다/시키다 make verbs of (mostly Sino-Korean) nouns: 보호|하여야, 개정|한다
+VERBALIZERS = tuple(
+    """
+    한 할 함 해 된 될 됨
+    하다 하고 하며 하면 하여 하는 한다 하지 하게 하기 하도록 하거나 하여야 하였다 하였으며
+    했다 합니다 한다면
+    되다 되고 되며 되면 되어 되는 된다 되지 되기 되도록 되었다 된다면
+    시키다 시키는 시킨다
+    """.split()
 )
 _SUFFIXES, _VERBALIZERS = frozenset(PARTICLES + ENDINGS + VERBALIZERS), frozenset(VERBALIZERS)
 _MAX_SUFFIX = max(map(len, _SUFFIXES))
@@ -273,9 +154,8 @@ class Tokenizer:
                 f"`python tokenizer.py` (writes out/tokenizer/tokenizer.model)"
             )
         self.model_path = model_path
-        self.sp = spm.SentencePieceProcessor()
         try:
-            self.sp.load(model_path)
+            self.sp = spm.SentencePieceProcessor(model_file=model_path)
         except (OSError, RuntimeError) as e:
             raise ValueError(f"{model_path}: not a sentencepiece model ({e})") from None
         self.vocab_size = self.sp.get_piece_size()
@@ -356,8 +236,7 @@ class Tokenizer:
         parts = []  # runs of text decoded as a whole, control symbols by name between them
         for is_text, run in itertools.groupby(ids, key=lambda i: bool(self._bytes[i])):
             if is_text:
-                text = b"".join(self._bytes[i] for i in run)
-                parts.append(text.decode("utf-8", errors="replace"))
+                parts.append(self.decode(run))
             else:
                 parts += [self.sp.id_to_piece(i) for i in run]
         return "".join(parts)
@@ -391,33 +270,22 @@ class Tokenizer:
 
 @dataclass
 class TrainConfig:
-    out: str = opt(
-        "out/tokenizer", "output folder: tokenizer.model, .vocab, meta.json, report.json"
-    )
-    vocab_size: int = opt(
-        4096, "vocabulary size; 4096 for the demo (ids fit uint16), HyperCLOVA X uses 100k"
-    )
+    out: str = opt("out/tokenizer", "folder for tokenizer.model, .vocab, meta.json, report.json")
+    vocab_size: int = opt(4096, "vocabulary size; 4096 ids fit uint16, HyperCLOVA X uses 100k")
     morpheme_aware: bool = opt(True, "cut Korean words at morpheme boundaries before BPE")
-    character_coverage: float = opt(
-        0.9995, "share of characters that get their own piece; rarer ones fall back to UTF-8 bytes"
-    )
-    split_digits: bool = opt(
-        True,
-        "one token per digit, so numbers never eat the vocabulary "
-        "and every number is spelled the same way",
-    )
-    max_train_chars: int = opt(
-        4_000_000,
-        "train on a seeded sample of whole documents "
-        "beyond this many characters (keeps training fast)",
-    )
-    heldout_every: int = opt(
-        10,
-        "every n-th document of each language is held out of training and measured by the report",
-    )
+    character_coverage: float = opt(0.9995, "share of chars with a piece; rarer ones: UTF-8 bytes")
+    split_digits: bool = opt(True, "one token per digit, so numbers never eat the vocabulary")
+    max_train_chars: int = opt(4_000_000, "seeded sample of whole documents up to this many chars")
+    heldout_every: int = opt(10, "every n-th document per language is held out for the report")
     english_share: float = opt(0.9, "(c) English-centric baseline: English share of its text")
     seed: int = opt(0, "seed of the document sample")
     report: bool = opt(True, "also train baselines (b), (c) and write report.json")
+
+
+def _train_options(cfg):
+    """train_tokenizer's keyword arguments from a TrainConfig, all but morpheme_aware."""
+    names = "vocab_size seed character_coverage split_digits max_train_chars".split()
+    return {name: getattr(cfg, name) for name in names}
 
 
 def _training_sentences(docs, morpheme_aware, max_len=1000):
@@ -485,12 +353,10 @@ def train_model_proto(
     model = io.BytesIO()
     # ids 0-3 are pad/unk/bos/eos; the chat, FIM and segmentation controls follow as 4-11
     controls = list(SPECIAL_PIECES.values())[4:] + [SEGMENTATION_MARKERS[morpheme_aware]]
-    sentences = _training_sentences(
-        tqdm(docs, desc="tokenizer", unit="doc", disable=not verbose), morpheme_aware
-    )
+    progress = tqdm(docs, desc="tokenizer", unit="doc", disable=not verbose)
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences,
+            sentence_iterator=_training_sentences(progress, morpheme_aware),
             model_writer=model,
             model_type="bpe",
             vocab_size=vocab_size,
@@ -512,9 +378,8 @@ def train_model_proto(
         )
     except RuntimeError as e:
         raise ValueError(
-            f"sentencepiece training failed: {e}. A vocabulary smaller than the "
-            f"corpus' characters + 268 fixed pieces needs a lower "
-            f"character_coverage or a larger vocab_size"
+            f"sentencepiece training failed: {e}. A vocabulary smaller than the corpus' characters "
+            f"+ 268 fixed pieces needs a lower character_coverage or a larger vocab_size"
         ) from None
     return model.getvalue()
 
@@ -608,25 +473,12 @@ def boundaries_inside_tokens(tok, docs):
 def efficiency_report(corpus, cfg):
     """Train (a) into cfg.out, (b) and (c) into cfg.out/baselines/; write report.json."""
     train, heldout = split_heldout(corpus, cfg.heldout_every)
-    kw = dict(
-        vocab_size=cfg.vocab_size,
-        seed=cfg.seed,
-        character_coverage=cfg.character_coverage,
-        split_digits=cfg.split_digits,
-        max_train_chars=cfg.max_train_chars,
-    )
+    baselines = os.path.join(cfg.out, "baselines")
+    english = english_centric(train, cfg.english_share)
     runs = {  # name: (training corpus, folder, morpheme_aware)
         "a_this_tokenizer": (train, cfg.out, cfg.morpheme_aware),
-        "b_without_morphemes": (
-            train,
-            os.path.join(cfg.out, "baselines", "without_morphemes"),
-            False,
-        ),
-        "c_english_centric": (
-            english_centric(train, cfg.english_share),
-            os.path.join(cfg.out, "baselines", "english_centric"),
-            False,
-        ),
+        "b_without_morphemes": (train, os.path.join(baselines, "without_morphemes"), False),
+        "c_english_centric": (english, os.path.join(baselines, "english_centric"), False),
     }
     report = {
         "vocab_size": cfg.vocab_size,
@@ -636,7 +488,7 @@ def efficiency_report(corpus, cfg):
         "mean_tokens_per_document": {},
     }
     for name, (texts, out, aware) in tqdm(runs.items(), desc="report", unit="tokenizer"):
-        tok = Tokenizer(train_tokenizer(texts, out, morpheme_aware=aware, **kw))
+        tok = Tokenizer(train_tokenizer(texts, out, morpheme_aware=aware, **_train_options(cfg)))
         report["mean_tokens_per_document"][name] = mean_tokens(tok, heldout)
         if heldout.get("ko"):
             report.setdefault("ko_morpheme_boundaries_inside_a_token", {})[name] = (
@@ -681,31 +533,15 @@ def main(argv=None):
     p_train.add_argument(
         "--input", nargs="+", help="files, dirs or globs (.txt/.jsonl); default: default_corpus()"
     )
-    p_train.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="skip (and count) bad --input .jsonl lines instead of stopping",
-    )
+    p_train.add_argument("--skip-bad", action="store_true", help="skip and count bad .jsonl lines")
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool:
-            p_train.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=f.default,
-                help=f.metadata["help"],
-            )
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.type is bool:  # BooleanOptionalAction adds the "(default: ...)" itself
+            how = {"action": argparse.BooleanOptionalAction, "help": text}
         else:
-            p_train.add_argument(
-                flag,
-                type=f.type,
-                default=f.default,
-                help=f"{f.metadata['help']} (default: {f.default})",
-            )
-    p_enc = sub.add_parser(
-        "encode",
-        help="print the pieces of a string: python tokenizer.py encode TEXT [--model PATH]",
-    )
+            how = {"type": f.type, "help": f"{text} (default: {f.default})"}
+        p_train.add_argument(flag, default=f.default, **how)
+    p_enc = sub.add_parser("encode", help="print the morphemes, pieces and ids of TEXT")
     p_enc.add_argument("text")
     p_enc.add_argument("--model", default="out/tokenizer/tokenizer.model")
     args = parser.parse_args(argv)
@@ -730,24 +566,14 @@ def run(args):
     corpus = (
         group_by_lang(read_documents(args.input, args.skip_bad)) if args.input else default_corpus()
     )
-    print(
-        "corpus:",
-        {lang: f"{len(d)} docs, {sum(map(len, d))} chars" for lang, d in sorted(corpus.items())},
-    )
+    sizes = {lang: f"{len(d)} docs, {sum(map(len, d))} chars" for lang, d in sorted(corpus.items())}
+    print("corpus:", sizes)
     if cfg.report:
         print(format_report(efficiency_report(corpus, cfg)))
         print(f"wrote {cfg.out}/tokenizer.model, meta.json, report.json")
     else:
         path = train_tokenizer(
-            corpus,
-            cfg.out,
-            cfg.vocab_size,
-            cfg.morpheme_aware,
-            cfg.seed,
-            cfg.character_coverage,
-            cfg.split_digits,
-            cfg.max_train_chars,
-            verbose=True,
+            corpus, cfg.out, morpheme_aware=cfg.morpheme_aware, verbose=True, **_train_options(cfg)
         )
         print(f"wrote {path}")
 
