@@ -22,14 +22,12 @@ of (chosen, rejected) pairs.
 Self-rejection (§3.3) is inference: `python chat.py --best-of N` (chat.tournament, chat.best_of_n);
 its knockout rounds are `knockout` here, which evaluate.py's N-curve runs too.
 
-Run:
-    python self_judge.py                           # SELF-JUDGE: out/jsft +
-                                                   # out/tasks/prompts_train.jsonl -> out/self_judge
+Run (prompts and pairs from out/tasks, written by tasks.py):
+    python self_judge.py             # SELF-JUDGE: out/jsft + prompts_train.jsonl -> out/self_judge
+    python self_judge.py --offline   # DPO baseline: out/sft + prefs_train.jsonl -> out/dpo
     python self_judge.py --dynamic-judge           # judge with the current policy (paper ablation)
     python self_judge.py --judge verifier --out-dir out/oracle   # the oracle arm (upper bound)
     python self_judge.py --judge reward --out-dir out/onpolicy_rm # judged by out/reward_model
-    python self_judge.py --offline                 # DPO baseline: out/sft +
-                                                   # out/tasks/prefs_train.jsonl -> out/dpo
     python self_judge.py --loss ipo --beta 0.5     # other losses; --resume continues a run exactly
 """
 
@@ -59,91 +57,49 @@ JUDGES = ("self", "reward", "verifier")
 # ----------------------------------------------------------------------------- options
 @dataclass
 class SelfJudgeConfig(TrainConfig):
-    out_dir: str = opt("", "checkpoint folder (default: out/self_judge, or out/dpo with --offline)")
+    out_dir: str = opt("", "checkpoint folder; '' = out/self_judge, or out/dpo with --offline")
     init_from: str = opt(
-        "",
-        "start checkpoint, also the frozen reference and judge "
-        "(default: out/jsft, or out/sft with --offline)",
+        "", "start, also the frozen reference and judge; '' = out/jsft (--offline: out/sft)"
     )
-    offline: bool = opt(
-        False, "the offline DPO baseline on --prefs instead of on-policy self-judgment"
-    )
-    tasks_dir: str = opt(
-        "out/tasks", "folder written by tasks.py: the default prompts, pairs and held-out prompts"
-    )
-    prompts: str = opt(
-        "",
-        "prompts to sample from (readers.read_prompts layouts); "
-        "'' = <tasks-dir>/prompts_train.jsonl",
-    )
+    offline: bool = opt(False, "the offline DPO baseline on --prefs, not on-policy self-judgment")
+    tasks_dir: str = opt("out/tasks", "tasks.py's folder: default prompts, pairs, val prompts")
+    # file layouts: readers.read_prompts (--prompts, --val-prompts), readers.read_preferences
+    prompts: str = opt("", "prompts to sample from; '' = <tasks-dir>/prompts_train.jsonl")
     prefs: str = opt(
-        "",
-        "--offline: preference pairs, comma-separated files "
-        "(readers.read_preferences layouts); '' = <tasks-dir>/prefs_train.jsonl",
+        "", "--offline: pair files, comma-separated; '' = <tasks-dir>/prefs_train.jsonl"
     )
     val_prompts: str = opt(
-        "",
-        "held-out prompts for the judged win rate vs the start; '' = <tasks-dir>/eval_tasks.jsonl",
+        "", "held-out prompts: judged win rate vs the start; '' = <tasks-dir>/eval_tasks.jsonl"
     )
     val_count: int = opt(24, "how many --val-prompts to judge at the end (0 = no validation)")
-    dynamic_judge: bool = opt(
-        False, "judge with the current policy instead of the frozen start model"
-    )
+    dynamic_judge: bool = opt(False, "judge with the current policy, not the frozen start model")
     principles: str = opt("overall", "comma-separated judge principles (majority vote, jsft.judge)")
     judge: str = opt(
-        "self",
-        "who judges the on-policy pairs: "
-        "self (SELF-JUDGE: the frozen JSFT model, or the policy with "
-        "--dynamic-judge) | reward (the separate reward model --reward-model: "
-        "the RLHF-style baseline) | verifier (tasks.score: the oracle upper "
-        "bound, an evaluation arm; needs prompts that carry their task, "
-        "as prompts_train.jsonl)",
+        "self", "who judges: self (SELF-JUDGE) | reward (--reward-model) | verifier (oracle arm)"
     )
-    reward_model: str = opt(
-        "out/reward_model", "--judge reward: the reward model checkpoint (reward_model.py)"
-    )
-    nll_weight: float = opt(
-        0.0, "weight of the chosen replies' per-token NLL added to the DPO loss (0 = DPO)"
-    )
-    min_margin: float = opt(
-        0.0,
-        "pairs whose judge score is within this of 0.5 are ties and left "
-        "out of the loss (identical samples and exact ties always are)",
-    )
-    loss: str = opt(
-        "sigmoid", "DPO loss: sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)"
-    )
+    reward_model: str = opt("out/reward_model", "--judge reward: the reward model checkpoint")
+    nll_weight: float = opt(0.0, "weight of the chosen replies' per-token NLL (0 = plain DPO)")
+    min_margin: float = opt(0.0, "judge scores within this of 0.5 are ties, left out of the loss")
+    loss: str = opt("sigmoid", "sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)")
     beta: float = opt(0.1, "DPO beta: strength of the KL anchor to the reference")
     max_new_tokens: int = opt(48, "cap on sampled response length (tokens, incl. the end of turn)")
     temperature: float = opt(1.0, "sampling temperature")
     top_p: float = opt(0.9, "nucleus sampling mass")
     compile_sampler: bool = opt(
-        False,
-        "sample the on-policy pairs with the decode step under "
-        "torch.compile (model.generate(compile=True)): "
-        "the same samples, faster after a one-off compile "
-        "(the loop's --compile is separate)",
+        False, "sample with a torch.compile'd decode step: same samples (not the loop's --compile)"
     )
     # the shared loop's knobs, with DPO defaults sized for the CPU demo (~2 minutes on 2 cores)
-    steps: int = opt(
-        60,
-        "optimizer steps (both modes: "
-        "the DPO baseline learns from as many pairs as SELF-JUDGE samples)",
-    )
+    steps: int = opt(60, "optimizer steps (DPO learns from as many pairs as SELF-JUDGE samples)")
     batch_size: int = opt(
         16, "prompts (online) or pairs (offline) per micro-batch per rank; each gives 2 sequences"
     )
-    lr: float = opt(
-        1e-4, "peak learning rate (at 2e-5 x 40 steps the policy moved 0.3 percent: a no-op)"
-    )
+    lr: float = opt(1e-4, "peak learning rate")  # 2e-5 x 40 steps moved the policy 0.3 %: a no-op
     min_lr: float = opt(1e-4, "learning rate at the end (== lr: constant after warmup, as in DPO)")
     warmup_steps: int = opt(4, "linear warmup steps")
     weight_decay: float = opt(0.0, "AdamW weight decay on matrices")
     eval_every: int = opt(0, "validate every N steps (and at the end); 0 = only at the end")
     save_every: int = opt(20, "checkpoint every N steps (and at the end)")
-    seq_len: int = opt(
-        128, "only for the loop's FLOPs/MFU estimate: typical prompt + response length"
-    )
+    seq_len: int = opt(128, "prompt + response length, only for the loop's FLOPs/MFU estimate")
 
 
 def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
