@@ -106,9 +106,8 @@ def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
     """Fill the mode-dependent defaults and check the values."""
     if cfg.fsdp and not cfg.offline:
         raise SystemExit(
-            "--fsdp: sampling runs a different number of forward passes on each rank, "
-            "which sharded weights cannot follow; run SELF-JUDGE data parallel "
-            "(torchrun without --fsdp)"
+            "--fsdp: sampling runs a different number of forward passes on each rank, which "
+            "sharded weights cannot follow; run SELF-JUDGE data parallel (torchrun without --fsdp)"
         )
     if cfg.judge not in JUDGES:
         raise SystemExit(f"--judge {cfg.judge!r}: choose one of {', '.join(JUDGES)}")
@@ -136,9 +135,8 @@ def dpo_loss(
       sigmoid  -log sigmoid(beta h)          DPO (Rafailov et al. 2023, eq. 7)
       hinge    max(0, 1 - beta h)            SLiC-HF (Zhao et al. 2023), as TRL's "hinge"
       ipo      (h - 1 / (2 beta))^2          IPO (Azar et al. 2023, eq. 17) on SUMMED log-probs,
-                                             as the DPO authors' reference code; TRL averages
-                                             log-probs over the response length first
-                                             (then beta means another thing).
+                                             as the DPO authors' reference code (TRL averages
+                                             them over the response: beta means another thing).
     weights (B,), optional: 1 for a pair to learn from, 0 for one to leave out (a tie); the loss is
     the weighted mean (0 when every pair is left out) and the metrics cover the kept pairs.
     Returns (mean loss, metrics): implicit rewards beta * (pi - ref) of chosen and rejected, their
@@ -177,33 +175,15 @@ def sample_responses(
     gives the same samples."""
     prompts = [tokenizer.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
     return sample_continuations(
-        model,
-        prompts,
-        n,
-        max_new_tokens,
-        tokenizer.eot_id,
-        tokenizer.pad_id,
-        temperature,
-        top_p,
-        seed,
-        compile,
+        model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, seed, compile
     )
 
 
 def sample_continuations(
-    model,
-    prompt_ids,
-    n,
-    max_new_tokens,
-    eot_id,
-    pad_id,
-    temperature=1.0,
-    top_p=0.9,
-    seed=0,
-    compile=False,
+    model, tokenizer, prompts, n, max_new_tokens, temperature=1.0, top_p=0.9, seed=0, compile=False
 ):
-    """sample_responses on prompts already in ids: per prompt, n sampled id lists."""
-    rows = [p for p in prompt_ids for _ in range(n)]  # prompt i's samples are rows i*n .. i*n+n-1
+    """sample_responses on prompts already rendered to ids: per prompt, n sampled id lists."""
+    rows = [p for p in prompts for _ in range(n)]  # prompt i's samples are rows i*n .. i*n+n-1
     device = next(unwrap(model).parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     new = generate(
@@ -212,37 +192,29 @@ def sample_continuations(
         max_new_tokens,
         temperature=temperature,
         top_p=top_p,
-        stop_ids=(eot_id,),
+        stop_ids=(tokenizer.eot_id,),
         generator=generator,
-        pad_id=pad_id,
+        pad_id=tokenizer.pad_id,
         compile=compile,
     )
-    return [new[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+    return [new[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
 def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
     """judge_fn(contexts, pairs) -> jsft.judge's dict ({"score_a", "winners", ...}) with
-    judge_model, in eval mode without gradients.
-    Responses may be id lists: they are spliced in as ids."""
+    judge_model, in eval mode without gradients. Responses may be id lists: spliced in as ids."""
+    principles = tuple(principles)
 
     def judge_fn(contexts, pairs):
         try:
             from jsft import judge  # lazy: the judge lives with JSFT training
         except ImportError as e:
             raise SystemExit(
-                f"jsft.judge is not available ({e}); jsft.py must provide "
-                "judge(model, tokenizer, contexts, pairs, principles, lang, "
-                "batch_size)"
+                f"jsft.judge is not available ({e}); jsft.py must provide judge(model, tokenizer, "
+                "contexts, pairs, principles, lang, batch_size)"
             ) from None
         with eval_mode(judge_model):
-            return judge(
-                judge_model,
-                tokenizer,
-                contexts,
-                pairs,
-                principles=tuple(principles),
-                batch_size=batch_size,
-            )
+            return judge(judge_model, tokenizer, contexts, pairs, principles, batch_size=batch_size)
 
     return judge_fn
 
@@ -254,48 +226,38 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
     prompt_ids = [tokenizer.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
     item = prompt_stream(len(contexts), cfg.seed)
     device = next(policy.parameters()).device
+    knobs = dict(temperature=cfg.temperature, top_p=cfg.top_p, compile=cfg.compile_sampler)
 
     # sampling and judging in full precision, outside the loop's autocast
     def get_batch(step, micro):
         t0 = time.perf_counter()
         picked = [item(k) for k in positions(cfg, step, micro, rank, world_size)]
-        batch_contexts = [contexts[i] for i in picked]
+        prompts = [prompt_ids[i] for i in picked]
+        seed = seed_of(cfg.seed, step, micro, rank)
         samples = sample_continuations(
-            policy,
-            [prompt_ids[i] for i in picked],
-            2,
-            cfg.max_new_tokens,
-            tokenizer.eot_id,
-            tokenizer.pad_id,
-            cfg.temperature,
-            cfg.top_p,
-            seed=seed_of(cfg.seed, step, micro, rank),
-            compile=cfg.compile_sampler,
+            policy, tokenizer, prompts, 2, cfg.max_new_tokens, seed=seed, **knobs
         )
         t1 = time.perf_counter()
-        verdict = judge_fn(batch_contexts, [tuple(s) for s in samples])
-        chosen = [s[w] for s, w in zip(samples, verdict["winners"])]
-        rejected = [s[1 - w] for s, w in zip(samples, verdict["winners"])]
-        batch = build_pair_batch(
-            [prompt_ids[i] for i in picked], chosen, rejected, tokenizer.pad_id
-        )
+        verdict = judge_fn([contexts[i] for i in picked], [tuple(s) for s in samples])
+        scores, winners = verdict["score_a"], verdict["winners"]
+        chosen = [s[w] for s, w in zip(samples, winners)]
+        rejected = [s[1 - w] for s, w in zip(samples, winners)]
+        batch = build_pair_batch(prompts, chosen, rejected, tokenizer.pad_id)
         # a tie teaches nothing: identical samples, or a verdict within --min-margin of 0.5
-        batch["weights"] = torch.tensor(
-            [
-                float(a != b and abs(p - 0.5) > cfg.min_margin)
-                for (a, b), p in zip(samples, verdict["score_a"])
-            ]
-        )
+        keep = [
+            float(a != b and abs(p - 0.5) > cfg.min_margin) for (a, b), p in zip(samples, scores)
+        ]
+        batch["weights"] = torch.tensor(keep)
         responses = chosen + rejected
         batch["stats"] = {
-            "judge_confidence": sum(max(p, 1 - p) for p in verdict["score_a"]) / len(picked),
+            "judge_confidence": sum(max(p, 1 - p) for p in scores) / len(picked),
             "len_chosen": sum(map(len, chosen)) / len(chosen),
             "len_rejected": sum(map(len, rejected)) / len(rejected),
             "capped_share": sum(r[-1] != tokenizer.eot_id for r in responses) / len(responses),
             "identical_share": sum(a == b for a, b in samples) / len(samples),
-            "sample_s": t1 - t0,
+            "sample_s": t1 - t0,  # seconds sampling, judging
             "judge_s": time.perf_counter() - t1,
-        }  # seconds sampling, judging
+        }
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     return get_batch
@@ -304,9 +266,8 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
 def dpo_loss_fn(reference, beta, loss_type, nll_weight=0.0):
     """loss_fn(model, batch) for the shared loop: policy log-probs with gradients, reference without
     (inside the loop's autocast, so at step 0 policy and reference agree exactly). nll_weight adds
-    the chosen replies' mean per-token negative log-likelihood (DPO + NLL, as RPO,
-    Pang et al. 2024): DPO alone lowers the chosen replies' likelihood too,
-    and with it whatever they got right."""
+    the chosen replies' mean per-token negative log-likelihood (DPO + NLL, as RPO, Pang et al.
+    2024): DPO alone lowers the chosen replies' likelihood too, and with it what they got right."""
 
     def loss_fn(model, batch):
         logps, token_means = sequence_logprobs(model, batch["ids"], batch["mask"])  # (2B,), (2B,)
@@ -331,8 +292,7 @@ def frozen_copy(model):
 
 
 def disable_dropout(model):
-    """DPO compares log-probs of policy and reference: dropout would make them noisy.
-    Off everywhere."""
+    """Off everywhere: DPO compares log-probs of policy and reference, which dropout makes noisy."""
     model.cfg.dropout = 0.0
     for module in model.modules():
         if hasattr(module, "dropout_p"):
@@ -343,46 +303,18 @@ def disable_dropout(model):
 
 
 def judged_win_rate(
-    policy,
-    baseline,
-    judge_fn,
-    tokenizer,
-    contexts,
-    max_new_tokens,
-    temperature=1.0,
-    top_p=0.9,
-    seed=0,
+    policy, base, judge_fn, tokenizer, contexts, max_new_tokens, temperature=1.0, top_p=0.9, seed=0
 ):
     """How often the judge prefers the policy's sample to the baseline's (one fresh sample each per
     context, independent fixed seeds). Returns {"win_rate": mean p(policy better), "wins": share of
     pairs with p > 0.5, ties (p == 0.5) counted half}."""
-    with eval_mode(policy), eval_mode(baseline):
-        mine = sample_responses(
-            policy,
-            tokenizer,
-            contexts,
-            1,
-            max_new_tokens,
-            temperature,
-            top_p,
-            seed_of(seed, "policy"),
-        )
-        base = sample_responses(
-            baseline,
-            tokenizer,
-            contexts,
-            1,
-            max_new_tokens,
-            temperature,
-            top_p,
-            seed_of(seed, "base"),
-        )
-    verdict = judge_fn(contexts, [(a[0], b[0]) for a, b in zip(mine, base)])
-    p = verdict["score_a"]
-    return {
-        "win_rate": sum(p) / len(p),
-        "wins": sum((x > 0.5) + 0.5 * (x == 0.5) for x in p) / len(p),
-    }
+    same = (tokenizer, contexts, 1, max_new_tokens, temperature, top_p)  # all but the seed
+    with eval_mode(policy), eval_mode(base):
+        mine = sample_responses(policy, *same, seed_of(seed, "policy"))
+        theirs = sample_responses(base, *same, seed_of(seed, "base"))
+    p = judge_fn(contexts, [(a[0], b[0]) for a, b in zip(mine, theirs)])["score_a"]
+    wins = sum((x > 0.5) + 0.5 * (x == 0.5) for x in p) / len(p)
+    return {"win_rate": sum(p) / len(p), "wins": wins}
 
 
 # ----------------------------------------------------------------------------- self-rejection
@@ -398,12 +330,8 @@ def knockout(contexts, candidates, judge_pairs, brackets):
         matches = [
             (i, b[k], b[k + 1]) for i, b in enumerate(brackets) for k in range(0, len(b) - 1, 2)
         ]
-        winners = list(
-            judge_pairs(
-                [contexts[i] for i, _, _ in matches],
-                [(candidates[i][a], candidates[i][b]) for i, a, b in matches],
-            )
-        )
+        pairs = [(candidates[i][a], candidates[i][b]) for i, a, b in matches]
+        winners = list(judge_pairs([contexts[i] for i, _, _ in matches], pairs))
         if len(winners) != len(matches) or any(w not in (0, 1) for w in winners):
             raise ValueError(
                 "tournament: judge_pairs must return one 0/1 per pair "
@@ -470,10 +398,8 @@ def main(argv=None):
                 )
             pairs += read_preferences(path)
         tokenized, dropped = tokenize_pairs(tokenizer, pairs, max_len)
-        log(
-            f"{cfg.prefs}: {len(tokenized)} pairs"
-            + (f", {dropped} longer than {max_len} tokens left out" if dropped else "")
-        )
+        too_long = f", {dropped} longer than {max_len} tokens left out" if dropped else ""
+        log(f"{cfg.prefs}: {len(tokenized)} pairs{too_long}")
         if not tokenized:
             raise SystemExit(f"{cfg.prefs}: no usable preference pair")
         get_batch = offline_batches(tokenized, cfg, tokenizer.pad_id, device, rank, world_size)
@@ -487,32 +413,22 @@ def main(argv=None):
             held.append(rm)
             extra["reward_model"] = cfg.reward_model
         else:
-            judge_fn = model_judge(
-                policy if cfg.dynamic_judge else reference, tokenizer, principles
-            )
+            judge_model = policy if cfg.dynamic_judge else reference
+            judge_fn = model_judge(judge_model, tokenizer, principles)
             who = "dynamic (the policy)" if cfg.dynamic_judge else "static (frozen start)"
         contexts = load_contexts(cfg.prompts, tokenizer, cfg.max_new_tokens, max_len, "prompts")
         log(f"{cfg.prompts}: {len(contexts)} prompts; judge: {who}")
         get_batch = online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank, world_size)
         if cfg.val_count > 0:
-            val_contexts = load_contexts(
+            held_out = load_contexts(
                 cfg.val_prompts, tokenizer, cfg.max_new_tokens, max_len, "val-prompts"
             )[: cfg.val_count]
             # always the frozen judge: a fixed yardstick
             val_judge = model_judge(reference, tokenizer, principles)
+            sampling = (cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
 
             def val_fn(model):  # the judged win rate of the policy's samples against the start's
-                rates = judged_win_rate(
-                    model,
-                    reference,
-                    val_judge,
-                    tokenizer,
-                    val_contexts,
-                    cfg.max_new_tokens,
-                    cfg.temperature,
-                    cfg.top_p,
-                    cfg.seed,
-                )
+                rates = judged_win_rate(model, reference, val_judge, tokenizer, held_out, *sampling)
                 return {f"val_{k}": v for k, v in rates.items()}
 
     extra["params_held"] = sum(m.num_params() for m in held)  # the cost column of evaluate.py
