@@ -22,14 +22,12 @@ of (chosen, rejected) pairs.
 Self-rejection (§3.3) is inference: `python chat.py --best-of N` (chat.tournament, chat.best_of_n);
 its knockout rounds are `knockout` here, which evaluate.py's N-curve runs too.
 
-Run:
-    python self_judge.py                           # SELF-JUDGE: out/jsft +
-                                                   # out/tasks/prompts_train.jsonl -> out/self_judge
+Run (prompts and pairs from out/tasks, written by tasks.py):
+    python self_judge.py             # SELF-JUDGE: out/jsft + prompts_train.jsonl -> out/self_judge
+    python self_judge.py --offline   # DPO baseline: out/sft + prefs_train.jsonl -> out/dpo
     python self_judge.py --dynamic-judge           # judge with the current policy (paper ablation)
     python self_judge.py --judge verifier --out-dir out/oracle   # the oracle arm (upper bound)
     python self_judge.py --judge reward --out-dir out/onpolicy_rm # judged by out/reward_model
-    python self_judge.py --offline                 # DPO baseline: out/sft +
-                                                   # out/tasks/prefs_train.jsonl -> out/dpo
     python self_judge.py --loss ipo --beta 0.5     # other losses; --resume continues a run exactly
 """
 
@@ -59,100 +57,57 @@ JUDGES = ("self", "reward", "verifier")
 # ----------------------------------------------------------------------------- options
 @dataclass
 class SelfJudgeConfig(TrainConfig):
-    out_dir: str = opt("", "checkpoint folder (default: out/self_judge, or out/dpo with --offline)")
+    out_dir: str = opt("", "checkpoint folder; '' = out/self_judge, or out/dpo with --offline")
     init_from: str = opt(
-        "",
-        "start checkpoint, also the frozen reference and judge "
-        "(default: out/jsft, or out/sft with --offline)",
+        "", "start, also the frozen reference and judge; '' = out/jsft (--offline: out/sft)"
     )
-    offline: bool = opt(
-        False, "the offline DPO baseline on --prefs instead of on-policy self-judgment"
-    )
-    tasks_dir: str = opt(
-        "out/tasks", "folder written by tasks.py: the default prompts, pairs and held-out prompts"
-    )
-    prompts: str = opt(
-        "",
-        "prompts to sample from (readers.read_prompts layouts); "
-        "'' = <tasks-dir>/prompts_train.jsonl",
-    )
+    offline: bool = opt(False, "the offline DPO baseline on --prefs, not on-policy self-judgment")
+    tasks_dir: str = opt("out/tasks", "tasks.py's folder: default prompts, pairs, val prompts")
+    # file layouts: readers.read_prompts (--prompts, --val-prompts), readers.read_preferences
+    prompts: str = opt("", "prompts to sample from; '' = <tasks-dir>/prompts_train.jsonl")
     prefs: str = opt(
-        "",
-        "--offline: preference pairs, comma-separated files "
-        "(readers.read_preferences layouts); '' = <tasks-dir>/prefs_train.jsonl",
+        "", "--offline: pair files, comma-separated; '' = <tasks-dir>/prefs_train.jsonl"
     )
     val_prompts: str = opt(
-        "",
-        "held-out prompts for the judged win rate vs the start; '' = <tasks-dir>/eval_tasks.jsonl",
+        "", "held-out prompts: judged win rate vs the start; '' = <tasks-dir>/eval_tasks.jsonl"
     )
     val_count: int = opt(24, "how many --val-prompts to judge at the end (0 = no validation)")
-    dynamic_judge: bool = opt(
-        False, "judge with the current policy instead of the frozen start model"
-    )
+    dynamic_judge: bool = opt(False, "judge with the current policy, not the frozen start model")
     principles: str = opt("overall", "comma-separated judge principles (majority vote, jsft.judge)")
     judge: str = opt(
-        "self",
-        "who judges the on-policy pairs: "
-        "self (SELF-JUDGE: the frozen JSFT model, or the policy with "
-        "--dynamic-judge) | reward (the separate reward model --reward-model: "
-        "the RLHF-style baseline) | verifier (tasks.score: the oracle upper "
-        "bound, an evaluation arm; needs prompts that carry their task, "
-        "as prompts_train.jsonl)",
+        "self", "who judges: self (SELF-JUDGE) | reward (--reward-model) | verifier (oracle arm)"
     )
-    reward_model: str = opt(
-        "out/reward_model", "--judge reward: the reward model checkpoint (reward_model.py)"
-    )
-    nll_weight: float = opt(
-        0.0, "weight of the chosen replies' per-token NLL added to the DPO loss (0 = DPO)"
-    )
-    min_margin: float = opt(
-        0.0,
-        "pairs whose judge score is within this of 0.5 are ties and left "
-        "out of the loss (identical samples and exact ties always are)",
-    )
-    loss: str = opt(
-        "sigmoid", "DPO loss: sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)"
-    )
+    reward_model: str = opt("out/reward_model", "--judge reward: the reward model checkpoint")
+    nll_weight: float = opt(0.0, "weight of the chosen replies' per-token NLL (0 = plain DPO)")
+    min_margin: float = opt(0.0, "judge scores within this of 0.5 are ties, left out of the loss")
+    loss: str = opt("sigmoid", "sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)")
     beta: float = opt(0.1, "DPO beta: strength of the KL anchor to the reference")
     max_new_tokens: int = opt(48, "cap on sampled response length (tokens, incl. the end of turn)")
     temperature: float = opt(1.0, "sampling temperature")
     top_p: float = opt(0.9, "nucleus sampling mass")
     compile_sampler: bool = opt(
-        False,
-        "sample the on-policy pairs with the decode step under "
-        "torch.compile (model.generate(compile=True)): "
-        "the same samples, faster after a one-off compile "
-        "(the loop's --compile is separate)",
+        False, "sample with a torch.compile'd decode step: same samples (not the loop's --compile)"
     )
     # the shared loop's knobs, with DPO defaults sized for the CPU demo (~2 minutes on 2 cores)
-    steps: int = opt(
-        60,
-        "optimizer steps (both modes: "
-        "the DPO baseline learns from as many pairs as SELF-JUDGE samples)",
-    )
+    steps: int = opt(60, "optimizer steps (DPO learns from as many pairs as SELF-JUDGE samples)")
     batch_size: int = opt(
         16, "prompts (online) or pairs (offline) per micro-batch per rank; each gives 2 sequences"
     )
-    lr: float = opt(
-        1e-4, "peak learning rate (at 2e-5 x 40 steps the policy moved 0.3 percent: a no-op)"
-    )
+    lr: float = opt(1e-4, "peak learning rate")  # 2e-5 x 40 steps moved the policy 0.3 %: a no-op
     min_lr: float = opt(1e-4, "learning rate at the end (== lr: constant after warmup, as in DPO)")
     warmup_steps: int = opt(4, "linear warmup steps")
     weight_decay: float = opt(0.0, "AdamW weight decay on matrices")
     eval_every: int = opt(0, "validate every N steps (and at the end); 0 = only at the end")
     save_every: int = opt(20, "checkpoint every N steps (and at the end)")
-    seq_len: int = opt(
-        128, "only for the loop's FLOPs/MFU estimate: typical prompt + response length"
-    )
+    seq_len: int = opt(128, "prompt + response length, only for the loop's FLOPs/MFU estimate")
 
 
 def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
     """Fill the mode-dependent defaults and check the values."""
     if cfg.fsdp and not cfg.offline:
         raise SystemExit(
-            "--fsdp: sampling runs a different number of forward passes on each rank, "
-            "which sharded weights cannot follow; run SELF-JUDGE data parallel "
-            "(torchrun without --fsdp)"
+            "--fsdp: sampling runs a different number of forward passes on each rank, which "
+            "sharded weights cannot follow; run SELF-JUDGE data parallel (torchrun without --fsdp)"
         )
     if cfg.judge not in JUDGES:
         raise SystemExit(f"--judge {cfg.judge!r}: choose one of {', '.join(JUDGES)}")
@@ -180,9 +135,8 @@ def dpo_loss(
       sigmoid  -log sigmoid(beta h)          DPO (Rafailov et al. 2023, eq. 7)
       hinge    max(0, 1 - beta h)            SLiC-HF (Zhao et al. 2023), as TRL's "hinge"
       ipo      (h - 1 / (2 beta))^2          IPO (Azar et al. 2023, eq. 17) on SUMMED log-probs,
-                                             as the DPO authors' reference code; TRL averages
-                                             log-probs over the response length first
-                                             (then beta means another thing).
+                                             as the DPO authors' reference code (TRL averages
+                                             them over the response: beta means another thing).
     weights (B,), optional: 1 for a pair to learn from, 0 for one to leave out (a tie); the loss is
     the weighted mean (0 when every pair is left out) and the metrics cover the kept pairs.
     Returns (mean loss, metrics): implicit rewards beta * (pi - ref) of chosen and rejected, their
@@ -221,33 +175,15 @@ def sample_responses(
     gives the same samples."""
     prompts = [tokenizer.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
     return sample_continuations(
-        model,
-        prompts,
-        n,
-        max_new_tokens,
-        tokenizer.eot_id,
-        tokenizer.pad_id,
-        temperature,
-        top_p,
-        seed,
-        compile,
+        model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, seed, compile
     )
 
 
 def sample_continuations(
-    model,
-    prompt_ids,
-    n,
-    max_new_tokens,
-    eot_id,
-    pad_id,
-    temperature=1.0,
-    top_p=0.9,
-    seed=0,
-    compile=False,
+    model, tokenizer, prompts, n, max_new_tokens, temperature=1.0, top_p=0.9, seed=0, compile=False
 ):
-    """sample_responses on prompts already in ids: per prompt, n sampled id lists."""
-    rows = [p for p in prompt_ids for _ in range(n)]  # prompt i's samples are rows i*n .. i*n+n-1
+    """sample_responses on prompts already rendered to ids: per prompt, n sampled id lists."""
+    rows = [p for p in prompts for _ in range(n)]  # prompt i's samples are rows i*n .. i*n+n-1
     device = next(unwrap(model).parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     new = generate(
@@ -256,37 +192,29 @@ def sample_continuations(
         max_new_tokens,
         temperature=temperature,
         top_p=top_p,
-        stop_ids=(eot_id,),
+        stop_ids=(tokenizer.eot_id,),
         generator=generator,
-        pad_id=pad_id,
+        pad_id=tokenizer.pad_id,
         compile=compile,
     )
-    return [new[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+    return [new[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
 def model_judge(judge_model, tokenizer, principles=("overall",), batch_size=32):
     """judge_fn(contexts, pairs) -> jsft.judge's dict ({"score_a", "winners", ...}) with
-    judge_model, in eval mode without gradients.
-    Responses may be id lists: they are spliced in as ids."""
+    judge_model, in eval mode without gradients. Responses may be id lists: spliced in as ids."""
+    principles = tuple(principles)
 
     def judge_fn(contexts, pairs):
         try:
             from jsft import judge  # lazy: the judge lives with JSFT training
         except ImportError as e:
             raise SystemExit(
-                f"jsft.judge is not available ({e}); jsft.py must provide "
-                "judge(model, tokenizer, contexts, pairs, principles, lang, "
-                "batch_size)"
+                f"jsft.judge is not available ({e}); jsft.py must provide judge(model, tokenizer, "
+                "contexts, pairs, principles, lang, batch_size)"
             ) from None
         with eval_mode(judge_model):
-            return judge(
-                judge_model,
-                tokenizer,
-                contexts,
-                pairs,
-                principles=tuple(principles),
-                batch_size=batch_size,
-            )
+            return judge(judge_model, tokenizer, contexts, pairs, principles, batch_size=batch_size)
 
     return judge_fn
 
@@ -298,48 +226,38 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
     prompt_ids = [tokenizer.render_chat(c, add_generation_prompt=True)[0] for c in contexts]
     item = prompt_stream(len(contexts), cfg.seed)
     device = next(policy.parameters()).device
+    knobs = dict(temperature=cfg.temperature, top_p=cfg.top_p, compile=cfg.compile_sampler)
 
     # sampling and judging in full precision, outside the loop's autocast
     def get_batch(step, micro):
         t0 = time.perf_counter()
         picked = [item(k) for k in positions(cfg, step, micro, rank, world_size)]
-        batch_contexts = [contexts[i] for i in picked]
+        prompts = [prompt_ids[i] for i in picked]
+        seed = seed_of(cfg.seed, step, micro, rank)
         samples = sample_continuations(
-            policy,
-            [prompt_ids[i] for i in picked],
-            2,
-            cfg.max_new_tokens,
-            tokenizer.eot_id,
-            tokenizer.pad_id,
-            cfg.temperature,
-            cfg.top_p,
-            seed=seed_of(cfg.seed, step, micro, rank),
-            compile=cfg.compile_sampler,
+            policy, tokenizer, prompts, 2, cfg.max_new_tokens, seed=seed, **knobs
         )
         t1 = time.perf_counter()
-        verdict = judge_fn(batch_contexts, [tuple(s) for s in samples])
-        chosen = [s[w] for s, w in zip(samples, verdict["winners"])]
-        rejected = [s[1 - w] for s, w in zip(samples, verdict["winners"])]
-        batch = build_pair_batch(
-            [prompt_ids[i] for i in picked], chosen, rejected, tokenizer.pad_id
-        )
+        verdict = judge_fn([contexts[i] for i in picked], [tuple(s) for s in samples])
+        scores, winners = verdict["score_a"], verdict["winners"]
+        chosen = [s[w] for s, w in zip(samples, winners)]
+        rejected = [s[1 - w] for s, w in zip(samples, winners)]
+        batch = build_pair_batch(prompts, chosen, rejected, tokenizer.pad_id)
         # a tie teaches nothing: identical samples, or a verdict within --min-margin of 0.5
-        batch["weights"] = torch.tensor(
-            [
-                float(a != b and abs(p - 0.5) > cfg.min_margin)
-                for (a, b), p in zip(samples, verdict["score_a"])
-            ]
-        )
+        keep = [
+            float(a != b and abs(p - 0.5) > cfg.min_margin) for (a, b), p in zip(samples, scores)
+        ]
+        batch["weights"] = torch.tensor(keep)
         responses = chosen + rejected
         batch["stats"] = {
-            "judge_confidence": sum(max(p, 1 - p) for p in verdict["score_a"]) / len(picked),
+            "judge_confidence": sum(max(p, 1 - p) for p in scores) / len(picked),
             "len_chosen": sum(map(len, chosen)) / len(chosen),
             "len_rejected": sum(map(len, rejected)) / len(rejected),
             "capped_share": sum(r[-1] != tokenizer.eot_id for r in responses) / len(responses),
             "identical_share": sum(a == b for a, b in samples) / len(samples),
-            "sample_s": t1 - t0,
+            "sample_s": t1 - t0,  # seconds sampling, judging
             "judge_s": time.perf_counter() - t1,
-        }  # seconds sampling, judging
+        }
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     return get_batch
@@ -348,9 +266,8 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
 def dpo_loss_fn(reference, beta, loss_type, nll_weight=0.0):
     """loss_fn(model, batch) for the shared loop: policy log-probs with gradients, reference without
     (inside the loop's autocast, so at step 0 policy and reference agree exactly). nll_weight adds
-    the chosen replies' mean per-token negative log-likelihood (DPO + NLL, as RPO,
-    Pang et al. 2024): DPO alone lowers the chosen replies' likelihood too,
-    and with it whatever they got right."""
+    the chosen replies' mean per-token negative log-likelihood (DPO + NLL, as RPO, Pang et al.
+    2024): DPO alone lowers the chosen replies' likelihood too, and with it what they got right."""
 
     def loss_fn(model, batch):
         logps, token_means = sequence_logprobs(model, batch["ids"], batch["mask"])  # (2B,), (2B,)
@@ -375,8 +292,7 @@ def frozen_copy(model):
 
 
 def disable_dropout(model):
-    """DPO compares log-probs of policy and reference: dropout would make them noisy.
-    Off everywhere."""
+    """Off everywhere: DPO compares log-probs of policy and reference, which dropout makes noisy."""
     model.cfg.dropout = 0.0
     for module in model.modules():
         if hasattr(module, "dropout_p"):
@@ -387,46 +303,18 @@ def disable_dropout(model):
 
 
 def judged_win_rate(
-    policy,
-    baseline,
-    judge_fn,
-    tokenizer,
-    contexts,
-    max_new_tokens,
-    temperature=1.0,
-    top_p=0.9,
-    seed=0,
+    policy, base, judge_fn, tokenizer, contexts, max_new_tokens, temperature=1.0, top_p=0.9, seed=0
 ):
     """How often the judge prefers the policy's sample to the baseline's (one fresh sample each per
     context, independent fixed seeds). Returns {"win_rate": mean p(policy better), "wins": share of
     pairs with p > 0.5, ties (p == 0.5) counted half}."""
-    with eval_mode(policy), eval_mode(baseline):
-        mine = sample_responses(
-            policy,
-            tokenizer,
-            contexts,
-            1,
-            max_new_tokens,
-            temperature,
-            top_p,
-            seed_of(seed, "policy"),
-        )
-        base = sample_responses(
-            baseline,
-            tokenizer,
-            contexts,
-            1,
-            max_new_tokens,
-            temperature,
-            top_p,
-            seed_of(seed, "base"),
-        )
-    verdict = judge_fn(contexts, [(a[0], b[0]) for a, b in zip(mine, base)])
-    p = verdict["score_a"]
-    return {
-        "win_rate": sum(p) / len(p),
-        "wins": sum((x > 0.5) + 0.5 * (x == 0.5) for x in p) / len(p),
-    }
+    same = (tokenizer, contexts, 1, max_new_tokens, temperature, top_p)  # all but the seed
+    with eval_mode(policy), eval_mode(base):
+        mine = sample_responses(policy, *same, seed_of(seed, "policy"))
+        theirs = sample_responses(base, *same, seed_of(seed, "base"))
+    p = judge_fn(contexts, [(a[0], b[0]) for a, b in zip(mine, theirs)])["score_a"]
+    wins = sum((x > 0.5) + 0.5 * (x == 0.5) for x in p) / len(p)
+    return {"win_rate": sum(p) / len(p), "wins": wins}
 
 
 # ----------------------------------------------------------------------------- self-rejection
@@ -442,12 +330,8 @@ def knockout(contexts, candidates, judge_pairs, brackets):
         matches = [
             (i, b[k], b[k + 1]) for i, b in enumerate(brackets) for k in range(0, len(b) - 1, 2)
         ]
-        winners = list(
-            judge_pairs(
-                [contexts[i] for i, _, _ in matches],
-                [(candidates[i][a], candidates[i][b]) for i, a, b in matches],
-            )
-        )
+        pairs = [(candidates[i][a], candidates[i][b]) for i, a, b in matches]
+        winners = list(judge_pairs([contexts[i] for i, _, _ in matches], pairs))
         if len(winners) != len(matches) or any(w not in (0, 1) for w in winners):
             raise ValueError(
                 "tournament: judge_pairs must return one 0/1 per pair "
@@ -514,10 +398,8 @@ def main(argv=None):
                 )
             pairs += read_preferences(path)
         tokenized, dropped = tokenize_pairs(tokenizer, pairs, max_len)
-        log(
-            f"{cfg.prefs}: {len(tokenized)} pairs"
-            + (f", {dropped} longer than {max_len} tokens left out" if dropped else "")
-        )
+        too_long = f", {dropped} longer than {max_len} tokens left out" if dropped else ""
+        log(f"{cfg.prefs}: {len(tokenized)} pairs{too_long}")
         if not tokenized:
             raise SystemExit(f"{cfg.prefs}: no usable preference pair")
         get_batch = offline_batches(tokenized, cfg, tokenizer.pad_id, device, rank, world_size)
@@ -531,32 +413,22 @@ def main(argv=None):
             held.append(rm)
             extra["reward_model"] = cfg.reward_model
         else:
-            judge_fn = model_judge(
-                policy if cfg.dynamic_judge else reference, tokenizer, principles
-            )
+            judge_model = policy if cfg.dynamic_judge else reference
+            judge_fn = model_judge(judge_model, tokenizer, principles)
             who = "dynamic (the policy)" if cfg.dynamic_judge else "static (frozen start)"
         contexts = load_contexts(cfg.prompts, tokenizer, cfg.max_new_tokens, max_len, "prompts")
         log(f"{cfg.prompts}: {len(contexts)} prompts; judge: {who}")
         get_batch = online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank, world_size)
         if cfg.val_count > 0:
-            val_contexts = load_contexts(
+            held_out = load_contexts(
                 cfg.val_prompts, tokenizer, cfg.max_new_tokens, max_len, "val-prompts"
             )[: cfg.val_count]
             # always the frozen judge: a fixed yardstick
             val_judge = model_judge(reference, tokenizer, principles)
+            sampling = (cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
 
             def val_fn(model):  # the judged win rate of the policy's samples against the start's
-                rates = judged_win_rate(
-                    model,
-                    reference,
-                    val_judge,
-                    tokenizer,
-                    val_contexts,
-                    cfg.max_new_tokens,
-                    cfg.temperature,
-                    cfg.top_p,
-                    cfg.seed,
-                )
+                rates = judged_win_rate(model, reference, val_judge, tokenizer, held_out, *sampling)
                 return {f"val_{k}": v for k, v in rates.items()}
 
     extra["params_held"] = sum(m.num_params() for m in held)  # the cost column of evaluate.py
