@@ -27,8 +27,6 @@ import json
 import math
 import os
 import random
-import re
-import shutil
 import signal
 import time
 import typing
@@ -39,8 +37,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from checkpoints import find_checkpoint, load_checkpoint, save_checkpoint
 from model import ModelConfig, Transformer, config_from_preset
-from readers import atomic_write, fsync, load_tensors, opt, parse_config, read_jsonl, write_file
+from readers import atomic_write, load_tensors, opt, parse_config, read_jsonl
 
 
 # ----------------------------------------------------------------------------- options
@@ -84,13 +83,8 @@ class PretrainConfig(TrainConfig):
 def setup_distributed(device_name="auto"):
     """(device, rank, world_size); under torchrun, joins the process group (nccl or gloo)."""
     if device_name == "auto":
-        device_name = (
-            "cuda"
-            if torch.cuda.is_available()
-            else "mps"
-            if torch.backends.mps.is_available()
-            else "cpu"
-        )
+        mps = torch.backends.mps.is_available()
+        device_name = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world_size > 1 and not dist.is_initialized():
@@ -102,6 +96,10 @@ def setup_distributed(device_name="auto"):
     return torch.device(device_name), rank, world_size
 
 
+# ----------------------------------------------------------------------------- checkpoints
+# checkpoints.py writes each save into its own step folder and publishes it by one atomic rename:
+# a kill at any instant leaves the run folder's `latest` on a complete save (DESIGN.md §1). A save
+# holds every RNG state too, so that a resumed run draws exactly what a straight run would.
 def rng_state():
     """Every RNG state, as tensors and plain types: a checkpoint loads with weights_only=True."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -124,113 +122,6 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ----------------------------------------------------------------------------- checkpoints
-# A run folder (--out-dir) holds one folder per save and a `latest` link to the newest complete one:
-#     RUN/step_000120/      model.pt  config.json  train_state.pt  tokenizer.model
-#     RUN/latest -> step_000120        publishing a save = replacing this link (one atomic rename)
-#     RUN/model.pt -> latest/model.pt  (the same for each file): tools may keep reading RUN/model.pt
-# A save is written into RUN/.tmp_step_000120, each file and the folder fsynced, renamed to
-# step_000120, and only then published; older saves past --keep-last are removed after that. So a
-# kill at any instant leaves `latest` on a complete save (as PyTorch's distributed checkpoint does).
-
-
-def step_folders(run_dir):
-    """The step_* folder names of a run, oldest first."""
-    names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
-    return sorted((n for n in names if re.fullmatch(r"step_\d+", n)), key=lambda n: int(n[5:]))
-
-
-def find_checkpoint(path):
-    """The folder holding a checkpoint's files, or None: for a run folder the target of RUN/latest
-    (if the link is missing or broken: the newest step folder); a step folder or a folder in the old
-    flat layout (model.pt directly inside) is its own checkpoint."""
-
-    def complete(folder):
-        return all(os.path.isfile(os.path.join(folder, f)) for f in ("model.pt", "config.json"))
-
-    latest = os.path.join(path, "latest")
-    if os.path.islink(latest) and complete(latest):
-        return os.path.join(path, os.readlink(latest))
-    newest = [os.path.join(path, n) for n in step_folders(path) if complete(os.path.join(path, n))]
-    return newest[-1] if newest else path if complete(path) else None
-
-
-def _symlink_atomic(target, link):
-    tmp = os.path.join(os.path.dirname(link), ".link.tmp")  # one writer per run: a fixed name
-    if os.path.lexists(tmp):
-        os.remove(tmp)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-
-
-def _remove_dir(path):
-    """Rename away first: a kill while deleting never leaves half a folder under a step name."""
-    trash = os.path.join(os.path.dirname(path), ".trash_" + os.path.basename(path))
-    shutil.rmtree(trash, ignore_errors=True)
-    if os.path.lexists(path):
-        os.replace(path, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-
-
-def save_checkpoint(
-    run_dir, model_state, config, train_state=None, tokenizer_path=None, keep=TrainConfig.keep_last
-):
-    """Write a self-contained checkpoint (DESIGN.md §1) into its own step folder of `run_dir`,
-    publish it and prune the old ones (see above). Returns the step folder."""
-    name = f"step_{config.get('step', 0):06d}"
-    tmp, final = os.path.join(run_dir, ".tmp_" + name), os.path.join(run_dir, name)
-    for leftover in (tmp, final):  # a kill left it unpublished: `latest` points to an older save
-        _remove_dir(leftover)
-    os.makedirs(tmp)
-    model_state = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
-    files = {
-        "model.pt": lambda p: torch.save(model_state, p),
-        "config.json": json.dumps(config, indent=2, ensure_ascii=False),
-    }
-    if train_state is not None:
-        files["train_state.pt"] = lambda p: torch.save(train_state, p)
-    if tokenizer_path:
-        files["tokenizer.model"] = lambda p: shutil.copyfile(tokenizer_path, p)
-    try:
-        for file, content in files.items():
-            write_file(os.path.join(tmp, file), content)
-            fsync(os.path.join(tmp, file))
-        fsync(tmp)
-        os.replace(tmp, final)
-    except BaseException:  # a full disk, a failed write: free the space; the last save stays
-        _remove_dir(tmp)
-        raise
-    fsync(run_dir)
-    _symlink_atomic(name, os.path.join(run_dir, "latest"))  # the save is published here
-    for file in files:
-        link = os.path.join(run_dir, file)
-        if not os.path.islink(link) or os.readlink(link) != os.path.join("latest", file):
-            _symlink_atomic(os.path.join("latest", file), link)
-    fsync(run_dir)
-    kept = step_folders(run_dir)
-    kept = kept[: kept.index(name) + 1][-keep:]  # folders after `name` were never published
-    for entry in os.listdir(run_dir):
-        stale = entry.startswith((".tmp_step_", ".trash_"))
-        if stale or entry.startswith("step_") and entry not in kept:
-            _remove_dir(os.path.join(run_dir, entry))
-    return final
-
-
-def load_checkpoint(ckpt_dir, device="cpu"):
-    """Returns (state_dict, config dict) of a run folder's newest complete save, a step folder,
-    or an old flat checkpoint folder. Accepts the wrapper prefixes `_orig_mod.` and `module.`."""
-    found = find_checkpoint(ckpt_dir)
-    if found is None:
-        raise FileNotFoundError(
-            f"{ckpt_dir}: no checkpoint (no model.pt and config.json, no "
-            f"complete step_* folder); run the phase that writes it first"
-        )
-    with open(os.path.join(found, "config.json"), encoding="utf-8") as fh:
-        config = json.load(fh)
-    state = load_tensors(os.path.join(found, "model.pt"), device)
-    return {k.replace("_orig_mod.", "").replace("module.", ""): v for k, v in state.items()}, config
-
-
 def load_model(ckpt_dir, device="cpu"):
     """A plain Transformer with a checkpoint's weights, plus the checkpoint's config dict."""
     state, config = load_checkpoint(ckpt_dir, device)
@@ -251,14 +142,7 @@ def lr_at(step, cfg):
 # what the progress bar shows of a step's metrics (margin, reward_acc: the preference losses)
 BAR_METRICS = ("loss", "val_loss", "tokens_per_s", "mfu", "margin", "reward_acc")
 # the last step's metrics on the closing "done:" line, those a phase logs
-DONE_METRICS = (
-    "val_loss",
-    "margin",
-    "reward_acc",
-    "judge_confidence",
-    "capped_share",
-    "val_win_rate",
-)
+DONE_METRICS = "val_loss margin reward_acc judge_confidence capped_share val_win_rate".split()
 
 
 def lm_loss(model, batch):
@@ -304,6 +188,7 @@ def train(
     Returns the list of logged metric dicts.
     """
     device = device or next(model.parameters()).device
+    cuda = device.type == "cuda"
     raw, train_state = model, None
     if cfg.resume:  # weights go into the plain module before it is sharded or wrapped
         train_state = _load_train_state(cfg.out_dir, raw, world_size)
@@ -312,52 +197,34 @@ def train(
     start_step = train_state["step"] if train_state else 0
     wrapped = raw
     if cfg.fsdp:  # shards the module in place
+        from torch.distributed.checkpoint import state_dict as dcp  # full (unsharded) state dicts
         from torch.distributed.fsdp import fully_shard
 
         for block in raw.layers:
             fully_shard(block)
         fully_shard(raw)
     elif world_size > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(
-            raw, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
+        device_ids = [device.index] if cuda else None
+        wrapped = torch.nn.parallel.DistributedDataParallel(raw, device_ids=device_ids)
+    use_compile = cfg.compile if cfg.compile is not None else cuda
     if use_compile:
         wrapped = torch.compile(wrapped)
 
-    decay = [p for p in raw.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in raw.parameters() if p.requires_grad and p.dim() < 2]
+    params = [p for p in raw.parameters() if p.requires_grad]
+    decay = {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay}
+    no_decay = {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}
     optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-        betas=(cfg.beta1, cfg.beta2),
-        fused=device.type == "cuda",
+        [decay, no_decay], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=cuda
     )
     if train_state is not None:
         if cfg.fsdp:  # shard the full optimizer state back onto this rank
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_optimizer_state_dict,
-            )
-
-            set_optimizer_state_dict(
-                raw,
-                optimizer,
-                train_state["optimizer"],
-                options=StateDictOptions(full_state_dict=True),
-            )
+            full = dcp.StateDictOptions(full_state_dict=True)
+            dcp.set_optimizer_state_dict(raw, optimizer, train_state["optimizer"], options=full)
         else:
             optimizer.load_state_dict(train_state["optimizer"])
         set_rng_state(train_state["rng"][rank])
         log(f"resumed from {train_state['found']} at step {start_step}")
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
     config = dict(config_extra, model=dataclasses.asdict(raw.cfg), train=dataclasses.asdict(cfg))
     metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
@@ -371,15 +238,9 @@ def train(
 
     def checkpoint(step):
         if cfg.fsdp:  # every rank takes part in gathering the full (unsharded) state
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                get_model_state_dict,
-                get_optimizer_state_dict,
-            )
-
-            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            model_state = get_model_state_dict(raw, options=opts)
-            optim_state = get_optimizer_state_dict(raw, optimizer, options=opts)
+            opts = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model_state = dcp.get_model_state_dict(raw, options=opts)
+            optim_state = dcp.get_optimizer_state_dict(raw, optimizer, options=opts)
         else:
             model_state, optim_state = raw.state_dict(), optimizer.state_dict()
         if world_size > 1:  # every rank's, in rank order
@@ -388,20 +249,10 @@ def train(
         else:
             rngs = [rng_state()]
         if rank == 0:
-            save_checkpoint(
-                cfg.out_dir,
-                model_state,
-                dict(config, step=step),
-                {
-                    "step": step,
-                    "optimizer": optim_state,
-                    "rng": rngs,
-                    "world_size": world_size,
-                    "data_cursor": {"step": step},
-                },
-                tokenizer_path,
-                keep=cfg.keep_last,
-            )
+            state = {"step": step, "optimizer": optim_state, "rng": rngs, "world_size": world_size}
+            state["data_cursor"] = {"step": step}  # get_batch is a function of the step
+            saved = dict(config, step=step)
+            save_checkpoint(cfg.out_dir, model_state, saved, state, tokenizer_path, cfg.keep_last)
         if world_size > 1:
             dist.barrier()
 
@@ -414,14 +265,8 @@ def train(
 
     history = []
     flops_per_token = raw.flops_per_token(getattr(cfg, "seq_len", raw.cfg.max_seq_len))
-    bar = tqdm(
-        range(start_step, cfg.steps),
-        initial=start_step,
-        total=cfg.steps,
-        disable=rank != 0,
-        desc=config_extra.get("phase", "train"),
-        dynamic_ncols=True,
-    )
+    bar_opts = dict(disable=rank != 0, desc=config_extra.get("phase", "train"), dynamic_ncols=True)
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, **bar_opts)
     try:
         for step in bar:
             t0 = time.perf_counter()
@@ -438,21 +283,16 @@ def train(
                 loss_sum += loss.detach().float().item() / cfg.grad_accum
                 tokens += batch["x"].numel() if "x" in batch else 0
             if not math.isfinite(loss_sum):
-                where = (
-                    f"the last good checkpoint in {cfg.out_dir} is left in place"
-                    if find_checkpoint(cfg.out_dir)
-                    else "no checkpoint was written"
-                )
+                where = "no checkpoint was written"
+                if find_checkpoint(cfg.out_dir):
+                    where = f"the last good checkpoint in {cfg.out_dir} is left in place"
                 raise SystemExit(
-                    f"non-finite loss ({loss_sum}) at step {step + 1}: stopping; "
-                    f"{where}. Lower --lr, check the data, or resume from the "
-                    "checkpoint with --resume."
+                    f"non-finite loss ({loss_sum}) at step {step + 1}: stopping; {where}. "
+                    "Lower --lr, check the data, or resume from the checkpoint with --resume."
                 )
-            grad_norm = (
-                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-                if cfg.grad_clip > 0
-                else None
-            )
+            grad_norm = None
+            if cfg.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             dt = time.perf_counter() - t0
@@ -470,9 +310,8 @@ def train(
             if cfg.peak_flops > 0:
                 row["mfu"] = row["flops_per_s"] / (cfg.peak_flops * world_size)
             done = step + 1 == cfg.steps
-            if val_fn is not None and (
-                (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done
-            ):
+            validate = (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done
+            if val_fn is not None and validate:
                 raw.eval()
                 row.update(val_fn(raw))
                 raw.train()
@@ -480,23 +319,16 @@ def train(
             if rank == 0:
                 with open(metrics_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
-                bar.set_postfix(
-                    {
-                        k: (f"{v:.4g}" if isinstance(v, float) else v)
-                        for k, v in row.items()
-                        if k in BAR_METRICS
-                    }
-                )
+                shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in row.items()}
+                bar.set_postfix({k: v for k, v in shown.items() if k in BAR_METRICS})
             if world_size > 1:  # every rank must stop at the same step, or the collectives hang
                 flag = torch.tensor([stop["signal"] or 0], device=device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 stop["signal"] = int(flag.item()) or None
             if stop["signal"] is not None:
                 checkpoint(step + 1)
-                message = (
-                    f"stopped by signal {stop['signal']}: checkpoint at step {step + 1} in "
-                    f"{cfg.out_dir}; continue with --resume"
-                )
+                where = f"checkpoint at step {step + 1} in {cfg.out_dir}"
+                message = f"stopped by signal {stop['signal']}: {where}; continue with --resume"
                 log(message)
                 raise Interrupted(message, 128 + stop["signal"])
             if done or (cfg.save_every and (step + 1) % cfg.save_every == 0):
@@ -590,32 +422,23 @@ def main(argv=None):
     model = Transformer(model_cfg).to(device)
     log(f"model: {cfg.preset}, {model.num_params() / 1e6:.2f}M parameters, {model_cfg}")
 
-    batches = PretrainBatches(
-        os.path.join(cfg.data_dir, "train.bin"),
-        cfg.batch_size,
-        seed=cfg.seed,
-        rank=rank,
-        world_size=world_size,
-    )
+    path = os.path.join(cfg.data_dir, "train.bin")
+    batches = PretrainBatches(path, cfg.batch_size, seed=cfg.seed, rank=rank, world_size=world_size)
 
     def get_batch(step, micro):
-        seq_len = (
-            cfg.seq_len
-            if cfg.short_seq_len <= 0
-            else context_length_at(
+        seq_len = cfg.seq_len
+        if cfg.short_seq_len > 0:  # HCX: the short context first, the long one for the last steps
+            seq_len = context_length_at(
                 step, cfg.steps, cfg.short_seq_len, cfg.seq_len, cfg.long_fraction
             )
-        )
         x, y = batches.get(step * cfg.grad_accum + micro, seq_len)
         return {"x": x.to(device), "y": y.to(device)}
 
     def val_fn(m):
-        losses = []
+        path = os.path.join(cfg.data_dir, "val.bin")
         with torch.no_grad():
-            for x, y in val_batches(
-                os.path.join(cfg.data_dir, "val.bin"), cfg.batch_size, cfg.seq_len, cfg.eval_batches
-            ):
-                losses.append(m(x.to(device), y.to(device))[1].item())
+            val = val_batches(path, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+            losses = [m(x.to(device), y.to(device))[1].item() for x, y in val]
         return {"val_loss": sum(losses) / max(1, len(losses))}
 
     train(

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoints
 import convert
 import evaluate
 import pretrain
-from pretrain import find_checkpoint, load_checkpoint, load_model, save_checkpoint, train
+from checkpoints import find_checkpoint, load_checkpoint, save_checkpoint
+from pretrain import load_model, train
 from test_pretrain import cfg_for, make_get_batch, synthetic_tokens, tiny_model, weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,7 +181,7 @@ FAULTY = [
     (os, "symlink"),
     (os, "makedirs"),
     (torch, "save"),
-    (pretrain, "write_file"),
+    (checkpoints, "write_file"),
     (shutil, "rmtree"),
 ]
 
@@ -298,7 +300,7 @@ def test_layout_keeps_the_last_k_and_every_loader_finds_the_newest_complete_save
     for step in range(1, 5):
         state = {k: v + step for k, v in model.state_dict().items()}
         save_checkpoint(run, state, dict(config, step=step), {"step": step}, keep=3)
-    assert pretrain.step_folders(run) == ["step_000002", "step_000003", "step_000004"]
+    assert checkpoints.step_folders(run) == ["step_000002", "step_000003", "step_000004"]
     assert load_checkpoint(run)[1]["step"] == 4 and load_model(run)[1]["step"] == 4
     assert load_checkpoint(os.path.join(run, "step_000002"))[1]["step"] == 2  # a step folder itself
     with open(os.path.join(run, "config.json"), encoding="utf-8") as fh:  # old paths still reach it

@@ -1,0 +1,118 @@
+"""checkpoints.py: the checkpoint layout on disk, written so that a kill never loses a save.
+
+pretrain.py's loop saves with `save_checkpoint` and resumes with `load_checkpoint`; the phases and
+tools find a checkpoint with `find_checkpoint` and load one with `pretrain.load_model` (pretrain.py
+re-exports these three). DESIGN.md §1 fixes the files of a save. Imports only readers.py.
+
+A run folder (--out-dir) holds one folder per save and a `latest` link to the newest complete one:
+    RUN/step_000120/      model.pt  config.json  train_state.pt  tokenizer.model
+    RUN/latest -> step_000120        publishing a save = replacing this link (one atomic rename)
+    RUN/model.pt -> latest/model.pt  (the same for each file): tools may keep reading RUN/model.pt
+A save is written into RUN/.tmp_step_000120, each file and the folder fsynced, renamed to
+step_000120, and only then published; older saves past --keep-last are removed after that. So a
+kill at any instant leaves `latest` on a complete save (as PyTorch's distributed checkpoint does).
+"""
+
+import json
+import os
+import re
+import shutil
+
+import torch
+
+from readers import fsync, load_tensors, write_file
+
+
+def step_folders(run_dir):
+    """The step_* folder names of a run, oldest first."""
+    names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
+    return sorted((n for n in names if re.fullmatch(r"step_\d+", n)), key=lambda n: int(n[5:]))
+
+
+def find_checkpoint(path):
+    """The folder holding a checkpoint's files, or None: for a run folder the target of RUN/latest
+    (if the link is missing or broken: the newest step folder); a step folder or a folder in the old
+    flat layout (model.pt directly inside) is its own checkpoint."""
+
+    def complete(folder):
+        return all(os.path.isfile(os.path.join(folder, f)) for f in ("model.pt", "config.json"))
+
+    latest = os.path.join(path, "latest")
+    if os.path.islink(latest) and complete(latest):
+        return os.path.join(path, os.readlink(latest))
+    newest = [os.path.join(path, n) for n in step_folders(path) if complete(os.path.join(path, n))]
+    return newest[-1] if newest else path if complete(path) else None
+
+
+def _symlink_atomic(target, link):
+    tmp = os.path.join(os.path.dirname(link), ".link.tmp")  # one writer per run: a fixed name
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def _remove_dir(path):
+    """Rename away first: a kill while deleting never leaves half a folder under a step name."""
+    trash = os.path.join(os.path.dirname(path), ".trash_" + os.path.basename(path))
+    shutil.rmtree(trash, ignore_errors=True)
+    if os.path.lexists(path):
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def save_checkpoint(run_dir, model_state, config, train_state=None, tokenizer_path=None, keep=2):
+    """Write a self-contained checkpoint (DESIGN.md §1) into its own step folder of `run_dir`,
+    publish it and keep the newest `keep` saves (TrainConfig.keep_last). Returns the step folder."""
+    name = f"step_{config.get('step', 0):06d}"
+    tmp, final = os.path.join(run_dir, ".tmp_" + name), os.path.join(run_dir, name)
+    for leftover in (tmp, final):  # a kill left it unpublished: `latest` points to an older save
+        _remove_dir(leftover)
+    os.makedirs(tmp)
+    model_state = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
+    files = {
+        "model.pt": lambda p: torch.save(model_state, p),
+        "config.json": json.dumps(config, indent=2, ensure_ascii=False),
+    }
+    if train_state is not None:
+        files["train_state.pt"] = lambda p: torch.save(train_state, p)
+    if tokenizer_path:
+        files["tokenizer.model"] = lambda p: shutil.copyfile(tokenizer_path, p)
+    try:
+        for file, content in files.items():
+            write_file(os.path.join(tmp, file), content)
+            fsync(os.path.join(tmp, file))
+        fsync(tmp)
+        os.replace(tmp, final)
+    except BaseException:  # a full disk, a failed write: free the space; the last save stays
+        _remove_dir(tmp)
+        raise
+    fsync(run_dir)
+    _symlink_atomic(name, os.path.join(run_dir, "latest"))  # the save is published here
+    for file in files:
+        link = os.path.join(run_dir, file)
+        if not os.path.islink(link) or os.readlink(link) != os.path.join("latest", file):
+            _symlink_atomic(os.path.join("latest", file), link)
+    fsync(run_dir)
+    kept = step_folders(run_dir)
+    kept = kept[: kept.index(name) + 1][-keep:]  # folders after `name` were never published
+    for entry in os.listdir(run_dir):
+        stale = entry.startswith((".tmp_step_", ".trash_"))
+        if stale or entry.startswith("step_") and entry not in kept:
+            _remove_dir(os.path.join(run_dir, entry))
+    return final
+
+
+def load_checkpoint(ckpt_dir, device="cpu"):
+    """Returns (state_dict, config dict) of a run folder's newest complete save, a step folder,
+    or an old flat checkpoint folder. Accepts the wrapper prefixes `_orig_mod.` and `module.`."""
+    found = find_checkpoint(ckpt_dir)
+    if found is None:
+        raise FileNotFoundError(
+            f"{ckpt_dir}: no checkpoint (no model.pt and config.json, no "
+            f"complete step_* folder); run the phase that writes it first"
+        )
+    with open(os.path.join(found, "config.json"), encoding="utf-8") as fh:
+        config = json.load(fh)
+    state = load_tensors(os.path.join(found, "model.pt"), device)
+    return {k.replace("_orig_mod.", "").replace("module.", ""): v for k, v in state.items()}, config
