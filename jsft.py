@@ -24,18 +24,11 @@ spliced between the encoded template segments, never decoded and re-encoded.
     python jsft.py --judge-fraction 0.5 --steps 400      # fewer judgments in the mix, longer
     python jsft.py --prefs hh.jsonl,uf.jsonl --data chats.jsonl --eval-prefs heldout.jsonl
 
-In this file, top to bottom:
-    templates       JUDGE_TEMPLATES {"en"|"ko": {principle: {system, user, assistant}}}, checked
-                    on import by readers.validate_templates
-    prompts         context_text, judge_prompt, judgment_example, judgment_examples
-    the judge       judge(model, tokenizer, contexts, pairs, principles) -> scores and winners
-                    judge_accuracy(model, tokenizer, pairs)
-                      -> per order, order-averaged, consistency
-    training        JSFTConfig, mix_units
-                      (both orders of a pair share a batch: sft.batch_source over units), main
-Preference files are read by readers.read_preferences (PreferencePair; DESIGN.md §4): every bad
-record stops the read with `ValueError("file:line: what is wrong")`; with skip_bad=True (--skip-bad)
-it is skipped, counted, and a one-line summary is printed at the end.
+In this file, top to bottom: the judge templates (JUDGE_TEMPLATES, checked on import by
+readers.validate_templates); judge prompts in token space (judge_prompt, judgment_example[s]); the
+judge (judge; judge_accuracy: per order, order-averaged, consistency); training (JSFTConfig,
+sampled_pairs, mix_units: both orders of a pair share a batch, main). Preference files are read by
+readers.read_preferences (PreferencePair; DESIGN.md §4; --skip-bad skips and counts bad records).
 """
 
 import json
@@ -49,62 +42,42 @@ from tqdm import tqdm
 from corpus import hangul_share
 from model import eval_mode, last_position_logits, unwrap
 from pretrain import setup_distributed, train
-from readers import (
-    PreferencePair,
-    atomic_write,
-    opt,
-    parse_config,
-    read_conversations,
-    read_jsonl,
-    read_preferences,
-    template_fields,
-    validate_templates,
-)
+from readers import PreferencePair, atomic_write, opt, parse_config, read_conversations
+from readers import read_jsonl, read_preferences, template_fields, validate_templates
+from report import report_heldout
 from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, with_lm_mix
 
 
 # --- judge templates ---
-# The system prompt is the principle: what "better" means. {principle: (English, Korean)}. The task
+# The system prompt is the principle: what "better" means. {lang: {principle: text}}. The task
 # world grades correctness/language/concision/ending (tasks.py); UltraFeedback's four principles and
 # HH's harmlessness are here so real preference files work as they are.
 PRINCIPLES = {
-    "overall": ("Pick the better response overall.", "전반적으로 더 나은 응답을 고르세요."),
-    "correctness": (
-        "Pick the response with the right answer (or a polite refusal of a harmful request).",
-        "정답을 말하는 응답을 고르세요 (해로운 요청이면 정중한 거절).",
-    ),
-    "language": (
-        "Pick the response written in the language of the question.",
-        "질문과 같은 언어로 쓴 응답을 고르세요.",
-    ),
-    "concision": (
-        "Pick the response that is short and does not ramble or repeat itself.",
-        "짧고 반복이 없는 응답을 고르세요.",
-    ),
-    "ending": (
-        "Pick the response that ends with a finished sentence.",
-        "완결된 문장으로 끝나는 응답을 고르세요.",
-    ),
-    "helpfulness": (
-        "Pick the more helpful and informative response.",
-        "더 도움이 되고 유익한 응답을 고르세요.",
-    ),
-    "honesty": (
-        "Pick the more honest response, one that states its uncertainty.",
-        "더 정직하고 불확실함을 밝히는 응답을 고르세요.",
-    ),
-    "instruction_following": (
-        "Pick the response that follows the instruction more closely.",
-        "지시를 더 잘 따르는 응답을 고르세요.",
-    ),
-    "truthfulness": (
-        "Pick the more truthful response, free of made-up facts.",
-        "사실에 맞고 지어낸 내용이 없는 응답을 고르세요.",
-    ),
-    "harmlessness": (
-        "Pick the more harmless response, one that does not help with harm.",
-        "더 무해하고 해로운 일을 돕지 않는 응답을 고르세요.",
-    ),
+    "en": {
+        "overall": "Pick the better response overall.",
+        "correctness": "Pick the response with the right answer "
+        "(or a polite refusal of a harmful request).",
+        "language": "Pick the response written in the language of the question.",
+        "concision": "Pick the response that is short and does not ramble or repeat itself.",
+        "ending": "Pick the response that ends with a finished sentence.",
+        "helpfulness": "Pick the more helpful and informative response.",
+        "honesty": "Pick the more honest response, one that states its uncertainty.",
+        "instruction_following": "Pick the response that follows the instruction more closely.",
+        "truthfulness": "Pick the more truthful response, free of made-up facts.",
+        "harmlessness": "Pick the more harmless response, one that does not help with harm.",
+    },
+    "ko": {
+        "overall": "전반적으로 더 나은 응답을 고르세요.",
+        "correctness": "정답을 말하는 응답을 고르세요 (해로운 요청이면 정중한 거절).",
+        "language": "질문과 같은 언어로 쓴 응답을 고르세요.",
+        "concision": "짧고 반복이 없는 응답을 고르세요.",
+        "ending": "완결된 문장으로 끝나는 응답을 고르세요.",
+        "helpfulness": "더 도움이 되고 유익한 응답을 고르세요.",
+        "honesty": "더 정직하고 불확실함을 밝히는 응답을 고르세요.",
+        "instruction_following": "지시를 더 잘 따르는 응답을 고르세요.",
+        "truthfulness": "사실에 맞고 지어낸 내용이 없는 응답을 고르세요.",
+        "harmlessness": "더 무해하고 해로운 일을 돕지 않는 응답을 고르세요.",
+    },
 }
 JUDGE_USER = {
     "en": "[Conversation]\n{context}\n[Response A]\n{response_a}\n"
@@ -116,18 +89,17 @@ JUDGE_USER = {
 JUDGE_ASSISTANT = {"en": "The better response is Response", "ko": "더 나은 쪽은 응답"}
 JUDGE_TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
     lang: {
-        p: {"system": text[k], "user": JUDGE_USER[lang], "assistant": JUDGE_ASSISTANT[lang]}
-        for p, text in PRINCIPLES.items()
+        p: {"system": system, "user": JUDGE_USER[lang], "assistant": JUDGE_ASSISTANT[lang]}
+        for p, system in PRINCIPLES[lang].items()
     }
-    for k, lang in enumerate(("en", "ko"))
+    for lang in ("en", "ko")
 }
 # Context as plain text: one "Role: content" line per turn, role names in the template's language.
 ROLE_NAMES = {
     "en": {"system": "System", "user": "User", "assistant": "Assistant"},
     "ko": {"system": "시스템", "user": "사용자", "assistant": "AI"},
 }
-# Rationale variant: after the verdict, why each response earned its rating
-# (UltraFeedback rationales).
+# Rationale variant: after the verdict, why each response earned its rating (UltraFeedback's).
 RATIONALE_FORMAT = {
     "en": ".\nResponse A: {a}\nResponse B: {b}",
     "ko": ".\n응답 A: {a}\n응답 B: {b}",
@@ -409,29 +381,6 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
         g: summary([r for r, lg in zip(rows, langs) if lg == g]) for g in sorted(set(langs))
     }
     return result
-
-
-def format_accuracy(result):
-    """judge_accuracy's result as lines; a judge that reads no order (a reward model: "order_free")
-    shows its accuracy alone, its per-order figures being equal by construction."""
-    line = lambda r: (
-        f"acc {r['acc']:.1%}, n={r['n']}"
-        if r.get("order_free")
-        else f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, "
-        f"second {r['acc_chosen_second']:.1%}), "
-        f"consistency {r['consistency']:.1%}, n={r['n']}"
-    )
-    return "\n".join(
-        [f"judge accuracy: {line(result)}"]
-        + [f"  {g}: {line(r)}" for g, r in result["by_lang"].items()]
-    )
-
-
-def report_heldout(result, eval_path, out_file, log=print):
-    """Print a judge's accuracy on held-out pairs (judge_accuracy's keys) and write it to out_file
-    (judge_eval.json here, rm_eval.json for the reward model), naming the pairs' file."""
-    log(f"held-out pairs: {eval_path}\n" + format_accuracy(result))
-    atomic_write(out_file, json.dumps(dict(result, eval_prefs=eval_path), indent=2))
 
 
 # --- training ---
