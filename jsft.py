@@ -190,11 +190,8 @@ def judge_prompt(
         "".join(text for text, _ in template_fields(t[k], f"{where}.{k}"))
         for k in ("system", "assistant")
     )
-    head = (
-        [tokenizer.bos_id, tokenizer.system_id]
-        + tokenizer.encode(system)
-        + [tokenizer.eot_id, tokenizer.user_id]
-    )
+    head = [tokenizer.bos_id, tokenizer.system_id] + tokenizer.encode(system)
+    head += [tokenizer.eot_id, tokenizer.user_id]
     tail = [tokenizer.eot_id, tokenizer.assistant_id] + tokenizer.encode(assistant)
     segments = template_fields(t["user"], f"{where}.user")
     literal = [tokenizer.encode(text) for text, _ in segments]
@@ -226,15 +223,9 @@ def judgment_example(
     assert verdict in (0, 1), f"verdict must be 0 (A is better) or 1 (B), got {verdict!r}"
     target = [(tokenizer.verdict_a_id, tokenizer.verdict_b_id)[verdict]]
     target += (tokenizer.encode(rationale) if rationale else []) + [tokenizer.eot_id]
+    budget = None if max_len is None else max_len - len(target)
     prompt = judge_prompt(
-        tokenizer,
-        context,
-        response_a,
-        response_b,
-        principle,
-        lang,
-        templates,
-        None if max_len is None else max_len - len(target),
+        tokenizer, context, response_a, response_b, principle, lang, templates, budget
     )
     return prompt + target, [0] * len(prompt) + [1] * len(target)
 
@@ -244,29 +235,19 @@ def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None
     then (rejected, chosen) -> " B". With rationale=True a pair that carries rationales is followed
     by them after the verdict, the shown-first response's first (RATIONALE_FORMAT)."""
     examples = []
-    for pair in pairs:
-        pair_lang = lang or context_lang(pair.context)
+    for p in pairs:
+        p_lang = lang or context_lang(p.context)
         for verdict in (0, 1):
-            a, b = (pair.chosen, pair.rejected) if verdict == 0 else (pair.rejected, pair.chosen)
+            a, b = (p.chosen, p.rejected) if verdict == 0 else (p.rejected, p.chosen)
             why = None
-            if rationale and (pair.chosen_rationale or pair.rejected_rationale):
-                ra, rb = pair.chosen_rationale or "-", pair.rejected_rationale or "-"
-                why = RATIONALE_FORMAT[pair_lang].format(
-                    a=ra if verdict == 0 else rb, b=rb if verdict == 0 else ra
-                )
-            examples.append(
-                judgment_example(
-                    tokenizer,
-                    pair.context,
-                    a,
-                    b,
-                    verdict,
-                    pair.principle,
-                    pair_lang,
-                    why,
-                    max_len=max_len,
-                )
+            if rationale and (p.chosen_rationale or p.rejected_rationale):
+                ra, rb = p.chosen_rationale or "-", p.rejected_rationale or "-"
+                ra, rb = (ra, rb) if verdict == 0 else (rb, ra)
+                why = RATIONALE_FORMAT[p_lang].format(a=ra, b=rb)
+            example = judgment_example(
+                tokenizer, p.context, a, b, verdict, p.principle, p_lang, why, max_len=max_len
             )
+            examples.append(example)
     return examples
 
 
@@ -304,24 +285,19 @@ def judge(
         score_a[principle] = (p_A(a, b) + p_B(b, a)) / 2,   p normalised over {A, B}.
     Each principle votes for a (score > 0.5) or b (< 0.5); the majority wins; a tie (or no vote)
     goes to the higher mean score over principles, and an exact 0.5 to a.
-    Returns {"score_a": [mean over principles], "winners": [0 = a, 1 = b],
-             "first_order_a": [the (a, b) prompts alone pick a:
-                               mean over principles of p_A(a, b) > 0.5],
-             "second_order_a": [the (b, a) prompts alone pick a: mean of p_B(b, a) > 0.5],
-             "principle_scores": [[score_a per principle]]}."""
+    Returns {"score_a": [mean over principles], "winners": [0 = a, 1 = b], "first_order_a" /
+    "second_order_a": [the (a, b) / (b, a) prompts alone pick a: mean over principles of
+    p_A(a, b) / p_B(b, a) > 0.5], "principle_scores": [[score_a per principle]]}."""
     assert len(contexts) == len(pairs), f"{len(contexts)} contexts but {len(pairs)} pairs"
     if not principles:
         raise ValueError("judge: give at least one principle")
     max_len = getattr(getattr(unwrap(model), "cfg", None), "max_seq_len", None)
-    prompts = []  # pair-major, then principle, then order: (a, b), (b, a)
-    for context, (a, b) in zip(contexts, pairs):
-        for principle in principles:
-            prompts.append(
-                judge_prompt(tokenizer, context, a, b, principle, lang, templates, max_len)
-            )
-            prompts.append(
-                judge_prompt(tokenizer, context, b, a, principle, lang, templates, max_len)
-            )
+    prompts = [  # pair-major, then principle, then order: (a, b), (b, a)
+        judge_prompt(tokenizer, context, x, y, principle, lang, templates, max_len)
+        for context, (a, b) in zip(contexts, pairs)
+        for principle in principles
+        for x, y in ((a, b), (b, a))
+    ]
     p_a = verdict_prob_a(model, tokenizer, prompts, batch_size).view(len(pairs), len(principles), 2)
     first, second = p_a[..., 0], 1.0 - p_a[..., 1]  # (N, P): p_A(a, b), p_B(b, a)
     scores = (first + second) / 2  # (N, P)
@@ -361,8 +337,7 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
         for k, (i, s) in enumerate(zip(idx, swapped)):
             first, second = out["first_order_a"][k], out["second_order_a"][k]
             winner = out["winners"][k]
-            # first order shows (a, b): chosen first unless swapped;
-            # "picks a" is right unless swapped
+            # the first order, (a, b), shows chosen first unless swapped: "picks a" is right
             rows[i] = (not second, not first, winner == 1) if s else (first, second, winner == 0)
 
     def summary(rs):
@@ -387,45 +362,29 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
 @dataclass
 class JSFTConfig(SFTConfig):
     out_dir: str = opt("out/jsft", "checkpoint folder this phase writes")
-    init_from: str = opt(
-        "out/sft",
-        "start checkpoint: the SFT model, so JSFT has seen every SFT "
-        "example SFT has and adds judging on the mix (or out/pretrain, "
-        "as the paper)",
-    )
+    init_from: str = opt("out/sft", "start checkpoint (the paper's: the base model, out/pretrain)")
     prefs: str = opt(
         "tasks",
-        "preference pairs to learn to judge: 'tasks' (the task world's "
-        "prefs_train.jsonl + ultrafeedback_train.jsonl) or comma-separated "
-        ".jsonl files (HH-RLHF, UltraFeedback or generic layout)",
+        "pairs to learn to judge: 'tasks' (<tasks-dir>/prefs_train.jsonl + ultrafeedback_train"
+        ".jsonl) or comma-separated .jsonl files (HH-RLHF, UltraFeedback or generic layout)",
     )
+    # a judgment is one long prompt for one verdict token: at 0.5 the judge saw 10 % of its pairs
+    # and named the second reply whenever it could not tell (README, Results)
     judge_fraction: float = opt(
-        0.8,
-        "share of judgment examples in the training mix; the smaller "
-        "side is repeated (never cut) to reach it; 0 = plain SFT. A "
-        "judgment is one long prompt for one verdict token: at 0.5 "
-        "the judge saw 10 %% of its pairs and named the second reply "
-        "whenever it could not tell (README, Results)",
+        0.8, "share of judgments in the mix; the smaller side is repeated, never cut; 0 = plain SFT"
     )
-    rationale: bool = opt(
-        False,
-        "rationale variant: UltraFeedback pairs per principle, trained to "
-        "write the rationales after the verdict",
-    )
+    rationale: bool = opt(False, "UltraFeedback pairs per principle, rationales after the verdict")
     judge_lang: str = opt("", "template language en | ko; empty = the context's language")
     eval_prefs: str = opt(
         "tasks",
-        "held-out preference file for judge accuracy; 'tasks' = "
-        "<tasks_dir>/prefs_eval.jsonl, 'none' = skip",
+        "held-out pairs for judge accuracy: 'tasks' (<tasks-dir>/prefs_eval.jsonl), a file "
+        "or 'none'",
     )
     eval_batch_size: int = opt(64, "prompts per judge forward at evaluation")
     sampled_pairs: int = opt(
         1000,
-        "add judgments of the start model's own samples: two replies to "
-        "each of this many train prompts "
-        "(<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
-        "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); "
-        "0 = none",
+        "--prefs tasks: also judge 2 start-model replies to this many train prompts, labelled "
+        "by the verifier, written to <out-dir>/sampled_prefs.jsonl; 0 = none",
     )
     steps: int = 450
     lr: float = 1e-3
