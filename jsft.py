@@ -40,10 +40,10 @@ import torch
 from tqdm import tqdm
 
 from corpus import hangul_share
-from model import eval_mode, last_position_logits, unwrap
+from model import eval_mode, generate, last_position_logits, unwrap
 from pretrain import setup_distributed, train
-from readers import PreferencePair, atomic_write, opt, parse_config, read_conversations
-from readers import read_jsonl, read_preferences, template_fields, validate_templates
+from readers import PreferencePair, atomic_write, opt, parse_config, read_conversations, read_jsonl
+from readers import read_preference_files, read_preferences, template_fields, validate_templates
 from report import report_heldout
 from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, with_lm_mix
 
@@ -392,28 +392,6 @@ class JSFTConfig(SFTConfig):
     warmup_steps: int = 10
 
 
-def read_judgment_pairs(cfg):
-    """The preference pairs JSFT learns to judge (see --prefs). With --rationale, UltraFeedback
-    records give one pair per principle, with that principle's rationales."""
-    if cfg.prefs == "tasks":
-        paths = [
-            os.path.join(cfg.tasks_dir, name)
-            for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")
-        ]
-        hint = "run `python tasks.py` first (or pass --prefs FILES)"
-    else:
-        paths, hint = cfg.prefs.split(","), "check --prefs"
-    for path in paths:
-        if not os.path.exists(path):
-            raise SystemExit(f"{path} not found: {hint}")
-    pairs = []
-    for path in paths:
-        pairs += read_preferences(
-            path, skip_bad=cfg.skip_bad, per_principle=cfg.rationale, seed=cfg.seed
-        )
-    return pairs
-
-
 @torch.no_grad()
 def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=64, progress=True):
     """Judgment data like UltraFeedback's, where the responses come from models: two replies per
@@ -422,31 +400,19 @@ def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=
     Pairs the verifier ties teach nothing and are left out.
     rows: prompts_train.jsonl records ({"messages", "task"}). -> (PreferencePairs, tie count)."""
     import tasks as task_world
-    from model import generate
 
     core, pairs, ties = unwrap(model), [], 0
     generator = torch.Generator(device=next(core.parameters()).device).manual_seed(seed)
+    sampling = dict(temperature=1.0, top_p=0.9, stop_ids=(tokenizer.eot_id,), generator=generator)
     starts = range(0, len(rows), batch_size // 2)
     with eval_mode(core):
         for start in tqdm(
             starts, desc="sampling judgment pairs", unit="batch", disable=not progress
         ):
             chunk = rows[start : start + batch_size // 2]
-            prompts = [
-                tokenizer.render_chat(r["messages"], add_generation_prompt=True)[0]
-                for r in chunk
-                for _ in (0, 1)
-            ]
-            new = generate(
-                core,
-                prompts,
-                max_new_tokens,
-                temperature=1.0,
-                top_p=0.9,
-                stop_ids=(tokenizer.eot_id,),
-                generator=generator,
-                pad_id=tokenizer.pad_id,
-            )
+            chats = [r["messages"] for r in chunk for _ in (0, 1)]
+            prompts = [tokenizer.render_chat(m, add_generation_prompt=True)[0] for m in chats]
+            new = generate(core, prompts, max_new_tokens, pad_id=tokenizer.pad_id, **sampling)
             texts = [tokenizer.decode([t for t in ids if t != tokenizer.eot_id]) for ids in new]
             for r, a, b in zip(chunk, texts[0::2], texts[1::2]):
                 sa, sb = (task_world.score(r["task"], x)["overall"] for x in (a, b))
@@ -498,11 +464,9 @@ def main(argv=None):
             f"--judge-lang {cfg.judge_lang!r}: use one of {sorted(JUDGE_TEMPLATES)} "
             "or leave it empty"
         )
-    eval_path = (
-        os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
-        if cfg.eval_prefs == "tasks"
-        else cfg.eval_prefs
-    )
+    eval_path = cfg.eval_prefs
+    if eval_path == "tasks":
+        eval_path = os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
     if cfg.eval_prefs != "none" and not os.path.exists(eval_path):
         raise SystemExit(
             f"--eval-prefs: {eval_path} not found (run `python tasks.py`, pass a file, or 'none')"
@@ -510,12 +474,12 @@ def main(argv=None):
     model, tokenizer, tokenizer_path = load_start(cfg, device)
     lang = cfg.judge_lang or None
 
-    sft_train, sft_val = (
-        prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log)
-        if cfg.judge_fraction < 1.0
-        else ([], [])
-    )
-    pairs = read_judgment_pairs(cfg)
+    sft_train, sft_val = [], []
+    if cfg.judge_fraction < 1.0:
+        chats = read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad)
+        sft_train, sft_val = prepare(cfg, tokenizer, chats, log)
+    # --rationale: UltraFeedback records give one pair per principle, with its rationales
+    pairs = read_preference_files(cfg.prefs, cfg.tasks_dir, cfg.skip_bad, cfg.rationale, cfg.seed)
     # every rank samples the same pairs; rank 0 writes them
     if cfg.sampled_pairs and cfg.prefs == "tasks":
         rows = read_jsonl(os.path.join(cfg.tasks_dir, "prompts_train.jsonl"), lambda row: row)
@@ -524,17 +488,9 @@ def main(argv=None):
         log(f"sampled pairs: {len(own)} from {len(rows)} prompts ({ties} verifier ties left out)")
         if rank == 0:
             os.makedirs(cfg.out_dir, exist_ok=True)
-            atomic_write(
-                os.path.join(cfg.out_dir, "sampled_prefs.jsonl"),
-                "".join(
-                    json.dumps(
-                        {"messages": p.context, "chosen": p.chosen, "rejected": p.rejected},
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                    for p in own
-                ),
-            )
+            records = [dict(messages=p.context, chosen=p.chosen, rejected=p.rejected) for p in own]
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            atomic_write(os.path.join(cfg.out_dir, "sampled_prefs.jsonl"), text)
         pairs += own
     judgments = judgment_examples(tokenizer, pairs, cfg.rationale, lang, max_len=cfg.seq_len + 1)
     units, mix = mix_units(sft_train, judgments, cfg.judge_fraction, cfg.seed)
@@ -545,11 +501,9 @@ def main(argv=None):
         f"({mix['judgments'] / max(1, sum(mix.values())):.0%} judgments)"
     )
 
-    eval_pairs = (
-        []
-        if cfg.eval_prefs == "none"
-        else read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed)
-    )
+    eval_pairs = []
+    if cfg.eval_prefs != "none":
+        eval_pairs = read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed)
     sft_val_fn = (
         masked_val_loss(sft_val, tokenizer.pad_id, device, cfg.max_tokens) if sft_val else None
     )
@@ -567,25 +521,10 @@ def main(argv=None):
     torch.manual_seed(cfg.seed)
     get_batch = batch_source(units, cfg, tokenizer.pad_id, device, rank, world_size, window=32)
     get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
-    judge_format = {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}
-    train(
-        model,
-        get_batch,
-        cfg,
-        {
-            "phase": "jsft",
-            "init_from": cfg.init_from,
-            "special_ids": tokenizer.special_ids(),
-            "judge": judge_format,
-        },
-        loss_fn=loss_fn,
-        val_fn=val_fn,
-        tokenizer_path=tokenizer_path,
-        device=device,
-        rank=rank,
-        world_size=world_size,
-        log=log,
-    )
+    extra = {"phase": "jsft", "init_from": cfg.init_from, "special_ids": tokenizer.special_ids()}
+    extra["judge"] = {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}
+    run = dict(tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size)
+    train(model, get_batch, cfg, extra, loss_fn=loss_fn, val_fn=val_fn, log=log, **run)
     if eval_pairs and rank == 0:
         result = last_eval.get("result") or judge_accuracy(
             model, tokenizer, eval_pairs, lang, cfg.eval_batch_size
