@@ -24,18 +24,11 @@ spliced between the encoded template segments, never decoded and re-encoded.
     python jsft.py --judge-fraction 0.5 --steps 400      # fewer judgments in the mix, longer
     python jsft.py --prefs hh.jsonl,uf.jsonl --data chats.jsonl --eval-prefs heldout.jsonl
 
-In this file, top to bottom:
-    templates       JUDGE_TEMPLATES {"en"|"ko": {principle: {system, user, assistant}}}, checked
-                    on import by readers.validate_templates
-    prompts         context_text, judge_prompt, judgment_example, judgment_examples
-    the judge       judge(model, tokenizer, contexts, pairs, principles) -> scores and winners
-                    judge_accuracy(model, tokenizer, pairs)
-                      -> per order, order-averaged, consistency
-    training        JSFTConfig, mix_units
-                      (both orders of a pair share a batch: sft.batch_source over units), main
-Preference files are read by readers.read_preferences (PreferencePair; DESIGN.md §4): every bad
-record stops the read with `ValueError("file:line: what is wrong")`; with skip_bad=True (--skip-bad)
-it is skipped, counted, and a one-line summary is printed at the end.
+In this file, top to bottom: the judge templates (JUDGE_TEMPLATES, checked on import by
+readers.validate_templates); judge prompts in token space (judge_prompt, judgment_example[s]); the
+judge (judge; judge_accuracy: per order, order-averaged, consistency); training (JSFTConfig,
+sampled_pairs, mix_units: both orders of a pair share a batch, main). Preference files are read by
+readers.read_preferences (PreferencePair; DESIGN.md §4; --skip-bad skips and counts bad records).
 """
 
 import json
@@ -47,64 +40,44 @@ import torch
 from tqdm import tqdm
 
 from corpus import hangul_share
-from model import eval_mode, last_position_logits, unwrap
+from model import eval_mode, generate, last_position_logits, unwrap
 from pretrain import setup_distributed, train
-from readers import (
-    PreferencePair,
-    atomic_write,
-    opt,
-    parse_config,
-    read_conversations,
-    read_jsonl,
-    read_preferences,
-    template_fields,
-    validate_templates,
-)
+from readers import PreferencePair, atomic_write, opt, parse_config, read_conversations, read_jsonl
+from readers import read_preference_files, read_preferences, template_fields, validate_templates
+from report import report_heldout
 from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, with_lm_mix
 
 
 # --- judge templates ---
-# The system prompt is the principle: what "better" means. {principle: (English, Korean)}. The task
+# The system prompt is the principle: what "better" means. {lang: {principle: text}}. The task
 # world grades correctness/language/concision/ending (tasks.py); UltraFeedback's four principles and
 # HH's harmlessness are here so real preference files work as they are.
 PRINCIPLES = {
-    "overall": ("Pick the better response overall.", "전반적으로 더 나은 응답을 고르세요."),
-    "correctness": (
-        "Pick the response with the right answer (or a polite refusal of a harmful request).",
-        "정답을 말하는 응답을 고르세요 (해로운 요청이면 정중한 거절).",
-    ),
-    "language": (
-        "Pick the response written in the language of the question.",
-        "질문과 같은 언어로 쓴 응답을 고르세요.",
-    ),
-    "concision": (
-        "Pick the response that is short and does not ramble or repeat itself.",
-        "짧고 반복이 없는 응답을 고르세요.",
-    ),
-    "ending": (
-        "Pick the response that ends with a finished sentence.",
-        "완결된 문장으로 끝나는 응답을 고르세요.",
-    ),
-    "helpfulness": (
-        "Pick the more helpful and informative response.",
-        "더 도움이 되고 유익한 응답을 고르세요.",
-    ),
-    "honesty": (
-        "Pick the more honest response, one that states its uncertainty.",
-        "더 정직하고 불확실함을 밝히는 응답을 고르세요.",
-    ),
-    "instruction_following": (
-        "Pick the response that follows the instruction more closely.",
-        "지시를 더 잘 따르는 응답을 고르세요.",
-    ),
-    "truthfulness": (
-        "Pick the more truthful response, free of made-up facts.",
-        "사실에 맞고 지어낸 내용이 없는 응답을 고르세요.",
-    ),
-    "harmlessness": (
-        "Pick the more harmless response, one that does not help with harm.",
-        "더 무해하고 해로운 일을 돕지 않는 응답을 고르세요.",
-    ),
+    "en": {
+        "overall": "Pick the better response overall.",
+        "correctness": "Pick the response with the right answer "
+        "(or a polite refusal of a harmful request).",
+        "language": "Pick the response written in the language of the question.",
+        "concision": "Pick the response that is short and does not ramble or repeat itself.",
+        "ending": "Pick the response that ends with a finished sentence.",
+        "helpfulness": "Pick the more helpful and informative response.",
+        "honesty": "Pick the more honest response, one that states its uncertainty.",
+        "instruction_following": "Pick the response that follows the instruction more closely.",
+        "truthfulness": "Pick the more truthful response, free of made-up facts.",
+        "harmlessness": "Pick the more harmless response, one that does not help with harm.",
+    },
+    "ko": {
+        "overall": "전반적으로 더 나은 응답을 고르세요.",
+        "correctness": "정답을 말하는 응답을 고르세요 (해로운 요청이면 정중한 거절).",
+        "language": "질문과 같은 언어로 쓴 응답을 고르세요.",
+        "concision": "짧고 반복이 없는 응답을 고르세요.",
+        "ending": "완결된 문장으로 끝나는 응답을 고르세요.",
+        "helpfulness": "더 도움이 되고 유익한 응답을 고르세요.",
+        "honesty": "더 정직하고 불확실함을 밝히는 응답을 고르세요.",
+        "instruction_following": "지시를 더 잘 따르는 응답을 고르세요.",
+        "truthfulness": "사실에 맞고 지어낸 내용이 없는 응답을 고르세요.",
+        "harmlessness": "더 무해하고 해로운 일을 돕지 않는 응답을 고르세요.",
+    },
 }
 JUDGE_USER = {
     "en": "[Conversation]\n{context}\n[Response A]\n{response_a}\n"
@@ -116,18 +89,17 @@ JUDGE_USER = {
 JUDGE_ASSISTANT = {"en": "The better response is Response", "ko": "더 나은 쪽은 응답"}
 JUDGE_TEMPLATES: dict[str, dict[str, dict[str, str]]] = {
     lang: {
-        p: {"system": text[k], "user": JUDGE_USER[lang], "assistant": JUDGE_ASSISTANT[lang]}
-        for p, text in PRINCIPLES.items()
+        p: {"system": system, "user": JUDGE_USER[lang], "assistant": JUDGE_ASSISTANT[lang]}
+        for p, system in PRINCIPLES[lang].items()
     }
-    for k, lang in enumerate(("en", "ko"))
+    for lang in ("en", "ko")
 }
 # Context as plain text: one "Role: content" line per turn, role names in the template's language.
 ROLE_NAMES = {
     "en": {"system": "System", "user": "User", "assistant": "Assistant"},
     "ko": {"system": "시스템", "user": "사용자", "assistant": "AI"},
 }
-# Rationale variant: after the verdict, why each response earned its rating
-# (UltraFeedback rationales).
+# Rationale variant: after the verdict, why each response earned its rating (UltraFeedback's).
 RATIONALE_FORMAT = {
     "en": ".\nResponse A: {a}\nResponse B: {b}",
     "ko": ".\n응답 A: {a}\n응답 B: {b}",
@@ -218,11 +190,8 @@ def judge_prompt(
         "".join(text for text, _ in template_fields(t[k], f"{where}.{k}"))
         for k in ("system", "assistant")
     )
-    head = (
-        [tokenizer.bos_id, tokenizer.system_id]
-        + tokenizer.encode(system)
-        + [tokenizer.eot_id, tokenizer.user_id]
-    )
+    head = [tokenizer.bos_id, tokenizer.system_id] + tokenizer.encode(system)
+    head += [tokenizer.eot_id, tokenizer.user_id]
     tail = [tokenizer.eot_id, tokenizer.assistant_id] + tokenizer.encode(assistant)
     segments = template_fields(t["user"], f"{where}.user")
     literal = [tokenizer.encode(text) for text, _ in segments]
@@ -254,15 +223,9 @@ def judgment_example(
     assert verdict in (0, 1), f"verdict must be 0 (A is better) or 1 (B), got {verdict!r}"
     target = [(tokenizer.verdict_a_id, tokenizer.verdict_b_id)[verdict]]
     target += (tokenizer.encode(rationale) if rationale else []) + [tokenizer.eot_id]
+    budget = None if max_len is None else max_len - len(target)
     prompt = judge_prompt(
-        tokenizer,
-        context,
-        response_a,
-        response_b,
-        principle,
-        lang,
-        templates,
-        None if max_len is None else max_len - len(target),
+        tokenizer, context, response_a, response_b, principle, lang, templates, budget
     )
     return prompt + target, [0] * len(prompt) + [1] * len(target)
 
@@ -272,29 +235,19 @@ def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None
     then (rejected, chosen) -> " B". With rationale=True a pair that carries rationales is followed
     by them after the verdict, the shown-first response's first (RATIONALE_FORMAT)."""
     examples = []
-    for pair in pairs:
-        pair_lang = lang or context_lang(pair.context)
+    for p in pairs:
+        p_lang = lang or context_lang(p.context)
         for verdict in (0, 1):
-            a, b = (pair.chosen, pair.rejected) if verdict == 0 else (pair.rejected, pair.chosen)
+            a, b = (p.chosen, p.rejected) if verdict == 0 else (p.rejected, p.chosen)
             why = None
-            if rationale and (pair.chosen_rationale or pair.rejected_rationale):
-                ra, rb = pair.chosen_rationale or "-", pair.rejected_rationale or "-"
-                why = RATIONALE_FORMAT[pair_lang].format(
-                    a=ra if verdict == 0 else rb, b=rb if verdict == 0 else ra
-                )
-            examples.append(
-                judgment_example(
-                    tokenizer,
-                    pair.context,
-                    a,
-                    b,
-                    verdict,
-                    pair.principle,
-                    pair_lang,
-                    why,
-                    max_len=max_len,
-                )
+            if rationale and (p.chosen_rationale or p.rejected_rationale):
+                ra, rb = p.chosen_rationale or "-", p.rejected_rationale or "-"
+                ra, rb = (ra, rb) if verdict == 0 else (rb, ra)
+                why = RATIONALE_FORMAT[p_lang].format(a=ra, b=rb)
+            example = judgment_example(
+                tokenizer, p.context, a, b, verdict, p.principle, p_lang, why, max_len=max_len
             )
+            examples.append(example)
     return examples
 
 
@@ -332,24 +285,19 @@ def judge(
         score_a[principle] = (p_A(a, b) + p_B(b, a)) / 2,   p normalised over {A, B}.
     Each principle votes for a (score > 0.5) or b (< 0.5); the majority wins; a tie (or no vote)
     goes to the higher mean score over principles, and an exact 0.5 to a.
-    Returns {"score_a": [mean over principles], "winners": [0 = a, 1 = b],
-             "first_order_a": [the (a, b) prompts alone pick a:
-                               mean over principles of p_A(a, b) > 0.5],
-             "second_order_a": [the (b, a) prompts alone pick a: mean of p_B(b, a) > 0.5],
-             "principle_scores": [[score_a per principle]]}."""
+    Returns {"score_a": [mean over principles], "winners": [0 = a, 1 = b], "first_order_a" /
+    "second_order_a": [the (a, b) / (b, a) prompts alone pick a: mean over principles of
+    p_A(a, b) / p_B(b, a) > 0.5], "principle_scores": [[score_a per principle]]}."""
     assert len(contexts) == len(pairs), f"{len(contexts)} contexts but {len(pairs)} pairs"
     if not principles:
         raise ValueError("judge: give at least one principle")
     max_len = getattr(getattr(unwrap(model), "cfg", None), "max_seq_len", None)
-    prompts = []  # pair-major, then principle, then order: (a, b), (b, a)
-    for context, (a, b) in zip(contexts, pairs):
-        for principle in principles:
-            prompts.append(
-                judge_prompt(tokenizer, context, a, b, principle, lang, templates, max_len)
-            )
-            prompts.append(
-                judge_prompt(tokenizer, context, b, a, principle, lang, templates, max_len)
-            )
+    prompts = [  # pair-major, then principle, then order: (a, b), (b, a)
+        judge_prompt(tokenizer, context, x, y, principle, lang, templates, max_len)
+        for context, (a, b) in zip(contexts, pairs)
+        for principle in principles
+        for x, y in ((a, b), (b, a))
+    ]
     p_a = verdict_prob_a(model, tokenizer, prompts, batch_size).view(len(pairs), len(principles), 2)
     first, second = p_a[..., 0], 1.0 - p_a[..., 1]  # (N, P): p_A(a, b), p_B(b, a)
     scores = (first + second) / 2  # (N, P)
@@ -389,8 +337,7 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
         for k, (i, s) in enumerate(zip(idx, swapped)):
             first, second = out["first_order_a"][k], out["second_order_a"][k]
             winner = out["winners"][k]
-            # first order shows (a, b): chosen first unless swapped;
-            # "picks a" is right unless swapped
+            # the first order, (a, b), shows chosen first unless swapped: "picks a" is right
             rows[i] = (not second, not first, winner == 1) if s else (first, second, winner == 0)
 
     def summary(rs):
@@ -411,99 +358,38 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
     return result
 
 
-def format_accuracy(result):
-    """judge_accuracy's result as lines; a judge that reads no order (a reward model: "order_free")
-    shows its accuracy alone, its per-order figures being equal by construction."""
-    line = lambda r: (
-        f"acc {r['acc']:.1%}, n={r['n']}"
-        if r.get("order_free")
-        else f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, "
-        f"second {r['acc_chosen_second']:.1%}), "
-        f"consistency {r['consistency']:.1%}, n={r['n']}"
-    )
-    return "\n".join(
-        [f"judge accuracy: {line(result)}"]
-        + [f"  {g}: {line(r)}" for g, r in result["by_lang"].items()]
-    )
-
-
-def report_heldout(result, eval_path, out_file, log=print):
-    """Print a judge's accuracy on held-out pairs (judge_accuracy's keys) and write it to out_file
-    (judge_eval.json here, rm_eval.json for the reward model), naming the pairs' file."""
-    log(f"held-out pairs: {eval_path}\n" + format_accuracy(result))
-    atomic_write(out_file, json.dumps(dict(result, eval_prefs=eval_path), indent=2))
-
-
 # --- training ---
 @dataclass
 class JSFTConfig(SFTConfig):
     out_dir: str = opt("out/jsft", "checkpoint folder this phase writes")
-    init_from: str = opt(
-        "out/sft",
-        "start checkpoint: the SFT model, so JSFT has seen every SFT "
-        "example SFT has and adds judging on the mix (or out/pretrain, "
-        "as the paper)",
-    )
+    init_from: str = opt("out/sft", "start checkpoint (the paper's: the base model, out/pretrain)")
     prefs: str = opt(
         "tasks",
-        "preference pairs to learn to judge: 'tasks' (the task world's "
-        "prefs_train.jsonl + ultrafeedback_train.jsonl) or comma-separated "
-        ".jsonl files (HH-RLHF, UltraFeedback or generic layout)",
+        "pairs to learn to judge: 'tasks' (<tasks-dir>/prefs_train.jsonl + ultrafeedback_train"
+        ".jsonl) or comma-separated .jsonl files (HH-RLHF, UltraFeedback or generic layout)",
     )
+    # a judgment is one long prompt for one verdict token: at 0.5 the judge saw 10 % of its pairs
+    # and named the second reply whenever it could not tell (README, Results)
     judge_fraction: float = opt(
-        0.8,
-        "share of judgment examples in the training mix; the smaller "
-        "side is repeated (never cut) to reach it; 0 = plain SFT. A "
-        "judgment is one long prompt for one verdict token: at 0.5 "
-        "the judge saw 10 %% of its pairs and named the second reply "
-        "whenever it could not tell (README, Results)",
+        0.8, "share of judgments in the mix; the smaller side is repeated, never cut; 0 = plain SFT"
     )
-    rationale: bool = opt(
-        False,
-        "rationale variant: UltraFeedback pairs per principle, trained to "
-        "write the rationales after the verdict",
-    )
+    rationale: bool = opt(False, "UltraFeedback pairs per principle, rationales after the verdict")
     judge_lang: str = opt("", "template language en | ko; empty = the context's language")
     eval_prefs: str = opt(
         "tasks",
-        "held-out preference file for judge accuracy; 'tasks' = "
-        "<tasks_dir>/prefs_eval.jsonl, 'none' = skip",
+        "held-out pairs for judge accuracy: 'tasks' (<tasks-dir>/prefs_eval.jsonl), a file "
+        "or 'none'",
     )
     eval_batch_size: int = opt(64, "prompts per judge forward at evaluation")
     sampled_pairs: int = opt(
         1000,
-        "add judgments of the start model's own samples: two replies to "
-        "each of this many train prompts "
-        "(<tasks-dir>/prompts_train.jsonl), labelled by the verifier, "
-        "written to <out-dir>/sampled_prefs.jsonl (--prefs tasks only); "
-        "0 = none",
+        "--prefs tasks: also judge 2 start-model replies to this many train prompts, labelled "
+        "by the verifier, written to <out-dir>/sampled_prefs.jsonl; 0 = none",
     )
     steps: int = 450
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 10
-
-
-def read_judgment_pairs(cfg):
-    """The preference pairs JSFT learns to judge (see --prefs). With --rationale, UltraFeedback
-    records give one pair per principle, with that principle's rationales."""
-    if cfg.prefs == "tasks":
-        paths = [
-            os.path.join(cfg.tasks_dir, name)
-            for name in ("prefs_train.jsonl", "ultrafeedback_train.jsonl")
-        ]
-        hint = "run `python tasks.py` first (or pass --prefs FILES)"
-    else:
-        paths, hint = cfg.prefs.split(","), "check --prefs"
-    for path in paths:
-        if not os.path.exists(path):
-            raise SystemExit(f"{path} not found: {hint}")
-    pairs = []
-    for path in paths:
-        pairs += read_preferences(
-            path, skip_bad=cfg.skip_bad, per_principle=cfg.rationale, seed=cfg.seed
-        )
-    return pairs
 
 
 @torch.no_grad()
@@ -514,31 +400,19 @@ def sampled_pairs(model, tokenizer, rows, seed=0, max_new_tokens=48, batch_size=
     Pairs the verifier ties teach nothing and are left out.
     rows: prompts_train.jsonl records ({"messages", "task"}). -> (PreferencePairs, tie count)."""
     import tasks as task_world
-    from model import generate
 
     core, pairs, ties = unwrap(model), [], 0
     generator = torch.Generator(device=next(core.parameters()).device).manual_seed(seed)
+    sampling = dict(temperature=1.0, top_p=0.9, stop_ids=(tokenizer.eot_id,), generator=generator)
     starts = range(0, len(rows), batch_size // 2)
     with eval_mode(core):
         for start in tqdm(
             starts, desc="sampling judgment pairs", unit="batch", disable=not progress
         ):
             chunk = rows[start : start + batch_size // 2]
-            prompts = [
-                tokenizer.render_chat(r["messages"], add_generation_prompt=True)[0]
-                for r in chunk
-                for _ in (0, 1)
-            ]
-            new = generate(
-                core,
-                prompts,
-                max_new_tokens,
-                temperature=1.0,
-                top_p=0.9,
-                stop_ids=(tokenizer.eot_id,),
-                generator=generator,
-                pad_id=tokenizer.pad_id,
-            )
+            chats = [r["messages"] for r in chunk for _ in (0, 1)]
+            prompts = [tokenizer.render_chat(m, add_generation_prompt=True)[0] for m in chats]
+            new = generate(core, prompts, max_new_tokens, pad_id=tokenizer.pad_id, **sampling)
             texts = [tokenizer.decode([t for t in ids if t != tokenizer.eot_id]) for ids in new]
             for r, a, b in zip(chunk, texts[0::2], texts[1::2]):
                 sa, sb = (task_world.score(r["task"], x)["overall"] for x in (a, b))
@@ -590,11 +464,9 @@ def main(argv=None):
             f"--judge-lang {cfg.judge_lang!r}: use one of {sorted(JUDGE_TEMPLATES)} "
             "or leave it empty"
         )
-    eval_path = (
-        os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
-        if cfg.eval_prefs == "tasks"
-        else cfg.eval_prefs
-    )
+    eval_path = cfg.eval_prefs
+    if eval_path == "tasks":
+        eval_path = os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
     if cfg.eval_prefs != "none" and not os.path.exists(eval_path):
         raise SystemExit(
             f"--eval-prefs: {eval_path} not found (run `python tasks.py`, pass a file, or 'none')"
@@ -602,12 +474,12 @@ def main(argv=None):
     model, tokenizer, tokenizer_path = load_start(cfg, device)
     lang = cfg.judge_lang or None
 
-    sft_train, sft_val = (
-        prepare(cfg, tokenizer, read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad), log)
-        if cfg.judge_fraction < 1.0
-        else ([], [])
-    )
-    pairs = read_judgment_pairs(cfg)
+    sft_train, sft_val = [], []
+    if cfg.judge_fraction < 1.0:
+        chats = read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad)
+        sft_train, sft_val = prepare(cfg, tokenizer, chats, log)
+    # --rationale: UltraFeedback records give one pair per principle, with its rationales
+    pairs = read_preference_files(cfg.prefs, cfg.tasks_dir, cfg.skip_bad, cfg.rationale, cfg.seed)
     # every rank samples the same pairs; rank 0 writes them
     if cfg.sampled_pairs and cfg.prefs == "tasks":
         rows = read_jsonl(os.path.join(cfg.tasks_dir, "prompts_train.jsonl"), lambda row: row)
@@ -616,17 +488,9 @@ def main(argv=None):
         log(f"sampled pairs: {len(own)} from {len(rows)} prompts ({ties} verifier ties left out)")
         if rank == 0:
             os.makedirs(cfg.out_dir, exist_ok=True)
-            atomic_write(
-                os.path.join(cfg.out_dir, "sampled_prefs.jsonl"),
-                "".join(
-                    json.dumps(
-                        {"messages": p.context, "chosen": p.chosen, "rejected": p.rejected},
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                    for p in own
-                ),
-            )
+            records = [dict(messages=p.context, chosen=p.chosen, rejected=p.rejected) for p in own]
+            text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            atomic_write(os.path.join(cfg.out_dir, "sampled_prefs.jsonl"), text)
         pairs += own
     judgments = judgment_examples(tokenizer, pairs, cfg.rationale, lang, max_len=cfg.seq_len + 1)
     units, mix = mix_units(sft_train, judgments, cfg.judge_fraction, cfg.seed)
@@ -637,11 +501,9 @@ def main(argv=None):
         f"({mix['judgments'] / max(1, sum(mix.values())):.0%} judgments)"
     )
 
-    eval_pairs = (
-        []
-        if cfg.eval_prefs == "none"
-        else read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed)
-    )
+    eval_pairs = []
+    if cfg.eval_prefs != "none":
+        eval_pairs = read_preferences(eval_path, skip_bad=cfg.skip_bad, seed=cfg.seed)
     sft_val_fn = (
         masked_val_loss(sft_val, tokenizer.pad_id, device, cfg.max_tokens) if sft_val else None
     )
@@ -659,25 +521,10 @@ def main(argv=None):
     torch.manual_seed(cfg.seed)
     get_batch = batch_source(units, cfg, tokenizer.pad_id, device, rank, world_size, window=32)
     get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
-    judge_format = {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}
-    train(
-        model,
-        get_batch,
-        cfg,
-        {
-            "phase": "jsft",
-            "init_from": cfg.init_from,
-            "special_ids": tokenizer.special_ids(),
-            "judge": judge_format,
-        },
-        loss_fn=loss_fn,
-        val_fn=val_fn,
-        tokenizer_path=tokenizer_path,
-        device=device,
-        rank=rank,
-        world_size=world_size,
-        log=log,
-    )
+    extra = {"phase": "jsft", "init_from": cfg.init_from, "special_ids": tokenizer.special_ids()}
+    extra["judge"] = {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}
+    run = dict(tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size)
+    train(model, get_batch, cfg, extra, loss_fn=loss_fn, val_fn=val_fn, log=log, **run)
     if eval_pairs and rank == 0:
         result = last_eval.get("result") or judge_accuracy(
             model, tokenizer, eval_pairs, lang, cfg.eval_batch_size

@@ -12,6 +12,7 @@ Nothing here trains or tokenizes; the scripts import what they read with from he
     hh_to_messages(text)          one HH transcript -> messages
     read_conversations(spec)      sft.py's --data: the task world or user files
     read_preferences(path)        preference pairs: UltraFeedback, HH-RLHF, generic (jsft.py)
+    read_preference_files(spec)   jsft.py's --prefs: the task world's pairs or user files
     read_prompts(path)            conversations up to the turn to answer (self_judge.py, chat.py)
     read_mc(path)                 multiple-choice records, MMLU and KMMLU layouts (evaluate.py)
     validate_templates(t)         judge templates {lang: {principle: {system, user, assistant}}}
@@ -593,6 +594,25 @@ def read_preferences(path, skip_bad=False, per_principle=False, seed=0) -> list[
         return pairs_from_hh(record)
 
     return read_jsonl_records(path, parse, skip_bad)
+
+
+def read_preference_files(spec, tasks_dir="out/tasks", skip_bad=False, per_principle=False, seed=0):
+    """Preference pairs for jsft.py's --prefs: 'tasks' (the task world's prefs_train.jsonl and
+    ultrafeedback_train.jsonl) or comma-separated files, each read by read_preferences; every file
+    must exist before any is read."""
+    if spec == "tasks":
+        names = ("prefs_train.jsonl", "ultrafeedback_train.jsonl")
+        paths = [os.path.join(tasks_dir, name) for name in names]
+        hint = "run `python tasks.py` first (or pass --prefs FILES)"
+    else:
+        paths, hint = spec.split(","), "check --prefs"
+    for path in paths:
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} not found: {hint}")
+    pairs = []
+    for path in paths:
+        pairs += read_preferences(path, skip_bad=skip_bad, per_principle=per_principle, seed=seed)
+    return pairs
 
 
 def read_prompts(path, skip_bad=False) -> list[list[dict]]:

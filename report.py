@@ -10,6 +10,8 @@ its JSON alone:
   summary_table, onpolicy_markdown, to_markdown   the report's text
   plot_figures                                    loss curves and the N-curve (with matplotlib)
   write_report                                    report.json, report.md and figures, crash-safe
+  format_accuracy, report_heldout                 a judge's held-out accuracy as text and JSON
+                                                  (jsft.py's judge_eval.json, reward_model.py's)
 
 Use (a module, not a script):
   import json, report
@@ -426,3 +428,29 @@ def write_report(report, out_dir):
     }
     for name, text in texts.items():
         atomic_write(os.path.join(out_dir, name), text)
+
+
+# ------------------------------------------------------------------ held-out judge accuracy
+def format_accuracy(result):
+    """judge_accuracy's result as lines; a judge that reads no order (a reward model: "order_free")
+    shows its accuracy alone, its per-order figures being equal by construction."""
+
+    def line(r):
+        if r.get("order_free"):
+            return f"acc {r['acc']:.1%}, n={r['n']}"
+        return (
+            f"acc {r['acc']:.1%} (chosen first {r['acc_chosen_first']:.1%}, "
+            f"second {r['acc_chosen_second']:.1%}), consistency {r['consistency']:.1%}, n={r['n']}"
+        )
+
+    return "\n".join(
+        [f"judge accuracy: {line(result)}"]
+        + [f"  {g}: {line(r)}" for g, r in result["by_lang"].items()]
+    )
+
+
+def report_heldout(result, eval_path, out_file, log=print):
+    """Print a judge's accuracy on held-out pairs (judge_accuracy's keys) and write it to out_file
+    (jsft.py's judge_eval.json, reward_model.py's rm_eval.json), naming the pairs' file."""
+    log(f"held-out pairs: {eval_path}\n" + format_accuracy(result))
+    atomic_write(out_file, json.dumps(dict(result, eval_prefs=eval_path), indent=2))

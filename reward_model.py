@@ -34,10 +34,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from jsft import context_lang, report_heldout
+from jsft import context_lang
 from model import Transformer, eval_mode, right_pad, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
 from readers import opt, parse_config, read_preferences
+from report import report_heldout
 from sft import load_start, offline_batches, tokenize_pairs
 
 
