@@ -16,6 +16,7 @@ import torch
 import data
 from corpus import CORPUS_DIR, default_corpus, default_sources, hangul_share
 from readers import Source, read_sources
+from report import data_summary
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +121,7 @@ def test_default_build_hits_the_mixture(tmp_path, spm_tok):
     total = sum(tokens.values())
     for g, n in tokens.items():
         assert abs(n / total - 1 / 3) <= 0.1 / 3, (g, n / total)
-    table = data.summary(meta)
+    table = data_summary(meta)
     for name in meta["sources"]:
         assert name in table
     for g in ("ko", "en", "code"):  # per-language val files with their byte and token counts
