@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from readers import DataError, atomic_write_dir, opt, parse_config, parse_weights, read_sources
+from readers import DataError, atomic_write_dir, load_tokens, opt, parse_config, parse_weights
+from readers import read_sources, write_file
 from corpus import default_sources
 from report import data_summary
 
@@ -142,14 +143,12 @@ def near_duplicates(texts, threshold=0.8, num_perm=64, bands=16, seed=0):
     return dups
 
 
-FILTERS = ("jsonl_skipped", "emails", "phones", "too_short", "repetitive", "exact_dup", "near_dup")
+COUNTS = ("jsonl_skipped", "emails", "phones", "too_short", "repetitive", "exact_dup", "near_dup")
 
 
 def clean(sources, cfg):
     """Scrub and filter sources in place (docs -> [(text, group)]); returns counts per source."""
-    counts = {
-        s.name: dict(dict.fromkeys(FILTERS, 0), jsonl_skipped=len(s.skipped)) for s in sources
-    }
+    counts = {s.name: dict(dict.fromkeys(COUNTS, 0), jsonl_skipped=len(s.skipped)) for s in sources}
     seen, pool = set(), []  # exact-dup hashes; (source index, doc index) of survivors for near-dup
     for si, s in enumerate(sources):
         kept = []
@@ -191,10 +190,7 @@ def fim_split(text, rng, mode="thirds"):
     """-> (prefix, middle, suffix), joined = text; cut at thirds (HCX) or 2 uniform points."""
     assert mode in ("thirds", "random"), f"fim split {mode!r}: use thirds or random"
     n = len(text)
-    if mode == "thirds":
-        i, j = n // 3, 2 * n // 3
-    else:
-        i, j = sorted(rng.integers(0, n + 1, size=2))
+    i, j = (n // 3, 2 * n // 3) if mode == "thirds" else sorted(rng.integers(0, n + 1, size=2))
     return text[:i], text[i:j], text[j:]
 
 
@@ -393,35 +389,18 @@ def build(cfg, tok=None):
         "seconds": round(time.time() - t0, 2),
     }
 
-    def write(folder):  # the whole folder is swapped in at the end, or nothing is
-        train_flat.tofile(os.path.join(folder, "train.bin"))
-        np.concatenate(val_flat).tofile(os.path.join(folder, "val.bin"))
+    def write(tmp):  # a temporary folder, swapped in for cfg.out_dir once complete
+        train_flat.tofile(os.path.join(tmp, "train.bin"))
+        np.concatenate(val_flat).tofile(os.path.join(tmp, "val.bin"))
         for g, ids in zip(groups, val_flat):
-            ids.tofile(os.path.join(folder, f"val_{g}.bin"))
-        with open(os.path.join(folder, "meta.json"), "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, ensure_ascii=False, indent=1)
+            ids.tofile(os.path.join(tmp, f"val_{g}.bin"))
+        write_file(os.path.join(tmp, "meta.json"), json.dumps(meta, ensure_ascii=False, indent=1))
 
     atomic_write_dir(cfg.out_dir, write)
     return meta
 
 
 # -------------------------------------------------------------------------- batches for pretrain.py
-def load_tokens(bin_path, dtype=None):
-    """np.memmap of a token file; dtype from meta.json beside it, else uint16 (as nanoGPT)."""
-    if not os.path.exists(bin_path):
-        raise FileNotFoundError(f"{bin_path}: no token file; run `python data.py` first")
-    if dtype is None:
-        meta_path = os.path.join(os.path.dirname(bin_path), "meta.json")
-        dtype = np.uint16
-        if os.path.exists(meta_path):
-            with open(meta_path, encoding="utf-8") as fh:
-                dtype = np.dtype(json.load(fh).get("dtype", "uint16"))
-    # np.memmap cannot map an empty file (e.g. a group with no val docs)
-    if os.path.getsize(bin_path) == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(bin_path, dtype=dtype, mode="r")
-
-
 class PretrainBatches:
     """Random training windows over a token file. The global batch at a step is
     batch_size * world_size non-overlapping windows drawn from an RNG seeded by (seed, step);
@@ -477,9 +456,7 @@ def context_length_at(step, total_steps, short_len, long_len, long_fraction=0.1)
     """HCX two-phase context schedule: short_len, then long_len for the last long_fraction."""
     if not 0 <= long_fraction <= 1:
         raise ValueError(f"long_fraction {long_fraction} is not in [0, 1]")
-    n_long = round(total_steps * long_fraction)
-    if long_fraction > 0:
-        n_long = max(1, n_long)
+    n_long = max(1, round(total_steps * long_fraction)) if long_fraction > 0 else 0
     return long_len if step >= total_steps - n_long else short_len
 
 
@@ -492,8 +469,6 @@ def main(argv=None):
     except DataError as e:
         raise SystemExit(f"error: {e}")
     print(data_summary(meta))
-    vals = ",".join("val_" + g for g in meta["val"]["groups"])
-    print(f"wrote {cfg.out_dir}/{{train,val,{vals}}}.bin and meta.json")
 
 
 if __name__ == "__main__":

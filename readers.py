@@ -18,6 +18,7 @@ Nothing here trains or tokenizes; the scripts import what they read with from he
                                   (jsft.py), template_fields: a template's text and placeholders
     atomic_write(path, content)   text, bytes or write_fn(path): temporary name, fsync, rename
     atomic_write_dir(dir, fn)     a whole folder: fn fills a temporary one, which replaces dir
+    load_tokens(bin_path)         a token file of data.py (out/data/train.bin): np.memmap
     load_tensors(path)            a .pt file (checkpoints): tensors and plain data, never code
     opt, parse_config(cls, argv)  the command line: a config dataclass's fields are the flags;
                                   parse_weights: a NAME=NUMBER,.. flag (data.py's --mix)
@@ -790,7 +791,26 @@ def read_mc(path, skip_bad=False):
 
 
 # -----------------------------------------------------------------------------------------------
-# Tensor files: checkpoints (pretrain.py), PyTorch shards of a Hugging Face folder (convert.py)
+# Token files (data.py's out/data/*.bin) and tensor files: checkpoints (pretrain.py), PyTorch
+# shards of a Hugging Face folder (convert.py)
+
+
+def load_tokens(bin_path, dtype=None):
+    """np.memmap of a token file; dtype from meta.json beside it, else uint16 (as nanoGPT)."""
+    import numpy as np  # here, not at the top, as torch below
+
+    if not os.path.exists(bin_path):
+        raise FileNotFoundError(f"{bin_path}: no token file; run `python data.py` first")
+    if dtype is None:
+        meta_path = os.path.join(os.path.dirname(bin_path), "meta.json")
+        dtype = np.uint16
+        if os.path.exists(meta_path):
+            with open(meta_path, encoding="utf-8") as fh:
+                dtype = np.dtype(json.load(fh).get("dtype", "uint16"))
+    # np.memmap cannot map an empty file (e.g. a group with no val docs)
+    if os.path.getsize(bin_path) == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(bin_path, dtype=dtype, mode="r")
 
 
 def load_tensors(path, device="cpu", allow=()):

@@ -431,8 +431,8 @@ def write_report(report, out_dir):
 
 # ------------------------------------------------------------------ data.py's build
 def data_summary(meta):
-    """The per-source and per-group table data.py prints at the end of a build (meta: meta.json),
-    and the malformed records it skipped."""
+    """What data.py prints at the end of a build (meta: meta.json): the per-source and per-group
+    table, the malformed records it skipped, the files it wrote."""
     rows = [
         f"{'source':22} {'group':5} {'docs in':>7} {'short':>5} {'rep':>4} {'exact':>5} "
         f"{'near':>4} {'kept':>5} {'MB':>6} {'up':>4} {'train tok':>10} {'pii e/p':>8}"
@@ -470,4 +470,6 @@ def data_summary(meta):
             + "; ".join(skipped[:10])
             + (" .." if len(skipped) > 10 else "")
         )
+    vals = ",".join("val_" + g for g in meta["val"]["groups"])
+    rows.append(f"wrote {meta['config']['out_dir']}/{{train,val,{vals}}}.bin and meta.json")
     return "\n".join(rows)
