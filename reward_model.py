@@ -23,12 +23,20 @@ Face LlamaForSequenceClassification).
                                                   # -> out/reward_model
     python reward_model.py --prefs a.jsonl,b.jsonl --steps 300
     python self_judge.py --judge reward --out-dir out/onpolicy_rm    # on-policy DPO judged by it
+
+The (prompt, chosen, rejected) batches of every phase that trains on preference pairs are built
+here, in the first of them (self_judge.py's offline DPO and SELF-JUDGE import them):
+tokenize_pairs, build_pair_batch, offline_batches, and the seeded item stream (seed_of,
+prompt_stream, positions).
 """
 
 import dataclasses
 import filecmp
+import functools
 import json
 import os
+import random
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +46,7 @@ from jsft import context_lang, report_heldout
 from model import Transformer, eval_mode, right_pad, sequence_rewards, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
 from readers import opt, parse_config, read_preferences
-from sft import load_start, offline_batches, tokenize_pairs
+from sft import load_start
 
 
 @dataclass
@@ -78,6 +86,76 @@ def pref_paths(cfg):
     return paths + [sampled] if os.path.exists(sampled) else paths
 
 
+# --- preference pairs -> batches: the reward model's, and offline DPO's and SELF-JUDGE's ---
+def seed_of(*parts) -> int:
+    """A stable 32-bit seed from any parts, e.g. (seed, step, micro, rank)."""
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def prompt_stream(n_items, seed):
+    """Item index at global position k: epoch k // n_items walks a seeded permutation."""
+
+    @functools.lru_cache(maxsize=4)
+    def permutation(epoch):
+        order = list(range(n_items))
+        random.Random(seed_of(seed, "epoch", epoch)).shuffle(order)
+        return order
+
+    return lambda k: permutation(k // n_items)[k % n_items]
+
+
+def positions(cfg, step, micro, rank, world_size):
+    """Global stream positions of this rank's micro-batch:
+    every (step, micro, rank) gets its own."""
+    start = ((step * cfg.grad_accum + micro) * world_size + rank) * cfg.batch_size
+    return range(start, start + cfg.batch_size)
+
+
+def build_pair_batch(prompt_ids, chosen, rejected, pad_id):
+    """B prompts with a chosen and a rejected response each -> ids (2B, T): rows 0..B-1 are prompt +
+    chosen, rows B..2B-1 prompt + rejected, right-padded with pad_id; mask (2B, T) is 1 exactly on
+    the response tokens (incl. a sampled end of turn). "x" is ids again, for the loop's tokens/s."""
+    rows = [(p, r) for p, r in zip(prompt_ids + prompt_ids, chosen + rejected)]
+    ids = right_pad([p + r for p, r in rows], pad_id)
+    mask = torch.zeros_like(ids)
+    for b, (p, r) in enumerate(rows):
+        mask[b, len(p) : len(p) + len(r)] = 1
+    return {"ids": ids, "mask": mask, "x": ids}
+
+
+def tokenize_pairs(tokenizer, pairs, max_len):
+    """PreferencePairs -> (prompt ids, chosen ids, rejected ids), responses as encode(text) + [eot].
+    Pairs longer than max_len are left out and counted."""
+    out, dropped = [], 0
+    for pair in pairs:
+        prompt = tokenizer.render_chat(pair.context, add_generation_prompt=True)[0]
+        chosen = tokenizer.encode(pair.chosen) + [tokenizer.eot_id]
+        rejected = tokenizer.encode(pair.rejected) + [tokenizer.eot_id]
+        if len(prompt) + max(len(chosen), len(rejected)) > max_len:
+            dropped += 1
+        else:
+            out.append((prompt, chosen, rejected))
+    return out, dropped
+
+
+def offline_batches(tokenized, cfg, pad_id, device, rank=0, world_size=1):
+    """get_batch(step, micro) for the offline DPO baseline: a seeded walk over fixed pairs."""
+    item = prompt_stream(len(tokenized), cfg.seed)
+
+    def get_batch(step, micro):
+        rows = [tokenized[item(k)] for k in positions(cfg, step, micro, rank, world_size)]
+        prompts, chosen, rejected = (list(x) for x in zip(*rows))
+        batch = build_pair_batch(prompts, chosen, rejected, pad_id)
+        batch["stats"] = {
+            "len_chosen": sum(map(len, chosen)) / len(chosen),
+            "len_rejected": sum(map(len, rejected)) / len(rejected),
+        }
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    return get_batch
+
+
+# --- the reward model: a scalar head, the Bradley-Terry loss, the judge it makes ---
 def with_reward_head(model):
     """A reward model from a language model: the same transformer, the LM head replaced by a scalar
     head initialised to zero (so every reward starts at 0 and the loss at log 2)."""
@@ -98,7 +176,7 @@ def bt_loss(r_chosen, r_rejected):
 
 
 def bt_loss_fn(model, batch):
-    """loss_fn for the shared loop on sft.build_pair_batch batches: rows 0..B-1 prompt +
+    """loss_fn for the shared loop on build_pair_batch batches: rows 0..B-1 prompt +
     chosen, B..2B-1 prompt + rejected, right-padded; the reward is read at each response's end."""
     ids, mask = batch["ids"], batch["mask"]  # (2B, T); mask: 1 on the response tokens
     T = ids.size(1)

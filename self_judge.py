@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from model import eval_mode, generate, sequence_logprobs, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
 from readers import opt, parse_config, read_preferences, read_prompts
-from reward_model import load_reward_model, reward_judge
-from sft import build_pair_batch, offline_batches, positions, prompt_stream, seed_of, tokenize_pairs
+from reward_model import build_pair_batch, load_reward_model, offline_batches, positions
+from reward_model import prompt_stream, reward_judge, seed_of, tokenize_pairs
 from tasks import verifier_judge
 from tokenizer import Tokenizer
 
