@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import data
 from corpus import hangul_share
 from model import generate, last_position_logits, right_pad, sequence_logprobs
-from readers import LETTERS
+from readers import LETTERS, load_tokens
 
 MC_INSTRUCTION = {
     "en": "Answer with the letter of the correct option.",
@@ -95,7 +95,7 @@ def lm_eval(model, stream, byte_lengths, seq_len=256, max_tokens=0, batch_size=1
 def heldout_documents(data_dir, group, data_tok):
     """The validation documents of a language group as text: val_<group>.bin split at eos,
     decoded."""
-    ids = data.load_tokens(os.path.join(data_dir, f"val_{group}.bin"))
+    ids = load_tokens(os.path.join(data_dir, f"val_{group}.bin"))
     ends = np.flatnonzero(ids == data_tok.eos_id)
     return [data_tok.decode(ids[s:e]) for s, e in zip(np.r_[0, ends[:-1] + 1], ends)]
 
@@ -104,7 +104,7 @@ def val_stream(data_dir, group, tok, data_tok):
     """val_<group>.bin as it is when the checkpoint shares data.py's tokenizer, else its documents
     re-encoded."""
     if filecmp.cmp(tok.model_path, data_tok.model_path, shallow=False):
-        return data.load_tokens(os.path.join(data_dir, f"val_{group}.bin"))
+        return load_tokens(os.path.join(data_dir, f"val_{group}.bin"))
     return np.array(
         [
             i

@@ -1,5 +1,4 @@
-"""data.py: the bilingual pretraining corpus: sources, cleaning, mixture, FIM, packing
-(HyperCLOVA X §2.1).
+"""data.py: the bilingual pretraining corpus: cleaning, mixture, FIM, packing (HyperCLOVA X §2.1).
 
 HyperCLOVA X pretrains on Korean, multilingual (mostly English) and code in equal thirds, after
 dropping short, repetitive and duplicated documents and scrubbing personal information, and trains
@@ -13,13 +12,10 @@ corpus/SOURCES.md) or on your own files (read by readers.read_sources):
 
 Pipeline: read -> PII scrub -> length / repetition filters -> exact + near-duplicate removal ->
 split train/val by document -> tokenize -> mix language groups to the requested token shares
-(repeating or subsampling documents) -> FIM on a --fim-rate share of training documents ->
-pack, eos after each.
-Writes out/data/{train,val,val_<group>}.bin (uint16 token ids, uint32 past 65536) and meta.json.
-
-pretrain.py imports PretrainBatches (random windows, resumable and rank-sharded by construction:
-the batch at a step is a function of (seed, step)), val_batches and context_length_at
-(HCX two-phase schedule).
+(repeating or subsampling documents) -> FIM on a --fim-rate share of training documents -> pack,
+eos after each. Writes out/data/{train,val,val_<group>}.bin (uint16 ids, uint32 past 65536) and
+meta.json. pretrain.py imports PretrainBatches (random windows, resumable and rank-sharded by
+construction), val_batches and context_length_at (HCX two-phase schedule).
 """
 
 import dataclasses
@@ -27,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 import typing
 import unicodedata
@@ -38,8 +33,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from readers import DataError, opt, parse_config, read_sources
+from readers import DataError, atomic_write_dir, load_tokens, opt, parse_config, parse_weights
+from readers import read_sources, write_file
 from corpus import default_sources
+from report import data_summary
 
 
 @dataclass
@@ -48,14 +45,10 @@ class DataConfig:
     tokenizer: str = opt("out/tokenizer/tokenizer.model", "sentencepiece model from tokenizer.py")
     source: typing.Optional[list] = opt(
         None,
-        "NAME:GROUP:PATH[,PATH..] (repeat); PATH is a .txt "
-        "(blank-line separated docs), .jsonl ({'text', "
-        "optional 'lang'}), code file, folder or glob; none "
-        "= embedded default",
+        "NAME:GROUP:PATH[,PATH..] (repeat); PATH: .txt (blank-line separated docs), .jsonl "
+        "({'text', optional 'lang'}), code file, folder or glob; none = embedded default",
     )
-    mix: str = opt(
-        "ko=1,en=1,code=1", "token share per language group (normalized); HCX: equal thirds"
-    )
+    mix: str = opt("ko=1,en=1,code=1", "token share per language group (normalized); HCX: thirds")
     upsample: str = opt("", "NAME=FACTOR,..: repeat a source's documents within its group")
     max_tokens: int = opt(0, "training tokens after mixing; 0 = as many as the corpus has")
     val_fraction: float = opt(0.05, "share of each source's documents held out for validation")
@@ -77,17 +70,14 @@ EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24})"
     r"(?![A-Za-z0-9_(@-])"
 )
-PHONE = re.compile(
-    r"""(?<![A-Za-z0-9.+/-])(?:   # not glued to a word, a number or a version string
+PHONE = re.compile(r"""(?x)(?<![A-Za-z0-9.+/-])(?:  # not glued to a word, number or version string
       \+[1-9]\d{0,2}[ -]?(?:\(0?\d{1,4}\)|\d{1,4})(?:[ -]?\d{2,4}){2,3}  # +82 10-1234-5678,
                                                                          # +1 (555) 123 4567
     | \(0\d{1,2}\)[ ]?\d{3,4}[ .-]\d{4}                                 # (02) 1234-5678
     | 0\d{1,2}[ .-]\d{3,4}[ .-]\d{4}                                    # 010-1234-5678, 02-123-4567
     | \(\d{3}\)[ ]?\d{3}[ .-]\d{4}                                      # (555) 123-4567
     | \d{3}[.-]\d{3}[.-]\d{4}                                           # 555-123-4567
-    )(?![A-Za-z0-9_-]|\.\d)""",
-    re.X,
-)
+    )(?![A-Za-z0-9_-]|\.\d)""")
 
 
 def scrub_pii(text):
@@ -153,14 +143,12 @@ def near_duplicates(texts, threshold=0.8, num_perm=64, bands=16, seed=0):
     return dups
 
 
-FILTERS = ("jsonl_skipped", "emails", "phones", "too_short", "repetitive", "exact_dup", "near_dup")
+COUNTS = ("jsonl_skipped", "emails", "phones", "too_short", "repetitive", "exact_dup", "near_dup")
 
 
 def clean(sources, cfg):
     """Scrub and filter sources in place (docs -> [(text, group)]); returns counts per source."""
-    counts = {
-        s.name: dict(dict.fromkeys(FILTERS, 0), jsonl_skipped=len(s.skipped)) for s in sources
-    }
+    counts = {s.name: dict(dict.fromkeys(COUNTS, 0), jsonl_skipped=len(s.skipped)) for s in sources}
     seen, pool = set(), []  # exact-dup hashes; (source index, doc index) of survivors for near-dup
     for si, s in enumerate(sources):
         kept = []
@@ -188,10 +176,8 @@ def clean(sources, cfg):
         s.docs = kept
         pool += [(si, di) for di in range(len(kept))]
     if cfg.near_dup_jaccard < 1:
-        dups = near_duplicates(
-            [sources[si].docs[di][0] for si, di in pool], cfg.near_dup_jaccard, seed=cfg.seed
-        )
-        drop = {pool[i] for i in dups}
+        texts = [sources[si].docs[di][0] for si, di in pool]
+        drop = {pool[i] for i in near_duplicates(texts, cfg.near_dup_jaccard, seed=cfg.seed)}
         for si, s in enumerate(sources):
             before = len(s.docs)
             s.docs = [d for di, d in enumerate(s.docs) if (si, di) not in drop]
@@ -204,10 +190,7 @@ def fim_split(text, rng, mode="thirds"):
     """-> (prefix, middle, suffix), joined = text; cut at thirds (HCX) or 2 uniform points."""
     assert mode in ("thirds", "random"), f"fim split {mode!r}: use thirds or random"
     n = len(text)
-    if mode == "thirds":
-        i, j = n // 3, 2 * n // 3
-    else:
-        i, j = sorted(rng.integers(0, n + 1, size=2))
+    i, j = (n // 3, 2 * n // 3) if mode == "thirds" else sorted(rng.integers(0, n + 1, size=2))
     return text[:i], text[i:j], text[j:]
 
 
@@ -230,22 +213,6 @@ def document_ids(text, ltr_ids, tok, rng, cfg):
 
 
 # -------------------------------------------------------------------------- mixture
-def parse_weights(spec, what):
-    out = {}
-    for item in [x for x in spec.split(",") if x.strip()]:
-        key, _, value = item.partition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = float("nan")
-        if not weight >= 0:  # a negative number or none (not an assert: `python -O` drops those)
-            raise DataError(
-                f"{what} {spec!r}: expected NAME=NUMBER,.. with numbers >= 0, got {item!r}"
-            )
-        out[key.strip()] = weight
-    return out
-
-
 def mix(pools, weights, max_tokens, rng):
     """pools: {group: [(doc_id, n_tokens), ..]} -> {group: [doc_id, ..]} whose token counts have the
     requested shares. A group short of its target repeats its documents (whole shuffled passes, then
@@ -288,11 +255,8 @@ def special_ids(tok):
     """{"eos": 1, ..}: the tokenizer's special_ids() where it has one, else its *_id attributes."""
     if hasattr(tok, "special_ids"):
         return {k: int(v) for k, v in tok.special_ids().items()}
-    return {
-        k[:-3]: int(getattr(tok, k))
-        for k in dir(tok)
-        if k.endswith("_id") and isinstance(getattr(tok, k), int)
-    }
+    ids = {k[:-3]: getattr(tok, k) for k in dir(tok) if k.endswith("_id")}
+    return {k: int(v) for k, v in ids.items() if isinstance(v, int)}
 
 
 def build(cfg, tok=None):
@@ -307,19 +271,18 @@ def build(cfg, tok=None):
     )
     weights = parse_weights(cfg.mix, "--mix")
     upsample = parse_weights(cfg.upsample, "--upsample")
+    names = [s.name for s in sources]
     for name in upsample:
-        if name not in {s.name for s in sources}:
-            raise DataError(
-                f"--upsample {name}: no such source (sources: {', '.join(s.name for s in sources)})"
-            )
+        if name not in names:
+            raise DataError(f"--upsample {name}: no such source (sources: {', '.join(names)})")
     docs_in = {s.name: len(s.docs) for s in sources}
     counts = clean(sources, cfg)
     groups = sorted({g for s in sources for _, g in s.docs})
     if not groups:
+        inputs = ", ".join(f"{s.name}: {s.origin}" for s in sources)
         raise DataError(
-            "no document left after filtering: check the inputs ("
-            + ", ".join(f"{s.name}: {s.origin}" for s in sources)
-            + ") or relax --min-chars and the filters"
+            f"no document left after filtering: check the inputs ({inputs}) or relax --min-chars "
+            "and the filters"
         )
     missing = [g for g in groups if g not in weights]
     if missing:
@@ -337,9 +300,7 @@ def build(cfg, tok=None):
     for s in sources:
         order = rng.permutation(len(s.docs))
         # curated task text stays whole in training: its facts are what the later phases ask about
-        n_val = (
-            int(round(cfg.val_fraction * len(s.docs))) if len(s.docs) >= 2 and not s.curated else 0
-        )
+        n_val = 0 if len(s.docs) < 2 or s.curated else int(round(cfg.val_fraction * len(s.docs)))
         for rank, k in enumerate(order):
             text, group = s.docs[k]
             if rank < n_val:
@@ -378,26 +339,19 @@ def build(cfg, tok=None):
     val_meta, val_flat = {}, []
     for g in groups:
         ids = [x for t in val_docs[g] for x in tok.encode(t) + [tok.eos_id]]
-        val_meta[g] = {
-            "docs": len(val_docs[g]),
-            "tokens": len(ids),
-            "bytes": sum(len(t.encode()) for t in val_docs[g]),
-        }
+        n_bytes = sum(len(t.encode()) for t in val_docs[g])
+        val_meta[g] = {"docs": len(val_docs[g]), "tokens": len(ids), "bytes": n_bytes}
         val_flat.append(np.asarray(ids, dtype=dtype))
 
     n_train_tokens = int(len(train_flat))
+    val_note = "tokens include one eos per document; bytes are UTF-8 bytes of the document text"
     meta = {
         "vocab_size": int(tok.vocab_size),
         "dtype": np.dtype(dtype).name,
         "tokenizer": os.path.abspath(tok_path),
         "special_ids": special_ids(tok),
         "train": {"tokens": n_train_tokens, "docs": len(order)},
-        "val": {
-            "tokens": int(sum(len(v) for v in val_flat)),
-            "groups": val_meta,
-            "note": "tokens include one eos per document; "
-            "bytes are UTF-8 bytes of the document text",
-        },
+        "val": {"tokens": int(sum(len(v) for v in val_flat)), "groups": val_meta, "note": val_note},
         "mixture": {
             g: {
                 "weight": weights[g],
@@ -434,86 +388,19 @@ def build(cfg, tok=None):
         "config": dataclasses.asdict(cfg),
         "seconds": round(time.time() - t0, 2),
     }
-    write_out_dir(cfg.out_dir, train_flat, val_flat, groups, meta)
-    return meta
 
-
-def write_out_dir(out_dir, train_flat, val_flat, groups, meta):
-    """Writes everything into a temporary sibling folder, then swaps it in: a failed run never
-    leaves a half-written out_dir, and an old good one stays until the new one is complete."""
-    out_dir = os.path.abspath(out_dir)
-    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    tmp = f"{out_dir}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    def write(tmp):  # a temporary folder, swapped in for cfg.out_dir once complete
         train_flat.tofile(os.path.join(tmp, "train.bin"))
         np.concatenate(val_flat).tofile(os.path.join(tmp, "val.bin"))
         for g, ids in zip(groups, val_flat):
             ids.tofile(os.path.join(tmp, f"val_{g}.bin"))
-        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, ensure_ascii=False, indent=1)
-        old = f"{out_dir}.old-{os.getpid()}"
-        if os.path.exists(out_dir):
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_file(os.path.join(tmp, "meta.json"), json.dumps(meta, ensure_ascii=False, indent=1))
 
-
-def summary(meta):
-    """The per-source and per-group table printed at the end of a build."""
-    rows = [
-        f"{'source':22} {'group':5} {'docs in':>7} {'short':>5} {'rep':>4} {'exact':>5} "
-        f"{'near':>4} {'kept':>5} {'MB':>6} {'up':>4} {'train tok':>10} {'pii e/p':>8}"
-    ]
-    for name, s in meta["sources"].items():
-        f = s["filters"]
-        rows.append(
-            f"{name:22} {s['group']:5} {s['docs_in']:7} {f['too_short']:5} "
-            f"{f['repetitive']:4} {f['exact_dup']:5} {f['near_dup']:4} {s['docs_kept']:5} "
-            f"{s['chars'] / 1e6:6.2f} {s['upsample']:4.1f} {s['train_tokens']:10,} "
-            f"{f['emails']:>4}/{f['phones']:<3}"
-        )
-    rows.append("")
-    rows.append(
-        f"{'group':6} {'target':>7} {'share':>7} {'train tok':>10} {'epochs':>6} "
-        f"{'val docs':>8} {'val tok':>8} {'val bytes':>9}"
-    )
-    for g, m in meta["mixture"].items():
-        v = meta["val"]["groups"].get(g, {"docs": 0, "tokens": 0, "bytes": 0})
-        rows.append(
-            f"{g:6} {m['target_share']:7.1%} {m['share']:7.1%} {m['tokens']:10,} "
-            f"{m['epochs']:6.2f} {v['docs']:8} {v['tokens']:8,} {v['bytes']:9,}"
-        )
-    fim = meta["fim"]
-    rows.append(
-        f"\ntrain: {meta['train']['tokens']:,} tokens in {meta['train']['docs']:,} "
-        f"documents (FIM rate {fim['rate']}, SPM {fim['spm_rate']}, {fim['split']}: "
-        f"{fim['docs']}); val: {meta['val']['tokens']:,} tokens; "
-        f"{meta['dtype']}, vocab {meta['vocab_size']}; {meta['seconds']} s"
-    )
-    return "\n".join(rows)
+    atomic_write_dir(cfg.out_dir, write)
+    return meta
 
 
 # -------------------------------------------------------------------------- batches for pretrain.py
-def load_tokens(bin_path, dtype=None):
-    """np.memmap of a token file; dtype from meta.json beside it, else uint16 (as nanoGPT)."""
-    if not os.path.exists(bin_path):
-        raise FileNotFoundError(f"{bin_path}: no token file; run `python data.py` first")
-    if dtype is None:
-        meta_path = os.path.join(os.path.dirname(bin_path), "meta.json")
-        dtype = np.uint16
-        if os.path.exists(meta_path):
-            with open(meta_path, encoding="utf-8") as fh:
-                dtype = np.dtype(json.load(fh).get("dtype", "uint16"))
-    # np.memmap cannot map an empty file (e.g. a group with no val docs)
-    if os.path.getsize(bin_path) == 0:
-        return np.zeros(0, dtype=dtype)
-    return np.memmap(bin_path, dtype=dtype, mode="r")
-
-
 class PretrainBatches:
     """Random training windows over a token file. The global batch at a step is
     batch_size * world_size non-overlapping windows drawn from an RNG seeded by (seed, step);
@@ -559,10 +446,8 @@ def val_batches(bin_path, batch_size, seq_len, max_batches=0, dtype=None):
     if max_batches:
         n_windows = min(n_windows, max_batches * batch_size)
     for first in range(0, n_windows, batch_size):
-        rows = [
-            data[i * seq_len : i * seq_len + seq_len + 1]
-            for i in range(first, min(first + batch_size, n_windows))
-        ]
+        last = min(first + batch_size, n_windows)
+        rows = [data[i * seq_len : i * seq_len + seq_len + 1] for i in range(first, last)]
         w = torch.from_numpy(np.stack(rows).astype(np.int64))  # (B, T+1)
         yield w[:, :-1], w[:, 1:]
 
@@ -571,9 +456,7 @@ def context_length_at(step, total_steps, short_len, long_len, long_fraction=0.1)
     """HCX two-phase context schedule: short_len, then long_len for the last long_fraction."""
     if not 0 <= long_fraction <= 1:
         raise ValueError(f"long_fraction {long_fraction} is not in [0, 1]")
-    n_long = round(total_steps * long_fraction)
-    if long_fraction > 0:
-        n_long = max(1, n_long)
+    n_long = max(1, round(total_steps * long_fraction)) if long_fraction > 0 else 0
     return long_len if step >= total_steps - n_long else short_len
 
 
@@ -585,15 +468,7 @@ def main(argv=None):
         meta = build(cfg)
     except DataError as e:
         raise SystemExit(f"error: {e}")
-    print(summary(meta))
-    if meta["skipped_records"]:
-        print(
-            f"skipped {len(meta['skipped_records'])} malformed record(s) (--skip-bad): "
-            + "; ".join(meta["skipped_records"][:10])
-            + (" .." if len(meta["skipped_records"]) > 10 else "")
-        )
-    vals = ",".join("val_" + g for g in meta["val"]["groups"])
-    print(f"wrote {cfg.out_dir}/{{train,val,{vals}}}.bin and meta.json")
+    print(data_summary(meta))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""readers.py: every input reader of the project, in one place, and the one atomic file writer.
+"""readers.py: every input reader of the project, in one place, and the atomic writers.
 Nothing here trains or tokenizes; the scripts import what they read with from here (DESIGN.md §4).
 
     read_text(path)               a whole UTF-8 file (BOM dropped)
@@ -18,8 +18,11 @@ Nothing here trains or tokenizes; the scripts import what they read with from he
     validate_templates(t)         judge templates {lang: {principle: {system, user, assistant}}}
                                   (jsft.py), template_fields: a template's text and placeholders
     atomic_write(path, content)   text, bytes or write_fn(path): temporary name, fsync, rename
+    atomic_write_dir(dir, fn)     a whole folder: fn fills a temporary one, which replaces dir
+    load_tokens(bin_path)         a token file of data.py (out/data/train.bin): np.memmap
     load_tensors(path)            a .pt file (checkpoints): tensors and plain data, never code
-    opt, parse_config(cls, argv)  the command line: a config dataclass's fields are the flags
+    opt, parse_config(cls, argv)  the command line: a config dataclass's fields are the flags;
+                                  parse_weights: a NAME=NUMBER,.. flag (data.py's --mix)
 
 Every bad record stops the read with `ValueError("file:line: what is wrong")`; with skip_bad=True
 (--skip-bad) it is skipped, counted, and a one-line summary is printed at the end. This module
@@ -34,6 +37,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import string
 import sys
 import typing
@@ -83,6 +87,26 @@ def atomic_write(path, content):
     finally:
         if os.path.lexists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_dir(out_dir, write_fn):
+    """write_fn(folder) fills a temporary sibling folder, which then replaces out_dir (data.py's
+    out/data): a failed run never leaves a half-written out_dir, and an old good one stays until the
+    new one is complete."""
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    tmp = f"{out_dir}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        write_fn(tmp)
+        old = f"{out_dir}.old-{os.getpid()}"
+        if os.path.exists(out_dir):
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -----------------------------------------------------------------------------------------------
@@ -787,7 +811,26 @@ def read_mc(path, skip_bad=False):
 
 
 # -----------------------------------------------------------------------------------------------
-# Tensor files: checkpoints (pretrain.py), PyTorch shards of a Hugging Face folder (convert.py)
+# Token files (data.py's out/data/*.bin) and tensor files: checkpoints (pretrain.py), PyTorch
+# shards of a Hugging Face folder (convert.py)
+
+
+def load_tokens(bin_path, dtype=None):
+    """np.memmap of a token file; dtype from meta.json beside it, else uint16 (as nanoGPT)."""
+    import numpy as np  # here, not at the top, as torch below
+
+    if not os.path.exists(bin_path):
+        raise FileNotFoundError(f"{bin_path}: no token file; run `python data.py` first")
+    if dtype is None:
+        meta_path = os.path.join(os.path.dirname(bin_path), "meta.json")
+        dtype = np.uint16
+        if os.path.exists(meta_path):
+            with open(meta_path, encoding="utf-8") as fh:
+                dtype = np.dtype(json.load(fh).get("dtype", "uint16"))
+    # np.memmap cannot map an empty file (e.g. a group with no val docs)
+    if os.path.getsize(bin_path) == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(bin_path, dtype=dtype, mode="r")
 
 
 def load_tensors(path, device="cpu", allow=()):
@@ -836,3 +879,20 @@ def parse_config(cls, argv=None, description=None):
         parser.add_argument(flag, default=f.default, help=f.metadata.get("help", " "), **how)
     args = parser.parse_args(argv)
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def parse_weights(spec, what):
+    """A NAME=NUMBER,.. flag (data.py's --mix, --upsample) -> {name: float}, numbers >= 0."""
+    out = {}
+    for item in [x for x in spec.split(",") if x.strip()]:
+        key, _, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not weight >= 0:  # a negative number or none (not an assert: `python -O` drops those)
+            raise DataError(
+                f"{what} {spec!r}: expected NAME=NUMBER,.. with numbers >= 0, got {item!r}"
+            )
+        out[key.strip()] = weight
+    return out

@@ -12,6 +12,7 @@ its JSON alone:
   write_report                                    report.json, report.md and figures, crash-safe
   format_accuracy, report_heldout                 a judge's held-out accuracy as text and JSON
                                                   (jsft.py's judge_eval.json, reward_model.py's)
+  data_summary                                    data.py's build table (from its meta.json)
 
 Use (a module, not a script):
   import json, report
@@ -454,3 +455,49 @@ def report_heldout(result, eval_path, out_file, log=print):
     (jsft.py's judge_eval.json, reward_model.py's rm_eval.json), naming the pairs' file."""
     log(f"held-out pairs: {eval_path}\n" + format_accuracy(result))
     atomic_write(out_file, json.dumps(dict(result, eval_prefs=eval_path), indent=2))
+
+
+# ------------------------------------------------------------------ data.py's build
+def data_summary(meta):
+    """What data.py prints at the end of a build (meta: meta.json): the per-source and per-group
+    table, the malformed records it skipped, the files it wrote."""
+    rows = [
+        f"{'source':22} {'group':5} {'docs in':>7} {'short':>5} {'rep':>4} {'exact':>5} "
+        f"{'near':>4} {'kept':>5} {'MB':>6} {'up':>4} {'train tok':>10} {'pii e/p':>8}"
+    ]
+    for name, s in meta["sources"].items():
+        f = s["filters"]
+        rows.append(
+            f"{name:22} {s['group']:5} {s['docs_in']:7} {f['too_short']:5} "
+            f"{f['repetitive']:4} {f['exact_dup']:5} {f['near_dup']:4} {s['docs_kept']:5} "
+            f"{s['chars'] / 1e6:6.2f} {s['upsample']:4.1f} {s['train_tokens']:10,} "
+            f"{f['emails']:>4}/{f['phones']:<3}"
+        )
+    rows.append("")
+    rows.append(
+        f"{'group':6} {'target':>7} {'share':>7} {'train tok':>10} {'epochs':>6} "
+        f"{'val docs':>8} {'val tok':>8} {'val bytes':>9}"
+    )
+    for g, m in meta["mixture"].items():
+        v = meta["val"]["groups"].get(g, {"docs": 0, "tokens": 0, "bytes": 0})
+        rows.append(
+            f"{g:6} {m['target_share']:7.1%} {m['share']:7.1%} {m['tokens']:10,} "
+            f"{m['epochs']:6.2f} {v['docs']:8} {v['tokens']:8,} {v['bytes']:9,}"
+        )
+    fim = meta["fim"]
+    rows.append(
+        f"\ntrain: {meta['train']['tokens']:,} tokens in {meta['train']['docs']:,} "
+        f"documents (FIM rate {fim['rate']}, SPM {fim['spm_rate']}, {fim['split']}: "
+        f"{fim['docs']}); val: {meta['val']['tokens']:,} tokens; "
+        f"{meta['dtype']}, vocab {meta['vocab_size']}; {meta['seconds']} s"
+    )
+    skipped = meta["skipped_records"]
+    if skipped:
+        rows.append(
+            f"skipped {len(skipped)} malformed record(s) (--skip-bad): "
+            + "; ".join(skipped[:10])
+            + (" .." if len(skipped) > 10 else "")
+        )
+    vals = ",".join("val_" + g for g in meta["val"]["groups"])
+    rows.append(f"wrote {meta['config']['out_dir']}/{{train,val,{vals}}}.bin and meta.json")
+    return "\n".join(rows)

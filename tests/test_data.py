@@ -15,7 +15,8 @@ import torch
 
 import data
 from corpus import CORPUS_DIR, default_corpus, default_sources, hangul_share
-from readers import Source, read_sources
+from readers import Source, parse_weights, read_sources
+from report import data_summary
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +121,7 @@ def test_default_build_hits_the_mixture(tmp_path, spm_tok):
     total = sum(tokens.values())
     for g, n in tokens.items():
         assert abs(n / total - 1 / 3) <= 0.1 / 3, (g, n / total)
-    table = data.summary(meta)
+    table = data_summary(meta)
     for name in meta["sources"]:
         assert name in table
     for g in ("ko", "en", "code"):  # per-language val files with their byte and token counts
@@ -523,9 +524,9 @@ def test_context_length_schedule():
 def test_mix_weights_must_be_numbers_at_least_zero(bad):
     """--mix / --upsample: NAME=NUMBER pairs, numbers >= 0; anything else names the flag and item
     (a plain `if`, so `python -O` keeps the check)."""
-    assert data.parse_weights("ko=2, en=0.5,", "--mix") == {"ko": 2.0, "en": 0.5}
+    assert parse_weights("ko=2, en=0.5,", "--mix") == {"ko": 2.0, "en": 0.5}
     with pytest.raises(data.DataError, match=f"--upsample 'ko=1,{bad}'.*got '{bad}'"):
-        data.parse_weights(f"ko=1,{bad}", "--upsample")
+        parse_weights(f"ko=1,{bad}", "--upsample")
 
 
 def test_everything_held_out_says_the_training_split_is_empty_and_writes_nothing(tmp_path):
