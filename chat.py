@@ -29,8 +29,8 @@ import torch
 
 from model import generate
 from pretrain import find_checkpoint, load_model
-from sft import seed_of
 from self_judge import knockout, load_contexts, model_judge, sample_responses
+from sft import seed_of
 from tokenizer import Tokenizer
 
 

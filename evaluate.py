@@ -218,8 +218,8 @@ def sampled_replies(model, tok, contexts, k=2, max_new_tokens=32, seed=0, batch_
     without the stop id. Chunk j is seeded by (seed, j) for every model alike: common random
     numbers, so two models that agree give the same replies and paired comparisons carry less
     noise."""
-    from sft import seed_of
     from self_judge import sample_responses
+    from sft import seed_of
 
     stops, out, step = (tok.eot_id, tok.eos_id), [], max(1, batch_size // k)
     for j in range(0, len(contexts), step):

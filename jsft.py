@@ -337,7 +337,7 @@ def judge_accuracy(model, tokenizer, pairs, lang=None, batch_size=32) -> dict:
         for k, (i, s) in enumerate(zip(idx, swapped)):
             first, second = out["first_order_a"][k], out["second_order_a"][k]
             winner = out["winners"][k]
-            # the first order, (a, b), shows chosen first unless swapped: "picks a" is right
+            # the first order shows (a, b): chosen first, and "picks a" right, unless swapped
             rows[i] = (not second, not first, winner == 1) if s else (first, second, winner == 0)
 
     def summary(rs):
@@ -365,8 +365,9 @@ class JSFTConfig(SFTConfig):
     init_from: str = opt("out/sft", "start checkpoint (the paper's: the base model, out/pretrain)")
     prefs: str = opt(
         "tasks",
-        "pairs to learn to judge: 'tasks' (<tasks-dir>/prefs_train.jsonl + ultrafeedback_train"
-        ".jsonl) or comma-separated .jsonl files (HH-RLHF, UltraFeedback or generic layout)",
+        "pairs to learn to judge: 'tasks' (<tasks-dir>/prefs_train.jsonl + "
+        "ultrafeedback_train.jsonl) or comma-separated .jsonl files (HH-RLHF, UltraFeedback or "
+        "generic layout)",
     )
     # a judgment is one long prompt for one verdict token: at 0.5 the judge saw 10 % of its pairs
     # and named the second reply whenever it could not tell (README, Results)
@@ -383,8 +384,9 @@ class JSFTConfig(SFTConfig):
     eval_batch_size: int = opt(64, "prompts per judge forward at evaluation")
     sampled_pairs: int = opt(
         1000,
-        "--prefs tasks: also judge 2 start-model replies to this many train prompts, labelled "
-        "by the verifier, written to <out-dir>/sampled_prefs.jsonl; 0 = none",
+        "--prefs tasks: also train on pairs of 2 start-model replies to this many "
+        "<tasks-dir>/prompts_train.jsonl prompts, labelled by the verifier, written to "
+        "<out-dir>/sampled_prefs.jsonl; 0 = none",
     )
     steps: int = 450
     lr: float = 1e-3
@@ -523,8 +525,8 @@ def main(argv=None):
     get_batch, loss_fn = with_lm_mix(get_batch, cfg, tokenizer, device, rank, world_size)
     extra = {"phase": "jsft", "init_from": cfg.init_from, "special_ids": tokenizer.special_ids()}
     extra["judge"] = {"templates": JUDGE_TEMPLATES, "role_names": ROLE_NAMES}
-    run = dict(tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size)
-    train(model, get_batch, cfg, extra, loss_fn=loss_fn, val_fn=val_fn, log=log, **run)
+    setup = dict(tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size)
+    train(model, get_batch, cfg, extra, loss_fn=loss_fn, val_fn=val_fn, log=log, **setup)
     if eval_pairs and rank == 0:
         result = last_eval.get("result") or judge_accuracy(
             model, tokenizer, eval_pairs, lang, cfg.eval_batch_size

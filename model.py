@@ -82,6 +82,7 @@ PRESETS: dict[str, dict] = {
     name: {field: int(v) for field, v in zip(_header[1:], row) if v != "-"} for name, *row in _rows
 }
 PRESETS["gpt2-small"]["tie_embeddings"] = True  # like GPT-2
+del _header, _rows
 
 
 def config_from_preset(name: str, **overrides) -> ModelConfig:
@@ -278,7 +279,7 @@ class Transformer(nn.Module):
         cost 2*t*d each at position t, t averages seq_len/2 -> 6*n_layers*seq_len*d."""
         c = self.cfg
         d_attn, d_kv = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
-        per_layer = c.dim * d_attn * 2 + c.dim * d_kv * 2 + 3 * c.dim * c.ffn_hidden  # integers
+        per_layer = c.dim * d_attn * 2 + c.dim * d_kv * 2 + 3 * c.dim * c.ffn_hidden  # exact ints
         matmul_weights = c.n_layers * per_layer + c.dim * (1 if c.reward_head else c.vocab_size)
         return 6.0 * matmul_weights + 6.0 * c.n_layers * seq_len * d_attn
 

@@ -197,7 +197,8 @@ def train(
     start_step = train_state["step"] if train_state else 0
     wrapped = raw
     if cfg.fsdp:  # shards the module in place
-        from torch.distributed.checkpoint import state_dict as dcp  # full (unsharded) state dicts
+        # full (unsharded) state dicts
+        from torch.distributed.checkpoint import state_dict as dist_sd
         from torch.distributed.fsdp import fully_shard
 
         for block in raw.layers:
@@ -218,8 +219,8 @@ def train(
     )
     if train_state is not None:
         if cfg.fsdp:  # shard the full optimizer state back onto this rank
-            full = dcp.StateDictOptions(full_state_dict=True)
-            dcp.set_optimizer_state_dict(raw, optimizer, train_state["optimizer"], options=full)
+            full = dist_sd.StateDictOptions(full_state_dict=True)
+            dist_sd.set_optimizer_state_dict(raw, optimizer, train_state["optimizer"], options=full)
         else:
             optimizer.load_state_dict(train_state["optimizer"])
         set_rng_state(train_state["rng"][rank])
@@ -238,9 +239,9 @@ def train(
 
     def checkpoint(step):
         if cfg.fsdp:  # every rank takes part in gathering the full (unsharded) state
-            opts = dcp.StateDictOptions(full_state_dict=True, cpu_offload=True)
-            model_state = dcp.get_model_state_dict(raw, options=opts)
-            optim_state = dcp.get_optimizer_state_dict(raw, optimizer, options=opts)
+            opts = dist_sd.StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model_state = dist_sd.get_model_state_dict(raw, options=opts)
+            optim_state = dist_sd.get_optimizer_state_dict(raw, optimizer, options=opts)
         else:
             model_state, optim_state = raw.state_dict(), optimizer.state_dict()
         if world_size > 1:  # every rank's, in rank order
@@ -435,9 +436,9 @@ def main(argv=None):
         return {"x": x.to(device), "y": y.to(device)}
 
     def val_fn(m):
-        path = os.path.join(cfg.data_dir, "val.bin")
+        val_bin = os.path.join(cfg.data_dir, "val.bin")
         with torch.no_grad():
-            val = val_batches(path, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+            val = val_batches(val_bin, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
             losses = [m(x.to(device), y.to(device))[1].item() for x, y in val]
         return {"val_loss": sum(losses) / max(1, len(losses))}
 

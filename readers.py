@@ -49,7 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # -----------------------------------------------------------------------------------------------
-# Writing: the one atomic file writer (pretrain.py's checkpoints use write_file and fsync too)
+# Writing: the one atomic file writer (checkpoints.py's checkpoints use write_file and fsync too)
 
 
 def write_file(path, content):
@@ -811,7 +811,7 @@ def read_mc(path, skip_bad=False):
 
 
 # -----------------------------------------------------------------------------------------------
-# Token files (data.py's out/data/*.bin) and tensor files: checkpoints (pretrain.py), PyTorch
+# Token files (data.py's out/data/*.bin) and tensor files: checkpoints (checkpoints.py), PyTorch
 # shards of a Hugging Face folder (convert.py)
 
 

@@ -63,19 +63,27 @@ class SelfJudgeConfig(TrainConfig):
     )
     offline: bool = opt(False, "the offline DPO baseline on --prefs, not on-policy self-judgment")
     tasks_dir: str = opt("out/tasks", "tasks.py's folder: default prompts, pairs, val prompts")
-    # file layouts: readers.read_prompts (--prompts, --val-prompts), readers.read_preferences
-    prompts: str = opt("", "prompts to sample from; '' = <tasks-dir>/prompts_train.jsonl")
+    prompts: str = opt(
+        "",
+        "prompts to sample (readers.read_prompts layouts); '' = <tasks-dir>/prompts_train.jsonl",
+    )
     prefs: str = opt(
-        "", "--offline: pair files, comma-separated; '' = <tasks-dir>/prefs_train.jsonl"
+        "",
+        "--offline: pair files, comma-separated (readers.read_preferences layouts); "
+        "'' = <tasks-dir>/prefs_train.jsonl",
     )
     val_prompts: str = opt(
-        "", "held-out prompts: judged win rate vs the start; '' = <tasks-dir>/eval_tasks.jsonl"
+        "",
+        "held-out prompts for the judged win rate vs the start (readers.read_prompts layouts); "
+        "'' = <tasks-dir>/eval_tasks.jsonl",
     )
     val_count: int = opt(24, "how many --val-prompts to judge at the end (0 = no validation)")
     dynamic_judge: bool = opt(False, "judge with the current policy, not the frozen start model")
     principles: str = opt("overall", "comma-separated judge principles (majority vote, jsft.judge)")
     judge: str = opt(
-        "self", "who judges: self (SELF-JUDGE) | reward (--reward-model) | verifier (oracle arm)"
+        "self",
+        "who judges: self (SELF-JUDGE: the frozen start, or the policy with --dynamic-judge) | "
+        "reward (--reward-model) | verifier (tasks.score: the oracle arm)",
     )
     reward_model: str = opt("out/reward_model", "--judge reward: the reward model checkpoint")
     nll_weight: float = opt(0.0, "weight of the chosen replies' per-token NLL (0 = plain DPO)")
@@ -308,10 +316,12 @@ def judged_win_rate(
     """How often the judge prefers the policy's sample to the baseline's (one fresh sample each per
     context, independent fixed seeds). Returns {"win_rate": mean p(policy better), "wins": share of
     pairs with p > 0.5, ties (p == 0.5) counted half}."""
-    same = (tokenizer, contexts, 1, max_new_tokens, temperature, top_p)  # all but the seed
+    knobs = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     with eval_mode(policy), eval_mode(base):
-        mine = sample_responses(policy, *same, seed_of(seed, "policy"))
-        theirs = sample_responses(base, *same, seed_of(seed, "base"))
+        mine = sample_responses(
+            policy, tokenizer, contexts, 1, seed=seed_of(seed, "policy"), **knobs
+        )
+        theirs = sample_responses(base, tokenizer, contexts, 1, seed=seed_of(seed, "base"), **knobs)
     p = judge_fn(contexts, [(a[0], b[0]) for a, b in zip(mine, theirs)])["score_a"]
     wins = sum((x > 0.5) + 0.5 * (x == 0.5) for x in p) / len(p)
     return {"win_rate": sum(p) / len(p), "wins": wins}
@@ -420,16 +430,15 @@ def main(argv=None):
         log(f"{cfg.prompts}: {len(contexts)} prompts; judge: {who}")
         get_batch = online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank, world_size)
         if cfg.val_count > 0:
-            held_out = load_contexts(
+            val_contexts = load_contexts(
                 cfg.val_prompts, tokenizer, cfg.max_new_tokens, max_len, "val-prompts"
             )[: cfg.val_count]
-            # always the frozen judge: a fixed yardstick
-            val_judge = model_judge(reference, tokenizer, principles)
-            sampling = (cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
+            val_judge = model_judge(reference, tokenizer, principles)  # frozen: a fixed yardstick
+            knobs = dict(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
 
             def val_fn(model):  # the judged win rate of the policy's samples against the start's
-                rates = judged_win_rate(model, reference, val_judge, tokenizer, held_out, *sampling)
-                return {f"val_{k}": v for k, v in rates.items()}
+                args = (model, reference, val_judge, tokenizer, val_contexts, cfg.max_new_tokens)
+                return {f"val_{k}": v for k, v in judged_win_rate(*args, **knobs).items()}
 
     extra["params_held"] = sum(m.num_params() for m in held)  # the cost column of evaluate.py
     train(

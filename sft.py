@@ -159,7 +159,9 @@ def with_lm_mix(get_batch, cfg, tokenizer, device, rank=0, world_size=1):
             "checkpoint's tokenizer or turn the mix off with --lm-mix 0"
         )
     train_bin = os.path.join(cfg.lm_data, "train.bin")
-    windows = PretrainBatches(train_bin, cfg.lm_batch, cfg.seed, rank, world_size)
+    windows = PretrainBatches(
+        train_bin, cfg.lm_batch, seed=cfg.seed, rank=rank, world_size=world_size
+    )
 
     def mixed_batch(step, micro):
         x, y = windows.get(step * cfg.grad_accum + micro, cfg.lm_seq_len or cfg.seq_len)
@@ -299,7 +301,7 @@ def main(argv=None):
     device, rank, world_size = setup_distributed(cfg.device)
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"config: {json.dumps(cfg.__dict__)}")
-    model, tokenizer, tok_path = load_start(cfg, device)
+    model, tokenizer, tokenizer_path = load_start(cfg, device)
     conversations = read_conversations(cfg.data, cfg.tasks_dir, cfg.skip_bad)
     train_examples, val_examples = prepare(cfg, tokenizer, conversations, log)
     torch.manual_seed(cfg.seed)
@@ -310,8 +312,8 @@ def main(argv=None):
     if val_examples:
         val_fn = masked_val_loss(val_examples, tokenizer.pad_id, device, cfg.max_tokens)
     extra = {"phase": "sft", "init_from": cfg.init_from, "special_ids": tokenizer.special_ids()}
-    run = {"loss_fn": loss_fn, "val_fn": val_fn, "tokenizer_path": tok_path, "log": log}
-    train(model, get_batch, cfg, extra, device=device, rank=rank, world_size=world_size, **run)
+    setup = dict(tokenizer_path=tokenizer_path, device=device, rank=rank, world_size=world_size)
+    train(model, get_batch, cfg, extra, loss_fn=loss_fn, val_fn=val_fn, log=log, **setup)
     if world_size > 1:
         torch.distributed.destroy_process_group()
 

@@ -18,7 +18,6 @@ import reward_model as RM
 import self_judge as SJ
 import tasks
 from readers import PreferencePair
-from reward_model import sequence_rewards
 from model import Transformer, config_from_preset
 from pretrain import TrainConfig, load_model, save_checkpoint, train
 from tokenizer import Tokenizer, train_tokenizer
@@ -74,7 +73,7 @@ def test_zero_head_starts_every_reward_at_zero_and_keeps_the_body(world):
     assert rm.cfg.reward_head and rm.lm_head.weight.shape == (1, rm.cfg.dim)
     assert torch.equal(rm.layers[0].mlp.up_proj.weight, world["lm"].layers[0].mlp.up_proj.weight)
     ids = torch.randint(5, 100, (3, 9))
-    assert torch.equal(sequence_rewards(rm, ids, torch.ones_like(ids)), torch.zeros(3))
+    assert torch.equal(RM.sequence_rewards(rm, ids, torch.ones_like(ids)), torch.zeros(3))
 
 
 def test_reward_is_read_at_the_last_real_token_right_or_left_padded(world):
@@ -92,10 +91,10 @@ def test_reward_is_read_at_the_last_real_token_right_or_left_padded(world):
         right[b, : len(r)], real_right[b, : len(r)] = torch.tensor(r), 1
         left[b, T - len(r) :], real_left[b, T - len(r) :] = torch.tensor(r), 1
     for ids, real in ((right, real_right), (left, real_left)):
-        assert sequence_rewards(rm, ids, real).tolist() == pytest.approx(alone, abs=1e-5)
+        assert RM.sequence_rewards(rm, ids, real).tolist() == pytest.approx(alone, abs=1e-5)
         # padding is never read
         junk = torch.where(real.bool(), ids, torch.randint(100, 200, ids.shape))
-        assert sequence_rewards(rm, junk, real).tolist() == pytest.approx(alone, abs=1e-5)
+        assert RM.sequence_rewards(rm, junk, real).tolist() == pytest.approx(alone, abs=1e-5)
     assert len(set(round(a, 4) for a in alone)) == 3  # the rows really differ
 
 
@@ -338,7 +337,7 @@ def test_transformers_scores_the_export_like_we_do(world, tmp_path):
         ids[b, : len(r)], real[b, : len(r)] = torch.tensor(r), 1
     with torch.no_grad():
         theirs = hf(input_ids=ids, attention_mask=real).logits[:, 0]
-        ours = sequence_rewards(rm, ids, real)
+        ours = RM.sequence_rewards(rm, ids, real)
     assert torch.allclose(theirs, ours, atol=1e-4), (theirs, ours)
     with pytest.raises(ValueError, match="one-way"):
         convert.import_hf(str(tmp_path / "hf"), str(tmp_path / "back"))
