@@ -426,6 +426,10 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
         and meta["sources"]["x"]["docs_kept"] == 3
     )
     assert meta["skipped_records"] == [f"{bad}:3: not valid JSON (Expecting value at column 1)"]
+    # the printed summary says what was skipped, where
+    assert f"skipped 1 malformed record(s) (--skip-bad): {bad}:3: not valid JSON" in data_summary(
+        meta
+    )
 
 
 def test_empty_corpus_after_filtering_errors_and_keeps_old_output(tmp_path):

@@ -135,6 +135,24 @@ def test_num_params_matches_hf_and_hand_count():
     assert model.num_params(exclude_embeddings=True) == model.num_params() - c.vocab_size * c.dim
 
 
+def test_presets_have_their_published_geometry():
+    """The preset table against figures from outside this file: TinyLlama-1.1B's parameter count
+    (1,100,048,384, its model card), GPT-2 small's 12 x 768 with 12 heads and tied embeddings, and
+    the demo model of the README (6.5M parameters, GQA with 8 query and 4 kv heads)."""
+
+    def params(name):
+        with torch.device("meta"):  # shapes only: no 4 GB of weights for the 1b preset
+            return Transformer(config_from_preset(name)).num_params()
+
+    assert params("1b") == 1_100_048_384
+    gpt2 = config_from_preset("gpt2-small")
+    assert (gpt2.n_layers, gpt2.dim, gpt2.n_heads, gpt2.n_kv_heads) == (12, 768, 12, 12)
+    assert gpt2.tie_embeddings and not config_from_preset("1b").tie_embeddings
+    demo = config_from_preset("demo")
+    assert (demo.n_heads, demo.n_kv_heads, demo.vocab_size) == (8, 4, 4096)
+    assert params("demo") == pytest.approx(6.5e6, abs=0.05e6)
+
+
 def test_ffn_rule_flops_and_presets():
     # Llama-7B
     assert ModelConfig(dim=4096, n_heads=32, n_kv_heads=32, multiple_of=256).ffn_hidden == 11008

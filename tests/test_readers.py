@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -478,3 +479,40 @@ def test_sft_layout_detection_survives_a_bad_first_line(tmp_path):
     with pytest.raises(ValueError, match=r"chats\.jsonl:1: not valid UTF-8"):
         read_conversations(str(path))
     assert read_conversations(str(path), skip_bad=True) == [[user("q"), assistant("good")]]
+
+
+def test_atomic_write_dir_swaps_in_a_complete_folder_and_keeps_the_old_on_failure(tmp_path):
+    out = tmp_path / "data"
+
+    def write(text, fail=False):
+        def fill(folder):
+            with open(os.path.join(folder, "a.txt"), "w") as fh:
+                fh.write(text)
+            if fail:
+                raise RuntimeError("disk full")
+
+        return fill
+
+    readers.atomic_write_dir(str(out), write("first"))
+    assert (out / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError, match="disk full"):
+        readers.atomic_write_dir(str(out), write("second", fail=True))
+    assert (out / "a.txt").read_text() == "first"  # the good folder is untouched
+    readers.atomic_write_dir(str(out), write("third"))
+    assert (out / "a.txt").read_text() == "third"
+    assert sorted(os.listdir(tmp_path)) == ["data"]  # no temporary or old folder left behind
+
+
+def test_read_preference_files_tasks_reads_both_task_files_in_order(tmp_path):
+    """jsft.py's --prefs: 'tasks' is the task world's prefs_train.jsonl then ultrafeedback_train
+    .jsonl; a file list is read in its order; the options reach every file; a missing file is
+    named with what to do before anything is read."""
+    shutil.copy(GENERIC, tmp_path / "prefs_train.jsonl")
+    shutil.copy(UF, tmp_path / "ultrafeedback_train.jsonl")
+    both = readers.read_preference_files("tasks", tasks_dir=str(tmp_path), seed=3)
+    assert both == read_preferences(GENERIC) + read_preferences(UF, seed=3)
+    per = readers.read_preference_files(f"{UF},{GENERIC}", per_principle=True)
+    assert per == read_preferences(UF, per_principle=True) + read_preferences(GENERIC)
+    os.remove(tmp_path / "ultrafeedback_train.jsonl")
+    with pytest.raises(SystemExit, match=r"ultrafeedback_train.jsonl not found: run `python tasks"):
+        readers.read_preference_files("tasks", tasks_dir=str(tmp_path))

@@ -428,6 +428,25 @@ def test_self_judge_raises_the_judge_preferred_rate_of_own_samples(world, tmp_pa
     )
 
 
+def test_judged_win_rate_draws_each_model_with_its_own_seed(world):
+    """The judge sees, per held-out context, the policy's sample drawn with seed_of(seed, "policy")
+    against the start's drawn with seed_of(seed, "base"): independent draws, so a model against
+    itself is not judged on identical samples."""
+    policy, seen = fresh_policy(world), []
+
+    def recording_judge(contexts, pairs):
+        seen.extend(pairs)
+        return stub_judge(contexts, pairs)
+
+    tok, contexts = world["tok"], world["eval"]
+    SJ.judged_win_rate(policy, policy, recording_judge, tok, contexts, max_new_tokens=CAP, seed=5)
+    with torch.no_grad():
+        mine = SJ.sample_responses(policy, tok, contexts, 1, CAP, seed=SJ.seed_of(5, "policy"))
+        base = SJ.sample_responses(policy, tok, contexts, 1, CAP, seed=SJ.seed_of(5, "base"))
+    assert seen == [(a[0], b[0]) for a, b in zip(mine, base)]
+    assert any(a != b for a, b in seen)
+
+
 def test_resume_is_exact_with_on_policy_sampling(world, tmp_path):
     def run(out, steps, resume):
         policy = fresh_policy(world)

@@ -76,12 +76,28 @@ def trained(tmp_path_factory):
         ("보호하여야", ["보호", "하여야"]),  # noun | 하다-ending
         ("대통령으로서의", ["대통령", "으로서", "의"]),  # stem | particle | particle (two cuts)
         ("모든 인간은 태어날 때부터", ["모든 인간", "은 태어날 때", "부터"]),
+        ("학교에서", ["학교", "에서"]),  # location particle
+        ("친구에게", ["친구", "에게"]),
+        ("집으로부터", ["집", "으로부터"]),  # the longest particles
+        ("개정되었다", ["개정", "되었다"]),  # noun | 되다-ending
+        ("먹었으며", ["먹", "었으며"]),  # verb stem | ending
         ("Hello, world!", ["Hello, world!"]),  # nothing to cut outside Hangul
         ("", []),
     ],
 )
 def test_segment_korean_hand_examples(text, expected):
     assert T.segment_korean(text) == expected
+
+
+def test_suffix_tables():
+    """The suffix tables as written out by hand (one entry per suffix): 65 particles, 35 endings,
+    40 verbalizers, each a run of 1-4 Hangul syllables and none listed twice (a lost space in the
+    tables' text would merge two entries, a dropped one shrink a count)."""
+    sizes = {"PARTICLES": 65, "ENDINGS": 35, "VERBALIZERS": 40}
+    for name, size in sizes.items():
+        table = getattr(T, name)
+        assert len(table) == len(set(table)) == size, name
+        assert all(1 <= len(s) <= 4 and all("가" <= ch <= "힣" for ch in s) for s in table), name
 
 
 @settings(max_examples=200, deadline=None)
