@@ -127,17 +127,9 @@ def reply(
             stream(text[len(shown[0]) :])
             shown[0] = text
 
-    out = generate(
-        model,
-        [ids],
-        max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        stop_ids=(tokenizer.eot_id,),
-        generator=generator,
-        pad_id=tokenizer.pad_id,
-        on_token=on_token,
-    )[0]
+    sampling = dict(temperature=temperature, top_p=top_p, generator=generator)
+    stops = dict(stop_ids=(tokenizer.eot_id,), pad_id=tokenizer.pad_id)
+    out = generate(model, [ids], max_new_tokens, on_token=on_token, **sampling, **stops)[0]
     text = tokenizer.decode([t for t in out if t != tokenizer.eot_id])
     if stream and len(text) > len(shown[0]):
         stream(text[len(shown[0]) :])
@@ -233,11 +225,12 @@ def main(argv=None):
                 )
             )
         return
-    if args.prompt is not None:
-        reply(
+
+    def answer(messages):  # the reply to the last user turn, streamed as it is sampled
+        return reply(
             model,
             tokenizer,
-            system + [{"role": "user", "content": args.prompt}],
+            messages,
             args.max_new_tokens,
             temperature,
             top_p,
@@ -246,6 +239,9 @@ def main(argv=None):
             best_of=args.best_of,
             principles=principles,
         )
+
+    if args.prompt is not None:
+        answer(system + [{"role": "user", "content": args.prompt}])
         print()
         return
     messages = list(system)
@@ -265,18 +261,7 @@ def main(argv=None):
         messages.append({"role": "user", "content": line})
         write("bot> ")
         try:
-            text = reply(
-                model,
-                tokenizer,
-                messages,
-                args.max_new_tokens,
-                temperature,
-                top_p,
-                args.seed,
-                stream=write,
-                best_of=args.best_of,
-                principles=principles,
-            )
+            text = answer(messages)
         except ValueError as exc:
             print(f"\n({exc})")
             messages.pop()

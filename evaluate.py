@@ -712,15 +712,9 @@ def run(cfg):
         }
         if data_tok and on["lm"]:
             with clock(seconds, "lm"):
+                sizes = dict(seq_len=cfg.seq_len, max_tokens=cfg.max_val_tokens)
                 report["lm"][name] = lm_section(
-                    model,
-                    tok,
-                    data_tok,
-                    cfg.data_dir,
-                    groups,
-                    cfg.seq_len,
-                    cfg.max_val_tokens,
-                    cfg.batch_size,
+                    model, tok, data_tok, cfg.data_dir, groups, batch_size=cfg.batch_size, **sizes
                 )
         if data_tok and on["fim"] and name in fim_ckpts:
             with clock(seconds, "fim"):

@@ -378,8 +378,7 @@ class JSFTConfig(SFTConfig):
     judge_lang: str = opt("", "template language en | ko; empty = the context's language")
     eval_prefs: str = opt(
         "tasks",
-        "held-out pairs for judge accuracy: 'tasks' (<tasks-dir>/prefs_eval.jsonl), a file "
-        "or 'none'",
+        "held-out pairs for judge accuracy: 'tasks' (<tasks-dir>/prefs_eval.jsonl), FILE, 'none'",
     )
     eval_batch_size: int = opt(64, "prompts per judge forward at evaluation")
     sampled_pairs: int = opt(

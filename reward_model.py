@@ -47,12 +47,11 @@ class RewardConfig(TrainConfig):
     out_dir: str = opt("out/reward_model", "checkpoint folder this phase writes")
     init_from: str = opt("out/sft", "start checkpoint (its LM head is replaced by the scalar head)")
     tasks_dir: str = opt("out/tasks", "folder written by tasks.py: the default pairs")
+    # '' = the pairs JSFT learns to judge, so both judges learn from the same data:
+    # <tasks-dir>/prefs_train.jsonl, ultrafeedback_train.jsonl, out/jsft/sampled_prefs.jsonl if any
     prefs: str = opt(
         "",
-        "preference pairs, comma-separated files "
-        "(readers.read_preferences layouts); "
-        "'' = <tasks-dir>/prefs_train.jsonl and ultrafeedback_train.jsonl, "
-        "and out/jsft/sampled_prefs.jsonl when it exists: the pairs JSFT judges",
+        "pair files, comma-separated (readers.read_preferences layout); '' = the pairs JSFT judges",
     )
     eval_prefs: str = opt(
         "", "held-out pairs for accuracy; '' = <tasks-dir>/prefs_eval.jsonl, 'none' = skip"

@@ -20,13 +20,9 @@ SMALL = tasks.WorldConfig(n_train=12, n_eval=4)
 
 # What each flaw is meant to break, written here independently of tasks.FLAW_BREAKS.
 BREAKS = {
-    "wrong_value": "correctness",
-    "partly_right": "correctness",
-    "over_refusal": "correctness",
-    "complies": "correctness",
+    **dict.fromkeys(("wrong_value", "partly_right", "over_refusal", "complies"), "correctness"),
+    **dict.fromkeys(("verbose", "repeated"), "concision"),
     "wrong_language": "language",
-    "verbose": "concision",
-    "repeated": "concision",
     "cut_off": "ending",
 }
 BENIGN_FLAWS = ["wrong_value", "wrong_language", "verbose", "repeated", "cut_off", "over_refusal"]
