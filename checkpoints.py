@@ -11,6 +11,12 @@ A run folder (--out-dir) holds one folder per save and a `latest` link to the ne
 A save is written into RUN/.tmp_step_000120, each file and the folder fsynced, renamed to
 step_000120, and only then published; older saves past --keep-last are removed after that. So a
 kill at any instant leaves `latest` on a complete save (as PyTorch's distributed checkpoint does).
+Infrastructure every phase shares, no paper section of its own.
+
+Use (a module, not a script):
+    from checkpoints import find_checkpoint, load_checkpoint
+    print(find_checkpoint("out/sft"))                # out/sft/step_000400: the newest complete save
+    state_dict, config = load_checkpoint("out/sft")  # its weights and config.json
 """
 
 import json
