@@ -865,6 +865,13 @@ def parse_config(cls, argv=None, description=None):
         description=description or (sys.modules[cls.__module__].__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    add_config_flags(parser, cls)
+    args = parser.parse_args(argv)
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def add_config_flags(parser, cls):
+    """One flag per field of a config dataclass: --field-name, with its type, default and help."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
@@ -877,8 +884,6 @@ def parse_config(cls, argv=None, description=None):
         else:
             how = {"type": kind}
         parser.add_argument(flag, default=f.default, help=f.metadata.get("help", " "), **how)
-    args = parser.parse_args(argv)
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def parse_weights(spec, what):

@@ -40,7 +40,7 @@ import sentencepiece as spm
 from tqdm import tqdm
 
 from corpus import as_corpus, default_corpus, english_centric, group_by_lang, split_heldout
-from readers import ROLES, atomic_write, opt, read_documents
+from readers import ROLES, add_config_flags, atomic_write, opt, read_documents
 
 # -------- special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model trained here
 
@@ -518,6 +518,10 @@ def format_report(report):
 # ------------------------------------------------------------------------------------------- CLI
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring as written, each flag with its default."""
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("train", "encode"):
@@ -527,20 +531,16 @@ def main(argv=None):
     p_train = sub.add_parser(
         "train",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         help="train a tokenizer and write the efficiency report (default command)",
     )
     p_train.add_argument(
-        "--input", nargs="+", help="files, dirs or globs (.txt/.jsonl); default: default_corpus()"
+        "--input",
+        nargs="+",
+        help="files, dirs or globs (.txt/.jsonl); None: corpus.default_corpus()",
     )
     p_train.add_argument("--skip-bad", action="store_true", help="skip and count bad .jsonl lines")
-    for f in dataclasses.fields(TrainConfig):
-        flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
-        if f.type is bool:  # BooleanOptionalAction adds the "(default: ...)" itself
-            how = {"action": argparse.BooleanOptionalAction, "help": text}
-        else:
-            how = {"type": f.type, "help": f"{text} (default: {f.default})"}
-        p_train.add_argument(flag, default=f.default, **how)
+    add_config_flags(p_train, TrainConfig)
     p_enc = sub.add_parser("encode", help="print the morphemes, pieces and ids of TEXT")
     p_enc.add_argument("text")
     p_enc.add_argument("--model", default="out/tokenizer/tokenizer.model")
