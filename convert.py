@@ -1,18 +1,15 @@
-"""convert.py: a minihcx checkpoint to the Hugging Face Llama layout and back.
+"""convert.py: a minihcx checkpoint to the Hugging Face Llama layout and back. A tool, no paper
+section: it opens the HCX §2.1 model to the tools that read Hugging Face folders.
 
 model.py *is* Llama (pre-norm RMSNorm, half-split RoPE, GQA, SwiGLU, no biases), so conversion is
 renaming: the one name mapping lives here (to_hf_state_dict / from_hf_state_dict /
 hf_llama_config_dict) and the parity tests use the same one. Around it, this script adds folders:
 
-  minihcx checkpoint (DESIGN.md §1)           Hugging Face folder (transformers, vLLM, llama.cpp
-                                              read it)
-    model.pt      plain state dict      <->     model.safetensors (or pytorch_model.bin), "model."
-                                                names
-    config.json   ModelConfig + phase   <->     config.json: LlamaConfig fields,
-                                                generation_config.json
-    tokenizer.model                     <->     tokenizer.model + tokenizer_config.json (special
-                                                tokens,
-                                                chat template) + special_tokens_map.json
+  minihcx checkpoint (DESIGN.md §1)     Hugging Face folder (transformers, vLLM, llama.cpp read it)
+    model.pt: plain state dict      <->   model.safetensors (or pytorch_model.bin), "model." names
+    config.json: ModelConfig, phase <->   config.json (LlamaConfig fields), generation_config.json
+    tokenizer.model                 <->   tokenizer.model, tokenizer_config.json (special tokens,
+                                          chat template), special_tokens_map.json
 
 The tokenizer.model is the same sentencepiece file. Encoding with plain sentencepiece gives our ids
 for English and code; for Korean it does when the tokenizer was trained without morpheme

@@ -1,6 +1,6 @@
 """pretrain.py — the one training loop of minihcx, and pretraining with it.
 
-HyperCLOVA X §2.2: a decoder-only transformer trained left-to-right (plus fill-in-the-middle, done
+HyperCLOVA X §2.1: a decoder-only transformer trained left-to-right (plus fill-in-the-middle, done
 in data.py) on Korean, English and code in equal thirds, with a short context for most of training
 and a long context for the last ~10% of steps. This file holds the loop every phase uses:
 sft.py and jsft.py call `train()` with their own batches, self_judge.py with its own loss.

@@ -26,7 +26,12 @@ Nothing here trains or tokenizes; the scripts import what they read with from he
 
 Every bad record stops the read with `ValueError("file:line: what is wrong")`; with skip_bad=True
 (--skip-bad) it is skipped, counted, and a one-line summary is printed at the end. This module
-imports no other module of the project.
+imports no other module of the project. It implements no paper section: it is the plumbing between
+the data on disk and the scripts that do.
+
+Use (a module, not a script):
+    from readers import read_prompts
+    contexts = read_prompts("out/tasks/eval_tasks.jsonl")   # [[{"role": "user", ...}], ...]
 """
 
 import argparse
