@@ -38,7 +38,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from checkpoints import find_checkpoint, load_checkpoint, save_checkpoint
-from model import ModelConfig, Transformer, config_from_preset
+from model import ModelConfig, Transformer, config_from_preset, eval_mode
 from readers import atomic_write, load_tensors, opt, parse_config, read_jsonl
 
 
@@ -183,7 +183,8 @@ def train(
                   "loss_mask", or whatever loss_fn reads); a deterministic function of (step,
                   micro) for this rank, so that the data cursor of a checkpoint is simply the step
     loss_fn:      loss_fn(model, batch) -> (scalar loss, {metric: float}); default next-token CE
-    val_fn:       val_fn(plain_model) -> {metric: float}: every cfg.eval_every steps and at the end
+    val_fn:       val_fn(plain_model) -> {metric: float}: every cfg.eval_every steps and at the end,
+                  in eval mode without gradients
     config_extra: what config.json records beside the model config (phase, args, special ids)
     Returns the list of logged metric dicts.
     """
@@ -313,9 +314,8 @@ def train(
             done = step + 1 == cfg.steps
             validate = (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or done
             if val_fn is not None and validate:
-                raw.eval()
-                row.update(val_fn(raw))
-                raw.train()
+                with eval_mode(raw):
+                    row.update(val_fn(raw))
             history.append(row)
             if rank == 0:
                 with open(metrics_path, "a", encoding="utf-8") as fh:
