@@ -96,6 +96,20 @@ def test_loss_falls_on_a_learnable_stream(tmp_path):
     assert start > math.log(VOCAB) - 0.7 and end < start - 1.5
 
 
+def test_validation_runs_in_eval_mode_without_gradients_then_training_resumes(tmp_path):
+    model = Transformer(config_from_preset("tiny", vocab_size=VOCAB, max_seq_len=T, dropout=0.1))
+    seen = []
+
+    def val_fn(m):
+        seen.append((m.training, torch.is_grad_enabled()))
+        return {"val_loss": 0.0}
+
+    cfg = cfg_for(tmp_path, steps=2, eval_every=1)
+    train(model, make_get_batch(synthetic_tokens()), cfg, {"phase": "test"}, val_fn=val_fn)
+    assert seen == [(False, False), (False, False)]  # no dropout, no graph: at every validation
+    assert model.training  # and the loop went on (and ends) in training mode
+
+
 def test_the_loop_closes_with_one_done_line_of_first_and_last_loss_and_the_last_metrics(tmp_path):
     """Every phase's closing line comes from train: loss first -> last step, then the last step's
     DONE_METRICS that the phase logged (val_loss here), then where the checkpoint is."""
