@@ -67,9 +67,14 @@ def _remove_dir(path):
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def save_checkpoint(run_dir, model_state, config, train_state=None, tokenizer_path=None, keep=2):
+KEEP_LAST = 2  # complete saves kept in a run folder by default (pretrain.py's --keep-last)
+
+
+def save_checkpoint(
+    run_dir, model_state, config, train_state=None, tokenizer_path=None, keep=KEEP_LAST
+):
     """Write a self-contained checkpoint (DESIGN.md §1) into its own step folder of `run_dir`,
-    publish it and keep the newest `keep` saves (TrainConfig.keep_last). Returns the step folder."""
+    publish it and keep the newest `keep` saves. Returns the step folder."""
     name = f"step_{config.get('step', 0):06d}"
     tmp, final = os.path.join(run_dir, ".tmp_" + name), os.path.join(run_dir, name)
     for leftover in (tmp, final):  # a kill left it unpublished: `latest` points to an older save

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from checkpoints import find_checkpoint, load_checkpoint, save_checkpoint
+from checkpoints import KEEP_LAST, find_checkpoint, load_checkpoint, save_checkpoint
 from model import ModelConfig, Transformer, config_from_preset, eval_mode
 from readers import atomic_write, load_tensors, opt, parse_config, read_jsonl
 
@@ -61,7 +61,7 @@ class TrainConfig:
     eval_every: int = opt(100, "validate every N steps (and at the end); 0 = only at the end")
     eval_batches: int = opt(8, "validation batches per evaluation")
     save_every: int = opt(200, "checkpoint every N steps (and at the end)")
-    keep_last: int = opt(2, "newest complete saves kept in out_dir")
+    keep_last: int = opt(KEEP_LAST, "newest complete saves kept in out_dir")
     seed: int = 1337
     device: str = opt("auto", "auto | cpu | cuda | mps")
     compile: typing.Optional[bool] = opt(None, "torch.compile (default: on for CUDA)")

@@ -626,18 +626,14 @@ def read_preferences(path, skip_bad=False, per_principle=False, seed=0) -> list[
 
 
 def read_preference_files(spec, tasks_dir="out/tasks", skip_bad=False, per_principle=False, seed=0):
-    """Preference pairs for jsft.py's --prefs: 'tasks' (the task world's prefs_train.jsonl and
-    ultrafeedback_train.jsonl) or comma-separated files, each read by read_preferences; every file
-    must exist before any is read."""
-    if spec == "tasks":
-        names = ("prefs_train.jsonl", "ultrafeedback_train.jsonl")
-        paths = [os.path.join(tasks_dir, name) for name in names]
-        hint = "run `python tasks.py` first (or pass --prefs FILES)"
-    else:
-        paths, hint = spec.split(","), "check --prefs"
+    """Preference pairs for --prefs (jsft.py, self_judge.py --offline): 'tasks' (the task world's
+    prefs_train.jsonl and ultrafeedback_train.jsonl) or comma-separated files, each read by
+    read_preferences; every file must exist before any is read."""
+    names = ("prefs_train.jsonl", "ultrafeedback_train.jsonl")
+    paths = [os.path.join(tasks_dir, n) for n in names] if spec == "tasks" else spec.split(",")
     for path in paths:
         if not os.path.exists(path):
-            raise SystemExit(f"{path} not found: {hint}")
+            raise SystemExit(f"{path} not found: run `python tasks.py` first, or check --prefs")
     pairs = []
     for path in paths:
         pairs += read_preferences(path, skip_bad=skip_bad, per_principle=per_principle, seed=seed)

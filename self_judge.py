@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from model import eval_mode, generate, sequence_logprobs, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
-from readers import opt, parse_config, read_preferences, read_prompts
+from readers import opt, parse_config, read_preference_files, read_prompts
 from reward_model import load_reward_model, reward_judge
 from sft import build_pair_batch, offline_batches, positions, prompt_stream, seed_of, tokenize_pairs
 from tasks import verifier_judge
@@ -400,13 +400,7 @@ def main(argv=None):
     held = [policy, reference]  # the models this run keeps in memory: policy, reference, judge
     val_fn = None
     if cfg.offline:
-        pairs = []
-        for path in cfg.prefs.split(","):
-            if not os.path.exists(path):
-                raise SystemExit(
-                    f"{path} not found: run `python tasks.py` first, or pass --prefs FILES"
-                )
-            pairs += read_preferences(path)
+        pairs = read_preference_files(cfg.prefs)
         tokenized, dropped = tokenize_pairs(tokenizer, pairs, max_len)
         too_long = f", {dropped} longer than {max_len} tokens left out" if dropped else ""
         log(f"{cfg.prefs}: {len(tokenized)} pairs{too_long}")
