@@ -397,20 +397,25 @@ def nucleus(probs, top_p: float, head: int = 64):
     probs (B, V) -> top (B, n) descending, ids (B, n) their token ids, keep (B, n) bool: the
     nucleus, a prefix of each row. Sorting all V tokens costs as much as a decode step; a nucleus
     usually lies among the `head` most likely tokens, which topk finds ~8x faster: then n = head.
-    Only rows whose nucleus is wider are sorted in full; then n = V, other rows end in zeros."""
+    Only rows whose nucleus is wider are sorted in full; then n is the widest nucleus, and the
+    other rows end in zeros."""
     top, ids = probs.topk(min(head, probs.size(-1)), dim=-1)  # (B, head), descending
     cum = top.cumsum(dim=-1)
+    keep = (cum - top) < top_p  # keep while the mass before a token is < top_p
     wide = cum[:, -1] < top_p  # (B,) rows whose nucleus is wider than head
-    if bool(wide.any()):  # sort every token of those rows; the others' tails are zeros
-        pad = (0, probs.size(-1) - top.size(-1))
-        top, ids = F.pad(top, pad), F.pad(ids, pad)  # (B, V)
-        top[wide], ids[wide] = probs[wide].sort(dim=-1, descending=True)
-        cum = top.cumsum(dim=-1)
-    return top, ids, (cum - top) < top_p  # keep while the mass before a token is < top_p
+    if bool(wide.any()):  # sort every token of those rows
+        wide_top, wide_ids = probs[wide].sort(dim=-1, descending=True)  # (w, V)
+        wide_keep = (wide_top.cumsum(dim=-1) - wide_top) < top_p
+        n = max(int(wide_keep.sum(dim=-1).max()), top.size(-1))  # what lies past n is never kept
+        pad = (0, n - top.size(-1))
+        top, ids, keep = F.pad(top, pad), F.pad(ids, pad), F.pad(keep, pad, value=False)
+        top[wide], ids[wide], keep[wide] = wide_top[:, :n], wide_ids[:, :n], wide_keep[:, :n]
+    return top, ids, keep
 
 
-def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, generator):
-    """logits (B, V) -> next token ids (B,); temperature 0 = greedy; top_p: within nucleus()."""
+def sample_next(logits, temperature: float, top_k: int | None, top_p: float | None, uniform):
+    """logits (B, V) -> next token ids (B,); temperature 0 = greedy; top_p: within nucleus().
+    uniform (B, 1), each in [0, 1): the row's random number (inverse_cdf_sample)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
@@ -419,20 +424,26 @@ def sample_next(logits, temperature: float, top_k: int | None, top_p: float | No
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = logits.softmax(dim=-1)  # (B, V)
     if top_p is None or top_p >= 1.0:
-        return inverse_cdf_sample(probs, generator)
+        return inverse_cdf_sample(probs, uniform)
     top, ids, keep = nucleus(probs, top_p)  # (B, n) each
-    pick = inverse_cdf_sample(top * keep, generator)  # (B,) index into the n
+    pick = inverse_cdf_sample(top * keep, uniform)  # (B,) index into the n
     return ids.gather(-1, pick[:, None]).squeeze(-1)
 
 
-def inverse_cdf_sample(probs, generator=None):
+def uniforms(n: int, generator=None, device="cpu"):
+    """n random numbers in [0, 1), shape (n, 1) float32, drawn from generator (a seeded one gives
+    the same numbers on every run), on device."""
+    where = generator.device if generator is not None else device
+    return torch.rand(n, 1, generator=generator, device=where).to(device)
+
+
+def inverse_cdf_sample(probs, uniform):
     """One draw per row of probs (B, V) (rows summing to ~1, zeros allowed) -> ids (B,). Inverse
-    CDF: a uniform u per row, scaled to (0, total], picks the first token whose cumulative mass
-    reaches u (never a zero-probability one), where torch.multinomial draws V exponentials a row."""
+    CDF: row b's uniform (B, 1) in [0, 1), scaled to (0, total], picks the first token whose
+    cumulative mass reaches it (never a zero-probability one), where torch.multinomial draws V
+    exponentials a row."""
     cdf = probs.cumsum(dim=-1)  # (B, V), non-decreasing; flat across zero-probability tokens
-    device = generator.device if generator is not None else probs.device
-    r = torch.rand(probs.size(0), 1, generator=generator, device=device, dtype=probs.dtype)
-    u = (1.0 - r.to(probs.device)) * cdf[:, -1:]  # (B, 1), in (0, total]: never past the last token
+    u = (1.0 - uniform.to(cdf)) * cdf[:, -1:]  # (B, 1), in (0, total]: never past the last token
     return torch.searchsorted(cdf, u).squeeze(-1)  # first index with cdf >= u
 
 
@@ -485,7 +496,11 @@ def generate(
 
     One eager prefill, then one decode_one_token step per token over the whole static cache;
     compile=True compiles that step (compiled_decode_one_token; sampling stays eager: the same
-    samples); compiling pays only over many calls (SELF-JUDGE's sampler, evaluation), not one."""
+    samples); compiling pays only over many calls (SELF-JUDGE's sampler, evaluation), not one.
+    Eager, once the rows still going fit in half the batch, the cache keeps only them (replies end
+    at different lengths: most rows stop long before the longest; compiled, a smaller batch would
+    compile another graph, 8-25 s on CPU). Each step draws one uniform per prompt, so a row's
+    samples do not depend on when the others stop."""
     model = unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
@@ -507,23 +522,35 @@ def generate(
     step_fn = compiled_decode_one_token(device.type) if compile else decode_one_token
     stop = set(stop_ids)
     new_tokens, done = [[] for _ in range(B)], [False] * B
+    in_row = list(range(B))  # the prompt each cache row holds (rows past these: padding)
     with eval_mode(model):
         logits, _ = model(idx, start_pos=0, left_pad=left_pad, last_only=True)  # prefill
         logits = logits[:, -1]  # (rows, V)
         for step in range(max_new_tokens):
-            next_ids = sample_next(logits[:B], temperature, top_k, top_p, generator)  # (B,)
-            step_tokens = [None if d else t for t, d in zip(next_ids.tolist(), done)]
-            for b, t in enumerate(step_tokens):
-                if t is not None:
-                    new_tokens[b].append(t)
-                    done[b] = t in stop
+            going = [i for i, b in enumerate(in_row) if not done[b]]  # cache rows still sampling
+            prompt_of = [in_row[i] for i in going]
+            u = uniforms(B, generator, device)[prompt_of] if temperature else None  # one a prompt
+            picked = sample_next(logits[going], temperature, top_k, top_p, u)  # (len(going),)
+            step_tokens = [None] * B
+            for b, t in zip(prompt_of, picked.tolist()):
+                new_tokens[b].append(t)
+                step_tokens[b], done[b] = t, t in stop
             if on_token is not None:
                 on_token(step_tokens)
             if all(done) or step == max_new_tokens - 1:
                 break
-            next_ids = F.pad(next_ids, (0, rows - B), value=pad_id)[:, None]  # (rows, 1)
+            next_ids = torch.full((rows,), pad_id, device=device)
+            next_ids[going] = picked
+            left = [i for i in going if not done[in_row[i]]]
+            if not compile and len(left) <= rows // 2:  # (compiled: one graph a batch size)
+                keep = torch.tensor(left, device=device)  # the cache keeps the rows going on
+                for layer in model.layers:  # indexing keeps setup_cache's memory layout
+                    a = layer.self_attn
+                    a.k_cache, a.v_cache = a.k_cache[keep], a.v_cache[keep]
+                rows, in_row = len(left), [in_row[i] for i in left]
+                left_pad, next_ids = left_pad[keep], next_ids[keep]
             input_pos = torch.tensor([P + step], device=device)  # the cache slot of next_ids
-            logits = step_fn(model, next_ids, input_pos, left_pad)  # (rows, V)
+            logits = step_fn(model, next_ids[:, None], input_pos, left_pad)  # (rows, V)
     return new_tokens
 
 

@@ -28,6 +28,7 @@ from model import (
     nucleus,
     sample_next,
     sequence_logprobs,
+    uniforms,
 )
 
 
@@ -332,6 +333,29 @@ def test_batched_generation_equals_each_row_alone_and_stops_per_row():
         generate(model, [[]], 3)
 
 
+def test_rows_sample_the_same_whatever_the_others_do_when_the_batch_shrinks():
+    """Sampled rows that stop at different steps: once the rows still going fit in half the batch,
+    generate keeps only them in the cache. Each row must still get what it gets when no row stops,
+    cut at its first stop id: the same draws, cache rows and positions as before the shrink."""
+    model = make_model(matrix_scale=3.0)
+    lengths = (5, 1, 9, 3, 7, 2, 6, 4, 8, 3)  # ten prompts, left-padded by different amounts
+    prompts = [[(7 * b + 3 * i) % 97 for i in range(n)] for b, n in enumerate(lengths)]
+    run = lambda ps, stops, seed=5: generate(
+        model, ps, 24, temperature=1.0, top_p=0.95, stop_ids=stops,
+        generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    free = run(prompts, ())
+    stops = set()  # each row's second token stops it, unless fewer than 2 rows would go on
+    for row in free:
+        if sum(not set(r) & (stops | {row[1]}) for r in free) >= 2:
+            stops.add(row[1])
+    cut = [next((r[: i + 1] for i, t in enumerate(r) if t in stops), r) for r in free]
+    got = run(prompts, stops)
+    assert got == cut
+    assert sorted(map(len, got))[-2:] == [24, 24] and sorted(map(len, got))[5] < 12
+    assert model.layers[0].self_attn.k_cache.size(0) == 2  # 10 rows -> 5 -> the 2 going on
+
+
 @torch.no_grad()
 def test_static_decode_over_a_stale_cache_equals_each_row_alone():
     """decode_one_token attends over every slot of the cache: the mask must hide the slots after
@@ -557,9 +581,14 @@ def test_sequence_logprobs_matches_hand_computation_and_is_differentiable():
 # --- sampling -------------------------------------------------------------------------------------
 
 
+def draws(n, seed):
+    """n seeded uniforms (n, 1), as generate draws them for sample_next."""
+    return uniforms(n, torch.Generator().manual_seed(seed))
+
+
 def test_sampling_filters_and_seeding():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
-    draw = lambda **kw: sample_next(logits, generator=torch.Generator().manual_seed(1), **kw)
+    draw = lambda **kw: sample_next(logits, uniform=draws(4000, 1), **kw)
     assert torch.equal(
         draw(temperature=0, top_k=None, top_p=None), torch.zeros(4000, dtype=torch.long)
     )
@@ -596,17 +625,17 @@ def test_inverse_cdf_sample_draws_each_token_with_its_probability():
     sample_next's draw over a nucleus gives the renormalised nucleus probabilities."""
     p = torch.tensor([0.0, 0.4, 0.0, 0.25, 0.2, 0.1, 0.05, 0.0])
     n = 40000
-    ids = inverse_cdf_sample(p.repeat(n, 1), torch.Generator().manual_seed(0))
+    ids = inverse_cdf_sample(p.repeat(n, 1), draws(n, 0))
     counts = torch.bincount(ids, minlength=8).double()
     assert counts[p == 0].sum() == 0
     expected = n * p.double()
     chi2 = ((counts - expected)[p > 0] ** 2 / expected[p > 0]).sum().item()
     assert chi2 < 18.47, chi2
     assert (counts / n - p).abs().max().item() < 0.01
-    ids = inverse_cdf_sample(3 * p.repeat(n, 1), torch.Generator().manual_seed(1))  # total 3
+    ids = inverse_cdf_sample(3 * p.repeat(n, 1), draws(n, 1))  # total 3
     assert ((torch.bincount(ids, minlength=8) / n) - p).abs().max().item() < 0.01
     # through sample_next's nucleus: top-p 0.8 keeps {1, 3, 4} (the mass before token 5 is 0.85)
-    ids = sample_next(p.log().repeat(n, 1), 1.0, None, 0.8, torch.Generator().manual_seed(2))
+    ids = sample_next(p.log().repeat(n, 1), 1.0, None, 0.8, draws(n, 2))
     counts = torch.bincount(ids, minlength=8).double()
     expected = n * torch.where(p >= 0.2, p, 0.0).double() / 0.85
     assert counts[expected == 0].sum() == 0
@@ -614,25 +643,24 @@ def test_inverse_cdf_sample_draws_each_token_with_its_probability():
     assert chi2 < 13.82, chi2  # 2 degrees of freedom, 0.1% critical value
 
 
-def test_inverse_cdf_sample_at_the_ends_of_the_uniform(monkeypatch):
+def test_inverse_cdf_sample_at_the_ends_of_the_uniform():
     """u = 0 and u = 1 - 2^-24, the extremes torch.rand can return, pick the first and the last
     token with nonzero probability, never a zero-probability neighbour or an index past V."""
     p = torch.tensor([[0.0, 0.3, 0.0, 0.7, 0.0, 0.0]]).repeat(2, 1)
     ends = torch.tensor([[0.0], [1.0 - 2.0**-24]])
-    monkeypatch.setattr(torch, "rand", lambda *a, **kw: ends.clone())
-    assert inverse_cdf_sample(p).tolist() == [3, 1]
+    assert inverse_cdf_sample(p, ends).tolist() == [3, 1]
 
 
 def test_inverse_cdf_sample_is_seeded_and_rows_are_independent():
     p = torch.tensor([[0.5, 0.5], [2.7, 0.3]]).repeat(20000, 1)  # two distributions, two totals
-    draw = lambda seed: inverse_cdf_sample(p, torch.Generator().manual_seed(seed))
+    draw = lambda seed: inverse_cdf_sample(p, draws(40000, seed))
     assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
     ids = draw(5).view(20000, 2)  # (pair, row): row 0 ~ (0.5, 0.5), row 1 ~ (0.9, 0.1)
     assert abs(ids[:, 0].double().mean().item() - 0.5) < 0.015
     assert abs(ids[:, 1].double().mean().item() - 0.1) < 0.01
     joint = torch.bincount(2 * ids[:, 0] + ids[:, 1], minlength=4).view(2, 2) / 20000
     assert torch.allclose(joint, torch.tensor([[0.45, 0.05], [0.45, 0.05]]), atol=0.012)
-    same = inverse_cdf_sample(torch.full((20000, 2), 0.5), torch.Generator().manual_seed(6))
+    same = inverse_cdf_sample(torch.full((20000, 2), 0.5), draws(20000, 6))
     assert abs((same[0::2] == same[1::2]).double().mean().item() - 0.5) < 0.015  # one u per row
 
 
@@ -650,20 +678,20 @@ def test_sampling_never_leaves_the_top_k_or_the_nucleus():
     torch.manual_seed(0)
     logits = (torch.randn(8, 300) * 3).repeat(500, 1)  # (4000, 300): 8 rows, 500 draws each
     gen = torch.Generator().manual_seed(2)
-    ids = sample_next(logits, 1.0, top_k=None, top_p=0.8, generator=gen)
+    ids = sample_next(logits, 1.0, top_k=None, top_p=0.8, uniform=uniforms(4000, gen))
     allowed = torch.isfinite(top_p_filter(logits, 0.8))
     assert allowed.gather(1, ids[:, None]).all()
     assert allowed[:8].sum() < 8 * 300 and len(set(ids.tolist())) > 8  # a real filter, varied draws
     flat = (torch.randn(4, 300) * 0.05).repeat(500, 1)  # nuclei wider than the topk head: the sort
-    ids = sample_next(flat, 1.0, top_k=None, top_p=0.5, generator=gen)
+    ids = sample_next(flat, 1.0, top_k=None, top_p=0.5, uniform=uniforms(2000, gen))
     allowed = torch.isfinite(top_p_filter(flat, 0.5))
     assert allowed[:4].sum(-1).min() > 64 and allowed.gather(1, ids[:, None]).all()
-    ids = sample_next(logits, 1.0, top_k=5, top_p=None, generator=gen)
+    ids = sample_next(logits, 1.0, top_k=5, top_p=None, uniform=uniforms(4000, gen))
     top5 = logits.topk(5, dim=-1).indices
     assert (top5 == ids[:, None]).any(dim=-1).all()
     peaked = logits.clone()
     peaked[:, 7] = 100.0
-    assert (sample_next(peaked, 1.0, top_k=None, top_p=0.9, generator=gen) == 7).all()
+    assert (sample_next(peaked, 1.0, top_k=None, top_p=0.9, uniform=uniforms(4000, gen)) == 7).all()
 
 
 def test_top_p_filter_keeps_the_smallest_nucleus_with_and_without_the_full_sort():
