@@ -310,6 +310,13 @@ class Transformer(nn.Module):
             else:
                 a.k_cache = torch.zeros_like(a.v_cache)
 
+    def keep_cache_rows(self, rows):
+        """Keep cache rows `rows` ((n,) long) in that order; a row given twice is copied. Indexing
+        keeps setup_cache's memory layout."""
+        for layer in self.layers:
+            a = layer.self_attn
+            a.k_cache, a.v_cache = a.k_cache[rows], a.v_cache[rows]
+
     def free_cache(self):
         for layer in self.layers:
             layer.self_attn.k_cache = layer.self_attn.v_cache = None
@@ -510,22 +517,25 @@ def generate(
         raise ValueError(f"generate: need temperature >= 0, top_k >= 1, 0 < top_p <= 1 {got}")
     device = model.lm_head.weight.device
     B, P = len(prompts), max(len(p) for p in prompts)
-    rows, S = B, P + max_new_tokens  # rows beyond B are padding: a one-token prompt, never read
+    rows, S = B, P + max_new_tokens  # rows past B (compiled: a bucket) pad: never read
     if compile and S <= model.cfg.max_seq_len:  # else setup_cache raises
         rows, S = bucket(B), min(bucket(S, 64), model.cfg.max_seq_len)
-    idx = torch.full((rows, P), pad_id, dtype=torch.long)
-    for b, p in enumerate(prompts):
-        idx[b, P - len(p) :] = torch.tensor(p, dtype=torch.long)
-    idx = idx.to(device)
-    left_pad = torch.tensor([P - len(p) for p in prompts] + [P - 1] * (rows - B), device=device)
-    model.setup_cache(rows, S, exact=True)
+    distinct = {}  # each distinct prompt is prefilled once, then copied to its rows
+    copy_of = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+    idx = torch.full((len(distinct), P), pad_id, dtype=torch.long)
+    for u, p in enumerate(distinct):
+        idx[u, P - len(p) :] = torch.tensor(p, dtype=torch.long)
+    left_pad = torch.tensor([P - len(p) for p in distinct], device=device)
+    model.setup_cache(len(distinct), S, exact=True)
     step_fn = compiled_decode_one_token(device.type) if compile else decode_one_token
     stop = set(stop_ids)
     new_tokens, done = [[] for _ in range(B)], [False] * B
     in_row = list(range(B))  # the prompt each cache row holds (rows past these: padding)
     with eval_mode(model):
-        logits, _ = model(idx, start_pos=0, left_pad=left_pad, last_only=True)  # prefill
-        logits = logits[:, -1]  # (rows, V)
+        logits, _ = model(idx.to(device), start_pos=0, left_pad=left_pad, last_only=True)  # prefill
+        copies = torch.tensor(copy_of + [0] * (rows - B), device=device)  # padding: prompt 0
+        model.keep_cache_rows(copies)
+        logits, left_pad = logits[copies, -1], left_pad[copies]  # (rows, V), (rows,)
         for step in range(max_new_tokens):
             going = [i for i, b in enumerate(in_row) if not done[b]]  # cache rows still sampling
             prompt_of = [in_row[i] for i in going]
@@ -544,9 +554,7 @@ def generate(
             left = [i for i in going if not done[in_row[i]]]
             if not compile and len(left) <= rows // 2:  # (compiled: one graph a batch size)
                 keep = torch.tensor(left, device=device)  # the cache keeps the rows going on
-                for layer in model.layers:  # indexing keeps setup_cache's memory layout
-                    a = layer.self_attn
-                    a.k_cache, a.v_cache = a.k_cache[keep], a.v_cache[keep]
+                model.keep_cache_rows(keep)
                 rows, in_row = len(left), [in_row[i] for i in left]
                 left_pad, next_ids = left_pad[keep], next_ids[keep]
             input_pos = torch.tensor([P + step], device=device)  # the cache slot of next_ids

@@ -333,6 +333,24 @@ def test_batched_generation_equals_each_row_alone_and_stops_per_row():
         generate(model, [[]], 3)
 
 
+def test_a_prompt_given_twice_is_prefilled_once_and_each_row_equals_it_alone():
+    model = make_model(matrix_scale=10.0)
+    p, q, r = [3, 9, 27, 81], [50], [7, 7, 7, 7, 7, 7]
+    prompts = [p, q, p, r, q, p]  # repeats, not adjacent, of different lengths
+    prefilled = []
+    hook = model.register_forward_pre_hook(
+        lambda m, args, kw: prefilled.append(len(args[0])) if kw.get("start_pos") == 0 else None,
+        with_kwargs=True,
+    )
+    got = generate(model, prompts, 10, temperature=0)
+    hook.remove()
+    assert prefilled == [3]  # one prefill row per distinct prompt
+    assert got == [generate(model, [x], 10, temperature=0)[0] for x in prompts]
+    assert len({tuple(x) for x in got}) == 3  # the three prompts continue differently
+    sampled = generate(model, [p] * 4, 10, top_p=0.9, generator=torch.Generator().manual_seed(0))
+    assert len({tuple(x) for x in sampled}) == 4  # copies of a prompt draw their own samples
+
+
 def test_rows_sample_the_same_whatever_the_others_do_when_the_batch_shrinks():
     """Sampled rows that stop at different steps: once the rows still going fit in half the batch,
     generate keeps only them in the cache. Each row must still get what it gets when no row stops,
