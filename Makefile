@@ -38,9 +38,10 @@ DEMO_JSFT       ?= --steps 80 --sampled-pairs 400 --eval-prefs none
 DEMO_RM         ?= --steps 50
 DEMO_PREFERENCE ?= --steps 20
 DEMO_EVAL       ?= --max-tasks 88 --rejection-prompts 32 --max-judge-pairs 160
-# reproduce's evaluation: every held-out prompt; win rates by the verifier only (its table reads
-# no others) and held-out judge accuracy of the two checkpoints that judge in SELF-JUDGE
-REPRODUCE_EVAL_ARGS ?= --max-tasks 0 --rejection-prompts 128 --judge-ckpt '' --judges jsft,self_judge
+# reproduce's evaluation: every held-out prompt, the self-rejection curve too; win rates by the
+# verifier only (its table reads no others) and held-out judge accuracy of the two checkpoints
+# that judge in SELF-JUDGE
+REPRODUCE_EVAL_ARGS ?= --max-tasks 0 --rejection-prompts 0 --judge-ckpt '' --judges jsft,self_judge
 
 CKPTS := pretrain=$(OUT)/pretrain,sft=$(OUT)/sft,dpo=$(OUT)/dpo,jsft=$(OUT)/jsft,onpolicy_rm=$(OUT)/onpolicy_rm,self_judge=$(OUT)/self_judge,oracle=$(OUT)/oracle
 STAGES := tokenizer tasks data pretrain sft jsft dpo reward_model onpolicy_rm self_judge oracle eval

@@ -93,7 +93,7 @@ class EvalConfig:
     rejection_max_n: int = opt(
         8, "the self-rejection curve runs N = 1, 2, 4, ... up to this power of two"
     )
-    rejection_prompts: int = opt(128, "held-out prompts on the self-rejection curve")
+    rejection_prompts: int = opt(128, "held-out prompts on the self-rejection curve; 0 = all")
     max_val_tokens: int = opt(2048, "validation tokens per language group; 0 = all")
     max_tasks: int = opt(
         0,
