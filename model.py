@@ -311,8 +311,7 @@ class Transformer(nn.Module):
                 a.k_cache = torch.zeros_like(a.v_cache)
 
     def keep_cache_rows(self, rows):
-        """Keep cache rows `rows` ((n,) long) in that order; a row given twice is copied. Indexing
-        keeps setup_cache's memory layout."""
+        """Keep cache rows `rows` ((n,) long) in that order, in setup_cache's memory layout."""
         for layer in self.layers:
             a = layer.self_attn
             a.k_cache, a.v_cache = a.k_cache[rows], a.v_cache[rows]
@@ -402,10 +401,9 @@ def unwrap(model):
 def nucleus(probs, top_p: float, head: int = 64):
     """Each row's smallest set of most likely tokens whose probabilities sum to >= top_p.
     probs (B, V) -> top (B, n) descending, ids (B, n) their token ids, keep (B, n) bool: the
-    nucleus, a prefix of each row. Sorting all V tokens costs as much as a decode step; a nucleus
-    usually lies among the `head` most likely tokens, which topk finds ~8x faster: then n = head.
-    Only rows whose nucleus is wider are sorted in full; then n is the widest nucleus, and the
-    other rows end in zeros."""
+    nucleus, a prefix of each row. A nucleus usually lies among the `head` most likely tokens,
+    which topk finds ~8x faster than a sort of all V; only wider rows are sorted in full, and n is
+    then the widest nucleus (other rows end in zeros)."""
     top, ids = probs.topk(min(head, probs.size(-1)), dim=-1)  # (B, head), descending
     cum = top.cumsum(dim=-1)
     keep = (cum - top) < top_p  # keep while the mass before a token is < top_p
@@ -438,8 +436,7 @@ def sample_next(logits, temperature: float, top_k: int | None, top_p: float | No
 
 
 def uniforms(n: int, generator=None, device="cpu"):
-    """n random numbers in [0, 1), shape (n, 1) float32, drawn from generator (a seeded one gives
-    the same numbers on every run), on device."""
+    """n random numbers in [0, 1), shape (n, 1) float32, drawn from generator, on device."""
     where = generator.device if generator is not None else device
     return torch.rand(n, 1, generator=generator, device=where).to(device)
 
@@ -447,8 +444,7 @@ def uniforms(n: int, generator=None, device="cpu"):
 def inverse_cdf_sample(probs, uniform):
     """One draw per row of probs (B, V) (rows summing to ~1, zeros allowed) -> ids (B,). Inverse
     CDF: row b's uniform (B, 1) in [0, 1), scaled to (0, total], picks the first token whose
-    cumulative mass reaches it (never a zero-probability one), where torch.multinomial draws V
-    exponentials a row."""
+    cumulative mass reaches it (never a zero-probability one): one number a row, not V."""
     cdf = probs.cumsum(dim=-1)  # (B, V), non-decreasing; flat across zero-probability tokens
     u = (1.0 - uniform.to(cdf)) * cdf[:, -1:]  # (B, 1), in (0, total]: never past the last token
     return torch.searchsorted(cdf, u).squeeze(-1)  # first index with cdf >= u
@@ -463,10 +459,9 @@ def decode_one_token(model, idx, input_pos, left_pad):
 
 @functools.cache  # one per process and device type, built on first use
 def compiled_decode_one_token(device_type: str):
-    """decode_one_token under torch.compile: inductor's C++ kernels on CPU, called from C++
-    (cpp_wrapper, if Python's headers are there); CUDA graphs on GPU (untested here). dynamic=False:
-    one graph per (batch, cache length), reused by every later call with those shapes; generate()
-    rounds both up to powers of two (bucket) so a run meets few (10-25 s each on CPU)."""
+    """decode_one_token under torch.compile: inductor's C++ kernels on CPU (cpp_wrapper if Python's
+    headers are there), CUDA graphs on GPU (untested here). One graph per (batch, cache length),
+    10-25 s each on CPU; generate() rounds both up to powers of two (bucket), so a run meets few."""
     how = {}
     python_h = os.path.join(sysconfig.get_paths()["include"], "Python.h")
     if device_type == "cuda":
@@ -496,18 +491,16 @@ def generate(
     compile: bool = False,
 ):
     """Sample continuations of prompts of different lengths; returns each row's new token ids,
-    ending with the stop id where one was hit. Prompts are left-padded to one length so every row
-    decodes into the same cache slot each step; left_pad masks the padding and shifts positions, so
-    each row gets exactly what it would alone. on_token(tokens) is called each step with one entry
-    per row: its new id, or None once the row has stopped. Unwraps torch.compile / DDP wrappers.
+    ending with the stop id where one was hit. Prompts are left-padded to one length (left_pad
+    masks the padding and shifts positions), so a row gets what it would alone, up to float
+    rounding; each distinct prompt is prefilled once. on_token(tokens) is called each step with
+    one entry per row: its new id, or None once the row has stopped. Unwraps compile/DDP wrappers.
 
-    One eager prefill, then one decode_one_token step per token over the whole static cache;
-    compile=True compiles that step (compiled_decode_one_token; sampling stays eager: the same
-    samples); compiling pays only over many calls (SELF-JUDGE's sampler, evaluation), not one.
-    Eager, once the rows still going fit in half the batch, the cache keeps only them (replies end
-    at different lengths: most rows stop long before the longest; compiled, a smaller batch would
-    compile another graph, 8-25 s on CPU). Each step draws one uniform per prompt, so a row's
-    samples do not depend on when the others stop."""
+    Then one decode_one_token step per token over the static cache; compile=True compiles it
+    (compiled_decode_one_token; it pays over many calls: SELF-JUDGE's sampler, evaluation). Eager,
+    once the rows going fit in half the batch, the cache keeps only them (most rows stop long
+    before the longest; compiled, each batch size would be another graph). One uniform per prompt
+    a step: a row's samples do not depend on when the others stop."""
     model = unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")
@@ -522,14 +515,11 @@ def generate(
         rows, S = bucket(B), min(bucket(S, 64), model.cfg.max_seq_len)
     distinct = {}  # each distinct prompt is prefilled once, then copied to its rows
     copy_of = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-    idx = torch.full((len(distinct), P), pad_id, dtype=torch.long)
-    for u, p in enumerate(distinct):
-        idx[u, P - len(p) :] = torch.tensor(p, dtype=torch.long)
+    idx = torch.stack([F.pad(torch.tensor(p), (P - len(p), 0), value=pad_id) for p in distinct])
     left_pad = torch.tensor([P - len(p) for p in distinct], device=device)
     model.setup_cache(len(distinct), S, exact=True)
     step_fn = compiled_decode_one_token(device.type) if compile else decode_one_token
-    stop = set(stop_ids)
-    new_tokens, done = [[] for _ in range(B)], [False] * B
+    new_tokens, done, stop = [[] for _ in range(B)], [False] * B, set(stop_ids)
     in_row = list(range(B))  # the prompt each cache row holds (rows past these: padding)
     with eval_mode(model):
         logits, _ = model(idx.to(device), start_pos=0, left_pad=left_pad, last_only=True)  # prefill
