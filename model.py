@@ -492,9 +492,9 @@ def generate(
 ):
     """Sample continuations of prompts of different lengths; returns each row's new token ids,
     ending with the stop id where one was hit. Prompts are left-padded to one length (left_pad
-    masks the padding and shifts positions), so a row gets what it would alone, up to float
-    rounding; each distinct prompt is prefilled once. on_token(tokens) is called each step with
-    one entry per row: its new id, or None once the row has stopped. Unwraps compile/DDP wrappers.
+    masks the padding and shifts positions), so a row's logits are what they would be alone, up to
+    float rounding; each distinct prompt is prefilled once. on_token(tokens) is called each step
+    with one entry per row: its new id, or None once it has stopped. Unwraps compile/DDP wrappers.
 
     Then one decode_one_token step per token over the static cache; compile=True compiles it
     (compiled_decode_one_token; it pays over many calls: SELF-JUDGE's sampler, evaluation). Eager,

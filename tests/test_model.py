@@ -358,9 +358,9 @@ def test_rows_sample_the_same_whatever_the_others_do_when_the_batch_shrinks():
     model = make_model(matrix_scale=3.0)
     lengths = (5, 1, 9, 3, 7, 2, 6, 4, 8, 3)  # ten prompts, left-padded by different amounts
     prompts = [[(7 * b + 3 * i) % 97 for i in range(n)] for b, n in enumerate(lengths)]
-    run = lambda ps, stops, seed=5: generate(
+    run = lambda ps, stops, seed=5, on_token=None: generate(
         model, ps, 24, temperature=1.0, top_p=0.95, stop_ids=stops,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed), on_token=on_token,
     )  # fmt: skip
     free = run(prompts, ())
     stops = set()  # each row's second token stops it, unless fewer than 2 rows would go on
@@ -368,8 +368,12 @@ def test_rows_sample_the_same_whatever_the_others_do_when_the_batch_shrinks():
         if sum(not set(r) & (stops | {row[1]}) for r in free) >= 2:
             stops.add(row[1])
     cut = [next((r[: i + 1] for i, t in enumerate(r) if t in stops), r) for r in free]
-    got = run(prompts, stops)
+    streamed = []
+    got = run(prompts, stops, on_token=streamed.append)
     assert got == cut
+    assert all(len(s) == 10 for s in streamed) and len(streamed) == 24
+    for b in range(10):  # each prompt's column: its tokens, then None once it has stopped
+        assert [s[b] for s in streamed] == got[b] + [None] * (24 - len(got[b]))
     assert sorted(map(len, got))[-2:] == [24, 24] and sorted(map(len, got))[5] < 12
     assert model.layers[0].self_attn.k_cache.size(0) == 2  # 10 rows -> 5 -> the 2 going on
 
@@ -445,6 +449,12 @@ def test_compiled_decode_gives_the_same_tokens_and_compiles_once():
             p.mul_(-1.5)
     changed = generate(model, prompts, 10, temperature=0)
     assert changed != eager and generate(model, prompts, 10, temperature=0, compile=True) == changed
+    # a repeated prompt and early stops: compiled, the batch keeps its bucket (no shrink, no graph)
+    twice, stop = [prompts[0], prompts[1], prompts[0]], changed[0][1]
+    compiled = generate(model, twice, 10, temperature=0, stop_ids=[stop], compile=True)
+    assert model.layers[0].self_attn.k_cache.size(0) == 4
+    assert compiled == generate(model, twice, 10, temperature=0, stop_ids=[stop])
+    assert len(compiled[0]) == 2 and len(compiled[1]) > 2  # row 0 stopped, row 1 went on
     assert dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # compiled once for all
 
 
@@ -686,7 +696,8 @@ def top_p_filter(logits, top_p: float, head: int = 64):
     """Nucleus filter: the logits of each row's nucleus (model.nucleus), -inf elsewhere.
     logits (B, V) -> (B, V)."""
     _, ids, keep = nucleus(logits.softmax(dim=-1), top_p, head)
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, ids, keep)  # in vocab order
+    # in vocab order; "amax": a row's padding (id 0, not kept) must not undo a kept token 0
+    keep = torch.zeros_like(logits).scatter_reduce(-1, ids, keep.to(logits.dtype), "amax") > 0
     return logits.masked_fill(~keep, float("-inf"))
 
 
