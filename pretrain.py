@@ -436,10 +436,9 @@ def main(argv=None):
         return {"x": x.to(device), "y": y.to(device)}
 
     def val_fn(m):
-        val_bin = os.path.join(cfg.data_dir, "val.bin")
-        with torch.no_grad():
-            val = val_batches(val_bin, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
-            losses = [m(x.to(device), y.to(device))[1].item() for x, y in val]
+        val_bin = os.path.join(cfg.data_dir, "val.bin")  # train() calls this without gradients
+        val = val_batches(val_bin, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+        losses = [m(x.to(device), y.to(device))[1].item() for x, y in val]
         return {"val_loss": sum(losses) / max(1, len(losses))}
 
     train(

@@ -176,17 +176,17 @@ def with_lm_mix(get_batch, cfg, tokenizer, device, rank=0, world_size=1):
 
 
 def masked_val_loss(examples, pad_id, device, max_tokens):
-    """val_fn for the loop: token-weighted loss over the held-out examples' assistant tokens."""
+    """val_fn for the loop (which calls it without gradients): token-weighted loss over the
+    held-out examples' assistant tokens."""
 
     def val_fn(model):
         total, count = 0.0, 0.0
-        with torch.no_grad():
-            for batch in length_grouped_batches([[e] for e in examples], max_tokens, 0, 0):
-                rows = [examples[i] for i in batch]
-                b = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
-                n = b["loss_mask"].sum().item()
-                total += model(b["x"], b["y"], b["loss_mask"])[1].item() * n
-                count += n
+        for batch in length_grouped_batches([[e] for e in examples], max_tokens, 0, 0):
+            rows = [examples[i] for i in batch]
+            b = {k: v.to(device) for k, v in collate(rows, pad_id).items()}
+            n = b["loss_mask"].sum().item()
+            total += model(b["x"], b["y"], b["loss_mask"])[1].item() * n
+            count += n
         return {"val_loss": total / max(count, 1.0)}
 
     return val_fn
