@@ -411,6 +411,11 @@ def test_static_decode_over_a_stale_cache_equals_each_row_alone():
     assert model.layers[0].self_attn.k_cache.shape[0::2] == (3, S)
     model.setup_cache(2, 16, exact=True)
     assert model.layers[0].self_attn.k_cache.shape[0::2] == (2, 16)
+    assert model.layers[0].self_attn.k_cache.stride(-2) == 1  # eager on CPU: stored (B, KV, hd, S)
+    model.setup_cache(2, 16, exact=True, compiled=True)  # inductor's kernels: hd contiguous
+    assert model.layers[0].self_attn.k_cache.stride(-1) == 1
+    model.setup_cache(1, 8)  # large enough, but laid out for the compiled step: replaced
+    assert model.layers[0].self_attn.k_cache.stride(-2) == 1
 
 
 def test_bucket():
@@ -431,6 +436,7 @@ def test_compiled_decode_gives_the_same_tokens_and_compiles_once():
     graphs = dynamo.utils.counters["stats"]["unique_graphs"]
     assert generate(model, prompts, 10, temperature=0, compile=True) == eager
     assert model.layers[0].self_attn.k_cache.shape[0::2] == (4, 64)  # the buckets
+    assert model.layers[0].self_attn.k_cache.stride(-1) == 1  # the compiled step's K layout
 
     def sample(compile):
         return generate(
