@@ -26,18 +26,22 @@ Run:
   python bench_model.py --no-train --threads 1 --stat median --rounds 3    # decode only
 
 Where compiling the decode step pays (demo size, 1 thread on a 2-core VM, cold compile, --stat
-median; 2026-12-01, commit 92cdf7e, the C++ wrapper): it costs 14-23 s per (batch, cache length)
-bucket and makes a 128-token call 2.2x (batch 1), 1.8x (8) and 1.2x (32) faster than eager, so it
-pays after ~25-80 such calls: SELF-JUDGE's sampler and evaluation, not one chat reply, hence eager
-by default. Against HF generate, compiled: 2.55x (batch 1, 49 % of the matvec limit), 1.96x (8),
-1.47x (32); eager 1.1-1.2x. Where a compiled batch-1 step goes (torch.profiler with inductor's
-kernel profile, 1 thread, commit 55ea7d6): the 43 weight matmuls ~75 %, TorchDynamo's guard check
-~0.13 ms a call (~7 %), the attention's 12 batched matmuls ~0.19 ms. Fusing the weights would not
-close the gap: one q/k/v matmul instead of three saves 6 us a layer at batch 1 and one gate/up
-matmul nothing (a 256-wide microbench with the weights in cache), 32 us a step in all (< 2 %). The
-matmuls read the 26 MB of weights from memory each step, as the limit does, at ~65 % of its speed
-(~1.4 of 1.85 ms): 75 % of the limit would leave ~0.3 ms for all the rest of a step, out of reach
-in fp32 on this CPU.
+median; 2026-12-02, commit 36c8ee3, the C++ wrapper): it costs 31-33 s per (batch, cache length)
+bucket and makes a 128-token call 1.80x (batch 1), 1.47x (8) and 1.15x (32) faster than eager, so
+it pays after ~35-56 such calls: SELF-JUDGE's sampler and evaluation, not one chat reply, hence
+eager by default. Against HF generate, compiled: 1.89x (batch 1, 53 % of the matvec limit), 1.66x
+(8), 1.41x (32); eager 1.05-1.22x. (The same bench at 92cdf7e on a faster VM: 2.55x, 1.96x, 1.47x.
+Compiled, K is cached (B, KV, S, hd): eager's transposed K made it 1.5x slower at batch 32.)
+Where a compiled batch-1 step goes (torch.profiler with inductor's kernel profile, 1 thread, commit
+55ea7d6): the 43 weight matmuls ~75 %, TorchDynamo's guard check ~0.13 ms a call (~7 %), the
+attention's 12 batched matmuls ~0.19 ms. Fusing the weights would not close the gap: one q/k/v
+matmul instead of three saves 6 us a layer at batch 1 and one gate/up matmul nothing (a 256-wide
+microbench with the weights in cache), 32 us a step in all (< 2 %). The matmuls read the 26 MB of
+weights from memory each step, as the limit does, at ~65 % of its speed (~1.4 of 1.85 ms): 75 % of
+the limit would leave ~0.3 ms for all the rest of a step, out of reach in fp32 on this CPU. At batch
+8 (profiled the same way, commit 36c8ee3) the weight matmuls take 5.7 ms of the compiled step's 8.6,
+2.5x the matvec limit though each weight is read once: MKL's sgemm at 8 rows, not the rest of the
+step, keeps batch 8 under 2x HF.
 """
 
 import argparse
