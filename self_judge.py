@@ -273,9 +273,9 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
 
 def dpo_loss_fn(reference, beta, loss_type, nll_weight=0.0):
     """loss_fn(model, batch) for the shared loop: policy log-probs with gradients, reference without
-    (inside the loop's autocast, so at step 0 policy and reference agree exactly). nll_weight adds
-    the chosen replies' mean per-token negative log-likelihood (DPO + NLL, as RPO, Pang et al.
-    2024): DPO alone lowers the chosen replies' likelihood too, and with it what they got right."""
+    (in the loop's autocast: at step 0 they agree exactly). nll_weight adds the chosen replies' mean
+    per-token NLL (DPO + NLL, RPO, Pang et al. 2024): DPO alone lowers their likelihood too. Offline
+    they are right answers; on-policy, the policy's own samples, mostly wrong: it learns those."""
 
     def loss_fn(model, batch):
         logps, token_means = sequence_logprobs(model, batch["ids"], batch["mask"])  # (2B,), (2B,)
