@@ -275,7 +275,7 @@ def dpo_loss_fn(reference, beta, loss_type, nll_weight=0.0):
     """loss_fn(model, batch) for the shared loop: policy log-probs with gradients, reference without
     (in the loop's autocast: at step 0 they agree exactly). nll_weight adds the chosen replies' mean
     per-token NLL (DPO + NLL, RPO, Pang et al. 2024): DPO alone lowers their likelihood too. Offline
-    they are right answers; on-policy, the policy's own samples, mostly wrong: it learns those."""
+    they are right answers; on-policy, its own samples (here mostly wrong), which it then learns."""
 
     def loss_fn(model, batch):
         logps, token_means = sequence_logprobs(model, batch["ids"], batch["mask"])  # (2B,), (2B,)
