@@ -45,7 +45,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import fim_section, lm_section, mc_eval, mean
-from model import generate, right_pad, sequence_logprobs
+from model import eval_mode, generate, right_pad, sequence_logprobs
 from pretrain import find_checkpoint, load_model
 from readers import opt, parse_config, read_jsonl, read_mc, read_preferences
 from report import summary_table, write_report
@@ -231,25 +231,53 @@ def sampled_replies(model, tok, contexts, k=2, max_new_tokens=32, seed=0, batch_
 
 
 @torch.no_grad()
-def log_ratio_to_start(model, start, tok, contexts, replies, batch_size=48):
-    """Mean over the model's own replies of log p_model(y|x) - log p_start(y|x) (nats per reply): a
-    Monte-Carlo estimate of KL(model || start), how far a stage moved its policy."""
+def reply_logprobs(model, tok, contexts, replies, batch_size=48):
+    """Summed log p_model(reply + <|endofturn|> | context), one per reply, flattened in order:
+    replies holds one list of replies (id lists or text) per context."""
     rows = [
-        (tok.render_chat(c, add_generation_prompt=True)[0], r + [tok.eot_id])
+        (tok.render_chat(c, add_generation_prompt=True)[0], ids_of(tok, r) + [tok.eot_id])
         for c, per in zip(contexts, replies)
         for r in per
     ]
-    total = 0.0
+    out = []
     for j in range(0, len(rows), batch_size):
         chunk = rows[j : j + batch_size]
         ids = right_pad([p + r for p, r in chunk], tok.pad_id)
         mask = torch.zeros_like(ids)
         for b, (p, r) in enumerate(chunk):
             mask[b, len(p) : len(p) + len(r)] = 1
-        total += float(
-            (sequence_logprobs(model, ids, mask)[0] - sequence_logprobs(start, ids, mask)[0]).sum()
-        )
-    return total / len(rows)
+        out += sequence_logprobs(model, ids, mask)[0].tolist()
+    return out
+
+
+def ids_of(tok, reply):
+    return tok.encode(reply) if isinstance(reply, str) else list(reply)
+
+
+def log_ratio_to_start(model, start, tok, contexts, replies, batch_size=48):
+    """Mean over the model's own replies of log p_model(y|x) - log p_start(y|x) (nats per reply): a
+    Monte-Carlo estimate of KL(model || start), how far a stage moved its policy."""
+    own = reply_logprobs(model, tok, contexts, replies, batch_size)
+    ref = reply_logprobs(start, tok, contexts, replies, batch_size)
+    return sum(a - b for a, b in zip(own, ref)) / len(own)
+
+
+def likelihood_judge(model, tok, batch_size=48):
+    """judge_fn that picks the reply the model itself finds likelier (summed log-probability of
+    reply + end of turn, no judging prompt): what the policy's own distribution knows about a pair,
+    a yardstick for its A/B judge on the same pairs (evaluate's on-policy section). Order-free."""
+
+    def judge_fn(contexts, pairs):
+        with eval_mode(model):
+            lp = reply_logprobs(model, tok, contexts, [list(p) for p in pairs], batch_size)
+        a_better = [a > b for a, b in zip(lp[0::2], lp[1::2])]
+        return {
+            "winners": [int(not a) for a in a_better],
+            "first_order_a": a_better,
+            "second_order_a": a_better,
+        }
+
+    return judge_fn
 
 
 def summarize_scores(tasks, scores):
@@ -384,7 +412,8 @@ def onpolicy_judge(
     position consistency, the share of single-order verdicts naming the reply shown first
     (names_first: its position prior), and all of these by what separates the pair (by_difference:
     correctness, or surface principles only). other_judges {name: judge_fn}: the same figures for
-    other judges of the same pairs ("others"). Also the mean verifier scores of the samples, per
+    other judges of the same pairs ("others"; evaluate runs the reward model and the policy's own
+    likelihood, likelihood_judge). Also the mean verifier scores of the samples, per
     principle (where the policy's flaws are)."""
     import tasks as task_world
 
@@ -807,7 +836,10 @@ def run(cfg):
                     picked,
                     cfg.max_new_tokens,
                     cfg.seed,
-                    reward_judges(rm, tok, cfg.batch_size),
+                    {
+                        "likelihood": likelihood_judge(model, tok, cfg.batch_size),
+                        **reward_judges(rm, tok, cfg.batch_size),
+                    },
                     drawn,
                     cfg.batch_size,
                 ),

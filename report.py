@@ -156,7 +156,12 @@ TABLES = {  # {key: header} of each table's cells read from a report dict, in co
         **ORDERS,
         "names_first": "names first",
     },
-    "other_judges": {"acc": "accuracy", **ORDERS},
+    "other_judges": {
+        "acc": "accuracy",
+        "correctness_acc": "on correctness pairs",
+        "surface_acc": "on surface pairs",
+        **ORDERS,
+    },
 }
 
 
@@ -188,12 +193,19 @@ def onpolicy_markdown(op):
             "",
         ]
     if op.get("others"):
-        rows = [([op["policy"] + " (self)"], op)] + [([n], v) for n, v in op["others"].items()]
+        judges = [(op["policy"] + " (self)", op)] + list(op["others"].items())
+        rows = [
+            ([n], dict(v, **{f"{k}_acc": b["acc"] for k, b in v.get("by_difference", {}).items()}))
+            for n, v in judges
+        ]
         out += [
-            "The same judged pairs, other judges (a reward model reads no order: consistency 1 "
-            "by construction):",
+            "The same judged pairs, other judges. A reward model, and the policy's own likelihood "
+            "(it picks the reply it finds likelier, no judging prompt: what its distribution "
+            "knows about the pair), read no order: consistency 1 by construction:",
             "",
-            keyed_table(["judge"], TABLES["other_judges"], rows),
+            keyed_table(
+                ["judge"], TABLES["other_judges"], rows, optional=("correctness_acc", "surface_acc")
+            ),
             "",
         ]
     return out

@@ -169,7 +169,6 @@ def pool(reports):
             if both:
                 above[f"{a} > {b}" if k >= k_b else f"{b} > {a}"] = [max(k, k_b), len(both)]
     onpolicy_rows = [r.get("onpolicy_judge") for r in reports]
-    rm_onpolicy = [((o or {}).get("others") or {}).get("reward_model") for o in onpolicy_rows]
     keys = (
         "tie_share",
         "identical_share",
@@ -189,8 +188,14 @@ def pool(reports):
         if all(b and b.get("acc") is not None for b in blocks):
             for k in ("acc", "consistency", "names_first"):
                 onpolicy[f"{kind}_{k}"] = mean(b[k] for b in blocks)
-    if all(rm_onpolicy):
-        onpolicy["reward_model_acc"] = mean(o["acc"] for o in rm_onpolicy)
+    # the other judges of the same pairs (the reward model, the policy's own likelihood)
+    others = [((o or {}).get("others") or {}) for o in onpolicy_rows]
+    for name in others[0]:
+        if all(name in x for x in others):
+            onpolicy[f"{name}_acc"] = mean(x[name]["acc"] for x in others)
+            blocks = [x[name].get("by_difference", {}).get("correctness") for x in others]
+            if all(blocks):
+                onpolicy[f"{name}_correctness_acc"] = mean(b["acc"] for b in blocks)
     heldout = {
         j: mean(r["judge"][j]["acc"] for r in reports)
         for j in reports[0].get("judge", {})

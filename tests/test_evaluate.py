@@ -633,8 +633,9 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
     op = report["onpolicy_judge"]
     assert op["policy"] == "jsft" and op["n_pairs"] == 12 and 0 <= op["tie_share"] <= 1
     if op["n_judged"]:
-        rm = op["others"]["reward_model"]
-        assert 0 <= rm["acc"] <= 1 and rm["consistency"] == 1
+        for other in ("reward_model", "likelihood"):  # order-free judges of the same pairs
+            o = op["others"][other]
+            assert 0 <= o["acc"] <= 1 and o["consistency"] == 1 and o["n"] == op["n_judged"]
     # cost: what each checkpoint held while training (no params_held recorded: itself)
     for name in names:
         c = report["checkpoints"][name]
@@ -782,6 +783,25 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
         ]
     got = E.log_ratio_to_start(model, start, tok, contexts, replies, batch_size=4)
     assert got == pytest.approx(sum(expected) / len(expected), abs=1e-4)
+
+    # the likelihood judge picks the reply the model finds likelier, by the same reference, in
+    # either order; a text reply reads as its encoding
+    pairs = [tuple(per) for per in replies] + [(tok.encode("Five."), tok.encode("Hello hello"))]
+    ctx = contexts + contexts[:1]
+    prompts = [tok.render_chat(c, add_generation_prompt=True)[0] for c in ctx]
+    want = [
+        logp(model, p, a + [tok.eot_id]) > logp(model, p, b + [tok.eot_id])
+        for p, (a, b) in zip(prompts, pairs)
+    ]
+    assert len(set(want)) == 2  # both verdicts occur: the check can tell
+    judge = E.likelihood_judge(model, tok, batch_size=3)
+    out = judge(ctx, pairs)
+    assert out["first_order_a"] == out["second_order_a"] == want
+    assert out["winners"] == [int(not w) for w in want]
+    assert judge(ctx, [(b, a) for a, b in pairs])["first_order_a"] == [not w for w in want]
+    assert judge(ctx[-1:], [("Five.", "Hello hello")])["first_order_a"] == want[-1:]
+    five = logp(model, prompts[-1], tok.encode("Five.") + [tok.eot_id])
+    assert E.reply_logprobs(model, tok, ctx[-1:], [["Five."]]) == [pytest.approx(five, abs=1e-4)]
     again = E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
     assert (
         E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
@@ -871,3 +891,7 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
     assert split["consistency"] == pytest.approx(n_c / split["n_judged"])
     text = "\n".join(report_md.onpolicy_markdown(dict(split, policy="jsft")))
     assert f"| all | {split['n_judged']} |" in text and f"| correctness | {n_c} | 1.000 |" in text
+    # other judges of the same pairs: overall, then per kind of pair
+    text = "\n".join(report_md.onpolicy_markdown(dict(split, policy="jsft", others={"lk": split})))
+    surface = f"{by['surface']['acc']:.3f}"
+    assert f"| lk | {split['acc']:.3f} | 1.000 | {surface} |" in text

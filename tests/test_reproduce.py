@@ -78,6 +78,16 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
     assert pooled["onpolicy_judge"]["correctness_names_first"] == pytest.approx(0.2)
     assert pooled["onpolicy_judge"]["correctness_consistency"] == 0.2
     assert "surface_acc" not in pooled["onpolicy_judge"]
+    # other judges of the same pairs: pooled where every seed has them
+    correct = {"correctness": {"acc": 0.9}}
+    a["onpolicy_judge"]["others"] = {
+        "likelihood": {"acc": 0.7, "by_difference": correct},
+        "reward_model": {"acc": 0.6},
+    }
+    b["onpolicy_judge"]["others"] = {"likelihood": {"acc": 0.5, "by_difference": correct}}
+    op = R.pool([a, b])["onpolicy_judge"]
+    assert op["likelihood_acc"] == pytest.approx(0.6) and op["likelihood_correctness_acc"] == 0.9
+    assert "reward_model_acc" not in op
     text = R.to_markdown(pooled)
     assert "Would a second run give the same ordering? no" in text and "0.875 / 0.625" in text
     assert "agree on 2 of 3 orders; split: jsft > self_judge in 1 of 2." in text
