@@ -16,7 +16,8 @@ skippable with --skip (lm, fim and mc are benchmarks.py's; report.py renders the
              own start, with paired bootstrap 95 % intervals; on greedy replies by the verifier
              and by a judge
   judge      judge accuracy and position consistency on held-out preference pairs, and on on-policy
-             pairs (two samples of the SELF-JUDGE start, judged by itself, against the verifier)
+             pairs (two samples of the SELF-JUDGE start, judged by itself, against the verifier;
+             beside it the reward model and the policy's own likelihood on the same pairs)
   rejection  self-rejection curve: knockout winners among N samples, N = 1, 2, 4, 8, 16 (every
              group of N of the samples counted), its gain over N = 1 with a paired interval
 
