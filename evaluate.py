@@ -46,7 +46,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import fim_section, lm_section, mc_eval, mean
-from model import eval_mode, generate, right_pad, sequence_logprobs
+from model import eval_mode, generate, right_pad, sequence_logprobs, unwrap
 from pretrain import find_checkpoint, load_model
 from readers import opt, parse_config, read_jsonl, read_mc, read_preferences
 from report import summary_table, write_report
@@ -234,25 +234,23 @@ def sampled_replies(model, tok, contexts, k=2, max_new_tokens=32, seed=0, batch_
 @torch.no_grad()
 def reply_logprobs(model, tok, contexts, replies, batch_size=48):
     """Summed log p_model(reply + <|endofturn|> | context), one per reply, flattened in order:
-    replies holds one list of replies (id lists or text) per context."""
+    replies holds one list of replies (id lists, trailing stop ids dropped, or text) per context."""
+    from jsft import response_ids
+
     rows = [
-        (tok.render_chat(c, add_generation_prompt=True)[0], ids_of(tok, r) + [tok.eot_id])
+        (tok.render_chat(c, add_generation_prompt=True)[0], response_ids(tok, r) + [tok.eot_id])
         for c, per in zip(contexts, replies)
         for r in per
     ]
-    out = []
+    device, out = next(unwrap(model).parameters()).device, []
     for j in range(0, len(rows), batch_size):
         chunk = rows[j : j + batch_size]
         ids = right_pad([p + r for p, r in chunk], tok.pad_id)
         mask = torch.zeros_like(ids)
         for b, (p, r) in enumerate(chunk):
             mask[b, len(p) : len(p) + len(r)] = 1
-        out += sequence_logprobs(model, ids, mask)[0].tolist()
+        out += sequence_logprobs(model, ids.to(device), mask.to(device))[0].tolist()
     return out
-
-
-def ids_of(tok, reply):
-    return tok.encode(reply) if isinstance(reply, str) else list(reply)
 
 
 def log_ratio_to_start(model, start, tok, contexts, replies, batch_size=48):

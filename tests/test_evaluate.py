@@ -802,6 +802,8 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
     assert judge(ctx[-1:], [("Five.", "Hello hello")])["first_order_a"] == want[-1:]
     five = logp(model, prompts[-1], tok.encode("Five.") + [tok.eot_id])
     assert E.reply_logprobs(model, tok, ctx[-1:], [["Five."]]) == [pytest.approx(five, abs=1e-4)]
+    ended = tok.encode("Five.") + [tok.eot_id]  # a sample's own stop id is not scored twice
+    assert E.reply_logprobs(model, tok, ctx[-1:], [[ended]]) == [pytest.approx(five, abs=1e-4)]
     again = E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
     assert (
         E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
@@ -892,6 +894,8 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
     text = "\n".join(report_md.onpolicy_markdown(dict(split, policy="jsft")))
     assert f"| all | {split['n_judged']} |" in text and f"| correctness | {n_c} | 1.000 |" in text
     # other judges of the same pairs: overall, then per kind of pair
-    text = "\n".join(report_md.onpolicy_markdown(dict(split, policy="jsft", others={"lk": split})))
-    surface = f"{by['surface']['acc']:.3f}"
-    assert f"| lk | {split['acc']:.3f} | 1.000 | {surface} |" in text
+    kinds = {"correctness": {"acc": 0.25}, "surface": {"acc": 0.75}}
+    lk = dict(acc=0.5, acc_first_order=0.4, acc_second_order=0.6, consistency=1.0)
+    lk["by_difference"] = kinds
+    text = "\n".join(report_md.onpolicy_markdown(dict(split, policy="jsft", others={"lk": lk})))
+    assert "| lk | 0.500 | 0.250 | 0.750 | 0.400 | 0.600 | 1.000 |" in text

@@ -79,14 +79,15 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
     assert pooled["onpolicy_judge"]["correctness_consistency"] == 0.2
     assert "surface_acc" not in pooled["onpolicy_judge"]
     # other judges of the same pairs: pooled where every seed has them
-    correct = {"correctness": {"acc": 0.9}}
+    correct = lambda acc: {"correctness": {"acc": acc}, "surface": {"acc": 0.1}}
     a["onpolicy_judge"]["others"] = {
-        "likelihood": {"acc": 0.7, "by_difference": correct},
+        "likelihood": {"acc": 0.7, "by_difference": correct(0.9)},
         "reward_model": {"acc": 0.6},
     }
-    b["onpolicy_judge"]["others"] = {"likelihood": {"acc": 0.5, "by_difference": correct}}
+    b["onpolicy_judge"]["others"] = {"likelihood": {"acc": 0.5, "by_difference": correct(0.8)}}
     op = R.pool([a, b])["onpolicy_judge"]
-    assert op["likelihood_acc"] == pytest.approx(0.6) and op["likelihood_correctness_acc"] == 0.9
+    assert op["likelihood_acc"] == pytest.approx(0.6)
+    assert op["likelihood_correctness_acc"] == pytest.approx(0.85)
     assert "reward_model_acc" not in op
     text = R.to_markdown(pooled)
     assert "Would a second run give the same ordering? no" in text and "0.875 / 0.625" in text
