@@ -46,10 +46,11 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import fim_section, lm_section, mc_eval, mean
-from model import eval_mode, generate, right_pad, sequence_logprobs, unwrap
+from model import eval_mode, generate, sequence_logprobs, unwrap
 from pretrain import find_checkpoint, load_model
 from readers import opt, parse_config, read_jsonl, read_mc, read_preferences
 from report import summary_table, write_report
+from sft import response_batch
 from tokenizer import Tokenizer
 
 SECTIONS = ("lm", "tokenizer", "fim", "mc", "tasks", "win", "judge", "rejection")
@@ -244,12 +245,10 @@ def reply_logprobs(model, tok, contexts, replies, batch_size=48):
     ]
     device, out = next(unwrap(model).parameters()).device, []
     for j in range(0, len(rows), batch_size):
-        chunk = rows[j : j + batch_size]
-        ids = right_pad([p + r for p, r in chunk], tok.pad_id)
-        mask = torch.zeros_like(ids)
-        for b, (p, r) in enumerate(chunk):
-            mask[b, len(p) : len(p) + len(r)] = 1
-        out += sequence_logprobs(model, ids.to(device), mask.to(device))[0].tolist()
+        prompts, answers = zip(*rows[j : j + batch_size])
+        batch = response_batch(list(prompts), list(answers), tok.pad_id)
+        ids, mask = batch["ids"].to(device), batch["mask"].to(device)
+        out += sequence_logprobs(model, ids, mask)[0].tolist()
     return out
 
 

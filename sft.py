@@ -252,16 +252,18 @@ def positions(cfg, step, micro, rank, world_size):
     return range(start, start + cfg.batch_size)
 
 
-def build_pair_batch(prompt_ids, chosen, rejected, pad_id):
-    """B prompts with a chosen and a rejected response each -> ids (2B, T): rows 0..B-1 are prompt +
-    chosen, rows B..2B-1 prompt + rejected, right-padded with pad_id; mask (2B, T) is 1 exactly on
+def response_batch(prompt_ids, responses, pad_id):
+    """Rows prompt + response, right-padded with pad_id -> ids (N, T); mask (N, T) is 1 exactly on
     the response tokens (incl. a sampled end of turn). "x" is ids again, for the loop's tokens/s."""
-    rows = [(p, r) for p, r in zip(prompt_ids + prompt_ids, chosen + rejected)]
-    ids = right_pad([p + r for p, r in rows], pad_id)
-    mask = torch.zeros_like(ids)
-    for b, (p, r) in enumerate(rows):
-        mask[b, len(p) : len(p) + len(r)] = 1
+    ids = right_pad([p + r for p, r in zip(prompt_ids, responses)], pad_id)
+    mask = right_pad([[0] * len(p) + [1] * len(r) for p, r in zip(prompt_ids, responses)], 0)
     return {"ids": ids, "mask": mask, "x": ids}
+
+
+def build_pair_batch(prompt_ids, chosen, rejected, pad_id):
+    """B prompts with a chosen and a rejected response each -> response_batch (2B, T): rows 0..B-1
+    are prompt + chosen, rows B..2B-1 prompt + rejected."""
+    return response_batch(prompt_ids + prompt_ids, chosen + rejected, pad_id)
 
 
 def tokenize_pairs(tokenizer, pairs, max_len):
