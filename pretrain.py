@@ -55,14 +55,14 @@ class TrainConfig:
     min_lr: float = opt(2e-4, "learning rate at the end of the cosine decay")
     warmup_steps: int = opt(30, "linear warmup steps")
     weight_decay: float = opt(0.1, "AdamW weight decay on matrices (not norms)")
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.95, "AdamW beta2")
     grad_clip: float = opt(1.0, "max global grad norm; 0 = off")
     eval_every: int = opt(100, "validate every N steps (and at the end); 0 = only at the end")
     eval_batches: int = opt(8, "validation batches per evaluation")
     save_every: int = opt(200, "checkpoint every N steps (and at the end)")
     keep_last: int = opt(KEEP_LAST, "newest complete saves kept in out_dir")
-    seed: int = 1337
+    seed: int = opt(1337, "random seed (model init, data order, sampling)")
     device: str = opt("auto", "auto | cpu | cuda | mps")
     compile: typing.Optional[bool] = opt(None, "torch.compile (default: on for CUDA)")
     fsdp: bool = opt(False, "FSDP2 fully_shard per block (under torchrun)")

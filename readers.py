@@ -884,7 +884,17 @@ def add_config_flags(parser, cls):
             how = {"action": "append"}
         else:
             how = {"type": kind}
-        parser.add_argument(flag, default=f.default, help=f.metadata.get("help", " "), **how)
+        parser.add_argument(flag, default=f.default, help=field_help(cls, f.name), **how)
+
+
+def field_help(cls, name):
+    """A config field's --help text; a subclass that only changes a default (JSFT's --steps) keeps
+    the text of the class it overrides."""
+    for base in cls.__mro__:
+        f = getattr(base, "__dataclass_fields__", {}).get(name)
+        if f is not None and "help" in f.metadata:
+            return f.metadata["help"]
+    raise TypeError(f"{cls.__name__}.{name}: no --help text; declare the field with opt()")
 
 
 def parse_weights(spec, what):

@@ -1,9 +1,11 @@
 """The one training loop: exact resume, signals, atomic checkpoints, NaN stop, wrappers, DDP on
 gloo."""
 
+import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +20,10 @@ from pretrain import TrainConfig, load_checkpoint, load_model, lr_at, parse_conf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB, T, B = 64, 16, 4
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+SCRIPTS = [
+    f"{s}.py"
+    for s in "pretrain sft jsft self_judge reward_model evaluate data tasks tokenizer".split()
+]
 
 
 def synthetic_tokens(n=4096, seed=0):
@@ -82,6 +88,30 @@ def test_parse_config_builds_flags_from_the_dataclass():
     )
     assert (cfg.steps, cfg.lr, cfg.resume, cfg.compile, cfg.out_dir) == (7, 0.5, False, True, "x")
     assert parse_config(TrainConfig, []).compile is None  # auto: on for CUDA only
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_flag_says_what_it_is_and_its_default(script):
+    """--help: a text for every flag, a subclass's changed default included (JSFT's steps)."""
+    out = subprocess.run(
+        [sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    flags = re.findall(r"^  (--[a-z-]+)(.*)\n((?:  {5,}.*\n)*)", out, re.M)
+    assert len(flags) > 3, out
+    for flag, rest, more in flags:
+        text = re.sub(r"^--no-[a-z-]+|^ [A-Z_]+|^, --no-[a-z-]+", "", rest).strip() + more.strip()
+        assert text, f"{script} {flag}: no help text"
+    if script == "jsft.py":
+        assert re.search(r"--steps STEPS\s+optimizer steps \(default: 450\)", out), out
+
+
+def test_a_config_field_without_help_is_named():
+    @dataclasses.dataclass
+    class Bad(TrainConfig):
+        temperature: float = 1.0
+
+    with pytest.raises(TypeError, match="Bad.temperature"):
+        parse_config(Bad, [])
 
 
 def test_loss_falls_on_a_learnable_stream(tmp_path):
