@@ -15,6 +15,8 @@ default):
   - greedy-decode tokens/s (new tokens over the whole generate call) at batch 1, 8 and 32: ours
     eager, ours with the compiled decode step (generate(compile=True)), HF generate(); the compile
     time apart, the compiled rate with it counted over this bench's calls, and when compiling pays
+    (cold: inductor's on-disk cache of compiled code is a fresh one unless --warm-cache; a later
+    run of a script on the same machine reads the code from that cache, ~4 s instead of ~25 s)
 Ours and HF run interleaved, round by round, so a busy shared machine slows both alike. Each figure
 is the best round (the one least disturbed by other processes; --stat median for the median round),
 and the ratios are what to read. Needs transformers (requirements-test.txt).
@@ -45,12 +47,17 @@ step, keeps batch 8 under 2x HF.
 """
 
 import argparse
+import atexit
 import ctypes
+import os
 import resource
+import shutil
 import statistics
+import tempfile
 import time
 
 import torch
+from torch._inductor.runtime.cache_dir_utils import cache_dir
 
 from convert import hf_llama_config_dict, to_hf_state_dict
 from model import Transformer, config_from_preset, generate
@@ -175,7 +182,16 @@ def main():
     ap.add_argument(
         "--no-train", dest="train", action="store_false", help="skip the training figures"
     )
+    ap.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="let torch.compile reuse the compiled code inductor keeps on disk from earlier runs\n"
+        "(default: a fresh, empty cache, so the compile times are what a first run pays)",
+    )
     args = ap.parse_args()
+    if not args.warm_cache:  # read before any compile, so nothing compiled earlier is found
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_inductor_")
+        atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], True)
     stat = min if args.stat == "best" else statistics.median
 
     # test-only dependency, imported late on purpose
@@ -196,7 +212,9 @@ def main():
     flops = ours.flops_per_token(T)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul rate "
-        f"{rate / 1e9:.0f} GFLOP/s (2048^3 GEMM, best of 5)"
+        f"{rate / 1e9:.0f} GFLOP/s (2048^3 GEMM, best of 5); torch.compile's code cache: "
+        f"{os.environ.get('TORCHINDUCTOR_CACHE_DIR', cache_dir())} "
+        + ("(as earlier runs left it)" if args.warm_cache else "(fresh: cold compiles)")
     )
     print(
         f"model: preset {args.preset}, vocab {cfg.vocab_size}, dim {cfg.dim}, {cfg.n_layers} "

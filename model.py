@@ -460,9 +460,9 @@ def decode_one_token(model, idx, input_pos, left_pad):
 
 @functools.cache  # one per process and device type, built on first use
 def compiled_decode_one_token(device_type: str):
-    """decode_one_token under torch.compile: inductor's C++ kernels on CPU (cpp_wrapper if Python's
-    headers are there), CUDA graphs on GPU (untested here). One graph per (batch, cache length),
-    10-25 s each on CPU; generate() rounds both up to powers of two (bucket), so a run meets few."""
+    """decode_one_token under torch.compile: C++ kernels on CPU (cpp_wrapper if Python's headers are
+    there), CUDA graphs on GPU (untested here). One graph per (batch, cache length): 10-30 s each on
+    CPU, ~4 s on later runs (inductor's disk cache); generate() rounds both to powers of two."""
     how = {}
     python_h = os.path.join(sysconfig.get_paths()["include"], "Python.h")
     if device_type == "cuda":

@@ -797,6 +797,27 @@ print(default, applied, min(faults_per_alloc() for _ in range(3)))
     assert float(default) > 8000 and float(after) < float(default) / 4, out
 
 
+def test_bench_compiles_into_a_fresh_code_cache_it_removes(tmp_path):
+    """bench_model.py times a cold compile: inductor's cache dir is a new temp dir (under TMPDIR),
+    gone after the run; --warm-cache leaves the environment's alone."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    args = "--preset tiny --no-train --no-compile-decode --decode-batches 1 --rounds 1"
+    args += " --prompt-len 8 --new-tokens 4 --threads 1"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    for extra, says in (("", f"{tmp_path}/bench_inductor_"), (" --warm-cache", "earlier runs")):
+        out = subprocess.run(
+            [sys.executable, "bench_model.py", *(args + extra).split()],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert says in out.splitlines()[0], out
+        assert not list(tmp_path.glob("bench_inductor_*")), "the bench left its cache behind"
+
+
 def test_unwrap_finds_the_transformer_inside_compile_and_ddp_wrappers():
     from model import unwrap
 
