@@ -30,6 +30,7 @@ out/eval/report.json (every figure) and prints a short table.
 The --max-* knobs subsample, to keep the demo inside its time budget.
 """
 
+import collections
 import contextlib
 import filecmp
 import dataclasses
@@ -409,7 +410,10 @@ def onpolicy_judge(
     are counted and dropped; on the rest, the judge's accuracy per order, order-averaged, its
     position consistency, the share of single-order verdicts naming the reply shown first
     (names_first: its position prior), and all of these by what separates the pair (by_difference:
-    correctness, or surface principles only). other_judges {name: judge_fn}: the same figures for
+    correctness, or surface principles only), and the correctness pairs by task family
+    (correctness_by_family, beside the samples' correct share per family: which families the
+    judge misreads, and whether the policy can solve them). other_judges {name: judge_fn}: the same
+    figures for
     other judges of the same pairs ("others"; evaluate runs the reward model and the policy's own
     likelihood, likelihood_judge). Also the mean verifier scores of the samples, per
     principle (where the policy's flaws are)."""
@@ -434,21 +438,27 @@ def onpolicy_judge(
         "correctness" if scores[i][0]["correctness"] != scores[i][1]["correctness"] else "surface"
         for i in differ
     ]
+    families = [tasks[i]["family"] for i in differ]
+    # where the correctness pairs come from: the families the policy sometimes solves
+    by_family = {}
+    for t, pair in zip(tasks, scores):
+        by_family.setdefault(t["family"], []).extend(x["correctness"] for x in pair)
+    out["sampled_correct_by_family"] = {f: mean(x) for f, x in by_family.items()}
 
     def accuracy(fn):
         verdict = fn([contexts[i] for i in differ], [tuple(samples[i]) for i in differ])
         first, second = verdict["first_order_a"], verdict["second_order_a"]
-        rows = list(zip(verdict["winners"], first, second, a_better, kinds))
+        rows = list(zip(verdict["winners"], first, second, a_better, kinds, families))
 
         def block(rs):
             return {
                 "n": len(rs),
-                "acc": mean((w == 0) == y for w, _, _, y, _ in rs),
-                "acc_first_order": mean(f == y for _, f, _, y, _ in rs),
-                "acc_second_order": mean(s == y for _, _, s, y, _ in rs),
-                "consistency": mean(f == s for _, f, s, _, _ in rs),
+                "acc": mean((w == 0) == y for w, _, _, y, *_ in rs),
+                "acc_first_order": mean(f == y for _, f, _, y, *_ in rs),
+                "acc_second_order": mean(s == y for _, _, s, y, *_ in rs),
+                "consistency": mean(f == s for _, f, s, *_ in rs),
                 # single-order verdicts naming the reply shown first: 0.5 for no position prior
-                "names_first": mean((f + (not s)) / 2 for _, f, s, _, _ in rs),
+                "names_first": mean((f + (not s)) / 2 for _, f, s, *_ in rs),
             }
 
         result = block(rows)
@@ -456,6 +466,11 @@ def onpolicy_judge(
             k: block([r for r in rows if r[4] == k])
             for k in ("correctness", "surface")
             if k in kinds
+        }
+        on_correctness = [r for r in rows if r[4] == "correctness"]
+        result["correctness_by_family"] = {  # most pairs first
+            f: block([r for r in on_correctness if r[5] == f])
+            for f, _ in collections.Counter(r[5] for r in on_correctness).most_common()
         }
         return result
 

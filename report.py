@@ -192,6 +192,32 @@ def onpolicy_markdown(op):
             keyed_table(["separated by"], TABLES["by_difference"], rows),
             "",
         ]
+    if op.get("correctness_by_family"):
+        others = op.get("others") or {}
+        out += [
+            "The pairs that differ in correctness, by task family (most pairs first), beside the "
+            "policy's correct share over all its samples in the family: a family it cannot solve "
+            "gives few such pairs, and a judge that reads no answer falls back on position there"
+            + (" (the other judges' accuracy on the same pairs last)" if others else "")
+            + ":",
+            "",
+            md_table(
+                ["family", "sampled correct", "pairs", "accuracy", "consistency", "names first"]
+                + [f"{n} accuracy" for n in others],
+                [
+                    [f, f"{op['sampled_correct_by_family'].get(f, 0):.3f}", b["n"]]
+                    + [f"{b[k]:.3f}" for k in ("acc", "consistency", "names_first")]
+                    + [
+                        f"{x['acc']:.3f}"
+                        if (x := o.get("correctness_by_family", {}).get(f))
+                        else "-"
+                        for o in others.values()
+                    ]
+                    for f, b in op["correctness_by_family"].items()
+                ],
+            ),
+            "",
+        ]
     if op.get("others"):
         judges = [(op["policy"] + " (self)", op)] + list(op["others"].items())
         rows = [

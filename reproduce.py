@@ -129,6 +129,37 @@ def pooled_curve(curves, seed=0):
     return pooled
 
 
+def pooled_by_family(onpolicy_rows):
+    """The judge on the on-policy pairs that differ in correctness, by task family, pooled over
+    the seeds: pairs summed, figures weighted by each seed's pairs (and the other judges' accuracy
+    on the same pairs); beside them the policy's sampled correct share, mean over the seeds."""
+    rows = [o for o in onpolicy_rows if o and o.get("correctness_by_family")]
+    if len(rows) < len(onpolicy_rows):
+        return {}  # a seed without it (an older report): nothing pooled
+
+    def weighted(blocks, key):
+        n = sum(b["n"] for b in blocks)
+        return sum(b[key] * b["n"] for b in blocks) / n
+
+    out = {}
+    for f in {f for o in rows for f in o["correctness_by_family"]}:
+        blocks = [o["correctness_by_family"][f] for o in rows if f in o["correctness_by_family"]]
+        out[f] = {
+            "n": sum(b["n"] for b in blocks),
+            "sampled_correct": mean(o["sampled_correct_by_family"].get(f, 0.0) for o in rows),
+            **{k: weighted(blocks, k) for k in ("acc", "consistency", "names_first")},
+        }
+        for name in rows[0].get("others") or {}:
+            theirs = [
+                o["others"][name].get("correctness_by_family", {}).get(f)
+                for o in rows
+                if f in o["correctness_by_family"]
+            ]
+            if all(theirs):
+                out[f][f"{name}_acc"] = weighted(theirs, "acc")
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["n"]))
+
+
 def pool(reports):
     arms = [a for a in reports[0]["checkpoints"] if all(a in r["checkpoints"] for r in reports)]
     table = {}
@@ -196,6 +227,7 @@ def pool(reports):
             blocks = [x[name].get("by_difference", {}).get("correctness") for x in others]
             if all(blocks):
                 onpolicy[f"{name}_correctness_acc"] = mean(b["acc"] for b in blocks)
+    by_family = pooled_by_family(onpolicy_rows)
     heldout = {
         j: mean(r["judge"][j]["acc"] for r in reports)
         for j in reports[0].get("judge", {})
@@ -213,6 +245,7 @@ def pool(reports):
         "pairwise": above,
         "same_ordering": all(r == ranked[0] for r in ranked),
         "onpolicy_judge": onpolicy,
+        "onpolicy_by_family": by_family,
         "heldout_judge_acc": heldout,
         "rejection": rejection,
         "head_to_head": {k: v for k, v in h2h.items() if v},
@@ -310,6 +343,25 @@ def to_markdown(pooled):
         out += [
             "On-policy pairs of the SELF-JUDGE start (mean over seeds): "
             + ", ".join(f"{k} {v:.3f}" for k, v in pooled["onpolicy_judge"].items()),
+            "",
+        ]
+    if pooled.get("onpolicy_by_family"):
+        fams = pooled["onpolicy_by_family"]
+        extra = [k for k in next(iter(fams.values())) if k.endswith("_acc")]
+        out += [
+            "Its pairs that differ in correctness, by task family (pooled over seeds; the "
+            "policy's sampled correct share in the family beside them):",
+            "",
+            md_table(
+                ["family", "sampled correct", "pairs", "accuracy", "consistency", "names first"]
+                + [k.replace("_acc", " accuracy") for k in extra],
+                [
+                    [f, f"{b['sampled_correct']:.3f}", b["n"]]
+                    + [f"{b[k]:.3f}" for k in ("acc", "consistency", "names_first")]
+                    + [f"{b[k]:.3f}" if k in b else "-" for k in extra]
+                    for f, b in fams.items()
+                ],
+            ),
             "",
         ]
     if pooled.get("heldout_judge_acc"):

@@ -891,8 +891,34 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
     assert by["surface"]["consistency"] == 0.0 and by["surface"]["names_first"] == 1.0
     n_c = by["correctness"]["n"]
     assert split["consistency"] == pytest.approx(n_c / split["n_judged"])
+    # the correctness pairs by family: the odd-numbered prompts' pairs (gold vs a wrong value)
+    fam = split["correctness_by_family"]
+    wrong = [held[i]["family"] for i in range(1, len(held), 2)]
+    wrong = {f: wrong.count(f) for f in wrong}
+    assert {f: b["n"] for f, b in fam.items()} == {f: n for f, n in wrong.items()}
+    assert [b["n"] for b in fam.values()] == sorted(wrong.values(), reverse=True)
+    assert all(b["acc"] == b["consistency"] == 1.0 for b in fam.values())
+    for f in {t["family"] for t in held}:  # gold (right) and its wrong-value or verbose twin
+        rows = [i for i, t in enumerate(held) if t["family"] == f]
+        expect = sum(1 + (i % 2 == 0) for i in rows) / (2 * len(rows))
+        assert split["sampled_correct_by_family"][f] == pytest.approx(expect), f
+    # ties (identical replies) leave the judged pairs: each family still counts its own pairs
+    planted = planted_pairs([t["messages"] for t in held])
+    tied = [[p[0], p[0]] if i % 3 == 0 else p for i, p in enumerate(planted)]
+    some = E.onpolicy_judge(model, tok, sees_correctness, held, 8, 0, samples=tied)
+    wrong = [held[i]["family"] for i in range(1, len(held), 2) if i % 3]
+    assert {f: b["n"] for f, b in some["correctness_by_family"].items()} == {
+        f: wrong.count(f) for f in wrong
+    }
+    pos = E.onpolicy_judge(
+        model, tok, position_a, held, 8, 0, samples=planted_pairs([t["messages"] for t in held])
+    )
+    assert all(b["consistency"] == 0.0 for b in pos["correctness_by_family"].values())
     text = "\n".join(report_md.onpolicy_markdown(dict(split, policy="jsft")))
     assert f"| all | {split['n_judged']} |" in text and f"| correctness | {n_c} | 1.000 |" in text
+    f, b = next(iter(fam.items()))
+    share = split["sampled_correct_by_family"][f]
+    assert f"| {f} | {share:.3f} | {b['n']} | 1.000 | 1.000 | 0.500 |" in text
     # other judges of the same pairs: overall, then per kind of pair
     kinds = {"correctness": {"acc": 0.25}, "surface": {"acc": 0.75}}
     lk = dict(acc=0.5, acc_first_order=0.4, acc_second_order=0.6, consistency=1.0)

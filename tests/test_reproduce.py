@@ -91,6 +91,7 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
     assert "reward_model_acc" not in op
     text = R.to_markdown(pooled)
     assert "Would a second run give the same ordering? no" in text and "0.875 / 0.625" in text
+    assert pooled["onpolicy_by_family"] == {}  # no seed has it
     assert "agree on 2 of 3 orders; split: jsft > self_judge in 1 of 2." in text
     assert R.pool([a, a])["same_ordering"]
     assert "agree on 3 of 3 orders." in R.to_markdown(R.pool([a, a]))
@@ -191,3 +192,49 @@ def test_rejection_gain_is_pooled_per_prompt_over_seeds():
         R.pool([a, b])
     del b["rejection"]
     assert R.pool([a, b])["rejection"] is None  # a seed without a curve: no pooled curve
+
+
+def test_correctness_pairs_by_family_pool_weighted_by_pairs():
+    def seed(fams, correct, lk):
+        def block(n, acc, cons):
+            return {"n": n, "acc": acc, "consistency": cons, "names_first": 0.5}
+
+        blocks = {f: block(*v) for f, v in fams.items()}
+        return {
+            "correctness_by_family": blocks,
+            "sampled_correct_by_family": correct,
+            "others": {
+                "likelihood": {
+                    "correctness_by_family": {f: {"acc": lk, "n": v[0]} for f, v in fams.items()}
+                }
+            },
+        }
+
+    a = seed(
+        {"count": (4, 0.5, 0.25), "refusal": (2, 0.0, 1.0)}, {"count": 0.3, "refusal": 0.7}, 1.0
+    )
+    b = seed({"count": (2, 1.0, 1.0)}, {"count": 0.2, "refusal": 0.9}, 0.25)
+    fams = R.pooled_by_family([a, b])
+    assert list(fams) == ["count", "refusal"]  # most pairs first
+    count = fams["count"]
+    assert count["n"] == 6 and count["sampled_correct"] == pytest.approx(0.25)
+    assert count["acc"] == pytest.approx((4 * 0.5 + 2 * 1.0) / 6)
+    assert count["consistency"] == pytest.approx((4 * 0.25 + 2 * 1.0) / 6)
+    assert count["likelihood_acc"] == pytest.approx((4 * 1.0 + 2 * 0.25) / 6)
+    assert fams["refusal"]["n"] == 2 and fams["refusal"]["sampled_correct"] == pytest.approx(0.8)
+    assert R.pooled_by_family([a, None]) == {}  # a seed without it pools nothing
+    pooled = {
+        "arms": {},
+        "orderings": [],
+        "pairwise": {},
+        "same_ordering": True,
+        "onpolicy_judge": {},
+        "onpolicy_by_family": fams,
+        "heldout_judge_acc": {},
+        "rejection": None,
+        "head_to_head": {},
+        "baseline": "sft",
+        "n_seeds": 2,
+    }
+    text = R.to_markdown(pooled)
+    assert "| count | 0.250 | 6 | 0.667 | 0.500 | 0.500 | 0.750 |" in text, text
