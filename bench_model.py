@@ -34,6 +34,10 @@ it pays after ~35-56 such calls: SELF-JUDGE's sampler and evaluation, not one ch
 eager by default. Against HF generate, compiled: 1.89x (batch 1, 53 % of the matvec limit), 1.66x
 (8), 1.41x (32); eager 1.05-1.22x. (The same bench at 92cdf7e on a faster VM: 2.55x, 1.96x, 1.47x.
 Compiled, K is cached (B, KV, S, hd): eager's transposed K made it 1.5x slower at batch 32.)
+Cold and warm (2026-12-02, commit 9bd2c0a, 2 threads, an AMD EPYC VM, --stat median --rounds 3):
+a cold compile costs 23.5 s (batch 1), 15.8 s (8) and 15.0 s (32); rerun with --warm-cache, the
+batch-1 step is read from inductor's disk cache in 3.5 s. Compiled against HF: 1.86x at batch 1
+(254 tokens/s, 63 % of the 2.48 ms limit), 1.44x at 8, 1.45x at 32.
 Where a compiled batch-1 step goes (torch.profiler with inductor's kernel profile, 1 thread, commit
 55ea7d6): the 43 weight matmuls ~75 %, TorchDynamo's guard check ~0.13 ms a call (~7 %), the
 attention's 12 batched matmuls ~0.19 ms. Fusing the weights would not close the gap: one q/k/v
