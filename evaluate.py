@@ -413,9 +413,8 @@ def onpolicy_judge(
     correctness, or surface principles only), and the correctness pairs by task family
     (correctness_by_family, beside the samples' correct share per family: which families the
     judge misreads, and whether the policy can solve them). other_judges {name: judge_fn}: the same
-    figures for
-    other judges of the same pairs ("others"; evaluate runs the reward model and the policy's own
-    likelihood, likelihood_judge). Also the mean verifier scores of the samples, per
+    figures for other judges of the same pairs ("others"; evaluate runs the reward model and the
+    policy's own likelihood, likelihood_judge). Also the mean verifier scores of the samples, per
     principle (where the policy's flaws are)."""
     import tasks as task_world
 

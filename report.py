@@ -165,6 +165,25 @@ TABLES = {  # {key: header} of each table's cells read from a report dict, in co
 }
 
 
+def family_table(fams):
+    """The judge's correctness pairs by task family as a table: fams {family: {"n", "acc",
+    "consistency", "names_first", "sampled_correct", and "<judge>_acc" per other judge}}."""
+    judges = sorted({k for b in fams.values() for k in b if k.endswith("_acc")})
+
+    def cell(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    return md_table(
+        ["family", "sampled correct", "pairs", "accuracy", "consistency", "names first"]
+        + [k.replace("_acc", " accuracy") for k in judges],
+        [
+            [f, cell(b.get("sampled_correct")), b["n"]]
+            + [cell(b.get(k)) for k in ("acc", "consistency", "names_first", *judges)]
+            for f, b in fams.items()
+        ],
+    )
+
+
 def onpolicy_markdown(op):
     """The report section of `onpolicy_judge`'s result (with its "policy")."""
     out = section(
@@ -194,6 +213,18 @@ def onpolicy_markdown(op):
         ]
     if op.get("correctness_by_family"):
         others = op.get("others") or {}
+        flat = {
+            f: dict(
+                b,
+                sampled_correct=op["sampled_correct_by_family"].get(f),
+                **{
+                    f"{n}_acc": x["acc"]
+                    for n, o in others.items()
+                    if (x := o.get("correctness_by_family", {}).get(f))
+                },
+            )
+            for f, b in op["correctness_by_family"].items()
+        }
         out += [
             "The pairs that differ in correctness, by task family (most pairs first), beside the "
             "policy's correct share over all its samples in the family: a family it cannot solve "
@@ -201,21 +232,7 @@ def onpolicy_markdown(op):
             + (" (the other judges' accuracy on the same pairs last)" if others else "")
             + ":",
             "",
-            md_table(
-                ["family", "sampled correct", "pairs", "accuracy", "consistency", "names first"]
-                + [f"{n} accuracy" for n in others],
-                [
-                    [f, f"{op['sampled_correct_by_family'].get(f, 0):.3f}", b["n"]]
-                    + [f"{b[k]:.3f}" for k in ("acc", "consistency", "names_first")]
-                    + [
-                        f"{x['acc']:.3f}"
-                        if (x := o.get("correctness_by_family", {}).get(f))
-                        else "-"
-                        for o in others.values()
-                    ]
-                    for f, b in op["correctness_by_family"].items()
-                ],
-            ),
+            family_table(flat),
             "",
         ]
     if op.get("others"):

@@ -30,7 +30,7 @@ import sys
 from benchmarks import mean
 from evaluate import bootstrap_interval
 from readers import atomic_write
-from report import diff_cell, md_table, win_cell
+from report import diff_cell, family_table, md_table, win_cell
 
 
 def read_reports(paths):
@@ -132,28 +132,31 @@ def pooled_curve(curves, seed=0):
 def pooled_by_family(onpolicy_rows):
     """The judge on the on-policy pairs that differ in correctness, by task family, pooled over
     the seeds: pairs summed, figures weighted by each seed's pairs (and the other judges' accuracy
-    on the same pairs); beside them the policy's sampled correct share, mean over the seeds."""
-    rows = [o for o in onpolicy_rows if o and o.get("correctness_by_family")]
-    if len(rows) < len(onpolicy_rows):
-        return {}  # a seed without it (an older report): nothing pooled
+    on the same pairs, where every seed with such pairs has it); beside them the policy's sampled
+    correct share, mean over the seeds that sampled the family."""
+    if any(not o or "sampled_correct_by_family" not in o for o in onpolicy_rows):
+        return {}  # a seed without the split (an older report): nothing pooled
 
     def weighted(blocks, key):
         n = sum(b["n"] for b in blocks)
         return sum(b[key] * b["n"] for b in blocks) / n
 
+    fams = [o.get("correctness_by_family") or {} for o in onpolicy_rows]  # {} for no such pairs
+    names = {n for o in onpolicy_rows for n in o.get("others") or {}}
     out = {}
-    for f in {f for o in rows for f in o["correctness_by_family"]}:
-        blocks = [o["correctness_by_family"][f] for o in rows if f in o["correctness_by_family"]]
+    for f in {f for x in fams for f in x}:
+        blocks = [x[f] for x in fams if f in x]
+        shares = [x[f] for o in onpolicy_rows if f in (x := o["sampled_correct_by_family"])]
         out[f] = {
             "n": sum(b["n"] for b in blocks),
-            "sampled_correct": mean(o["sampled_correct_by_family"].get(f, 0.0) for o in rows),
+            "sampled_correct": mean(shares),
             **{k: weighted(blocks, k) for k in ("acc", "consistency", "names_first")},
         }
-        for name in rows[0].get("others") or {}:
+        for name in sorted(names):
             theirs = [
-                o["others"][name].get("correctness_by_family", {}).get(f)
-                for o in rows
-                if f in o["correctness_by_family"]
+                ((o.get("others") or {}).get(name) or {}).get("correctness_by_family", {}).get(f)
+                for o, x in zip(onpolicy_rows, fams)
+                if f in x
             ]
             if all(theirs):
                 out[f][f"{name}_acc"] = weighted(theirs, "acc")
@@ -347,21 +350,11 @@ def to_markdown(pooled):
         ]
     if pooled.get("onpolicy_by_family"):
         fams = pooled["onpolicy_by_family"]
-        extra = [k for k in next(iter(fams.values())) if k.endswith("_acc")]
         out += [
             "Its pairs that differ in correctness, by task family (pooled over seeds; the "
             "policy's sampled correct share in the family beside them):",
             "",
-            md_table(
-                ["family", "sampled correct", "pairs", "accuracy", "consistency", "names first"]
-                + [k.replace("_acc", " accuracy") for k in extra],
-                [
-                    [f, f"{b['sampled_correct']:.3f}", b["n"]]
-                    + [f"{b[k]:.3f}" for k in ("acc", "consistency", "names_first")]
-                    + [f"{b[k]:.3f}" if k in b else "-" for k in extra]
-                    for f, b in fams.items()
-                ],
-            ),
+            family_table(fams),
             "",
         ]
     if pooled.get("heldout_judge_acc"):

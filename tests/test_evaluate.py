@@ -910,6 +910,18 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
     assert {f: b["n"] for f, b in some["correctness_by_family"].items()} == {
         f: wrong.count(f) for f in wrong
     }
+    # a judge wrong on one family's pairs only: that family's accuracy 0, the others' 1
+    odd = next(iter(fam))
+
+    def wrong_on_odd(contexts, pairs):
+        o, x = oracle(contexts, pairs), oracle(contexts, pairs, True)
+        flip = [task_of[json.dumps(c)]["family"] == odd for c in contexts]
+        return {k: [b if f else a for f, a, b in zip(flip, o[k], x[k])] for k in o}
+
+    one = E.onpolicy_judge(model, tok, wrong_on_odd, held, 8, 0, samples=planted)
+    assert {f: b["acc"] for f, b in one["correctness_by_family"].items()} == {
+        f: float(f != odd) for f in fam
+    }
     pos = E.onpolicy_judge(
         model, tok, position_a, held, 8, 0, samples=planted_pairs([t["messages"] for t in held])
     )

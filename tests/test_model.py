@@ -800,6 +800,7 @@ print(default, applied, min(faults_per_alloc() for _ in range(3)))
 def test_bench_compiles_into_a_fresh_code_cache_it_removes(tmp_path):
     """bench_model.py times a cold compile: inductor's cache dir is a new temp dir (under TMPDIR),
     gone after the run; --warm-cache leaves the environment's alone."""
+    pytest.importorskip("transformers")  # the bench times HF beside ours
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     args = "--preset tiny --no-train --no-compile-decode --decode-batches 1 --rounds 1"
     args += " --prompt-len 8 --new-tokens 4 --threads 1"

@@ -223,6 +223,17 @@ def test_correctness_pairs_by_family_pool_weighted_by_pairs():
     assert count["likelihood_acc"] == pytest.approx((4 * 1.0 + 2 * 0.25) / 6)
     assert fams["refusal"]["n"] == 2 and fams["refusal"]["sampled_correct"] == pytest.approx(0.8)
     assert R.pooled_by_family([a, None]) == {}  # a seed without it pools nothing
+    # a seed with no correctness pairs still counts its sampled share; a judge one seed lacks
+    # loses its column only where a seed with such pairs lacks it
+    none = {"correctness_by_family": {}, "sampled_correct_by_family": {"count": 0.1}}
+    alone = R.pooled_by_family([a, none])
+    assert alone["count"]["n"] == 4 and alone["count"]["acc"] == 0.5
+    assert alone["count"]["likelihood_acc"] == 1.0  # only seed a had count pairs
+    assert alone["count"]["sampled_correct"] == pytest.approx(0.2)
+    assert alone["refusal"]["sampled_correct"] == pytest.approx(0.7)  # none sampled no refusals
+    blind = dict(b, others={})
+    assert "likelihood_acc" not in R.pooled_by_family([a, blind])["count"]
+    assert R.pooled_by_family([a, blind])["refusal"]["likelihood_acc"] == 1.0  # no such pairs in b
     pooled = {
         "arms": {},
         "orderings": [],
