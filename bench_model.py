@@ -217,7 +217,7 @@ def main():
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 matmul rate "
         f"{rate / 1e9:.0f} GFLOP/s (2048^3 GEMM, best of 5); torch.compile's code cache: "
-        f"{os.environ.get('TORCHINDUCTOR_CACHE_DIR', cache_dir())} "
+        f"{cache_dir()} "
         + ("(as earlier runs left it)" if args.warm_cache else "(fresh: cold compiles)")
     )
     print(

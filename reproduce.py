@@ -160,7 +160,7 @@ def pooled_by_family(onpolicy_rows):
             ]
             if all(theirs):
                 out[f][f"{name}_acc"] = weighted(theirs, "acc")
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]["n"]))
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1]["n"], kv[0])))  # ties: by name
 
 
 def pool(reports):

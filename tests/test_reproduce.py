@@ -223,6 +223,8 @@ def test_correctness_pairs_by_family_pool_weighted_by_pairs():
     assert count["likelihood_acc"] == pytest.approx((4 * 1.0 + 2 * 0.25) / 6)
     assert fams["refusal"]["n"] == 2 and fams["refusal"]["sampled_correct"] == pytest.approx(0.8)
     assert R.pooled_by_family([a, None]) == {}  # a seed without it pools nothing
+    tie = seed({"sort": (2, 1.0, 1.0), "arith": (2, 0.0, 0.0)}, {"sort": 0.1, "arith": 0.1}, 0.5)
+    assert list(R.pooled_by_family([tie])) == ["arith", "sort"]  # as many pairs: by name
     # a seed with no correctness pairs still counts its sampled share; a judge one seed lacks
     # loses its column only where a seed with such pairs lacks it
     none = {"correctness_by_family": {}, "sampled_correct_by_family": {"count": 0.1}}
