@@ -45,9 +45,21 @@ matmul instead of three saves 6 us a layer at batch 1 and one gate/up matmul not
 microbench with the weights in cache), 32 us a step in all (< 2 %). The matmuls read the 26 MB of
 weights from memory each step, as the limit does, at ~65 % of its speed (~1.4 of 1.85 ms): 75 % of
 the limit would leave ~0.3 ms for all the rest of a step, out of reach in fp32 on this CPU. At batch
-8 (profiled the same way, commit 36c8ee3) the weight matmuls take 5.7 ms of the compiled step's 8.6,
-2.5x the matvec limit though each weight is read once: MKL's sgemm at 8 rows, not the rest of the
-step, keeps batch 8 under 2x HF.
+8 (profiled the same way, commit 36c8ee3) the weight matmuls took 5.7 ms of the compiled step's 8.6,
+2.5x the matvec limit though each weight is read once: MKL's sgemm splits x W^T with 8 rows badly
+across threads. So model.Linear computes 2-64 rows as (W x^T)^T, the same product with the weight
+as the long operand (the 43 weights at 8 rows: 1.9 against 3.4 ms at 2 threads, 3.5 against 4.5 at
+1). 2026-12-03, 2 threads, --stat median --rounds 3, compiled against HF before / after on one VM:
+1.51x / 2.51x and 2.23x (two runs) at batch 8, 1.43x / 1.65x and 1.60x at 32, batch 1 unchanged
+(2.21x / 2.12x and 2.65x); eager at 8 1.07x / 1.38x and 1.16x.
+The limit is timed again within the batch-1 rounds: on this shared VM it drifted from 0.73 to 1.7 ms
+between runs (the 21.9 MB of weights fit the 32 MB L3, when other tenants leave it), the decode step
+much less. In the same rounds the compiled batch-1 decode reached 41 % of the limit (554 against
+1,359 tokens/s). Stored transposed, (in, out), the weights are read faster at batch 1 (0.45 against
+0.73 ms stacked; 1.2 against 1.5 ms as 43 products), but that layout is the slower one at 8 rows
+(3.9 against 2.2 ms): no one layout serves both. And a step spends far more than 25 % of the limit
+beside its matmuls (profiled today: the 43 matmuls 1.94 ms of a 2.78 ms step, TorchDynamo's guard
+check 0.19 ms, the graph's wrapper and its small kernels ~0.5 ms), so 75 % of it is out of reach.
 """
 
 import argparse
@@ -124,20 +136,22 @@ def interleaved(fns: dict, rounds: int, n: int = 1, stat=min) -> dict:
     return {k: stat(v) for k, v in times.items()}
 
 
-def matvec_limit(model, repeats: int = 200) -> dict:
+def matvec_products(model) -> tuple[dict, float]:
     """The floor of a batch-1 decode step: one matrix-vector product over every weight matrix a
-    step reads (all but the embedding table, of which a step reads one row), stacked into one matrix
-    so no per-operator cost is counted. Returns {"s": best seconds per product, "mb": megabytes}."""
+    step reads (all but the embedding table, of which a step reads one row), stacked into one
+    matrix so no per-operator cost is counted. In two layouts of the same bytes: (out, in) rows as
+    the model stores them (the limit the targets use), and (in, out) rows, which MKL streams ~20 %
+    faster at batch 1 here (a model would have to store its weights transposed to use it).
+    Returns ({layout: one product}, megabytes)."""
     mats = [
         p for name, p in model.named_parameters() if p.dim() == 2 and name != "embed_tokens.weight"
     ]
     dim = model.cfg.dim
     stacked = torch.cat([w.detach().reshape(-1, dim) for w in mats])  # (total / dim, dim)
+    stacked_t = stacked.t().contiguous()  # (dim, total / dim)
     x = torch.randn(dim)
-    for _ in range(10):
-        stacked @ x  # warm up
-    best = min(timed(lambda: stacked @ x, repeats) for _ in range(5))
-    return {"s": best, "mb": stacked.numel() * stacked.element_size() / 1e6}
+    products = {"limit (out,in)": lambda: stacked @ x, "limit (in,out)": lambda: x @ stacked_t}
+    return products, stacked.numel() * stacked.element_size() / 1e6
 
 
 def main():
@@ -283,11 +297,15 @@ def main():
 
     # -- prefill and greedy decode -----------------------------------------------------------------
     P, N = args.prompt_len, args.new_tokens
-    limit = matvec_limit(ours)
+    products, mb = matvec_products(ours)
+    limit = {k: min(timed(fn, 200) for _ in range(5)) for k, fn in products.items()}
+    row, col = limit.values()
     print(
         f"\nthe limit: one matrix-vector product over every weight a decode step reads (all "
-        f"matrices but the embedding table, {limit['mb']:.1f} MB) takes "
-        f"{limit['s'] * 1e3:.2f} ms: at most {1 / limit['s']:.0f} tokens/s at batch 1"
+        f"matrices but the embedding table, {mb:.1f} MB) takes {row * 1e3:.2f} ms as the model "
+        f"stores them, (out, in) rows: at most {1 / row:.0f} tokens/s at batch 1; stored "
+        f"transposed, {col * 1e3:.2f} ms ({1 / col:.0f} tokens/s). Timed again within each "
+        "batch-1 decode round below, so a drifting machine moves both alike"
     )
     for batch in args.decode_batches:
         prompt = torch.randint(cfg.vocab_size, (batch, P))
@@ -336,18 +354,21 @@ def main():
             outs["hf"] = out[:, P:].tolist()
 
         fns["hf"] = decode_hf
+        if batch == 1:  # the limit, N products a round, in the same rounds as the decoders
+            fns.update({k: lambda fn=fn: [fn() for _ in range(N)] for k, fn in products.items()})
 
         sec = interleaved(fns, args.rounds, stat=stat)
         rate = {k: batch * N / s for k, s in sec.items()}
-        same = all(o == outs["hf"] for o in outs.values())
+        same = all(o == outs["hf"] for o in outs.values())  # the decoders' tokens
         print(
             f"\ngreedy decode, batch {batch}, {P} prompt + {N} new tokens, new tokens/s over the "
             f"whole generate call; same tokens in all: {same}"
         )
         for k, r in rate.items():
-            share = (
-                f", {100 * r * limit['s']:.0f}% of the limit" if batch == 1 and k != "hf" else ""
-            )
+            share = ""
+            if batch == 1 and not k.startswith(("hf", "limit")):
+                row, col = (rate[name] for name in products)
+                share = f", {100 * r / row:.0f}% of the limit ({100 * r / col:.0f}% of (in,out))"
             print(f"  {k:14s} {r:8.0f} tokens/s   {r / rate['hf']:.2f}x hf{share}")
         if "ours+compile" in sec:
             compile_s = first - sec["ours+compile"]

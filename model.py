@@ -124,10 +124,9 @@ def apply_rope(x, cos, sin):
 def attention(q, k, v, mask, use_sdpa: bool, dropout_p: float = 0.0):
     """softmax(q k^T / sqrt(hd) + mask) v with grouped-query heads: q (B, H, T, hd), k and v
     (B, KV, S, hd); query head h reads kv head h // (H/KV). mask: None = causal with T == S, else
-    (B, 1, T, S) or (T, S), bool (True = may attend) or float, added to the scores (0 or -inf; the
-    cached forward builds it once, saving a masked_fill per layer: ~40 of ~300 us). On CPU a decode
-    step (T == 1) takes the written-out path: SDPA's CPU kernel costs ~4x its two small matmuls
-    there (bench_model.py)."""
+    (B, 1, T, S) or (T, S), bool (True = may attend) or float, added to the scores (0 or -inf: the
+    cached forward builds it once). On CPU a decode step (T == 1) takes the written-out path:
+    SDPA's CPU kernel costs ~4x its two small matmuls there (bench_model.py)."""
     if use_sdpa and (q.size(2) > 1 or not q.is_cpu):  # fused kernel: flash / memory-efficient
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None, enable_gqa=True
@@ -156,14 +155,24 @@ def additive_mask(allowed, dtype):
     return zeros.masked_fill(~allowed, float("-inf"))
 
 
+class Linear(nn.Linear):
+    """nn.Linear that computes 2-64 rows on CPU (a decode step) as (W x^T)^T, the same product:
+    MKL's sgemm splits W's long side across threads where x W^T barely does (1.4x at batch 8)."""
+
+    def forward(self, x):  # (..., in) -> (..., out)
+        if self.bias is not None or not (x.is_cpu and 1 < x.numel() // x.size(-1) <= 64):
+            return super().forward(x)
+        return (self.weight @ x.reshape(-1, x.size(-1)).t()).t().reshape(*x.shape[:-1], -1)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
-        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        self.q_proj = Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
         self.dropout_p = cfg.dropout  # on attention probabilities, training only
         self.k_cache = self.v_cache = None  # (B, KV, S, hd) each, from Transformer.setup_cache
 
@@ -194,9 +203,9 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
-        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
-        self.down_proj = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
+        self.gate_proj = Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.up_proj = Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.down_proj = Linear(cfg.ffn_hidden, cfg.dim, bias=False)
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -246,7 +255,7 @@ class Transformer(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.dim, 1 if cfg.reward_head else cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.dim, 1 if cfg.reward_head else cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)  # (S, hd/2) each
@@ -304,9 +313,8 @@ class Transformer(nn.Module):
             if same_kind and (c.shape == shape if exact else large_enough):
                 continue  # keep it
             a.v_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
-            # eager on CPU, K is stored (B, KV, hd, S), so the written-out decode step's q @ k^T
-            # reads it in order (2.7x faster at batch 32); SDPA's fused GPU kernels and inductor's
-            # CPU ones want hd contiguous (compiled: 1.5x faster at batch 32, 1.2x at 8)
+            # eager on CPU K is stored (B, KV, hd, S): the written-out decode's q @ k^T reads it
+            # in order (2.7x at batch 32); SDPA's GPU and inductor's CPU kernels want hd contiguous
             stored = (*shape[:2], shape[3], shape[2]) if transpose_k else shape
             k = torch.zeros(stored, dtype=w.dtype, device=w.device)
             a.k_cache = k.transpose(-2, -1) if transpose_k else k
@@ -400,11 +408,10 @@ def unwrap(model):
 
 
 def nucleus(probs, top_p: float, head: int = 64):
-    """Each row's smallest set of most likely tokens whose probabilities sum to >= top_p.
-    probs (B, V) -> top (B, n) descending, ids (B, n) their token ids, keep (B, n) bool: the
-    nucleus, a prefix of each row. A nucleus usually lies among the `head` most likely tokens,
-    which topk finds ~8x faster than a sort of all V; only wider rows are sorted in full, and n is
-    then the widest nucleus (other rows end in zeros)."""
+    """Each row's smallest set of most likely tokens whose probabilities sum to >= top_p: probs
+    (B, V) -> top (B, n) descending, ids (B, n) their token ids, keep (B, n) bool, a prefix of each
+    row. It usually lies among the `head` most likely tokens, which topk finds ~8x faster than a
+    full sort; wider rows are sorted in full, and n is then the widest (other rows end in zeros)."""
     top, ids = probs.topk(min(head, probs.size(-1)), dim=-1)  # (B, head), descending
     cum = top.cumsum(dim=-1)
     keep = (cum - top) < top_p  # keep while the mass before a token is < top_p
@@ -443,9 +450,8 @@ def uniforms(n: int, generator=None, device="cpu"):
 
 
 def inverse_cdf_sample(probs, uniform):
-    """One draw per row of probs (B, V) (rows summing to ~1, zeros allowed) -> ids (B,). Inverse
-    CDF: row b's uniform (B, 1) in [0, 1), scaled to (0, total], picks the first token whose
-    cumulative mass reaches it (never a zero-probability one): one number a row, not V."""
+    """One draw per row of probs (B, V) (zeros allowed) -> ids (B,), by inverse CDF: row b's
+    uniform (B, 1) in [0, 1), scaled to (0, total], picks the first token whose mass reaches it."""
     cdf = probs.cumsum(dim=-1)  # (B, V), non-decreasing; flat across zero-probability tokens
     u = (1.0 - uniform.to(cdf)) * cdf[:, -1:]  # (B, 1), in (0, total]: never past the last token
     return torch.searchsorted(cdf, u).squeeze(-1)  # first index with cdf >= u
@@ -463,11 +469,9 @@ def compiled_decode_one_token(device_type: str):
     """decode_one_token under torch.compile: C++ kernels on CPU (cpp_wrapper if Python's headers are
     there), CUDA graphs on GPU (untested here). One graph per (batch, cache length): 10-30 s each on
     CPU, ~4 s on later runs (inductor's disk cache); generate() rounds both to powers of two."""
-    how = {}
     python_h = os.path.join(sysconfig.get_paths()["include"], "Python.h")
-    if device_type == "cuda":
-        how = {"mode": "reduce-overhead"}  # CUDA graphs
-    elif device_type == "cpu" and os.path.exists(python_h):
+    how = {"mode": "reduce-overhead"} if device_type == "cuda" else {}  # CUDA graphs
+    if device_type == "cpu" and os.path.exists(python_h):
         how = {"options": {"cpp_wrapper": True}}  # 1.6x at batch 1, 1.15x at 8 (1 thread)
     return torch.compile(decode_one_token, dynamic=False, **how)
 
@@ -497,11 +501,10 @@ def generate(
     float rounding; each distinct prompt is prefilled once. on_token(tokens) is called each step
     with one entry per row: its new id, or None once it has stopped. Unwraps compile/DDP wrappers.
 
-    Then one decode_one_token step per token over the static cache; compile=True compiles it
-    (compiled_decode_one_token; it pays over many calls: SELF-JUDGE's sampler, evaluation). Eager,
-    once the rows going fit in half the batch, the cache keeps only them (most rows stop long
-    before the longest; compiled, each batch size would be another graph). One uniform per prompt
-    a step: a row's samples do not depend on when the others stop."""
+    Then one decode_one_token step per token over the static cache; compile=True compiles it (it
+    pays over many calls: SELF-JUDGE's sampler, evaluation). Eager, once the rows going fit in half
+    the batch, the cache keeps only them (compiled, each batch size would be another graph). One
+    uniform per prompt a step: a row's samples do not depend on when the others stop."""
     model = unwrap(model)
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate: every prompt needs at least one token")

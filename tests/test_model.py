@@ -16,6 +16,7 @@ from bench_model import compile_model  # noqa: E402
 from convert import from_hf_state_dict, hf_llama_config_dict, to_hf_state_dict  # noqa: E402
 from model import (
     PRESETS,
+    Linear,
     ModelConfig,
     Transformer,
     attention,
@@ -506,6 +507,27 @@ def test_sdpa_equals_written_out_attention_forward_and_backward():
     assert (l1 - l2).abs().max().item() < 1e-5
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1, 48), (2, 48), (3, 5, 48), (8, 1, 48), (64, 48), (65, 48)])
+def test_linear_equals_x_times_w_transposed_forward_and_backward(shape):
+    """Linear computes 2-64 rows on CPU as (W x^T)^T (decode's fast path) and more or fewer rows as
+    F.linear: both are x W^T, forward and backward, against the product written out in float64."""
+    torch.manual_seed(0)
+    layer = Linear(48, 40, bias=False)
+    x = torch.randn(shape, requires_grad=True)
+    y = layer(x)
+    w64, x64 = layer.weight.detach().double(), x.detach().double()
+    expected = torch.einsum("...i,oi->...o", x64, w64)
+    assert y.shape == (*shape[:-1], 40)
+    assert torch.allclose(y.double(), expected, atol=1e-5)
+    g = torch.randn(y.shape)
+    y.backward(g)
+    g64 = g.double().reshape(-1, 40)
+    assert torch.allclose(layer.weight.grad.double(), g64.t() @ x64.reshape(-1, 48), atol=1e-4)
+    assert torch.allclose(x.grad.double(), (g64 @ w64).reshape(shape), atol=1e-5)
+    rows = math.prod(shape[:-1])  # which path ran: the transposed product leaves y column-major
+    assert (y.reshape(rows, 40).stride(-1) != 1) == (1 < rows <= 64)
 
 
 @torch.no_grad()
