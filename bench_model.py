@@ -10,7 +10,8 @@ default):
     share of that rate (FLOPs/token from Transformer.flops_per_token: 6 per matmul weight + causal
     attention), first with glibc's default allocator, then after keep_freed_memory() (no page
       faults)
-  - the decode limit: one matrix-vector product over every weight matrix a decode step reads
+  - the decode limit: one matrix-vector product over every weight matrix a decode step reads, in
+    the model's (out, in) layout and transposed, timed again within the batch-1 decode rounds
   - prefill tokens/s (one cached forward over a batch of prompts) at batch 1 and 8
   - greedy-decode tokens/s (new tokens over the whole generate call) at batch 1, 8 and 32: ours
     eager, ours with the compiled decode step (generate(compile=True)), HF generate(); the compile
@@ -42,7 +43,7 @@ Where a compiled batch-1 step goes (torch.profiler with inductor's kernel profil
 55ea7d6): the 43 weight matmuls ~75 %, TorchDynamo's guard check ~0.13 ms a call (~7 %), the
 attention's 12 batched matmuls ~0.19 ms. Fusing the weights would not close the gap: one q/k/v
 matmul instead of three saves 6 us a layer at batch 1 and one gate/up matmul nothing (a 256-wide
-microbench with the weights in cache), 32 us a step in all (< 2 %). The matmuls read the 26 MB of
+microbench with the weights in cache), 32 us a step in all (< 2 %). The matmuls read the 21.9 MB of
 weights from memory each step, as the limit does, at ~65 % of its speed (~1.4 of 1.85 ms): 75 % of
 the limit would leave ~0.3 ms for all the rest of a step, out of reach in fp32 on this CPU. At batch
 8 (profiled the same way, commit 36c8ee3) the weight matmuls took 5.7 ms of the compiled step's 8.6,
@@ -50,16 +51,17 @@ the limit would leave ~0.3 ms for all the rest of a step, out of reach in fp32 o
 across threads. So model.Linear computes 2-64 rows as (W x^T)^T, the same product with the weight
 as the long operand (the 43 weights at 8 rows: 1.9 against 3.4 ms at 2 threads, 3.5 against 4.5 at
 1). 2026-12-03, 2 threads, --stat median --rounds 3, compiled against HF before / after on one VM:
-1.51x / 2.51x and 2.23x (two runs) at batch 8, 1.43x / 1.65x and 1.60x at 32, batch 1 unchanged
-(2.21x / 2.12x and 2.65x); eager at 8 1.07x / 1.38x and 1.16x.
+1.51x / 2.51x and 2.23x (two runs) at batch 8, 1.43x / 1.65x and 1.60x at 32; batch 1 takes the
+old path (2.21x / 2.12x and 2.65x: the VM's noise); eager at 8 1.07x / 1.38x and 1.16x.
 The limit is timed again within the batch-1 rounds: on this shared VM it drifted from 0.73 to 1.7 ms
 between runs (the 21.9 MB of weights fit the 32 MB L3, when other tenants leave it), the decode step
-much less. In the same rounds the compiled batch-1 decode reached 41 % of the limit (554 against
-1,359 tokens/s). Stored transposed, (in, out), the weights are read faster at batch 1 (0.45 against
-0.73 ms stacked; 1.2 against 1.5 ms as 43 products), but that layout is the slower one at 8 rows
-(3.9 against 2.2 ms): no one layout serves both. And a step spends far more than 25 % of the limit
-beside its matmuls (profiled today: the 43 matmuls 1.94 ms of a 2.78 ms step, TorchDynamo's guard
-check 0.19 ms, the graph's wrapper and its small kernels ~0.5 ms), so 75 % of it is out of reach.
+much less (the limit's two stacked copies may evict the decoders' weights: a cold first step). In
+the same rounds the compiled batch-1 decode reached 41 % of the limit (554 against 1,359 tokens/s).
+Stored transposed, (in, out), the weights are read faster at batch 1 (0.45 against 0.73 ms stacked;
+1.2 against 1.5 ms as 43 products), but that layout is the slower one at 8 rows (3.9 against 2.2
+ms): no one layout serves both. And a step spends far more than 25 % of the limit beside its matmuls
+(profiled today: the 43 matmuls 1.94 ms of a 2.78 ms step, TorchDynamo's guard check 0.19 ms, the
+graph's wrapper and its small kernels ~0.5 ms), so 75 % of it is out of reach.
 """
 
 import argparse
@@ -140,8 +142,8 @@ def matvec_products(model) -> tuple[dict, float]:
     """The floor of a batch-1 decode step: one matrix-vector product over every weight matrix a
     step reads (all but the embedding table, of which a step reads one row), stacked into one
     matrix so no per-operator cost is counted. In two layouts of the same bytes: (out, in) rows as
-    the model stores them (the limit the targets use), and (in, out) rows, which MKL streams ~20 %
-    faster at batch 1 here (a model would have to store its weights transposed to use it).
+    the model stores them (the limit the targets use), and (in, out) rows, which MKL streams
+    1.2-1.6x faster at batch 1 here (a model would have to store its weights transposed for it).
     Returns ({layout: one product}, megabytes)."""
     mats = [
         p for name, p in model.named_parameters() if p.dim() == 2 and name != "embed_tokens.weight"
@@ -367,7 +369,7 @@ def main():
         for k, r in rate.items():
             share = ""
             if batch == 1 and not k.startswith(("hf", "limit")):
-                row, col = (rate[name] for name in products)
+                row, col = rate["limit (out,in)"], rate["limit (in,out)"]
                 share = f", {100 * r / row:.0f}% of the limit ({100 * r / col:.0f}% of (in,out))"
             print(f"  {k:14s} {r:8.0f} tokens/s   {r / rate['hf']:.2f}x hf{share}")
         if "ours+compile" in sec:

@@ -156,8 +156,8 @@ def additive_mask(allowed, dtype):
 
 
 class Linear(nn.Linear):
-    """nn.Linear that computes 2-64 rows on CPU (a decode step) as (W x^T)^T, the same product:
-    MKL's sgemm splits W's long side across threads where x W^T barely does (1.4x at batch 8)."""
+    """nn.Linear computing 2-64 rows on CPU (a decode step) as (W x^T)^T, the same product
+    (column-major): MKL splits W over threads, x W^T barely (batch-8 decode 1.4x faster)."""
 
     def forward(self, x):  # (..., in) -> (..., out)
         if self.bias is not None or not (x.is_cpu and 1 < x.numel() // x.size(-1) <= 64):
@@ -313,7 +313,7 @@ class Transformer(nn.Module):
             if same_kind and (c.shape == shape if exact else large_enough):
                 continue  # keep it
             a.v_cache = torch.zeros(shape, dtype=w.dtype, device=w.device)
-            # eager on CPU K is stored (B, KV, hd, S): the written-out decode's q @ k^T reads it
+            # eager on CPU, K is stored (B, KV, hd, S): the written-out decode's q @ k^T reads it
             # in order (2.7x at batch 32); SDPA's GPU and inductor's CPU kernels want hd contiguous
             stored = (*shape[:2], shape[3], shape[2]) if transpose_k else shape
             k = torch.zeros(stored, dtype=w.dtype, device=w.device)
@@ -408,10 +408,10 @@ def unwrap(model):
 
 
 def nucleus(probs, top_p: float, head: int = 64):
-    """Each row's smallest set of most likely tokens whose probabilities sum to >= top_p: probs
-    (B, V) -> top (B, n) descending, ids (B, n) their token ids, keep (B, n) bool, a prefix of each
-    row. It usually lies among the `head` most likely tokens, which topk finds ~8x faster than a
-    full sort; wider rows are sorted in full, and n is then the widest (other rows end in zeros)."""
+    """Each row's nucleus, its smallest set of most likely tokens whose probabilities sum to >=
+    top_p: probs (B, V) -> top (B, n) descending, ids (B, n) their token ids, keep (B, n) bool (a
+    prefix of each row). It usually lies among the `head` most likely tokens (topk: ~8x faster than
+    a full sort); only wider rows are sorted in full, n is then the widest nucleus."""
     top, ids = probs.topk(min(head, probs.size(-1)), dim=-1)  # (B, head), descending
     cum = top.cumsum(dim=-1)
     keep = (cum - top) < top_p  # keep while the mass before a token is < top_p
@@ -450,8 +450,8 @@ def uniforms(n: int, generator=None, device="cpu"):
 
 
 def inverse_cdf_sample(probs, uniform):
-    """One draw per row of probs (B, V) (zeros allowed) -> ids (B,), by inverse CDF: row b's
-    uniform (B, 1) in [0, 1), scaled to (0, total], picks the first token whose mass reaches it."""
+    """Inverse CDF: one draw per row of probs (B, V) -> ids (B,); row b's uniform (B, 1) in [0, 1)
+    scaled to (0, total] picks the first token whose cumulative mass reaches it (never p = 0)."""
     cdf = probs.cumsum(dim=-1)  # (B, V), non-decreasing; flat across zero-probability tokens
     u = (1.0 - uniform.to(cdf)) * cdf[:, -1:]  # (B, 1), in (0, total]: never past the last token
     return torch.searchsorted(cdf, u).squeeze(-1)  # first index with cdf >= u

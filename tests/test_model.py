@@ -510,15 +510,16 @@ def test_sdpa_equals_written_out_attention_forward_and_backward():
 
 
 @pytest.mark.parametrize("shape", [(1, 48), (2, 48), (3, 5, 48), (8, 1, 48), (64, 48), (65, 48)])
-def test_linear_equals_x_times_w_transposed_forward_and_backward(shape):
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_equals_x_times_w_transposed_forward_and_backward(shape, bias):
     """Linear computes 2-64 rows on CPU as (W x^T)^T (decode's fast path) and more or fewer rows as
     F.linear: both are x W^T, forward and backward, against the product written out in float64."""
     torch.manual_seed(0)
-    layer = Linear(48, 40, bias=False)
+    layer = Linear(48, 40, bias=bias)
     x = torch.randn(shape, requires_grad=True)
     y = layer(x)
     w64, x64 = layer.weight.detach().double(), x.detach().double()
-    expected = torch.einsum("...i,oi->...o", x64, w64)
+    expected = torch.einsum("...i,oi->...o", x64, w64) + (layer.bias.double() if bias else 0)
     assert y.shape == (*shape[:-1], 40)
     assert torch.allclose(y.double(), expected, atol=1e-5)
     g = torch.randn(y.shape)
@@ -527,7 +528,9 @@ def test_linear_equals_x_times_w_transposed_forward_and_backward(shape):
     assert torch.allclose(layer.weight.grad.double(), g64.t() @ x64.reshape(-1, 48), atol=1e-4)
     assert torch.allclose(x.grad.double(), (g64 @ w64).reshape(shape), atol=1e-5)
     rows = math.prod(shape[:-1])  # which path ran: the transposed product leaves y column-major
-    assert (y.reshape(rows, 40).stride(-1) != 1) == (1 < rows <= 64)
+    assert (y.reshape(rows, 40).stride(-1) != 1) == (not bias and 1 < rows <= 64)
+    projections = [m for m in make_model().modules() if isinstance(m, torch.nn.Linear)]
+    assert len(projections) == 7 * 2 + 1 and all(type(m) is Linear for m in projections)
 
 
 @torch.no_grad()
