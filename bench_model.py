@@ -301,7 +301,7 @@ def main():
     P, N = args.prompt_len, args.new_tokens
     products, mb = matvec_products(ours)
     limit = {k: min(timed(fn, 200) for _ in range(5)) for k, fn in products.items()}
-    row, col = limit.values()
+    row, col = limit["limit (out,in)"], limit["limit (in,out)"]
     print(
         f"\nthe limit: one matrix-vector product over every weight a decode step reads (all "
         f"matrices but the embedding table, {mb:.1f} MB) takes {row * 1e3:.2f} ms as the model "

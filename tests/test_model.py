@@ -529,6 +529,10 @@ def test_linear_equals_x_times_w_transposed_forward_and_backward(shape, bias):
     assert torch.allclose(x.grad.double(), (g64 @ w64).reshape(shape), atol=1e-5)
     rows = math.prod(shape[:-1])  # which path ran: the transposed product leaves y column-major
     assert (y.reshape(rows, 40).stride(-1) != 1) == (not bias and 1 < rows <= 64)
+
+
+def test_every_projection_of_the_transformer_is_a_linear():
+    """q/k/v/o and gate/up/down in each of TINY's 2 layers, and the LM head: all Linear."""
     projections = [m for m in make_model().modules() if isinstance(m, torch.nn.Linear)]
     assert len(projections) == 7 * 2 + 1 and all(type(m) is Linear for m in projections)
 
