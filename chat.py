@@ -29,7 +29,8 @@ import torch
 
 from model import generate
 from pretrain import find_checkpoint, load_model
-from self_judge import knockout, load_contexts, model_judge, sample_responses
+from readers import fitting_prompts
+from self_judge import knockout, model_judge, sample_responses
 from sft import seed_of
 from tokenizer import Tokenizer
 
@@ -202,7 +203,7 @@ def main(argv=None):
         sys.stdout.flush()
 
     if args.prompts is not None:
-        contexts = load_contexts(
+        contexts = fitting_prompts(
             args.prompts, tokenizer, args.max_new_tokens, model.cfg.max_seq_len, "prompts"
         )
         winners = best_of_n(

@@ -244,12 +244,15 @@ def reply_logprobs(model, tok, contexts, replies, batch_size=48):
         for c, per in zip(contexts, replies)
         for r in per
     ]
-    device, out = next(unwrap(model).parameters()).device, []
-    for j in range(0, len(rows), batch_size):
-        prompts, answers = zip(*rows[j : j + batch_size])
-        batch = response_batch(list(prompts), list(answers), tok.pad_id)
+    # similar lengths batched together: in the task order, half the padded tokens were padding
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+    device, out = next(unwrap(model).parameters()).device, [0.0] * len(rows)
+    for j in range(0, len(order), batch_size):
+        idx = order[j : j + batch_size]
+        batch = response_batch([rows[i][0] for i in idx], [rows[i][1] for i in idx], tok.pad_id)
         ids, mask = batch["ids"].to(device), batch["mask"].to(device)
-        out += sequence_logprobs(model, ids, mask)[0].tolist()
+        for i, lp in zip(idx, sequence_logprobs(model, ids, mask)[0].tolist()):
+            out[i] = lp
     return out
 
 

@@ -252,16 +252,19 @@ def judgment_examples(tokenizer, pairs, rationale=False, lang=None, max_len=None
 
 
 # --- the judge ---
-def verdict_prob_a(model, tokenizer, prompts, batch_size=32):
-    """p(A) / (p(A) + p(B)) of the next token after each prompt: right-padded batches
-    (similar lengths together), one forward each, logits gathered at every row's last real
-    position. -> (N,) float tensor."""
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+def verdict_prob_a(model, tokenizer, prompts, batch_size=32, shared=None):
+    """p(A) / (p(A) + p(B)) of the next token after each prompt: batches of similar lengths, one
+    forward each, logits gathered at every row's last real position (last_position_logits;
+    shared: each prompt's prefix shared with others, run once a batch: batches of similar
+    lengths after it, prompts that share one side by side). -> (N,) float tensor."""
+    by = (lambda i: (len(prompts[i]) - shared[i], prompts[i][: shared[i]])) if shared else None
+    order = sorted(range(len(prompts)), key=by or (lambda i: len(prompts[i])))
     p_a = torch.empty(len(prompts))
     with eval_mode(unwrap(model)):
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            at_last = last_position_logits(model, [prompts[i] for i in rows], tokenizer.pad_id)
+            ids, heads = [prompts[i] for i in rows], shared and [shared[i] for i in rows]
+            at_last = last_position_logits(model, ids, tokenizer.pad_id, heads)
             ab = at_last[:, [tokenizer.verdict_a_id, tokenizer.verdict_b_id]].float()  # (B, 2)
             p_a[rows] = ab.softmax(dim=-1)[:, 0].cpu()
     return p_a
@@ -298,7 +301,15 @@ def judge(
         for principle in principles
         for x, y in ((a, b), (b, a))
     ]
-    p_a = verdict_prob_a(model, tokenizer, prompts, batch_size).view(len(pairs), len(principles), 2)
+    # a conversation's prompts under one principle (both orders, a tournament's matches) share the
+    # judge's system prompt and the conversation: that part runs once (a model with a KV cache)
+    keys, group = [json.dumps([c, p]) for c in contexts for p in principles for _ in "ab"], {}
+    for key, ids in zip(keys, prompts):
+        group.setdefault(key, []).append(ids)
+    common = {key: len(os.path.commonprefix(rows)) for key, rows in group.items()}
+    shared = [min(common[k], len(ids) - 1) for k, ids in zip(keys, prompts)]
+    shared = shared if hasattr(unwrap(model), "setup_cache") else None
+    p_a = verdict_prob_a(model, tokenizer, prompts, batch_size, shared).view(len(pairs), -1, 2)
     first, second = p_a[..., 0], 1.0 - p_a[..., 1]  # (N, P): p_A(a, b), p_B(b, a)
     scores = (first + second) / 2  # (N, P)
     votes_a, votes_b = (scores > 0.5).sum(dim=1), (scores < 0.5).sum(dim=1)  # (N,)

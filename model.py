@@ -519,7 +519,7 @@ def generate(
         rows, S = bucket(B), min(bucket(S, 64), model.cfg.max_seq_len)
     distinct = {}  # each distinct prompt is prefilled once, then copied to its rows
     copy_of = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-    idx = torch.stack([F.pad(torch.tensor(p), (P - len(p), 0), value=pad_id) for p in distinct])
+    idx = left_padded(distinct, P, pad_id)  # (len(distinct), P)
     left_pad = torch.tensor([P - len(p) for p in distinct], device=device)
     model.setup_cache(len(distinct), S, exact=True, compiled=compile)
     step_fn = compiled_decode_one_token(device.type) if compile else decode_one_token
@@ -580,10 +580,35 @@ def right_pad(seqs, pad_id):
     return x
 
 
-def last_position_logits(model, prompts, pad_id):
+def left_padded(seqs, length: int, pad_id):
+    """id sequences -> (B, length) long tensor, each padded on the left (cached prefill)."""
+    return torch.stack([F.pad(torch.tensor(s), (length - len(s), 0), value=pad_id) for s in seqs])
+
+
+def last_position_logits(model, prompts, pad_id, shared=None):
     """Next-token logits (B, V) after each prompt (id lists): one forward over the prompts
-    right-padded, read at each row's last real position (judging, multiple choice)."""
-    device = next(unwrap(model).parameters()).device
-    last = torch.tensor([len(p) - 1 for p in prompts], device=device)  # (B,)
-    logits, _ = model(right_pad(prompts, pad_id).to(device), last_only=last)  # (B, 1, V)
+    right-padded, read at each row's last real position (judging, multiple choice). shared[b]
+    (0 < shared[b] < len(prompts[b])): the prefix prompt b shares with others. Each distinct one
+    then runs once into the KV cache, left-padded, copied to its rows, and the rest of each prompt
+    runs over it, right-padded: the same logits up to float rounding, for fewer tokens."""
+    cut = list(zip(prompts, shared or []))  # (prompt, the length of its shared prefix)
+    assert all(0 < n < len(p) for p, n in cut), "need 0 < shared[b] < len(prompts[b])"
+    device, distinct = next(unwrap(model).parameters()).device, {}  # prefix -> its cache row
+    copy_of = [distinct.setdefault(tuple(p[:n]), len(distinct)) for p, n in cut]
+    P, rest = max(map(len, distinct), default=0), [p[n:] for p, n in cut]
+    if not cut or P + max(map(len, rest)) > unwrap(model).cfg.max_seq_len:  # one plain forward
+        last = torch.tensor([len(p) - 1 for p in prompts], device=device)  # (B,)
+        logits, _ = model(right_pad(prompts, pad_id).to(device), last_only=last)  # (B, 1, V)
+        return logits[:, 0]  # (B, V)
+    left_pad = torch.tensor([P - len(h) for h in distinct], device=device)  # (n_prefixes,)
+    model = unwrap(model)
+    # K laid out as for compiled decode (hd contiguous): SDPA's fused CPU kernel reads it as it is
+    model.setup_cache(len(prompts), P + max(map(len, rest)), compiled=True)
+    prefixes = left_padded(distinct, P, pad_id).to(device)  # (n_prefixes, P)
+    model(prefixes, start_pos=0, left_pad=left_pad, last_only=True)  # fills the cache
+    rows = torch.tensor(copy_of, device=device)  # (B,)
+    model.keep_cache_rows(rows)
+    last = torch.tensor([len(r) - 1 for r in rest], device=device)  # (B,)
+    ids = right_pad(rest, pad_id).to(device)  # (B, T): cache slots P..P+T-1
+    logits, _ = model(ids, start_pos=P, left_pad=left_pad[rows], last_only=last)  # (B, 1, V)
     return logits[:, 0]  # (B, V)

@@ -677,6 +677,27 @@ def read_prompts(path, skip_bad=False) -> list[list[dict]]:
 PLACEHOLDERS = ("context", "response_a", "response_b")
 
 
+def fitting_prompts(path, tokenizer, max_new_tokens, max_len, what):
+    """The prompts of `path` (read_prompts) that leave max_new_tokens of room in max_len."""
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --{what} FILE")
+    contexts = read_prompts(path)
+    fits = [
+        c for c in contexts if len(tokenizer.render_chat(c, True)[0]) + max_new_tokens <= max_len
+    ]
+    if len(fits) < len(contexts):
+        print(
+            f"{path}: left out {len(contexts) - len(fits)} prompt(s) "
+            "longer than max_seq_len - max_new_tokens",
+            file=sys.stderr,
+        )
+    if not fits:
+        raise SystemExit(
+            f"{path}: no prompt fits max_seq_len={max_len} with --max-new-tokens {max_new_tokens}"
+        )
+    return fits
+
+
 def template_fields(text, where):
     """[(literal text, placeholder name or None)] of a str.format template;
     ValueError naming `where`."""

@@ -13,6 +13,7 @@ its JSON alone:
   format_accuracy, report_heldout                 a judge's held-out accuracy as text and JSON
                                                   (jsft.py's judge_eval.json, reward_model.py's)
   data_summary                                    data.py's build table (from its meta.json)
+  tokenizer_table                                 tokenizer.py's efficiency report as text
 
 Use (a module, not a script):
   import json, report
@@ -556,3 +557,21 @@ def data_summary(meta):
     vals = ",".join("val_" + g for g in meta["val"]["groups"])
     rows.append(f"wrote {meta['config']['out_dir']}/{{train,val,{vals}}}.bin and meta.json")
     return "\n".join(rows)
+
+
+def tokenizer_table(report):
+    """tokenizer.py's efficiency report (its report.json) as the text it prints."""
+    rows = report["mean_tokens_per_document"]
+    langs = sorted({lang for r in rows.values() for lang in r})
+    lines = [
+        f"mean tokens per held-out document (vocab {report['vocab_size']}, "
+        f"held-out docs {report['heldout_documents']})",
+        f"{'tokenizer':<22}" + "".join(f"{lang:>10}" for lang in langs),
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"{name:<22}" + "".join(f"{r.get(lang, float('nan')):>10.1f}" for lang in langs)
+        )
+    for name, share in report.get("ko_morpheme_boundaries_inside_a_token", {}).items():
+        lines.append(f"{name}: {share:.1%} of Korean morpheme boundaries fall inside a token")
+    return "\n".join(lines)

@@ -35,7 +35,6 @@ import copy
 import dataclasses
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 
 from model import eval_mode, generate, sequence_logprobs, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
-from readers import opt, parse_config, read_preference_files, read_prompts
+from readers import opt, parse_config, read_preference_files, fitting_prompts
 from reward_model import load_reward_model, reward_judge
 from sft import build_pair_batch, offline_batches, positions, prompt_stream, seed_of, tokenize_pairs
 from tasks import verifier_judge
@@ -356,27 +355,6 @@ def knockout(contexts, candidates, judge_pairs, brackets):
 
 
 # ----------------------------------------------------------------------------- CLI
-def load_contexts(path, tokenizer, max_new_tokens, max_len, what):
-    """The prompts of `path` (readers.read_prompts) that leave max_new_tokens of room in max_len."""
-    if not os.path.exists(path):
-        raise SystemExit(f"{path} not found: run `python tasks.py` first, or pass --{what} FILE")
-    contexts = read_prompts(path)
-    fits = [
-        c for c in contexts if len(tokenizer.render_chat(c, True)[0]) + max_new_tokens <= max_len
-    ]
-    if len(fits) < len(contexts):
-        print(
-            f"{path}: left out {len(contexts) - len(fits)} prompt(s) "
-            "longer than max_seq_len - max_new_tokens",
-            file=sys.stderr,
-        )
-    if not fits:
-        raise SystemExit(
-            f"{path}: no prompt fits max_seq_len={max_len} with --max-new-tokens {max_new_tokens}"
-        )
-    return fits
-
-
 def main(argv=None):
     cfg = resolve(parse_config(SelfJudgeConfig, argv, description=__doc__.split("\n\n")[0]))
     device, rank, world_size = setup_distributed(cfg.device)
@@ -420,11 +398,11 @@ def main(argv=None):
             judge_model = policy if cfg.dynamic_judge else reference
             judge_fn = model_judge(judge_model, tokenizer, principles)
             who = "dynamic (the policy)" if cfg.dynamic_judge else "static (frozen start)"
-        contexts = load_contexts(cfg.prompts, tokenizer, cfg.max_new_tokens, max_len, "prompts")
+        contexts = fitting_prompts(cfg.prompts, tokenizer, cfg.max_new_tokens, max_len, "prompts")
         log(f"{cfg.prompts}: {len(contexts)} prompts; judge: {who}")
         get_batch = online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank, world_size)
         if cfg.val_count > 0:
-            val_contexts = load_contexts(
+            val_contexts = fitting_prompts(
                 cfg.val_prompts, tokenizer, cfg.max_new_tokens, max_len, "val-prompts"
             )[: cfg.val_count]
             val_judge = model_judge(reference, tokenizer, principles)  # frozen: a fixed yardstick

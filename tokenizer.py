@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from corpus import as_corpus, default_corpus, english_centric, group_by_lang, split_heldout
 from readers import ROLES, add_config_flags, atomic_write, opt, read_documents
+from report import tokenizer_table
 
 # -------- special tokens (DESIGN.md §2). Fixed ids: the first pieces of every model trained here
 
@@ -498,23 +499,6 @@ def efficiency_report(corpus, cfg):
     return report
 
 
-def format_report(report):
-    rows = report["mean_tokens_per_document"]
-    langs = sorted({lang for r in rows.values() for lang in r})
-    lines = [
-        f"mean tokens per held-out document (vocab {report['vocab_size']}, "
-        f"held-out docs {report['heldout_documents']})",
-        f"{'tokenizer':<22}" + "".join(f"{lang:>10}" for lang in langs),
-    ]
-    for name, r in rows.items():
-        lines.append(
-            f"{name:<22}" + "".join(f"{r.get(lang, float('nan')):>10.1f}" for lang in langs)
-        )
-    for name, share in report.get("ko_morpheme_boundaries_inside_a_token", {}).items():
-        lines.append(f"{name}: {share:.1%} of Korean morpheme boundaries fall inside a token")
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------------------- CLI
 
 
@@ -569,7 +553,7 @@ def run(args):
     sizes = {lang: f"{len(d)} docs, {sum(map(len, d))} chars" for lang, d in sorted(corpus.items())}
     print("corpus:", sizes)
     if cfg.report:
-        print(format_report(efficiency_report(corpus, cfg)))
+        print(tokenizer_table(efficiency_report(corpus, cfg)))
         print(f"wrote {cfg.out}/tokenizer.model, meta.json, report.json")
     else:
         path = train_tokenizer(

@@ -800,6 +800,11 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
     assert out["winners"] == [int(not w) for w in want]
     assert judge(ctx, [(b, a) for a, b in pairs])["first_order_a"] == [not w for w in want]
     assert judge(ctx[-1:], [("Five.", "Hello hello")])["first_order_a"] == want[-1:]
+    # one log-probability per reply, in the order given, whatever order the batches run in
+    each = [logp(model, p, r + [tok.eot_id]) for p, pair in zip(prompts, pairs) for r in pair]
+    assert len({round(x, 3) for x in each}) == len(each)  # all different: a swap would show
+    got = E.reply_logprobs(model, tok, ctx, [list(pair) for pair in pairs], batch_size=3)
+    assert got == pytest.approx(each, abs=1e-4)
     five = logp(model, prompts[-1], tok.encode("Five.") + [tok.eot_id])
     assert E.reply_logprobs(model, tok, ctx[-1:], [["Five."]]) == [pytest.approx(five, abs=1e-4)]
     ended = tok.encode("Five.") + [tok.eot_id]  # a sample's own stop id is not scored twice

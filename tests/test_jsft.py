@@ -532,6 +532,70 @@ def test_sampled_pairs_are_the_models_own_replies_ranked_by_the_verifier(small_t
     assert again == pairs  # seeded
 
 
+def test_judge_reads_a_shared_conversation_once_with_the_verdicts_of_each_prompt_alone(
+    small_tokenizer,
+):
+    """A conversation's prompts under one principle (both orders, a tournament's matches) share
+    the judge's system prompt and the conversation: it runs once into the KV cache. The verdicts
+    are those of each prompt read alone by a full forward, written out here; an identical pair,
+    alone in its conversation (both prompts the same: all but the last token shared), too."""
+    tok = small_tokenizer
+    torch.manual_seed(0)
+    model = Transformer(config_from_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=192))
+    with torch.no_grad():  # larger weights: verdicts far from 0.5 and from one another
+        for w in model.parameters():
+            w.mul_(8.0 if w.dim() == 2 else 1.0)
+    model.eval()
+    contexts = [EN_CONTEXT] * 3 + [KO_CONTEXT, [{"role": "user", "content": "And 6 plus 6?"}]]
+    pairs = [("12.", "13."), ("13.", "It is 12."), ("It is 12.", "12."), ("8입니다.", "eight.")]
+    pairs += [("Twelve.", "Twelve.")]
+    principles = ("overall", "correctness")
+    fed = []  # token positions each forward computes
+    model.embed_tokens.register_forward_hook(lambda m, args, out: fed.append(args[0].numel()))
+    out = judge(model, tok, contexts, pairs, principles, batch_size=32)  # one batch
+    shared_fed, fed[:] = sum(fed), []
+
+    class NoCache(torch.nn.Module):  # the same model without a KV cache: every prompt in full
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, idx, last_only=False):
+            return self.inner(idx, last_only=last_only)
+
+    plain = judge(NoCache(), tok, contexts, pairs, principles, batch_size=5)
+    prompts = []
+    for k, (context, (a, b)) in enumerate(zip(contexts, pairs)):
+        for j, principle in enumerate(principles):
+            p_a = []
+            for x, y in ((a, b), (b, a)):
+                prompts.append(judge_prompt(tok, context, x, y, principle))
+                with torch.no_grad():
+                    logits, _ = model(torch.tensor([prompts[-1]]))
+                ab = logits[0, -1, [tok.verdict_a_id, tok.verdict_b_id]].softmax(-1)
+                p_a.append(ab[0].item())
+            want = (p_a[0] + 1.0 - p_a[1]) / 2  # p_A(a, b) and p_B(b, a), averaged
+            assert out["principle_scores"][k][j] == pytest.approx(want, abs=1e-5), (k, j)
+    # each (conversation, principle)'s common prefix ran once (left-padded to the longest), the
+    # rest of each prompt after it (right-padded): all but its last token, for the identical pair
+    groups = {}
+    for i, p in enumerate(prompts):  # i // 4: the pair, i // 2 % 2: the principle
+        groups.setdefault((json.dumps(contexts[i // 4]), i // 2 % 2), []).append(p)
+    common = {}
+    for key, group in groups.items():
+        n = 0
+        while all(len(p) > n and p[n] == group[0][n] for p in group):
+            n += 1
+        common[key] = group[0][: min(n, min(map(len, group)) - 1)]
+    heads = {tuple(h) for h in common.values()}
+    rest = max(len(p) - len(common[k]) for k, group in groups.items() for p in group)
+    assert shared_fed == len(heads) * max(map(len, heads)) + len(prompts) * rest
+    assert shared_fed < 0.7 * sum(fed)  # the full prompts, in batches of 5
+    flat = [x for row in out["principle_scores"] for x in row]
+    assert len({round(x, 4) for x in flat}) > 5  # they differ
+    assert [x for row in plain["principle_scores"] for x in row] == pytest.approx(flat, abs=1e-5)
+
+
 def test_judge_an_exact_tie_goes_to_a(small_tokenizer):
     """p_A = p_B = 0.5 in both orders: no principle votes, the mean is exactly 0.5, and a wins."""
     tok = small_tokenizer

@@ -279,6 +279,45 @@ def test_right_padded_batch_equals_each_row_alone():
         assert torch.allclose(s[b], s1[0], atol=1e-5) and torch.allclose(m[b], m1[0], atol=1e-6)
 
 
+def test_last_position_logits_over_shared_prefixes_equal_each_prompt_alone():
+    """shared: each distinct prefix runs once into the KV cache (left-padded, then copied to its
+    rows) and the rest of each prompt runs over it (right-padded): the judge's two orders and a
+    tournament's matches share a conversation. Prefixes of different lengths, one prompt alone,
+    a prefix shared by three rows, rests of different lengths, one token long too; after a
+    generate() has left a cache of another shape and layout."""
+    model = make_model(matrix_scale=3.0)
+    torch.manual_seed(1)
+
+    def ids(n):
+        return torch.randint(1, model.cfg.vocab_size, (n,)).tolist()
+
+    long, short, alone = ids(11), ids(3), ids(6)
+    prompts = [long + ids(5), short + ids(1), long + ids(9), alone + ids(2), long + ids(2)]
+    prompts += [short + ids(7)]
+    shared = [11, 3, 11, 6, 11, 3]
+    with torch.no_grad():
+        generate(model, [ids(4)], 3, temperature=0)  # a cache of other rows, K transposed
+        got = last_position_logits(model, prompts, pad_id=0, shared=shared)
+        plain = last_position_logits(model, prompts, pad_id=0)
+        assert got.shape == (6, model.cfg.vocab_size)
+        for b, p in enumerate(prompts):
+            alone_logits, _ = model(torch.tensor([p]))
+            assert (got[b] - alone_logits[0, -1]).abs().max().item() < 1e-4, b
+        assert (got - plain).abs().max().item() < 1e-4
+        assert (got[0] - got[2]).abs().max().item() > 1e-2  # the rows differ: a mix-up would show
+        again = last_position_logits(model, prompts[::-1], pad_id=0, shared=shared[::-1])
+        assert (again.flip(0) - got).abs().max().item() < 1e-4
+        # a long prefix beside a long rest would need more cache slots than max_seq_len (64):
+        # one plain forward then
+        odd = [ids(40) + ids(2), short + ids(30)]
+        got = last_position_logits(model, odd, pad_id=0, shared=[40, 3])
+        for b, p in enumerate(odd):
+            alone_logits, _ = model(torch.tensor([p]))
+            assert (got[b] - alone_logits[0, -1]).abs().max().item() < 1e-4, b
+    with pytest.raises(AssertionError, match="shared"):
+        last_position_logits(model, [short], pad_id=0, shared=[3])  # nothing left after it
+
+
 def test_last_position_logits_of_right_padded_prompts_equal_each_prompt_alone():
     """Judging and multiple choice read one position per prompt: the LM head runs there only
     (last_only as a (B,) tensor), which must give the full forward's logits at that position."""

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import tokenizer as T  # noqa: E402
 from corpus import as_corpus, hangul_share  # noqa: E402
 from readers import read_documents  # noqa: E402
+from report import tokenizer_table  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tokenizer")
 VOCAB = 2000
@@ -369,7 +370,7 @@ def test_efficiency_report(trained):
     # recompute one entry independently: mean over the held-out documents (every 5th)
     held = trained["corpus"]["ko"][4::5]
     assert a["ko"] == round(sum(len(trained["a"].encode(d)) for d in held) / len(held), 1)
-    print("\n" + T.format_report(report))
+    print("\n" + tokenizer_table(report))
 
 
 def test_meta_records_settings_and_model_carries_segmentation(trained, tmp_path):
