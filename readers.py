@@ -14,6 +14,7 @@ Nothing here trains or tokenizes; the scripts import what they read with from he
     read_preferences(path)        preference pairs: UltraFeedback, HH-RLHF, generic (jsft.py)
     read_preference_files(spec)   jsft.py's --prefs: the task world's pairs or user files
     read_prompts(path)            conversations up to the turn to answer (self_judge.py, chat.py)
+                                  fitting_prompts: those that leave room for a reply
     read_mc(path)                 multiple-choice records, MMLU and KMMLU layouts (evaluate.py)
     validate_templates(t)         judge templates {lang: {principle: {system, user, assistant}}}
                                   (jsft.py), template_fields: a template's text and placeholders
@@ -670,13 +671,6 @@ def read_prompts(path, skip_bad=False) -> list[list[dict]]:
     return read_jsonl_records(path, parse, skip_bad)
 
 
-# -----------------------------------------------------------------------------------------------
-# Judge templates (jsft.JUDGE_TEMPLATES, or a caller's own): str.format text with placeholders
-
-
-PLACEHOLDERS = ("context", "response_a", "response_b")
-
-
 def fitting_prompts(path, tokenizer, max_new_tokens, max_len, what):
     """The prompts of `path` (read_prompts) that leave max_new_tokens of room in max_len."""
     if not os.path.exists(path):
@@ -696,6 +690,13 @@ def fitting_prompts(path, tokenizer, max_new_tokens, max_len, what):
             f"{path}: no prompt fits max_seq_len={max_len} with --max-new-tokens {max_new_tokens}"
         )
     return fits
+
+
+# -----------------------------------------------------------------------------------------------
+# Judge templates (jsft.JUDGE_TEMPLATES, or a caller's own): str.format text with placeholders
+
+
+PLACEHOLDERS = ("context", "response_a", "response_b")
 
 
 def template_fields(text, where):

@@ -516,3 +516,27 @@ def test_read_preference_files_tasks_reads_both_task_files_in_order(tmp_path):
     os.remove(tmp_path / "ultrafeedback_train.jsonl")
     with pytest.raises(SystemExit, match=r"ultrafeedback_train.jsonl not found: run `python tasks"):
         readers.read_preference_files("tasks", tasks_dir=str(tmp_path))
+
+
+def test_fitting_prompts_leaves_out_prompts_with_no_room_for_a_reply(tmp_path, capsys):
+    """self_judge.py and chat.py sample max_new_tokens after each prompt: a prompt whose rendering
+    leaves less room than that in max_len is left out and counted; none left, or no file, stops
+    with what to do."""
+
+    class CharTok:  # one token per character of each turn, plus one per turn
+        def render_chat(self, messages, add_generation_prompt):
+            return [0] * sum(len(m["content"]) + 1 for m in messages), None
+
+    path = tmp_path / "prompts.jsonl"
+    lines = [{"prompt": "x" * 10}, {"prompt": "y" * 30}, {"prompt": "z" * 21}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+    fits = readers.fitting_prompts(str(path), CharTok(), 8, 30, "prompts")  # room: 22 tokens
+    assert fits == [
+        [{"role": "user", "content": "x" * 10}],
+        [{"role": "user", "content": "z" * 21}],
+    ]
+    assert "left out 1 prompt(s)" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no prompt fits max_seq_len=20"):
+        readers.fitting_prompts(str(path), CharTok(), 10, 20, "prompts")
+    with pytest.raises(SystemExit, match="pass --val-prompts FILE"):
+        readers.fitting_prompts(str(tmp_path / "none.jsonl"), CharTok(), 8, 30, "val-prompts")
