@@ -517,19 +517,11 @@ def generate(
     rows, S = B, P + max_new_tokens  # rows past B (compiled: a bucket) pad: never read
     if compile and S <= model.cfg.max_seq_len:  # else setup_cache raises
         rows, S = bucket(B), min(bucket(S, 64), model.cfg.max_seq_len)
-    distinct = {}  # each distinct prompt is prefilled once, then copied to its rows
-    copy_of = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
-    idx = left_padded(distinct, P, pad_id)  # (len(distinct), P)
-    left_pad = torch.tensor([P - len(p) for p in distinct], device=device)
-    model.setup_cache(len(distinct), S, exact=True, compiled=compile)
     step_fn = compiled_decode_one_token(device.type) if compile else decode_one_token
     new_tokens, done, stop = [[] for _ in range(B)], [False] * B, set(stop_ids)
     in_row = list(range(B))  # the prompt each cache row holds (rows past these: padding)
-    with eval_mode(model):
-        logits, _ = model(idx.to(device), start_pos=0, left_pad=left_pad, last_only=True)  # prefill
-        copies = torch.tensor(copy_of + [0] * (rows - B), device=device)  # padding: prompt 0
-        model.keep_cache_rows(copies)
-        logits, left_pad = logits[copies, -1], left_pad[copies]  # (rows, V), (rows,)
+    with eval_mode(model):  # (rows, V), (rows,)
+        logits, left_pad, _ = prefill_once(model, prompts, pad_id, S, rows - B, True, compile)
         for step in range(max_new_tokens):
             going = [i for i, b in enumerate(in_row) if not done[b]]  # cache rows still sampling
             prompt_of = [in_row[i] for i in going]
@@ -580,9 +572,21 @@ def right_pad(seqs, pad_id):
     return x
 
 
-def left_padded(seqs, length: int, pad_id):
-    """id sequences -> (B, length) long tensor, each padded on the left (cached prefill)."""
-    return torch.stack([F.pad(torch.tensor(s), (length - len(s), 0), value=pad_id) for s in seqs])
+def prefill_once(model, prefixes, pad_id, seq_len, padding_rows=0, exact=False, compiled=False):
+    """Each distinct prefix (id lists) runs once into a KV cache of seq_len slots (setup_cache's
+    exact and compiled), left-padded to the longest (P), then is copied to every row that holds it
+    (and padding_rows copies of the first). -> (the logits after each row's prefix (rows, V),
+    left_pad (rows,) long, P)."""
+    device, distinct = model.lm_head.weight.device, {}  # prefix -> its row before the copies
+    copy_of = [distinct.setdefault(tuple(p), len(distinct)) for p in prefixes]
+    P = max(map(len, distinct))
+    ids = torch.stack([F.pad(torch.tensor(p), (P - len(p), 0), value=pad_id) for p in distinct])
+    left_pad = torch.tensor([P - len(p) for p in distinct], device=device)  # (len(distinct),)
+    model.setup_cache(len(distinct), seq_len, exact=exact, compiled=compiled)
+    logits, _ = model(ids.to(device), start_pos=0, left_pad=left_pad, last_only=True)
+    rows = torch.tensor(copy_of + [0] * padding_rows, device=device)
+    model.keep_cache_rows(rows)
+    return logits[rows, -1], left_pad[rows], P
 
 
 def last_position_logits(model, prompts, pad_id, shared=None):
@@ -593,22 +597,16 @@ def last_position_logits(model, prompts, pad_id, shared=None):
     runs over it, right-padded: the same logits up to float rounding, for fewer tokens."""
     cut = list(zip(prompts, shared or []))  # (prompt, the length of its shared prefix)
     assert all(0 < n < len(p) for p, n in cut), "need 0 < shared[b] < len(prompts[b])"
-    device, distinct = next(unwrap(model).parameters()).device, {}  # prefix -> its cache row
-    copy_of = [distinct.setdefault(tuple(p[:n]), len(distinct)) for p, n in cut]
-    P, rest = max(map(len, distinct), default=0), [p[n:] for p, n in cut]
-    if not cut or P + max(map(len, rest)) > unwrap(model).cfg.max_seq_len:  # one plain forward
+    device, rest = next(unwrap(model).parameters()).device, [p[n:] for p, n in cut]
+    slots = max(shared or [0]) + max(map(len, rest), default=0)
+    if not cut or slots > unwrap(model).cfg.max_seq_len:  # one plain forward
         last = torch.tensor([len(p) - 1 for p in prompts], device=device)  # (B,)
         logits, _ = model(right_pad(prompts, pad_id).to(device), last_only=last)  # (B, 1, V)
         return logits[:, 0]  # (B, V)
-    left_pad = torch.tensor([P - len(h) for h in distinct], device=device)  # (n_prefixes,)
-    model = unwrap(model)
     # K laid out as for compiled decode (hd contiguous): SDPA's fused CPU kernel reads it as it is
-    model.setup_cache(len(prompts), P + max(map(len, rest)), compiled=True)
-    prefixes = left_padded(distinct, P, pad_id).to(device)  # (n_prefixes, P)
-    model(prefixes, start_pos=0, left_pad=left_pad, last_only=True)  # fills the cache
-    rows = torch.tensor(copy_of, device=device)  # (B,)
-    model.keep_cache_rows(rows)
+    model = unwrap(model)
+    _, left_pad, P = prefill_once(model, [p[:n] for p, n in cut], pad_id, slots, compiled=True)
     last = torch.tensor([len(r) - 1 for r in rest], device=device)  # (B,)
     ids = right_pad(rest, pad_id).to(device)  # (B, T): cache slots P..P+T-1
-    logits, _ = model(ids, start_pos=P, left_pad=left_pad[rows], last_only=last)  # (B, 1, V)
+    logits, _ = model(ids, start_pos=P, left_pad=left_pad, last_only=last)  # (B, 1, V)
     return logits[:, 0]  # (B, V)

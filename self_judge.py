@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from model import eval_mode, generate, sequence_logprobs, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
-from readers import opt, parse_config, read_preference_files, fitting_prompts
+from readers import fitting_prompts, opt, parse_config, read_preference_files
 from reward_model import load_reward_model, reward_judge
 from sft import build_pair_batch, offline_batches, positions, prompt_stream, seed_of, tokenize_pairs
 from tasks import verifier_judge
