@@ -458,9 +458,7 @@ def mix_units(sft_examples, judge_examples, judge_fraction, seed=0):
         sft = []
     # judgments fall short: repeat them
     elif 2 * len(judged) / (len(sft) + 2 * len(judged)) < judge_fraction:
-        judged = repeat_to(
-            judged, round(len(sft) * judge_fraction / (1.0 - judge_fraction) / 2), rng
-        )
+        judged = repeat_to(judged, round(len(sft) * judge_fraction / (1 - judge_fraction) / 2), rng)
     else:
         sft = repeat_to(sft, round(2 * len(judged) * (1.0 - judge_fraction) / judge_fraction), rng)
     return sft + judged, {"sft": len(sft), "judgments": 2 * len(judged)}

@@ -13,7 +13,7 @@ cache), generation (generate) and scoring (sequence_logprobs, last_position_logi
 
 Use (a module, not a script; bench_model.py times it next to HF Llama):
   model = Transformer(config_from_preset("demo"))   # 6.5M parameters at the demo's vocab 4096
-  logits, loss = model(idx, targets)                # idx, targets (B, T) token ids
+  _, loss = model(idx, targets)                     # idx, targets (B, T) token ids
   generate(model, [[1, 2, 3]], max_new_tokens=16, temperature=0)   # [[16 new ids]]
 """
 
@@ -331,13 +331,21 @@ class Transformer(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------------
     def forward(
-        self, idx, targets=None, loss_mask=None, start_pos=None, left_pad=None, last_only=False
+        self,
+        idx,
+        targets=None,
+        loss_mask=None,
+        start_pos=None,
+        left_pad=None,
+        last_only=False,
+        reduction="mean",
     ):
-        """idx (B, T) token ids -> (logits (B, T, V), loss or None).
+        """idx (B, T) token ids -> (logits (B, T, V), None), or (None, loss) given targets.
 
         Training / scoring (start_pos None): causal attention over idx alone, positions 0..T-1.
           targets (B, T): each position's next token (already shifted), -100 = ignore (padding).
           loss_mask (B, T), optional 0/1 weights: loss = sum(ce * mask) / sum(mask) over the rest.
+          reduction "none": each position's weighted cross-entropy (B, T) instead of the loss.
         Cached decoding (start_pos int, after setup_cache): idx fills cache slots start_pos.. and
           attends to slots 0..start_pos+T-1; left_pad (B,) long: row b's first left_pad[b] slots
           are padding, never attended to, and its positions start there.
@@ -374,16 +382,18 @@ class Transformer(nn.Module):
             x = x[torch.arange(B, device=x.device), last_only].unsqueeze(1)  # (B, 1, C)
         elif last_only:
             x = x[:, -1:]
-        logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
-            return logits, None
-        flat = logits.reshape(-1, logits.size(-1)).float()  # (B*T, V)
-        # (B*T,), 0 where ignored
-        ce = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="none")
-        weight = (targets.reshape(-1) != -100).to(ce.dtype)
-        if loss_mask is not None:
-            weight = weight * loss_mask.reshape(-1).to(ce.dtype)
-        return logits, (ce * weight).sum() / weight.sum().clamp(min=1.0)
+            return self.lm_head(x), None  # (B, T, V)
+        weight = ((targets != -100) * (1 if loss_mask is None else loss_mask)).view(-1).float()
+        # the LM head only where a loss_mask counts (else everywhere: text; one graph to compile)
+        every = loss_mask is None or torch.compiler.is_compiling()
+        at = slice(None) if every else weight.nonzero().squeeze(1)  # (N,)
+        logits = self.lm_head(x.reshape(B * T, -1)[at]).float()  # (N, V)
+        ce = F.cross_entropy(logits, targets.reshape(-1)[at], ignore_index=-100, reduction="none")
+        ce = ce * weight[at]  # (N,), 0 where ignored
+        if reduction == "none":  # back to (B, T), 0 where not counted
+            return None, (ce if every else weight.new_zeros(B * T).index_copy(0, at, ce)).view(B, T)
+        return None, ce.sum() / weight.sum().clamp(min=1.0)
 
 
 @contextlib.contextmanager
@@ -554,14 +564,10 @@ def sequence_logprobs(model, ids, mask):
     log p(ids[b, t] | ids[b, :t]). Returns (sum (B,), mean (B,)); differentiable."""
     assert mask.shape == ids.shape, f"mask {tuple(mask.shape)} != ids {tuple(ids.shape)}"
     assert not mask[:, 0].any(), "mask[:, 0] must be 0: the first token has no prediction"
-    logits, _ = model(ids)  # (B, T, V)
     targets = F.pad(ids[:, 1:], (0, 1), value=-100)  # (B, T): position t predicts token t+1
-    flat = logits.reshape(-1, logits.size(-1)).float()  # (B*T, V)
-    nll = F.cross_entropy(flat, targets.reshape(-1), ignore_index=-100, reduction="none")
-    logp = -nll.view(ids.shape)  # (B, T)
-    m = mask[:, 1:].to(logp.dtype)  # (B, T-1)
-    total = (logp[:, :-1] * m).sum(dim=1)
-    return total, total / m.sum(dim=1).clamp(min=1.0)
+    counted = F.pad(mask[:, 1:], (0, 1)).float()  # (B, T): 1 where token t+1 is counted
+    total = -model(ids, targets, counted, reduction="none")[1].sum(dim=1)  # (B,)
+    return total, total / counted.sum(dim=1).clamp(min=1.0)
 
 
 def right_pad(seqs, pad_id):

@@ -159,9 +159,7 @@ def with_lm_mix(get_batch, cfg, tokenizer, device, rank=0, world_size=1):
             "checkpoint's tokenizer or turn the mix off with --lm-mix 0"
         )
     train_bin = os.path.join(cfg.lm_data, "train.bin")
-    windows = PretrainBatches(
-        train_bin, cfg.lm_batch, seed=cfg.seed, rank=rank, world_size=world_size
-    )
+    windows = PretrainBatches(train_bin, cfg.lm_batch, cfg.seed, rank, world_size)  # resumable
 
     def mixed_batch(step, micro):
         x, y = windows.get(step * cfg.grad_accum + micro, cfg.lm_seq_len or cfg.seq_len)

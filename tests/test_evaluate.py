@@ -39,8 +39,15 @@ class TableModel(nn.Module):
         self.cfg = config_from_preset("tiny", vocab_size=table.size(0), max_seq_len=max_seq_len)
         self.lm_head = nn.Linear(1, 1)  # evaluate reads the device from lm_head.weight
 
-    def forward(self, idx, targets=None, loss_mask=None, last_only=False, **kw):
-        return logits_read_at(self.table[idx], last_only), None  # (B, T or 1, V)
+    def forward(self, idx, targets=None, loss_mask=None, last_only=False, reduction="mean", **kw):
+        logits = logits_read_at(self.table[idx], last_only)  # (B, T or 1, V)
+        if targets is None:
+            return logits, None
+        # Transformer's loss written out: -log p(target), weighted, 0 where not counted
+        weight = (targets != -100).float() * (1.0 if loss_mask is None else loss_mask)
+        logp = logits.log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+        per_position = -logp * weight  # (B, T)
+        return None, per_position if reduction == "none" else per_position.sum() / weight.sum()
 
 
 # ----------------------------------------------------------------------------- bits per byte

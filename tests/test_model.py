@@ -539,8 +539,8 @@ def test_sdpa_equals_written_out_attention_forward_and_backward():
     for use_sdpa in (True, False):
         model.use_sdpa = use_sdpa
         model.zero_grad()
-        logits, loss = model(idx[:, :-1], idx[:, 1:])
-        loss.backward()
+        logits, _ = model(idx[:, :-1])
+        F.cross_entropy(logits.flatten(0, 1), idx[:, 1:].flatten()).backward()
         grads.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
     (l1, g1), (l2, g2) = grads
     assert (l1 - l2).abs().max().item() < 1e-5
@@ -632,33 +632,43 @@ def test_grouped_attention_with_a_mask_equals_repeated_kv_heads(T):
 # --- loss -----------------------------------------------------------------------------------------
 
 
-def test_loss_mask_and_ignore_index():
+def test_loss_mask_and_ignore_index(monkeypatch):
+    """The masked loss against cross-entropy written out over the full logits: the same value and
+    gradients, with the LM head run at the counted positions only (every one without a mask, or
+    under torch.compile); reduction="none" gives each position's weighted term."""
     model = make_model()
     V = model.cfg.vocab_size
     idx, targets = torch.randint(V, (2, 12)), torch.randint(V, (2, 12))
     targets[1, 8:] = -100  # padding
     loss_mask = torch.ones(2, 12)
     loss_mask[0, :5] = 0
-    logits, loss = model(idx, targets, loss_mask)
-    logits.retain_grad()
-    loss.backward()
+    loss_mask[1, 2] = 0.5  # a weight, not only 0/1
     keep = (loss_mask > 0) & (targets != -100)
-    expect = F.cross_entropy(logits[keep], targets[keep])  # mean over the kept tokens only
+    logits, _ = model(idx)  # (B, T, V): every position
+    ce = F.cross_entropy(logits[keep], targets[keep], reduction="none")
+    expect = (ce * loss_mask[keep]).sum() / loss_mask[keep].sum()
+    expect_grads = torch.autograd.grad(expect, list(model.parameters()))
+    head_rows = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: head_rows.append(i[0].shape[0]))
+    _, loss = model(idx, targets, loss_mask)
+    hook.remove()
+    assert head_rows == [keep.sum().item()]  # the head ran at the 15 counted positions only
     assert abs(loss.item() - expect.item()) < 1e-6
-    assert (logits.grad[~keep] == 0).all()  # masked and ignored positions contribute nothing
-    assert (logits.grad[keep].abs().sum(-1) > 0).all()
+    for got, want in zip(torch.autograd.grad(loss, list(model.parameters())), expect_grads):
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
+    _, per_position = model(idx, targets, loss_mask, reduction="none")  # (B, T)
+    assert (per_position[~keep] == 0).all()
+    assert torch.allclose(per_position[keep], ce * loss_mask[keep], atol=1e-6)
     # changing the targets where the mask is 0 changes nothing
     t2 = targets.clone()
     t2[0, :5] = (t2[0, :5] + 1) % V
     assert model(idx, t2, loss_mask)[1].item() == loss.item()
+    # under torch.compile the head runs at every position (one static graph): the same loss
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert abs(model(idx, targets, loss_mask)[1].item() - expect.item()) < 1e-6
     # no loss_mask: plain mean over the non-ignored tokens
-    assert (
-        abs(
-            model(idx, targets)[1].item()
-            - F.cross_entropy(logits.view(-1, V), targets.view(-1)).item()
-        )
-        < 1e-6
-    )
+    full = F.cross_entropy(logits.view(-1, V), targets.view(-1)).item()
+    assert abs(model(idx, targets)[1].item() - full) < 1e-6
     assert model(idx)[1] is None
 
 
