@@ -665,7 +665,10 @@ def test_loss_mask_and_ignore_index(monkeypatch):
     assert model(idx, t2, loss_mask)[1].item() == loss.item()
     # under torch.compile the head runs at every position (one static graph): the same loss
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: head_rows.append(i[0].shape[0]))
     assert abs(model(idx, targets, loss_mask)[1].item() - expect.item()) < 1e-6
+    hook.remove()
+    assert head_rows[-1] == idx.numel()
     # no loss_mask: plain mean over the non-ignored tokens
     full = F.cross_entropy(logits.view(-1, V), targets.view(-1)).item()
     assert abs(model(idx, targets)[1].item() - full) < 1e-6
