@@ -344,7 +344,7 @@ class Transformer(nn.Module):
 
         Training / scoring (start_pos None): causal attention over idx alone, positions 0..T-1.
           targets (B, T): each position's next token (already shifted), -100 = ignore (padding).
-          loss_mask (B, T), optional 0/1 weights: loss = sum(ce * mask) / sum(mask) over the rest.
+          loss_mask (B, T), optional weights (0: not counted): loss = sum(ce * mask) / sum(mask).
           reduction "none": each position's weighted cross-entropy (B, T) instead of the loss.
         Cached decoding (start_pos int, after setup_cache): idx fills cache slots start_pos.. and
           attends to slots 0..start_pos+T-1; left_pad (B,) long: row b's first left_pad[b] slots

@@ -70,6 +70,9 @@ def test_user_and_system_tokens_get_zero_gradient(small_tokenizer):
     learned = batch["loss_mask"][0].bool()  # (T,)
     # the LM head (the loss's only reader) sees the assistant positions and nothing else
     assert torch.equal(captured["head"], captured["hidden"][0, learned])
+    captured["head"].retain_grad()
+    loss.backward()
+    assert captured["head"].grad.abs().sum(-1).gt(0).all()  # each assistant position learns
     logits, _ = model(batch["x"])  # every position, for the cross-entropy written out
     expect = F.cross_entropy(logits[0, learned], batch["y"][0, learned])
     assert abs(loss.item() - expect.item()) < 1e-6
