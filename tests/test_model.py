@@ -663,16 +663,16 @@ def test_loss_mask_and_ignore_index(monkeypatch):
     t2 = targets.clone()
     t2[0, :5] = (t2[0, :5] + 1) % V
     assert model(idx, t2, loss_mask)[1].item() == loss.item()
+    # nothing counted: loss 0, and every parameter still gets a gradient (DDP waits for each)
+    nothing = model(idx, targets, torch.zeros_like(loss_mask))[1]
+    grads = torch.autograd.grad(nothing, list(model.parameters()), allow_unused=True)
+    assert nothing.item() == 0.0 and all(g is not None for g in grads)
     # under torch.compile the head runs at every position (one static graph): the same loss
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     hook = model.lm_head.register_forward_hook(lambda m, i, o: head_rows.append(i[0].shape[0]))
     assert abs(model(idx, targets, loss_mask)[1].item() - expect.item()) < 1e-6
     hook.remove()
     assert head_rows[-1] == idx.numel()
-    # nothing counted: loss 0, and every parameter still gets a gradient (DDP waits for each)
-    nothing = model(idx, targets, torch.zeros_like(loss_mask))[1]
-    grads = torch.autograd.grad(nothing, list(model.parameters()), allow_unused=True)
-    assert nothing.item() == 0.0 and all(g is not None for g in grads)
     # no loss_mask: plain mean over the non-ignored tokens
     full = F.cross_entropy(logits.view(-1, V), targets.view(-1)).item()
     assert abs(model(idx, targets)[1].item() - full) < 1e-6
