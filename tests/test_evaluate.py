@@ -47,7 +47,8 @@ class TableModel(nn.Module):
         weight = (targets != -100).float() * (1.0 if loss_mask is None else loss_mask)
         logp = logits.log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
         per_position = -logp * weight  # (B, T)
-        mean = per_position.sum() / weight.sum().clamp(min=1.0)  # 0, not NaN, with none counted
+        total = weight.sum()  # 0, not NaN, with none counted
+        mean = per_position.sum() / torch.where(total > 0, total, torch.ones_like(total))
         return None, per_position if reduction == "none" else mean
 
 

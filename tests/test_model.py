@@ -663,6 +663,9 @@ def test_loss_mask_and_ignore_index(monkeypatch):
     t2 = targets.clone()
     t2[0, :5] = (t2[0, :5] + 1) % V
     assert model(idx, t2, loss_mask)[1].item() == loss.item()
+    # a weighted mean: scaling every weight leaves it, also where the weights sum to less than 1
+    for scale in (0.01, 3.0):
+        assert abs(model(idx, targets, loss_mask * scale)[1].item() - expect.item()) < 1e-5
     # nothing counted: loss 0, and every parameter still gets a gradient (DDP waits for each)
     nothing = model(idx, targets, torch.zeros_like(loss_mask))[1]
     grads = torch.autograd.grad(nothing, list(model.parameters()), allow_unused=True)
