@@ -217,30 +217,32 @@ def greedy_replies(model, tok, contexts, max_new_tokens=32, batch_size=32):
 
 @torch.no_grad()
 def sampled_replies(model, tok, contexts, k=2, max_new_tokens=32, seed=0, batch_size=48):
-    """k replies per conversation sampled as the policy is used (T=1, top-p 0.9), as id lists
-    without the stop id. Chunk j is seeded by (seed, j) for every model alike: common random
-    numbers, so two models that agree give the same replies and paired comparisons carry less
-    noise."""
+    """k replies per conversation sampled as the policy is used (T=1, top-p 0.9), as id lists as
+    drawn: ending with <|endofturn|> where one was sampled, not where max_new_tokens cut a reply
+    (what SELF-JUDGE's loop hands its judge, and what a reply's log-probability must score). Chunk
+    j is seeded by (seed, j) for every model alike: common random numbers, so two models that
+    agree give the same replies and paired comparisons carry less noise."""
     from self_judge import sample_responses
     from sft import seed_of
 
-    stops, out, step = (tok.eot_id, tok.eos_id), [], max(1, batch_size // k)
+    out, step = [], max(1, batch_size // k)
     for j in range(0, len(contexts), step):
-        per = sample_responses(
+        out += sample_responses(
             model, tok, contexts[j : j + step], k, max_new_tokens, 1.0, 0.9, seed_of(seed, j)
         )
-        out += [[strip_stop(list(s), stops) for s in replies] for replies in per]
     return out
 
 
 @torch.no_grad()
 def reply_logprobs(model, tok, contexts, replies, batch_size=48):
-    """Summed log p_model(reply + <|endofturn|> | context), one per reply, flattened in order:
-    replies holds one list of replies (id lists, trailing stop ids dropped, or text) per context."""
-    from jsft import response_ids
-
+    """Summed log p_model(reply | context), one per reply, flattened in order: replies holds one
+    list of replies per context, each text (scored as encode(text) + <|endofturn|>) or an id list
+    scored as drawn (its <|endofturn|> where one was sampled; none where the length cap cut it)."""
     rows = [
-        (tok.render_chat(c, add_generation_prompt=True)[0], response_ids(tok, r) + [tok.eot_id])
+        (
+            tok.render_chat(c, add_generation_prompt=True)[0],
+            tok.encode(r) + [tok.eot_id] if isinstance(r, str) else [int(i) for i in r],
+        )
         for c, per in zip(contexts, replies)
         for r in per
     ]
@@ -265,9 +267,10 @@ def log_ratio_to_start(model, start, tok, contexts, replies, batch_size=48):
 
 
 def likelihood_judge(model, tok, batch_size=48):
-    """judge_fn that picks the reply the model itself finds likelier (summed log-probability of
-    reply + end of turn, no judging prompt): what the policy's own distribution knows about a pair,
-    a yardstick for its A/B judge on the same pairs (evaluate's on-policy section). Order-free."""
+    """judge_fn that picks the reply the model itself finds likelier (summed log-probability, as
+    reply_logprobs scores it; no judging prompt): what the policy's own distribution knows about
+    a pair, a yardstick for its A/B judge on the same pairs (evaluate's on-policy section).
+    Order-free."""
 
     def judge_fn(contexts, pairs):
         with eval_mode(model):
@@ -444,7 +447,7 @@ def onpolicy_judge(
     # where the correctness pairs come from: the families the policy sometimes solves
     by_family = {}
     for t, pair in zip(tasks, scores):
-        by_family.setdefault(t["family"], []).extend(x["correctness"] for x in pair)
+        by_family.setdefault(t["family"], []).extend(x["correctness"] == 1 for x in pair)
     out["sampled_correct_by_family"] = {f: mean(x) for f, x in by_family.items()}
 
     def accuracy(fn):
@@ -518,11 +521,9 @@ def rejection_curve(
     if max_n < 1 or max_n & (max_n - 1):
         raise ValueError(f"--rejection-max-n {max_n}: must be a power of two (1, 2, 4, 8, 16, ...)")
     contexts = [t["messages"] for t in tasks]
-    stops = (tok.eot_id, tok.eos_id)
-    samples = sample_responses(
+    samples = sample_responses(  # as drawn: judges read them as SELF-JUDGE's loop hands them
         policy, tok, contexts, max_n, max_new_tokens, temperature=1.0, top_p=0.9, seed=seed
     )
-    samples = [[strip_stop(list(s), stops) for s in per] for per in samples]
     scores = [[task_world.score(t, tok.decode(s)) for s in per] for t, per in zip(tasks, samples)]
     cands = [[tok.decode(s) for s in per] for per in samples] if as_text else samples
 

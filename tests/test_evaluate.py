@@ -346,10 +346,12 @@ def test_rejection_curve_counts_every_group_of_n_samples(monkeypatch):
     import tasks as task_world
 
     values = [[3, 9, 1, 4, 7, 2, 8, 5], [1, 2, 3, 4, 5, 6, 7, 8]]
+    # odd values ended with <|endofturn|> (98), even ones hit the length cap: judges get them so
+    drawn = [[[v] + [98] * (v % 2) for v in per] for per in values]
     monkeypatch.setattr(
         self_judge,
         "sample_responses",
-        lambda policy, tok, contexts, n, *a, **k: [[[v] for v in per[:n]] for per in values],
+        lambda policy, tok, contexts, n, *a, **k: [per[:n] for per in drawn],
     )
     monkeypatch.setattr(
         task_world,
@@ -362,9 +364,19 @@ def test_rejection_curve_counts_every_group_of_n_samples(monkeypatch):
         decode = staticmethod(lambda ids: str(ids[0]))
 
     tasks = [{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(2)]
-    right = lambda cx, pairs: {"winners": [int(b[0] > a[0]) for a, b in pairs]}
-    first = lambda cx, pairs: {"winners": [0] * len(pairs)}
+    seen = []  # every reply the judges were handed
+
+    def right(cx, pairs):
+        seen.extend(r for pair in pairs for r in pair)
+        return {"winners": [int(b[0] > a[0]) for a, b in pairs]}
+
+    def first(cx, pairs):  # the first-shown reply always wins
+        seen.extend(r for pair in pairs for r in pair)
+        return {"winners": [0] * len(pairs)}
+
     curve = E.rejection_curve(None, Tok(), right, tasks, max_n=8, other_judges={"first": first})
+    assert seen and all(r in drawn[0] + drawn[1] for r in seen)  # as drawn, stop ids and all
+    assert [98] in [r[1:] for r in seen]
     assert [c["n"] for c in curve] == [1, 2, 4, 8]
     one, two, four, eight = curve
     assert one["overall"] == pytest.approx((39 / 8 + 4.5) / 20) and one["gain_vs_1"] == 0
@@ -774,9 +786,14 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
     ]
     replies = E.sampled_replies(model, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
     assert [len(r) for r in replies] == [2, 2, 2]
+    # as drawn: this tiny model's replies run to the cap (6 tokens) without an end of turn, and
+    # gain none; one that ended keeps its own
+    assert all(len(r) == 6 and tok.eot_id not in r for per in replies for r in per)
+    replies[1][0] = tok.encode("Apple.") + [tok.eot_id]
     assert E.log_ratio_to_start(model, model, tok, contexts, replies) == 0.0
 
-    # one reply at a time, no padding: sum of log-softmax at each reply token
+    # one reply at a time, no padding: sum of log-softmax at each token sampled (the end of turn
+    # where one was sampled, none added to a reply the length cap cut)
     def logp(m, prompt, reply):
         ids = torch.tensor([prompt + reply])
         with torch.no_grad():
@@ -786,22 +803,19 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
     expected = []
     for c, per in zip(contexts, replies):
         prompt = tok.render_chat(c, add_generation_prompt=True)[0]
-        expected += [
-            logp(model, prompt, r + [tok.eot_id]) - logp(start, prompt, r + [tok.eot_id])
-            for r in per
-        ]
+        expected += [logp(model, prompt, r) - logp(start, prompt, r) for r in per]
     got = E.log_ratio_to_start(model, start, tok, contexts, replies, batch_size=4)
     assert got == pytest.approx(sum(expected) / len(expected), abs=1e-4)
 
     # the likelihood judge picks the reply the model finds likelier, by the same reference, in
-    # either order; a text reply reads as its encoding
-    pairs = [tuple(per) for per in replies] + [(tok.encode("Five."), tok.encode("Hello hello"))]
+    # either order; a text reply reads as its encoding and the end of turn
+    end = [tok.eot_id]
+    pairs = [tuple(per) for per in replies] + [
+        (tok.encode("Five.") + end, tok.encode("Hello hello") + end)
+    ]
     ctx = contexts + contexts[:1]
     prompts = [tok.render_chat(c, add_generation_prompt=True)[0] for c in ctx]
-    want = [
-        logp(model, p, a + [tok.eot_id]) > logp(model, p, b + [tok.eot_id])
-        for p, (a, b) in zip(prompts, pairs)
-    ]
+    want = [logp(model, p, a) > logp(model, p, b) for p, (a, b) in zip(prompts, pairs)]
     assert len(set(want)) == 2  # both verdicts occur: the check can tell
     judge = E.likelihood_judge(model, tok, batch_size=3)
     out = judge(ctx, pairs)
@@ -810,14 +824,19 @@ def test_log_ratio_to_start_equals_a_per_reply_reference(world):
     assert judge(ctx, [(b, a) for a, b in pairs])["first_order_a"] == [not w for w in want]
     assert judge(ctx[-1:], [("Five.", "Hello hello")])["first_order_a"] == want[-1:]
     # one log-probability per reply, in the order given, whatever order the batches run in
-    each = [logp(model, p, r + [tok.eot_id]) for p, pair in zip(prompts, pairs) for r in pair]
+    each = [logp(model, p, r) for p, pair in zip(prompts, pairs) for r in pair]
     assert len({round(x, 3) for x in each}) == len(each)  # all different: a swap would show
     got = E.reply_logprobs(model, tok, ctx, [list(pair) for pair in pairs], batch_size=3)
     assert got == pytest.approx(each, abs=1e-4)
     five = logp(model, prompts[-1], tok.encode("Five.") + [tok.eot_id])
     assert E.reply_logprobs(model, tok, ctx[-1:], [["Five."]]) == [pytest.approx(five, abs=1e-4)]
-    ended = tok.encode("Five.") + [tok.eot_id]  # a sample's own stop id is not scored twice
+    ended = tok.encode("Five.") + end  # a sample's own stop id is not scored twice
     assert E.reply_logprobs(model, tok, ctx[-1:], [[ended]]) == [pytest.approx(five, abs=1e-4)]
+    cut = logp(model, prompts[-1], tok.encode("Five."))  # a reply cut short: no end of turn added
+    assert abs(cut - five) > 1e-3
+    assert E.reply_logprobs(model, tok, ctx[-1:], [[tok.encode("Five.")]]) == [
+        pytest.approx(cut, abs=1e-4)
+    ]
     again = E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
     assert (
         E.sampled_replies(start, tok, contexts, k=2, max_new_tokens=6, seed=0, batch_size=4)
@@ -916,6 +935,13 @@ def test_onpolicy_judge_scores_the_judge_against_the_verifier(world):
         rows = [i for i, t in enumerate(held) if t["family"] == f]
         expect = sum(1 + (i % 2 == 0) for i in rows) / (2 * len(rows))
         assert split["sampled_correct_by_family"][f] == pytest.approx(expect), f
+    # a correct share counts right replies, not partial credit (a sorted list one swap off: 0.6)
+    s_i = next(i for i, t in enumerate(held) if t["family"] == "sort")
+    part = dict(tasks.candidates(held[s_i], random.Random(0)))["partly_right"]
+    assert 0 < tasks.score(held[s_i], part)["correctness"] < 1
+    pair = [tok.encode(part), tok.encode(part)]
+    alone = E.onpolicy_judge(model, tok, oracle, held[s_i : s_i + 1], 8, 0, samples=[pair])
+    assert alone["sampled_correct_by_family"] == {"sort": 0.0}
     # ties (identical replies) leave the judged pairs: each family still counts its own pairs
     planted = planted_pairs([t["messages"] for t in held])
     tied = [[p[0], p[0]] if i % 3 == 0 else p for i, p in enumerate(planted)]
