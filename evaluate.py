@@ -513,7 +513,8 @@ def rejection_curve(
     each group, the ceiling. Per N also the per-prompt mean ("per_prompt") and the gain over N=1
     with a paired bootstrap interval over prompts ("gain_vs_1").
     as_text: give the judge decoded text (it tokenizes differently). other_judges {name: judge_fn}:
-    their picks among the same samples, as <name>_overall and <name>_correct_share (a reward model's
+    their picks among the same samples, handed as drawn ids (a reward model shares the policy's
+    tokenizer: reward_judges checks), as <name>_overall and <name>_correct_share (a reward model's
     knockout is its best-of-N: a scalar judge's knockout winner is its highest reward)."""
     import tasks as task_world
     from self_judge import sample_responses
@@ -527,7 +528,7 @@ def rejection_curve(
     scores = [[task_world.score(t, tok.decode(s)) for s in per] for t, per in zip(tasks, samples)]
     cands = [[tok.decode(s) for s in per] for per in samples] if as_text else samples
 
-    def picks(fn):  # {N: per prompt, the verifier scores of its groups' winners}
+    def picks(fn, cands):  # {N: per prompt, the verifier scores of its groups' winners}
         bracket = nested_knockout(contexts, cands, lambda cx, pr: fn(cx, pr)["winners"])
         return {
             n: [[per[w] for w in ws] for per, ws in zip(scores, groups)]
@@ -537,8 +538,8 @@ def rejection_curve(
     def flat(per_prompt):
         return [x for per in per_prompt for x in per]
 
-    others = {name: picks(fn) for name, fn in (other_judges or {}).items()}
-    curve, by_n = [], picks(judge)
+    others = {name: picks(fn, samples) for name, fn in (other_judges or {}).items()}
+    curve, by_n = [], picks(judge, cands)
     one = [mean(x["overall"] for x in per) for per in by_n[1]]  # per prompt: any one sample
     for n, picked in by_n.items():
         best = [

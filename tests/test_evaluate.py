@@ -393,6 +393,41 @@ def test_rejection_curve_counts_every_group_of_n_samples(monkeypatch):
     assert [c["first_overall"] for c in curve] == pytest.approx(
         [one["overall"], (0.475 + 0.4) / 2, (0.5 + 0.3) / 2, (0.3 + 0.1) / 2]
     )
+    # a judge that tokenizes otherwise reads text; the other judges (a reward model shares the
+    # policy's tokenizer) still read the ids as drawn
+    seen.clear()
+    read = []
+
+    def text_judge(cx, pairs):
+        read.extend(r for pair in pairs for r in pair)
+        return {"winners": [int(int(b) > int(a)) for a, b in pairs]}
+
+    again = E.rejection_curve(
+        None, Tok(), text_judge, tasks, max_n=8, as_text=True, other_judges={"first": first}
+    )
+    assert read and all(isinstance(r, str) for r in read)
+    assert seen and all(r in drawn[0] + drawn[1] for r in seen)
+    assert [c["overall"] for c in again] == [c["overall"] for c in curve]
+
+
+def test_sampled_replies_are_kept_as_drawn(monkeypatch):
+    """A sampled <|endofturn|> stays on its reply (the reward model reads its reward there; the
+    KL scores it); a reply the length cap cut gets none. Chunks are seeded per chunk."""
+    import self_judge
+
+    class Tok:
+        eot_id, eos_id = 98, 99
+
+    calls = []
+
+    def fake(model, tok, contexts, k, max_new_tokens, temperature, top_p, seed):
+        calls.append((len(contexts), seed))
+        return [[[7, 98], [5, 6, 4]] for _ in contexts]
+
+    monkeypatch.setattr(self_judge, "sample_responses", fake)
+    got = E.sampled_replies(None, Tok(), [[{"role": "user", "content": "q"}]] * 3, 2, 3, 0, 4)
+    assert got == [[[7, 98], [5, 6, 4]]] * 3
+    assert [n for n, _ in calls] == [2, 1] and len({s for _, s in calls}) == 2
 
 
 def test_pick_tasks_covers_every_family_and_language():
