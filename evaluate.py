@@ -238,11 +238,10 @@ def reply_logprobs(model, tok, contexts, replies, batch_size=48):
     """Summed log p_model(reply | context), one per reply, flattened in order: replies holds one
     list of replies per context, each text (scored as encode(text) + <|endofturn|>) or an id list
     scored as drawn (its <|endofturn|> where one was sampled; none where the length cap cut it)."""
+    from reward_model import reply_turn_ids
+
     rows = [
-        (
-            tok.render_chat(c, add_generation_prompt=True)[0],
-            tok.encode(r) + [tok.eot_id] if isinstance(r, str) else [int(i) for i in r],
-        )
+        (tok.render_chat(c, add_generation_prompt=True)[0], reply_turn_ids(tok, r))
         for c, per in zip(contexts, replies)
         for r in per
     ]

@@ -393,8 +393,7 @@ class Transformer(nn.Module):
         ce = ce * weight[at]  # (N,), 0 where ignored
         if reduction == "none":  # back to (B, T), 0 where not counted
             return None, (ce if every else weight.new_zeros(B * T).index_copy(0, at, ce)).view(B, T)
-        total = weight.sum()  # any weights; 0 when nothing counts (loss 0, not NaN)
-        return None, ce.sum() / torch.where(total > 0, total, torch.ones_like(total))
+        return None, ce.sum() / torch.where((total := weight.sum()) > 0, total, 1.0)  # 0 if none
 
 
 @contextlib.contextmanager

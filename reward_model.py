@@ -140,22 +140,27 @@ def rewards_of(rm, sequences, pad_id, batch_size=32):
     return out
 
 
+def reply_turn_ids(tokenizer, reply):
+    """A reply as the assistant turn after its prompt: text -> encode(text) + [eot], as the reward
+    model trained (sft.tokenize_pairs); sampled ids as drawn (their eot where one was sampled, none
+    where the length cap cut them), as SELF-JUDGE's loop hands them to a judge."""
+    if isinstance(reply, str):
+        return tokenizer.encode(reply) + [tokenizer.eot_id]
+    return [int(i) for i in reply]
+
+
 def reward_judge(rm, tokenizer, batch_size=32):
     """judge_fn with a separate reward model (reward_model.py): each reply is scored alone, at its
     last token, and score_a = sigmoid(r(a) - r(b)) is the Bradley-Terry probability that a is
     better. It reads no order, so both orders give the same verdict. Replies: text (encoded, then
-    the end of turn, as the reward model was trained) or sampled id lists (spliced as they are)."""
-
-    def reply_ids(reply):
-        if isinstance(reply, str):
-            return tokenizer.encode(reply) + [tokenizer.eot_id]
-        return list(reply)
+    the end of turn, as the reward model was trained) or sampled id lists (spliced as they are:
+    reply_turn_ids)."""
 
     def judge_fn(contexts, pairs):
         seqs = []  # a0 b0 a1 b1 ...: both replies after their context's prompt, rendered once
         for context, pair in zip(contexts, pairs):
             prompt = tokenizer.render_chat(context, add_generation_prompt=True)[0]
-            seqs += [prompt + reply_ids(reply) for reply in pair]
+            seqs += [prompt + reply_turn_ids(tokenizer, reply) for reply in pair]
         r = rewards_of(rm, seqs, tokenizer.pad_id, batch_size)
         score_a = torch.sigmoid(r[0::2] - r[1::2]).tolist()
         a_better = [p > 0.5 for p in score_a]
