@@ -7,10 +7,11 @@ sft.py and jsft.py call `train()` with their own batches, self_judge.py with its
 Phases differ in their data and loss, not in their loop.
 
 What the loop does (see `train`): AdamW (decay on matrices only), linear warmup + cosine decay,
-gradient accumulation (one gradient all-reduce, on the last micro-step), gradient clipping, bf16
-autocast on CUDA, optional `torch.compile`, periodic validation, crash-safe checkpoints that resume
-exactly (a kill at any instant loses only the steps since the last completed save), a save and a
-clean exit on SIGINT/SIGTERM, a stop on a non-finite loss that keeps the last good checkpoint.
+gradient accumulation (one gradient all-reduce, on the last micro-step; each micro-batch's mean
+loss weighs the same, as in nanoGPT), gradient clipping, bf16 autocast on CUDA, optional
+`torch.compile`, periodic validation, crash-safe checkpoints that resume exactly (a kill at any
+instant loses only the steps since the last completed save), a save and a clean exit on
+SIGINT/SIGTERM, a stop before a step on a non-finite loss or gradient (the last save kept).
 
 Run:
     python pretrain.py                               # embedded default, CPU
@@ -284,17 +285,17 @@ def train(
                     (loss / cfg.grad_accum).backward()
                 loss_sum += loss.detach().float().item() / cfg.grad_accum
                 tokens += batch["x"].numel() if "x" in batch else 0
-            if not math.isfinite(loss_sum):
+            # the global norm, clipped unless --grad-clip 0 (a finite loss can have a NaN gradient)
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(raw.parameters(), max_norm))
+            if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
                 where = "no checkpoint was written"
                 if find_checkpoint(cfg.out_dir):
                     where = f"the last good checkpoint in {cfg.out_dir} is left in place"
                 raise SystemExit(
-                    f"non-finite loss ({loss_sum}) at step {step + 1}: stopping; {where}. "
-                    "Lower --lr, check the data, or resume from the checkpoint with --resume."
+                    f"non-finite loss ({loss_sum}) or gradient norm ({grad_norm}) at step "
+                    f"{step + 1}: stopping; {where}. Lower --lr, check the data, or --resume."
                 )
-            grad_norm = None
-            if cfg.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             dt = time.perf_counter() - t0
@@ -305,10 +306,9 @@ def train(
                 "step_s": round(dt, 4),
                 "tokens_per_s": round(tokens * world_size / dt, 1),
                 "flops_per_s": tokens * world_size * flops_per_token / dt,
+                "grad_norm": grad_norm,
                 **{k: float(v) for k, v in extra.items()},
             }
-            if grad_norm is not None:
-                row["grad_norm"] = float(grad_norm)
             if cfg.peak_flops > 0:
                 row["mfu"] = row["flops_per_s"] / (cfg.peak_flops * world_size)
             done = step + 1 == cfg.steps

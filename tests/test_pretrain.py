@@ -46,9 +46,9 @@ def make_get_batch(tokens, batch=B, seq_len=T, seed=0):
     return get_batch
 
 
-def tiny_model(seed=0):
+def tiny_model(seed=0, **kw):
     torch.manual_seed(seed)
-    return Transformer(config_from_preset("tiny", vocab_size=VOCAB, max_seq_len=T))
+    return Transformer(config_from_preset("tiny", vocab_size=VOCAB, max_seq_len=T, **kw))
 
 
 def cfg_for(tmp_path, **kw):
@@ -159,11 +159,12 @@ def test_the_loop_closes_with_one_done_line_of_first_and_last_loss_and_the_last_
 
 
 def test_resume_after_signal_gives_identical_weights(tmp_path):
+    """With dropout on, so the resumed run must also restore the random state of the step."""
     tokens = synthetic_tokens()
-    straight = tiny_model()
+    straight = tiny_model(dropout=0.1)
     train(straight, make_get_batch(tokens), cfg_for(tmp_path / "a"), {"phase": "test"})
 
-    interrupted = tiny_model()
+    interrupted = tiny_model(dropout=0.1)
     base = make_get_batch(tokens)
 
     def get_batch_then_sigint(step, micro):
@@ -178,7 +179,7 @@ def test_resume_after_signal_gives_identical_weights(tmp_path):
     assert stopped.value.code == 128 + signal.SIGINT and "--resume" in str(stopped.value)
     assert json.load(open(tmp_path / "b" / "ckpt" / "config.json"))["step"] == 4
 
-    resumed = tiny_model(seed=123)  # different init: everything must come from the checkpoint
+    resumed = tiny_model(seed=123, dropout=0.1)  # everything must come from the checkpoint
     cfg_b.resume = True
     train(resumed, make_get_batch(tokens), cfg_b, {"phase": "test"})
     for k, v in weights(straight).items():
@@ -250,12 +251,65 @@ def test_planted_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
         return base(step, micro)
 
     with pytest.raises(
-        SystemExit, match=r"non-finite loss \(nan\) at step 5.*last good checkpoint"
+        SystemExit, match=r"non-finite loss \(nan\) .*at step 5.*last good checkpoint"
     ):
         train(model, counting, cfg, {"phase": "test"}, loss_fn=loss_with_nan)
     state, config = load_checkpoint(cfg.out_dir)
     assert config["step"] == 3
     assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_finite_loss_with_nan_gradient_stops_before_the_step(tmp_path):
+    """sqrt(x^2) at x = 0 adds 0 to the loss and 0/0 to the gradient: a finite loss whose step
+    would turn every weight NaN. The loop must stop before stepping, not save the poisoned weights
+    (at a save_every step, or as the run's last and only save)."""
+
+    def loss_with_nan_grad(m, batch):
+        loss, extra = pretrain.lm_loss(m, batch)
+        if loss_with_nan_grad.calls == 4:
+            w = m.norm.weight[0]
+            loss = loss + torch.sqrt((w - w.detach()) ** 2)
+        return loss, extra
+
+    base = make_get_batch(synthetic_tokens())
+
+    def counting(step, micro):
+        loss_with_nan_grad.calls = step
+        return base(step, micro)
+
+    for name, steps, save_every, saved in [("mid", 8, 3, 3), ("last", 5, 0, None)]:
+        cfg = cfg_for(tmp_path / name, steps=steps, save_every=save_every)
+        with pytest.raises(SystemExit, match=r"gradient norm \(nan\) at step 5"):
+            train(tiny_model(), counting, cfg, {"phase": "test"}, loss_fn=loss_with_nan_grad)
+        if saved is None:
+            assert pretrain.find_checkpoint(cfg.out_dir) is None
+            continue
+        state, config = load_checkpoint(cfg.out_dir)
+        assert config["step"] == saved
+        assert all(torch.isfinite(v).all() for v in state.values())
+
+
+def test_grad_clip_scales_the_gradient_to_the_clip_norm(tmp_path, monkeypatch):
+    """The gradient AdamW steps on has norm --grad-clip and the direction of the unclipped one; the
+    logged grad_norm is the norm before clipping."""
+    seen = {}
+    real_step = torch.optim.AdamW.step
+
+    def spy_step(self, *a, **k):
+        seen["grad"] = torch.cat([p.grad.flatten() for g in self.param_groups for p in g["params"]])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy_step)
+    runs = {}
+    for clip in (0.0, 1e-3):
+        cfg = cfg_for(tmp_path / str(clip), steps=1, warmup_steps=1, grad_clip=clip)
+        rows = train(tiny_model(), make_get_batch(synthetic_tokens()), cfg, {"phase": "test"})
+        runs[clip] = (rows[0]["grad_norm"], seen["grad"])
+    (norm, free), (norm_before_clip, clipped) = runs[0.0], runs[1e-3]
+    assert norm_before_clip == pytest.approx(norm) and norm > 1e-2
+    assert free.norm().item() == pytest.approx(norm, rel=1e-4)
+    assert clipped.norm().item() == pytest.approx(1e-3, rel=1e-3)
+    torch.testing.assert_close(clipped, free * (1e-3 / norm), rtol=1e-3, atol=1e-9)
 
 
 def test_wrapped_state_dicts_load_into_a_plain_transformer(tmp_path):
@@ -343,8 +397,8 @@ def test_weight_decay_shrinks_matrices_only_never_norm_gains_or_biases(tmp_path)
 
 
 def test_grad_accumulation_logs_the_big_batch_grad_norm(tmp_path):
-    """The accumulated gradient is the mean over micro-batches, as one big batch: same grad norm, so
-    the clip threshold means the same whatever --grad-accum is."""
+    """The accumulated gradient is the mean over equal micro-batches, as one big batch: same norm,
+    so the clip threshold means the same whatever --grad-accum is."""
     tokens = synthetic_tokens()
     big = make_get_batch(tokens, batch=2 * B)
 
