@@ -9,8 +9,10 @@ A run folder (--out-dir) holds one folder per save and a `latest` link to the ne
     RUN/latest -> step_000120        publishing a save = replacing this link (one atomic rename)
     RUN/model.pt -> latest/model.pt  (the same for each file): tools may keep reading RUN/model.pt
 A save is written into RUN/.tmp_step_000120, each file and the folder fsynced, renamed to
-step_000120, and only then published; older saves past --keep-last are removed after that. So a
-kill at any instant leaves `latest` on a complete save (as PyTorch's distributed checkpoint does).
+step_000120, and only then published; older saves past --keep-last are removed after that. A
+rerun that saves a step already on disk publishes the new save from its .tmp folder first and
+removes the old one only then. So a kill at any instant leaves `latest` on a complete save (as
+PyTorch's distributed checkpoint does), and a failed save never costs the last good one.
 Infrastructure every phase shares, no paper section of its own.
 
 Use (a module, not a script):
@@ -67,6 +69,19 @@ def _remove_dir(path):
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _swap_in(run_dir, name):
+    """Move the complete save .tmp_NAME to NAME and point `latest` at it. An older folder NAME (a
+    rerun to the same step) is removed only once `latest` names the new save: a kill in between
+    leaves `latest` on .tmp_NAME (published) or, between the last two lines, broken (then
+    find_checkpoint falls back to the newest step folder)."""
+    tmp, final = os.path.join(run_dir, ".tmp_" + name), os.path.join(run_dir, name)
+    if os.path.isdir(tmp):  # else a kill came after the rename: only `latest` is left to move
+        _remove_dir(final)
+        os.replace(tmp, final)
+    fsync(run_dir)
+    _symlink_atomic(name, os.path.join(run_dir, "latest"))
+
+
 KEEP_LAST = 2  # complete saves kept in a run folder by default (pretrain.py's --keep-last)
 
 
@@ -77,8 +92,10 @@ def save_checkpoint(
     publish it and keep the newest `keep` saves. Returns the step folder."""
     name = f"step_{config.get('step', 0):06d}"
     tmp, final = os.path.join(run_dir, ".tmp_" + name), os.path.join(run_dir, name)
-    for leftover in (tmp, final):  # a kill left it unpublished: `latest` points to an older save
-        _remove_dir(leftover)
+    latest = os.path.join(run_dir, "latest")
+    if os.path.islink(latest) and os.readlink(latest) == ".tmp_" + name:
+        _swap_in(run_dir, name)  # a kill cut short the swap below: finish it
+    _remove_dir(tmp)  # a kill left it unpublished: `latest` points to an older save
     os.makedirs(tmp)
     model_state = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
     files = {
@@ -94,12 +111,13 @@ def save_checkpoint(
             write_file(os.path.join(tmp, file), content)
             fsync(os.path.join(tmp, file))
         fsync(tmp)
-        os.replace(tmp, final)
+        if os.path.lexists(final):  # a rerun saving the same step: publish the new save first
+            _symlink_atomic(".tmp_" + name, latest)
+        _swap_in(run_dir, name)  # the save is published here (or above, when `final` was there)
     except BaseException:  # a full disk, a failed write: free the space; the last save stays
-        _remove_dir(tmp)
+        if not (os.path.islink(latest) and os.readlink(latest) == ".tmp_" + name):
+            _remove_dir(tmp)
         raise
-    fsync(run_dir)
-    _symlink_atomic(name, os.path.join(run_dir, "latest"))  # the save is published here
     for file in files:
         link = os.path.join(run_dir, file)
         if not os.path.islink(link) or os.readlink(link) != os.path.join("latest", file):

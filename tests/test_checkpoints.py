@@ -248,6 +248,55 @@ def test_a_failed_write_anywhere_in_a_save_leaves_a_loadable_resumable_run(tmp_p
         assert_bitwise_equal(weights(straight), weights(resumed))
 
 
+def test_a_rerun_saving_the_same_step_never_loses_the_published_save(tmp_path, monkeypatch):
+    """A fresh run into a folder that holds a save of the step it saves (SFT saves only its last
+    step): whichever filesystem call fails (or a kill there), a complete save stays loadable, the
+    old one until the new one is published, and the next save finishes an interrupted swap."""
+    model, run = tiny_model(), str(tmp_path / "run")
+    config = {"model": pretrain.dataclasses.asdict(model.cfg), "step": 3}
+    old = {k: v + 1 for k, v in model.state_dict().items()}
+    new = {k: v + 2 for k, v in model.state_dict().items()}
+    save_checkpoint(run, old, config, {"step": 3})
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    def holds(folder, state):
+        got = final_weights(folder)
+        return all(torch.equal(got[k], v) for k, v in state.items())
+
+    def rerun(fail_at, folder):
+        shutil.copytree(run, folder, symlinks=True)
+        log = []
+        with monkeypatch.context() as m:
+            fault_at(m, fail_at, log)
+            try:
+                pretrain.save_checkpoint(folder, new, config, {"step": 3})
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+                return log, True
+        return log, False
+
+    clean = str(tmp_path / "clean")
+    calls, failed = rerun(-1, clean)
+    assert not failed and holds(clean, new)
+    publish = calls.index(("replace", os.path.join(clean, "latest")))
+    for fail_at in range(len(calls)):
+        folder = str(tmp_path / f"fail{fail_at}")
+        _, failed = rerun(fail_at, folder)
+        assert failed, calls[fail_at]
+        survivor = new if fail_at > publish else old
+        assert holds(folder, survivor), (fail_at, calls[fail_at])
+        with monkeypatch.context() as m:  # the next rerun fails too, at its first write
+            m.setattr(torch, "save", no_space)
+            with pytest.raises(OSError):
+                save_checkpoint(folder, {k: v + 3 for k, v in new.items()}, config, {"step": 3})
+        assert holds(folder, survivor), (fail_at, calls[fail_at])
+        save_checkpoint(folder, new, config, {"step": 3})  # the next save tidies up
+        names = ["config.json", "latest", "model.pt", "step_000003", "train_state.pt"]
+        assert sorted(os.listdir(folder)) == names and holds(folder, new)
+
+
 def test_save_protocol_fsyncs_then_renames_then_publishes(tmp_path, monkeypatch):
     """The order a power cut needs: every file and its folder fsynced before the folder is renamed;
     the rename fsynced before `latest` moves; `latest` always names a complete folder."""
