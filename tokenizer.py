@@ -160,21 +160,22 @@ class Tokenizer:
         except (OSError, RuntimeError) as e:
             raise ValueError(f"{model_path}: not a sentencepiece model ({e})") from None
         self.vocab_size = self.sp.get_piece_size()
+        retrain = "not a model tokenizer.py trains, retrain it with `python tokenizer.py`"
         for i, (name, piece) in enumerate(SPECIAL_PIECES.items()):
-            if self.sp.id_to_piece(i) != piece:
+            reserved = self.sp.is_unknown(i) if name == "unk" else self.sp.is_control(i)
+            if self.sp.id_to_piece(i) != piece or not reserved:
+                kind = "" if reserved else "user-defined "  # typed text would reach it
                 raise ValueError(
-                    f"{model_path}: id {i} should be {piece!r} but is "
-                    f"{self.sp.id_to_piece(i)!r}; this model was not trained by "
-                    f"tokenizer.py, retrain it with `python tokenizer.py`"
+                    f"{model_path}: id {i} should be the control piece {piece!r} but is the "
+                    f"{kind}piece {self.sp.id_to_piece(i)!r}; {retrain}"
                 )
             setattr(self, f"{name}_id", i)
         marker = self.sp.id_to_piece(len(SPECIAL_PIECES))
         flags = {v: k for k, v in SEGMENTATION_MARKERS.items()}
         if marker not in flags:
-            raise ValueError(
-                f"{model_path}: unknown segmentation marker {marker!r} "
-                f"(expected one of {list(flags)}); retrain with `python tokenizer.py`"
-            )
+            raise ValueError(f"{model_path}: unknown segmentation marker {marker!r}; {retrain}")
+        if not all(self.sp.is_byte(self.sp.piece_to_id(f"<0x{b:02X}>")) for b in range(256)):
+            raise ValueError(f"{model_path}: no byte fallback (unseen text is lost); {retrain}")
         self.morpheme_aware = flags[marker]
         for name, piece in VERDICT_PIECES.items():
             setattr(self, f"{name}_id", self.sp.piece_to_id(piece))
@@ -185,9 +186,8 @@ class Tokenizer:
                 self.meta = json.load(f)
             if self.meta.get("morpheme_aware", self.morpheme_aware) != self.morpheme_aware:
                 raise ValueError(
-                    f"{meta_path}: morpheme_aware={self.meta['morpheme_aware']} but "
-                    f"{model_path} was trained with {self.morpheme_aware}; the two "
-                    f"files come from different runs, retrain"
+                    f"{meta_path}: morpheme_aware={self.meta['morpheme_aware']} but {model_path} "
+                    f"was trained with {self.morpheme_aware}; the two come from different runs"
                 )
         # id -> the bytes it stands for; decode is a lookup and a join.
         self._bytes = []

@@ -234,6 +234,44 @@ def test_special_ids_fixed_and_distinct(trained):
         assert meta["special_ids"] == ids
 
 
+def test_models_whose_specials_text_can_reach_or_without_byte_fallback_are_refused(
+    trained, tmp_path
+):
+    """A model whose <|user|> is a user-defined piece (as converted tokenizers often have) encodes
+    the typed text "<|user|>" to the role id; one without byte pieces loses unseen characters. Both
+    break encode's promises, so loading one names the file and what is wrong."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    def edited(name, edit):
+        proto = pb.ModelProto()
+        with open(trained["a"].model_path, "rb") as fh:
+            proto.ParseFromString(fh.read())
+        edit(proto)
+        path = tmp_path / name / "tokenizer.model"
+        path.parent.mkdir()
+        path.write_bytes(proto.SerializeToString())
+        return str(path)
+
+    def user_defined(proto):
+        proto.pieces[
+            list(T.SPECIAL_PIECES).index("user")
+        ].type = pb.ModelProto.SentencePiece.USER_DEFINED
+
+    def no_bytes(proto):
+        for piece in proto.pieces:
+            if piece.type == pb.ModelProto.SentencePiece.BYTE:
+                piece.type = pb.ModelProto.SentencePiece.NORMAL
+        proto.trainer_spec.byte_fallback = False
+
+    path = edited("user_defined", user_defined)
+    assert spm.SentencePieceProcessor(model_file=path).encode("<|user|>") == [trained["a"].user_id]
+    with pytest.raises(ValueError, match=r"user_defined.*id 5 .*'<\|user\|>'.*user-defined"):
+        T.Tokenizer(path)
+    with pytest.raises(ValueError, match=r"no_bytes.*no byte fallback"):
+        T.Tokenizer(edited("no_bytes", no_bytes))
+    T.Tokenizer(edited("unchanged", lambda proto: None))  # the edit round trip itself is harmless
+
+
 @pytest.mark.parametrize("s", SPECIAL_STRINGS)
 def test_special_strings_encode_as_plain_text(trained, s):
     tok = trained["a"]
