@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from readers import DataError, atomic_write_dir, load_tokens, opt, parse_config, parse_weights
-from readers import read_sources, write_file
+from readers import file_sha256, read_sources, write_file
 from corpus import default_sources
 from report import data_summary
 
@@ -217,11 +217,7 @@ def mix(pools, weights, max_tokens, rng):
     """pools: {group: [(doc_id, n_tokens), ..]} -> {group: [doc_id, ..]} whose token counts have the
     requested shares. A group short of its target repeats its documents (whole shuffled passes, then
     a shuffled prefix); a group over it is subsampled."""
-    total_w = sum(weights[g] for g in pools)
-    if total_w <= 0:
-        raise DataError(
-            f"the groups with training documents ({', '.join(pools)}) all have mixture weight 0"
-        )
+    total_w = sum(weights[g] for g in pools)  # > 0: build refuses weights that are all 0
     budget = max_tokens or sum(n for docs in pools.values() for _, n in docs)
     chosen = {}
     for g, docs in pools.items():
@@ -349,6 +345,7 @@ def build(cfg, tok=None):
         "vocab_size": int(tok.vocab_size),
         "dtype": np.dtype(dtype).name,
         "tokenizer": os.path.abspath(tok_path),
+        "tokenizer_sha256": file_sha256(tok_path),
         "special_ids": special_ids(tok),
         "train": {"tokens": n_train_tokens, "docs": len(order)},
         "val": {"tokens": int(sum(len(v) for v in val_flat)), "groups": val_meta, "note": val_note},

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from checkpoints import KEEP_LAST, find_checkpoint, load_checkpoint, save_checkpoint
 from model import ModelConfig, Transformer, config_from_preset, eval_mode
-from readers import atomic_write, load_tensors, opt, parse_config, read_jsonl
+from readers import atomic_write, file_sha256, load_tensors, opt, parse_config, read_jsonl
 
 
 # ----------------------------------------------------------------------------- options
@@ -415,6 +415,8 @@ def main(argv=None):
         raise SystemExit(f"{meta_path} not found: run `python data.py` first (or pass --data-dir)")
     with open(meta_path, encoding="utf-8") as fh:
         meta = json.load(fh)
+    if meta.get("tokenizer_sha256") not in (None, file_sha256(meta.get("tokenizer", ""))):
+        raise SystemExit(f"{meta['tokenizer']} is not the one data.py read for {cfg.data_dir}")
     log(f"config: {json.dumps(dataclasses.asdict(cfg))}")
     torch.manual_seed(cfg.seed)
     model_cfg = config_from_preset(

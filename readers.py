@@ -80,6 +80,17 @@ def fsync(path):
         os.close(fd)
 
 
+def file_sha256(path):
+    """The file's SHA-256 (hex), None if there is no such file: data.py records its tokenizer's, so
+    a later reader can tell that the tokenizer it holds is the one that wrote the token ids."""
+    import hashlib
+
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
 def atomic_write(path, content):
     """Write `content` (see write_file) to a temporary name, fsync it, then rename it over `path`:
     a crash leaves the old file or the new one, never half of one. The temporary name carries the
@@ -194,13 +205,17 @@ def read_jsonl_records(path, parse, skip_bad=False):
 # directories and globs (DESIGN.md §4); tokenizer.py and data.py
 
 
+GROUP_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a language group names files: val_<group>.bin
+
+
 def text_record(record):
     """A corpus .jsonl record {"text": str, "lang"?: str} -> (text, lang or None)."""
     if not isinstance(record.get("text"), str):
         raise ValueError('expected an object with a "text" string')
-    if record.get("lang") is not None and not isinstance(record["lang"], str):
-        raise ValueError('"lang" must be a string')
-    return record["text"], record.get("lang")
+    lang = record.get("lang")
+    if lang is not None and not (isinstance(lang, str) and GROUP_NAME.fullmatch(lang)):
+        raise ValueError(f'"lang" must be a group name (letters, digits, _ or -): {lang!r}')
+    return record["text"], lang
 
 
 def read_documents(paths, skip_bad=False):
@@ -329,6 +344,10 @@ def read_sources(specs, skip_bad=False):
                 f"--source {spec!r}: expected NAME:GROUP:PATH[,PATH..], e.g. wiki:ko:data/kowiki/"
             )
         name, group, paths = parts
+        if name in {s.name for s in sources}:
+            raise DataError(f"--source {spec!r}: the name {name!r} is taken; give each its own")
+        if not GROUP_NAME.fullmatch(group):
+            raise DataError(f"--source {spec!r}: group {group!r}: use letters, digits, _ or -")
         files = expand_paths(paths, f"--source {name}")
         skipped = []
         docs = [

@@ -35,7 +35,7 @@ import torch
 
 from model import right_pad
 from pretrain import TrainConfig, find_checkpoint, load_model, lm_loss, setup_distributed, train
-from readers import opt, parse_config, read_conversations
+from readers import file_sha256, opt, parse_config, read_conversations
 
 
 @dataclass
@@ -152,11 +152,10 @@ def with_lm_mix(get_batch, cfg, tokenizer, device, rank=0, world_size=1):
         )
     with open(meta_path, encoding="utf-8") as fh:
         meta = json.load(fh)
-    if meta.get("special_ids") and meta["special_ids"] != tokenizer.special_ids():
+    if meta.get("tokenizer_sha256") not in (None, file_sha256(tokenizer.model_path)):
         raise SystemExit(
-            f"--lm-mix: {cfg.lm_data} was tokenized with another tokenizer "
-            "(special ids differ from the checkpoint's); rebuild it with this "
-            "checkpoint's tokenizer or turn the mix off with --lm-mix 0"
+            f"--lm-mix: another tokenizer than {tokenizer.model_path} wrote {meta_path}: rebuild "
+            "it with this one (data.py --tokenizer) or turn the mix off with --lm-mix 0"
         )
     train_bin = os.path.join(cfg.lm_data, "train.bin")
     windows = PretrainBatches(train_bin, cfg.lm_batch, cfg.seed, rank, world_size)  # resumable

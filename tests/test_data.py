@@ -355,6 +355,11 @@ def test_readers_txt_jsonl_code_folders_and_globs(tmp_path):
     ]
     [g] = read_sources([f"g:code:{tmp_path}/**/*.py"])
     assert g.docs == [("x = 1\n\n\ny = 2\n", None)]
+    # two sources of one name would share a row of the counts; a group names a file
+    with pytest.raises(data.DataError, match="'web' is taken"):
+        read_sources([f"web:en:{tmp_path}/a.txt", f"web:ko:{tmp_path}/b.jsonl"])
+    with pytest.raises(data.DataError, match="group 'en/us'"):
+        read_sources([f"web:en/us:{tmp_path}/a.txt"])
 
 
 def test_mix_hits_weights_and_upsample_scales_a_source(tmp_path):
@@ -441,6 +446,11 @@ def test_empty_corpus_after_filtering_errors_and_keeps_old_output(tmp_path):
     with pytest.raises(data.DataError, match="--mix 'ko=1' has no weight for group.* en"):
         data.build(
             data.DataConfig(out_dir=str(out), source=[f"x:en:{FIX}/dedup.jsonl"], mix="ko=1"),
+            ByteTokenizer(),
+        )
+    with pytest.raises(data.DataError, match=r"--mix 'en=0,ko=1': the groups present \(en\)"):
+        data.build(
+            data.DataConfig(out_dir=str(out), source=[f"x:en:{FIX}/dedup.jsonl"], mix="en=0,ko=1"),
             ByteTokenizer(),
         )
     assert_untouched(tmp_path, out)

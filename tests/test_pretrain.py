@@ -430,31 +430,40 @@ def test_pretrain_main_gives_each_micro_batch_its_own_sampler_step(tmp_path, mon
         return real_get(self, step, seq_len)
 
     monkeypatch.setattr(data.PretrainBatches, "get", get)
-    pretrain.main(
-        [
-            "--data-dir",
-            str(data_dir),
-            "--out-dir",
-            str(tmp_path / "out"),
-            "--preset",
-            "tiny",
-            "--steps",
-            "3",
-            "--grad-accum",
-            "2",
-            "--batch-size",
-            "2",
-            "--seq-len",
-            "16",
-            "--short-seq-len",
-            "0",
-            "--eval-every",
-            "0",
-            "--eval-batches",
-            "1",
-            "--device",
-            "cpu",
-            "--no-compile",
-        ]
-    )
+    args = [
+        "--data-dir",
+        str(data_dir),
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--preset",
+        "tiny",
+        "--steps",
+        "3",
+        "--grad-accum",
+        "2",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--short-seq-len",
+        "0",
+        "--eval-every",
+        "0",
+        "--eval-batches",
+        "1",
+        "--device",
+        "cpu",
+        "--no-compile",
+    ]
+    pretrain.main(args)
     assert asked == [0, 1, 2, 3, 4, 5]
+    # a tokenizer that changed after data.py wrote its ids is refused before it is copied into a
+    # checkpoint beside a model trained on the old ids
+    tokenizer = tmp_path / "tokenizer.model"
+    tokenizer.write_bytes(b"the tokenizer data.py read")
+    meta = {"vocab_size": VOCAB, "tokenizer": str(tokenizer)}
+    meta["tokenizer_sha256"] = pretrain.file_sha256(str(tokenizer))
+    (data_dir / "meta.json").write_text(json.dumps(meta))
+    tokenizer.write_bytes(b"retrained since")
+    with pytest.raises(SystemExit, match="tokenizer.model is not the one data.py read"):
+        pretrain.main(args + ["--out-dir", str(tmp_path / "o2")])

@@ -212,6 +212,16 @@ def test_lm_mix_adds_the_weighted_loss_of_pretraining_windows(small_tokenizer, t
     ] == pytest.approx(text)
     with pytest.raises(SystemExit, match="meta.json not found"):
         with_lm_mix(plain, SFTConfig(lm_mix=0.5, lm_data=str(tmp_path)), tok, "cpu")
+    # a folder another tokenizer wrote (tokenizer.py's models all share the special ids: the file's
+    # hash tells them apart)
+    import hashlib
+    import json
+
+    meta = json.load(open(os.path.join(text_data, "meta.json")))
+    assert meta["tokenizer_sha256"] == hashlib.sha256(open(tok.model_path, "rb").read()).hexdigest()
+    (tmp_path / "meta.json").write_text(json.dumps(dict(meta, tokenizer_sha256="0" * 64)))
+    with pytest.raises(SystemExit, match="another tokenizer"):
+        with_lm_mix(plain, SFTConfig(lm_mix=0.5, lm_data=str(tmp_path)), tok, "cpu")
 
 
 def test_lm_mix_keeps_general_text_that_chat_training_forgets(small_tokenizer, text_data, tmp_path):
