@@ -16,7 +16,8 @@ What a reader learns here:
      "<|assistant|>" gets plain pieces, not a role switch. Code inserts them by id.
   4. The efficiency report of HCX Table 1: mean tokens per held-out document for Korean, English
      and code, for (a) this tokenizer, (b) the same without morpheme awareness and (c) an
-     English-centric tokenizer of the same vocabulary size.
+     English-centric tokenizer of the same vocabulary size. With the report, (a) itself trains
+     without the held-out documents (`--no-report`: on every document, another tokenizer).
 
 Run:
   python tokenizer.py                     # default corpus (corpus.py) -> out/tokenizer
@@ -277,7 +278,7 @@ class TrainConfig:
     character_coverage: float = opt(0.9995, "share of chars with a piece; rarer ones: UTF-8 bytes")
     split_digits: bool = opt(True, "one token per digit, so numbers never eat the vocabulary")
     max_train_chars: int = opt(4_000_000, "seeded sample of whole documents up to this many chars")
-    heldout_every: int = opt(10, "every n-th document per language is held out for the report")
+    heldout_every: int = opt(10, "every n-th doc per language held out of training (with --report)")
     english_share: float = opt(0.9, "(c) English-centric baseline: English share of its text")
     seed: int = opt(0, "seed of the document sample")
     report: bool = opt(True, "also train baselines (b), (c) and write report.json")

@@ -423,12 +423,15 @@ READERS = {
     "tokenizer_corpus": (
         read_corpus_jsonl,
         {"text": "some text", "lang": "en"},
-        [({"text": 3}, '"text" string'), ({"text": "x", "lang": 5}, '"lang" must be a string')],
+        [({"text": 3}, '"text" string'), ({"text": "x", "lang": 5}, '"lang" must be a group')],
     ),
     "data_corpus": (
         read_data_jsonl,
         {"text": "some text", "lang": "en"},
-        [({"text": ["x"]}, '"text" string'), ({"text": "x", "lang": []}, '"lang" must be')],
+        [
+            ({"text": ["x"]}, '"text" string'),
+            ({"text": "x", "lang": "en/us"}, r'"lang" must be a group name .*\'en/us\''),
+        ],
     ),
 }
 NOT_UTF8 = b'{"text": "caf\xe9", "prompt": "caf\xe9"}'  # latin-1, as a Windows export writes it
