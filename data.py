@@ -435,16 +435,15 @@ class PretrainBatches:
 
 
 def val_batches(bin_path, batch_size, seq_len, max_batches=0, dtype=None):
-    """Yields fixed (x, y) int64 (B, T) batches of consecutive windows from the start of a token
-    file, so every token (after the first) is predicted once; max_batches = 0 means all.
-    The last batch may be smaller."""
+    """Yields fixed (x, y) int64 (B, T) batches of the consecutive windows of a token file, so
+    every token (after the first) is predicted once; max_batches = 0 means all. Fewer windows are
+    spread evenly over the file (val.bin holds its groups one after another: the first windows
+    would all be code and English). The last batch may be smaller."""
     data = load_tokens(bin_path, dtype)
-    n_windows = (len(data) - 1) // seq_len
-    if max_batches:
-        n_windows = min(n_windows, max_batches * batch_size)
-    for first in range(0, n_windows, batch_size):
-        last = min(first + batch_size, n_windows)
-        rows = [data[i * seq_len : i * seq_len + seq_len + 1] for i in range(first, last)]
+    n_windows, n = (len(data) - 1) // seq_len, max_batches * batch_size
+    picked = np.linspace(0, n_windows - 1, n).round() if 0 < n < n_windows else range(n_windows)
+    for first in range(0, len(picked), batch_size):
+        rows = [data[int(i) * seq_len :][: seq_len + 1] for i in picked[first : first + batch_size]]
         w = torch.from_numpy(np.stack(rows).astype(np.int64))  # (B, T+1)
         yield w[:, :-1], w[:, 1:]
 

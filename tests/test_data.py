@@ -513,16 +513,21 @@ def test_batches_errors_and_meta_dtype(tmp_path, token_file):
 
 
 def test_val_batches_are_fixed_consecutive_windows(token_file):
+    everything = list(data.val_batches(token_file, 64, 100))
+    x = torch.cat([b[0] for b in everything])
+    # window i starts at i*T: every token predicted once
+    assert torch.equal(x[:, 0], torch.arange((20_000 - 1) // 100) * 100)
+    assert torch.equal(everything[0][1][0], torch.arange(1, 101))
     batches = list(data.val_batches(token_file, 4, 100, max_batches=3))
     assert len(batches) == 3 and all(x.shape == (4, 100) for x, _ in batches)
-    x = torch.cat([b[0] for b in batches])
-    # window i starts at i*T: every token predicted once
-    assert torch.equal(x[:, 0], torch.arange(12) * 100)
-    assert torch.equal(batches[0][1][0], torch.arange(1, 101))
+    # 12 of the 199 windows, spread from the first to the last (val.bin's groups lie in a row)
+    starts = torch.cat([b[0] for b in batches])[:, 0]
+    assert starts[0] == 0 and starts[-1] == 198 * 100 and (starts % 100 == 0).all()
+    assert (starts[1:] - starts[:-1]).tolist() == [1800] * 11
     again = list(data.val_batches(token_file, 4, 100, max_batches=3))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))
-    everything = list(data.val_batches(token_file, 64, 100))
-    assert sum(len(x) for x, _ in everything) == (20_000 - 1) // 100
+    for x, y in batches:  # y is x shifted by one token
+        assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)
 
 
 def test_context_length_schedule():
