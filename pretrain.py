@@ -62,7 +62,7 @@ class TrainConfig:
     eval_every: int = opt(100, "validate every N steps (and at the end); 0 = only at the end")
     eval_batches: int = opt(8, "validation batches per evaluation")
     save_every: int = opt(200, "checkpoint every N steps (and at the end)")
-    keep_last: int = opt(KEEP_LAST, "newest complete saves kept in out_dir")
+    keep_last: int = opt(KEEP_LAST, "newest complete saves kept in out_dir; 0 = every one")
     seed: int = opt(1337, "random seed (model init, data order, sampling)")
     device: str = opt("auto", "auto | cpu | cuda | mps")
     compile: typing.Optional[bool] = opt(None, "torch.compile (default: on for CUDA)")

@@ -210,17 +210,18 @@ def prepare(cfg, tokenizer, conversations, log=print):
 
 def load_start(cfg, device):
     """The start checkpoint of a fine-tuning phase: (model, tokenizer, tokenizer path),
-    with --seq-len checked."""
+    with --seq-len (and --lm-seq-len) checked."""
     from tokenizer import Tokenizer
 
     ckpt = find_checkpoint(cfg.init_from) or cfg.init_from  # a run folder: its newest complete save
     tokenizer_path = os.path.join(ckpt, "tokenizer.model")
     model, _ = load_model(ckpt, device)
-    if cfg.seq_len > model.cfg.max_seq_len:
-        raise SystemExit(
-            f"--seq-len {cfg.seq_len} exceeds the model's max_seq_len "
-            f"{model.cfg.max_seq_len} ({cfg.init_from}/config.json); lower --seq-len"
-        )
+    for flag, n in (("--seq-len", cfg.seq_len), ("--lm-seq-len", getattr(cfg, "lm_seq_len", 0))):
+        if n > model.cfg.max_seq_len:
+            raise SystemExit(
+                f"{flag} {n} exceeds the model's max_seq_len "
+                f"{model.cfg.max_seq_len} ({cfg.init_from}/config.json); lower {flag}"
+            )
     return model, Tokenizer(tokenizer_path), tokenizer_path
 
 

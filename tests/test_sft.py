@@ -304,38 +304,40 @@ def test_jsft_cli_mixes_pretraining_text_too(small_tokenizer, text_data, tmp_pat
         {"phase": "test", "model": dataclasses.asdict(cfg)},
         tokenizer_path=tok.model_path,
     )
-    jsft.main(
-        [
-            "--init-from",
-            init,
-            "--out-dir",
-            out,
-            "--data",
-            os.path.join(fix, "chats.jsonl"),
-            "--prefs",
-            os.path.join(fix, "prefs_train.jsonl"),
-            "--eval-prefs",
-            "none",
-            "--steps",
-            "2",
-            "--seq-len",
-            "192",
-            "--max-tokens",
-            "1024",
-            "--val-fraction",
-            "0",
-            "--device",
-            "cpu",
-            "--lm-mix",
-            "0.5",
-            "--lm-data",
-            text_data,
-            "--lm-seq-len",
-            "64",
-            "--sampled-pairs",
-            "0",
-        ]
-    )
+    args = [
+        "--init-from",
+        init,
+        "--out-dir",
+        out,
+        "--data",
+        os.path.join(fix, "chats.jsonl"),
+        "--prefs",
+        os.path.join(fix, "prefs_train.jsonl"),
+        "--eval-prefs",
+        "none",
+        "--steps",
+        "2",
+        "--seq-len",
+        "192",
+        "--max-tokens",
+        "1024",
+        "--val-fraction",
+        "0",
+        "--device",
+        "cpu",
+        "--lm-mix",
+        "0.5",
+        "--lm-data",
+        text_data,
+        "--lm-seq-len",
+        "64",
+        "--sampled-pairs",
+        "0",
+    ]
+    for flag in ("--seq-len", "--lm-seq-len"):  # longer than the model's context: said up front
+        with pytest.raises(SystemExit, match=f"{flag} 193 exceeds the model's max_seq_len 192"):
+            jsft.main(args + [flag, "193"])
+    jsft.main(args)
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert len(rows) == 2 and all(
         r["loss"] == pytest.approx(r["chat_loss"] + 0.5 * r["lm_loss"], rel=1e-4) for r in rows
