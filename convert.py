@@ -202,7 +202,8 @@ def tokenizer_files(tok: Tokenizer, max_seq_len: int) -> dict:
     """tokenizer_config.json and special_tokens_map.json for a sentencepiece LlamaTokenizer."""
     chat_and_fim = ("system", "user", "assistant", "eot", "fim_prefix", "fim_middle", "fim_suffix")
     special = {f"{name}_token": SPECIAL_PIECES[name] for name in ("bos", "eos", "unk", "pad")}
-    special["additional_special_tokens"] = [SPECIAL_PIECES[name] for name in chat_and_fim]
+    marker = tok.sp.id_to_piece(len(SPECIAL_PIECES))  # the segmentation marker, a control piece too
+    special["additional_special_tokens"] = [SPECIAL_PIECES[n] for n in chat_and_fim] + [marker]
     config = {
         "tokenizer_class": "LlamaTokenizer",
         **special,
@@ -393,6 +394,14 @@ def import_hf(hf_dir, out_dir, dtype="float32", skip_tokenizer=False):
         hf = json.load(fh)
     cfg = model_config_from_hf(hf, config_path)
     _refuse_overwrite(hf_dir, out_dir, WEIGHT_FILES, "Hugging Face weights")
+    found = find_checkpoint(out_dir)
+    if found:  # a save of step 0 would become the run's latest and its newer saves be removed
+        with open(os.path.join(found, "config.json"), encoding="utf-8") as fh:
+            if "imported" not in json.load(fh):
+                raise ValueError(
+                    f"{out_dir}: holds a trained checkpoint ({found}); importing into it would "
+                    "replace its saves. Give an empty or new OUT_DIR"
+                )
     tok_path = os.path.join(hf_dir, "tokenizer.model")
     if not skip_tokenizer:
         if not os.path.exists(tok_path):

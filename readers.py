@@ -514,9 +514,13 @@ def reply_text(value, side):
 
 def pairs_from_generic(record):
     """Generic layout:
-    {"messages": [...] or "prompt": str, "chosen", "rejected", "principle"?, rationales?}."""
+    {"messages": [...] or "prompt": str, "chosen", "rejected", "principle"?, rationales?}.
+    Messages that end with an assistant turn (HuggingFaceH4/ultrafeedback_binarized keeps the
+    chosen conversation there) give the turns before it."""
     if "messages" in record:
         context = check_messages(record["messages"])
+        if context and context[-1]["role"] == "assistant":
+            context = context[:-1]
     elif isinstance(record.get("prompt"), str):
         context = [{"role": "user", "content": record["prompt"]}]
     else:
@@ -542,12 +546,14 @@ def pairs_from_generic(record):
 
 def rating_of(note, where):
     """An UltraFeedback annotation -> (rating or None for "N/A", rationale). Real files hold the
-    Rating as a string ("4"), sometimes "N/A"; some dumps wrap the annotation in a one-item list."""
+    Rating as a string ("4"), sometimes "N/A"; some dumps wrap the annotation in a one-item list.
+    Helpfulness and truthfulness also rate a "Type", explained by their "Rationale": the rating's
+    own is then "Rationale For Rating"."""
     if isinstance(note, list) and len(note) == 1:
         note = note[0]
     if not isinstance(note, dict) or "Rating" not in note:
         raise ValueError(f'{where}: expected {{"Rating": ..., "Rationale": ...}}')
-    rating, rationale = note["Rating"], note.get("Rationale")
+    rating, rationale = note["Rating"], note.get("Rationale For Rating") or note.get("Rationale")
     if isinstance(rating, str) and rating.strip().upper() in ("N/A", "NA", ""):
         return None, rationale
     try:

@@ -260,6 +260,9 @@ def test_transformers_tokenizer_and_chat_template_match_ours(
         # in transformers the special tokens are added tokens: typed text becomes them (ours keeps
         # it text)
         assert hf_tok.encode("<|user|>", add_special_tokens=False) == [tok.user_id]
+        # every control id is special, the segmentation marker (id 11) too: skipped when asked
+        controls = [i for i in range(tok.vocab_size) if tok.sp.is_control(i)]
+        assert hf_tok.decode(controls + tok.encode("Hi"), skip_special_tokens=True) == "Hi"
     hf_tok = transformers.AutoTokenizer.from_pretrained(
         str(tmp_path / "hf-plain"), local_files_only=True
     )
@@ -470,6 +473,15 @@ def test_refuses_to_convert_over_its_input_or_the_other_format(tmp_path, small_t
     convert.export_hf(str(tmp_path / "other"), str(tmp_path / "hf2"), use_safetensors=False)
     with pytest.raises(ValueError, match="pytorch_model.bin"):  # an import over another HF folder
         convert.import_hf(hf_dir, str(tmp_path / "hf2"))
+    # an import over a training run (`--to-hf out/sft X` then `--from-hf X out/sft`) would have
+    # made its step-0 save the run's latest and removed the run's saves
+    other = str(tmp_path / "other")
+    saves = sorted(os.listdir(other))
+    with pytest.raises(ValueError, match="holds a trained checkpoint"):
+        convert.import_hf(str(tmp_path / "hf2"), other)
+    assert sorted(os.listdir(other)) == saves
+    convert.import_hf(hf_dir, str(tmp_path / "again"))  # an earlier import may be replaced
+    convert.import_hf(str(tmp_path / "hf2"), str(tmp_path / "again"))
     assert snapshot() == before
 
 

@@ -209,7 +209,7 @@ def test_read_preferences_ultrafeedback_overall():
     }
     assert (
         pairs[0].principle == "overall"
-        and "helpfulness: helpfulness of gpt-4: rated 5." in pairs[0].chosen_rationale
+        and "helpfulness: Why gpt-4 gets 5 for helpfulness." in pairs[0].chosen_rationale
     )
     # record 2: completions 0 and 2 tie at 4.5 -> the lower index wins; only completion 1 is worse
     assert (pairs[1].chosen, pairs[1].rejected) == ("Chat.", "Chien.")
@@ -234,6 +234,9 @@ def test_read_preferences_ultrafeedback_per_principle():
     )
     assert honesty.chosen_rationale == "honesty of alpaca-7b: rated 5."
     assert honesty.rejected_rationale == "honesty of llama-2-7b-chat: rated 3."
+    # helpfulness and truthfulness also rate a Type, which their "Rationale" explains
+    helpful = by["Name three primary colors.", "helpfulness"]
+    assert helpful.chosen_rationale == "Why gpt-4 gets 5 for helpfulness."
     # record 2 (h 5 1 4, honesty 4 4 5, if 5 2 4, t 4 1 5)
     assert by["Translate 'cat' into French.", "honesty"].chosen == "Le chat."
     assert by["Translate 'cat' into French.", "instruction_following"].chosen == "Chat."
@@ -267,6 +270,23 @@ def test_read_preferences_ultrafeedback_bad_records(tmp_path, completion, compla
         read_preferences(path)
 
 
+def test_read_preferences_ultrafeedback_binarized_layout(tmp_path):
+    """HuggingFaceH4/ultrafeedback_binarized: "prompt", chosen / rejected as whole conversations,
+    and "messages" holding the chosen one (ending with its reply)."""
+    q = "Name a fruit."
+    record = {
+        "prompt": q,
+        "prompt_id": "0",
+        "chosen": [user(q), assistant("An apple.")],
+        "rejected": [user(q), assistant("A chair.")],
+        "messages": [user(q), assistant("An apple.")],
+        "score_chosen": 9.0,
+        "score_rejected": 2.0,
+    }
+    pairs = read_preferences(write_lines(tmp_path, [record]))
+    assert pairs == [PreferencePair([user(q)], "An apple.", "A chair.")]
+
+
 def test_read_preferences_generic_layout():
     pairs = read_preferences(GENERIC)
     assert pairs[0] == PreferencePair([user("What is the capital of France?")], "Paris.", "Lyon.")
@@ -291,7 +311,11 @@ def test_read_preferences_generic_layout():
             '"rejected" must be a string or messages ending',
         ),
         (
-            {"messages": [user("q"), assistant("a")], "chosen": "a", "rejected": "b"},
+            {
+                "messages": [user("q"), assistant("a"), assistant("b")],
+                "chosen": "b",
+                "rejected": "c",
+            },
             "must end with a user turn",
         ),
     ],
