@@ -636,7 +636,8 @@ VOCAB = {
 
 def number_mentions(text):
     """Every number the text states, as (end position, value, "digits"|"words"), in order."""
-    found = [(m.end(), int(m.group()), "digits") for m in re.finditer(r"\d+", text)]
+    # a minus sign counts where it starts a word ("is -3"), not in "8-3"
+    found = [(m.end(), int(m.group()), "digits") for m in re.finditer(r"(?:(?<![\w-])-)?\d+", text)]
     low = text.lower().replace("-", " ")
     words = [m for m in re.finditer(r"[a-z]+", low) if m.group() in EN_NUMBER_WORDS | {"and"}]
     i = 0

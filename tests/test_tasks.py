@@ -114,6 +114,15 @@ def test_number_mentions_read_back_digits_and_words_in_both_languages(a, b):
     ]
 
 
+def test_a_minus_sign_before_a_number_is_read_but_not_a_hyphen():
+    mentions = lambda text: [v for _, v, _ in tasks.number_mentions(text)]
+    assert mentions("8 minus 5 is -3.") == [8, 5, -3]
+    assert mentions("8-3 is 5; 정답은12입니다; x-2 --4") == [8, 3, 5, 12, 2, 4]
+    task = hand_task("8 minus 5 is 3.", {"kind": "number", "value": 3, "form": "digits"})
+    assert tasks.score(task, "8 minus 5 is -3.")["correctness"] == 0.0
+    assert tasks.score(task, "8 minus 5 is 3.")["correctness"] == 1.0
+
+
 def hand_task(answer, check, lang="en", family="arith"):
     return {
         "family": family,
