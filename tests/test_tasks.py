@@ -278,6 +278,13 @@ def test_train_and_eval_are_disjoint():
         for split, ts in WORLD.items()
     }
     assert not prompts["train"] & prompts["eval"]
+    # nor is a held-out question asked (and answered) inside a train conversation: a follow-up's
+    # first turn is an arithmetic question
+    questions = {t["messages"][-1]["content"] for t in WORLD["eval"]}
+    inner = [
+        m["content"] for t in WORLD["train"] for m in t["messages"][:-1] if m["role"] == "user"
+    ]
+    assert inner and not questions & set(inner)
     for fam in tasks.FAMILIES:
         data = {split: [t["data"] for t in ts if t["family"] == fam] for split, ts in WORLD.items()}
         if tasks.FAMILIES[fam].pooled:  # table families: no entry is shared
