@@ -487,8 +487,14 @@ def ends_with_user(context, what="context"):
 
 
 def pairs_from_hh(record):
-    """HH layout: two transcripts that share every turn but the final Assistant reply."""
-    chosen, rejected = hh_to_messages(record["chosen"]), hh_to_messages(record["rejected"])
+    """HH layout: two transcripts that share every turn but the final Assistant reply; HH-RLHF's
+    text, or message lists (TRL's conversational preference rows with an implicit prompt)."""
+
+    def conversation(side):
+        value = record[side]
+        return check_messages(value, side) if isinstance(value, list) else hh_to_messages(value)
+
+    chosen, rejected = conversation("chosen"), conversation("rejected")
     for side, msgs in (("chosen", chosen), ("rejected", rejected)):
         if msgs[-1]["role"] != "assistant":
             raise ValueError(f'"{side}" has no final Assistant reply to compare')

@@ -285,6 +285,9 @@ def test_read_preferences_ultrafeedback_binarized_layout(tmp_path):
     }
     pairs = read_preferences(write_lines(tmp_path, [record]))
     assert pairs == [PreferencePair([user(q)], "An apple.", "A chair.")]
+    # TRL's conversational rows with an implicit prompt: two conversations, no prompt field
+    trl = {"chosen": record["chosen"], "rejected": record["rejected"]}
+    assert read_preferences(write_lines(tmp_path, [trl])) == pairs
 
 
 def test_read_preferences_generic_layout():
