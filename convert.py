@@ -280,8 +280,10 @@ def export_hf(ckpt_dir, out_dir, dtype="float32", use_safetensors=None):
             "differently (README, 'Hugging Face export and import')",
             file=sys.stderr,
         )
-    # an older export's weights would shadow or confuse
-    for stale in set(WEIGHT_FILES) - {weights_name}:
+    # an older export's weights would shadow or confuse, and the files transformers writes for a
+    # fast tokenizer (save_pretrained into this folder) are read before tokenizer.model
+    fast_tokenizer = ("tokenizer.json", "chat_template.jinja", "added_tokens.json")
+    for stale in (set(WEIGHT_FILES) - {weights_name}) | set(fast_tokenizer):
         if os.path.exists(os.path.join(out_dir, stale)):
             os.remove(os.path.join(out_dir, stale))
     return sorted(files)

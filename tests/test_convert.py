@@ -245,7 +245,12 @@ def test_transformers_tokenizer_and_chat_template_match_ours(
     )
     for name, tok in (("plain", plain_tokenizer), ("morpheme", small_tokenizer)):
         make_checkpoint(tmp_path / name, tok)
+        stale = tmp_path / f"hf-{name}"  # what an earlier save_pretrained left here is read first
+        stale.mkdir()
+        (stale / "chat_template.jinja").write_text('STALE {{ messages[0]["content"] }}')
+        (stale / "tokenizer.json").write_text("{}")
         convert.export_hf(str(tmp_path / name), str(tmp_path / f"hf-{name}"))
+        assert not {"chat_template.jinja", "tokenizer.json"} & set(os.listdir(stale))
         hf_tok = transformers.AutoTokenizer.from_pretrained(
             str(tmp_path / f"hf-{name}"), local_files_only=True
         )
