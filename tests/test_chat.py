@@ -1,7 +1,8 @@
 """chat.py's self-rejection (SELF-JUDGE §3.3, `--best-of N`): the knockout tournament, best_of_n on
 the sampled replies, and the CLI's one-shot and file modes. The fixture policy and the stub judges
 are test_self_judge.py's (its module fixture `world` is built again for this module); the plain
-one-shot reply is tested with sft.py (test_sft.py) and on a kill-left save (test_checkpoints.py)."""
+reply against generate() here, the one-shot CLI with sft.py (test_sft.py) and on a kill-left save
+(test_checkpoints.py)."""
 
 import json
 import math
@@ -139,6 +140,41 @@ def test_cli_best_of_answers_a_prompt_and_a_file(world, tmp_path, monkeypatch, c
     chat.main(run + ["--prompts", path])
     rows = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [r["prompt"] for r in rows] == [c[-1]["content"] for c in read_prompts(path)]
+
+
+def test_plain_reply_streams_the_greedy_or_sampled_turn_generate_gives(world):
+    """reply() without --best-of: the streamed pieces join to the returned text, which is the
+    decoded generate() of the rendered conversation up to (not including) <|endofturn|>; a
+    conversation that fills the context is refused with what to do."""
+    from model import generate
+
+    policy, tok = world["policy"], world["tok"]
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is 2 plus 2?"},
+    ]
+    ids, _ = tok.render_chat(messages, add_generation_prompt=True)
+    for temperature, top_p in ((0.0, None), (1.0, 0.9)):
+        pieces = []
+        text = chat.reply(
+            policy, tok, messages, CAP, temperature, top_p, seed=3, stream=pieces.append
+        )
+        generator = torch.Generator().manual_seed(3)
+        (drawn,) = generate(
+            policy,
+            [ids],
+            CAP,
+            temperature=temperature,
+            top_p=top_p,
+            generator=generator,
+            stop_ids=(tok.eot_id,),
+            pad_id=tok.pad_id,
+        )
+        assert text == tok.decode([t for t in drawn if t != tok.eot_id]) and text
+        assert "".join(pieces) == text and all(pieces)
+    long = [{"role": "user", "content": "word " * policy.cfg.max_seq_len}]
+    with pytest.raises(ValueError, match=r"the conversation is \d+ tokens.*/reset"):
+        chat.reply(policy, tok, long)
 
 
 def test_help_lists_the_knobs(capsys):
