@@ -72,7 +72,7 @@ def _remove_dir(path):
 def _swap_in(run_dir, name):
     """Move the complete save .tmp_NAME to NAME and point `latest` at it. An older folder NAME (a
     rerun to the same step) is removed only once `latest` names the new save: a kill in between
-    leaves `latest` on .tmp_NAME (published) or, between the last two lines, broken (then
+    leaves `latest` on .tmp_NAME (published) or, between the rename and the new link, broken (then
     find_checkpoint falls back to the newest step folder)."""
     tmp, final = os.path.join(run_dir, ".tmp_" + name), os.path.join(run_dir, name)
     if os.path.isdir(tmp):  # else a kill came after the rename: only `latest` is left to move
@@ -93,7 +93,11 @@ def save_checkpoint(
     name = f"step_{config.get('step', 0):06d}"
     tmp, final = os.path.join(run_dir, ".tmp_" + name), os.path.join(run_dir, name)
     latest = os.path.join(run_dir, "latest")
-    if os.path.islink(latest) and os.readlink(latest) == ".tmp_" + name:
+
+    def tmp_published():  # `latest` names .tmp_NAME: the swap below has begun
+        return os.path.islink(latest) and os.readlink(latest) == ".tmp_" + name
+
+    if tmp_published():
         _swap_in(run_dir, name)  # a kill cut short the swap below: finish it
     _remove_dir(tmp)  # a kill left it unpublished: `latest` points to an older save
     os.makedirs(tmp)
@@ -115,7 +119,7 @@ def save_checkpoint(
             _symlink_atomic(".tmp_" + name, latest)
         _swap_in(run_dir, name)  # the save is published here (or above, when `final` was there)
     except BaseException:  # a full disk, a failed write: free the space; the last save stays
-        if not (os.path.islink(latest) and os.readlink(latest) == ".tmp_" + name):
+        if not tmp_published():
             _remove_dir(tmp)
         raise
     for file in files:
