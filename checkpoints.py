@@ -8,6 +8,7 @@ A run folder (--out-dir) holds one folder per save and a `latest` link to the ne
     RUN/step_000120/      model.pt  config.json  train_state.pt  tokenizer.model
     RUN/latest -> step_000120        publishing a save = replacing this link (one atomic rename)
     RUN/model.pt -> latest/model.pt  (the same for each file): tools may keep reading RUN/model.pt
+    RUN/metrics.jsonl                the loop's log, a row per step (start_metrics, metrics_log)
 A save is written into RUN/.tmp_step_000120, each file and the folder fsynced, renamed to
 step_000120, and only then published; older saves past --keep-last are removed after that. A
 rerun that saves a step already on disk publishes the new save from its .tmp folder first and
@@ -22,13 +23,16 @@ Use (a module, not a script):
 """
 
 import json
+import math
 import os
 import re
 import shutil
 
 import torch
 
-from readers import fsync, load_tensors, write_file
+from readers import atomic_write, fsync, load_tensors, read_jsonl, write_file
+
+METRICS = "metrics.jsonl"  # in the run folder: one JSON row per optimizer step
 
 
 def step_folders(run_dir):
@@ -82,6 +86,31 @@ def _swap_in(run_dir, name):
     _symlink_atomic(name, os.path.join(run_dir, "latest"))
 
 
+def start_metrics(run_dir, resume_step=None):
+    """Start a run's log. Resumed (resume_step: the step of the save it continues):
+    RUN/metrics.jsonl keeps its rows up to that step (a row a kill tore is left out). Fresh: an
+    empty log, and while the folder holds an earlier run's save, RUN/metrics.jsonl.new: that save
+    keeps its own log until this run's first save publishes the new one in its place
+    (save_checkpoint), so a fresh run that fails before then leaves it whole. (A kill in the
+    instant between publishing that save and its log leaves the new save beside the old log.)"""
+    path = os.path.join(run_dir, METRICS)
+    if os.path.exists(path + ".new"):  # a fresh run's, killed before its first save: no save has it
+        os.remove(path + ".new")
+    rows = []
+    if resume_step is None and find_checkpoint(run_dir):
+        path += ".new"
+    elif resume_step is not None and os.path.exists(path):
+        rows = read_jsonl(path, lambda row: row, skip_bad=True)
+    kept = [r for r in rows if r.get("step", math.inf) <= resume_step]  # a row without one: out
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def metrics_log(run_dir):
+    """The file the training loop appends its next row to (start_metrics)."""
+    path = os.path.join(run_dir, METRICS)
+    return path + ".new" if os.path.exists(path + ".new") else path
+
+
 KEEP_LAST = 2  # complete saves kept in a run folder by default (pretrain.py's --keep-last)
 
 
@@ -89,7 +118,8 @@ def save_checkpoint(
     run_dir, model_state, config, train_state=None, tokenizer_path=None, keep=KEEP_LAST
 ):
     """Write a self-contained checkpoint (DESIGN.md §1) into its own step folder of `run_dir`,
-    publish it and keep the newest `keep` saves. Returns the step folder."""
+    publish it and keep the newest `keep` saves; a fresh run's first save publishes its log too
+    (start_metrics). Returns the step folder."""
     name = f"step_{config.get('step', 0):06d}"
     tmp, final = os.path.join(run_dir, ".tmp_" + name), os.path.join(run_dir, name)
     latest = os.path.join(run_dir, "latest")
@@ -122,6 +152,8 @@ def save_checkpoint(
         if not tmp_published():
             _remove_dir(tmp)
         raise
+    if metrics_log(run_dir).endswith(".new"):  # a fresh run's first save: its log replaces the last
+        os.replace(metrics_log(run_dir), os.path.join(run_dir, METRICS))
     for file in files:
         link = os.path.join(run_dir, file)
         if not os.path.islink(link) or os.readlink(link) != os.path.join("latest", file):

@@ -39,8 +39,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from checkpoints import KEEP_LAST, find_checkpoint, load_checkpoint, save_checkpoint
+from checkpoints import metrics_log, start_metrics
 from model import ModelConfig, Transformer, config_from_preset, eval_mode
-from readers import atomic_write, file_sha256, load_tensors, opt, parse_config, read_jsonl
+from readers import file_sha256, load_tensors, opt, parse_config
 
 
 # ----------------------------------------------------------------------------- options
@@ -230,14 +231,13 @@ def train(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
     config = dict(config_extra, model=dataclasses.asdict(raw.cfg), train=dataclasses.asdict(cfg))
-    metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
     if rank == 0:
         os.makedirs(cfg.out_dir, exist_ok=True)
         # what readers.atomic_write leaves (FILE.tmp<pid>) when a kill lands mid-write: metrics'
         # rewrite below, a phase's reports; only rank 0 writes here, and none of it is running
         for leftover in glob.glob(os.path.join(glob.escape(cfg.out_dir), "*.tmp[0-9]*")):
             os.remove(leftover)
-        _truncate_metrics(metrics_path, keep_through=start_step if train_state else -1)
+        start_metrics(cfg.out_dir, start_step if train_state else None)  # metrics.jsonl(.new)
 
     def checkpoint(step):
         if cfg.fsdp:  # every rank takes part in gathering the full (unsharded) state
@@ -318,7 +318,7 @@ def train(
                     row.update(val_fn(raw))
             history.append(row)
             if rank == 0:
-                with open(metrics_path, "a", encoding="utf-8") as fh:
+                with open(metrics_log(cfg.out_dir), "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
                 shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in row.items()}
                 bar.set_postfix({k: v for k, v in shown.items() if k in BAR_METRICS})
@@ -392,15 +392,6 @@ def _load_train_state(out_dir, raw, world_size):
     raw.load_state_dict(state)
     train_state["found"] = found
     return train_state
-
-
-def _truncate_metrics(path, keep_through):
-    """A fresh run starts a new metrics.jsonl; a resumed one keeps the rows up to its step."""
-    rows = []
-    if keep_through >= 0 and os.path.exists(path):  # a row torn by a kill is left out
-        rows = read_jsonl(path, lambda row: row, skip_bad=True)
-    kept = [r for r in rows if r.get("step", math.inf) <= keep_through]  # a row without one: out
-    atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 # ----------------------------------------------------------------------------- pretraining

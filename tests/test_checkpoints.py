@@ -519,3 +519,67 @@ def test_keep_last_sets_how_many_saves_a_run_keeps(tmp_path):
     train(tiny_model(), make_get_batch(synthetic_tokens()), cfg, {"phase": "test"})
     assert_clean_layout(cfg.out_dir, 5, saves=3)
     assert load_checkpoint(os.path.join(cfg.out_dir, "step_000003"))[1]["step"] == 3
+
+
+def test_a_fresh_run_over_a_save_keeps_that_saves_log_until_its_own_first_save(tmp_path):
+    """The published save's metrics.jsonl stays whole while a fresh run into its folder has not
+    saved (its rows go to metrics.jsonl.new), and is replaced by the new run's log at its first
+    save; a resume drops the log of a fresh run that died unsaved."""
+    tokens, run = synthetic_tokens(), str(tmp_path / "run")
+    log = os.path.join(run, "metrics.jsonl")
+
+    def read(path):
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh]
+
+    def dies_at_step(n):  # a crash (not a signal: nothing is saved) in step n
+        get_batch = make_get_batch(tokens)
+
+        def batch(step, micro):
+            if step + 1 == n:
+                raise RuntimeError("killed")
+            return get_batch(step, micro)
+
+        return batch
+
+    first = train(
+        tiny_model(),
+        make_get_batch(tokens),
+        cfg_for(tmp_path, out_dir=run, steps=3),
+        {"phase": "test"},
+    )
+    assert read(log) == first
+    with pytest.raises(RuntimeError, match="killed"):  # a fresh run, another lr: other rows
+        train(
+            tiny_model(seed=2),
+            dies_at_step(3),
+            cfg_for(tmp_path, out_dir=run, steps=3, lr=5e-3),
+            {"phase": "test"},
+        )
+    assert read(log) == first and published_step(run) == 3
+    assert [r["step"] for r in read(log + ".new")] == [1, 2]
+    assert evaluate.loss_curve(run)["loss"] == [r["loss"] for r in first]
+
+    second = train(
+        tiny_model(seed=2),
+        make_get_batch(tokens),
+        cfg_for(tmp_path, out_dir=run, steps=3, lr=5e-3),
+        {"phase": "test"},
+    )
+    assert read(log) == second != first and not os.path.exists(log + ".new")
+    assert_clean_layout(run, 3, saves=1)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train(
+            tiny_model(),
+            dies_at_step(2),
+            cfg_for(tmp_path, out_dir=run, steps=3),
+            {"phase": "test"},
+        )
+    resumed = train(
+        tiny_model(),
+        make_get_batch(tokens),
+        cfg_for(tmp_path, out_dir=run, steps=4, lr=5e-3, resume=True),
+        {"phase": "test"},
+    )
+    assert read(log) == second + resumed and not os.path.exists(log + ".new")
