@@ -9,6 +9,8 @@ A run folder (--out-dir) holds one folder per save and a `latest` link to the ne
     RUN/latest -> step_000120        publishing a save = replacing this link (one atomic rename)
     RUN/model.pt -> latest/model.pt  (the same for each file): tools may keep reading RUN/model.pt
     RUN/metrics.jsonl                the loop's log, a row per step (start_metrics, metrics_log)
+A fresh run into a folder holding a save logs to RUN/metrics.jsonl.new until its first save, which
+carries a copy (step_N/metrics.jsonl) and is then published with it as RUN/metrics.jsonl.
 A save is written into RUN/.tmp_step_000120, each file and the folder fsynced, renamed to
 step_000120, and only then published; older saves past --keep-last are removed after that. A
 rerun that saves a step already on disk publishes the new save from its .tmp folder first and
@@ -87,26 +89,34 @@ def _swap_in(run_dir, name):
 
 
 def start_metrics(run_dir, resume_step=None):
-    """Start a run's log. Resumed (resume_step: the step of the save it continues):
-    RUN/metrics.jsonl keeps its rows up to that step (a row a kill tore is left out). Fresh: an
-    empty log, and while the folder holds an earlier run's save, RUN/metrics.jsonl.new: that save
-    keeps its own log until this run's first save publishes the new one in its place
-    (save_checkpoint), so a fresh run that fails before then leaves it whole. (A kill in the
-    instant between publishing that save and its log leaves the new save beside the old log.)"""
+    """Start a run's log. Fresh (resume_step None): an empty log, and while the folder holds an
+    earlier run's save, RUN/metrics.jsonl.new: that save keeps its own log until this run's first
+    save publishes the new one in its place (save_checkpoint's `log`), so a fresh run that fails
+    before then leaves it whole. Resumed (resume_step: the step of the save it continues):
+    RUN/metrics.jsonl keeps its rows up to that step (a row a kill tore is left out), taken from
+    the save itself when it carries its log (a fresh run's first save does: a kill between
+    publishing it and its log leaves the old log outside). A .new left behind is dropped: the log
+    of a fresh run that died before its first save, or one that save carries."""
     path = os.path.join(run_dir, METRICS)
-    if os.path.exists(path + ".new"):  # a fresh run's, killed before its first save: no save has it
+    found = find_checkpoint(run_dir)
+    if os.path.exists(path + ".new"):
         os.remove(path + ".new")
+    carried = os.path.join(found, METRICS) if found else path  # path: an old flat save's own
+    if resume_step is not None and carried != path and os.path.exists(carried):
+        shutil.copyfile(carried, path)
     rows = []
-    if resume_step is None and find_checkpoint(run_dir):
-        path += ".new"
-    elif resume_step is not None and os.path.exists(path):
+    if resume_step is None:
+        path += ".new" if found else ""
+    elif os.path.exists(path):
         rows = read_jsonl(path, lambda row: row, skip_bad=True)
-    kept = [r for r in rows if r.get("step", math.inf) <= resume_step]  # a row without one: out
-    atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+        rows = [r for r in rows if r.get("step", math.inf) <= resume_step]  # no step: left out
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def metrics_log(run_dir):
-    """The file the training loop appends its next row to (start_metrics)."""
+    """The file the training loop appends its next row to: RUN/metrics.jsonl.new while
+    start_metrics has made one (a fresh run over a save, until its first save), else
+    RUN/metrics.jsonl."""
     path = os.path.join(run_dir, METRICS)
     return path + ".new" if os.path.exists(path + ".new") else path
 
@@ -115,17 +125,22 @@ KEEP_LAST = 2  # complete saves kept in a run folder by default (pretrain.py's -
 
 
 def save_checkpoint(
-    run_dir, model_state, config, train_state=None, tokenizer_path=None, keep=KEEP_LAST
+    run_dir, model_state, config, train_state=None, tokenizer_path=None, keep=KEEP_LAST, log=None
 ):
     """Write a self-contained checkpoint (DESIGN.md §1) into its own step folder of `run_dir`,
-    publish it and keep the newest `keep` saves; a fresh run's first save publishes its log too
-    (start_metrics). Returns the step folder."""
+    publish it and keep the newest `keep` saves. `log`: the run's log (metrics_log); a .new one (a
+    fresh run's first save, start_metrics) goes into the save too, and is published as
+    RUN/metrics.jsonl right after the save. Returns the step folder."""
     name = f"step_{config.get('step', 0):06d}"
     tmp, final = os.path.join(run_dir, ".tmp_" + name), os.path.join(run_dir, name)
     latest = os.path.join(run_dir, "latest")
 
     def tmp_published():  # `latest` names .tmp_NAME: the swap below has begun
         return os.path.islink(latest) and os.readlink(latest) == ".tmp_" + name
+
+    def publish_log():  # right after the save; a kill in between: start_metrics mends it
+        if log and log.endswith(".new") and os.path.exists(log):
+            os.replace(log, os.path.join(run_dir, METRICS))
 
     if tmp_published():
         _swap_in(run_dir, name)  # a kill cut short the swap below: finish it
@@ -140,20 +155,21 @@ def save_checkpoint(
         files["train_state.pt"] = lambda p: torch.save(train_state, p)
     if tokenizer_path:
         files["tokenizer.model"] = lambda p: shutil.copyfile(tokenizer_path, p)
+    own_log = {METRICS: lambda p: shutil.copyfile(log, p)} if log and log.endswith(".new") else {}
     try:
-        for file, content in files.items():
+        for file, content in {**files, **own_log}.items():
             write_file(os.path.join(tmp, file), content)
             fsync(os.path.join(tmp, file))
         fsync(tmp)
         if os.path.lexists(final):  # a rerun saving the same step: publish the new save first
             _symlink_atomic(".tmp_" + name, latest)
+            publish_log()
         _swap_in(run_dir, name)  # the save is published here (or above, when `final` was there)
+        publish_log()
     except BaseException:  # a full disk, a failed write: free the space; the last save stays
         if not tmp_published():
             _remove_dir(tmp)
         raise
-    if metrics_log(run_dir).endswith(".new"):  # a fresh run's first save: its log replaces the last
-        os.replace(metrics_log(run_dir), os.path.join(run_dir, METRICS))
     for file in files:
         link = os.path.join(run_dir, file)
         if not os.path.islink(link) or os.readlink(link) != os.path.join("latest", file):

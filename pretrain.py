@@ -255,7 +255,10 @@ def train(
             state = {"step": step, "optimizer": optim_state, "rng": rngs, "world_size": world_size}
             state["data_cursor"] = {"step": step}  # get_batch is a function of the step
             saved = dict(config, step=step)
-            save_checkpoint(cfg.out_dir, model_state, saved, state, tokenizer_path, cfg.keep_last)
+            run_log = metrics_log(cfg.out_dir)  # a fresh run's first save publishes its log too
+            save_checkpoint(
+                cfg.out_dir, model_state, saved, state, tokenizer_path, cfg.keep_last, run_log
+            )
         if world_size > 1:
             dist.barrier()
 

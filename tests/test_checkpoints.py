@@ -571,11 +571,14 @@ def test_a_fresh_run_over_a_save_keeps_that_saves_log_until_its_own_first_save(t
 
     with pytest.raises(RuntimeError, match="killed"):
         train(
-            tiny_model(),
-            dies_at_step(2),
-            cfg_for(tmp_path, out_dir=run, steps=3),
-            {"phase": "test"},
+            tiny_model(), dies_at_step(2), cfg_for(tmp_path, out_dir=run, steps=3), {"phase": "t"}
         )
+    state, config = load_checkpoint(run)  # another writer's save does not publish that log
+    train_state = torch.load(
+        os.path.join(find_checkpoint(run), "train_state.pt"), weights_only=True
+    )
+    save_checkpoint(run, state, config, train_state)
+    assert read(log) == second and os.path.exists(log + ".new")
     resumed = train(
         tiny_model(),
         make_get_batch(tokens),
@@ -583,3 +586,53 @@ def test_a_fresh_run_over_a_save_keeps_that_saves_log_until_its_own_first_save(t
         {"phase": "test"},
     )
     assert read(log) == second + resumed and not os.path.exists(log + ".new")
+
+
+def test_a_kill_between_a_fresh_runs_first_save_and_its_log_is_mended_on_resume(
+    tmp_path, monkeypatch
+):
+    """The first save of a fresh run over an earlier save is published, then its log: a kill in
+    between (here: the log's rename fails) leaves the new save beside the old log, and --resume
+    publishes the new run's rows (written before its save) instead of splicing the old run's. The
+    same for a rerun to the same step, whose save is published before the old one is removed; a
+    signal stop's save publishes the log like any other."""
+    tokens, run = synthetic_tokens(), str(tmp_path / "run")
+    log = os.path.join(run, "metrics.jsonl")
+
+    def read(path):
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh]
+
+    def run_for(steps, lr, **kw):
+        cfg = cfg_for(tmp_path, out_dir=run, steps=steps, lr=lr, **kw)
+        return train(tiny_model(), make_get_batch(tokens), cfg, {"phase": "test"})
+
+    old = run_for(3, 1e-3)
+    real_replace = os.replace
+
+    def killed_at_log(src, dst):
+        if src.endswith("metrics.jsonl.new"):
+            raise KeyboardInterrupt("killed")
+        return real_replace(src, dst)
+
+    for first in (2, 5):  # a first save before the published one's step, then at it (a rerun)
+        monkeypatch.setattr(checkpoints.os, "replace", killed_at_log)
+        with pytest.raises(KeyboardInterrupt):
+            run_for(first, 5e-3, save_every=first)
+        monkeypatch.setattr(checkpoints.os, "replace", real_replace)
+        assert published_step(run) == first and read(log) == old
+        new = read(log + ".new")
+        assert [r["step"] for r in new] == list(range(1, first + 1))
+        resumed = run_for(first + 3 if first == 2 else 6, 5e-3, resume=True)
+        assert read(log) == new + resumed and not os.path.exists(log + ".new")
+        old = read(log)
+
+    def stop_after_step_2(step, micro):  # SIGINT: the loop saves at step 2 and exits
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return make_get_batch(tokens)(step, micro)
+
+    with pytest.raises(SystemExit):
+        train(tiny_model(), stop_after_step_2, cfg_for(tmp_path, out_dir=run, steps=4), {"p": 0})
+    assert published_step(run) == 2 and [r["step"] for r in read(log)] == [1, 2]
+    assert not os.path.exists(log + ".new")
