@@ -101,15 +101,15 @@ def start_metrics(run_dir, resume_step=None):
     found = find_checkpoint(run_dir)
     if os.path.exists(path + ".new"):
         os.remove(path + ".new")
-    carried = os.path.join(found, METRICS) if found else path  # path: an old flat save's own
-    if resume_step is not None and carried != path and os.path.exists(carried):
-        shutil.copyfile(carried, path)
     rows = []
     if resume_step is None:
         path += ".new" if found else ""
-    elif os.path.exists(path):
-        rows = read_jsonl(path, lambda row: row, skip_bad=True)
-        rows = [r for r in rows if r.get("step", math.inf) <= resume_step]  # no step: left out
+    else:  # read from the save's own log where it carries one (else `carried` is `path`)
+        carried = os.path.join(found, METRICS) if found else path
+        source = carried if os.path.exists(carried) else path
+        if os.path.exists(source):
+            rows = read_jsonl(source, lambda row: row, skip_bad=True)
+            rows = [r for r in rows if r.get("step", math.inf) <= resume_step]  # no step: out
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -138,9 +138,11 @@ def save_checkpoint(
     def tmp_published():  # `latest` names .tmp_NAME: the swap below has begun
         return os.path.islink(latest) and os.readlink(latest) == ".tmp_" + name
 
+    fresh_log = log if log and log.endswith(".new") else None  # a fresh run's, first save
+
     def publish_log():  # right after the save; a kill in between: start_metrics mends it
-        if log and log.endswith(".new") and os.path.exists(log):
-            os.replace(log, os.path.join(run_dir, METRICS))
+        if fresh_log and os.path.exists(fresh_log):
+            os.replace(fresh_log, os.path.join(run_dir, METRICS))
 
     if tmp_published():
         _swap_in(run_dir, name)  # a kill cut short the swap below: finish it
@@ -155,7 +157,7 @@ def save_checkpoint(
         files["train_state.pt"] = lambda p: torch.save(train_state, p)
     if tokenizer_path:
         files["tokenizer.model"] = lambda p: shutil.copyfile(tokenizer_path, p)
-    own_log = {METRICS: lambda p: shutil.copyfile(log, p)} if log and log.endswith(".new") else {}
+    own_log = {METRICS: lambda p: shutil.copyfile(fresh_log, p)} if fresh_log else {}
     try:
         for file, content in {**files, **own_log}.items():
             write_file(os.path.join(tmp, file), content)
