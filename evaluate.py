@@ -40,6 +40,7 @@ import platform
 import random
 import sys
 import time
+import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -645,7 +646,8 @@ def read_input(path, notes, missing):
 
 
 def run(cfg):
-    """Every section for every checkpoint -> the report (what report.json holds)."""
+    """Every section for every checkpoint -> the report (what report.json holds). Reads top down:
+    the inputs, then each checkpoint's own sections, then the sections that compare checkpoints."""
     t_start, notes = time.perf_counter(), []
     seconds = dict.fromkeys(SECTIONS, 0.0)
     skip = set(names(cfg.skip))
@@ -655,17 +657,86 @@ def run(cfg):
             f"use {SECTIONS}"
         )
     on = {s: s not in skip for s in SECTIONS}
-    device = (
-        "cuda"
-        if torch.cuda.is_available()
-        else "mps"
-        if torch.backends.mps.is_available()
-        else "cpu"
-    )
-    device = device if cfg.device == "auto" else cfg.device
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "mps" if device == "cpu" and torch.backends.mps.is_available() else device
     ckpts = checkpoints_to_run(cfg, notes)
+    report = empty_report(cfg, device, notes)
+    inputs = read_inputs(cfg, on, report)
+    rm = optional_reward_model(cfg, device, notes) if on["judge"] or on["rejection"] else None
+
+    # each checkpoint in turn: its benchmarks, replies, movement from its start, judge accuracy
+    replies = {}  # checkpoint name -> its greedy reply texts to inputs.picked
+    sampled = {}  # checkpoint name -> (sampled reply ids, their verifier scores)
+    loaded, by_path = {}, {os.path.realpath(p): n for n, p in ckpts.items()}
+    for name, path in tqdm(ckpts.items(), desc="checkpoints", unit="ckpt"):
+        model, tok, config = load(path, device, cfg.tokenizer)
+        if model.cfg.reward_head:
+            raise ValueError(
+                f"--ckpts {name}={path}: a reward model, which does not generate; "
+                f"pass it as --reward-model"
+            )
+        phase = config.get("phase", "?")
+        start = by_path.get(os.path.realpath(config.get("init_from") or "-"))
+        loaded[name] = (model, tok)
+        report["loss_curves"][name] = curve = loss_curve(path)
+        report["checkpoints"][name] = {
+            "path": path,
+            "phase": phase,
+            "step": config.get("step"),
+            "start": start,
+            "params": model.num_params(),
+            "vocab_size": tok.vocab_size,
+            # cost: policy + reference + judge held while training, s per step
+            "params_held": config.get("params_held", model.num_params()),
+            "judged_by": config.get("judged_by"),
+            "step_s": curve and curve["median_step_s"],
+        }
+        benchmark_sections(cfg, on, report, seconds, inputs, name, model, tok, phase)
+        if inputs.picked and (on["tasks"] or on["win"]):
+            with clock(seconds, "tasks"):
+                replies_section(cfg, report, inputs.picked, name, loaded, start, replies, sampled)
+        judges = set(names(cfg.judges))
+        if inputs.pref_pairs and (name in judges or (not judges and phase in JUDGE_PHASES)):
+            import jsft
+
+            with clock(seconds, "judge"):  # each order alone and averaged, consistency, language
+                report["judge"][name] = jsft.judge_accuracy(
+                    model, tok, inputs.pref_pairs, None, cfg.batch_size
+                )
+    if rm and inputs.pref_pairs:
+        from reward_model import reward_accuracy
+
+        with clock(seconds, "judge"):
+            accuracy = reward_accuracy(*rm, inputs.pref_pairs, cfg.batch_size)
+            report["judge"]["reward_model"] = accuracy
+    if cfg.onpolicy_ckpt in loaded and inputs.picked and on["judge"]:
+        with clock(seconds, "judge"):
+            onpolicy_section(cfg, report, loaded, inputs.picked, sampled, rm)
+    loaded.clear()
+
+    # the sections that compare checkpoints
+    if on["win"] and sampled:
+        sampled_win_rates(cfg, report, sampled)
+    if on["win"] and replies:
+        with clock(seconds, "win"):
+            win_rate_section(cfg, report, ckpts, inputs.picked, replies, device)
+    if on["rejection"] and inputs.eval_tasks:
+        with clock(seconds, "rejection"):
+            rejection_section(cfg, report, ckpts, inputs.eval_tasks, device, rm)
+    report["summary"] = summary_rows(report)
+    report["meta"]["seconds"] = {
+        **{s: round(v, 2) for s, v in seconds.items()},
+        "total": round(time.perf_counter() - t_start, 2),
+    }
+    return report
+
+
+def empty_report(cfg, device, notes):
+    """The report's skeleton: every section's key, filled in by run()."""
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads"
-    report = {
+    return {
         "meta": {
             "config": dataclasses.asdict(cfg),
             "device": device,
@@ -687,32 +758,27 @@ def run(cfg):
         "rejection": None,
     }
 
-    # what the sections read; a missing input skips its sections, with a note
+
+def read_inputs(cfg, on, report):
+    """What the sections read (the tokenizer report goes straight into the report); a missing
+    input skips its sections, with a note."""
+    notes = report["notes"]
     if on["tokenizer"]:
         report["tokenizer"] = read_input(
             cfg.tokenizer_report, notes, "no tokenizer table (run tokenizer.py)"
         )
-    meta = (
-        read_input(
-            os.path.join(cfg.data_dir, "meta.json"), notes, "no LM or FIM section (run data.py)"
-        )
-        if on["lm"] or on["fim"]
-        else None
-    )
+    meta = None
+    if on["lm"] or on["fim"]:
+        missing = "no LM or FIM section (run data.py)"
+        meta = read_input(os.path.join(cfg.data_dir, "meta.json"), notes, missing)
     data_tok = meta and Tokenizer(
         meta["tokenizer"] if os.path.exists(meta.get("tokenizer") or "") else cfg.tokenizer
     )
     groups = list(meta["val"]["groups"]) if meta else []
-    eval_tasks = (
-        read_input(
-            os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"),
-            notes,
-            "no task, win-rate, on-policy judge or self-rejection section (run tasks.py)",
-        )
-        if on["tasks"] or on["win"] or on["judge"] or on["rejection"]
-        else None
-    )
-    picked = pick_tasks(eval_tasks or [], cfg.max_tasks)
+    eval_tasks = None
+    if on["tasks"] or on["win"] or on["judge"] or on["rejection"]:
+        missing = "no task, win-rate, on-policy judge or self-rejection section (run tasks.py)"
+        eval_tasks = read_input(os.path.join(cfg.tasks_dir, "eval_tasks.jsonl"), notes, missing)
     pref_pairs, prefs_path = [], os.path.join(cfg.tasks_dir, "prefs_eval.jsonl")
     if on["judge"] and not os.path.exists(prefs_path):
         notes.append(f"{prefs_path} not found: no judge accuracy (run tasks.py)")
@@ -720,173 +786,120 @@ def run(cfg):
         pref_pairs = read_preferences(prefs_path)
         random.Random(cfg.seed).shuffle(pref_pairs)
         pref_pairs = pref_pairs[: cfg.max_judge_pairs or None]
-    mc_sets = (
-        {os.path.basename(p): read_mc(p, cfg.skip_bad) for p in names(cfg.mc)} if on["mc"] else {}
+    return types.SimpleNamespace(
+        data_tok=data_tok,
+        groups=groups,
+        fim_groups=[g for g in names(cfg.fim_groups) if g in groups],
+        eval_tasks=eval_tasks,
+        picked=pick_tasks(eval_tasks or [], cfg.max_tasks),
+        pref_pairs=pref_pairs,
+        mc_sets={os.path.basename(p): read_mc(p, cfg.skip_bad) for p in names(cfg.mc)}
+        if on["mc"]
+        else {},
     )
-    fim_ckpts, judges = set(names(cfg.fim_ckpts)) or set(ckpts), set(names(cfg.judges))
-    fim_groups = [g for g in names(cfg.fim_groups) if g in groups]
 
-    rm = optional_reward_model(cfg, device, notes) if on["judge"] or on["rejection"] else None
-    replies = {}  # checkpoint name -> its greedy reply texts to `picked`
-    # checkpoint name -> (sampled reply ids, their verifier scores), cfg.samples per prompt
-    sampled = {}
-    loaded, by_path = {}, {os.path.realpath(p): n for n, p in ckpts.items()}
-    for name, path in tqdm(ckpts.items(), desc="checkpoints", unit="ckpt"):
-        model, tok, config = load(path, device, cfg.tokenizer)
-        phase = config.get("phase", "?")
-        if model.cfg.reward_head:
-            raise ValueError(
-                f"--ckpts {name}={path}: a reward model, which does not generate; "
-                f"pass it as --reward-model"
+
+def benchmark_sections(cfg, on, report, seconds, inputs, name, model, tok, phase):
+    """benchmarks.py's sections for one checkpoint: validation loss, FIM (base models), MC."""
+    if inputs.data_tok and on["lm"]:
+        with clock(seconds, "lm"):
+            report["lm"][name] = lm_section(
+                model,
+                tok,
+                inputs.data_tok,
+                cfg.data_dir,
+                inputs.groups,
+                batch_size=cfg.batch_size,
+                seq_len=cfg.seq_len,
+                max_tokens=cfg.max_val_tokens,
             )
-        start = by_path.get(os.path.realpath(config.get("init_from") or "-"))
-        loaded[name] = (model, tok)
-        report["loss_curves"][name] = curve = loss_curve(path)
-        report["checkpoints"][name] = {
-            "path": path,
-            "phase": phase,
-            "step": config.get("step"),
+    fim_ckpts = names(cfg.fim_ckpts)  # none named: all
+    if inputs.data_tok and on["fim"] and (name in fim_ckpts or not fim_ckpts):
+        with clock(seconds, "fim"):
+            report["fim"][name] = fim_section(
+                model,
+                tok,
+                inputs.data_tok,
+                cfg.data_dir,
+                inputs.fim_groups,
+                cfg.fim_examples,
+                cfg.fim_chars,
+                cfg.fim_max_new_tokens,
+                cfg.batch_size,
+                cfg.seed,
+            )
+    if inputs.mc_sets:
+        with clock(seconds, "mc"):
+            report["mc"][name] = {
+                f: mc_eval(model, tok, recs, cfg.batch_size, chat=phase != "pretrain")
+                for f, recs in inputs.mc_sets.items()
+            }
+
+
+def replies_section(cfg, report, picked, name, loaded, start, replies, sampled):
+    """One checkpoint's greedy and sampled replies to the picked prompts, their verifier scores,
+    and how far the checkpoint moved from its start; fills replies[name] and sampled[name]."""
+    import tasks as task_world
+
+    model, tok = loaded[name]
+    contexts = [t["messages"] for t in picked]
+    ids = greedy_replies(model, tok, contexts, cfg.max_new_tokens, cfg.batch_size)
+    replies[name] = [tok.decode(r) for r in ids]
+    report["tasks"][name] = tasks_section(picked, replies[name])
+    if not cfg.samples:
+        return
+    ids = sampled_replies(
+        model, tok, contexts, cfg.samples, cfg.max_new_tokens, cfg.seed, cfg.batch_size
+    )
+    scores = [[task_world.score(t, tok.decode(r)) for r in per] for t, per in zip(picked, ids)]
+    sampled[name] = (ids, scores)
+    report["tasks"][name]["sampled"] = summarize_scores(
+        [t for t in picked for _ in range(cfg.samples)], [x for per in scores for x in per]
+    )
+    if start in sampled:  # how far this stage moved its policy from its start
+        report["movement"][name] = {
             "start": start,
-            "params": model.num_params(),
-            "vocab_size": tok.vocab_size,
-            # cost: policy + reference + judge held while training, s per
-            # step
-            "params_held": config.get("params_held", model.num_params()),
-            "judged_by": config.get("judged_by"),
-            "step_s": curve and curve["median_step_s"],
+            "log_ratio": log_ratio_to_start(model, loaded[start][0], tok, contexts, ids),
+            "changed_greedy": mean(a != b for a, b in zip(replies[name], replies[start])),
+            "changed_sampled": mean(a != b for a, b in zip(ids, sampled[start][0])),
         }
-        if data_tok and on["lm"]:
-            with clock(seconds, "lm"):
-                sizes = dict(seq_len=cfg.seq_len, max_tokens=cfg.max_val_tokens)
-                report["lm"][name] = lm_section(
-                    model, tok, data_tok, cfg.data_dir, groups, batch_size=cfg.batch_size, **sizes
-                )
-        if data_tok and on["fim"] and name in fim_ckpts:
-            with clock(seconds, "fim"):
-                report["fim"][name] = fim_section(
-                    model,
-                    tok,
-                    data_tok,
-                    cfg.data_dir,
-                    fim_groups,
-                    cfg.fim_examples,
-                    cfg.fim_chars,
-                    cfg.fim_max_new_tokens,
-                    cfg.batch_size,
-                    cfg.seed,
-                )
-        if mc_sets:
-            with clock(seconds, "mc"):
-                report["mc"][name] = {
-                    f: mc_eval(model, tok, recs, cfg.batch_size, chat=phase != "pretrain")
-                    for f, recs in mc_sets.items()
-                }
-        if picked and (on["tasks"] or on["win"]):
-            with clock(seconds, "tasks"):
-                ids = greedy_replies(
-                    model, tok, [t["messages"] for t in picked], cfg.max_new_tokens, cfg.batch_size
-                )
-                replies[name] = [tok.decode(r) for r in ids]
-                report["tasks"][name] = tasks_section(picked, replies[name])
-                if cfg.samples:
-                    import tasks as task_world
 
-                    contexts = [t["messages"] for t in picked]
-                    ids = sampled_replies(
-                        model,
-                        tok,
-                        contexts,
-                        cfg.samples,
-                        cfg.max_new_tokens,
-                        cfg.seed,
-                        cfg.batch_size,
-                    )
-                    scores = [
-                        [task_world.score(t, tok.decode(r)) for r in per]
-                        for t, per in zip(picked, ids)
-                    ]
-                    sampled[name] = (ids, scores)
-                    report["tasks"][name]["sampled"] = summarize_scores(
-                        [t for t in picked for _ in range(cfg.samples)],
-                        [x for per in scores for x in per],
-                    )
-                    if start in sampled:  # how far this stage moved its policy from its start
-                        report["movement"][name] = {
-                            "start": start,
-                            "log_ratio": log_ratio_to_start(
-                                model, loaded[start][0], tok, contexts, ids
-                            ),
-                            "changed_greedy": mean(
-                                a != b for a, b in zip(replies[name], replies[start])
-                            ),
-                            "changed_sampled": mean(a != b for a, b in zip(ids, sampled[start][0])),
-                        }
-        if pref_pairs and (name in judges or (not judges and phase in JUDGE_PHASES)):
-            # accuracy of each order alone and order-averaged, consistency under swapping, per
-            # language
-            import jsft
 
-            with clock(seconds, "judge"):
-                report["judge"][name] = jsft.judge_accuracy(
-                    model, tok, pref_pairs, None, cfg.batch_size
-                )
-    if rm and pref_pairs:
-        from reward_model import reward_accuracy
+def onpolicy_section(cfg, report, loaded, picked, sampled, rm):
+    """The SELF-JUDGE start's own samples judged by itself, against the verifier (beside it the
+    policy's likelihood and the reward model on the same pairs)."""
+    from self_judge import model_judge
 
-        with clock(seconds, "judge"):
-            report["judge"]["reward_model"] = reward_accuracy(*rm, pref_pairs, cfg.batch_size)
-    # the SELF-JUDGE start's own samples,
-    if cfg.onpolicy_ckpt in loaded and picked and on["judge"]:
-        # judged by itself, against the verifier
-        from self_judge import model_judge
-
-        model, tok = loaded[cfg.onpolicy_ckpt]
-        # the task section's two samples per prompt are this very draw (same seeds): reused
-        drawn = sampled.get(cfg.onpolicy_ckpt, [None])[0] if cfg.samples == 2 else None
-        with clock(seconds, "judge"):
-            report["onpolicy_judge"] = dict(
-                onpolicy_judge(
-                    model,
-                    tok,
-                    model_judge(model, tok, batch_size=cfg.batch_size),
-                    picked,
-                    cfg.max_new_tokens,
-                    cfg.seed,
-                    {
-                        "likelihood": likelihood_judge(model, tok, cfg.batch_size),
-                        **reward_judges(rm, tok, cfg.batch_size),
-                    },
-                    drawn,
-                    cfg.batch_size,
-                ),
-                policy=cfg.onpolicy_ckpt,
-            )
-    loaded.clear()
-
-    if on["win"] and sampled:
-        base = sampled.get(cfg.baseline)
-        for name, (_, scores) in sampled.items():
-            start = report["checkpoints"][name]["start"]
-            row = {}
-            if base and name != cfg.baseline:
-                row["vs_baseline"] = paired_win(sampled_outcomes(scores, base[1]), cfg.seed)
-            if start in sampled:
-                row["vs_start"] = dict(
-                    paired_win(sampled_outcomes(scores, sampled[start][1]), cfg.seed), start=start
-                )
-            report["win_rates"]["sampled"][name] = row
-    if on["win"] and replies:
-        with clock(seconds, "win"):
-            win_rate_section(cfg, report, ckpts, picked, replies, device)
-    if on["rejection"] and eval_tasks:
-        with clock(seconds, "rejection"):
-            rejection_section(cfg, report, ckpts, eval_tasks, device, rm)
-    report["summary"] = summary_rows(report)
-    report["meta"]["seconds"] = {
-        **{s: round(v, 2) for s, v in seconds.items()},
-        "total": round(time.perf_counter() - t_start, 2),
+    model, tok = loaded[cfg.onpolicy_ckpt]
+    # the task section's two samples per prompt are this very draw (same seeds): reused
+    drawn = sampled.get(cfg.onpolicy_ckpt, [None])[0] if cfg.samples == 2 else None
+    others = {
+        "likelihood": likelihood_judge(model, tok, cfg.batch_size),
+        **reward_judges(rm, tok, cfg.batch_size),
     }
-    return report
+    judge = model_judge(model, tok, batch_size=cfg.batch_size)
+    report["onpolicy_judge"] = dict(
+        onpolicy_judge(
+            model, tok, judge, picked, cfg.max_new_tokens, cfg.seed, others, drawn, cfg.batch_size
+        ),
+        policy=cfg.onpolicy_ckpt,
+    )
+
+
+def sampled_win_rates(cfg, report, sampled):
+    """Each checkpoint's sampled replies against the baseline's and its start's, prompt by
+    prompt, with paired bootstrap intervals."""
+    base = sampled.get(cfg.baseline)
+    for name, (_, scores) in sampled.items():
+        start = report["checkpoints"][name]["start"]
+        row = {}
+        if base and name != cfg.baseline:
+            row["vs_baseline"] = paired_win(sampled_outcomes(scores, base[1]), cfg.seed)
+        if start in sampled:
+            row["vs_start"] = dict(
+                paired_win(sampled_outcomes(scores, sampled[start][1]), cfg.seed), start=start
+            )
+        report["win_rates"]["sampled"][name] = row
 
 
 def win_rate_section(cfg, report, ckpts, picked, replies, device):
