@@ -85,8 +85,8 @@ class SelfJudgeConfig(TrainConfig):
         "reward (--reward-model) | verifier (tasks.score: the oracle arm)",
     )
     reward_model: str = opt("out/reward_model", "--judge reward: the reward model checkpoint")
-    nll_weight: float = opt(0.0, "weight of the chosen replies' per-token NLL (0 = plain DPO)")
-    min_margin: float = opt(0.0, "judge scores within this of 0.5 are ties, left out of the loss")
+    nll_weight: float = opt(0.0, "weight of the chosen replies' NLL per token (0 = plain DPO)")
+    min_margin: float = opt(0.0, "verdicts within this of 0.5 (to the winner's side) are ties")
     loss: str = opt("sigmoid", "sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)")
     beta: float = opt(0.1, "DPO beta: strength of the KL anchor to the reference")
     max_new_tokens: int = opt(48, "cap on sampled response length (tokens, incl. the end of turn)")
@@ -250,9 +250,11 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
         chosen = [s[w] for s, w in zip(samples, winners)]
         rejected = [s[1 - w] for s, w in zip(samples, winners)]
         batch = build_pair_batch(prompts, chosen, rejected, tokenizer.pad_id)
-        # a tie teaches nothing: identical samples, or a verdict within --min-margin of 0.5
+        # ties teach nothing: identical samples, a verdict within --min-margin of 0.5, or a majority
+        # of several principles that their mean score contradicts
         keep = [
-            float(a != b and abs(p - 0.5) > cfg.min_margin) for (a, b), p in zip(samples, scores)
+            float(a != b and (0.5 - p if w else p - 0.5) > cfg.min_margin)
+            for (a, b), p, w in zip(samples, scores, winners)
         ]
         batch["weights"] = torch.tensor(keep)
         responses = chosen + rejected
@@ -272,9 +274,11 @@ def online_batches(policy, judge_fn, tokenizer, contexts, cfg, rank=0, world_siz
 
 def dpo_loss_fn(reference, beta, loss_type, nll_weight=0.0):
     """loss_fn(model, batch) for the shared loop: policy log-probs with gradients, reference without
-    (in the loop's autocast: at step 0 they agree exactly). nll_weight adds the chosen replies' mean
-    per-token NLL (DPO + NLL, RPO, Pang et al. 2024): DPO alone lowers their likelihood too. Offline
-    they are right answers; on-policy, its own samples (here mostly wrong), which it then learns."""
+    (in the loop's autocast: at step 0 they agree exactly). nll_weight adds the chosen replies' NLL,
+    each divided by its length, then averaged over the kept pairs (DPO + NLL, RPO, Pang et al. 2024,
+    eq. 1; TRL's rpo_alpha averages over all chosen tokens at once, so long replies weigh more
+    there): DPO alone lowers the chosen replies' likelihood too. Offline they are right answers;
+    on-policy, its own samples (here mostly wrong), which it then learns."""
 
     def loss_fn(model, batch):
         logps, token_means = sequence_logprobs(model, batch["ids"], batch["mask"])  # (2B,), (2B,)

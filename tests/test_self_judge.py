@@ -261,6 +261,12 @@ def test_tied_pairs_carry_zero_weight(world, tmp_path):
     )
     assert strict(0, 0)["weights"].tolist() == [0.0] * 6  # within the margin: ties too
 
+    def outvoted(ctxs, pairs):  # several principles: a wins 2-1, yet the mean leans to b (0.367)
+        return {"score_a": [0.367, 0.8] * (len(pairs) // 2), "winners": [0, 0] * (len(pairs) // 2)}
+
+    batch = SJ.online_batches(policy, outvoted, tok, contexts, sj_config(tmp_path, batch_size=6))
+    assert batch(0, 0)["weights"].tolist() == [0.0, 1.0] * 3
+
 
 def test_step0_loss_is_log2_and_a_step_raises_chosen_lowers_rejected(world):
     policy = fresh_policy(world)
