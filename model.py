@@ -424,11 +424,11 @@ def nucleus(probs, top_p: float, head: int = 64):
     a full sort); only wider rows are sorted in full, n is then the widest nucleus."""
     top, ids = probs.topk(min(head, probs.size(-1)), dim=-1)  # (B, head), descending
     cum = top.cumsum(dim=-1)
-    keep = (cum - top) < top_p  # keep while the mass before a token is < top_p
+    keep = F.pad(cum[:, :-1], (1, 0)) < top_p  # keep while the mass before a token is < top_p
     wide = cum[:, -1] < top_p  # (B,) rows whose nucleus is wider than head
     if bool(wide.any()):  # sort every token of those rows
         wide_top, wide_ids = probs[wide].sort(dim=-1, descending=True)  # (w, V)
-        wide_keep = (wide_top.cumsum(dim=-1) - wide_top) < top_p
+        wide_keep = F.pad(wide_top.cumsum(dim=-1)[:, :-1], (1, 0)) < top_p
         n = max(int(wide_keep.sum(dim=-1).max()), top.size(-1))  # what lies past n is never kept
         pad = (0, n - top.size(-1))
         top, ids, keep = F.pad(top, pad), F.pad(ids, pad), F.pad(keep, pad, value=False)

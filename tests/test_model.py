@@ -839,6 +839,27 @@ def test_top_p_filter_keeps_the_smallest_nucleus_with_and_without_the_full_sort(
     assert torch.isfinite(top_p_filter(torch.randn(2, 500) * 0.05, 0.9, head=16)).sum() > 2 * 16
 
 
+def test_nucleus_head_and_full_sort_agree_when_top_p_sits_on_a_boundary():
+    """top_p exactly equal to (or one float step off) a row's cumulative mass after k tokens, k at
+    the edge of the topk head too: the head path and the full sort keep the same tokens (both read
+    the mass before a token as the same float, not as (cum - p), which can round below it)."""
+    torch.manual_seed(3)
+    cases = 0
+    for trial in range(60):
+        size = [100, 512, 4096][trial % 3]
+        probs = torch.randn(1, size) * (0.05 + 0.1 * (trial % 13)) / [1.0, 0.6, 1.7][trial % 3]
+        probs = probs.softmax(-1)
+        cum = probs.topk(64).values.cumsum(-1)[0]
+        for k in (0, 31, 62, 63):
+            for top_p in (cum[k], torch.nextafter(cum[k], torch.tensor(2.0))):
+                if 0 < top_p.item() < 1:
+                    head = nucleus(probs, top_p.item())[2].sum().item()
+                    full = nucleus(probs, top_p.item(), head=size)[2].sum().item()
+                    assert head == full, (size, k, top_p.item())
+                    cases += 1
+    assert cases > 300
+
+
 # --- the pieces learn -----------------------------------------------------------------------------
 
 
