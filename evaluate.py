@@ -343,13 +343,16 @@ def win_summary(first_order, second_order):
 
 
 def sampled_outcomes(cand_scores, base_scores):
-    """Per prompt, the mean verdict of sample j against the baseline's sample j (1 / 0.5 / 0)."""
+    """Per prompt, the mean over j of sample j's verdict against the baseline's sample j (1 / 0.5
+    / 0): with two samples 0, 0.25, 0.5, 0.75 or 1."""
     return [mean(verifier_verdicts(cs, bs)[0]) for cs, bs in zip(cand_scores, base_scores)]
 
 
 def paired_win(outcomes, seed=0):
     """Win rate of per-prompt outcomes with its paired bootstrap interval; significant when the
-    interval excludes 0.5. The outcomes are kept so that seeds can be pooled (reproduce.py)."""
+    interval excludes 0.5. wins / ties / losses count the prompts whose outcome is above / at /
+    below 0.5 (a split, one verdict won and one lost, is at 0.5). The outcomes are kept so that
+    seeds can be pooled (reproduce.py)."""
     ci = bootstrap_interval(outcomes, seed)
     return {
         "win_rate": mean(outcomes),
@@ -664,6 +667,7 @@ def run(cfg):
     ckpts = checkpoints_to_run(cfg, notes)
     report = empty_report(cfg, device, notes)
     inputs = read_inputs(cfg, on, report)
+    report["prompt_ids"] = [t.get("id") for t in inputs.picked]  # what reproduce.py pairs on
     rm = optional_reward_model(cfg, device, notes) if on["judge"] or on["rejection"] else None
 
     # each checkpoint in turn: its benchmarks, replies, movement from its start, judge accuracy
@@ -756,6 +760,7 @@ def empty_report(cfg, device, notes):
         "onpolicy_judge": None,
         "movement": {},
         "rejection": None,
+        "rejection_prompt_ids": None,
     }
 
 
@@ -974,6 +979,7 @@ def rejection_section(cfg, report, ckpts, eval_tasks, device, rm=None):
         as_text=not same_tokenizer,
         other_judges=reward_judges(rm, tok, cfg.batch_size),
     )
+    report["rejection_prompt_ids"] = [t.get("id") for t in prompts]
     report["rejection"] = {
         "policy": cfg.rejection_ckpt,
         "judge": judge_name,

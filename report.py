@@ -258,8 +258,9 @@ def onpolicy_markdown(op):
 SUMMARY_NOTE = (
     "Scores and win rates are the verifier's on {samples} replies sampled per held-out prompt "
     "(T=1, top-p 0.9, the same random numbers for every checkpoint); a win rate is against "
-    "`{baseline}` or the checkpoint's own start (the one it was trained from), per prompt 1 / 0.5 "
-    "/ 0, with a paired bootstrap 95 % interval over prompts; * marks an interval that excludes "
+    "`{baseline}` or the checkpoint's own start (the one it was trained from): per prompt the mean "
+    "of its verdicts (sample j against the other's sample j: 1 / 0.5 / 0), with a paired bootstrap "
+    "95 % interval over prompts; * marks an interval that excludes "
     "0.5. KL to start: mean log p(reply) - log p_start(reply) over the checkpoint's own samples "
     "(nats per reply); changed greedy: share of prompts whose greedy reply differs from the "
     "start's. Cost: the parameters held in memory while the checkpoint trained (policy, and for a "

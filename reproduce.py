@@ -43,6 +43,15 @@ def read_reports(paths):
             raise SystemExit(
                 f"{path}: cannot read an evaluate.py report ({e}); run `make reproduce`"
             )
+    for key in ("prompt_ids", "rejection_prompt_ids"):  # the pairing across seeds needs them equal
+        ids = [r.get(key) for r in reports]
+        if any(x != ids[0] for x in ids):
+            other = next(p for p, x in zip(paths, ids) if x != ids[0])
+            raise SystemExit(
+                f"{other}: its {key} differ from {paths[0]}'s: pooling needs the same held-out "
+                "prompts, in the same order, in every seed (the same tasks.py world, and the same "
+                "evaluate.py --max-tasks / --rejection-prompts)"
+            )
     return reports
 
 

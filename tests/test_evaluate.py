@@ -700,6 +700,10 @@ def test_report_structure_and_sanity(world, tmp_path, capsys):
     assert "| N | overall | gain over N=1 [95% CI] |" in markdown
     curve = report["rejection"]["curve"]
     assert [c["n"] for c in curve] == [1, 2, 4]
+    # the prompts each section scored, by id, for reproduce.py to pair seeds on: both draw from the
+    # same stratified order, the curve its first 3
+    ids = report["prompt_ids"]
+    assert len(set(ids)) == 12 and None not in ids and report["rejection_prompt_ids"] == ids[:3]
     for c in curve:  # the verifier's own best of N is a ceiling for any judge's pick
         assert c["oracle_overall"] >= c["overall"] - 1e-9 and 0 <= c["correct_share"] <= 1
         assert len(c["per_prompt"]) == 3 and c["gain_vs_1"] == pytest.approx(

@@ -119,6 +119,19 @@ def test_pooling_refuses_reports_over_different_prompts(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(SystemExit, match="bad.json"):
         R.read_reports([str(tmp_path / "bad.json")])
+    # as many prompts, but other ones (or in another order): refused by name, before pooling
+    paths = []
+    for k, ids in enumerate([["a-0", "b-0"], ["a-0", "b-0"], ["b-0", "a-0"]]):
+        paths.append(str(tmp_path / f"seed{k}.json"))
+        with open(paths[-1], "w") as fh:
+            json.dump(dict(a, prompt_ids=ids, rejection_prompt_ids=["a-0"]), fh)
+    assert len(R.read_reports(paths[:2])) == 2
+    with pytest.raises(SystemExit, match="seed2.json: its prompt_ids differ from .*seed0.json"):
+        R.read_reports(paths)
+    with open(paths[1], "w") as fh:
+        json.dump(dict(a, prompt_ids=["a-0", "b-0"], rejection_prompt_ids=["b-0"]), fh)
+    with pytest.raises(SystemExit, match="seed1.json: its rejection_prompt_ids differ"):
+        R.read_reports(paths[:2])
 
 
 def test_cli_writes_the_table(tmp_path, capsys):
