@@ -345,7 +345,8 @@ def win_summary(first_order, second_order):
 def sampled_outcomes(cand_scores, base_scores):
     """Per prompt, the mean over j of sample j's verdict against the baseline's sample j (1 / 0.5
     / 0): with two samples 0, 0.25, 0.5, 0.75 or 1."""
-    return [mean(verifier_verdicts(cs, bs)[0]) for cs, bs in zip(cand_scores, base_scores)]
+    pairs = zip(cand_scores, base_scores, strict=True)  # the same prompts on both sides
+    return [mean(verifier_verdicts(cs, bs)[0]) for cs, bs in pairs]
 
 
 def paired_win(outcomes, seed=0):
@@ -371,7 +372,7 @@ def verifier_verdicts(cand_scores, base_scores):
     0)."""
     v = [
         1.0 if a["overall"] > b["overall"] else 0.5 if a["overall"] == b["overall"] else 0.0
-        for a, b in zip(cand_scores, base_scores)
+        for a, b in zip(cand_scores, base_scores, strict=True)  # as many replies on both sides
     ]
     return v, v
 

@@ -303,6 +303,10 @@ def test_sampled_outcomes_and_paired_win_by_hand():
     cand = [[{"overall": 0.9}, {"overall": 0.5}], [{"overall": 0.1}, {"overall": 0.1}]]
     base = [[{"overall": 0.5}, {"overall": 0.5}], [{"overall": 0.7}, {"overall": 0.1}]]
     assert E.sampled_outcomes(cand, base) == [0.75, 0.25]  # (1 + 0.5) / 2 and (0 + 0.5) / 2
+    # a prompt or a sample missing on one side is an error, not a shorter comparison
+    for short_cand, short_base in ((cand[:1], base), (cand, [base[0], base[1][:1]])):
+        with pytest.raises(ValueError):
+            E.sampled_outcomes(short_cand, short_base)
     win = E.paired_win([1.0] * 30 + [0.5] * 10)
     assert win["win_rate"] == pytest.approx(0.875) and win["significant"] and win["ci"][0] > 0.5
     assert (win["wins"], win["ties"], win["losses"]) == (30, 10, 0)
