@@ -807,33 +807,18 @@ def read_inputs(cfg, on, report):
 
 def benchmark_sections(cfg, on, report, seconds, inputs, name, model, tok, phase):
     """benchmarks.py's sections for one checkpoint: validation loss, FIM (base models), MC."""
+    held_out = (model, tok, inputs.data_tok, cfg.data_dir)  # both read data.py's held-out text
     if inputs.data_tok and on["lm"]:
         with clock(seconds, "lm"):
+            sizes = dict(seq_len=cfg.seq_len, max_tokens=cfg.max_val_tokens)
             report["lm"][name] = lm_section(
-                model,
-                tok,
-                inputs.data_tok,
-                cfg.data_dir,
-                inputs.groups,
-                batch_size=cfg.batch_size,
-                seq_len=cfg.seq_len,
-                max_tokens=cfg.max_val_tokens,
+                *held_out, inputs.groups, batch_size=cfg.batch_size, **sizes
             )
     fim_ckpts = names(cfg.fim_ckpts)  # none named: all
     if inputs.data_tok and on["fim"] and (name in fim_ckpts or not fim_ckpts):
         with clock(seconds, "fim"):
-            report["fim"][name] = fim_section(
-                model,
-                tok,
-                inputs.data_tok,
-                cfg.data_dir,
-                inputs.fim_groups,
-                cfg.fim_examples,
-                cfg.fim_chars,
-                cfg.fim_max_new_tokens,
-                cfg.batch_size,
-                cfg.seed,
-            )
+            fim = (cfg.fim_examples, cfg.fim_chars, cfg.fim_max_new_tokens, cfg.batch_size)
+            report["fim"][name] = fim_section(*held_out, inputs.fim_groups, *fim, cfg.seed)
     if inputs.mc_sets:
         with clock(seconds, "mc"):
             report["mc"][name] = {
