@@ -29,7 +29,7 @@ import torch
 
 from model import generate
 from pretrain import find_checkpoint, load_model
-from readers import fitting_prompts
+from readers import fitting_prompts, run_main
 from self_judge import knockout, model_judge, sample_responses
 from sft import seed_of
 from tokenizer import Tokenizer
@@ -166,16 +166,16 @@ def main(argv=None):
         default="overall",
         help="--best-of: comma-separated judge principles (majority vote, jsft.judge)",
     )
-    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--max-new-tokens", type=int, default=128, help="cap on a reply, in tokens")
     ap.add_argument(
         "--temperature",
         type=float,
         default=None,
         help="0 = greedy; unset: 0, or 1 with --best-of > 1",
     )
-    ap.add_argument("--top-p", type=float, default=0.9)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (T > 0)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the sampled replies")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | mps")
     args = ap.parse_args(argv)
     if args.best_of < 1:
         ap.error("--best-of must be >= 1")
@@ -272,4 +272,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -153,7 +153,7 @@ def load(ckpt_dir, device, fallback_tokenizer=None):
     """(model in eval mode, its tokenizer, its config dict): the checkpoint's own tokenizer.model
     when it has one."""
     ckpt_dir = find_checkpoint(ckpt_dir) or ckpt_dir  # a run folder: its newest complete save
-    model, config = load_model(ckpt_dir, device)
+    model, config = load_model(ckpt_dir, device, policy=False)  # run() names a reward model
     path = os.path.join(ckpt_dir, "tokenizer.model")
     return model.eval(), Tokenizer(path if os.path.exists(path) else fallback_tokenizer), config
 

@@ -43,7 +43,8 @@ from corpus import hangul_share
 from model import eval_mode, generate, last_position_logits, unwrap
 from pretrain import setup_distributed, train
 from readers import PreferencePair, atomic_write, opt, parse_config, read_conversations, read_jsonl
-from readers import read_preference_files, read_preferences, template_fields, validate_templates
+from readers import read_preference_files, read_preferences, run_main, template_fields
+from readers import validate_templates
 from report import report_heldout
 from sft import SFTConfig, batch_source, load_start, masked_val_loss, prepare, with_lm_mix
 
@@ -545,4 +546,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

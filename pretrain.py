@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 from checkpoints import KEEP_LAST, find_checkpoint, load_checkpoint, save_checkpoint
 from checkpoints import metrics_log, start_metrics
-from model import ModelConfig, Transformer, config_from_preset, eval_mode
-from readers import file_sha256, load_tensors, opt, parse_config
+from model import PRESETS, ModelConfig, Transformer, config_from_preset, eval_mode
+from readers import DataError, file_sha256, load_tensors, opt, parse_config, run_main
 
 
 # ----------------------------------------------------------------------------- options
@@ -75,7 +75,7 @@ class TrainConfig:
 @dataclass
 class PretrainConfig(TrainConfig):
     data_dir: str = opt("out/data", "folder written by data.py")
-    preset: str = opt("demo", "model size (model.PRESETS)")
+    preset: str = opt("demo", "model size (model.PRESETS)", tuple(PRESETS))
     seq_len: int = opt(256, "long context length (last long_fraction of steps)")
     short_seq_len: int = opt(128, "short context length (first steps); 0 = always seq_len")
     long_fraction: float = opt(0.1, "share of steps at the long context (HCX)")
@@ -124,9 +124,11 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model(ckpt_dir, device="cpu"):
-    """A plain Transformer with a checkpoint's weights, plus the checkpoint's config dict."""
+def load_model(ckpt_dir, device="cpu", policy=True):
+    """A plain Transformer with a checkpoint's weights, and its config dict (policy: no RM)."""
     state, config = load_checkpoint(ckpt_dir, device)
+    if policy and config["model"].get("reward_head"):
+        raise DataError(f"{ckpt_dir}: a reward model (no next-token head); pass a language model")
     model = Transformer(ModelConfig(**config["model"]))
     model.load_state_dict(state)
     return model.to(device), config
@@ -454,4 +456,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

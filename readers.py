@@ -140,7 +140,7 @@ def read_text(path):
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         bad = raw[e.start : e.start + 1]
-        raise ValueError(
+        raise DataError(
             f"{path}:{line}: not valid UTF-8 (byte {e.start}: {bad!r}); convert the file to UTF-8"
         ) from None
 
@@ -167,13 +167,14 @@ def read_jsonl(path, parse, skip_bad=False, skipped=None):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+                    what = e.msg.removesuffix(" at")  # json's "Invalid control character at"
+                    raise ValueError(f"not valid JSON ({what} at column {e.colno})") from None
                 if not isinstance(record, dict):
                     raise ValueError(f"expected a JSON object, got {type(record).__name__}")
                 out.append(parse(record))
             except ValueError as e:
                 if not skip_bad:
-                    raise ValueError(f"{path}:{n}: {e}") from None
+                    raise DataError(f"{path}:{n}: {e}") from None
                 if skipped is not None:
                     skipped.append(f"{path}:{n}: {e}")
     return out
@@ -253,8 +254,17 @@ def read_documents(paths, skip_bad=False):
     return docs
 
 
-class DataError(Exception):
+class DataError(ValueError):
     """Bad input; the message names the file (and line) and what to fix."""
+
+
+def run_main(main):
+    """A script's entry point: main() with bad input (DataError, a missing file or checkpoint)
+    ending the run with its message, not a traceback."""
+    try:
+        main()
+    except (DataError, FileNotFoundError) as e:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: {e}")
 
 
 def read_text_file(path):
@@ -908,9 +918,10 @@ def load_tensors(path, device="cpu", allow=()):
 # The command line: each script's flags are the fields of its config dataclass
 
 
-def opt(default, help):
-    """A config field and its --help text: parse_config makes each field a flag."""
-    return field(default=default, metadata={"help": help})
+def opt(default, help, choices=None):
+    """A config field, its --help text and (optionally) the values it may take: parse_config makes
+    each field a flag, and argparse refuses a value outside `choices` by name."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 def parse_config(cls, argv=None, description=None):
@@ -937,16 +948,18 @@ def add_config_flags(parser, cls):
             how = {"action": "append"}
         else:
             how = {"type": kind}
-        parser.add_argument(flag, default=f.default, help=field_help(cls, f.name), **how)
+        meta = field_meta(cls, f.name)
+        how = {**how, "choices": meta["choices"]} if meta.get("choices") else how
+        parser.add_argument(flag, default=f.default, help=meta["help"], **how)
 
 
-def field_help(cls, name):
-    """A config field's --help text; a subclass that only changes a default (JSFT's --steps) keeps
-    the text of the class it overrides."""
+def field_meta(cls, name):
+    """A config field's opt() metadata ({"help", "choices"}); a subclass that only changes a
+    default (JSFT's --steps) keeps what the class it overrides declared."""
     for base in cls.__mro__:
         f = getattr(base, "__dataclass_fields__", {}).get(name)
         if f is not None and "help" in f.metadata:
-            return f.metadata["help"]
+            return f.metadata
     raise TypeError(f"{cls.__name__}.{name}: no --help text; declare the field with opt()")
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from jsft import context_lang
 from model import Transformer, eval_mode, right_pad, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
-from readers import opt, parse_config, read_preferences
+from readers import opt, parse_config, read_preferences, run_main
 from report import report_heldout
 from sft import load_start, offline_batches, tokenize_pairs
 
@@ -184,7 +184,7 @@ def load_reward_model(path, tokenizer_path, device):
         raise SystemExit(
             f"--reward-model {path}: no checkpoint there; run `python reward_model.py` first"
         )
-    rm, config = load_model(ckpt, device)
+    rm, config = load_model(ckpt, device, policy=False)
     if not rm.cfg.reward_head:
         raise SystemExit(
             f"--reward-model {path}: a {config.get('phase')} checkpoint, "
@@ -292,4 +292,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from model import eval_mode, generate, sequence_logprobs, unwrap
 from pretrain import TrainConfig, find_checkpoint, load_model, setup_distributed, train
-from readers import fitting_prompts, opt, parse_config, read_preference_files
+from readers import fitting_prompts, opt, parse_config, read_preference_files, run_main
 from reward_model import load_reward_model, reward_judge
 from sft import build_pair_batch, offline_batches, positions, prompt_stream, seed_of, tokenize_pairs
 from tasks import verifier_judge
@@ -83,11 +83,12 @@ class SelfJudgeConfig(TrainConfig):
         "self",
         "who judges: self (SELF-JUDGE: the frozen start, or the policy with --dynamic-judge) | "
         "reward (--reward-model) | verifier (tasks.score: the oracle arm)",
+        JUDGES,
     )
     reward_model: str = opt("out/reward_model", "--judge reward: the reward model checkpoint")
     nll_weight: float = opt(0.0, "weight of the chosen replies' NLL per token (0 = plain DPO)")
     min_margin: float = opt(0.0, "verdicts within this of 0.5 (to the winner's side) are ties")
-    loss: str = opt("sigmoid", "sigmoid (DPO) | hinge (SLiC) | ipo (IPO, summed log-probs)")
+    loss: str = opt("sigmoid", "sigmoid (DPO), hinge (SLiC), ipo (IPO, summed logps)", LOSS_TYPES)
     beta: float = opt(0.1, "DPO beta: strength of the KL anchor to the reference")
     max_new_tokens: int = opt(48, "cap on sampled response length (tokens, incl. the end of turn)")
     temperature: float = opt(1.0, "sampling temperature")
@@ -116,10 +117,6 @@ def resolve(cfg: SelfJudgeConfig) -> SelfJudgeConfig:
             "--fsdp: sampling runs a different number of forward passes on each rank, which "
             "sharded weights cannot follow; run SELF-JUDGE data parallel (torchrun without --fsdp)"
         )
-    if cfg.judge not in JUDGES:
-        raise SystemExit(f"--judge {cfg.judge!r}: choose one of {', '.join(JUDGES)}")
-    if cfg.loss not in LOSS_TYPES:
-        raise SystemExit(f"--loss {cfg.loss!r}: choose one of {', '.join(LOSS_TYPES)}")
     if cfg.beta <= 0 or cfg.max_new_tokens < 1 or not 0 < cfg.top_p <= 1:
         raise SystemExit("need --beta > 0, --max-new-tokens >= 1 and 0 < --top-p <= 1")
     in_tasks = lambda name: os.path.join(cfg.tasks_dir, name)
@@ -435,4 +432,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -35,7 +35,7 @@ import torch
 
 from model import right_pad
 from pretrain import TrainConfig, find_checkpoint, load_model, lm_loss, setup_distributed, train
-from readers import file_sha256, opt, parse_config, read_conversations
+from readers import file_sha256, opt, parse_config, read_conversations, run_main
 
 
 @dataclass
@@ -203,7 +203,7 @@ def prepare(cfg, tokenizer, conversations, log=print):
         raise SystemExit(f"--data {cfg.data}: no conversation with an assistant turn to train on")
     log(
         f"conversations: {counts['examples']} kept, {counts['truncated']} truncated to "
-        f"{cfg.seq_len + 1} tokens, {counts['dropped']} dropped (nothing left to learn)"
+        f"--seq-len {cfg.seq_len}, {counts['dropped']} dropped (nothing left to learn)"
     )
     return split_val(examples, cfg.val_fraction, cfg.seed)
 
@@ -319,4 +319,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

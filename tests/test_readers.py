@@ -570,3 +570,51 @@ def test_fitting_prompts_leaves_out_prompts_with_no_room_for_a_reply(tmp_path, c
         readers.fitting_prompts(str(path), CharTok(), 10, 20, "prompts")
     with pytest.raises(SystemExit, match="pass --val-prompts FILE"):
         readers.fitting_prompts(str(tmp_path / "none.jsonl"), CharTok(), 8, 30, "val-prompts")
+
+
+def test_run_main_ends_bad_input_with_its_message_alone(tmp_path, capsys, monkeypatch):
+    """A script's entry point: bad input (a malformed line, a missing checkpoint) exits with the
+    message naming the file, no traceback; any other error is a bug and keeps its traceback."""
+    monkeypatch.setattr(sys, "argv", ["sft.py"])
+    bad = tmp_path / "chats.jsonl"
+    good = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}]
+    }
+    bad.write_text(json.dumps(good) + '\n{"messages": \n')
+
+    def reads_bad():
+        read_conversations(str(bad))
+
+    with pytest.raises(SystemExit) as stop:
+        readers.run_main(reads_bad)
+    assert str(stop.value).startswith(f"sft.py: {bad}:2: not valid JSON")
+
+    def missing():
+        raise FileNotFoundError("out/nope: no checkpoint")
+
+    with pytest.raises(SystemExit, match="^sft.py: out/nope: no checkpoint$"):
+        readers.run_main(missing)
+    with pytest.raises(ZeroDivisionError):
+        readers.run_main(lambda: 1 / 0)
+
+
+def test_opt_choices_are_refused_by_name_and_inherited(capsys):
+    """opt(..., choices): argparse refuses another value, naming the flag and the choices; a
+    subclass that only changes the default keeps them (and the help)."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Base:
+        loss: str = readers.opt("a", "which loss", ("a", "b"))
+        steps: int = readers.opt(3, "how many")
+
+    @dataclass
+    class Child(Base):
+        loss: str = "b"
+
+    assert readers.parse_config(Child, []).loss == "b"
+    assert readers.parse_config(Child, ["--loss", "a", "--steps", "5"]).steps == 5
+    with pytest.raises(SystemExit):
+        readers.parse_config(Child, ["--loss", "c"])
+    err = capsys.readouterr().err
+    assert "--loss: invalid choice: 'c'" in err and "'a'" in err and "'b'" in err

@@ -17,7 +17,7 @@ import torch
 import reward_model as RM
 import self_judge as SJ
 import tasks
-from readers import PreferencePair
+from readers import DataError, PreferencePair, run_main
 from model import Transformer, config_from_preset
 from pretrain import TrainConfig, load_model, save_checkpoint, train
 from tokenizer import Tokenizer, train_tokenizer
@@ -260,8 +260,15 @@ def test_cli_trains_resumes_exactly_and_feeds_self_judge(world, tmp_path, capsys
     assert "chosen first" not in printed and "consistency" not in printed
     RM.main(args + ["--out-dir", part, "--steps", "2"])
     RM.main(args + ["--out-dir", part, "--steps", "4", "--resume"])
-    a, b = load_model(full)[0].state_dict(), load_model(part)[0].state_dict()
+    a, b = (load_model(d, policy=False)[0].state_dict() for d in (full, part))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # no policy: what samples or fine-tunes from a checkpoint refuses a reward model by name
+    with pytest.raises(DataError, match="full: a reward model"):
+        load_model(full)
+    import chat
+
+    with pytest.raises(SystemExit, match="full.*: a reward model"):
+        run_main(lambda: chat.main(["--ckpt", full, "--prompt", "What is 3 plus 4?"]))
 
     tasks_dir = tmp_path / "tasks"  # the on-policy arm judged by it: three models held
     tasks_dir.mkdir()
@@ -293,7 +300,10 @@ def test_cli_trains_resumes_exactly_and_feeds_self_judge(world, tmp_path, capsys
     )
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["judged_by"] == "reward"
-    assert config["params_held"] == 2 * world["lm"].num_params() + load_model(full)[0].num_params()
+    assert (
+        config["params_held"]
+        == 2 * world["lm"].num_params() + load_model(full, policy=False)[0].num_params()
+    )
     with pytest.raises(SystemExit, match="not a reward model"):
         SJ.main(
             [

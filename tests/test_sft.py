@@ -342,3 +342,27 @@ def test_jsft_cli_mixes_pretraining_text_too(small_tokenizer, text_data, tmp_pat
     assert len(rows) == 2 and all(
         r["loss"] == pytest.approx(r["chat_loss"] + 0.5 * r["lm_loss"], rel=1e-4) for r in rows
     )
+
+
+def test_bad_start_or_flag_ends_with_one_line_not_a_traceback(tmp_path):
+    """What a newcomer gets wrong first, run as a newcomer runs it: a start folder with no
+    checkpoint, a model size that does not exist, a judge that does not exist."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for script, args, says in [
+        ("sft.py", ["--init-from", str(tmp_path / "nope")], "nope: no checkpoint"),
+        ("pretrain.py", ["--preset", "7b"], "--preset: invalid choice: '7b'"),
+        ("self_judge.py", ["--judge", "gpt4"], "--judge: invalid choice: 'gpt4'"),
+    ]:
+        run = subprocess.run(
+            [sys.executable, os.path.join(root, script), *args, "--out-dir", str(tmp_path / "o")],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": root},
+        )
+        assert run.returncode != 0 and says in run.stderr, (script, run.stderr[-500:])
+        assert "Traceback" not in run.stderr, (script, run.stderr[-2000:])
