@@ -163,7 +163,7 @@ def main():
     ap.add_argument(
         "--preset", default="demo", help="model preset from model.PRESETS (default: demo)"
     )
-    ap.add_argument("--vocab-size", type=int, default=4096)
+    ap.add_argument("--vocab-size", type=int, default=4096, help="the models' vocabulary")
     ap.add_argument("--batch-size", type=int, default=16, help="training batch (default 16)")
     ap.add_argument(
         "--seq-len", type=int, default=256, help="training sequence length (default 256)"
@@ -177,7 +177,7 @@ def main():
     ap.add_argument(
         "--new-tokens", type=int, default=128, help="greedy tokens generated per row (default 128)"
     )
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument(
         "--rounds", type=int, default=5, help="interleaved rounds per measurement (default 5)"
     )

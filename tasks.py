@@ -1071,8 +1071,7 @@ def main():
     )
     for f in fields(Config):  # --max-number and --max_number both work
         parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            f"--{f.name}",
+            *dict.fromkeys([f"--{f.name.replace('_', '-')}", f"--{f.name}"]),  # each name once
             dest=f.name,
             type=type(f.default),
             default=f.default,

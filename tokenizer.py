@@ -538,7 +538,8 @@ def main(argv=None):
 
 def run(args):
     if args.command == "encode":
-        tok = Tokenizer(args.model)
+        folder = os.path.isdir(args.model)  # a tokenizer's or a checkpoint's folder
+        tok = Tokenizer(os.path.join(args.model, "tokenizer.model") if folder else args.model)
         ids = tok.encode(args.text)
         if tok.morpheme_aware:
             print("morphemes:", "|".join(segment_korean(args.text)))
