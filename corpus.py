@@ -24,6 +24,7 @@ Rebuild the shipped files from their upstream packages with corpus/build_corpus.
 
 import dataclasses
 import functools
+import argparse
 import itertools
 import os
 import re
@@ -212,7 +213,8 @@ def english_centric(corpus, english_share=0.9):
     return mix
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)  # --help
     for s in default_sources():
         chars = sum(len(t) for t, _ in s.docs)
         print(f"{s.name:22} {s.group:5} {len(s.docs):5} docs {chars:10,} chars  {s.origin}")

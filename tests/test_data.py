@@ -586,3 +586,14 @@ def test_bad_build_flags_are_named_and_write_nothing(tmp_path, flags, complaint)
     with pytest.raises(SystemExit, match=complaint):
         data.main(["--out-dir", str(out), "--source", f"x:en:{docs}", "--mix", "en=1"] + flags)
     assert_untouched(tmp_path, out)
+
+
+def test_corpus_cli_lists_the_sources_and_answers_help(capsys):
+    import corpus
+
+    with pytest.raises(SystemExit) as stop:
+        corpus.main(["--help"])
+    assert stop.value.code == 0 and "the embedded default corpus" in capsys.readouterr().out
+    corpus.main([])
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == len(corpus.default_sources()) and "ko_law" in listed[0]
