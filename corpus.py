@@ -22,9 +22,9 @@ Run:
 Rebuild the shipped files from their upstream packages with corpus/build_corpus.py.
 """
 
+import argparse
 import dataclasses
 import functools
-import argparse
 import itertools
 import os
 import re

@@ -675,6 +675,7 @@ def run(cfg):
     replies = {}  # checkpoint name -> its greedy reply texts to inputs.picked
     sampled = {}  # checkpoint name -> (sampled reply ids, their verifier scores)
     loaded, by_path = {}, {os.path.realpath(p): n for n, p in ckpts.items()}
+    judges = set(names(cfg.judges))  # none named: those trained to judge
     for name, path in tqdm(ckpts.items(), desc="checkpoints", unit="ckpt"):
         model, tok, config = load(path, device, cfg.tokenizer)
         if model.cfg.reward_head:
@@ -702,7 +703,6 @@ def run(cfg):
         if inputs.picked and (on["tasks"] or on["win"]):
             with clock(seconds, "tasks"):
                 replies_section(cfg, report, inputs.picked, name, loaded, start, replies, sampled)
-        judges = set(names(cfg.judges))
         if inputs.pref_pairs and (name in judges or (not judges and phase in JUDGE_PHASES)):
             import jsft
 
@@ -796,6 +796,7 @@ def read_inputs(cfg, on, report):
         data_tok=data_tok,
         groups=groups,
         fim_groups=[g for g in names(cfg.fim_groups) if g in groups],
+        fim_ckpts=names(cfg.fim_ckpts),  # none named: all
         eval_tasks=eval_tasks,
         picked=pick_tasks(eval_tasks or [], cfg.max_tasks),
         pref_pairs=pref_pairs,
@@ -814,8 +815,7 @@ def benchmark_sections(cfg, on, report, seconds, inputs, name, model, tok, phase
             report["lm"][name] = lm_section(
                 *held_out, inputs.groups, batch_size=cfg.batch_size, **sizes
             )
-    fim_ckpts = names(cfg.fim_ckpts)  # none named: all
-    if inputs.data_tok and on["fim"] and (name in fim_ckpts or not fim_ckpts):
+    if inputs.data_tok and on["fim"] and (name in inputs.fim_ckpts or not inputs.fim_ckpts):
         with clock(seconds, "fim"):
             fim = (cfg.fim_examples, cfg.fim_chars, cfg.fim_max_new_tokens, cfg.batch_size)
             report["fim"][name] = fim_section(*held_out, inputs.fim_groups, *fim, cfg.seed)
