@@ -43,9 +43,9 @@ def sleep_until_kill(run, seconds, saves, running):
     """Until a random instant: `seconds` from now, or as soon as `saves` more saves are published,
     whichever comes first (so that a machine faster than measured still cannot finish the run)."""
 
-    def latest_step():
+    def latest_step():  # `latest` names step_N, or .tmp_step_N while a rerun save is swapped in
         try:
-            return int(os.readlink(os.path.join(run, "latest"))[5:])
+            return int(os.readlink(os.path.join(run, "latest")).rsplit("_", 1)[1])
         except OSError:
             return 0
 
