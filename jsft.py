@@ -399,7 +399,7 @@ class JSFTConfig(SFTConfig):
         "<tasks-dir>/prompts_train.jsonl prompts, labelled by the verifier, written to "
         "<out-dir>/sampled_prefs.jsonl; 0 = none",
     )
-    steps: int = 450
+    steps: int = 900
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 10

@@ -102,7 +102,7 @@ def test_every_flag_says_what_it_is_and_its_default(script):
         text = re.sub(r"^--no-[a-z-]+|^ [A-Z_]+|^, --no-[a-z-]+", "", rest).strip() + more.strip()
         assert text and not text.startswith("(default:"), f"{script} {flag}: no help text"
     if script == "jsft.py":
-        assert re.search(r"--steps STEPS\s+optimizer steps \(default: 450\)", out), out
+        assert re.search(r"--steps STEPS\s+optimizer steps \(default: 900\)", out), out
 
 
 def test_a_config_field_without_help_is_named():
