@@ -6,7 +6,11 @@ script pools the runs of `evaluate.py` over seeds and answers "would a second ru
 ordering?". Per arm and comparison (vs the baseline, vs the arm's own start):
   mean and spread   the win rate of each seed, their mean, min and max;
   pooled interval   per prompt the outcome averaged over seeds, then a paired bootstrap over prompts
-                    (seeds share the held-out prompts, so the pairing holds);
+                    (seeds share the held-out prompts, so the pairing holds): how sure the mean is
+                    for these trained checkpoints, not over a retraining;
+  seed interval     the per-seed figures' mean by Student's t with seeds - 1 degrees of freedom:
+                    each seed one draw of the whole training, so it counts the training noise a
+                    second run would bring (wide with 3 seeds, as it should be);
   ordering          the arms ranked by sampled verifier score, per seed, whether the seeds
                     agree, and for each pair of arms in how many seeds the one above is above
                     (the orders every seed agrees on are what a second run would likely repeat).
@@ -23,7 +27,9 @@ curve (its gain over N = 1 pooled per prompt like a win rate).
 """
 
 import argparse
+import functools
 import json
+import math
 import os
 import sys
 
@@ -55,6 +61,38 @@ def read_reports(paths):
     return reports
 
 
+@functools.cache
+def t_quantile(p, df):
+    """Student's t quantile for p in (0.5, 1): bisection on its CDF, the density integrated by
+    Simpson's rule from 0 (the t distribution is symmetric). t_quantile(0.975, 2) = 4.303."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+    def cdf(x, n=2000):
+        h = x / n
+        ys = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
+        return 0.5 + h / 3 * (ys[0] + ys[-1] + 4 * sum(ys[1:-1:2]) + 2 * sum(ys[2:-1:2]))
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < p:
+        lo, hi = hi, 2 * hi
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def seed_interval(values, level=0.95):
+    """[lo, hi]: the mean of the per-seed figures +- t * sd / sqrt(k) (k seeds, sd with k - 1),
+    each seed an independent training run; None below 2 seeds."""
+    k = len(values)
+    if k < 2:
+        return None
+    m = mean(values)
+    sd = math.sqrt(sum((x - m) ** 2 for x in values) / (k - 1))
+    half = t_quantile((1 + level) / 2, k - 1) * sd / math.sqrt(k)
+    return [m - half, m + half]
+
+
 def pooled_win(rows, seed=0):
     """rows: one paired_win dict per seed (with "outcomes") -> per-seed rates and the pooled
     interval."""
@@ -71,6 +109,7 @@ def pooled_win(rows, seed=0):
         "win_rate": mean(per_prompt),
         "ci": ci,
         "per_seed": rates,
+        "seed_ci": seed_interval(rates),
         "min": min(rates),
         "max": max(rates),
         "significant": ci[0] > 0.5 or ci[1] < 0.5,
@@ -96,12 +135,14 @@ def head_to_head(reports, a, b, seed=0):
         for d in zip(*([p - q for p, q in zip(x["outcomes"], y["outcomes"])] for x, y in rows))
     ]
     ci = bootstrap_interval(diffs, seed)
+    per_seed = [x["win_rate"] - y["win_rate"] for x, y in rows]
     return {
         "diff": mean(diffs),
         "ci": ci,
         "significant": ci[0] > 0 or ci[1] < 0,
         "n_prompts": len(diffs),
-        "per_seed": [x["win_rate"] - y["win_rate"] for x, y in rows],
+        "per_seed": per_seed,
+        "seed_ci": seed_interval(per_seed),
     }
 
 
@@ -133,6 +174,7 @@ def pooled_curve(curves, seed=0):
                 gain_vs_1=mean(per_prompt),
                 gain_per_seed=[mean(g) for g in gains],
                 gain_vs_1_ci=bootstrap_interval(per_prompt, seed),
+                gain_seed_ci=seed_interval([mean(g) for g in gains]),
             )
         pooled.append(row)
     return pooled
@@ -266,13 +308,24 @@ def pool(reports):
     }
 
 
+def seeds_cell(values, ci, null):
+    """'0.553 / 0.604 / 0.584 [0.516, 0.644] *': each seed's figure, then their seed interval, *
+    when it excludes null (0.5 for a win rate; 0 for a difference, written with its sign)."""
+    f = "{:+.3f}" if null == 0 else "{:.3f}"
+    cell = " / ".join(f.format(x) for x in values)
+    if ci is None:
+        return cell
+    star = " *" if ci[0] > null or ci[1] < null else ""
+    return cell + f" [{f.format(ci[0])}, {f.format(ci[1])}]" + star
+
+
 def to_markdown(pooled):
     def spread(xs):
         xs = [x for x in xs if x is not None]
         return f"{mean(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})" if xs else "-"
 
     def seeds(win):
-        return " / ".join(f"{x:.3f}" for x in win["per_seed"]) if win else "-"
+        return seeds_cell(win["per_seed"], win.get("seed_ci"), 0.5) if win else "-"
 
     def cost(row):
         held, step = row.get("params_held"), row.get("step_s")
@@ -308,9 +361,9 @@ def to_markdown(pooled):
                 "start",
                 "sampled overall: mean (min-max)",
                 f"win vs {pooled['baseline']} pooled [95% CI]",
-                "per seed",
+                "per seed [95% t]",
                 "win vs start pooled [95% CI]",
-                "per seed",
+                "per seed [95% t]",
                 "KL to start",
                 "changed greedy",
                 "params held",
@@ -320,7 +373,10 @@ def to_markdown(pooled):
         ),
         "",
         "Pooled: per held-out prompt the outcome averaged over seeds, then a paired "
-        "bootstrap over prompts; * marks an interval that excludes 0.5.",
+        "bootstrap over prompts: the trained checkpoints held fixed. Per seed [95% t]: each "
+        "seed's figure, then their mean's interval by Student's t over seeds, which counts the "
+        "training noise a second run would bring. * marks an interval that excludes 0.5 "
+        "(0 for a difference).",
         "",
         "Ordering by sampled verifier score, per "
         "seed: " + "; ".join(" > ".join(r) for r in pooled["orderings"]),
@@ -339,12 +395,12 @@ def to_markdown(pooled):
             "0):",
             "",
             md_table(
-                ["self_judge vs", "difference [95% CI]", "per seed"],
+                ["self_judge vs", "difference [95% CI]", "per seed [95% t]"],
                 [
                     [
                         arm,
                         diff_cell(h["diff"], h["ci"]),
-                        " / ".join(f"{x:+.3f}" for x in h["per_seed"]),
+                        seeds_cell(h["per_seed"], h.get("seed_ci"), 0),
                     ]
                     for arm, h in pooled["head_to_head"].items()
                 ],
@@ -374,20 +430,21 @@ def to_markdown(pooled):
         ]
     if pooled.get("rejection"):
         curve = pooled["rejection"]
-        keys = [k for k in curve[0] if k not in ("n", "gain_vs_1", "gain_vs_1_ci", "gain_per_seed")]
+        gain_keys = ("n", "gain_vs_1", "gain_vs_1_ci", "gain_per_seed", "gain_seed_ci")
+        keys = [k for k in curve[0] if k not in gain_keys]
         gain = "gain_vs_1_ci" in curve[0]
         out += [
             "Self-rejection curve (mean over seeds; every sample counts at every N; the gain "
             "over N=1 pooled per prompt, * when its interval excludes 0):",
             "",
             md_table(
-                ["N"] + (["gain over N=1 [95% CI]", "per seed"] if gain else []) + keys,
+                ["N"] + (["gain over N=1 [95% CI]", "per seed [95% t]"] if gain else []) + keys,
                 [
                     [c["n"]]
                     + (
                         [
                             diff_cell(c["gain_vs_1"], c["gain_vs_1_ci"]),
-                            " / ".join(f"{x:+.3f}" for x in c["gain_per_seed"]),
+                            seeds_cell(c["gain_per_seed"], c.get("gain_seed_ci"), 0),
                         ]
                         if gain
                         else []

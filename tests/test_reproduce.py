@@ -59,6 +59,8 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
     # per prompt mean over seeds
     assert sj["vs_baseline"]["win_rate"] == pytest.approx((0.5 + 0.5 + 1 + 1) / 4)
     assert sj["vs_baseline"]["per_seed"] == [pytest.approx(0.875), pytest.approx(0.625)]
+    # and over seeds: 0.75 +- 12.706 * sd / sqrt(2), sd = 0.125 * sqrt(2)
+    assert sj["vs_baseline"]["seed_ci"] == pytest.approx([0.75 - 1.5883, 0.75 + 1.5883], abs=1e-4)
     # constant per prompt
     assert sj["vs_start"]["win_rate"] == 0.75 and sj["vs_start"]["ci"] == [0.75, 0.75]
     assert (
@@ -90,7 +92,8 @@ def test_pool_averages_each_prompt_over_seeds_then_bootstraps():
     assert op["likelihood_correctness_acc"] == pytest.approx(0.85)
     assert "reward_model_acc" not in op
     text = R.to_markdown(pooled)
-    assert "Would a second run give the same ordering? no" in text and "0.875 / 0.625" in text
+    assert "Would a second run give the same ordering? no" in text
+    assert "0.875 / 0.625 [-0.838, 2.338] |" in text
     assert pooled["onpolicy_by_family"] == {}  # no seed has it
     assert "agree on 2 of 3 orders; split: jsft > self_judge in 1 of 2." in text
     assert R.pool([a, a])["same_ordering"]
@@ -173,6 +176,29 @@ def test_head_to_head_is_the_per_prompt_difference_of_outcomes():
         and "params_held" not in pooled["arms"]["sft"]
     )
     assert "| onpolicy_rm | +0.188" in R.to_markdown(pooled)
+    # over seeds: 0.1875 +- 12.706 * sd([0.25, 0.125]) / sqrt(2) = 12.706 * 0.0625
+    assert h["seed_ci"] == pytest.approx([0.1875 - 0.7941, 0.1875 + 0.7941], abs=1e-4)
+    back = R.head_to_head([a, b], "onpolicy_rm", "self_judge")  # the other way round: negated
+    assert back["seed_ci"] == pytest.approx([-0.1875 - 0.7941, -0.1875 + 0.7941], abs=1e-4)
+    assert "+0.250 / +0.125 [-0.607, +0.982] |" in R.to_markdown(pooled)
+
+
+def test_t_quantile_matches_the_printed_t_table():
+    # two-sided 95 % (p = 0.975) and one-sided 95 % critical values from any t table
+    for df, t in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042)):
+        assert R.t_quantile(0.975, df) == pytest.approx(t, abs=1e-3)
+    assert R.t_quantile(0.95, 5) == pytest.approx(2.015, abs=1e-3)
+    assert R.t_quantile(0.975, 100_000) == pytest.approx(1.960, abs=1e-3)  # the normal's
+
+
+def test_seed_interval_is_students_t_over_the_seeds():
+    # mean 2, sd 1, three seeds: 2 +- 4.303 / sqrt(3)
+    assert R.seed_interval([1.0, 2.0, 3.0]) == pytest.approx([2 - 2.4843, 2 + 2.4843], abs=1e-3)
+    assert R.seed_interval([0.6, 0.6, 0.6, 0.6]) == pytest.approx([0.6, 0.6])  # no spread
+    assert R.seed_interval([0.7]) is None  # one seed: no training noise can be read
+    assert R.seeds_cell([0.7], None, 0.5) == "0.700"
+    assert R.seeds_cell([0.55, 0.6], [0.51, 0.64], 0.5) == "0.550 / 0.600 [0.510, 0.640] *"
+    assert R.seeds_cell([0.02, -0.01], [-0.1, 0.1], 0) == "+0.020 / -0.010 [-0.100, +0.100]"
 
 
 def test_rejection_gain_is_pooled_per_prompt_over_seeds():
@@ -199,7 +225,10 @@ def test_rejection_gain_is_pooled_per_prompt_over_seeds():
     assert rows[1]["gain_per_seed"] == pytest.approx([0.1, 0.2])
     assert rows[1]["gain_vs_1_ci"] == pytest.approx([0.1, 0.2])
     assert rows[1]["overall"] == pytest.approx(0.55) and "per_prompt" not in rows[1]
-    assert "| 2 | +0.150 [+0.100, +0.200] * | +0.100 / +0.200 |" in R.to_markdown(R.pool([a, b]))
+    # the seed interval: 0.15 +- t(0.975, 1) * sd / sqrt(2) = 12.706 * 0.05
+    assert rows[1]["gain_seed_ci"] == pytest.approx([0.15 - 0.6353, 0.15 + 0.6353], abs=1e-4)
+    text = R.to_markdown(R.pool([a, b]))
+    assert "| 2 | +0.150 [+0.100, +0.200] * | +0.100 / +0.200 [-0.485, +0.785] |" in text
     b["rejection"]["curve"][1]["per_prompt"] = [0.4]
     with pytest.raises(SystemExit, match="different numbers of prompts"):
         R.pool([a, b])
