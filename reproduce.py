@@ -31,6 +31,7 @@ import functools
 import json
 import math
 import os
+import statistics
 import sys
 
 from benchmarks import mean
@@ -88,8 +89,7 @@ def seed_interval(values, level=0.95):
     if k < 2:
         return None
     m = mean(values)
-    sd = math.sqrt(sum((x - m) ** 2 for x in values) / (k - 1))
-    half = t_quantile((1 + level) / 2, k - 1) * sd / math.sqrt(k)
+    half = t_quantile((1 + level) / 2, k - 1) * statistics.stdev(values) / math.sqrt(k)
     return [m - half, m + half]
 
 
@@ -170,11 +170,12 @@ def pooled_curve(curves, seed=0):
                     "prompts: pooling needs the same prompts in every seed"
                 )
             per_prompt = [mean(g) for g in zip(*gains)]
+            per_seed = [mean(g) for g in gains]
             row.update(
                 gain_vs_1=mean(per_prompt),
-                gain_per_seed=[mean(g) for g in gains],
+                gain_per_seed=per_seed,
                 gain_vs_1_ci=bootstrap_interval(per_prompt, seed),
-                gain_seed_ci=seed_interval([mean(g) for g in gains]),
+                gain_seed_ci=seed_interval(per_seed),
             )
         pooled.append(row)
     return pooled
@@ -325,7 +326,7 @@ def to_markdown(pooled):
         return f"{mean(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})" if xs else "-"
 
     def seeds(win):
-        return seeds_cell(win["per_seed"], win.get("seed_ci"), 0.5) if win else "-"
+        return seeds_cell(win["per_seed"], win["seed_ci"], 0.5) if win else "-"
 
     def cost(row):
         held, step = row.get("params_held"), row.get("step_s")
@@ -400,7 +401,7 @@ def to_markdown(pooled):
                     [
                         arm,
                         diff_cell(h["diff"], h["ci"]),
-                        seeds_cell(h["per_seed"], h.get("seed_ci"), 0),
+                        seeds_cell(h["per_seed"], h["seed_ci"], 0),
                     ]
                     for arm, h in pooled["head_to_head"].items()
                 ],
@@ -444,7 +445,7 @@ def to_markdown(pooled):
                     + (
                         [
                             diff_cell(c["gain_vs_1"], c["gain_vs_1_ci"]),
-                            seeds_cell(c["gain_per_seed"], c.get("gain_seed_ci"), 0),
+                            seeds_cell(c["gain_per_seed"], c["gain_seed_ci"], 0),
                         ]
                         if gain
                         else []
