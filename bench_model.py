@@ -10,8 +10,9 @@ default):
     share of that rate (FLOPs/token from Transformer.flops_per_token: 6 per matmul weight + causal
     attention), first with glibc's default allocator, then after keep_freed_memory() (no page
       faults)
-  - the decode limit: one matrix-vector product over every weight matrix a decode step reads, in
-    the model's (out, in) layout and transposed, timed again within the batch-1 decode rounds
+  - the decode limit: one matrix-vector product over every weight matrix a decode step reads, by
+    MKL in the model's (out, in) layout and transposed, and as inductor's compiled loop, timed
+    again within the batch-1 decode rounds
   - prefill tokens/s (one cached forward over a batch of prompts) at batch 1 and 8
   - greedy-decode tokens/s (new tokens over the whole generate call) at batch 1, 8 and 32: ours
     eager, ours with the compiled decode step (generate(compile=True)), HF generate(); the compile
@@ -39,29 +40,24 @@ Cold and warm (2026-12-02, commit 9bd2c0a, 2 threads, an AMD EPYC VM, --stat med
 a cold compile costs 23.5 s (batch 1), 15.8 s (8) and 15.0 s (32); rerun with --warm-cache, the
 batch-1 step is read from inductor's disk cache in 3.5 s. Compiled against HF: 1.86x at batch 1
 (254 tokens/s, 63 % of the 2.48 ms limit), 1.44x at 8, 1.45x at 32.
-Where a compiled batch-1 step goes (torch.profiler with inductor's kernel profile, 1 thread, commit
-55ea7d6): the 43 weight matmuls ~75 %, TorchDynamo's guard check ~0.13 ms a call (~7 %), the
-attention's 12 batched matmuls ~0.19 ms. Fusing the weights would not close the gap: one q/k/v
-matmul instead of three saves 6 us a layer at batch 1 and one gate/up matmul nothing (a 256-wide
-microbench with the weights in cache), 32 us a step in all (< 2 %). The matmuls read the 21.9 MB of
-weights from memory each step, as the limit does, at ~65 % of its speed (~1.4 of 1.85 ms): 75 % of
-the limit would leave ~0.3 ms for all the rest of a step, out of reach in fp32 on this CPU. At batch
-8 (profiled the same way, commit 36c8ee3) the weight matmuls took 5.7 ms of the compiled step's 8.6,
-2.5x the matvec limit though each weight is read once: MKL's sgemm splits x W^T with 8 rows badly
-across threads. So model.Linear computes 2-64 rows as (W x^T)^T, the same product with the weight
-as the long operand (the 43 weights at 8 rows: 1.9 against 3.4 ms at 2 threads, 3.5 against 4.5 at
-1). 2026-12-03, 2 threads, --stat median --rounds 3, compiled against HF before / after on one VM:
-1.51x / 2.51x and 2.23x (two runs) at batch 8, 1.43x / 1.65x and 1.60x at 32; batch 1 takes the
-old path (2.21x / 2.12x and 2.65x: the VM's noise); eager at 8 1.07x / 1.38x and 1.16x.
-The limit is timed again within the batch-1 rounds: on this shared VM it drifted from 0.73 to 1.7 ms
-between runs (the 21.9 MB of weights fit the 32 MB L3, when other tenants leave it), the decode step
-much less (the limit's two stacked copies may evict the decoders' weights: a cold first step). In
-the same rounds the compiled batch-1 decode reached 41 % of the limit (554 against 1,359 tokens/s).
-Stored transposed, (in, out), the weights are read faster at batch 1 (0.45 against 0.73 ms stacked;
-1.2 against 1.5 ms as 43 products), but that layout is the slower one at 8 rows (3.9 against 2.2
-ms): no one layout serves both. And a step spends far more than 25 % of the limit beside its matmuls
-(profiled today: the 43 matmuls 1.94 ms of a 2.78 ms step, TorchDynamo's guard check 0.19 ms, the
-graph's wrapper and its small kernels ~0.5 ms), so 75 % of it is out of reach.
+Batch 1 (2026-12-04, 2 threads, --no-train --rounds 3 --stat median, one run): compiled, 1,265
+tokens/s, 3.93x HF and 136 % of the limit (0.72 ms at the start). MKL's matrix-vector product is
+not what memory allows: the same 21.9 MB as one multiply-and-sum that inductor writes as its own
+vectorised loop take 0.17 ms (128 GB/s, from the 32 MB L3), so model.Linear computes one row that
+way under compile (before: 41-63 % of the limit, the 43 weight matmuls ~75 % of a step). Against
+that loop the step is at 29 %. Where the rest of a 0.5 ms compiled step goes (torch.profiler with
+inductor's kernel profile, 2 threads): the fused weight loops ~0.25 ms, the graph's C++ wrapper
+~0.14 ms, TorchDynamo's guard check ~0.08 ms, the attention's 12 small batched matmuls ~0.07 ms.
+At batch 8 (profiled the same way, commit 36c8ee3) the weight matmuls took 5.7 ms of the compiled
+step's 8.6, 2.5x the matvec limit though each weight is read once: MKL's sgemm splits x W^T with 8
+rows badly across threads. So model.Linear computes 2-64 rows as (W x^T)^T, the same product with
+the weight as the long operand (the 43 weights at 8 rows: 1.9 against 3.4 ms at 2 threads, 3.5
+against 4.5 at 1); the multiply-and-sum loop is no faster there (8 rows: 3,510 against 3,701
+tokens/s; 32: 4,488 against 5,277). 2026-12-03, 2 threads, --stat median --rounds 3, compiled
+against HF before / after on one VM: 1.51x / 2.51x and 2.23x (two runs) at batch 8, 1.43x / 1.65x
+and 1.60x at 32; eager at 8 1.07x / 1.38x and 1.16x. The limit is timed again within the batch-1
+rounds: on this shared VM it drifted from 0.73 to 1.7 ms between runs (the weights fit the L3 when
+other tenants leave it).
 """
 
 import argparse
@@ -141,10 +137,11 @@ def interleaved(fns: dict, rounds: int, n: int = 1, stat=min) -> dict:
 def matvec_products(model) -> tuple[dict, float]:
     """The floor of a batch-1 decode step: one matrix-vector product over every weight matrix a
     step reads (all but the embedding table, of which a step reads one row), stacked into one
-    matrix so no per-operator cost is counted. In two layouts of the same bytes: (out, in) rows as
-    the model stores them (the limit the targets use), and (in, out) rows, which MKL streams
-    1.2-1.6x faster at batch 1 here (a model would have to store its weights transposed for it).
-    Returns ({layout: one product}, megabytes)."""
+    matrix so no per-operator cost is counted. Three ways: MKL's product with (out, in) rows as the
+    model stores them (the limit the targets use), with (in, out) rows, which MKL streams 1.2-1.6x
+    faster at batch 1 here, and as a multiply and sum under torch.compile (inductor's own
+    vectorised loop, model.Linear's way under compile: 3-4x faster than MKL here, the closest to
+    the rate memory gives). Returns ({way: one product}, megabytes)."""
     mats = [
         p for name, p in model.named_parameters() if p.dim() == 2 and name != "embed_tokens.weight"
     ]
@@ -152,7 +149,12 @@ def matvec_products(model) -> tuple[dict, float]:
     stacked = torch.cat([w.detach().reshape(-1, dim) for w in mats])  # (total / dim, dim)
     stacked_t = stacked.t().contiguous()  # (dim, total / dim)
     x = torch.randn(dim)
-    products = {"limit (out,in)": lambda: stacked @ x, "limit (in,out)": lambda: x @ stacked_t}
+    loop = torch.compile(lambda w, v: (v * w).sum(-1), dynamic=False)  # (total / dim,)
+    products = {
+        "limit (out,in)": lambda: stacked @ x,
+        "limit (in,out)": lambda: x @ stacked_t,
+        "limit (loop)": lambda: loop(stacked, x),
+    }
     return products, stacked.numel() * stacked.element_size() / 1e6
 
 
@@ -301,13 +303,15 @@ def main():
     P, N = args.prompt_len, args.new_tokens
     products, mb = matvec_products(ours)
     limit = {k: min(timed(fn, 200) for _ in range(5)) for k, fn in products.items()}
-    row, col = limit["limit (out,in)"], limit["limit (in,out)"]
+    row, col, loop = (limit[f"limit ({k})"] for k in ("out,in", "in,out", "loop"))
     print(
         f"\nthe limit: one matrix-vector product over every weight a decode step reads (all "
-        f"matrices but the embedding table, {mb:.1f} MB) takes {row * 1e3:.2f} ms as the model "
-        f"stores them, (out, in) rows: at most {1 / row:.0f} tokens/s at batch 1; stored "
-        f"transposed, {col * 1e3:.2f} ms ({1 / col:.0f} tokens/s). Timed again within each "
-        "batch-1 decode round below, so a drifting machine moves both alike"
+        f"matrices but the embedding table, {mb:.1f} MB) takes {row * 1e3:.2f} ms as MKL reads "
+        f"them in the model's (out, in) rows: at most {1 / row:.0f} tokens/s at batch 1; stored "
+        f"transposed, {col * 1e3:.2f} ms ({1 / col:.0f} tokens/s); as inductor's compiled "
+        f"multiply-and-sum loop, {loop * 1e3:.2f} ms ({1 / loop:.0f} tokens/s, "
+        f"{mb / 1e3 / loop:.0f} GB/s). Timed again within each batch-1 decode round below, so a "
+        "drifting machine moves all alike"
     )
     for batch in args.decode_batches:
         prompt = torch.randint(cfg.vocab_size, (batch, P))
@@ -369,8 +373,11 @@ def main():
         for k, r in rate.items():
             share = ""
             if batch == 1 and not k.startswith(("hf", "limit")):
-                row, col = rate["limit (out,in)"], rate["limit (in,out)"]
-                share = f", {100 * r / row:.0f}% of the limit ({100 * r / col:.0f}% of (in,out))"
+                row, col, loop = (rate[f"limit ({k})"] for k in ("out,in", "in,out", "loop"))
+                share = (
+                    f", {100 * r / row:.0f}% of the limit ({100 * r / col:.0f}% of (in,out), "
+                    f"{100 * r / loop:.0f}% of the loop)"
+                )
             print(f"  {k:14s} {r:8.0f} tokens/s   {r / rate['hf']:.2f}x hf{share}")
         if "ours+compile" in sec:
             compile_s = first - sec["ours+compile"]

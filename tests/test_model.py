@@ -466,7 +466,8 @@ def test_bucket():
 def test_compiled_decode_gives_the_same_tokens_and_compiles_once():
     """generate(compile=True): the decode step under torch.compile, batch and cache padded to
     buckets, gives the eager tokens, greedy and sampled under one seed; a second call with the same
-    buckets reuses the compiled graph. The one test that compiles (~10-30 s on 2 CPU cores)."""
+    buckets reuses the compiled graph; at batch 1 too (another graph). The one test that compiles
+    (~20-40 s on 2 CPU cores)."""
     dynamo = pytest.importorskip("torch._dynamo")
     model = make_model(matrix_scale=10.0)
     prompts = [[3, 9, 27, 81], [50], [7, 7, 7, 7, 7, 7, 7, 7]]  # 3 rows -> 4; 8 + 10 slots -> 64
@@ -502,6 +503,10 @@ def test_compiled_decode_gives_the_same_tokens_and_compiles_once():
     assert compiled == generate(model, twice, 10, temperature=0, stop_ids=[stop])
     assert len(compiled[0]) == 2 and len(compiled[1]) > 2  # row 0 stopped, row 1 went on
     assert dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1  # compiled once for all
+    # one row: the weights as inductor's multiply-and-sum loops (Linear), the eager tokens still
+    one = [prompts[0]]
+    compiled = generate(model, one, 10, temperature=0, compile=True)
+    assert compiled == generate(model, one, 10, temperature=0)
 
 
 def test_generate_uses_the_weights_of_the_moment_after_an_optimizer_step():
@@ -568,6 +573,35 @@ def test_linear_equals_x_times_w_transposed_forward_and_backward(shape, bias):
     assert torch.allclose(x.grad.double(), (g64 @ w64).reshape(shape), atol=1e-5)
     rows = math.prod(shape[:-1])  # which path ran: the transposed product leaves y column-major
     assert (y.reshape(rows, 40).stride(-1) != 1) == (not bias and 1 < rows <= 64)
+
+
+def test_linear_one_row_under_compile_is_a_multiply_and_sum():
+    """Under torch.compile one row on CPU is x W^T as a multiply and sum (inductor writes it as
+    its own loop over W, no MKL call): the traced graph holds no matmul, its result is the
+    float64 product; two rows keep the matmul, and so does one row run eagerly. (The traced graph
+    runs eagerly here: nothing compiles.)"""
+    torch.manual_seed(0)
+    layer = Linear(48, 40, bias=False)
+    traced = []
+
+    def record_ops(gm, example_inputs):  # a torch.compile backend that only reads the graph
+        traced.append({str(n.target) for n in gm.graph.nodes if n.op.startswith("call")})
+        return gm.forward
+
+    for shape in [(1, 48), (1, 1, 48), (2, 48)]:
+        x = torch.randn(shape)
+        torch._dynamo.reset()
+        y = torch.compile(layer, backend=record_ops)(x)
+        expected = x.double() @ layer.weight.detach().double().t()
+        assert y.shape == (*shape[:-1], 40) and torch.allclose(y.double(), expected, atol=1e-5)
+    matmul = "<built-in function matmul>"
+    for ops in traced[:2]:  # one row
+        assert "sum" in ops and matmul not in ops and "linear" not in str(ops)
+    assert matmul in traced[2] and "sum" not in traced[2]
+    with torch.profiler.profile() as prof:  # eagerly the multiply would be (out, in) floats: MKL's
+        layer(torch.randn(1, 48))
+    ops = {event.name for event in prof.events()}
+    assert "aten::sum" not in ops and {"aten::mm", "aten::addmm"} & ops
 
 
 def test_every_projection_of_the_transformer_is_a_linear():
