@@ -639,11 +639,14 @@ def test_gqa_equals_mha_with_repeated_kv_heads_and_mha_config():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("compiling", [False, True])
 @pytest.mark.parametrize("T", [1, 5])
-def test_grouped_attention_with_a_mask_equals_repeated_kv_heads(T):
+def test_grouped_attention_with_a_mask_equals_repeated_kv_heads(T, compiling, monkeypatch):
     """With a mask (cached decoding) and T queries, attention equals the textbook form: each kv head
     repeated for its n_rep query heads (head h reads kv head h // n_rep), -inf where the mask is
-    False. T == 1 is the decode step, which skips SDPA."""
+    False. T == 1 is the decode step, which skips SDPA, and under torch.compile (its stance patched
+    in, run eagerly here) multiplies and sums for inductor's own loops instead of two bmm calls."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
     B, H, KV, S, hd = 3, 6, 2, 9, 8
     q, k, v = torch.randn(B, H, T, hd), torch.randn(B, KV, S, hd), torch.randn(B, KV, S, hd)
     mask = torch.rand(B, 1, T, S) < 0.6
@@ -661,6 +664,10 @@ def test_grouped_attention_with_a_mask_equals_repeated_kv_heads(T):
             assert torch.allclose(
                 attention(q, k, v, form(shared), use_sdpa), expected_shared, atol=1e-5
             )
+    with torch.profiler.profile() as prof:
+        attention(q, k, v, mask, False)
+    ops = {event.name for event in prof.events()}
+    assert ("aten::bmm" in ops or "aten::matmul" in ops) == (T > 1 or not compiling)
 
 
 # --- loss -----------------------------------------------------------------------------------------
