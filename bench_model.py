@@ -138,14 +138,14 @@ def interleaved(fns: dict, rounds: int, n: int = 1, stat=min) -> dict:
     return {k: stat(v) for k, v in times.items()}
 
 
-def matvec_products(model) -> tuple[dict, float]:
+def matvec_products(model, compiled: bool = True) -> tuple[dict, float]:
     """The floor of a batch-1 decode step: one matrix-vector product over every weight matrix a
     step reads (all but the embedding table, of which a step reads one row), stacked into one
     matrix so no per-operator cost is counted. Three ways: MKL's product with (out, in) rows as the
     model stores them (the limit the targets use), with (in, out) rows, which MKL streams 1.2-1.6x
-    faster at batch 1 here, and as a multiply and sum under torch.compile (inductor's own
-    vectorised loop, model.Linear's way under compile: 3-4x faster than MKL here, the closest to
-    the rate memory gives). Returns ({way: one product}, megabytes)."""
+    faster at batch 1 here, and (compiled=True) a multiply and sum under torch.compile: inductor's
+    own vectorised loop, model.Linear's way for one row under compile, the closest to the rate
+    memory gives (the notes above). Returns ({way: one product}, megabytes)."""
     mats = [
         p for name, p in model.named_parameters() if p.dim() == 2 and name != "embed_tokens.weight"
     ]
@@ -153,12 +153,10 @@ def matvec_products(model) -> tuple[dict, float]:
     stacked = torch.cat([w.detach().reshape(-1, dim) for w in mats])  # (total / dim, dim)
     stacked_t = stacked.t().contiguous()  # (dim, total / dim)
     x = torch.randn(dim)
-    loop = torch.compile(lambda w, v: (v * w).sum(-1), dynamic=False)  # (total / dim,)
-    products = {
-        "limit (out,in)": lambda: stacked @ x,
-        "limit (in,out)": lambda: x @ stacked_t,
-        "limit (loop)": lambda: loop(stacked, x),
-    }
+    products = {"limit (out,in)": lambda: stacked @ x, "limit (in,out)": lambda: x @ stacked_t}
+    if compiled:
+        loop = torch.compile(lambda w, v: (v * w).sum(-1), dynamic=False)  # (total / dim,)
+        products["limit (loop)"] = lambda: loop(stacked, x)
     return products, stacked.numel() * stacked.element_size() / 1e6
 
 
@@ -305,17 +303,22 @@ def main():
 
     # -- prefill and greedy decode -----------------------------------------------------------------
     P, N = args.prompt_len, args.new_tokens
-    products, mb = matvec_products(ours)
+    products, mb = matvec_products(ours, compiled=args.compile_decode)
     limit = {k: min(timed(fn, 200) for _ in range(5)) for k, fn in products.items()}
-    row, col, loop = (limit[f"limit ({k})"] for k in ("out,in", "in,out", "loop"))
+    ways = {
+        "limit (out,in)": "as MKL reads them in the model's (out, in) rows (the limit)",
+        "limit (in,out)": "stored transposed",
+        "limit (loop)": "as inductor's compiled multiply-and-sum loop",
+    }
     print(
         f"\nthe limit: one matrix-vector product over every weight a decode step reads (all "
-        f"matrices but the embedding table, {mb:.1f} MB) takes {row * 1e3:.2f} ms as MKL reads "
-        f"them in the model's (out, in) rows: at most {1 / row:.0f} tokens/s at batch 1; stored "
-        f"transposed, {col * 1e3:.2f} ms ({1 / col:.0f} tokens/s); as inductor's compiled "
-        f"multiply-and-sum loop, {loop * 1e3:.2f} ms ({1 / loop:.0f} tokens/s, "
-        f"{mb / 1e3 / loop:.0f} GB/s). Timed again within each batch-1 decode round below, so a "
-        "drifting machine moves all alike"
+        f"matrices but the embedding table, {mb:.1f} MB), at batch 1: "
+        + "; ".join(
+            f"{ways[way]} {s * 1e3:.2f} ms ({1 / s:.0f} tokens/s, {mb / 1e3 / s:.0f} GB/s)"
+            for way, s in limit.items()
+        )
+        + ". Timed again within each batch-1 decode round below, so a drifting machine moves all "
+        "alike"
     )
     for batch in args.decode_batches:
         prompt = torch.randint(cfg.vocab_size, (batch, P))
@@ -377,11 +380,7 @@ def main():
         for k, r in rate.items():
             share = ""
             if batch == 1 and not k.startswith(("hf", "limit")):
-                row, col, loop = (rate[f"limit ({k})"] for k in ("out,in", "in,out", "loop"))
-                share = (
-                    f", {100 * r / row:.0f}% of the limit ({100 * r / col:.0f}% of (in,out), "
-                    f"{100 * r / loop:.0f}% of the loop)"
-                )
+                share = "".join(f", {100 * r / rate[way]:.0f}% of {way}" for way in products)
             print(f"  {k:14s} {r:8.0f} tokens/s   {r / rate['hf']:.2f}x hf{share}")
         if "ours+compile" in sec:
             compile_s = first - sec["ours+compile"]

@@ -127,8 +127,8 @@ def attention(q, k, v, mask, use_sdpa: bool, dropout_p: float = 0.0):
     (B, 1, T, S) or (T, S), bool (True = may attend) or float, added to the scores (0 or -inf: the
     cached forward builds it once). On CPU a decode step (T == 1) takes the written-out path:
     SDPA's CPU kernel costs ~4x its two small matmuls there (bench_model.py); under torch.compile
-    they are a multiply and sum each, which inductor fuses into its own loops (decode 7-9 % faster
-    than two bmm calls a layer)."""
+    they are a multiply and sum each, which inductor fuses into its own loops (compiled decode 7-9 %
+    faster than with two bmm calls a layer)."""
     if use_sdpa and (q.size(2) > 1 or not q.is_cpu):  # fused kernel: flash / memory-efficient
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=mask is None, enable_gqa=True
@@ -165,16 +165,17 @@ def additive_mask(allowed, dtype):
 
 
 class Linear(nn.Linear):
-    """nn.Linear computing a decode step's few rows on CPU faster, the same product x W^T: one row
-    under torch.compile as a multiply and sum, which inductor writes as one vectorised loop over W
-    (MKL's matrix-vector call reads it 1.6-4x slower: compiled batch-1 decode 1.4-2.9x; eagerly
-    the multiply would make an (out, in) product, so MKL's call stays); 2-64 rows as
-    (W x^T)^T (column-major): MKL splits W over threads, x W^T barely (batch-8 decode 1.4x)."""
+    """nn.Linear with faster paths for a decode step's few rows on CPU, the same product x W^T:
+    - one row under torch.compile: a multiply and sum, which inductor writes as its own vectorised
+      loop over W, 3-5x faster than MKL's matrix-vector call at 2 threads (eagerly it would build an
+      (out, in) product: MKL's call stays);
+    - 2-64 rows: (W x^T)^T, column-major: MKL splits W over threads, x W^T barely.
+    Figures: bench_model.py's notes."""
 
     def forward(self, x):  # (..., in) -> (..., out)
         rows = x.numel() // x.size(-1)
-        plain, compiling = self.bias is None and x.is_cpu, torch.compiler.is_compiling()
-        if plain and rows == 1 and compiling:
+        plain = self.bias is None and x.is_cpu
+        if plain and rows == 1 and torch.compiler.is_compiling():  # (inductor's loop, see above)
             return (x.unsqueeze(-2) * self.weight).sum(-1)  # (..., 1, in) * (out, in) -> (..., out)
         if not (plain and 1 < rows <= 64):
             return super().forward(x)

@@ -578,26 +578,30 @@ def test_linear_equals_x_times_w_transposed_forward_and_backward(shape, bias):
 def test_linear_one_row_under_compile_is_a_multiply_and_sum():
     """Under torch.compile one row on CPU is x W^T as a multiply and sum (inductor writes it as
     its own loop over W, no MKL call): the traced graph holds no matmul, its result is the
-    float64 product; two rows keep the matmul, and so does one row run eagerly. (The traced graph
-    runs eagerly here: nothing compiles.)"""
+    float64 product; two rows keep the matmul, a layer with a bias F.linear, and one row run
+    eagerly MKL's product. (The traced graph runs eagerly here: nothing compiles.)"""
     torch.manual_seed(0)
-    layer = Linear(48, 40, bias=False)
+    layer, biased = Linear(48, 40, bias=False), Linear(48, 40, bias=True)
     traced = []
 
     def record_ops(gm, example_inputs):  # a torch.compile backend that only reads the graph
         traced.append({str(n.target) for n in gm.graph.nodes if n.op.startswith("call")})
         return gm.forward
 
-    for shape in [(1, 48), (1, 1, 48), (2, 48)]:
+    cases = [(layer, (1, 48)), (layer, (1, 1, 48)), (layer, (2, 48)), (biased, (1, 48))]
+    for module, shape in cases:
         x = torch.randn(shape)
         torch._dynamo.reset()
-        y = torch.compile(layer, backend=record_ops)(x)
-        expected = x.double() @ layer.weight.detach().double().t()
+        y = torch.compile(module, backend=record_ops)(x)
+        expected = x.double() @ module.weight.detach().double().t()
+        expected += module.bias.detach().double() if module.bias is not None else 0
         assert y.shape == (*shape[:-1], 40) and torch.allclose(y.double(), expected, atol=1e-5)
+    torch._dynamo.reset()
     matmul = "<built-in function matmul>"
     for ops in traced[:2]:  # one row
         assert "sum" in ops and matmul not in ops and "linear" not in str(ops)
-    assert matmul in traced[2] and "sum" not in traced[2]
+    assert matmul in traced[2] and "sum" not in traced[2]  # two rows
+    assert "sum" not in traced[3] and "linear" in str(traced[3])  # a bias: F.linear
     with torch.profiler.profile() as prof:  # eagerly the multiply would be (out, in) floats: MKL's
         layer(torch.randn(1, 48))
     ops = {event.name for event in prof.events()}
