@@ -43,16 +43,17 @@ batch-1 step is read from inductor's disk cache in 3.5 s. Compiled against HF: 1
 Batch 1 (2026-12-04): MKL's matrix-vector product is not what memory allows. The same 21.9 MB as
 one multiply-and-sum that inductor writes as its own vectorised loop take 0.17 ms (128 GB/s, from
 the 32 MB L3) against MKL's 0.6-0.9 ms, so under compile model.Linear computes one row that way,
-and attention its two small products (7-9 % more at every batch size). --no-train --rounds 3
---stat median, one VM, before (7886d26) / after: 2 threads 478 -> 1,558 and 1,070 tokens/s (two
-runs), 1.54x -> 5.35x and 3.77x HF, 49 % -> 118 % and 138 % of MKL's limit, 34 % and 39 % of the
-loop's; 1 thread 554 -> 965, 1.63x -> 3.74x HF, 40 % -> 130 % (46 % of the loop's). Batch 8 1.88x
--> 2.00x and 1.84x HF at 2 threads, 1.33x -> 1.61x at 1; batch 32 1.29x -> 1.48x and 1.49x. Where
-a compiled step goes now (torch.profiler with inductor's kernel profile, 2 threads): batch 1, 0.47
-ms: the fused weight loops ~0.25, the graph's C++ wrapper ~0.14, TorchDynamo's guard check ~0.08;
-batch 8, 2.0 ms: MKL's 43 products 1.25, attention's loops 0.35, the wrapper 0.31, the guards 0.17.
-At 8 rows the loops lose: inductor splits a product with few outputs (down_proj's 256) over its
-704 summed terms, one parallel region per output (the MLP 336 against 165 us with MKL).
+and attention its two small products (7-9 % more at every batch size). --no-train --rounds 3 --stat
+median, one VM, before (7886d26) / after: 2 threads 478 -> 1,558 and 1,070 tokens/s (two runs),
+1.54x -> 5.35x and 3.77x HF, 49 % -> 118 % and 138 % of MKL's limit, 34 % and 39 % of the loop's; 1
+thread 554 -> 965, 1.63x -> 3.74x HF, 40 % -> 130 % (46 % of the loop's). Batch 8 1.88x -> 2.00x
+and 1.84x HF at 2 threads (three more runs: 2.00x, 2.03x, 1.98x), 1.33x -> 1.61x at 1; batch 32
+1.29x -> 1.48x and 1.49x. Where a compiled step goes now (torch.profiler with inductor's kernel
+profile, 2 threads): batch 1, 0.47 ms: the fused weight loops ~0.25, the graph's C++ wrapper ~0.14,
+TorchDynamo's guard check ~0.08; batch 8, 2.0 ms: MKL's 43 products 1.25, attention's loops 0.35,
+the wrapper 0.31, the guards 0.17. At 8 rows the loops lose: inductor splits a product with few
+outputs (down_proj's 256) over its 704 summed terms, one parallel region per output (the MLP 336
+against 165 us with MKL).
 At batch 8 (profiled the same way, commit 36c8ee3) the weight matmuls took 5.7 ms of the compiled
 step's 8.6, 2.5x the matvec limit though each weight is read once: MKL's sgemm splits x W^T with 8
 rows badly across threads. So model.Linear computes 2-64 rows as (W x^T)^T, the same product with
